@@ -1,0 +1,71 @@
+// `edgeexit inspect <model.onnx>`: what a model is — inputs, exits, opsets, ops, parameters and
+// MACs per exit — read with our own ONNX codec, no onnxruntime session needed.
+import type { CommandModule } from 'yargs';
+import { describeModel, type ModelDescription } from '../../model/describe.js';
+import type { CliIO } from '../io.js';
+import { count, table } from '../format.js';
+
+export interface InspectOptions {
+  model: string;
+  json?: boolean;
+}
+
+export async function inspectCommand(opts: InspectOptions, io: CliIO): Promise<ModelDescription> {
+  const d = await describeModel(opts.model);
+  if (opts.json) io.out(JSON.stringify(d, null, 2));
+  else io.out(renderInspect(d));
+  return d;
+}
+
+const dims = (x: (number | string)[]): string => `[${x.join(',')}]`;
+
+export function renderInspect(d: ModelDescription): string {
+  const lines: string[] = [];
+  lines.push(`model       ${d.file} (${d.name})`);
+  lines.push(`format      ONNX IR ${d.irVersion}; opsets ${d.opsets.map((o) => `${o.domain} ${o.version}`).join(', ')}; producer ${d.producer || '?'}`);
+  for (const i of d.inputs) lines.push(`input       ${i.name} ${i.dtype} ${dims(i.dims)}`);
+  if (d.preprocess) {
+    const p = d.preprocess;
+    lines.push(`preprocess  ${p.colorspace} ${p.size[0]}x${p.size[1]}, x*${+p.scale.toFixed(8)}, mean ${p.mean.join('/')}, std ${p.std.join('/')}`);
+  }
+  if (d.labels) lines.push(`labels      ${d.labels.length}: ${d.labels.join(', ')}`);
+  for (const p of d.metadataProblems) lines.push(`warning     ${p}`);
+  lines.push(`parameters  ${d.params.toLocaleString('en-US')}`);
+  lines.push(`MACs        ${d.totalMacs.toLocaleString('en-US')} per sample (whole graph)`);
+  lines.push('');
+  lines.push(`exits (${d.outputs.length} graph outputs, cheapest first)`);
+  const first = d.exits[0]?.cumulativeMacs || 1;
+  lines.push(
+    table(
+      ['exit', 'output', 'shape', 'stage MACs', 'cumulative MACs', 'vs exit 0', 'stage params', 'nodes'],
+      d.exits.map((e, k) => [
+        k,
+        e.output,
+        dims(d.outputs[k]?.dims ?? []),
+        count(e.incrementalMacs),
+        count(e.cumulativeMacs),
+        `${(e.cumulativeMacs / first).toFixed(1)}x`,
+        count(e.incrementalParams),
+        e.incrementalNodes,
+      ]),
+    ),
+  );
+  lines.push('');
+  lines.push(`ops         ${d.histogram.map(([op, n]) => `${op} ${n}`).join(', ')}`);
+  return lines.join('\n');
+}
+
+export function inspectModule(io: CliIO): CommandModule<object, InspectOptions> {
+  return {
+    command: 'inspect <model>',
+    describe: 'Show a model: input, exits (graph outputs), opsets, op histogram, parameters and MACs per exit',
+    builder: (y) =>
+      y
+        .positional('model', { type: 'string', describe: 'Path of an .onnx file', demandOption: true })
+        .option('json', { type: 'boolean', describe: 'Machine-readable output' })
+        .example('$0 inspect models/fmnist-branchy/fmnist-branchy.onnx', '') as never,
+    handler: async (args) => {
+      await inspectCommand(args, io);
+    },
+  };
+}

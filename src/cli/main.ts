@@ -1,0 +1,50 @@
+// The edgeexit command line: a thin yargs layer over typed async command functions. This is the
+// one place where errors become exit codes; nothing below it calls process.exit.
+import yargs, { type Argv } from 'yargs';
+import { EdgeExitError } from '../util/errors.js';
+import { commands } from './commands/index.js';
+import { processIO, type CliIO } from './io.js';
+
+export const EXIT_OK = 0;
+export const EXIT_INTERNAL = 70; // EX_SOFTWARE: a bug in edgeexit, not in the user's input
+
+/** Run the CLI with the given arguments; resolves to the process exit code. */
+export async function main(argv: string[], io: CliIO = processIO()): Promise<number> {
+  const stderr = { write: (t: string) => io.err(t) };
+  let failure: unknown;
+  const parser: Argv = yargs(argv)
+    .scriptName('edgeexit')
+    .usage('$0 <command> [options]\n\nCompile, calibrate, flash and watch early-exit and CBNet models on edge devices.')
+    .strict()
+    .demandCommand(1, 'Name a command (see the list above), e.g. `edgeexit models`.')
+    .recommendCommands()
+    .wrap(Math.min(110, process.stdout.columns ?? 100))
+    .epilogue('Quick start: `npm run quickstart`. Docs: README.md. Every command has --help.')
+    .fail((msg, err) => {
+      failure = err ?? new UsageError(msg);
+    })
+    .exitProcess(false);
+  for (const c of commands(io)) parser.command(c);
+  try {
+    await parser.parseAsync();
+  } catch (err) {
+    failure ??= err;
+  }
+  if (failure === undefined) return EXIT_OK;
+  if (failure instanceof UsageError) {
+    stderr.write(`error: ${failure.message}\nRun \`edgeexit --help\` (or \`edgeexit <command> --help\`) for usage.\n`);
+    return failure.exitCode;
+  }
+  if (failure instanceof EdgeExitError) {
+    stderr.write(`error: ${failure.message}\n`);
+    return failure.exitCode;
+  }
+  const e = failure as Error;
+  stderr.write(`internal error (a bug in edgeexit — please report it with this trace):\n${e?.stack ?? String(e)}\n`);
+  return EXIT_INTERNAL;
+}
+
+/** yargs' own complaints: unknown command, missing argument, bad choice. */
+export class UsageError extends EdgeExitError {
+  override readonly exitCode = 64; // EX_USAGE
+}

@@ -1,0 +1,40 @@
+// The model cards' accuracy figures must reproduce with `edgeexit eval` on the full Fashion-MNIST
+// test set (Debian's dataset-fashion-mnist, installed by .ci/run).
+import { describe, expect, it } from 'vitest';
+import { promises as fsp } from 'node:fs';
+import { runCli } from './helpers.js';
+
+async function results(name: string): Promise<Record<string, any>> {
+  return JSON.parse(await fsp.readFile(`models/${name}/results.json`, 'utf8'));
+}
+
+async function evalTest(file: string): Promise<{ count: number; exits: { accuracy: number }[]; oracle: { shares: number[]; none: number } }> {
+  const r = await runCli('eval', file, '--data', 'test', '--json');
+  expect(r.err).toBe('');
+  expect(r.code).toBe(0);
+  return JSON.parse(r.out);
+}
+
+describe('model cards reproduce', () => {
+  it('fmnist-branchy: every exit and the oracle distribution match results.json on all 10,000 test images', async () => {
+    const rec = await results('fmnist-branchy');
+    const got = await evalTest('models/fmnist-branchy/fmnist-branchy.onnx');
+    expect(got.count).toBe(10000);
+    got.exits.forEach((e, k) => expect(e.accuracy).toBeCloseTo(rec.testAccuracy[k], 3));
+    got.oracle.shares.forEach((s, k) => expect(s).toBeCloseTo(rec.oracleShares[k], 3));
+    expect(got.oracle.none).toBeCloseTo(rec.oracleNone, 3);
+    expect(got.exits[got.exits.length - 1]!.accuracy).toBeGreaterThanOrEqual(0.92);
+    const card = await fsp.readFile('models/fmnist-branchy/README.md', 'utf8');
+    expect(card).toContain(`${(100 * rec.testAccuracy[2]).toFixed(2)}%`);
+  });
+
+  it('fmnist-cbnet: the classifier alone and the pair match results.json', async () => {
+    const rec = await results('fmnist-cbnet');
+    const light = await evalTest('models/fmnist-cbnet/classifier.onnx');
+    const pair = await evalTest('models/fmnist-cbnet/pipeline.onnx');
+    expect(light.exits[0]!.accuracy).toBeCloseTo(rec.testAccuracy.light, 3);
+    expect(pair.exits[0]!.accuracy).toBeCloseTo(rec.testAccuracy.pair, 3);
+    const card = await fsp.readFile('models/fmnist-cbnet/README.md', 'utf8');
+    expect(card).toContain(`${(100 * rec.testAccuracy.pair).toFixed(2)}%`);
+  });
+});
