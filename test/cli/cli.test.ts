@@ -96,3 +96,22 @@ describe('edgeexit CLI bad input', () => {
     expect(r.err).toMatch(/--data: expected "test", "train", "calibration" or an ImageFolder/);
   });
 });
+
+describe('edgeexit binary', () => {
+  it('bin/edgeexit.js returns the error exit code to the shell (built dist/)', async () => {
+    const { spawnSync } = await import('node:child_process');
+    const r = spawnSync(process.execPath, ['bin/edgeexit.js', 'inspect', 'no/such.onnx'], { encoding: 'utf8' });
+    expect(r.status).toBe(2);
+    expect(r.stderr).toMatch(/no\/such\.onnx/);
+    const ok = spawnSync(process.execPath, ['bin/edgeexit.js', 'devices'], { encoding: 'utf8' });
+    expect(ok.status).toBe(0);
+    expect(ok.stdout).toMatch(/rpi4/);
+  });
+
+  it('quickstart runs end to end on a few samples per model', async () => {
+    const r = await runCli('quickstart', '--limit', '50');
+    expect(r.code).toBe(0);
+    expect(r.out).toMatch(/== summary: top-1/);
+    expect(r.out).toMatch(/fmnist-branchy\.onnx/);
+  });
+});

@@ -1,12 +1,26 @@
 // The command table: adding a command is adding a line here.
 import type { CommandModule } from 'yargs';
 import type { CliIO } from '../io.js';
+import { compileModule } from './compile.js';
 import { devicesModule } from './devices.js';
 import { evalModule } from './evaluate.js';
 import { inspectModule } from './inspect.js';
+import { keygenModule } from './keygen.js';
 import { modelsModule } from './models.js';
+import { packModule } from './pack.js';
 import { quickstartModule } from './quickstart.js';
+import { verifyBundleModule } from './verify-bundle.js';
 
 export function commands(io: CliIO): CommandModule<object, never>[] {
-  return [quickstartModule(io), modelsModule(io), devicesModule(io), inspectModule(io), evalModule(io)] as unknown as CommandModule<object, never>[];
+  return [
+    quickstartModule(io),
+    modelsModule(io),
+    devicesModule(io),
+    inspectModule(io),
+    evalModule(io),
+    compileModule(io),
+    keygenModule(io),
+    verifyBundleModule(io),
+    packModule(io),
+  ] as unknown as CommandModule<object, never>[];
 }

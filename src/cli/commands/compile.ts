@@ -1,0 +1,134 @@
+// `edgeexit compile <model.onnx> --device <profile> --out <bundle>`: float ONNX → a bundle of
+// per-exit stages with manifest, report and optional signature. The work is in src/compiler;
+// this file parses flags and prints the per-stage table.
+import type { CommandModule } from 'yargs';
+import { compileModel, PRECISIONS, type CompileReport, type CompileResult, type Precision } from '../../compiler/index.js';
+import type { CliIO } from '../io.js';
+import { bytes, count, pct, table } from '../format.js';
+
+export interface CompileCommandOptions {
+  model: string;
+  device: string;
+  out: string;
+  precision?: Precision;
+  exits?: string;
+  preprocess?: string;
+  labels?: string;
+  key?: string;
+  calibration?: string;
+  calibrationLimit?: number;
+  tolerance?: number;
+  json?: boolean;
+}
+
+/** `a,b, c` → ['a','b','c']. Exit names may contain anything but a comma. */
+export function parseExitList(s: string | undefined): string[] | undefined {
+  if (s === undefined) return undefined;
+  const names = s.split(',').map((x) => x.trim()).filter((x) => x.length > 0);
+  return names.length > 0 ? names : undefined;
+}
+
+export async function compileCommand(opts: CompileCommandOptions, io: CliIO): Promise<CompileResult> {
+  const exits = parseExitList(opts.exits);
+  const result = await compileModel({
+    model: opts.model,
+    device: opts.device,
+    out: opts.out,
+    ...(opts.precision ? { precision: opts.precision } : {}),
+    ...(exits ? { exits } : {}),
+    ...(opts.preprocess !== undefined ? { preprocess: opts.preprocess } : {}),
+    ...(opts.labels !== undefined ? { labels: opts.labels } : {}),
+    ...(opts.key ? { key: opts.key } : {}),
+    ...(opts.calibration ? { calibration: opts.calibration } : {}),
+    ...(opts.calibrationLimit ? { calibrationLimit: opts.calibrationLimit } : {}),
+    ...(opts.tolerance !== undefined ? { tolerance: opts.tolerance } : {}),
+  });
+  if (opts.json) io.out(JSON.stringify({ out: result.out, signed: result.signed, replaced: result.replaced, manifest: result.manifest, report: result.report }, null, 2));
+  else io.out(renderCompile(result));
+  return result;
+}
+
+const diff = (x: number | undefined): string => (x === undefined ? '-' : x === 0 ? '0' : x.toExponential(1));
+
+export function renderPrepare(p: CompileReport['prepare']): string {
+  const parts = [`${p.nodesBefore} → ${p.nodesAfter} nodes`];
+  const changed = p.nodesBefore !== p.nodesAfter || p.batchNormFolded.length > 0 || p.constantNodes > 0 || p.reshapesFolded.length > 0 || p.foldedTensors.length > 0;
+  if (!changed && p.batchNormKept.length === 0) parts.push('nothing to fold or remove');
+  if (p.batchNormFolded.length) parts.push(`folded ${p.batchNormFolded.length} BatchNormalization into Conv`);
+  if (p.batchNormKept.length) parts.push(`kept ${p.batchNormKept.length} BatchNormalization`);
+  const removed = Object.entries(p.removed).map(([op, n]) => `${n} ${op}`);
+  if (removed.length) parts.push(`removed ${removed.join(', ')}`);
+  if (p.constantNodes) parts.push(`${p.constantNodes} Constant → initializer`);
+  if (p.reshapesFolded.length || p.foldedTensors.length) parts.push(`folded ${p.reshapesFolded.length + p.foldedTensors.length} shape computation(s)`);
+  if (p.deadNodes) parts.push(`dropped ${p.deadNodes} dead node(s)`);
+  return parts.join('; ');
+}
+
+export function renderCompile(r: CompileResult): string {
+  const rep = r.report;
+  const m = r.manifest;
+  const pre = m.input.preprocess;
+  const lines: string[] = [];
+  lines.push(`compiled  ${rep.model.file} (${rep.model.name} ${rep.model.version}) for ${rep.device.id} (${rep.device.name}), ${rep.precision}`);
+  lines.push(
+    `input     ${m.input.name} [${m.input.shape.join(',')}] ${pre.colorspace} ${pre.size[0]}x${pre.size[1]} (${rep.inputFrom.preprocess}); ${m.labels.length} labels (${rep.inputFrom.labels})`,
+  );
+  lines.push(`prepare   ${renderPrepare(rep.prepare)}`);
+  lines.push('');
+  const cal = rep.check.calibration;
+  const header = ['stage', 'file', 'inputs → outputs', 'MACs', 'cumulative', 'bytes', `${rep.precision} max|diff| random`];
+  if (cal) header.push('max|diff| calib', 'top-1 agree calib');
+  lines.push(
+    table(
+      header,
+      rep.stages.map((s, k) => {
+        const row: (string | number)[] = [
+          k,
+          s.file,
+          `${s.inputs.join(', ')} → ${s.outputs.join(', ')}`,
+          count(s.macs),
+          count(s.cumulativeMacs),
+          bytes(s.bytes),
+          diff(rep.check.random.exits[k]?.maxAbsDiff),
+        ];
+        if (cal) row.push(diff(cal.exits[k]?.maxAbsDiff), pct(cal.exits[k]?.top1Agreement ?? 0, 1));
+        return row;
+      }),
+    ),
+  );
+  lines.push('');
+  const total = rep.stages.reduce((a, s) => a + s.macs, 0);
+  lines.push(`MACs      stages ${count(total)} = source ${count(rep.sourceMacs)}${total === rep.sourceMacs ? '' : ' (MISMATCH)'}`);
+  let check = `${rep.check.passed ? 'passed' : 'FAILED'} (tolerance ${rep.check.tolerance.toExponential()}) on ${rep.check.random.samples} ${rep.check.random.source}`;
+  if (cal) check += ` and ${cal.samples} images of ${cal.source}${cal.skipped?.length ? ` (${cal.skipped.length} unreadable, skipped)` : ''}`;
+  lines.push(`check     ${check}`);
+  for (const n of rep.notes) lines.push(`note      ${n}`);
+  const sig = r.signed ? `signed with key ${r.signed.keyId}` : 'unsigned (pass --key <private key> to sign)';
+  lines.push(`bundle    ${r.out}${r.replaced ? ' (replaced the previous bundle)' : ''}: manifest.json, ${m.stages.length} stage${m.stages.length === 1 ? '' : 's'}, report.json; ${sig}`);
+  return lines.join('\n');
+}
+
+export function compileModule(io: CliIO): CommandModule<object, CompileCommandOptions> {
+  return {
+    command: 'compile <model>',
+    describe: 'Compile a float multi-exit ONNX model into a bundle of per-exit stages (manifest, hashes, optional signature)',
+    builder: (y) =>
+      y
+        .positional('model', { type: 'string', describe: 'Float ONNX model, one graph output per exit', demandOption: true })
+        .option('device', { type: 'string', describe: 'Device profile id (see `edgeexit devices`) or path', demandOption: true })
+        .option('out', { type: 'string', describe: 'Bundle folder to write (replaced atomically if it is a bundle)', demandOption: true })
+        .option('precision', { type: 'string', choices: PRECISIONS as unknown as string[], default: 'fp32', describe: 'Numeric precision (fp32 only in this version)' })
+        .option('exits', { type: 'string', describe: 'Exit outputs in stage order, comma-separated (default: every graph output)' })
+        .option('preprocess', { type: 'string', describe: 'Preprocess spec, JSON text or file (default: the model\'s edgeexit.preprocess metadata)' })
+        .option('labels', { type: 'string', describe: 'Labels file, JSON array or one per line (default: the model\'s edgeexit.labels metadata)' })
+        .option('key', { type: 'string', describe: 'ed25519 private key (PEM) to sign the manifest with (`edgeexit keygen`)' })
+        .option('calibration', { type: 'string', describe: 'ImageFolder to run the numeric check on as well' })
+        .option('calibration-limit', { type: 'number', describe: 'Images of --calibration used (default 256, spread over the classes)' })
+        .option('tolerance', { type: 'number', describe: 'Largest accepted |stage − source| on any exit (default 1e-5 at fp32)' })
+        .option('json', { type: 'boolean', describe: 'Machine-readable output' })
+        .example('$0 compile models/fmnist-branchy/fmnist-branchy.onnx --device rpi4 --out build/branchy-rpi4', '') as never,
+    handler: async (args) => {
+      await compileCommand(args, io);
+    },
+  };
+}

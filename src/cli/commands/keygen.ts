@@ -1,0 +1,42 @@
+// `edgeexit keygen --out <prefix>`: an ed25519 key pair for signing bundles (`compile --key`)
+// and checking them (`verify-bundle --key`, devices).
+import type { CommandModule } from 'yargs';
+import { generateKeyPair, type KeyPairFiles } from '../../compiler/index.js';
+import type { CliIO } from '../io.js';
+
+export interface KeygenOptions {
+  out: string;
+  force?: boolean;
+  json?: boolean;
+}
+
+export async function keygenCommand(opts: KeygenOptions, io: CliIO): Promise<KeyPairFiles> {
+  const r = await generateKeyPair(opts.out, { force: opts.force ?? false });
+  if (opts.json) io.out(JSON.stringify(r, null, 2));
+  else {
+    io.out(
+      [
+        `private key  ${r.privateKey} (mode 0600: keep it secret; compile --key uses it)`,
+        `public key   ${r.publicKey} (give it to devices and to verify-bundle --key)`,
+        `key id       ${r.keyId}`,
+      ].join('\n'),
+    );
+  }
+  return r;
+}
+
+export function keygenModule(io: CliIO): CommandModule<object, KeygenOptions> {
+  return {
+    command: 'keygen',
+    describe: 'Make an ed25519 key pair for signing bundles: <prefix>.key (private) and <prefix>.pub',
+    builder: (y) =>
+      y
+        .option('out', { type: 'string', describe: 'Path prefix of the key files', demandOption: true })
+        .option('force', { type: 'boolean', describe: 'Overwrite existing key files' })
+        .option('json', { type: 'boolean', describe: 'Machine-readable output' })
+        .example('$0 keygen --out keys/fleet', 'writes keys/fleet.key and keys/fleet.pub') as never,
+    handler: async (args) => {
+      await keygenCommand(args, io);
+    },
+  };
+}

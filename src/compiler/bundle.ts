@@ -1,0 +1,284 @@
+// Bundles on disk: write one atomically, read one from a folder or a tar archive, verify every
+// hash and the signature, pack one into an archive.
+//
+// Atomic means: the bundle is built in a hidden sibling folder and renamed into place only when
+// complete, so a compile that fails (or is killed) never leaves a half-written bundle, and an
+// existing bundle at the target is replaced only by a complete new one. Linux cannot rename a
+// folder over a non-empty folder, so replacing is two renames (old aside, new in); if the second
+// fails the old one is put back.
+import { createHash, randomBytes, type KeyObject } from 'node:crypto';
+import { promises as fsp } from 'node:fs';
+import path from 'node:path';
+import { InputError, ValidationError, formatProblem, type Problem } from '../util/errors.js';
+import { writeFileAtomic } from '../util/fs.js';
+import { MANIFEST_FILE, SIGNATURE_FILE, parseManifest, type Manifest } from './manifest.js';
+import { checkSignature, loadPublicKey } from './signing.js';
+import { looksLikeTar, readTar, writeTar } from './tar.js';
+
+export function sha256Hex(data: Uint8Array): string {
+  return createHash('sha256').update(data).digest('hex');
+}
+
+/** A bundle failed verification: a hash, the signature, or the file list. Every problem names its file. */
+export class BundleIntegrityError extends InputError {
+  constructor(source: string, problems: Problem[]) {
+    super(`${source}: bundle verification failed:\n` + problems.map((p) => '  - ' + formatProblem(p)).join('\n'), problems);
+  }
+}
+
+// ---- writing ----
+
+/**
+ * Refuse an --out that is not ours to replace: a file, or a non-empty folder without a
+ * manifest.json (`--out ~` must never delete a home folder). Returns whether a bundle is there.
+ */
+export async function checkBundleTarget(out: string): Promise<{ exists: boolean }> {
+  const st = await fsp.lstat(out).catch(() => undefined);
+  if (!st) return { exists: false };
+  if (!st.isDirectory()) {
+    throw new InputError(`--out ${out}: exists and is not a folder; expected a new or existing bundle folder (pack archives with \`edgeexit pack\`)`, [
+      { where: out, expected: 'a bundle folder', got: st.isSymbolicLink() ? 'a symbolic link' : 'a file' },
+    ]);
+  }
+  const entries = await fsp.readdir(out);
+  if (entries.length > 0 && !entries.includes(MANIFEST_FILE)) {
+    throw new InputError(
+      `--out ${out}: is a folder that is not an edgeexit bundle (no ${MANIFEST_FILE}); refusing to replace it — choose another --out, or remove the folder first`,
+      [{ where: out, expected: 'a missing folder, an empty folder or an edgeexit bundle', got: `a folder with ${entries.length} other entries` }],
+    );
+  }
+  return { exists: true };
+}
+
+async function writeSynced(file: string, data: Uint8Array): Promise<void> {
+  const h = await fsp.open(file, 'wx', 0o644);
+  try {
+    await h.writeFile(data);
+    await h.sync();
+  } finally {
+    await h.close();
+  }
+}
+
+async function syncDir(dir: string): Promise<void> {
+  // Makes the renames themselves durable; not every filesystem allows opening a folder.
+  const h = await fsp.open(dir, 'r').catch(() => undefined);
+  if (!h) return;
+  try {
+    await h.sync();
+  } catch {
+    // fsync on a folder is not supported everywhere (e.g. some network filesystems).
+  } finally {
+    await h.close();
+  }
+}
+
+export interface WriteBundleOptions {
+  /** Called with the complete temporary folder just before it is renamed into place (tests use it to fail there). */
+  beforeCommit?: (tmpDir: string) => Promise<void>;
+}
+
+/** Write `files` as the bundle folder `out`, atomically (see the header). */
+export async function writeBundleAtomic(out: string, files: readonly { name: string; data: Uint8Array }[], opts: WriteBundleOptions = {}): Promise<{ replaced: boolean }> {
+  const abs = path.resolve(out);
+  const parent = path.dirname(abs);
+  const base = path.basename(abs);
+  await fsp.mkdir(parent, { recursive: true });
+  const { exists } = await checkBundleTarget(abs);
+  const tag = `${process.pid}-${randomBytes(4).toString('hex')}`;
+  const tmp = path.join(parent, `.${base}.tmp-${tag}`);
+  await fsp.mkdir(tmp);
+  try {
+    for (const f of files) await writeSynced(path.join(tmp, f.name), f.data);
+    await syncDir(tmp);
+    await opts.beforeCommit?.(tmp);
+    if (!exists) {
+      await fsp.rename(tmp, abs);
+    } else {
+      // Re-check just before touching it: it must still be a bundle.
+      await checkBundleTarget(abs);
+      const old = path.join(parent, `.${base}.old-${tag}`);
+      await fsp.rename(abs, old);
+      try {
+        await fsp.rename(tmp, abs);
+      } catch (err) {
+        await fsp.rename(old, abs);
+        throw err;
+      }
+      await fsp.rm(old, { recursive: true, force: true });
+    }
+    await syncDir(parent);
+  } catch (err) {
+    await fsp.rm(tmp, { recursive: true, force: true });
+    throw err;
+  }
+  return { replaced: exists };
+}
+
+// ---- reading ----
+
+export interface LoadedBundle {
+  /** The path given. */
+  source: string;
+  kind: 'folder' | 'archive';
+  /** Every file by its name inside the bundle. */
+  files: Map<string, Uint8Array>;
+  /** Sub-folders found in a bundle folder (a bundle has none). */
+  folders: string[];
+}
+
+/** Read every file of a bundle folder or a bundle archive (made by `edgeexit pack`) into memory. */
+export async function loadBundleFiles(p: string): Promise<LoadedBundle> {
+  const st = await fsp.stat(p).catch((err: NodeJS.ErrnoException) => {
+    throw new InputError(`${p}: ${err.code === 'ENOENT' ? 'no such file or folder' : `cannot read (${err.code})`}; expected a bundle folder or a .tar made by \`edgeexit pack\``, [], { cause: err });
+  });
+  const files = new Map<string, Uint8Array>();
+  if (st.isDirectory()) {
+    const folders: string[] = [];
+    for (const e of await fsp.readdir(p, { withFileTypes: true })) {
+      if (e.isDirectory()) folders.push(e.name);
+      else if (e.isFile()) files.set(e.name, new Uint8Array(await fsp.readFile(path.join(p, e.name))));
+      else folders.push(e.name); // links and specials do not belong in a bundle either
+    }
+    return { source: p, kind: 'folder', files, folders };
+  }
+  const bytes = new Uint8Array(await fsp.readFile(p));
+  if (!looksLikeTar(bytes)) {
+    throw new InputError(`${p}: is neither a bundle folder nor a tar archive; expected a folder made by \`edgeexit compile\` or a .tar made by \`edgeexit pack\``);
+  }
+  const entries = readTar(bytes, p);
+  // `pack` puts everything under one top folder; accept a flat archive too.
+  const tops = new Set(entries.map((e) => (e.name.includes('/') ? e.name.slice(0, e.name.indexOf('/')) : '')));
+  const strip = tops.size === 1 && !tops.has('') ? [...tops][0]! + '/' : '';
+  const folders: string[] = [];
+  for (const e of entries) {
+    const name = e.name.slice(strip.length);
+    if (name.includes('/')) folders.push(name.slice(0, name.indexOf('/')));
+    else files.set(name, e.data);
+  }
+  return { source: p, kind: 'archive', files, folders: [...new Set(folders)] };
+}
+
+// ---- verifying ----
+
+export interface VerifyOptions {
+  /** Public key (PEM file path or key object). Given a key, a signature is required. */
+  publicKey?: string | KeyObject;
+  /** Fail unless the bundle is signed and the signature checks out. */
+  requireSignature?: boolean;
+}
+
+export interface VerifiedFile {
+  file: string;
+  bytes: number;
+  sha256: string;
+  ok: boolean;
+}
+
+export interface VerifyResult {
+  source: string;
+  kind: 'folder' | 'archive';
+  manifest: Manifest;
+  /** valid: checked with a key; unchecked: signed, but no key was given; unsigned: no manifest.sig. */
+  signature: { status: 'valid' | 'unchecked' | 'unsigned'; keyId?: string };
+  files: VerifiedFile[];
+}
+
+/** Verify a bundle folder or archive; throws BundleIntegrityError listing every problem. */
+export async function verifyBundle(p: string, opts: VerifyOptions = {}): Promise<VerifyResult> {
+  const bundle = await loadBundleFiles(p);
+  return verifyLoadedBundle(bundle, opts);
+}
+
+export async function verifyLoadedBundle(bundle: LoadedBundle, opts: VerifyOptions = {}): Promise<VerifyResult> {
+  const problems: Problem[] = [];
+  const manifestBytes = bundle.files.get(MANIFEST_FILE);
+  if (!manifestBytes) {
+    throw new BundleIntegrityError(bundle.source, [
+      { where: MANIFEST_FILE, message: 'missing', expected: `a bundle with ${MANIFEST_FILE} at its top`, got: [...bundle.files.keys()].join(', ') || 'no files' },
+    ]);
+  }
+  const key = typeof opts.publicKey === 'string' ? await loadPublicKey(opts.publicKey) : opts.publicKey;
+
+  // The signature first: if it fails, nothing else in the manifest can be trusted either.
+  const sigBytes = bundle.files.get(SIGNATURE_FILE);
+  let signature: VerifyResult['signature'] = { status: 'unsigned' };
+  if (sigBytes) {
+    if (key) {
+      try {
+        const r = checkSignature(manifestBytes, sigBytes, key, MANIFEST_FILE, SIGNATURE_FILE);
+        if (r.ok) signature = { status: 'valid', keyId: r.keyId };
+        else problems.push({ where: r.file, message: r.reason });
+      } catch (err) {
+        if (!(err instanceof ValidationError)) throw err;
+        problems.push(...err.problems);
+      }
+    } else {
+      signature = { status: 'unchecked' };
+      if (opts.requireSignature) problems.push({ where: SIGNATURE_FILE, message: 'the bundle is signed but no public key was given to check it', fix: 'pass --key <public key>' });
+    }
+  } else if (key || opts.requireSignature) {
+    problems.push({ where: SIGNATURE_FILE, message: 'missing: the bundle is unsigned', fix: 'compile with --key <private key> to sign it' });
+  }
+
+  let manifest: Manifest | undefined;
+  try {
+    manifest = parseManifest(manifestBytes, MANIFEST_FILE);
+  } catch (err) {
+    if (!(err instanceof ValidationError)) throw err;
+    problems.push(...err.problems);
+  }
+
+  const files: VerifiedFile[] = [];
+  if (manifest) {
+    const listed = [
+      ...manifest.stages.map((s) => ({ file: s.file, sha256: s.sha256, bytes: s.bytes })),
+      ...manifest.files,
+    ];
+    for (const f of listed) {
+      const data = bundle.files.get(f.file);
+      if (!data) {
+        problems.push({ where: f.file, message: `missing (${MANIFEST_FILE} lists it)` });
+        files.push({ file: f.file, bytes: 0, sha256: '', ok: false });
+        continue;
+      }
+      const sha = sha256Hex(data);
+      const ok = sha === f.sha256 && data.length === f.bytes;
+      if (!ok) {
+        problems.push({
+          where: f.file,
+          message: `content does not match the manifest (the file was changed or damaged): sha256 ${sha} (${data.length} bytes), the manifest says ${f.sha256} (${f.bytes} bytes)`,
+        });
+      }
+      files.push({ file: f.file, bytes: data.length, sha256: sha, ok });
+    }
+    const known = new Set([MANIFEST_FILE, SIGNATURE_FILE, ...listed.map((f) => f.file)]);
+    for (const name of bundle.files.keys()) {
+      if (!known.has(name)) problems.push({ where: name, message: `not listed in ${MANIFEST_FILE}`, fix: 'remove it; a bundle holds only the files its manifest lists' });
+    }
+  }
+  for (const d of bundle.folders) problems.push({ where: d, message: 'unexpected folder or link in the bundle', fix: 'remove it' });
+
+  if (problems.length > 0 || !manifest) throw new BundleIntegrityError(bundle.source, problems);
+  return { source: bundle.source, kind: bundle.kind, manifest, signature, files };
+}
+
+// ---- packing ----
+
+/** Pack a (verified) bundle folder into one tar archive, written atomically. */
+export async function packBundle(bundleDir: string, outFile: string): Promise<{ file: string; bytes: number; entries: string[]; verified: VerifyResult }> {
+  const bundle = await loadBundleFiles(bundleDir);
+  if (bundle.kind !== 'folder') throw new InputError(`${bundleDir}: is already an archive; expected a bundle folder`);
+  const verified = await verifyLoadedBundle(bundle);
+  const top = path.basename(path.resolve(bundleDir));
+  const mtime = Math.floor(Date.parse(verified.manifest.provenance.created) / 1000);
+  // Manifest first, so a streaming reader knows what to expect; then the signature; then files in manifest order.
+  const order = [MANIFEST_FILE, ...(bundle.files.has(SIGNATURE_FILE) ? [SIGNATURE_FILE] : []), ...verified.files.map((f) => f.file)];
+  const tar = writeTar(order.map((name) => ({ name: `${top}/${name}`, data: bundle.files.get(name)!, mtime })));
+  const abs = path.resolve(outFile);
+  if (abs.startsWith(path.resolve(bundleDir) + path.sep)) {
+    throw new InputError(`--out ${outFile}: is inside the bundle folder; write the archive elsewhere`);
+  }
+  await writeFileAtomic(outFile, tar);
+  return { file: outFile, bytes: tar.length, entries: order, verified };
+}

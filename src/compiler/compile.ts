@@ -1,0 +1,370 @@
+// `compile`: float ONNX model + device profile → bundle. Reads the model once, works out exits,
+// preprocessing and labels, prepares and splits the graph, checks the stages against the source
+// with onnxruntime, and writes the bundle (stages, report.json, manifest.json, manifest.sig)
+// atomically. Everything that can be wrong with the inputs is checked before any file is
+// written, so a failing compile leaves nothing behind.
+import { promises as fsp, readFileSync } from 'node:fs';
+import path from 'node:path';
+import type { KeyObject } from 'node:crypto';
+import { InputError, UnsupportedError, ValidationError, type Problem } from '../util/errors.js';
+import { OnnxGraph, costPerOutput, decodeModel, encodeModel, inferShapes, valueInfoShape, type OnnxModel } from '../onnx/index.js';
+import { DataType } from '../onnx/dtype.js';
+import { loadDeviceProfile, packageRoot, type DeviceProfile } from '../devices/index.js';
+import { META_LABELS, META_PREPROCESS, parseLabels } from '../model/describe.js';
+import { parsePreprocessSpec, type PreprocessSpec } from '../runtime/image.js';
+import { checkBundleTarget, sha256Hex, writeBundleAtomic, type WriteBundleOptions } from './bundle.js';
+import { CheckFailedError, checkStages, type CheckResult } from './check.js';
+import { MANIFEST_FILE, MANIFEST_FORMAT_VERSION, REPORT_FILE, SIGNATURE_FILE, encodeManifest, validateManifest, type Manifest } from './manifest.js';
+import { prepareModel, type PrepareReport } from './prepare.js';
+import { keyId, loadPrivateKey, signManifest } from './signing.js';
+import { resolveExits, splitModel } from './split.js';
+
+export const PRECISIONS = ['fp32', 'fp16', 'int8'] as const;
+export type Precision = (typeof PRECISIONS)[number];
+/** Precisions this version can compile; int8 and fp16 come with the quantiser. */
+export const SUPPORTED_PRECISIONS: readonly Precision[] = ['fp32'];
+
+export interface CompileOptions {
+  model: string;
+  /** Device profile id or path. */
+  device: string;
+  out: string;
+  precision?: Precision;
+  /** Exit names in stage order (default: the graph outputs). */
+  exits?: readonly string[];
+  /** Preprocess spec as JSON text or a path to a JSON file; overrides the model's metadata. */
+  preprocess?: string;
+  /** Labels file: a JSON array or one label per line; overrides the model's metadata. */
+  labels?: string;
+  /** Private key (PEM) to sign the manifest with. */
+  key?: string;
+  /** ImageFolder to run the numeric check on, besides random inputs. */
+  calibration?: string;
+  /** Images of `calibration` used (default 256, spread over the classes). */
+  calibrationLimit?: number;
+  /** Largest accepted |compiled − source| on any exit (default 1e-5 at fp32). */
+  tolerance?: number;
+  /** Recorded in the manifest's provenance (default: rebuilt from the options). */
+  command?: string;
+  /** Creation time (default now); tests pin it. */
+  now?: Date;
+  /** Test seam, see writeBundleAtomic. */
+  write?: WriteBundleOptions;
+}
+
+export interface StageReport {
+  index: number;
+  file: string;
+  exit: string;
+  inputs: string[];
+  outputs: string[];
+  carry: string[];
+  nodes: number;
+  macs: number;
+  /** MACs of this stage and all before it: what a sample leaving here cost. */
+  cumulativeMacs: number;
+  bytes: number;
+  sha256: string;
+}
+
+export interface CompileReport {
+  model: { file: string; name: string; version: string; sha256: string };
+  device: { id: string; name: string; defaultPrecision: string };
+  precision: Precision;
+  inputFrom: { preprocess: string; labels: string };
+  prepare: PrepareReport;
+  /** Carried tensors renamed to stable names: new → source name. */
+  renamed: Record<string, string>;
+  sourceMacs: number;
+  stages: StageReport[];
+  check: CheckResult;
+  notes: string[];
+}
+
+export interface CompileResult {
+  out: string;
+  manifest: Manifest;
+  report: CompileReport;
+  signed: { keyId: string } | null;
+  /** Whether an existing bundle at `out` was replaced. */
+  replaced: boolean;
+}
+
+let versionCache: string | undefined;
+export function edgeexitVersion(): string {
+  if (!versionCache) {
+    try {
+      versionCache = (JSON.parse(readFileSync(path.join(packageRoot(), 'package.json'), 'utf8')) as { version?: string }).version ?? '0.0.0';
+    } catch {
+      versionCache = '0.0.0';
+    }
+  }
+  return versionCache;
+}
+
+// ---- inputs ----
+
+async function readSourceModel(file: string): Promise<{ model: OnnxModel; bytes: Uint8Array }> {
+  let bytes: Uint8Array;
+  try {
+    bytes = new Uint8Array(await fsp.readFile(file));
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    const why = code === 'ENOENT' ? 'no such file' : code === 'EISDIR' ? 'is a directory, not a file' : `cannot be read (${code ?? String(err)})`;
+    throw new InputError(`${file}: ${why}; expected an ONNX model file (.onnx)`, [{ where: file, message: why }], { cause: err });
+  }
+  // One read serves the hash, the graph and the reference session, even if the file is rewritten meanwhile.
+  const model = decodeModel(bytes, { source: file, baseDir: path.dirname(path.resolve(file)) });
+  return { model, bytes };
+}
+
+async function readArgFile(file: string, flag: string): Promise<string> {
+  try {
+    return await fsp.readFile(file, 'utf8');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new InputError(`${flag} ${file}: ${code === 'ENOENT' ? 'no such file' : `cannot be read (${code})`}`, [{ where: flag, message: `cannot read ${file}` }], { cause: err });
+  }
+}
+
+/** A --preprocess example fitted to the model's input (channels and size), for error messages. */
+function preprocessExample(model: OnnxModel): string {
+  const v = OnnxGraph.of(model).inputs[0];
+  const dims = v ? (valueInfoShape(v)?.shape ?? []) : [];
+  const rgb = dims[1] === 3;
+  const [h, w] = dims.length === 4 ? [dims[2], dims[3]] : [224, 224];
+  const mean = rgb ? '[0.485,0.456,0.406]' : '[0.5]';
+  const std = rgb ? '[0.229,0.224,0.225]' : '[0.5]';
+  return `'{"colorspace":"${rgb ? 'rgb' : 'gray'}","size":[${h},${w}],"scale":0.00392156862745098,"mean":${mean},"std":${std}}'`;
+}
+
+async function resolvePreprocess(model: OnnxModel, file: string, flag: string | undefined): Promise<{ spec: PreprocessSpec; from: string } | Problem> {
+  if (flag !== undefined) {
+    const inline = flag.trimStart().startsWith('{');
+    const text = inline ? flag : await readArgFile(flag, '--preprocess');
+    return { spec: parsePreprocessSpec(text, inline ? '--preprocess' : `--preprocess ${flag}`), from: inline ? '--preprocess' : flag };
+  }
+  const meta = model.getMetadata(META_PREPROCESS);
+  if (meta !== undefined) return { spec: parsePreprocessSpec(meta, `${file}: metadata_props ${META_PREPROCESS}`), from: `metadata ${META_PREPROCESS}` };
+  return {
+    where: file,
+    message: `has no ${META_PREPROCESS} metadata, so the input preprocessing is unknown`,
+    fix: `add --preprocess ${preprocessExample(model)} with your model's values (JSON text or a JSON file)`,
+  };
+}
+
+/** Labels from a file: a JSON array, or one label per line. */
+export function parseLabelsText(text: string, where: string): string[] {
+  const t = text.trim();
+  let labels: unknown;
+  if (t.startsWith('[')) {
+    try {
+      labels = JSON.parse(t);
+    } catch (err) {
+      throw new ValidationError(where, [{ where, expected: 'a JSON array of class names, or one class name per line', message: (err as Error).message }]);
+    }
+  } else {
+    labels = t.split(/\r?\n/).map((l) => l.trim()).filter((l) => l.length > 0);
+  }
+  if (!Array.isArray(labels) || labels.length === 0 || !labels.every((l) => typeof l === 'string' && l.length > 0)) {
+    throw new ValidationError(where, [{ where, expected: 'a non-empty list of class names (JSON array, or one per line)', got: t.slice(0, 60) || 'an empty file' }]);
+  }
+  const dup = labels.find((l, i) => labels.indexOf(l) !== i);
+  if (dup !== undefined) throw new ValidationError(where, [{ where, message: `label ${JSON.stringify(dup)} appears twice`, expected: 'distinct class names' }]);
+  return labels as string[];
+}
+
+async function resolveLabels(model: OnnxModel, file: string, flag: string | undefined): Promise<{ labels: string[]; from: string } | Problem> {
+  if (flag !== undefined) return { labels: parseLabelsText(await readArgFile(flag, '--labels'), `--labels ${flag}`), from: flag };
+  const meta = model.getMetadata(META_LABELS);
+  if (meta !== undefined) return { labels: parseLabels(meta, file), from: `metadata ${META_LABELS}` };
+  return { where: file, message: `has no ${META_LABELS} metadata, so the class names are unknown`, fix: 'add --labels <file> (a JSON array, or one class name per line)' };
+}
+
+function isProblem<T extends object>(v: T | Problem): v is Problem {
+  return 'where' in v && !('spec' in v) && !('labels' in v);
+}
+
+/** The one image input: float32 NCHW whose C, H, W agree with the preprocessing. */
+function checkInput(model: OnnxModel, file: string, spec: PreprocessSpec): { name: string; shape: (number | string)[]; fixedBatch?: number } {
+  const graph = OnnxGraph.of(model);
+  if (graph.inputs.length !== 1) {
+    throw new UnsupportedError(
+      `${file}: has ${graph.inputs.length} inputs (${graph.inputNames.map((n) => `'${n}'`).join(', ') || 'none'}); expected exactly one image input`,
+    );
+  }
+  const v = graph.inputs[0]!;
+  const tt = v.type?.value.case === 'tensorType' ? v.type.value.value : undefined;
+  const shape = (tt?.shape?.dim ?? []).map((d) => (d.value.case === 'dimValue' ? Number(d.value.value) : d.value.case === 'dimParam' && d.value.value ? d.value.value : 'batch'));
+  if (tt?.elemType !== DataType.FLOAT) {
+    throw new UnsupportedError(`${file}: input '${v.name}' is not float32; expected a float32 NCHW image tensor`);
+  }
+  const channels = spec.colorspace === 'rgb' ? 3 : 1;
+  const want = [channels, spec.size[0], spec.size[1]];
+  const got = shape.slice(1);
+  if (shape.length !== 4 || got.some((d, i) => typeof d === 'number' && d !== want[i])) {
+    throw new InputError(`${file}: input '${v.name}' has dims [${shape.join(',')}], but the preprocessing makes [batch,${want.join(',')}] (${spec.colorspace} ${spec.size[0]}×${spec.size[1]}); fix --preprocess or the model`, [
+      { where: `input '${v.name}'`, expected: `[batch,${want.join(',')}]`, got: `[${shape.join(',')}]` },
+    ]);
+  }
+  const batch = shape[0]!;
+  return typeof batch === 'number' ? { name: v.name, shape: [batch, ...want], fixedBatch: batch } : { name: v.name, shape: [batch, ...want] };
+}
+
+function checkExitWidths(model: OnnxModel, file: string, exits: readonly string[], labels: readonly string[], from: string): void {
+  const shapes = inferShapes(model);
+  const graph = OnnxGraph.of(model);
+  const problems: Problem[] = [];
+  for (const e of exits) {
+    const s = shapes.tensors.get(e)?.shape ?? (graph.valueInfo(e) ? valueInfoShape(graph.valueInfo(e)!)?.shape : undefined);
+    const width = s?.at(-1);
+    if (s && (s.length !== 2 || width !== labels.length)) {
+      problems.push({ where: `${file}: exit '${e}'`, expected: `logits of shape [batch, ${labels.length}] (one per label in ${from})`, got: `[${s.join(', ')}]` });
+    }
+  }
+  if (problems.length > 0) throw new ValidationError(file, problems);
+}
+
+function defaultCommand(o: CompileOptions): string {
+  const parts = ['edgeexit', 'compile', o.model, '--device', o.device, '--out', o.out];
+  if (o.precision) parts.push('--precision', o.precision);
+  if (o.exits?.length) parts.push('--exits', o.exits.join(','));
+  if (o.preprocess !== undefined) parts.push('--preprocess', o.preprocess);
+  if (o.labels !== undefined) parts.push('--labels', o.labels);
+  if (o.key) parts.push('--key', o.key);
+  if (o.calibration) parts.push('--calibration', o.calibration);
+  return parts.map((p) => (/^[\w@%+=:,./-]+$/.test(p) ? p : `'${p.replace(/'/g, `'\\''`)}'`)).join(' ');
+}
+
+function stageFile(k: number): string {
+  return `stage-${k}.onnx`;
+}
+
+// ---- the command ----
+
+export async function compileModel(opts: CompileOptions): Promise<CompileResult> {
+  const precision = opts.precision ?? 'fp32';
+  if (!PRECISIONS.includes(precision)) {
+    throw new InputError(`--precision ${String(precision)}: unknown; expected one of ${PRECISIONS.join(', ')}`);
+  }
+  if (!SUPPORTED_PRECISIONS.includes(precision)) {
+    throw new UnsupportedError(`--precision ${precision}: not available yet; this version compiles ${SUPPORTED_PRECISIONS.join(', ')} only (int8 and fp16 come with the quantiser)`);
+  }
+  // Cheap checks first, so a mistake costs no model loading and leaves nothing behind.
+  await checkBundleTarget(opts.out);
+  const device: DeviceProfile = await loadDeviceProfile(opts.device);
+  let key: KeyObject | undefined;
+  if (opts.key) key = await loadPrivateKey(opts.key);
+
+  const file = opts.model;
+  const { model, bytes: sourceBytes } = await readSourceModel(file);
+  const exits = resolveExits(model, opts.exits);
+  const pre = await resolvePreprocess(model, file, opts.preprocess);
+  const lab = await resolveLabels(model, file, opts.labels);
+  const missing = [pre, lab].filter((x) => isProblem(x)) as Problem[];
+  if (missing.length > 0) {
+    throw new InputError(`${file}: the model does not describe its input, and no flag says it:\n` + missing.map((p) => `  - ${p.message} (fix: ${p.fix})`).join('\n'), missing);
+  }
+  const { spec: preprocess, from: preFrom } = pre as { spec: PreprocessSpec; from: string };
+  const { labels, from: labFrom } = lab as { labels: string[]; from: string };
+  const input = checkInput(model, file, preprocess);
+  checkExitWidths(model, file, exits, labels, labFrom);
+
+  const { model: prepared, report: prepareReport } = prepareModel(model);
+  const split = splitModel(prepared, { exits });
+  const stageBytes = split.stages.map((s) => encodeModel(s.model));
+
+  const check = await checkStages({
+    source: model.externalTensors.length > 0 ? encodeModel(model) : sourceBytes,
+    inputName: input.name,
+    preprocess,
+    stages: split.stages.map((s, k) => ({ bytes: stageBytes[k]!, inputs: s.inputs, outputs: s.outputs, exit: s.exit, carry: s.carry })),
+    precision,
+    ...(input.fixedBatch !== undefined ? { batchSizes: [input.fixedBatch] } : {}),
+    ...(opts.tolerance !== undefined ? { tolerance: opts.tolerance } : {}),
+    ...(opts.calibration ? { calibration: { dir: opts.calibration, labels, ...(opts.calibrationLimit ? { limit: opts.calibrationLimit } : {}) } } : {}),
+  });
+  if (!check.passed) {
+    const bad = [...check.random.exits.map((e) => ({ ...e, on: 'random inputs' })), ...(check.calibration?.exits ?? []).map((e) => ({ ...e, on: 'calibration images' }))].filter(
+      (e) => !(e.maxAbsDiff <= check.tolerance),
+    );
+    throw new CheckFailedError(
+      `${file}: the compiled stages do not reproduce the model (${precision}, tolerance ${check.tolerance}):\n` +
+        bad.map((e) => `  - stage ${e.stage} exit '${e.exit}' on ${e.on}: max |diff| ${e.maxAbsDiff.toExponential(2)}, top-1 agreement ${(e.top1Agreement * 100).toFixed(1)}%`).join('\n') +
+        `\nno bundle was written; this is a compiler bug or an op the preparation does not handle — please report it with the model`,
+    );
+  }
+
+  const sourceCost = costPerOutput(model);
+  const sourceMacs = sourceCost.filter((c) => exits.includes(c.output)).reduce((a, c) => a + c.incrementalMacs, 0);
+  const sha = sha256Hex(sourceBytes);
+  const name = model.getMetadata('edgeexit.model') ?? path.basename(file, path.extname(file));
+  const version = model.getMetadata('edgeexit.version') ?? (model.modelVersion ? String(model.modelVersion) : '0');
+  let cumulative = 0;
+  const stages: StageReport[] = split.stages.map((s, k) => {
+    cumulative += s.macs;
+    return {
+      index: k,
+      file: stageFile(k),
+      exit: s.exit,
+      inputs: s.inputs,
+      outputs: s.outputs,
+      carry: s.carry,
+      nodes: s.nodes.length,
+      macs: s.macs,
+      cumulativeMacs: cumulative,
+      bytes: stageBytes[k]!.length,
+      sha256: sha256Hex(stageBytes[k]!),
+    };
+  });
+  const notes: string[] = [];
+  if (device.precision.default !== precision) {
+    notes.push(`${device.id} defaults to ${device.precision.default}; this bundle is ${precision}${SUPPORTED_PRECISIONS.includes(device.precision.default as Precision) ? '' : ` (${device.precision.default} is not available yet)`}`);
+  }
+  if (prepareReport.batchNormKept.length > 0) notes.push(`${prepareReport.batchNormKept.length} BatchNormalization node(s) could not be folded (see prepare.batchNormKept)`);
+  notes.push('exit thresholds are uncalibrated (null): every sample runs to the last exit until they are calibrated');
+
+  const report: CompileReport = {
+    model: { file, name, version, sha256: sha },
+    device: { id: device.id, name: device.name, defaultPrecision: device.precision.default },
+    precision,
+    inputFrom: { preprocess: preFrom, labels: labFrom },
+    prepare: prepareReport,
+    renamed: split.renamed,
+    sourceMacs,
+    stages,
+    check,
+    notes,
+  };
+  const reportBytes = new TextEncoder().encode(JSON.stringify(report, null, 2) + '\n');
+
+  const manifest = validateManifest(
+    {
+      formatVersion: MANIFEST_FORMAT_VERSION,
+      model: { name, version },
+      kind: 'multi-exit',
+      target: { device: device.id, precision },
+      input: { name: input.name, dtype: 'float32', shape: input.shape, layout: 'NCHW', preprocess },
+      labels,
+      stages: stages.map((s) => ({ file: s.file, sha256: s.sha256, bytes: s.bytes, inputs: s.inputs, outputs: s.outputs, exit: s.exit, carry: s.carry, macs: s.macs })),
+      files: [{ file: REPORT_FILE, sha256: sha256Hex(reportBytes), bytes: reportBytes.length }],
+      exitPolicy: { metric: 'max-prob', thresholds: null, temperatures: stages.map(() => 1) },
+      provenance: {
+        source: { file: path.basename(file), sha256: sha },
+        edgeexitVersion: edgeexitVersion(),
+        created: (opts.now ?? new Date()).toISOString(),
+        command: opts.command ?? defaultCommand(opts),
+      },
+    },
+    `${MANIFEST_FILE} (being written)`,
+  );
+  const manifestBytes = encodeManifest(manifest);
+  const files = [
+    ...stages.map((s, k) => ({ name: s.file, data: stageBytes[k]! })),
+    { name: REPORT_FILE, data: reportBytes },
+    { name: MANIFEST_FILE, data: manifestBytes },
+  ];
+  if (key) files.push({ name: SIGNATURE_FILE, data: signManifest(manifestBytes, key) });
+  const { replaced } = await writeBundleAtomic(opts.out, files, opts.write);
+  return { out: opts.out, manifest, report, signed: key ? { keyId: keyId(key) } : null, replaced };
+}

@@ -1,0 +1,40 @@
+// Public entry point of the compiler: prepare and split a float ONNX model into early-exit stages,
+// check them against the source, and pack them with a manifest and signature into a bundle.
+export { compileModel, parseLabelsText, edgeexitVersion, PRECISIONS, SUPPORTED_PRECISIONS, type CompileOptions, type CompileResult, type CompileReport, type StageReport, type Precision } from './compile.js';
+export { prepareModel, countOps, type PrepareReport } from './prepare.js';
+export { splitModel, resolveExits, type SplitResult, type StagePlan, type SplitOptions } from './split.js';
+export { checkStages, StageRunner, randomImages, CheckFailedError, type CheckResult, type CheckSet, type CheckStage, type ExitComparison, type CheckOptions } from './check.js';
+export {
+  ManifestSchema,
+  SignatureSchema,
+  MANIFEST_FILE,
+  SIGNATURE_FILE,
+  REPORT_FILE,
+  MANIFEST_FORMAT_VERSION,
+  parseManifest,
+  validateManifest,
+  encodeManifest,
+  parseSignature,
+  manifestJsonSchema,
+  type Manifest,
+  type ManifestInput,
+  type ManifestStage,
+  type SignatureFile,
+} from './manifest.js';
+export {
+  writeBundleAtomic,
+  checkBundleTarget,
+  loadBundleFiles,
+  verifyBundle,
+  verifyLoadedBundle,
+  packBundle,
+  sha256Hex,
+  BundleIntegrityError,
+  type LoadedBundle,
+  type VerifyOptions,
+  type VerifyResult,
+  type VerifiedFile,
+  type WriteBundleOptions,
+} from './bundle.js';
+export { generateKeyPair, loadPrivateKey, loadPublicKey, signManifest, checkSignature, keyId, PRIVATE_KEY_SUFFIX, PUBLIC_KEY_SUFFIX, type KeyPairFiles } from './signing.js';
+export { writeTar, readTar, looksLikeTar, type TarEntry } from './tar.js';

@@ -1,0 +1,227 @@
+// The one definition of a bundle's manifest.json (and of manifest.sig, its detached signature).
+// The compiler writes it, verify-bundle and the device runtime read it; types, defaults and the
+// error messages of every reader come from the zod schemas here, so they cannot drift apart.
+// Validation reports every problem at once, each with its JSON path inside the file.
+import { z } from 'zod';
+import { ValidationError, show, type Problem } from '../util/errors.js';
+
+export const MANIFEST_FILE = 'manifest.json';
+export const SIGNATURE_FILE = 'manifest.sig';
+export const REPORT_FILE = 'report.json';
+export const MANIFEST_FORMAT_VERSION = 1;
+
+const SHA256 = /^[0-9a-f]{64}$/;
+/** Bundle-relative file names: one path segment, no hidden files, nothing a shell or tar mangles. */
+const FILE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
+
+const sha256 = z.string().regex(SHA256, { error: '64 lowercase hex digits (a SHA-256)' });
+const fileName = z
+  .string()
+  .regex(FILE_NAME, { error: 'a plain file name inside the bundle (letters, digits, . _ -; no folders)' })
+  .refine((f) => f !== MANIFEST_FILE && f !== SIGNATURE_FILE, { error: `a file other than ${MANIFEST_FILE} and ${SIGNATURE_FILE}` });
+const tensorName = z.string().min(1);
+
+export const PreprocessSchema = z
+  .strictObject({
+    colorspace: z.enum(['gray', 'rgb']).describe('Colour space the model reads.'),
+    size: z.tuple([z.int().positive(), z.int().positive()]).describe('[height, width] of the NCHW input.'),
+    scale: z.number().positive().describe('Pixels (0..255) are multiplied by this first, e.g. 1/255.'),
+    mean: z.array(z.number()).min(1).max(3).describe('Subtracted after scaling: one value, or one per channel.'),
+    std: z
+      .array(z.number().refine((v) => v !== 0, { error: 'non-zero (it divides)' }))
+      .min(1)
+      .max(3)
+      .describe('Divides after the mean: one value, or one per channel.'),
+  })
+  .describe('x = (pixel × scale − mean[c]) / std[c], NCHW float32.');
+
+export const StageSchema = z
+  .strictObject({
+    file: fileName.describe('The stage model, next to manifest.json.'),
+    sha256: sha256.describe('SHA-256 of the stage file.'),
+    bytes: z.int().nonnegative().describe('Size of the stage file.'),
+    inputs: z.array(tensorName).min(1).describe('Tensors the stage reads: the image input, or tensors earlier stages handed over.'),
+    outputs: z.array(tensorName).min(1).describe('The exit first, then tensors this stage hands to later stages.'),
+    exit: tensorName.describe('Name of the exit output (logits) of this stage.'),
+    carry: z.array(tensorName).describe('Every tensor still needed after this stage (the hand-over); the runtime may drop the rest.'),
+    macs: z.int().nonnegative().describe('Multiply-accumulates per sample added by this stage.'),
+  })
+  .describe('One stage: a standalone ONNX model ending in one exit.');
+
+export const ManifestSchema = z
+  .strictObject({
+    formatVersion: z.literal(MANIFEST_FORMAT_VERSION).describe('Version of this manifest format.'),
+    model: z.strictObject({ name: z.string().min(1), version: z.string().min(1) }).describe('Model name and version (from edgeexit.model / edgeexit.version metadata, else the file).'),
+    kind: z.enum(['multi-exit', 'cbnet']).describe('multi-exit: stages with an exit each; cbnet: converter then light classifier.'),
+    target: z
+      .strictObject({
+        device: z.string().min(1).describe('Device profile id the bundle was compiled for.'),
+        precision: z.enum(['fp32', 'fp16', 'int8']).describe('Numeric precision of the stage models.'),
+      })
+      .describe('What the bundle was compiled for.'),
+    input: z
+      .strictObject({
+        name: tensorName.describe('Graph input fed with the image batch.'),
+        dtype: z.literal('float32'),
+        shape: z.array(z.union([z.int().positive(), z.string().min(1)])).describe('Dims; the batch is symbolic (a name).'),
+        layout: z.literal('NCHW'),
+        preprocess: PreprocessSchema,
+      })
+      .describe('The input the first stage reads and how images become it.'),
+    labels: z.array(z.string().min(1)).min(1).describe('Class names, in logit order.'),
+    stages: z.array(StageSchema).min(1).describe('Stages in the order they run.'),
+    files: z
+      .array(z.strictObject({ file: fileName, sha256, bytes: z.int().nonnegative() }))
+      .default([])
+      .describe('Other files of the bundle (the compile report), hashed like the stages.'),
+    exitPolicy: z
+      .strictObject({
+        metric: z.literal('max-prob').describe('Confidence of an exit: the largest softmax probability.'),
+        thresholds: z
+          .array(z.number().min(0).max(1))
+          .nullable()
+          .default(null)
+          .describe('One threshold per exit but the last (which always answers); null = uncalibrated: run to the last exit.'),
+        temperatures: z.array(z.number().positive()).describe('Softmax temperature per exit (1 = none).'),
+      })
+      .describe('When a sample leaves at an exit.'),
+    provenance: z
+      .strictObject({
+        source: z.strictObject({ file: z.string().min(1), sha256 }).describe('The float ONNX model compiled.'),
+        edgeexitVersion: z.string().min(1),
+        created: z.iso.datetime().describe('When the bundle was made (UTC, ISO 8601).'),
+        command: z.string().min(1).describe('The command that made it.'),
+      })
+      .describe('Where the bundle came from.'),
+  })
+  .superRefine((m, ctx) => {
+    const n = m.stages.length;
+    if (m.exitPolicy.thresholds !== null && m.exitPolicy.thresholds.length !== n - 1) {
+      ctx.addIssue({ code: 'custom', path: ['exitPolicy', 'thresholds'], message: `expected ${n - 1} thresholds (one per exit but the last) for ${n} stages`, input: m.exitPolicy.thresholds });
+    }
+    if (m.exitPolicy.temperatures.length !== n) {
+      ctx.addIssue({ code: 'custom', path: ['exitPolicy', 'temperatures'], message: `expected ${n} temperatures (one per stage)`, input: m.exitPolicy.temperatures });
+    }
+    const names = [...m.stages.map((s) => s.file), ...m.files.map((f) => f.file)];
+    names.forEach((f, i) => {
+      if (names.indexOf(f) !== i) ctx.addIssue({ code: 'custom', path: i < n ? ['stages', i, 'file'] : ['files', i - n, 'file'], message: `'${f}' is listed twice`, input: f });
+    });
+    const channels = m.input.preprocess.colorspace === 'rgb' ? 3 : 1;
+    for (const key of ['mean', 'std'] as const) {
+      const len = m.input.preprocess[key].length;
+      if (len !== 1 && len !== channels) {
+        ctx.addIssue({ code: 'custom', path: ['input', 'preprocess', key], message: `expected 1 or ${channels} values for ${m.input.preprocess.colorspace}`, input: m.input.preprocess[key] });
+      }
+    }
+    // Stages must chain: every input is the image or something an earlier stage carried on.
+    let alive = new Set<string>([m.input.name]);
+    m.stages.forEach((s, k) => {
+      if (s.outputs[0] !== s.exit) ctx.addIssue({ code: 'custom', path: ['stages', k, 'outputs'], message: `the first output must be the exit '${s.exit}'`, input: s.outputs });
+      for (const [j, t] of s.inputs.entries()) {
+        if (!alive.has(t)) ctx.addIssue({ code: 'custom', path: ['stages', k, 'inputs', j], message: `'${t}' is neither the input nor handed over by an earlier stage`, input: t });
+      }
+      const known = new Set([...alive, ...s.outputs]);
+      for (const [j, t] of s.carry.entries()) {
+        if (!known.has(t)) ctx.addIssue({ code: 'custom', path: ['stages', k, 'carry', j], message: `'${t}' is carried but nothing produced it`, input: t });
+      }
+      alive = new Set(s.carry);
+    });
+  })
+  .describe('manifest.json of an edgeexit bundle.');
+
+export type Manifest = z.output<typeof ManifestSchema>;
+export type ManifestInput = z.input<typeof ManifestSchema>;
+export type ManifestStage = z.output<typeof StageSchema>;
+
+export const SignatureSchema = z
+  .strictObject({
+    algorithm: z.literal('ed25519'),
+    keyId: z.string().regex(/^sha256:[0-9a-f]{64}$/, { error: '"sha256:" and 64 hex digits (the public key fingerprint)' }),
+    signature: z.string().regex(/^[A-Za-z0-9+/]+={0,2}$/, { error: 'base64' }),
+  })
+  .describe('manifest.sig: a detached ed25519 signature over the exact bytes of manifest.json.');
+
+export type SignatureFile = z.output<typeof SignatureSchema>;
+
+// ---- zod issues → Problems ----
+
+function pathText(p: readonly PropertyKey[]): string {
+  let out = '';
+  for (const k of p) out += typeof k === 'number' ? `[${k}]` : out ? `.${String(k)}` : String(k);
+  return out;
+}
+
+function valueAt(root: unknown, p: readonly PropertyKey[]): unknown {
+  let cur = root;
+  for (const k of p) {
+    if (cur === null || typeof cur !== 'object') return undefined;
+    cur = (cur as Record<PropertyKey, unknown>)[k];
+  }
+  return cur;
+}
+
+function toProblem(issue: z.core.$ZodIssue, file: string, input: unknown): Problem[] {
+  const at = pathText(issue.path);
+  const where = at ? `${file}: ${at}` : file;
+  const value = 'input' in issue && issue.input !== undefined ? issue.input : valueAt(input, issue.path);
+  const got = value === undefined ? 'nothing (the field is missing)' : show(value);
+  switch (issue.code) {
+    case 'invalid_type':
+      return [{ where, expected: issue.expected, got }];
+    case 'invalid_value':
+      return [{ where, expected: `one of: ${issue.values.map((v) => JSON.stringify(v)).join(', ')}`, got }];
+    case 'unrecognized_keys':
+      return issue.keys.map((k) => ({ where: at ? `${file}: ${at}.${k}` : `${file}: ${k}`, message: 'unknown field', fix: 'remove it (is the bundle from a newer edgeexit?)' }));
+    case 'invalid_format':
+      return [{ where, expected: issue.message, got }];
+    case 'too_small':
+    case 'too_big':
+      return [{ where, expected: issue.message, got }];
+    default:
+      return [{ where, message: issue.message, got }];
+  }
+}
+
+function validate<T>(schema: z.ZodType<T>, json: unknown, file: string): T {
+  const r = schema.safeParse(json, { reportInput: true });
+  if (r.success) return r.data;
+  throw new ValidationError(file, r.error.issues.flatMap((i) => toProblem(i, file, json)));
+}
+
+function parseJson(text: string, file: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch (err) {
+    throw new ValidationError(file, [{ where: file, expected: 'JSON', message: (err as Error).message }]);
+  }
+}
+
+/** Validate a manifest object; throws ValidationError listing every problem. */
+export function validateManifest(json: unknown, file = MANIFEST_FILE): Manifest {
+  return validate(ManifestSchema, json, file);
+}
+
+/** Parse manifest.json text (bytes as UTF-8). */
+export function parseManifest(text: string | Uint8Array, file = MANIFEST_FILE): Manifest {
+  const s = typeof text === 'string' ? text : new TextDecoder('utf-8', { fatal: false }).decode(text);
+  return validateManifest(parseJson(s, file), file);
+}
+
+/** The exact bytes written as manifest.json (what the signature covers). */
+export function encodeManifest(m: Manifest): Uint8Array {
+  return new TextEncoder().encode(JSON.stringify(m, null, 2) + '\n');
+}
+
+export function parseSignature(text: string | Uint8Array, file = SIGNATURE_FILE): SignatureFile {
+  const s = typeof text === 'string' ? text : new TextDecoder().decode(text);
+  return validate(SignatureSchema, parseJson(s, file), file);
+}
+
+export function encodeSignature(sig: SignatureFile): Uint8Array {
+  return new TextEncoder().encode(JSON.stringify(sig, null, 2) + '\n');
+}
+
+/** JSON Schema of the manifest, for editors and other languages' readers. */
+export function manifestJsonSchema(): unknown {
+  return z.toJSONSchema(ManifestSchema, { io: 'input', unrepresentable: 'any' });
+}
