@@ -1,0 +1,253 @@
+"""Train and export the edgeexit reference zoo (one-off; outputs are committed).
+
+    /usr/bin/python3 models/train.py all          # branchy, then cbnet, then calibration PNGs
+    /usr/bin/python3 models/train.py branchy --epochs 14
+    /usr/bin/python3 models/train.py cbnet --epochs 12 [--ce-weight 1.0] [--distill 0.5] [--tag name]
+    /usr/bin/python3 models/train.py calib        # write calibration/fashion-mnist/<class>/*.png
+
+Needs Debian's python3-torch, python3-onnx and dataset-fashion-mnist (use /usr/bin/python3,
+not a pyenv python). Deterministic seeds; the 3,000 calibration images are held out of training.
+"""
+import argparse
+import os
+import sys
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from zoo import common  # noqa: E402
+from zoo.branchy import BranchyNet, LightClassifier, loss_fn  # noqa: E402
+from zoo.cbnet import Converter, Pipeline  # noqa: E402
+
+MODELS = os.path.join(common.ROOT, "models")
+
+
+def batches(n, bs, shuffle, gen=None):
+    order = torch.randperm(n, generator=gen) if shuffle else torch.arange(n)
+    for i in range(0, n, bs):
+        yield order[i:i + bs]
+
+
+def augment(x, gen):
+    # Horizontal flip only: Fashion-MNIST garments are left/right symmetric in class.
+    flip = torch.rand(x.shape[0], generator=gen) < 0.5
+    x = x.clone()
+    x[flip] = x[flip].flip(-1)
+    return x
+
+
+@torch.no_grad()
+def predict(fn, x, bs=1000):
+    outs = None
+    for i in range(0, x.shape[0], bs):
+        o = fn(x[i:i + bs])
+        o = o if isinstance(o, (tuple, list)) else (o,)
+        if outs is None:
+            outs = [[] for _ in o]
+        for k, t in enumerate(o):
+            outs[k].append(t)
+    return [torch.cat(t) for t in outs]
+
+
+def oracle(correct):
+    """correct: [exits, n] bool. Share of samples whose cheapest correct exit is k, and none."""
+    n = correct.shape[1]
+    taken = torch.zeros(n, dtype=torch.bool)
+    shares = []
+    for k in range(correct.shape[0]):
+        first = correct[k] & ~taken
+        shares.append(first.sum().item() / n)
+        taken |= correct[k]
+    return shares, (~taken).sum().item() / n
+
+
+def train_branchy(args):
+    torch.manual_seed(common.SEED)
+    gen = torch.Generator().manual_seed(common.SEED)
+    xtr, ytr, xcal, ycal = common.training_data()
+    xte, yte = common.test_data()
+    model = BranchyNet()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    steps = args.epochs * ((xtr.shape[0] + args.batch - 1) // args.batch)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps)
+    timer = common.Timer()
+    for epoch in range(args.epochs):
+        model.train()
+        total = 0.0
+        for idx in batches(xtr.shape[0], args.batch, True, gen):
+            x = augment(xtr[idx], gen)
+            loss = loss_fn(model(x), ytr[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += loss.item() * idx.numel()
+        model.eval()
+        accs = [(o.argmax(1) == ycal).float().mean().item() for o in predict(model, xcal)]
+        print(f"epoch {epoch + 1}/{args.epochs} loss {total / xtr.shape[0]:.4f} "
+              f"calib acc {' '.join(f'{a:.4f}' for a in accs)} ({timer.seconds():.0f}s)", flush=True)
+    train_s = timer.seconds()
+    model.eval()
+    out_dir = os.path.join(MODELS, "fmnist-branchy")
+    os.makedirs(out_dir, exist_ok=True)
+    torch.save(model.state_dict(), os.path.join(out_dir, "fmnist-branchy.pt"))
+    names = ["exit_0", "exit_1", "exit_2"]
+    common.export_onnx(model, os.path.join(out_dir, "fmnist-branchy.onnx"), names,
+                       {"edgeexit.model": "fmnist-branchy", "edgeexit.version": "1.0.0"})
+    outs = predict(model, xte)
+    correct = torch.stack([o.argmax(1) == yte for o in outs])
+    shares, none = oracle(correct)
+    macs = common.count_macs(model, torch.zeros(1, 1, 28, 28))
+    res = {
+        "model": "fmnist-branchy", "exits": names,
+        "testAccuracy": [c.float().mean().item() for c in correct],
+        "calibAccuracy": [(o.argmax(1) == ycal).float().mean().item() for o in predict(model, xcal)],
+        "oracleShares": shares, "oracleNone": none,
+        "macsByLayer": macs, "params": sum(p.numel() for p in model.parameters()),
+        "epochs": args.epochs, "batch": args.batch, "trainSeconds": round(train_s),
+        "threads": torch.get_num_threads(), "torch": torch.__version__,
+        "trainImages": int(xtr.shape[0]),
+    }
+    common.write_json(os.path.join(out_dir, "results.json"), res)
+    print(res)
+
+
+def easy_targets(light, x, y, k):
+    """Per class, the mean of the k training images that the light classifier gets right with
+    the highest confidence: CBNet's "easy" images (Mahmud et al. pick easy images by early-exit
+    confidence; averaging a few smooths out one image's quirks)."""
+    probs = F.softmax(predict(light, x)[0], dim=1)
+    conf, pred = probs.max(1)
+    targets = []
+    chosen = []
+    for c in range(10):
+        idx = torch.nonzero((y == c) & (pred == c)).flatten()
+        top = idx[conf[idx].argsort(descending=True)[:k]]
+        chosen.append(top.tolist())
+        targets.append(x[top].mean(0))
+    return torch.stack(targets), chosen
+
+
+def train_cbnet(args):
+    torch.manual_seed(common.SEED)
+    gen = torch.Generator().manual_seed(common.SEED + 1)
+    xtr, ytr, xcal, ycal = common.training_data()
+    xte, yte = common.test_data()
+    branchy = BranchyNet()
+    branchy.load_state_dict(torch.load(os.path.join(MODELS, "fmnist-branchy", "fmnist-branchy.pt")))
+    branchy.eval()
+    light = LightClassifier(branchy.stage1).eval()
+    for p in light.parameters():
+        p.requires_grad_(False)
+    targets, chosen = easy_targets(light, xtr, ytr, args.easy_k)
+    # Knowledge distillation from the branchy final exit (computed once; flips change little).
+    teacher = predict(branchy, xtr)[2] if args.distill > 0 else None
+    T = 4.0
+    conv = Converter(args.latent)
+    opt = torch.optim.Adam(conv.parameters(), lr=1e-3)
+    steps = args.epochs * ((xtr.shape[0] + args.batch - 1) // args.batch)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps)
+    timer = common.Timer()
+    for epoch in range(args.epochs):
+        conv.train()
+        total = 0.0
+        for idx in batches(xtr.shape[0], args.batch, True, gen):
+            x, y = augment(xtr[idx], gen), ytr[idx]
+            out = conv(x)
+            loss = F.mse_loss(out, targets[y])
+            logits = light(out)
+            if args.ce_weight > 0:
+                loss = loss + args.ce_weight * F.cross_entropy(logits, y)
+            if teacher is not None:
+                soft = F.softmax(teacher[idx] / T, dim=1)
+                loss = loss + args.distill * T * T * F.kl_div(F.log_softmax(logits / T, dim=1), soft, reduction="batchmean")
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += loss.item() * idx.numel()
+        conv.eval()
+        acc = (predict(lambda t: light(conv(t)), xcal)[0].argmax(1) == ycal).float().mean().item()
+        print(f"epoch {epoch + 1}/{args.epochs} loss {total / xtr.shape[0]:.4f} calib pair acc {acc:.4f} "
+              f"({timer.seconds():.0f}s)", flush=True)
+    train_s = timer.seconds()
+    conv.eval()
+    tag = args.tag or "fmnist-cbnet"
+    out_dir = os.path.join(MODELS, tag)
+    os.makedirs(out_dir, exist_ok=True)
+    torch.save(conv.state_dict(), os.path.join(out_dir, "converter.pt"))
+    meta = {"edgeexit.model": tag, "edgeexit.version": "1.0.0"}
+    common.export_onnx(conv, os.path.join(out_dir, "converter.onnx"), ["converted"],
+                       dict(meta, **{"edgeexit.role": "cbnet-converter"}))
+    common.export_onnx(light, os.path.join(out_dir, "classifier.onnx"), ["exit_0"],
+                       dict(meta, **{"edgeexit.role": "cbnet-classifier"}))
+    pipe = Pipeline(conv, light).eval()
+    common.export_onnx(pipe, os.path.join(out_dir, "pipeline.onnx"), ["cbnet"],
+                       dict(meta, **{"edgeexit.role": "cbnet-pipeline"}))
+    light_te = predict(light, xte)[0].argmax(1) == yte
+    pair_te = predict(pipe, xte)[0].argmax(1) == yte
+    conv_macs = sum(common.count_macs(conv, torch.zeros(1, 1, 28, 28)).values())
+    light_macs = sum(common.count_macs(light, torch.zeros(1, 1, 28, 28)).values())
+    full_macs = sum(common.count_macs(branchy, torch.zeros(1, 1, 28, 28)).values())
+    res = {
+        "model": tag, "easyK": args.easy_k, "ceWeight": args.ce_weight, "distill": args.distill, "latent": args.latent,
+        "easyTrainIndices": chosen,
+        "testAccuracy": {"light": light_te.float().mean().item(), "pair": pair_te.float().mean().item()},
+        "calibAccuracy": {
+            "light": (predict(light, xcal)[0].argmax(1) == ycal).float().mean().item(),
+            "pair": (predict(pipe, xcal)[0].argmax(1) == ycal).float().mean().item()},
+        "macs": {"converter": conv_macs, "classifier": light_macs, "pair": conv_macs + light_macs,
+                 "branchyFull": full_macs, "pairShareOfFull": (conv_macs + light_macs) / full_macs},
+        "params": {"converter": sum(p.numel() for p in conv.parameters()),
+                   "classifier": sum(p.numel() for p in light.parameters())},
+        "hybridOracle": {"lightOnly": light_te.float().mean().item(),
+                         "eitherCorrect": (light_te | pair_te).float().mean().item()},
+        "epochs": args.epochs, "batch": args.batch, "trainSeconds": round(train_s),
+        "threads": torch.get_num_threads(), "torch": torch.__version__,
+    }
+    common.write_json(os.path.join(out_dir, "results.json"), res)
+    # The converted "easy" targets, for the model card.
+    np.save(os.path.join(out_dir, "easy-targets.npy"), (targets.numpy() * common.STD + common.MEAN))
+    print({k: v for k, v in res.items() if k != "easyTrainIndices"})
+
+
+def write_calibration(_args):
+    from PIL import Image
+    x, y = common.load_split("train")
+    held = common.calibration_indices(y)
+    for c in common.LABELS:
+        os.makedirs(os.path.join(common.CALIB_DIR, c), exist_ok=True)
+    for i in held:
+        path = os.path.join(common.CALIB_DIR, common.LABELS[y[i]], f"train-{i:05d}.png")
+        Image.fromarray(x[i], mode="L").save(path, optimize=True)
+    print(f"wrote {len(held)} PNGs under {common.CALIB_DIR}")
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("what", choices=["branchy", "cbnet", "calib", "all"])
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--ce-weight", type=float, default=1.0)
+    p.add_argument("--easy-k", type=int, default=8)
+    p.add_argument("--distill", type=float, default=0.5, help="weight of distillation from the branchy final exit (0: off)")
+    p.add_argument("--latent", type=int, default=64)
+    p.add_argument("--tag", default=None)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.what in ("branchy", "all"):
+        args.epochs = args.epochs or 14
+        train_branchy(args)
+        args.epochs = None
+    if args.what in ("cbnet", "all"):
+        args.epochs = args.epochs or 12
+        train_cbnet(args)
+    if args.what in ("calib", "all"):
+        write_calibration(args)
+
+
+if __name__ == "__main__":
+    main()

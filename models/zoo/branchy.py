@@ -1,0 +1,62 @@
+"""fmnist-branchy: a BranchyNet-style CNN with three exits for Fashion-MNIST.
+
+Exit 0 is deliberately tiny (one conv + a linear head) so that it is also CBNet's lightweight
+classifier; the full network costs ~39x its MACs. Trained with a weighted sum of the exits'
+cross-entropy losses (BranchyNet), Adam 1e-3.
+"""
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def conv_bn(cin, cout):
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU())
+
+
+class Stage1(nn.Module):
+    """Backbone stage 1 + exit 0: CBNet's lightweight classifier on its own."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(conv_bn(1, 16), nn.MaxPool2d(2))  # 16x14x14
+        self.head = nn.Linear(16 * 14 * 14, 10)
+
+    def forward(self, x):
+        h = self.features(x)
+        return h, self.head(torch.flatten(h, 1))
+
+
+class BranchyNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stage1 = Stage1()
+        self.stage2 = nn.Sequential(conv_bn(16, 32), conv_bn(32, 32), nn.MaxPool2d(2))  # 32x7x7
+        self.head2 = nn.Linear(32 * 7 * 7, 10)
+        self.stage3 = nn.Sequential(conv_bn(32, 64), conv_bn(64, 64), nn.MaxPool2d(2))  # 64x3x3
+        self.head3 = nn.Sequential(nn.Flatten(), nn.Linear(64 * 3 * 3, 128), nn.ReLU(), nn.Dropout(0.3),
+                                   nn.Linear(128, 10))
+
+    def forward(self, x):
+        h1, e0 = self.stage1(x)
+        h2 = self.stage2(h1)
+        e1 = self.head2(torch.flatten(h2, 1))
+        e2 = self.head3(self.stage3(h2))
+        return e0, e1, e2
+
+
+class LightClassifier(nn.Module):
+    """Exports stage 1 + exit 0 alone (the CBNet lightweight classifier)."""
+
+    def __init__(self, stage1):
+        super().__init__()
+        self.stage1 = stage1
+
+    def forward(self, x):
+        return self.stage1(x)[1]
+
+
+EXIT_WEIGHTS = (0.6, 0.8, 1.0)
+
+
+def loss_fn(outputs, y):
+    return sum(w * F.cross_entropy(o, y) for w, o in zip(EXIT_WEIGHTS, outputs))
