@@ -1,6 +1,24 @@
 // Public entry point of the compiler: prepare and split a float ONNX model into early-exit stages,
-// check them against the source, and pack them with a manifest and signature into a bundle.
-export { compileModel, parseLabelsText, edgeexitVersion, PRECISIONS, SUPPORTED_PRECISIONS, type CompileOptions, type CompileResult, type CompileReport, type StageReport, type Precision } from './compile.js';
+// check them against the source, quantise them to int8 (src/compiler/quantize), and pack them with a manifest and signature into a bundle.
+export {
+  compileModel,
+  parseLabelsText,
+  edgeexitVersion,
+  PRECISIONS,
+  SUPPORTED_PRECISIONS,
+  DEFAULT_CALIBRATION,
+  DEFAULT_CALIBRATION_METHOD,
+  DEFAULT_MAX_ACCURACY_DROP,
+  AccuracyDropError,
+  type CompileOptions,
+  type CompileResult,
+  type CompileReport,
+  type StageReport,
+  type QuantizationReport,
+  type Precision,
+} from './compile.js';
+export * as quantize from './quantize/index.js';
+export { CALIBRATION_METHODS, type CalibrationMethod } from './quantize/index.js';
 export { prepareModel, countOps, type PrepareReport } from './prepare.js';
 export { splitModel, resolveExits, type SplitResult, type StagePlan, type SplitOptions } from './split.js';
 export { checkStages, StageRunner, randomImages, CheckFailedError, type CheckResult, type CheckSet, type CheckStage, type ExitComparison, type CheckOptions } from './check.js';

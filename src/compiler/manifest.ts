@@ -91,6 +91,16 @@ export const ManifestSchema = z
         edgeexitVersion: z.string().min(1),
         created: z.iso.datetime().describe('When the bundle was made (UTC, ISO 8601).'),
         command: z.string().min(1).describe('The command that made it.'),
+        quantization: z
+          .strictObject({
+            scheme: z.string().min(1).describe('Quantisation scheme key (devices/registry.ts QUANT_SCHEMES), e.g. s8s8-qdq.'),
+            calibrationMethod: z.enum(['minmax', 'percentile', 'entropy']).describe('How activation ranges were calibrated.'),
+            calibrationImages: z.int().nonnegative().describe('Calibration images the ranges came from.'),
+            calibrationSource: z.string().min(1).describe('The ImageFolder they came from.'),
+            keptFloat: z.array(z.string().min(1)).default([]).describe('Nodes left float by mixed precision.'),
+          })
+          .optional()
+          .describe('int8 bundles only: how the stages were quantised.'),
       })
       .describe('Where the bundle came from.'),
   })

@@ -1,8 +1,19 @@
 // `edgeexit compile <model.onnx> --device <profile> --out <bundle>`: float ONNX → a bundle of
-// per-exit stages with manifest, report and optional signature. The work is in src/compiler;
-// this file parses flags and prints the per-stage table.
+// per-exit stages (fp32, or int8 for the device's quantisation scheme) with manifest, report and
+// optional signature. The work is in src/compiler; this file parses flags and prints the
+// per-stage table and, for int8, the per-exit verification table.
 import type { CommandModule } from 'yargs';
-import { compileModel, PRECISIONS, type CompileReport, type CompileResult, type Precision } from '../../compiler/index.js';
+import {
+  CALIBRATION_METHODS,
+  DEFAULT_CALIBRATION_METHOD,
+  DEFAULT_MAX_ACCURACY_DROP,
+  compileModel,
+  PRECISIONS,
+  type CalibrationMethod,
+  type CompileReport,
+  type CompileResult,
+  type Precision,
+} from '../../compiler/index.js';
 import type { CliIO } from '../io.js';
 import { bytes, count, pct, table } from '../format.js';
 
@@ -17,6 +28,9 @@ export interface CompileCommandOptions {
   key?: string;
   calibration?: string;
   calibrationLimit?: number;
+  calibrationMethod?: CalibrationMethod;
+  maxAccuracyDrop?: number;
+  mixedPrecision?: boolean;
   tolerance?: number;
   json?: boolean;
 }
@@ -34,7 +48,8 @@ export async function compileCommand(opts: CompileCommandOptions, io: CliIO): Pr
     model: opts.model,
     device: opts.device,
     out: opts.out,
-    ...(opts.precision ? { precision: opts.precision } : {}),
+    // Without --precision the device profile decides (int8 on a Pi, fp32 on the x86 host, …).
+    precision: opts.precision ?? 'device',
     ...(exits ? { exits } : {}),
     ...(opts.preprocess !== undefined ? { preprocess: opts.preprocess } : {}),
     ...(opts.labels !== undefined ? { labels: opts.labels } : {}),
@@ -42,6 +57,10 @@ export async function compileCommand(opts: CompileCommandOptions, io: CliIO): Pr
     ...(opts.calibration ? { calibration: opts.calibration } : {}),
     ...(opts.calibrationLimit ? { calibrationLimit: opts.calibrationLimit } : {}),
     ...(opts.tolerance !== undefined ? { tolerance: opts.tolerance } : {}),
+    ...(opts.calibrationMethod ? { calibrationMethod: opts.calibrationMethod } : {}),
+    ...(opts.maxAccuracyDrop !== undefined ? { maxAccuracyDrop: opts.maxAccuracyDrop } : {}),
+    ...(opts.mixedPrecision === false ? { mixedPrecision: false } : {}),
+    ...(opts.json ? {} : { onProgress: (line: string) => io.err(line) }),
   });
   if (opts.json) io.out(JSON.stringify({ out: result.out, signed: result.signed, replaced: result.replaced, manifest: result.manifest, report: result.report }, null, 2));
   else io.out(renderCompile(result));
@@ -76,7 +95,8 @@ export function renderCompile(r: CompileResult): string {
   lines.push(`prepare   ${renderPrepare(rep.prepare)}`);
   lines.push('');
   const cal = rep.check.calibration;
-  const header = ['stage', 'file', 'inputs → outputs', 'MACs', 'cumulative', 'bytes', `${rep.precision} max|diff| random`];
+  const quant = rep.precision === 'int8';
+  const header = ['stage', 'file', 'inputs → outputs', 'MACs', 'cumulative', ...(quant ? ['fp32 bytes'] : []), 'bytes', `${quant ? 'fp32 split' : rep.precision} max|diff| random`];
   if (cal) header.push('max|diff| calib', 'top-1 agree calib');
   lines.push(
     table(
@@ -88,6 +108,7 @@ export function renderCompile(r: CompileResult): string {
           `${s.inputs.join(', ')} → ${s.outputs.join(', ')}`,
           count(s.macs),
           count(s.cumulativeMacs),
+          ...(quant ? [bytes(s.floatBytes)] : []),
           bytes(s.bytes),
           diff(rep.check.random.exits[k]?.maxAbsDiff),
         ];
@@ -102,6 +123,21 @@ export function renderCompile(r: CompileResult): string {
   let check = `${rep.check.passed ? 'passed' : 'FAILED'} (tolerance ${rep.check.tolerance.toExponential()}) on ${rep.check.random.samples} ${rep.check.random.source}`;
   if (cal) check += ` and ${cal.samples} images of ${cal.source}${cal.skipped?.length ? ` (${cal.skipped.length} unreadable, skipped)` : ''}`;
   lines.push(`check     ${check}`);
+  const q = rep.quantization;
+  if (q) {
+    const fb = rep.stages.reduce((a, s) => a + s.floatBytes, 0);
+    const ib = rep.stages.reduce((a, s) => a + s.bytes, 0);
+    lines.push(`int8      scheme ${q.scheme}, ${q.calibration.method} calibration on ${q.calibration.images} images of ${q.calibration.source}; stages ${bytes(ib)} = ${pct(ib / fb, 1)} of fp32 ${bytes(fb)}`);
+    lines.push('');
+    lines.push(
+      table(
+        ['exit', 'fp32 top-1', 'int8 top-1', 'drop (pp)', 'agreement', 'max |logit err|'],
+        q.verify.map((v) => [v.exit, pct(v.floatTop1, 2), pct(v.compiledTop1, 2), v.dropPp.toFixed(2), pct(v.agreement, 1), v.maxLogitError.toFixed(3)]),
+      ),
+    );
+    lines.push('');
+    lines.push(`verify    every exit within ${q.maxAccuracyDropPp} pp of fp32 on the calibration images${q.keptFloat.length ? `, with ${q.keptFloat.length} node(s) kept float` : ''}`);
+  }
   for (const n of rep.notes) lines.push(`note      ${n}`);
   const sig = r.signed ? `signed with key ${r.signed.keyId}` : 'unsigned (pass --key <private key> to sign)';
   lines.push(`bundle    ${r.out}${r.replaced ? ' (replaced the previous bundle)' : ''}: manifest.json, ${m.stages.length} stage${m.stages.length === 1 ? '' : 's'}, report.json; ${sig}`);
@@ -117,16 +153,20 @@ export function compileModule(io: CliIO): CommandModule<object, CompileCommandOp
         .positional('model', { type: 'string', describe: 'Float ONNX model, one graph output per exit', demandOption: true })
         .option('device', { type: 'string', describe: 'Device profile id (see `edgeexit devices`) or path', demandOption: true })
         .option('out', { type: 'string', describe: 'Bundle folder to write (replaced atomically if it is a bundle)', demandOption: true })
-        .option('precision', { type: 'string', choices: PRECISIONS as unknown as string[], default: 'fp32', describe: 'Numeric precision (fp32 only in this version)' })
+        .option('precision', { type: 'string', choices: PRECISIONS as unknown as string[], describe: "Numeric precision (default: the device profile's; fp16 compiles fp32 in this version)" })
         .option('exits', { type: 'string', describe: 'Exit outputs in stage order, comma-separated (default: every graph output)' })
         .option('preprocess', { type: 'string', describe: 'Preprocess spec, JSON text or file (default: the model\'s edgeexit.preprocess metadata)' })
         .option('labels', { type: 'string', describe: 'Labels file, JSON array or one per line (default: the model\'s edgeexit.labels metadata)' })
         .option('key', { type: 'string', describe: 'ed25519 private key (PEM) to sign the manifest with (`edgeexit keygen`)' })
-        .option('calibration', { type: 'string', describe: 'ImageFolder to run the numeric check on as well' })
-        .option('calibration-limit', { type: 'number', describe: 'Images of --calibration used (default 256, spread over the classes)' })
+        .option('calibration', { type: 'string', describe: 'ImageFolder of labelled images: int8 calibration and accuracy check (default calibration/fashion-mnist when the labels match); fp32: numeric check' })
+        .option('calibration-limit', { type: 'number', describe: 'Images of --calibration used, spread over the classes (default: all for int8, 256 for the fp32 check)' })
+        .option('calibration-method', { type: 'string', choices: CALIBRATION_METHODS as unknown as string[], describe: `int8 activation ranges (default ${DEFAULT_CALIBRATION_METHOD})` })
+        .option('max-accuracy-drop', { type: 'number', describe: `int8: largest top-1 loss per exit in percentage points (default ${DEFAULT_MAX_ACCURACY_DROP}); sensitive nodes stay float to meet it` })
+        .option('mixed-precision', { type: 'boolean', describe: 'int8: keep sensitive nodes float to meet --max-accuracy-drop (default true; --no-mixed-precision fails instead)' })
         .option('tolerance', { type: 'number', describe: 'Largest accepted |stage − source| on any exit (default 1e-5 at fp32)' })
         .option('json', { type: 'boolean', describe: 'Machine-readable output' })
-        .example('$0 compile models/fmnist-branchy/fmnist-branchy.onnx --device rpi4 --out build/branchy-rpi4', '') as never,
+        .example('$0 compile models/fmnist-branchy/fmnist-branchy.onnx --device rpi4 --out build/branchy-rpi4', 'int8 (the Pi 4 default), calibrated on calibration/fashion-mnist')
+        .example('$0 compile models/fmnist-branchy/fmnist-branchy.onnx --device rpi4 --precision fp32 --out build/branchy-rpi4-fp32', '') as never,
     handler: async (args) => {
       await compileCommand(args, io);
     },
