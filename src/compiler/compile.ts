@@ -31,11 +31,14 @@ import { MANIFEST_FILE, MANIFEST_FORMAT_VERSION, REPORT_FILE, SIGNATURE_FILE, en
 import { prepareModel, type PrepareReport } from './prepare.js';
 import { keyId, loadPrivateKey, signManifest } from './signing.js';
 import { resolveExits, splitModel } from './split.js';
+import { convertToFp16 } from './fp16.js';
 
 export const PRECISIONS = ['fp32', 'fp16', 'int8'] as const;
 export type Precision = (typeof PRECISIONS)[number];
 /** Precisions this version can compile; fp16 falls back to fp32 until src/compiler/fp16.ts lands. */
-export const SUPPORTED_PRECISIONS: readonly Precision[] = ['fp32', 'int8'];
+export const SUPPORTED_PRECISIONS: readonly Precision[] = ['fp32', 'fp16', 'int8'];
+/** Max |logit diff| an fp16 stage may show against the float model (measured ~1.6e-2 on fmnist-branchy, logits up to ~33). */
+export const FP16_TOLERANCE = 0.1;
 /** Calibration images used when the model's labels are Fashion-MNIST's and no --calibration is given. */
 export const DEFAULT_CALIBRATION = path.join('calibration', 'fashion-mnist');
 /** Default calibration method: percentile measured best on the zoo model (see the quantiser report). */
@@ -130,6 +133,8 @@ export interface CompileReport {
   stages: StageReport[];
   check: CheckResult;
   quantization?: QuantizationReport;
+  /** fp16 conversion: what was converted, kept float32, clamped, and the check of the fp16 stages. */
+  fp16?: { check: CheckResult; converted: number; keptFloat32: { node: string; op: string; reason: string }[]; clamped: number };
   notes: string[];
 }
 
@@ -335,12 +340,6 @@ export async function compileModel(opts: CompileOptions): Promise<CompileResult>
   const notes: string[] = [];
   const requested: Precision = opts.precision === 'device' ? (device.precision.default as Precision) : (opts.precision ?? 'fp32');
   let precision: Precision = requested;
-  if (precision === 'fp16') {
-    // HOOK(fp16): wire src/compiler/fp16.ts (convertToFp16 on each split stage) here instead of
-    // falling back, and add 'fp16' to SUPPORTED_PRECISIONS; owned by the fp16 work, not the quantiser.
-    precision = 'fp32';
-    notes.push(`fp16 is not available yet in this version; compiled fp32 instead`);
-  }
   if (!SUPPORTED_PRECISIONS.includes(precision)) {
     throw new UnsupportedError(`--precision ${precision}: not available yet; this version compiles ${SUPPORTED_PRECISIONS.join(', ')} only`);
   }
@@ -430,6 +429,36 @@ export async function compileModel(opts: CompileOptions): Promise<CompileResult>
     for (const k of q.keptFloat) notes.push(`kept '${k.node}' (${k.op}, stage ${k.stage}) float: ${k.reason}`);
   }
 
+  let fp16: { check: CheckResult; converted: number; keptFloat32: { node: string; op: string; reason: string }[]; clamped: number } | undefined;
+  if (precision === 'fp16') {
+    // Stage boundaries stay float32 (keepIoFloat32), so the runtime contract is the same as fp32;
+    // the check is repeated on the fp16 stages with a tolerance suited to half precision.
+    const conv = split.stages.map((s) => convertToFp16(s.model));
+    stageBytes = conv.map((c) => encodeModel(c.model));
+    const tolerance = opts.tolerance ?? FP16_TOLERANCE;
+    const c16 = await checkStages({
+      source: model.externalTensors.length > 0 ? encodeModel(model) : sourceBytes,
+      inputName: input.name,
+      preprocess,
+      stages: split.stages.map((s, k) => ({ bytes: stageBytes[k]!, inputs: s.inputs, outputs: s.outputs, exit: s.exit, carry: s.carry })),
+      precision: 'fp16',
+      tolerance,
+      ...(input.fixedBatch !== undefined ? { batchSizes: [input.fixedBatch] } : {}),
+      ...(opts.calibration ? { calibration: { dir: opts.calibration, labels, ...(opts.calibrationLimit ? { limit: opts.calibrationLimit } : {}) } } : {}),
+    });
+    if (!c16.passed) {
+      throw new CheckFailedError(
+        `${file}: the fp16 stages differ from the float model by more than ${tolerance} (max |diff| per exit: ${c16.random.exits.map((e) => `'${e.exit}' ${e.maxAbsDiff.toExponential(2)}`).join(', ')}); ` +
+          `no bundle was written; raise --tolerance if that is acceptable, or compile --precision fp32`,
+      );
+    }
+    const kept = conv.flatMap((c) => c.report.keptFloat32);
+    fp16 = { check: c16, converted: conv.reduce((a, c) => a + c.report.converted, 0), keptFloat32: kept, clamped: conv.reduce((a, c) => a + c.report.clamped.reduce((x, y) => x + y.count, 0), 0) };
+    for (const k of kept) notes.push(`kept '${k.node}' (${k.op}) float32 in fp16: ${k.reason}`);
+    if (fp16.clamped > 0) notes.push(`${fp16.clamped} constant value(s) clamped into the fp16 range`);
+    notes.push(`fp16 check: max |diff| ${c16.random.exits.map((e) => e.maxAbsDiff.toExponential(2)).join(' / ')} per exit vs float (tolerance ${tolerance}); onnxruntime's CPU provider computes most fp16 ops in fp32 — the speed-up needs CUDA/TensorRT`);
+  }
+
   const sourceCost = costPerOutput(model);
   const sourceMacs = sourceCost.filter((c) => exits.includes(c.output)).reduce((a, c) => a + c.incrementalMacs, 0);
   const sha = sha256Hex(sourceBytes);
@@ -470,6 +499,7 @@ export async function compileModel(opts: CompileOptions): Promise<CompileResult>
     stages,
     check,
     ...(quantization ? { quantization } : {}),
+    ...(fp16 ? { fp16 } : {}),
     notes,
   };
   const reportBytes = new TextEncoder().encode(JSON.stringify(report, null, 2) + '\n');

@@ -84,10 +84,15 @@ describe('compile --precision int8', () => {
     await expectNoBundle({ model: RESNET, device: 'rpi4', out: path.join(dir, 'bad-nocal', 'b'), precision: 'int8', preprocess: RESNET_PRE, labels: RESNET_LABELS }, InputError, /--precision int8 needs calibration images: .*pass --calibration <ImageFolder>/);
   });
 
-  it('fp16 falls back to fp32 with a note until the fp16 pass lands', async () => {
+  it('fp16 for Jetson: half-size stages that pass the fp16 check, float32 at stage boundaries', async () => {
     const r = await compileModel({ model: RESNET, device: 'jetson-nano', out: path.join(dir, 'fp16'), precision: 'fp16', preprocess: RESNET_PRE, labels: RESNET_LABELS });
-    expect(r.manifest.target.precision).toBe('fp32');
-    expect(r.report.notes).toContain('fp16 is not available yet in this version; compiled fp32 instead');
+    expect(r.manifest.target.precision).toBe('fp16');
+    expect(r.report.fp16!.converted).toBeGreaterThan(0);
+    expect(r.report.fp16!.check.passed).toBe(true);
+    for (const e of r.report.fp16!.check.random.exits) expect(e.maxAbsDiff).toBeLessThanOrEqual(0.1);
+    const floatBytes = r.report.stages.reduce((a, s) => a + s.floatBytes, 0);
+    const bytes = r.report.stages.reduce((a, s) => a + s.bytes, 0);
+    expect(bytes / floatBytes).toBeLessThan(0.7);
   });
 
   describe('accuracy budget on a model int8 cannot represent', () => {
