@@ -145,8 +145,11 @@ Reproduce: `npx edgeexit eval models/fmnist-cbnet/pipeline.onnx --data test` and
 CBNet trains the converter to map a hard image to an easy image of the same class, where "easy"
 means one that an early exit classifies confidently. Here: for each class, the {r['easyK']} training
 images that the lightweight classifier gets right with the highest max-softmax, averaged into one
-target image per class (averaging a few smooths one image's quirks; a single image worked too but
-was noisier). Loss = MSE(converter(x), easy target of x's class) + {r['ceWeight']} × CE(classifier(converter(x)), y)
+target image per class (averaging a few smooths one image's quirks). The ten targets, in label
+order (`easy-targets.png`, from `easy-targets.npy`):
+
+![easy targets](easy-targets.png)
+ Loss = MSE(converter(x), easy target of x's class) + {r['ceWeight']} × CE(classifier(converter(x)), y)
 with the classifier frozen — the cross-entropy term keeps the converted images on the side of the
 classifier's decision boundary that the label wants, which MSE to a prototype alone does not
 guarantee. A third term distils the branchy final exit's softened predictions (weight
@@ -165,6 +168,15 @@ and flips as fmnist-branchy, batch {r['batch']}, Adam one-cycle (peak 3e-3). {r[
 """
 
 
+def easy_png(folder):
+    import numpy as np
+    from PIL import Image
+    t = np.load(os.path.join(folder, "easy-targets.npy"))[:, 0]  # [10, 28, 28] in [0, 1]
+    strip = np.concatenate([np.pad(x, 2, constant_values=1.0) for x in t], axis=1)
+    img = Image.fromarray((np.clip(strip, 0, 1) * 255).round().astype(np.uint8), mode="L")
+    img.resize((img.width * 3, img.height * 3), Image.NEAREST).save(os.path.join(folder, "easy-targets.png"), optimize=True)
+
+
 def main():
     b = load("fmnist-branchy")
     with open(os.path.join(HERE, "fmnist-branchy", "README.md"), "w") as f:
@@ -172,6 +184,7 @@ def main():
     if os.path.exists(os.path.join(HERE, "fmnist-cbnet", "results.json")):
         with open(os.path.join(HERE, "fmnist-cbnet", "README.md"), "w") as f:
             f.write(cbnet_card(load("fmnist-cbnet"), b))
+        easy_png(os.path.join(HERE, "fmnist-cbnet"))
     print("cards written")
 
 

@@ -108,10 +108,16 @@ describe('edgeexit binary', () => {
     expect(ok.stdout).toMatch(/rpi4/);
   });
 
-  it('quickstart runs end to end on a few samples per model', async () => {
-    const r = await runCli('quickstart', '--limit', '50');
+  it('quickstart runs end to end on a few samples per model: eval, int8 compile, signed bundle verified', async () => {
+    const out = await fsp.mkdtemp(path.join(os.tmpdir(), 'edgeexit-qs-'));
+    const r = await runCli('quickstart', '--limit', '50', '--calibration-limit', '300', '--out', out);
+    expect(r.err).not.toMatch(/^error/m);
     expect(r.code).toBe(0);
     expect(r.out).toMatch(/== summary: top-1/);
     expect(r.out).toMatch(/fmnist-branchy\.onnx/);
+    const manifest = JSON.parse(await fsp.readFile(path.join(out, 'fmnist-branchy-rpi4-int8', 'manifest.json'), 'utf8'));
+    expect(manifest.target).toMatchObject({ device: 'rpi4', precision: 'int8' });
+    expect(manifest.stages).toHaveLength(3);
+    expect(r.out).toMatch(/signature\s+valid/);
   });
 });

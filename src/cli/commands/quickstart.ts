@@ -1,12 +1,14 @@
 // `edgeexit quickstart`: the main job end to end on the embedded defaults. For now: list the
 // zoo and the device profiles, inspect each zoo model and evaluate it on the Fashion-MNIST test
-// set (or, where Debian's dataset is absent, on the committed calibration images), and check the
-// accuracy against what the model card records. Later stages (compile → calibrate → run →
-// telemetry) join here as they land.
+// set (or, where Debian's dataset is absent, on the committed calibration images), check the
+// accuracy against what the model card records, then compile fmnist-branchy for a Raspberry Pi 4
+// at int8, signed, and verify the bundle. Later stages (calibrate → run → telemetry) join here as
+// they land.
 import { promises as fsp } from 'node:fs';
 import type { CommandModule } from 'yargs';
 import { FASHION_MNIST_DIR } from '../../data/idx.js';
-import { listZoo } from '../../model/zoo.js';
+import path from 'node:path';
+import { listZoo, modelsDir } from '../../model/zoo.js';
 import { describeModel, requireSelfDescription } from '../../model/describe.js';
 import { evaluateModel } from '../../eval/evaluate.js';
 import { EdgeExitError } from '../../util/errors.js';
@@ -15,9 +17,17 @@ import { count, pct, progress, table } from '../format.js';
 import { devicesCommand } from './devices.js';
 import { renderInspect } from './inspect.js';
 import { resolveEvalData } from './evaluate.js';
+import { compileCommand } from './compile.js';
+import { verifyBundleCommand } from './verify-bundle.js';
+import { generateKeyPair } from '../../compiler/index.js';
+
 
 export interface QuickstartOptions {
   limit?: number;
+  /** Where the compiled bundle and the demo signing key go (default .edgeexit/quickstart). */
+  out?: string;
+  /** Calibration images used by the int8 compile (default: all 3,000). */
+  calibrationLimit?: number;
 }
 
 export interface QuickstartRow {
@@ -40,6 +50,8 @@ export async function quickstartCommand(opts: QuickstartOptions, io: CliIO): Pro
   for (const entry of await listZoo()) {
     for (const file of entry.files) {
       const d = await describeModel(file);
+      // The CBNet converter outputs an image, not logits: it is evaluated through pipeline.onnx.
+      if (d.metadata['edgeexit.role'] === 'cbnet-converter') continue;
       io.out(`\n== ${entry.name}: ${file} ==`);
       io.out(renderInspect(d));
       const { preprocess, labels } = requireSelfDescription(d);
@@ -62,7 +74,15 @@ export async function quickstartCommand(opts: QuickstartOptions, io: CliIO): Pro
   if (mismatches.length > 0) {
     throw new EdgeExitError(`quickstart: ${mismatches.length} exit(s) measured differently from their model card: ${mismatches.map((m) => `${m.model} ${m.exit}`).join(', ')}`);
   }
-  io.out('\nNext: edgeexit inspect <model.onnx>, edgeexit eval <model.onnx> --data calibration, edgeexit devices --show rpi4.');
+  const work = opts.out ?? path.join('.edgeexit', 'quickstart');
+  io.out(`\n== compile fmnist-branchy for rpi4 (int8), signed with a demo key, then verify ==`);
+  await fsp.mkdir(work, { recursive: true });
+  // A throwaway key so the demo shows signing; real fleets make theirs once with `edgeexit keygen`.
+  const keys = await generateKeyPair(path.join(work, 'demo-key'), { force: true });
+  const bundle = path.join(work, 'fmnist-branchy-rpi4-int8');
+  await compileCommand({ model: path.join(modelsDir(), 'fmnist-branchy', 'fmnist-branchy.onnx'), device: 'rpi4', out: bundle, precision: 'int8', key: keys.privateKey, ...(opts.calibrationLimit ? { calibrationLimit: opts.calibrationLimit } : {}) }, io);
+  await verifyBundleCommand({ bundle, key: keys.publicKey, requireSignature: true }, io);
+  io.out('\nNext: edgeexit inspect <model.onnx>, edgeexit eval <model.onnx> --data calibration, edgeexit compile <model.onnx> --device <id> --out <bundle>, edgeexit devices --show rpi4.');
   return rows;
 }
 
@@ -82,7 +102,11 @@ export function quickstartModule(io: CliIO): CommandModule<object, QuickstartOpt
   return {
     command: 'quickstart',
     describe: 'The main job end to end on the embedded defaults: profiles, zoo inspection and evaluation against the model cards',
-    builder: (y) => y.option('limit', { type: 'number', describe: 'Evaluate only this many samples per model (faster, no card check)' }) as never,
+    builder: (y) =>
+      y
+        .option('limit', { type: 'number', describe: 'Evaluate only this many samples per model (faster, no card check)' })
+        .option('out', { type: 'string', describe: 'Folder for the compiled bundle and the demo signing key', default: '.edgeexit/quickstart' })
+        .option('calibration-limit', { type: 'number', describe: 'Calibration images for the int8 compile (default: all)' }) as never,
     handler: async (args) => {
       await quickstartCommand(args, io);
     },
