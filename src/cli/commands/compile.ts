@@ -1,7 +1,8 @@
 // `edgeexit compile <model.onnx> --device <profile> --out <bundle>`: float ONNX → a bundle of
 // per-exit stages (fp32, or int8 for the device's quantisation scheme) with manifest, report and
-// optional signature. The work is in src/compiler; this file parses flags and prints the
-// per-stage table and, for int8, the per-exit verification table.
+// optional signature; or a CBNet folder → one bundle of kind cbnet. The work is in src/compiler;
+// this file parses flags and prints the per-stage table (with this machine's float vs compiled
+// latency unless --no-latency) and the per-exit (or, for CBNet, per-path) verification table.
 import type { CommandModule } from 'yargs';
 import {
   CALIBRATION_METHODS,
@@ -32,6 +33,8 @@ export interface CompileCommandOptions {
   maxAccuracyDrop?: number;
   mixedPrecision?: boolean;
   tolerance?: number;
+  /** Time each stage float vs compiled on this machine (default true; --no-latency skips it). */
+  latency?: boolean;
   json?: boolean;
 }
 
@@ -60,12 +63,15 @@ export async function compileCommand(opts: CompileCommandOptions, io: CliIO): Pr
     ...(opts.calibrationMethod ? { calibrationMethod: opts.calibrationMethod } : {}),
     ...(opts.maxAccuracyDrop !== undefined ? { maxAccuracyDrop: opts.maxAccuracyDrop } : {}),
     ...(opts.mixedPrecision === false ? { mixedPrecision: false } : {}),
+    ...(opts.latency === false ? { latency: false } : {}),
     ...(opts.json ? {} : { onProgress: (line: string) => io.err(line) }),
   });
   if (opts.json) io.out(JSON.stringify({ out: result.out, signed: result.signed, replaced: result.replaced, manifest: result.manifest, report: result.report }, null, 2));
   else io.out(renderCompile(result));
   return result;
 }
+
+const ms = (x: number | undefined): string => (x === undefined ? '-' : x >= 10 ? x.toFixed(1) : x.toFixed(3));
 
 const diff = (x: number | undefined): string => (x === undefined ? '-' : x === 0 ? '0' : x.toExponential(1));
 
@@ -98,6 +104,8 @@ export function renderCompile(r: CompileResult): string {
   const quant = rep.precision === 'int8';
   const header = ['stage', 'file', 'inputs → outputs', 'MACs', 'cumulative', ...(quant ? ['fp32 bytes'] : []), 'bytes', `${quant ? 'fp32 split' : rep.precision} max|diff| random`];
   if (cal) header.push('max|diff| calib', 'top-1 agree calib');
+  const lat = rep.latency;
+  if (lat) header.push('fp32 ms', `${rep.precision} ms`, 'speed-up');
   lines.push(
     table(
       header,
@@ -113,6 +121,8 @@ export function renderCompile(r: CompileResult): string {
           diff(rep.check.random.exits[k]?.maxAbsDiff),
         ];
         if (cal) row.push(diff(cal.exits[k]?.maxAbsDiff), pct(cal.exits[k]?.top1Agreement ?? 0, 1));
+        const l = lat?.stages[k];
+        if (lat) row.push(ms(l?.floatMs), ms(l?.compiledMs), l ? `${l.speedup.toFixed(2)}x` : '-');
         return row;
       }),
     ),
@@ -123,8 +133,14 @@ export function renderCompile(r: CompileResult): string {
   let check = `${rep.check.passed ? 'passed' : 'FAILED'} (tolerance ${rep.check.tolerance.toExponential()}) on ${rep.check.random.samples} ${rep.check.random.source}`;
   if (cal) check += ` and ${cal.samples} images of ${cal.source}${cal.skipped?.length ? ` (${cal.skipped.length} unreadable, skipped)` : ''}`;
   lines.push(`check     ${check}`);
+  if (lat) lines.push(`latency   median of ${lat.runs} interleaved runs per stage after ${lat.warmup} warm-up, batch ${lat.batch}, ${lat.threads} thread: ${lat.machine}`);
+  const cb = rep.cbnet;
+  if (cb) {
+    const p = cb.pipeline;
+    lines.push(`pipeline  cbnet: ${m.stages[p.converter.stage]?.file} → ${m.stages[p.classifier.stage]?.file}; hybrid: ${p.policies.hybrid.join(', then ')} (default policy ${p.default})`);
+  }
   const q = rep.quantization;
-  if (q) {
+  if (q && !cb) {
     const fb = rep.stages.reduce((a, s) => a + s.floatBytes, 0);
     const ib = rep.stages.reduce((a, s) => a + s.bytes, 0);
     lines.push(`int8      scheme ${q.scheme}, ${q.calibration.method} calibration on ${q.calibration.images} images of ${q.calibration.source}; stages ${bytes(ib)} = ${pct(ib / fb, 1)} of fp32 ${bytes(fb)}`);
@@ -138,6 +154,23 @@ export function renderCompile(r: CompileResult): string {
     lines.push('');
     lines.push(`verify    every exit within ${q.maxAccuracyDropPp} pp of fp32 on the calibration images${q.keptFloat.length ? `, with ${q.keptFloat.length} node(s) kept float` : ''}`);
   }
+  if (q && cb) {
+    const fb = rep.stages.reduce((a, s) => a + s.floatBytes, 0);
+    const ib = rep.stages.reduce((a, s) => a + s.bytes, 0);
+    lines.push(`int8      scheme ${q.scheme}, ${q.calibration.method} calibration on ${q.calibration.images} images of ${q.calibration.source}; stages ${bytes(ib)} = ${pct(ib / fb, 1)} of fp32 ${bytes(fb)}`);
+  }
+  if (cb?.verify) {
+    const v = cb.verify;
+    lines.push('');
+    lines.push(
+      table(
+        ['path', 'fp32 top-1', `${rep.precision} top-1`, 'drop (pp)', 'agreement', 'max |logit err|'],
+        v.paths.map((e) => [e.exit, pct(e.floatTop1, 2), pct(e.compiledTop1, 2), e.dropPp.toFixed(2), pct(e.agreement, 1), e.maxLogitError.toFixed(3)]),
+      ),
+    );
+    lines.push('');
+    lines.push(`verify    both paths within ${v.maxAccuracyDropPp} pp of fp32 on ${v.images} images of ${v.source}`);
+  }
   for (const n of rep.notes) lines.push(`note      ${n}`);
   const sig = r.signed ? `signed with key ${r.signed.keyId}` : 'unsigned (pass --key <private key> to sign)';
   lines.push(`bundle    ${r.out}${r.replaced ? ' (replaced the previous bundle)' : ''}: manifest.json, ${m.stages.length} stage${m.stages.length === 1 ? '' : 's'}, report.json; ${sig}`);
@@ -147,13 +180,13 @@ export function renderCompile(r: CompileResult): string {
 export function compileModule(io: CliIO): CommandModule<object, CompileCommandOptions> {
   return {
     command: 'compile <model>',
-    describe: 'Compile a float multi-exit ONNX model into a bundle of per-exit stages (manifest, hashes, optional signature)',
+    describe: 'Compile a float multi-exit ONNX model (or a CBNet folder) into a bundle of stages (manifest, hashes, optional signature)',
     builder: (y) =>
       y
-        .positional('model', { type: 'string', describe: 'Float ONNX model, one graph output per exit', demandOption: true })
+        .positional('model', { type: 'string', describe: 'Float ONNX model, one graph output per exit; or a CBNet folder holding converter.onnx and classifier.onnx', demandOption: true })
         .option('device', { type: 'string', describe: 'Device profile id (see `edgeexit devices`) or path', demandOption: true })
         .option('out', { type: 'string', describe: 'Bundle folder to write (replaced atomically if it is a bundle)', demandOption: true })
-        .option('precision', { type: 'string', choices: PRECISIONS as unknown as string[], describe: "Numeric precision (default: the device profile's; fp16 compiles fp32 in this version)" })
+        .option('precision', { type: 'string', choices: PRECISIONS as unknown as string[], describe: "Numeric precision (default: the device profile's)" })
         .option('exits', { type: 'string', describe: 'Exit outputs in stage order, comma-separated (default: every graph output)' })
         .option('preprocess', { type: 'string', describe: 'Preprocess spec, JSON text or file (default: the model\'s edgeexit.preprocess metadata)' })
         .option('labels', { type: 'string', describe: 'Labels file, JSON array or one per line (default: the model\'s edgeexit.labels metadata)' })
@@ -164,9 +197,11 @@ export function compileModule(io: CliIO): CommandModule<object, CompileCommandOp
         .option('max-accuracy-drop', { type: 'number', describe: `int8: largest top-1 loss per exit in percentage points (default ${DEFAULT_MAX_ACCURACY_DROP}); sensitive nodes stay float to meet it` })
         .option('mixed-precision', { type: 'boolean', describe: 'int8: keep sensitive nodes float to meet --max-accuracy-drop (default true; --no-mixed-precision fails instead)' })
         .option('tolerance', { type: 'number', describe: 'Largest accepted |stage − source| on any exit (default 1e-5 at fp32)' })
+        .option('latency', { type: 'boolean', describe: "Time each stage float vs compiled at batch 1 on this machine (default true; --no-latency skips it). This machine's numbers, not the device's" })
         .option('json', { type: 'boolean', describe: 'Machine-readable output' })
         .example('$0 compile models/fmnist-branchy/fmnist-branchy.onnx --device rpi4 --out build/branchy-rpi4', 'int8 (the Pi 4 default), calibrated on calibration/fashion-mnist')
-        .example('$0 compile models/fmnist-branchy/fmnist-branchy.onnx --device rpi4 --precision fp32 --out build/branchy-rpi4-fp32', '') as never,
+        .example('$0 compile models/fmnist-branchy/fmnist-branchy.onnx --device rpi4 --precision fp32 --out build/branchy-rpi4-fp32', '')
+        .example('$0 compile models/fmnist-cbnet --device rpi4 --out build/cbnet-rpi4', 'CBNet: converter + light classifier in one bundle (kind cbnet)') as never,
     handler: async (args) => {
       await compileCommand(args, io);
     },

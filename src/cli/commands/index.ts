@@ -9,6 +9,7 @@ import { keygenModule } from './keygen.js';
 import { modelsModule } from './models.js';
 import { packModule } from './pack.js';
 import { quickstartModule } from './quickstart.js';
+import { runModule } from './run.js';
 import { verifyBundleModule } from './verify-bundle.js';
 
 export function commands(io: CliIO): CommandModule<object, never>[] {
@@ -22,5 +23,6 @@ export function commands(io: CliIO): CommandModule<object, never>[] {
     keygenModule(io),
     verifyBundleModule(io),
     packModule(io),
+    runModule(io),
   ] as unknown as CommandModule<object, never>[];
 }

@@ -1,0 +1,171 @@
+// `edgeexit run <bundle> <images…|folder>`: classify images with a bundle through the early-exit
+// cascade and print a table (or one JSON object per input) plus a summary. The work is in
+// src/runtime/bundle-runner.ts; this file collects the inputs, parses flags and prints.
+//
+// Unreadable images are reported by name and the rest are still classified; the command then
+// fails (exit code 2) so a script notices, after everything else was printed.
+import { promises as fsp } from 'node:fs';
+import path from 'node:path';
+import type { CommandModule } from 'yargs';
+import { IMAGE_EXTENSIONS } from '../../data/imagefolder.js';
+import { loadBundle, type ClassifyResult } from '../../runtime/bundle-runner.js';
+import { EXIT_METRICS, type ExitMetric } from '../../runtime/exit-policy.js';
+import { InputError, formatProblem, show } from '../../util/errors.js';
+import type { CliIO } from '../io.js';
+import { pct, table } from '../format.js';
+
+export interface RunCommandOptions {
+  bundle: string;
+  inputs: string[];
+  json?: boolean;
+  batch?: number;
+  /** `t0,t1,…` (one per exit but the last) or `none` to run to the last exit. */
+  threshold?: string;
+  metric?: ExitMetric;
+  key?: string;
+  requireSignature?: boolean;
+  device?: string;
+  threads?: number;
+}
+
+export interface RunCommandResult {
+  files: string[];
+  result: ClassifyResult;
+}
+
+/** `0.9, 0.8` → [0.9, 0.8]; `none` → null. Range checks are the exit policy's (they name the exit). */
+export function parseThresholds(s: string | undefined): number[] | null | undefined {
+  if (s === undefined) return undefined;
+  if (/^\s*(none|null)\s*$/i.test(s)) return null;
+  return s.split(',').map((part, i) => {
+    const t = part.trim();
+    const v = t === '' ? NaN : Number(t);
+    if (!Number.isFinite(v)) {
+      throw new InputError(formatProblem({ where: `--threshold item ${i + 1}`, expected: 'a number (comma-separated, one per exit but the last) or "none"', got: show(t) }));
+    }
+    return v;
+  });
+}
+
+function byCodeUnit(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+async function imagesUnder(dir: string): Promise<string[]> {
+  const out: string[] = [];
+  for (const e of await fsp.readdir(dir, { withFileTypes: true })) {
+    const p = path.join(dir, e.name);
+    if (e.isDirectory()) out.push(...(await imagesUnder(p)));
+    else if (IMAGE_EXTENSIONS.includes(path.extname(e.name).toLowerCase())) out.push(p);
+  }
+  return out;
+}
+
+/**
+ * Expand the arguments: a folder → every image under it (recursively, code-unit sorted so the
+ * order is the same on every machine); a file → itself, whatever its extension (a non-image is
+ * then reported as unreadable rather than silently skipped).
+ */
+export async function collectInputs(args: readonly string[]): Promise<string[]> {
+  const files: string[] = [];
+  for (const a of args) {
+    const st = await fsp.stat(a).catch(() => undefined);
+    if (st?.isDirectory()) {
+      const found = (await imagesUnder(a)).sort(byCodeUnit);
+      if (found.length === 0) throw new InputError(formatProblem({ where: a, message: 'no images in this folder', expected: `files ending in ${IMAGE_EXTENSIONS.join(', ')}` }));
+      files.push(...found);
+    } else files.push(a);
+  }
+  return files;
+}
+
+const ms = (x: number): string => (x >= 100 ? x.toFixed(0) : x >= 10 ? x.toFixed(1) : x.toFixed(2));
+
+export function renderRun(r: RunCommandResult, exitNames: readonly string[]): string {
+  const res = r.result;
+  const ok = res.items.filter((i) => i.ok);
+  const lines: string[] = [];
+  lines.push(
+    table(
+      ['file', 'label', 'confidence', 'exit', 'latency ms'],
+      res.items.map((i) => (i.ok ? [i.name, i.label, i.confidence.toFixed(4), `${i.exit} (${i.exitName})`, ms(i.latencyMs)] : [i.name, 'UNREADABLE', '-', '-', '-'])),
+    ),
+  );
+  lines.push('');
+  const policy = res.thresholds === null ? `${res.metric}, thresholds none (every sample runs to the last exit)` : `${res.metric}, thresholds ${res.thresholds.join(', ')}`;
+  lines.push(`policy    ${policy}`);
+  const hist = res.exitCounts.map((n, k) => `${k} (${exitNames[k]}) ${n}${ok.length ? ` = ${pct(n / ok.length, 1)}` : ''}`).join(', ');
+  lines.push(`exits     ${hist}`);
+  const mean = ok.length ? ok.reduce((a, i) => a + i.latencyMs, 0) / ok.length : 0;
+  const t = res.timing;
+  const stageSum = t.stageMs.reduce((a, b) => a + b, 0);
+  lines.push(`latency   mean ${ms(mean)} ms per image over ${ok.length} image${ok.length === 1 ? '' : 's'} in ${t.batches} batch${t.batches === 1 ? '' : 'es'}`);
+  lines.push(`time      decode ${ms(t.preprocessMs)} ms; cascade ${ms(t.cascadeMs)} ms = stages ${ms(stageSum)} ms + overhead ${ms(t.overheadMs)} ms`);
+  const failed = res.items.length - ok.length;
+  if (failed) lines.push(`errors    ${failed} unreadable input${failed === 1 ? '' : 's'} (listed on stderr)`);
+  return lines.join('\n');
+}
+
+export async function runCommand(opts: RunCommandOptions, io: CliIO): Promise<RunCommandResult> {
+  const thresholds = parseThresholds(opts.threshold);
+  const files = await collectInputs(opts.inputs);
+  const runner = await loadBundle(opts.bundle, {
+    ...(opts.key ? { publicKey: opts.key } : {}),
+    ...(opts.requireSignature ? { requireSignature: true } : {}),
+    ...(opts.device ? { device: opts.device } : {}),
+    ...(opts.threads !== undefined ? { threads: opts.threads } : {}),
+    onWarning: (line) => io.err(line),
+  });
+  let result: ClassifyResult;
+  try {
+    result = await runner.classify(files, {
+      batchSize: opts.batch ?? 1,
+      ...(thresholds !== undefined ? { thresholds } : {}),
+      ...(opts.metric ? { metric: opts.metric } : {}),
+    });
+  } finally {
+    await runner.close();
+  }
+  const r = { files, result };
+  if (opts.json) {
+    for (const i of result.items) {
+      io.out(
+        JSON.stringify(
+          i.ok
+            ? { file: i.name, label: i.label, classIndex: i.classIndex, exit: i.exit, exitName: i.exitName, confidence: i.confidence, score: i.score, metric: result.metric, latencyMs: i.latencyMs, stageLatencyMs: i.stageLatencyMs }
+            : { file: i.name, error: i.error.message },
+        ),
+      );
+    }
+  } else io.out(renderRun(r, runner.manifest.stages.map((s) => s.exit)));
+  const failed = result.items.filter((i) => !i.ok);
+  if (failed.length > 0) {
+    for (const f of failed) if (!f.ok) io.err(`error: ${f.error.message}`);
+    throw new InputError(`${failed.length} of ${result.items.length} input${result.items.length === 1 ? '' : 's'} could not be read: ${failed.map((f) => f.name).join(', ')}`);
+  }
+  return r;
+}
+
+export function runModule(io: CliIO): CommandModule<object, RunCommandOptions> {
+  return {
+    command: 'run <bundle> <inputs..>',
+    describe: 'Classify images with a bundle through its early exits (verifies hashes and signature first)',
+    builder: (y) =>
+      y
+        .positional('bundle', { type: 'string', describe: 'Bundle folder or .tar', demandOption: true })
+        .positional('inputs', { type: 'string', array: true, describe: 'Image files and/or folders (searched recursively)', demandOption: true })
+        .option('json', { type: 'boolean', describe: 'One JSON object per input (file, label, exit, confidence, latencyMs, …)' })
+        .option('batch', { type: 'number', describe: 'Images per cascade run; exited samples are dropped after each stage (default 1)' })
+        .option('threshold', { type: 'string', describe: 'Thresholds t0,t1,… one per exit but the last, or "none" to run to the last exit (default: the manifest\'s)' })
+        .option('metric', { type: 'string', choices: EXIT_METRICS as unknown as string[], describe: 'Exit confidence: max-prob (exit when ≥ t), entropy (normalised, exit when ≤ t), margin (top1 − top2, exit when ≥ t)' })
+        .option('key', { type: 'string', describe: 'Public key (PEM) the bundle must be signed with' })
+        .option('require-signature', { type: 'boolean', describe: 'Refuse an unsigned bundle' })
+        .option('device', { type: 'string', describe: "Device profile for execution providers and threads (default: the bundle's target)" })
+        .option('threads', { type: 'number', describe: 'Intra-op threads (default: the device profile\'s, at most the cores here)' })
+        .example('$0 run build/branchy-rpi4 calibration/fashion-mnist/bag --threshold 0.9,0.9', '')
+        .example('$0 run build/branchy-rpi4 photo.png --json', '') as never,
+    handler: async (args) => {
+      await runCommand(args, io);
+    },
+  };
+}

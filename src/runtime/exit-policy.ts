@@ -1,0 +1,165 @@
+// Exit policies: how confident an exit is, and when a sample may leave there. The metrics are a
+// registry (data), so the CLI's choices, the threshold ranges in error messages and the
+// documentation come from one table.
+//
+// Every metric works on softmax(logits / T), T being the exit's temperature, computed in double
+// precision with the row maximum subtracted first (numerically the same as numpy/scipy's
+// softmax). Threshold semantics:
+//  - max-prob: the largest probability; the sample exits when score ≥ threshold.
+//  - margin:   top-1 − top-2 probability; exits when score ≥ threshold.
+//  - entropy:  NORMALISED entropy H(p) / ln(C) in [0, 1] (0 = one-hot, 1 = uniform), so one
+//              threshold means the same for 10 or 1000 classes; exits when score ≤ threshold.
+// All three scores lie in [0, 1], so thresholds outside it are refused. A threshold of 0 lets
+// every sample leave at max-prob/margin but almost none at entropy (only one-hot outputs); the
+// last exit always answers whatever its score.
+import { InputError, formatProblem, show, type Problem } from '../util/errors.js';
+
+export const EXIT_METRICS = ['max-prob', 'entropy', 'margin'] as const;
+export type ExitMetric = (typeof EXIT_METRICS)[number];
+
+export interface ExitPolicyInfo {
+  metric: ExitMetric;
+  summary: string;
+  /** 'at-least': exit when score ≥ threshold; 'at-most': exit when score ≤ threshold. */
+  exitWhen: 'at-least' | 'at-most';
+  /** Inclusive range of the score, hence of valid thresholds. */
+  range: readonly [number, number];
+  /** The score of one softmax row (probabilities, summing to 1). */
+  score(probs: Float64Array): number;
+}
+
+function maxProb(p: Float64Array): number {
+  let m = 0;
+  for (let i = 0; i < p.length; i++) if (p[i]! > m) m = p[i]!;
+  return m;
+}
+
+function margin(p: Float64Array): number {
+  if (p.length < 2) return 1;
+  let a = -Infinity;
+  let b = -Infinity;
+  for (let i = 0; i < p.length; i++) {
+    const v = p[i]!;
+    if (v > a) {
+      b = a;
+      a = v;
+    } else if (v > b) b = v;
+  }
+  return a - b;
+}
+
+function normalisedEntropy(p: Float64Array): number {
+  if (p.length < 2) return 0;
+  let h = 0;
+  // 0 · log 0 = 0 (the limit), so exact zeros after underflow do not poison the sum with NaN.
+  for (let i = 0; i < p.length; i++) if (p[i]! > 0) h -= p[i]! * Math.log(p[i]!);
+  return Math.min(1, Math.max(0, h / Math.log(p.length)));
+}
+
+export const EXIT_POLICIES: Readonly<Record<ExitMetric, ExitPolicyInfo>> = Object.freeze({
+  'max-prob': { metric: 'max-prob', summary: 'largest softmax probability; exit when ≥ threshold', exitWhen: 'at-least', range: [0, 1], score: maxProb },
+  entropy: { metric: 'entropy', summary: 'softmax entropy / ln(classes), 0 = certain; exit when ≤ threshold', exitWhen: 'at-most', range: [0, 1], score: normalisedEntropy },
+  margin: { metric: 'margin', summary: 'top-1 − top-2 softmax probability; exit when ≥ threshold', exitWhen: 'at-least', range: [0, 1], score: margin },
+});
+
+export function exitPolicy(metric: string): ExitPolicyInfo {
+  const p = (EXIT_POLICIES as Record<string, ExitPolicyInfo | undefined>)[metric];
+  if (!p) {
+    throw new InputError(
+      formatProblem({ where: 'exit metric', expected: `one of: ${EXIT_METRICS.join(', ')}`, got: show(metric) }),
+    );
+  }
+  return p;
+}
+
+/** Whether `score` lets a sample leave under `policy` at `threshold`. */
+export function clears(policy: ExitPolicyInfo, score: number, threshold: number): boolean {
+  return policy.exitWhen === 'at-least' ? score >= threshold : score <= threshold;
+}
+
+/**
+ * softmax(logits[offset .. offset+n) / temperature) into `out` (length n); returns the argmax
+ * (first index on ties, like numpy.argmax).
+ */
+export function softmaxInto(logits: ArrayLike<number>, offset: number, n: number, temperature: number, out: Float64Array): number {
+  let best = 0;
+  let max = -Infinity;
+  for (let i = 0; i < n; i++) {
+    const v = logits[offset + i]! / temperature;
+    out[i] = v;
+    if (v > max) {
+      max = v;
+      best = i;
+    }
+  }
+  let sum = 0;
+  for (let i = 0; i < n; i++) {
+    const e = Math.exp(out[i]! - max);
+    out[i] = e;
+    sum += e;
+  }
+  for (let i = 0; i < n; i++) out[i] = out[i]! / sum;
+  return best;
+}
+
+/** softmax(logits / T) as a new array (convenience for tests and callers outside the cascade). */
+export function softmax(logits: ArrayLike<number>, temperature = 1): Float64Array {
+  const out = new Float64Array(logits.length);
+  softmaxInto(logits, 0, logits.length, temperature, out);
+  return out;
+}
+
+/** A policy with its numbers checked against a bundle's exits. */
+export interface ResolvedExitPolicy {
+  policy: ExitPolicyInfo;
+  /** One per exit but the last; null = run every sample to the last exit. */
+  thresholds: number[] | null;
+  /** One per exit. */
+  temperatures: number[];
+}
+
+/**
+ * Check thresholds and temperatures for `exitNames` (all exits, in stage order) and pair them
+ * with the metric. Every problem is reported at once, each naming the exit and the valid range.
+ */
+export function resolveExitPolicy(
+  metric: string,
+  thresholds: readonly number[] | null,
+  temperatures: readonly number[],
+  exitNames: readonly string[],
+): ResolvedExitPolicy {
+  const policy = exitPolicy(metric);
+  const n = exitNames.length;
+  const problems: Problem[] = [];
+  const [lo, hi] = policy.range;
+  if (thresholds !== null) {
+    if (thresholds.length !== n - 1) {
+      problems.push({
+        where: 'thresholds',
+        expected: `${n - 1} value${n - 1 === 1 ? '' : 's'}, one per exit but the last (${exitNames.slice(0, -1).join(', ') || 'none'}); the last exit always answers`,
+        got: `${thresholds.length} (${show(thresholds)})`,
+      });
+    }
+    thresholds.slice(0, n - 1).forEach((t, k) => {
+      if (!Number.isFinite(t) || t < lo || t > hi) {
+        problems.push({
+          where: `threshold for exit ${k} (${exitNames[k]})`,
+          expected: `a number in [${lo}, ${hi}] for ${policy.metric} (${policy.summary})`,
+          got: show(t),
+        });
+      }
+    });
+  }
+  if (temperatures.length !== n) {
+    problems.push({ where: 'temperatures', expected: `${n} values, one per exit`, got: `${temperatures.length} (${show(temperatures)})` });
+  }
+  temperatures.slice(0, n).forEach((t, k) => {
+    if (!Number.isFinite(t) || t <= 0) {
+      problems.push({ where: `temperature for exit ${k} (${exitNames[k]})`, expected: 'a positive number (1 = unscaled softmax)', got: show(t) });
+    }
+  });
+  if (problems.length > 0) {
+    throw new InputError(`exit policy: ${problems.length} problem${problems.length === 1 ? '' : 's'}\n` + problems.map((p) => '  - ' + formatProblem(p)).join('\n'), problems);
+  }
+  return { policy, thresholds: thresholds === null ? null : [...thresholds], temperatures: [...temperatures] };
+}

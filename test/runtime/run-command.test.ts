@@ -1,0 +1,102 @@
+// `edgeexit run` through the CLI's main(): --json shape, folder expansion (recursive, sorted),
+// the table and summary, unreadable files (reported, exit code 2), bad flags.
+import { beforeAll, describe, expect, it } from 'vitest';
+import { promises as fsp } from 'node:fs';
+import path from 'node:path';
+import sharp from 'sharp';
+import { compileModel } from '../../src/compiler/index.js';
+import { collectInputs, parseThresholds } from '../../src/cli/commands/run.js';
+import { runCli } from '../cli/helpers.js';
+import { FMNIST, ZOO, scratch } from './helpers.js';
+
+let dir: string;
+let bundle: string;
+let folder: string;
+let labels: string[];
+
+beforeAll(async () => {
+  dir = await scratch('run-cmd');
+  bundle = path.join(dir, 'bundle');
+  const r = await compileModel({ model: ZOO, device: 'rpi4', precision: 'fp32', out: bundle });
+  labels = r.manifest.labels;
+  // A folder with a nested sub-folder, a non-image file (skipped) and a PNG written by sharp.
+  folder = path.join(dir, 'imgs');
+  await fsp.mkdir(path.join(folder, 'sub'), { recursive: true });
+  const bags = (await fsp.readdir(path.join(FMNIST, 'bag'))).sort().slice(0, 3);
+  await fsp.copyFile(path.join(FMNIST, 'bag', bags[0]!), path.join(folder, 'b.png'));
+  await fsp.copyFile(path.join(FMNIST, 'bag', bags[1]!), path.join(folder, 'sub', 'a.png'));
+  await fsp.copyFile(path.join(FMNIST, 'bag', bags[2]!), path.join(folder, 'a.png'));
+  await sharp({ create: { width: 40, height: 30, channels: 3, background: { r: 200, g: 10, b: 10 } } }).png().toFile(path.join(folder, 'c.png'));
+  await fsp.writeFile(path.join(folder, 'notes.txt'), 'not an image');
+}, 120_000);
+
+describe('edgeexit run', () => {
+  it('--json prints one object per input with file, label, exit, confidence and latencyMs', async () => {
+    const r = await runCli('run', bundle, folder, '--json', '--threshold', '0.9,0.9', '--threads', '1', '--batch', '2');
+    expect(r.err).toBe('');
+    expect(r.code).toBe(0);
+    const lines = r.out.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(lines.map((l) => path.relative(folder, l.file as string))).toEqual(['a.png', 'b.png', 'c.png', path.join('sub', 'a.png')]);
+    for (const l of lines) {
+      expect(labels).toContain(l.label);
+      expect([0, 1, 2]).toContain(l.exit);
+      expect(l.exitName).toBe(`exit_${l.exit as number}`);
+      expect(typeof l.confidence).toBe('number');
+      expect(l.confidence as number).toBeGreaterThan(0);
+      expect(l.confidence as number).toBeLessThanOrEqual(1);
+      expect(typeof l.latencyMs).toBe('number');
+      expect((l.stageLatencyMs as number[]).length).toBe((l.exit as number) + 1);
+      expect(l.metric).toBe('max-prob');
+    }
+    // Sharp-made red square aside, the Fashion-MNIST bags are classified as bags.
+    expect(lines.filter((l) => !(l.file as string).endsWith('c.png')).map((l) => l.label)).toEqual(['bag', 'bag', 'bag']);
+  });
+
+  it('prints a table and a summary with the exit histogram and mean latency', async () => {
+    const r = await runCli('run', bundle, path.join(folder, 'a.png'), path.join(folder, 'b.png'), '--threads', '1');
+    expect(r.code).toBe(0);
+    expect(r.out).toMatch(/^file\s+label\s+confidence\s+exit\s+latency ms/);
+    expect(r.out).toMatch(/a\.png\s+bag\s+[\d.]+\s+2 \(exit_2\)/);
+    expect(r.out).toContain('policy    max-prob, thresholds none (every sample runs to the last exit)');
+    expect(r.out).toContain('exits     0 (exit_0) 0 = 0.0%, 1 (exit_1) 0 = 0.0%, 2 (exit_2) 2 = 100.0%');
+    expect(r.out).toMatch(/latency   mean [\d.]+ ms per image over 2 images in 2 batches/);
+  });
+
+  it('reports an unreadable image by name, classifies the rest and exits 2', async () => {
+    const broken = path.join(dir, 'broken.png');
+    await fsp.writeFile(broken, 'garbage');
+    const r = await runCli('run', bundle, path.join(folder, 'a.png'), broken, '--json', '--threads', '1');
+    expect(r.code).toBe(2);
+    const lines = r.out.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(lines).toHaveLength(2);
+    expect(lines[0]!.label).toBe('bag');
+    expect(lines[1]!.file).toBe(broken);
+    expect(lines[1]!.error).toMatch(/cannot decode image/);
+    expect(r.err).toContain(`1 of 2 inputs could not be read: ${broken}`);
+  });
+
+  it('refuses bad thresholds and a tampered bundle with clear errors', async () => {
+    let r = await runCli('run', bundle, folder, '--threshold', '0.9,1.5', '--threads', '1');
+    expect(r.code).toBe(2);
+    expect(r.err).toMatch(/threshold for exit 1 \(exit_1\): expected a number in \[0, 1\]/);
+    r = await runCli('run', bundle, folder, '--threshold', '0.9,x');
+    expect(r.code).toBe(2);
+    expect(r.err).toMatch(/--threshold item 2/);
+    const copy = path.join(dir, 'tampered');
+    await fsp.cp(bundle, copy, { recursive: true });
+    await fsp.appendFile(path.join(copy, 'stage-0.onnx'), 'x');
+    r = await runCli('run', copy, folder);
+    expect(r.code).toBe(2);
+    expect(r.err).toMatch(/stage-0\.onnx: content does not match the manifest/);
+  });
+
+  it('parses thresholds and expands folders', async () => {
+    expect(parseThresholds(undefined)).toBeUndefined();
+    expect(parseThresholds('none')).toBeNull();
+    expect(parseThresholds(' 0.5, 0.25')).toEqual([0.5, 0.25]);
+    await expect(collectInputs([path.join(dir, 'run-cmd-empty-nothing')])).resolves.toEqual([path.join(dir, 'run-cmd-empty-nothing')]);
+    const empty = path.join(dir, 'empty');
+    await fsp.mkdir(empty);
+    await expect(collectInputs([empty])).rejects.toThrow(/no images in this folder/);
+  });
+});
