@@ -32,6 +32,10 @@ import { prepareModel, type PrepareReport } from './prepare.js';
 import { keyId, loadPrivateKey, signManifest } from './signing.js';
 import { resolveExits, splitModel } from './split.js';
 import { convertToFp16 } from './fp16.js';
+import { measureStageLatency, type LatencyReport } from './latency.js';
+import { compileCbnet, isCbnetFolder, type CbnetReport } from './cbnet.js';
+import { randomImages } from './check.js';
+import { createSession, type PlainTensor } from '../runtime/ort.js';
 
 export const PRECISIONS = ['fp32', 'fp16', 'int8'] as const;
 export type Precision = (typeof PRECISIONS)[number];
@@ -78,6 +82,10 @@ export interface CompileOptions {
   maxAccuracyDrop?: number;
   /** int8: keep the most sensitive nodes float until within maxAccuracyDrop (default true). */
   mixedPrecision?: boolean;
+  /** Time each stage float vs compiled at batch 1 on this machine and report it (default true). */
+  latency?: boolean;
+  /** Timed runs per stage and version when `latency` is on (default 200; tests use fewer). */
+  latencyRuns?: number;
   /** Progress lines of long steps (calibration, mixed precision). */
   onProgress?: (line: string) => void;
   /** Largest accepted |compiled − source| on any exit (default 1e-5 at fp32). */
@@ -135,6 +143,10 @@ export interface CompileReport {
   quantization?: QuantizationReport;
   /** fp16 conversion: what was converted, kept float32, clamped, and the check of the fp16 stages. */
   fp16?: { check: CheckResult; converted: number; keptFloat32: { node: string; op: string; reason: string }[]; clamped: number };
+  /** Per-stage median latency float vs compiled on the compiling machine (absent with --no-latency). */
+  latency?: LatencyReport;
+  /** kind cbnet only: the two paths verified float vs compiled, and the pipeline. */
+  cbnet?: CbnetReport;
   notes: string[];
 }
 
@@ -161,7 +173,7 @@ export function edgeexitVersion(): string {
 
 // ---- inputs ----
 
-async function readSourceModel(file: string): Promise<{ model: OnnxModel; bytes: Uint8Array }> {
+export async function readSourceModel(file: string): Promise<{ model: OnnxModel; bytes: Uint8Array }> {
   let bytes: Uint8Array;
   try {
     bytes = new Uint8Array(await fsp.readFile(file));
@@ -195,7 +207,7 @@ function preprocessExample(model: OnnxModel): string {
   return `'{"colorspace":"${rgb ? 'rgb' : 'gray'}","size":[${h},${w}],"scale":0.00392156862745098,"mean":${mean},"std":${std}}'`;
 }
 
-async function resolvePreprocess(model: OnnxModel, file: string, flag: string | undefined): Promise<{ spec: PreprocessSpec; from: string } | Problem> {
+export async function resolvePreprocess(model: OnnxModel, file: string, flag: string | undefined): Promise<{ spec: PreprocessSpec; from: string } | Problem> {
   if (flag !== undefined) {
     const inline = flag.trimStart().startsWith('{');
     const text = inline ? flag : await readArgFile(flag, '--preprocess');
@@ -231,19 +243,19 @@ export function parseLabelsText(text: string, where: string): string[] {
   return labels as string[];
 }
 
-async function resolveLabels(model: OnnxModel, file: string, flag: string | undefined): Promise<{ labels: string[]; from: string } | Problem> {
+export async function resolveLabels(model: OnnxModel, file: string, flag: string | undefined): Promise<{ labels: string[]; from: string } | Problem> {
   if (flag !== undefined) return { labels: parseLabelsText(await readArgFile(flag, '--labels'), `--labels ${flag}`), from: flag };
   const meta = model.getMetadata(META_LABELS);
   if (meta !== undefined) return { labels: parseLabels(meta, file), from: `metadata ${META_LABELS}` };
   return { where: file, message: `has no ${META_LABELS} metadata, so the class names are unknown`, fix: 'add --labels <file> (a JSON array, or one class name per line)' };
 }
 
-function isProblem<T extends object>(v: T | Problem): v is Problem {
+export function isProblem<T extends object>(v: T | Problem): v is Problem {
   return 'where' in v && !('spec' in v) && !('labels' in v);
 }
 
 /** The one image input: float32 NCHW whose C, H, W agree with the preprocessing. */
-function checkInput(model: OnnxModel, file: string, spec: PreprocessSpec): { name: string; shape: (number | string)[]; fixedBatch?: number } {
+export function checkInput(model: OnnxModel, file: string, spec: PreprocessSpec): { name: string; shape: (number | string)[]; fixedBatch?: number } {
   const graph = OnnxGraph.of(model);
   if (graph.inputs.length !== 1) {
     throw new UnsupportedError(
@@ -268,7 +280,7 @@ function checkInput(model: OnnxModel, file: string, spec: PreprocessSpec): { nam
   return typeof batch === 'number' ? { name: v.name, shape: [batch, ...want], fixedBatch: batch } : { name: v.name, shape: [batch, ...want] };
 }
 
-function checkExitWidths(model: OnnxModel, file: string, exits: readonly string[], labels: readonly string[], from: string): void {
+export function checkExitWidths(model: OnnxModel, file: string, exits: readonly string[], labels: readonly string[], from: string): void {
   const shapes = inferShapes(model);
   const graph = OnnxGraph.of(model);
   const problems: Problem[] = [];
@@ -282,7 +294,7 @@ function checkExitWidths(model: OnnxModel, file: string, exits: readonly string[
   if (problems.length > 0) throw new ValidationError(file, problems);
 }
 
-function defaultCommand(o: CompileOptions): string {
+export function defaultCommand(o: CompileOptions): string {
   const parts = ['edgeexit', 'compile', o.model, '--device', o.device, '--out', o.out];
   if (o.precision && o.precision !== 'device') parts.push('--precision', o.precision);
   if (o.exits?.length) parts.push('--exits', o.exits.join(','));
@@ -297,7 +309,7 @@ function defaultCommand(o: CompileOptions): string {
 }
 
 /** A path as the manifest records it: relative to the edgeexit package when inside it, else the folder's name (no host paths). */
-function portablePath(p: string): string {
+export function portablePath(p: string): string {
   const rel = path.relative(packageRoot(), path.resolve(p));
   return rel.startsWith('..') || path.isAbsolute(rel) ? path.basename(p) : rel.split(path.sep).join('/');
 }
@@ -309,7 +321,7 @@ function stageFile(k: number): string {
 // ---- the command ----
 
 /** The ImageFolder for int8 calibration: the flag, else the bundled Fashion-MNIST set when its classes are the model's labels. */
-async function resolveCalibrationDir(flag: string | undefined, labels: readonly string[], file: string): Promise<string> {
+export async function resolveCalibrationDir(flag: string | undefined, labels: readonly string[], file: string): Promise<string> {
   if (flag) return flag;
   const dir = path.join(packageRoot(), DEFAULT_CALIBRATION);
   try {
@@ -334,6 +346,7 @@ export async function compileModel(opts: CompileOptions): Promise<CompileResult>
   if (opts.maxAccuracyDrop !== undefined && !(opts.maxAccuracyDrop >= 0 && opts.maxAccuracyDrop <= 100)) {
     throw new InputError(`--max-accuracy-drop ${opts.maxAccuracyDrop}: expected percentage points between 0 and 100`);
   }
+  if (await isCbnetFolder(opts.model)) return compileCbnet(opts);
   // Cheap checks first, so a mistake costs no model loading and leaves nothing behind.
   await checkBundleTarget(opts.out);
   const device: DeviceProfile = await loadDeviceProfile(opts.device);
@@ -488,6 +501,17 @@ export async function compileModel(opts: CompileOptions): Promise<CompileResult>
   if (prepareReport.batchNormKept.length > 0) notes.push(`${prepareReport.batchNormKept.length} BatchNormalization node(s) could not be folded (see prepare.batchNormKept)`);
   notes.push('exit thresholds are uncalibrated (null): every sample runs to the last exit until they are calibrated');
 
+  let latency: LatencyReport | undefined;
+  if (opts.latency ?? true) {
+    // A model exported with a fixed batch size only runs at that size, so it is timed at it.
+    const batch = input.fixedBatch ?? 1;
+    const feeds = await chainFeeds(split.stages.map((s, k) => ({ bytes: floatBytes[k]!, inputs: s.inputs, carry: s.carry })), input.name, preprocess, batch);
+    latency = await measureStageLatency(
+      split.stages.map((s, k) => ({ name: stageFile(k), float: floatBytes[k]!, compiled: stageBytes[k]!, feeds: feeds[k]! })),
+      { batch, ...(opts.latencyRuns !== undefined ? { runs: opts.latencyRuns } : {}) },
+    );
+  }
+
   const report: CompileReport = {
     model: { file, name, version, sha256: sha },
     device: { id: device.id, name: device.name, defaultPrecision: device.precision.default },
@@ -500,6 +524,7 @@ export async function compileModel(opts: CompileOptions): Promise<CompileResult>
     check,
     ...(quantization ? { quantization } : {}),
     ...(fp16 ? { fp16 } : {}),
+    ...(latency ? { latency } : {}),
     notes,
   };
   const reportBytes = new TextEncoder().encode(JSON.stringify(report, null, 2) + '\n');
@@ -544,4 +569,35 @@ export async function compileModel(opts: CompileOptions): Promise<CompileResult>
   if (key) files.push({ name: SIGNATURE_FILE, data: signManifest(manifestBytes, key) });
   const { replaced } = await writeBundleAtomic(opts.out, files, opts.write);
   return { out: opts.out, manifest, report, signed: key ? { keyId: keyId(key) } : null, replaced };
+}
+
+/**
+ * What each stage reads for one batch (default 1 image), got by running the float stages in chain order on one random
+ * preprocessed image: the timing must feed real hand-over tensors, not zeros, because ReLU
+ * sparsity and denormals change how long a run takes.
+ */
+export async function chainFeeds(
+  stages: readonly { bytes: Uint8Array; inputs: readonly string[]; carry: readonly string[] }[],
+  inputName: string,
+  preprocess: PreprocessSpec,
+  batch = 1,
+): Promise<Record<string, PlainTensor>[]> {
+  const img = randomImages(preprocess, batch, 7);
+  let alive: Record<string, PlainTensor> = { [inputName]: { data: img.data, dims: img.dims } };
+  const out: Record<string, PlainTensor>[] = [];
+  for (const s of stages) {
+    const feeds: Record<string, PlainTensor> = {};
+    for (const n of s.inputs) feeds[n] = alive[n]!;
+    out.push(feeds);
+    const session = await createSession(s.bytes);
+    try {
+      const res = await session.run(feeds);
+      const next: Record<string, PlainTensor> = {};
+      for (const n of s.carry) next[n] = res[n] ?? alive[n]!;
+      alive = next;
+    } finally {
+      await session.close();
+    }
+  }
+  return out;
 }

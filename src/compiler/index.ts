@@ -17,6 +17,8 @@ export {
   type QuantizationReport,
   type Precision,
 } from './compile.js';
+export { compileCbnet, isCbnetFolder, CBNET_FILES, type CbnetReport } from './cbnet.js';
+export { measureStageLatency, median, LATENCY_NOTE, DEFAULT_LATENCY_RUNS, type LatencyReport, type StageLatency, type LatencyStage } from './latency.js';
 export * as quantize from './quantize/index.js';
 export { CALIBRATION_METHODS, type CalibrationMethod } from './quantize/index.js';
 export { prepareModel, countOps, type PrepareReport } from './prepare.js';
@@ -24,6 +26,8 @@ export { splitModel, resolveExits, type SplitResult, type StagePlan, type SplitO
 export { checkStages, StageRunner, randomImages, CheckFailedError, type CheckResult, type CheckSet, type CheckStage, type ExitComparison, type CheckOptions } from './check.js';
 export {
   ManifestSchema,
+  CbnetPipelineSchema,
+  CBNET_EXIT_POINTS,
   SignatureSchema,
   MANIFEST_FILE,
   SIGNATURE_FILE,
@@ -37,6 +41,8 @@ export {
   type Manifest,
   type ManifestInput,
   type ManifestStage,
+  type CbnetPipeline,
+  type CbnetExitPoint,
   type SignatureFile,
 } from './manifest.js';
 export {

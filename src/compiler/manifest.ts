@@ -48,6 +48,42 @@ export const StageSchema = z
   })
   .describe('One stage: a standalone ONNX model ending in one exit.');
 
+/** How a CBNet hybrid or pair reaches an answer: `classifier<-image` runs the light classifier on the image, `classifier<-converter` runs the converter and classifies its output. */
+export const CBNET_EXIT_POINTS = ['classifier<-image', 'classifier<-converter'] as const;
+export type CbnetExitPoint = (typeof CBNET_EXIT_POINTS)[number];
+
+export const CbnetPipelineSchema = z
+  .strictObject({
+    converter: z
+      .strictObject({
+        stage: z.int().nonnegative().describe('Index into stages of the converter.'),
+        input: tensorName.describe('Its input, fed with the preprocessed image.'),
+        output: tensorName.describe('The converted image: same dims as the image, already normalised, fed to the classifier as is.'),
+      })
+      .describe('The converting autoencoder: image → easy image. Its stage "exit" is this output, not logits.'),
+    classifier: z
+      .strictObject({
+        stage: z.int().nonnegative().describe('Index into stages of the light classifier.'),
+        input: tensorName.describe('Its input: fed with the image or with the converter output, as the exit point says.'),
+        exit: tensorName.describe('Its logits.'),
+        inputFrom: z.array(z.enum(['image', 'converter'])).min(1).describe('What the classifier was compiled (and, for int8, calibrated) to read.'),
+      })
+      .describe('The light classifier (the backbone\'s first stage and exit head).'),
+    policies: z
+      .strictObject({
+        cbnet: z.tuple([z.literal('classifier<-converter')]).describe('Converter, then classifier: always one answer.'),
+        hybrid: z
+          .array(z.enum(CBNET_EXIT_POINTS))
+          .min(1)
+          .describe('Exit points in run order: the classifier on the raw image first, the converter only when that is not confident; the last always answers.'),
+      })
+      .describe('Run orders the runtime may use; exitPolicy thresholds and temperatures are per exit point of `hybrid`.'),
+    default: z.enum(['cbnet', 'hybrid']).describe('The policy to run when the device is not told otherwise.'),
+  })
+  .describe('kind cbnet only: which stage feeds which.');
+
+export type CbnetPipeline = z.output<typeof CbnetPipelineSchema>;
+
 export const ManifestSchema = z
   .strictObject({
     formatVersion: z.literal(MANIFEST_FORMAT_VERSION).describe('Version of this manifest format.'),
@@ -69,7 +105,8 @@ export const ManifestSchema = z
       })
       .describe('The input the first stage reads and how images become it.'),
     labels: z.array(z.string().min(1)).min(1).describe('Class names, in logit order.'),
-    stages: z.array(StageSchema).min(1).describe('Stages in the order they run.'),
+    stages: z.array(StageSchema).min(1).describe('Stages in the order they run (cbnet: see pipeline for which feeds which).'),
+    pipeline: CbnetPipelineSchema.optional(),
     files: z
       .array(z.strictObject({ file: fileName, sha256, bytes: z.int().nonnegative() }))
       .default([])
@@ -106,11 +143,36 @@ export const ManifestSchema = z
   })
   .superRefine((m, ctx) => {
     const n = m.stages.length;
-    if (m.exitPolicy.thresholds !== null && m.exitPolicy.thresholds.length !== n - 1) {
-      ctx.addIssue({ code: 'custom', path: ['exitPolicy', 'thresholds'], message: `expected ${n - 1} thresholds (one per exit but the last) for ${n} stages`, input: m.exitPolicy.thresholds });
+    const p = m.pipeline;
+    if (m.kind === 'cbnet' && !p) ctx.addIssue({ code: 'custom', path: ['pipeline'], message: 'a cbnet bundle needs a pipeline section (which stage is the converter, which the classifier)', input: undefined });
+    if (m.kind !== 'cbnet' && p) ctx.addIssue({ code: 'custom', path: ['pipeline'], message: `only kind cbnet has a pipeline; this bundle is ${m.kind}`, input: p });
+    // A CBNet's exits are the hybrid's exit points, not its stages (the converter has no exit).
+    const exits = m.kind === 'cbnet' && p ? p.policies.hybrid.length : n;
+    const what = m.kind === 'cbnet' ? 'exit points of pipeline.policies.hybrid' : 'stages';
+    if (m.exitPolicy.thresholds !== null && m.exitPolicy.thresholds.length !== exits - 1) {
+      ctx.addIssue({ code: 'custom', path: ['exitPolicy', 'thresholds'], message: `expected ${exits - 1} thresholds (one per exit but the last) for ${exits} ${what}`, input: m.exitPolicy.thresholds });
     }
-    if (m.exitPolicy.temperatures.length !== n) {
-      ctx.addIssue({ code: 'custom', path: ['exitPolicy', 'temperatures'], message: `expected ${n} temperatures (one per stage)`, input: m.exitPolicy.temperatures });
+    if (m.exitPolicy.temperatures.length !== exits) {
+      ctx.addIssue({ code: 'custom', path: ['exitPolicy', 'temperatures'], message: `expected ${exits} temperatures (one per ${m.kind === 'cbnet' ? 'exit point' : 'stage'})`, input: m.exitPolicy.temperatures });
+    }
+    if (p) {
+      for (const role of ['converter', 'classifier'] as const) {
+        const s = m.stages[p[role].stage];
+        if (!s) {
+          ctx.addIssue({ code: 'custom', path: ['pipeline', role, 'stage'], message: `no stage ${p[role].stage} (the bundle has ${n})`, input: p[role].stage });
+          continue;
+        }
+        if (!s.inputs.includes(p[role].input)) ctx.addIssue({ code: 'custom', path: ['pipeline', role, 'input'], message: `stage ${p[role].stage} reads ${s.inputs.join(', ')}`, input: p[role].input });
+        const out = role === 'converter' ? p.converter.output : p.classifier.exit;
+        if (s.exit !== out) ctx.addIssue({ code: 'custom', path: ['pipeline', role, role === 'converter' ? 'output' : 'exit'], message: `stage ${p[role].stage} yields '${s.exit}'`, input: out });
+      }
+      if (p.converter.stage === p.classifier.stage) ctx.addIssue({ code: 'custom', path: ['pipeline', 'classifier', 'stage'], message: 'the classifier and the converter must be different stages', input: p.classifier.stage });
+      const hy = p.policies.hybrid;
+      hy.forEach((e, i) => {
+        if (hy.indexOf(e) !== i) ctx.addIssue({ code: 'custom', path: ['pipeline', 'policies', 'hybrid', i], message: `'${e}' is listed twice`, input: e });
+        const from = e === 'classifier<-image' ? 'image' : 'converter';
+        if (!p.classifier.inputFrom.includes(from)) ctx.addIssue({ code: 'custom', path: ['pipeline', 'policies', 'hybrid', i], message: `the classifier was not compiled to read the ${from} (inputFrom)`, input: e });
+      });
     }
     const names = [...m.stages.map((s) => s.file), ...m.files.map((f) => f.file)];
     names.forEach((f, i) => {
