@@ -4,6 +4,7 @@
 // Validation reports every problem at once, each with its JSON path inside the file.
 import { z } from 'zod';
 import { ValidationError, show, type Problem } from '../util/errors.js';
+import { EXIT_METRICS, EXIT_POLICIES } from '../runtime/exit-policy.js';
 
 export const MANIFEST_FILE = 'manifest.json';
 export const SIGNATURE_FILE = 'manifest.sig';
@@ -113,7 +114,8 @@ export const ManifestSchema = z
       .describe('Other files of the bundle (the compile report), hashed like the stages.'),
     exitPolicy: z
       .strictObject({
-        metric: z.literal('max-prob').describe('Confidence of an exit: the largest softmax probability.'),
+        // The runtime's registry is the one list of metrics, so a bundle never names one the device cannot score.
+        metric: z.enum(EXIT_METRICS).describe(`Confidence of an exit: ${EXIT_METRICS.map((m) => `${m} (${EXIT_POLICIES[m].summary})`).join('; ')}.`),
         thresholds: z
           .array(z.number().min(0).max(1))
           .nullable()

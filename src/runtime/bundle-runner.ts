@@ -1,6 +1,13 @@
 // Running a compiled bundle: verify it (hashes and signature, before any byte of it is parsed
 // as a model), open one onnxruntime session per stage with the device profile's providers and
-// threads, preprocess images as the manifest says, and classify through the early-exit cascade.
+// threads, preprocess images as the manifest says, and classify through the early-exit cascade
+// (multi-exit) or through a CBNet run order (cbnet: see cbnet-cascade.ts).
+//
+// Exit numbering of cbnet bundles: `exit` indexes the run order of the policy used, and
+// `exitName` names the exit point. Policy hybrid: exit 0 = 'classifier<-image' (the classifier
+// on the raw image), exit 1 = 'classifier<-converter' (converter, then classifier). Policy cbnet:
+// exit 0 = 'classifier<-converter' (its only exit point). Thresholds and temperatures count the
+// exit points of the policy used (hybrid: 1 threshold, 2 temperatures; cbnet: none, 1).
 //
 // The stage models are opened from the very bytes that were verified (never re-read from disk),
 // so a file swapped between verification and loading cannot slip in.
@@ -8,13 +15,14 @@ import type { KeyObject } from 'node:crypto';
 import os from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { loadBundleFiles, verifyLoadedBundle, type VerifyResult } from '../compiler/bundle.js';
-import type { Manifest } from '../compiler/manifest.js';
+import type { CbnetExitPoint, Manifest } from '../compiler/manifest.js';
 import { loadDeviceProfile } from '../devices/load.js';
-import { InputError, UnsupportedError, formatProblem, type EdgeExitError } from '../util/errors.js';
-import { runCascade, type CascadeStage } from './cascade.js';
+import { InputError, UnsupportedError, formatProblem, show, type EdgeExitError } from '../util/errors.js';
+import { runCascade, type CascadeSample, type CascadeStage } from './cascade.js';
+import { CBNET_POLICIES, runCbnetBatch, type CbnetModels, type CbnetPolicy, type CbnetRun, type CbnetRunName } from './cbnet-cascade.js';
 import { EXIT_POLICIES, resolveExitPolicy, type ExitMetric, type ResolvedExitPolicy } from './exit-policy.js';
 import { prepareBatch, type ImageInput, type PreprocessSpec, type TensorData } from './image.js';
-import { createSession, type ModelSession } from './ort.js';
+import { asFloat32, createSession, type ModelSession, type PlainTensor } from './ort.js';
 
 /**
  * Default samples per cascade run. Bounded rather than "everything" because image lists are
@@ -43,11 +51,17 @@ export interface LoadBundleOptions {
 }
 
 export interface ClassifyOptions {
-  /** One per exit but the last; null = run to the last exit. Default: the manifest's. */
+  /**
+   * cbnet bundles only: 'cbnet' (converter → classifier for every sample) or 'hybrid' (the
+   * classifier on the raw image first, the converter only for the samples it is not confident
+   * about). Default: the manifest's pipeline.default. Refused for multi-exit bundles.
+   */
+  policy?: CbnetPolicy;
+  /** One per exit (cbnet: exit point of the policy) but the last; null = run to the last exit. Default: the manifest's (cbnet policy: none). */
   thresholds?: readonly number[] | null;
   /** Default: the manifest's. Thresholds must be given when it differs from the manifest's. */
   metric?: ExitMetric;
-  /** Softmax temperature per exit. Default: the manifest's. */
+  /** Softmax temperature per exit (point). Default: the manifest's (cbnet policy: the manifest's for classifier<-converter). */
   temperatures?: readonly number[];
   /** Samples per cascade run (default DEFAULT_BATCH_SIZE). */
   batchSize?: number;
@@ -65,10 +79,14 @@ export interface Prediction {
   confidence: number;
   /** The metric's score at the exit taken (see exit-policy.ts for its direction). */
   score: number;
+  /** Exit index in the run order (cbnet bundles: see the top of this file). */
   exit: number;
+  /** Multi-exit: the stage's exit tensor; cbnet: the exit point ('classifier<-image' | 'classifier<-converter'). */
   exitName: string;
   /** Run time of each stage the sample went through; with batches, the batch's run of that stage. */
   stageLatencyMs: number[];
+  /** cbnet only: what each stageLatencyMs entry ran ('classifier<-image', 'converter', 'classifier<-converter'). */
+  runs?: CbnetRunName[];
   /** Cascade time until this sample's exit decided (decoding excluded). */
   latencyMs: number;
 }
@@ -88,6 +106,10 @@ export interface ClassifyResult {
   metric: ExitMetric;
   thresholds: number[] | null;
   temperatures: number[];
+  /** Name of each exit, in run order (multi-exit: stage exits; cbnet: the policy's exit points). */
+  exitNames: string[];
+  /** cbnet only: the run order used. */
+  policy?: CbnetPolicy;
   /** Samples per exit. */
   exitCounts: number[];
   timing: {
@@ -95,8 +117,10 @@ export interface ClassifyResult {
     preprocessMs: number;
     /** Σ over batches of the whole cascade. */
     cascadeMs: number;
-    /** Σ over batches of each stage's run time. */
+    /** Σ over batches of each stage's run time (by manifest stage; cbnet: both classifier runs count for its stage). */
     stageMs: number[];
+    /** cbnet only: Σ over batches per run kind, with the rows each ran on (the converter's rows are what the hybrid saved). */
+    runs?: CbnetRun[];
     /** cascadeMs − Σ stageMs: what the cascade itself costs (scoring, slicing, bookkeeping). */
     overheadMs: number;
     batches: number;
@@ -152,9 +176,8 @@ export async function loadBundle(pathOrTar: string, opts: LoadBundleOptions = {}
     ...(opts.requireSignature ? { requireSignature: true } : {}),
   });
   const manifest = verified.manifest;
-  if (manifest.kind !== 'multi-exit') {
-    throw new UnsupportedError(`${pathOrTar}: bundle kind '${manifest.kind}' cannot be run yet (only multi-exit)`);
-  }
+  const pipeline = manifest.kind === 'cbnet' ? manifest.pipeline : undefined;
+  if (manifest.kind === 'cbnet' && !pipeline) throw new UnsupportedError(`${pathOrTar}: cbnet bundle without a pipeline section`);
   if (opts.threads !== undefined && (!Number.isInteger(opts.threads) || opts.threads < 1)) {
     throw new InputError(formatProblem({ where: 'threads', expected: 'a positive integer', got: String(opts.threads) }));
   }
@@ -181,6 +204,8 @@ export async function loadBundle(pathOrTar: string, opts: LoadBundleOptions = {}
 
   const labels = manifest.labels;
   for (const [k, s] of sessions.entries()) {
+    // The converter's "exit" is an image, not logits.
+    if (pipeline && k !== pipeline.classifier.stage) continue;
     const exitInfo = s.outputs.find((o) => o.name === manifest.stages[k]!.exit);
     const classes = exitInfo?.shape[1];
     if (typeof classes === 'number' && classes !== labels.length) {
@@ -197,6 +222,18 @@ export async function loadBundle(pathOrTar: string, opts: LoadBundleOptions = {}
     run: (feeds, outputs) => sessions[k]!.run(feeds, outputs),
   }));
   const exitNames = manifest.stages.map((s) => s.exit);
+  const cbnetModels: CbnetModels | undefined = pipeline
+    ? {
+        convert: async (image) => {
+          const out = await sessions[pipeline.converter.stage]!.run({ [pipeline.converter.input]: image }, [pipeline.converter.output]);
+          return asFloat32(out[pipeline.converter.output]!, pipeline.converter.output);
+        },
+        classify: async (x) => {
+          const out = await sessions[pipeline.classifier.stage]!.run({ [pipeline.classifier.input]: x }, [pipeline.classifier.exit]);
+          return out[pipeline.classifier.exit]! as PlainTensor;
+        },
+      }
+    : undefined;
   const spec: PreprocessSpec = { ...manifest.input.preprocess, size: [...manifest.input.preprocess.size] };
   const [h, w] = spec.size;
   const c = spec.colorspace === 'rgb' ? 3 : 1;
@@ -206,31 +243,96 @@ export async function loadBundle(pathOrTar: string, opts: LoadBundleOptions = {}
   // fmnist-branchy on x86); without this the first image's latency would be mostly start-up.
   if (opts.warmup ?? true) {
     try {
-      await runCascade(stages, manifest.input.name, { data: new Float32Array(per), dims: [1, c, h, w] }, resolveExitPolicy('max-prob', null, exitNames.map(() => 1), exitNames));
+      const blank = { data: new Float32Array(per), dims: [1, c, h, w] };
+      if (cbnetModels) {
+        // Threshold 0 lets the sample leave at the image exit point, so run the converter path too.
+        await cbnetModels.classify(blank);
+        await runCbnetBatch(cbnetModels, ['classifier<-converter'], blank, resolveExitPolicy('max-prob', null, [1], ['classifier<-converter']));
+      } else await runCascade(stages, manifest.input.name, blank, resolveExitPolicy('max-prob', null, exitNames.map(() => 1), exitNames));
     } catch (err) {
       await Promise.all(sessions.map((x) => x.close()));
       throw err;
     }
   }
 
-  function policyFor(o: ClassifyOptions): ResolvedExitPolicy {
+  interface Plan {
+    policy: ResolvedExitPolicy;
+    exitNames: string[];
+    /** cbnet only. */
+    cbnet?: { name: CbnetPolicy; order: readonly CbnetExitPoint[] };
+  }
+
+  function planFor(o: ClassifyOptions): Plan {
+    if (o.policy !== undefined && !pipeline) {
+      throw new InputError(
+        formatProblem({
+          where: 'policy',
+          message: `only cbnet bundles have run-order policies (${CBNET_POLICIES.join(', ')}); ${pathOrTar} is a ${manifest.kind} bundle, whose exits run in stage order (${exitNames.join(', ')})`,
+          fix: 'leave the policy out; thresholds choose where samples leave',
+        }),
+      );
+    }
+    if (o.policy !== undefined && !(CBNET_POLICIES as readonly string[]).includes(o.policy)) {
+      throw new InputError(formatProblem({ where: 'policy', expected: `one of: ${CBNET_POLICIES.join(', ')}`, got: show(o.policy) }));
+    }
+    let names = exitNames;
+    let manifestThresholds = manifest.exitPolicy.thresholds;
+    let manifestTemps = manifest.exitPolicy.temperatures;
+    let cbnet: Plan['cbnet'];
+    if (pipeline) {
+      const name = o.policy ?? pipeline.default;
+      const order = name === 'cbnet' ? pipeline.policies.cbnet : pipeline.policies.hybrid;
+      cbnet = { name, order };
+      names = [...order];
+      if (name === 'cbnet') {
+        // The manifest's numbers count the hybrid's exit points; cbnet has one, which never needs a threshold.
+        manifestThresholds = null;
+        const at = pipeline.policies.hybrid.indexOf('classifier<-converter');
+        manifestTemps = [at >= 0 ? manifest.exitPolicy.temperatures[at]! : 1];
+      }
+    }
+    if (cbnet?.name === 'cbnet' && o.thresholds != null && o.thresholds.length > 0) {
+      throw new InputError(
+        formatProblem({
+          where: 'thresholds',
+          message: `policy cbnet has one exit point (classifier<-converter), which always answers; thresholds apply to policy hybrid (${pipeline!.policies.hybrid.join(', ')})`,
+          got: show(o.thresholds),
+          fix: "run policy 'hybrid' (--policy hybrid), or give no thresholds",
+        }),
+      );
+    }
     const metric = o.metric ?? manifest.exitPolicy.metric;
-    if (metric !== manifest.exitPolicy.metric && o.thresholds === undefined && manifest.exitPolicy.thresholds !== null) {
+    if (metric !== manifest.exitPolicy.metric && o.thresholds === undefined && manifestThresholds !== null) {
       throw new InputError(
         `metric ${metric}: the bundle's thresholds were calibrated for ${manifest.exitPolicy.metric}; give thresholds for ${metric} (${EXIT_POLICIES[metric].summary}), or null to run to the last exit`,
       );
     }
-    const thresholds = o.thresholds === undefined ? manifest.exitPolicy.thresholds : o.thresholds;
-    return resolveExitPolicy(metric, thresholds, o.temperatures ?? manifest.exitPolicy.temperatures, exitNames);
+    const thresholds = o.thresholds === undefined ? manifestThresholds : o.thresholds;
+    const policy = resolveExitPolicy(metric, thresholds, o.temperatures ?? manifestTemps, names);
+    return { policy, exitNames: names, ...(cbnet ? { cbnet } : {}) };
+  }
+
+  /** One batch through the cascade or the CBNet run order, with timings by manifest stage. */
+  async function runBatch(
+    chunk: TensorData,
+    plan: Plan,
+  ): Promise<{ samples: (CascadeSample & { runs?: CbnetRunName[] })[]; stageMs: number[]; totalMs: number; overheadMs: number; runs?: CbnetRun[] }> {
+    if (plan.cbnet && cbnetModels && pipeline) {
+      const r = await runCbnetBatch(cbnetModels, plan.cbnet.order, chunk, plan.policy);
+      const stageMs = stages.map(() => 0);
+      for (const run of r.runs) stageMs[run.name === 'converter' ? pipeline.converter.stage : pipeline.classifier.stage]! += run.ms;
+      return { samples: r.samples, stageMs, totalMs: r.totalMs, overheadMs: r.overheadMs, runs: r.runs };
+    }
+    return runCascade(stages, manifest.input.name, chunk, plan.policy);
   }
 
   async function classify(inputs: readonly ImageInput[] | TensorData, o: ClassifyOptions = {}): Promise<ClassifyResult> {
-    const policy = policyFor(o);
+    const plan = planFor(o);
     if (o.batchSize !== undefined && (!Number.isInteger(o.batchSize) || o.batchSize < 1)) {
       throw new InputError(formatProblem({ where: 'batch size', expected: 'a positive integer', got: String(o.batchSize) }));
     }
     const items: ClassifyItem[] = [];
-    const timing: ClassifyResult['timing'] = { preprocessMs: 0, cascadeMs: 0, stageMs: stages.map(() => 0), overheadMs: 0, batches: 0 };
+    const timing: ClassifyResult['timing'] = { preprocessMs: 0, cascadeMs: 0, stageMs: stages.map(() => 0), overheadMs: 0, batches: 0, ...(plan.cbnet ? { runs: [] } : {}) };
 
     // Runs the cascade over `tensor` in batchSize chunks; rows[i] is the input index of row i.
     const runRows = async (tensor: TensorData, rows: readonly number[], nameOf: (i: number) => string): Promise<void> => {
@@ -243,14 +345,21 @@ export async function loadBundle(pathOrTar: string, opts: LoadBundleOptions = {}
             : // A view, not a copy: onnxruntime-node 1.30 honours the view's offset (checked; the
               // batch-16 tests compare every chunk with the reference).
               { data: tensor.data.subarray(start * per, end * per), dims: [end - start, ...tensor.dims.slice(1)] };
-        const r = await runCascade(stages, manifest.input.name, chunk, policy);
+        const r = await runBatch(chunk, plan);
         timing.cascadeMs += r.totalMs;
         timing.overheadMs += r.overheadMs;
         timing.batches++;
         r.stageMs.forEach((ms, k) => (timing.stageMs[k]! += ms));
+        for (const run of r.runs ?? []) {
+          const t = timing.runs!.find((x) => x.name === run.name);
+          if (t) {
+            t.ms += run.ms;
+            t.rows += run.rows;
+          } else timing.runs!.push({ ...run });
+        }
         r.samples.forEach((s, i) => {
           const index = rows[start + i]!;
-          items.push({ ok: true, index, name: nameOf(index), label: labels[s.classIndex] ?? String(s.classIndex), exitName: exitNames[s.exit]!, ...s });
+          items.push({ ok: true, index, name: nameOf(index), label: labels[s.classIndex] ?? String(s.classIndex), exitName: plan.exitNames[s.exit]!, ...s });
         });
       }
     };
@@ -287,9 +396,19 @@ export async function loadBundle(pathOrTar: string, opts: LoadBundleOptions = {}
       }
     }
     items.sort((a, b) => a.index - b.index);
-    const exitCounts = stages.map(() => 0);
+    const exitCounts = plan.exitNames.map(() => 0);
     for (const it of items) if (it.ok) exitCounts[it.exit]!++;
-    return { items, metric: policy.policy.metric, thresholds: policy.thresholds, temperatures: policy.temperatures, exitCounts, timing };
+    const policy = plan.policy;
+    return {
+      items,
+      metric: policy.policy.metric,
+      thresholds: policy.thresholds,
+      temperatures: policy.temperatures,
+      exitNames: [...plan.exitNames],
+      ...(plan.cbnet ? { policy: plan.cbnet.name } : {}),
+      exitCounts,
+      timing,
+    };
   }
 
   return {

@@ -2,6 +2,9 @@
 // cascade and print a table (or one JSON object per input) plus a summary. The work is in
 // src/runtime/bundle-runner.ts; this file collects the inputs, parses flags and prints.
 //
+// cbnet bundles take --policy (cbnet: converter → classifier for every image; hybrid: the
+// classifier on the raw image first, the converter only for what it is not sure of).
+//
 // Unreadable images are reported by name and the rest are still classified; the command then
 // fails (exit code 2) so a script notices, after everything else was printed.
 import { promises as fsp } from 'node:fs';
@@ -9,6 +12,7 @@ import path from 'node:path';
 import type { CommandModule } from 'yargs';
 import { IMAGE_EXTENSIONS } from '../../data/imagefolder.js';
 import { loadBundle, type ClassifyResult } from '../../runtime/bundle-runner.js';
+import { CBNET_POLICIES, type CbnetPolicy } from '../../runtime/cbnet-cascade.js';
 import { EXIT_METRICS, type ExitMetric } from '../../runtime/exit-policy.js';
 import { InputError, formatProblem, show } from '../../util/errors.js';
 import type { CliIO } from '../io.js';
@@ -22,6 +26,8 @@ export interface RunCommandOptions {
   /** `t0,t1,…` (one per exit but the last) or `none` to run to the last exit. */
   threshold?: string;
   metric?: ExitMetric;
+  /** cbnet bundles only: run order (default: the manifest's pipeline.default). */
+  policy?: CbnetPolicy;
   key?: string;
   requireSignature?: boolean;
   device?: string;
@@ -81,7 +87,7 @@ export async function collectInputs(args: readonly string[]): Promise<string[]> 
 
 const ms = (x: number): string => (x >= 100 ? x.toFixed(0) : x >= 10 ? x.toFixed(1) : x.toFixed(2));
 
-export function renderRun(r: RunCommandResult, exitNames: readonly string[]): string {
+export function renderRun(r: RunCommandResult, exitNames: readonly string[] = r.result.exitNames): string {
   const res = r.result;
   const ok = res.items.filter((i) => i.ok);
   const lines: string[] = [];
@@ -93,6 +99,10 @@ export function renderRun(r: RunCommandResult, exitNames: readonly string[]): st
   );
   lines.push('');
   const policy = res.thresholds === null ? `${res.metric}, thresholds none (every sample runs to the last exit)` : `${res.metric}, thresholds ${res.thresholds.join(', ')}`;
+  if (res.policy) {
+    const order = res.policy === 'hybrid' ? 'classifier on the image; converter → classifier for the rest' : 'converter → classifier for every image';
+    lines.push(`run order ${res.policy} (${order})`);
+  }
   lines.push(`policy    ${policy}`);
   const hist = res.exitCounts.map((n, k) => `${k} (${exitNames[k]}) ${n}${ok.length ? ` = ${pct(n / ok.length, 1)}` : ''}`).join(', ');
   lines.push(`exits     ${hist}`);
@@ -101,6 +111,7 @@ export function renderRun(r: RunCommandResult, exitNames: readonly string[]): st
   const stageSum = t.stageMs.reduce((a, b) => a + b, 0);
   lines.push(`latency   mean ${ms(mean)} ms per image over ${ok.length} image${ok.length === 1 ? '' : 's'} in ${t.batches} batch${t.batches === 1 ? '' : 'es'}`);
   lines.push(`time      decode ${ms(t.preprocessMs)} ms; cascade ${ms(t.cascadeMs)} ms = stages ${ms(stageSum)} ms + overhead ${ms(t.overheadMs)} ms`);
+  if (t.runs?.length) lines.push(`runs      ${t.runs.map((x) => `${x.name} ${ms(x.ms)} ms on ${x.rows} image${x.rows === 1 ? '' : 's'}`).join('; ')}`);
   const failed = res.items.length - ok.length;
   if (failed) lines.push(`errors    ${failed} unreadable input${failed === 1 ? '' : 's'} (listed on stderr)`);
   return lines.join('\n');
@@ -118,7 +129,17 @@ export async function runCommand(opts: RunCommandOptions, io: CliIO): Promise<Ru
   });
   let result: ClassifyResult;
   try {
+    if (opts.policy !== undefined && runner.manifest.kind !== 'cbnet') {
+      throw new InputError(
+        formatProblem({
+          where: `--policy ${opts.policy}`,
+          message: `only cbnet bundles take --policy (${CBNET_POLICIES.join(' or ')}); ${opts.bundle} is a ${runner.manifest.kind} bundle, whose exits run in stage order (${runner.manifest.stages.map((s) => s.exit).join(', ')})`,
+          fix: 'drop --policy; --threshold t0,t1,… chooses where samples leave',
+        }),
+      );
+    }
     result = await runner.classify(files, {
+      ...(opts.policy ? { policy: opts.policy } : {}),
       batchSize: opts.batch ?? 1,
       ...(thresholds !== undefined ? { thresholds } : {}),
       ...(opts.metric ? { metric: opts.metric } : {}),
@@ -132,12 +153,25 @@ export async function runCommand(opts: RunCommandOptions, io: CliIO): Promise<Ru
       io.out(
         JSON.stringify(
           i.ok
-            ? { file: i.name, label: i.label, classIndex: i.classIndex, exit: i.exit, exitName: i.exitName, confidence: i.confidence, score: i.score, metric: result.metric, latencyMs: i.latencyMs, stageLatencyMs: i.stageLatencyMs }
+            ? {
+                file: i.name,
+                label: i.label,
+                classIndex: i.classIndex,
+                exit: i.exit,
+                exitName: i.exitName,
+                confidence: i.confidence,
+                score: i.score,
+                metric: result.metric,
+                ...(result.policy ? { policy: result.policy } : {}),
+                latencyMs: i.latencyMs,
+                stageLatencyMs: i.stageLatencyMs,
+                ...(i.runs ? { runs: i.runs } : {}),
+              }
             : { file: i.name, error: i.error.message },
         ),
       );
     }
-  } else io.out(renderRun(r, runner.manifest.stages.map((s) => s.exit)));
+  } else io.out(renderRun(r));
   const failed = result.items.filter((i) => !i.ok);
   if (failed.length > 0) {
     for (const f of failed) if (!f.ok) io.err(`error: ${f.error.message}`);
@@ -158,12 +192,18 @@ export function runModule(io: CliIO): CommandModule<object, RunCommandOptions> {
         .option('batch', { type: 'number', describe: 'Images per cascade run; exited samples are dropped after each stage (default 1)' })
         .option('threshold', { type: 'string', describe: 'Thresholds t0,t1,… one per exit but the last, or "none" to run to the last exit (default: the manifest\'s)' })
         .option('metric', { type: 'string', choices: EXIT_METRICS as unknown as string[], describe: 'Exit confidence: max-prob (exit when ≥ t), entropy (normalised, exit when ≤ t), margin (top1 − top2, exit when ≥ t)' })
+        .option('policy', {
+          type: 'string',
+          choices: CBNET_POLICIES as unknown as string[],
+          describe: "cbnet bundles only: cbnet (converter → classifier for every image) or hybrid (classifier on the image first; the converter only for samples under --threshold) (default: the manifest's)",
+        })
         .option('key', { type: 'string', describe: 'Public key (PEM) the bundle must be signed with' })
         .option('require-signature', { type: 'boolean', describe: 'Refuse an unsigned bundle' })
         .option('device', { type: 'string', describe: "Device profile for execution providers and threads (default: the bundle's target)" })
         .option('threads', { type: 'number', describe: 'Intra-op threads (default: the device profile\'s, at most the cores here)' })
         .example('$0 run build/branchy-rpi4 calibration/fashion-mnist/bag --threshold 0.9,0.9', '')
-        .example('$0 run build/branchy-rpi4 photo.png --json', '') as never,
+        .example('$0 run build/branchy-rpi4 photo.png --json', '')
+        .example('$0 run build/cbnet-rpi4 calibration/fashion-mnist/shirt --policy hybrid --threshold 0.9', '') as never,
     handler: async (args) => {
       await runCommand(args, io);
     },

@@ -1,0 +1,129 @@
+// The CBNet run orders over one batch (Mahmud et al.: a converting autoencoder turns hard
+// images into easy ones, a light classifier classifies them). A run order is a list of exit
+// points, each `classifier<-image` (the classifier on the raw image) or `classifier<-converter`
+// (the converter, then the classifier on its output):
+//  - policy cbnet:  ['classifier<-converter']: every sample pays for the converter.
+//  - policy hybrid: ['classifier<-image', 'classifier<-converter']: the classifier alone answers
+//    the samples it is confident about; only the rest are converted and classified again.
+// Exited samples are dropped before the next run, so the converter (~14× the classifier's MACs
+// for fmnist-cbnet) runs only on the rows that need it. The models are injected, as in
+// cascade.ts, so the bookkeeping is testable without onnxruntime.
+//
+// Invariant: `image` (and `converted`, once computed) hold exactly the samples in `active`, in
+// that order, as dim 0.
+import { performance } from 'node:perf_hooks';
+import type { CbnetExitPoint } from '../compiler/manifest.js';
+import { UnsupportedError } from '../util/errors.js';
+import { sliceRows, type CascadeSample } from './cascade.js';
+import { clears, softmaxInto, type ResolvedExitPolicy } from './exit-policy.js';
+import type { PlainTensor } from './ort.js';
+
+export const CBNET_POLICIES = ['cbnet', 'hybrid'] as const;
+export type CbnetPolicy = (typeof CBNET_POLICIES)[number];
+
+/** One model run inside a batch: the classifier on the image, the converter, or the classifier on the converter's output. */
+export type CbnetRunName = 'classifier<-image' | 'converter' | 'classifier<-converter';
+
+export interface CbnetModels {
+  /** Image rows → converted rows with the image's dims. */
+  convert(image: PlainTensor): Promise<PlainTensor>;
+  /** Rows (image or converted) → logits [rows, classes]. */
+  classify(x: PlainTensor): Promise<PlainTensor>;
+}
+
+export interface CbnetSample extends CascadeSample {
+  /** What each `stageLatencyMs` entry ran, in order (e.g. classifier<-image, converter, classifier<-converter). */
+  runs: CbnetRunName[];
+}
+
+export interface CbnetRun {
+  name: CbnetRunName;
+  ms: number;
+  rows: number;
+}
+
+export interface CbnetBatchResult {
+  /** One per input row; `exit` indexes the run order. */
+  samples: CbnetSample[];
+  /** The runs made, in order (a run no sample reached is absent). */
+  runs: CbnetRun[];
+  totalMs: number;
+  /** totalMs − Σ run ms. */
+  overheadMs: number;
+}
+
+function sameDims(a: readonly number[], b: readonly number[]): boolean {
+  return a.length === b.length && a.every((d, i) => d === b[i]);
+}
+
+/**
+ * Run `order` on `image` (dim 0 = samples). `policy` has one threshold per exit point but the
+ * last; with thresholds null nobody can leave early, so the exit points before the last are not
+ * even run (hybrid with null thresholds costs exactly what cbnet does).
+ */
+export async function runCbnetBatch(models: CbnetModels, order: readonly CbnetExitPoint[], image: PlainTensor, policy: ResolvedExitPolicy): Promise<CbnetBatchResult> {
+  const n = image.dims[0] ?? 0;
+  const samples = new Array<CbnetSample>(n);
+  const runs: CbnetRun[] = [];
+  const last = order.length - 1;
+  const t0 = performance.now();
+  let active: number[] = Array.from({ length: n }, (_, i) => i);
+  let img = image;
+  let converted: PlainTensor | undefined;
+  let probs = new Float64Array(0);
+
+  const timed = async (name: CbnetRunName, rows: number, f: () => Promise<PlainTensor>): Promise<PlainTensor> => {
+    const s0 = performance.now();
+    const out = await f();
+    runs.push({ name, ms: performance.now() - s0, rows });
+    return out;
+  };
+
+  for (let k = 0; k <= last && active.length > 0; k++) {
+    const point = order[k]!;
+    const threshold = k === last || policy.thresholds === null ? undefined : policy.thresholds[k]!;
+    if (k !== last && threshold === undefined) continue;
+    const m = active.length;
+    let x: PlainTensor;
+    if (point === 'classifier<-converter') {
+      if (!converted) {
+        const src = img;
+        converted = await timed('converter', m, () => models.convert(src));
+        if (!sameDims(converted.dims, img.dims)) {
+          throw new UnsupportedError(`converter output has dims [${converted.dims.join(',')}]; the classifier reads it in place of the image, so it must have the image's dims [${img.dims.join(',')}]`);
+        }
+      }
+      x = converted;
+    } else x = img;
+    const logits = await timed(point, m, () => models.classify(x));
+    if (logits.dims.length !== 2 || logits.dims[0] !== m) {
+      throw new UnsupportedError(`classifier (${point}): logits have dims [${logits.dims.join(',')}], expected [${m}, classes]`);
+    }
+
+    const c = logits.dims[1]!;
+    if (probs.length !== c) probs = new Float64Array(c);
+    const temperature = policy.temperatures[k]!;
+    const data = logits.data as ArrayLike<number>;
+    const latencyMs = performance.now() - t0;
+    const stageLatencyMs = runs.map((r) => r.ms);
+    const names = runs.map((r) => r.name);
+    const keep: number[] = [];
+    for (let r = 0; r < m; r++) {
+      const cls = softmaxInto(data, r * c, c, temperature, probs);
+      const score = policy.policy.score(probs);
+      if (threshold === undefined || clears(policy.policy, score, threshold)) {
+        samples[active[r]!] = { classIndex: cls, confidence: probs[cls]!, score, exit: k, stageLatencyMs: [...stageLatencyMs], runs: [...names], latencyMs };
+      } else keep.push(r);
+    }
+    if (keep.length === 0 || k === last) break;
+    if (keep.length !== m) {
+      img = sliceRows(img, keep, m, 'image');
+      if (converted) converted = sliceRows(converted, keep, m, 'converted');
+      active = keep.map((r) => active[r]!);
+    }
+  }
+
+  const totalMs = performance.now() - t0;
+  const sum = runs.reduce((a, r) => a + r.ms, 0);
+  return { samples, runs, totalMs, overheadMs: Math.max(0, totalMs - sum) };
+}
