@@ -1,6 +1,7 @@
 // The command table: adding a command is adding a line here.
 import type { CommandModule } from 'yargs';
 import type { CliIO } from '../io.js';
+import { calibrateModule } from './calibrate.js';
 import { compileModule } from './compile.js';
 import { devicesModule } from './devices.js';
 import { evalModule } from './evaluate.js';
@@ -8,6 +9,7 @@ import { inspectModule } from './inspect.js';
 import { keygenModule } from './keygen.js';
 import { modelsModule } from './models.js';
 import { packModule } from './pack.js';
+import { profileModule } from './profile.js';
 import { quickstartModule } from './quickstart.js';
 import { runModule } from './run.js';
 import { verifyBundleModule } from './verify-bundle.js';
@@ -24,5 +26,7 @@ export function commands(io: CliIO): CommandModule<object, never>[] {
     verifyBundleModule(io),
     packModule(io),
     runModule(io),
+    profileModule(io),
+    calibrateModule(io),
   ] as unknown as CommandModule<object, never>[];
 }

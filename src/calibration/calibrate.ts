@@ -1,0 +1,302 @@
+// `calibrate`: bundle + labelled images + a latency target → per-exit thresholds and temperatures
+// written into the bundle's manifest, checked on held-out data, with a report.
+//
+// Observations are collected once: every stage runs on every image (no exits), keeping each
+// exit's logits, so fitting temperatures and searching thresholds are pure arithmetic after.
+// The data is split fit / held-out per class with a fixed seed, so a rerun gives the same split.
+//
+// Signing: the manifest changes, so an old signature no longer matches. With --key the manifest is
+// re-signed; a signed bundle without --key is refused (a bundle with a stale signature would be
+// rejected by every device), with the fix in the message. An unsigned bundle stays unsigned.
+import { promises as fsp } from 'node:fs';
+import path from 'node:path';
+import { loadBundleFiles, verifyLoadedBundle, writeBundleAtomic } from '../compiler/bundle.js';
+import { MANIFEST_FILE, SIGNATURE_FILE, encodeManifest, validateManifest, type Manifest } from '../compiler/manifest.js';
+import { loadPrivateKey, signManifest } from '../compiler/signing.js';
+import { scanImageFolder } from '../data/imagefolder.js';
+import { EXIT_POLICIES, softmaxInto } from '../runtime/exit-policy.js';
+import { prepareBatch, type PreprocessSpec } from '../runtime/image.js';
+import { createSession, type ModelSession, type PlainTensor } from '../runtime/ort.js';
+import { InputError, UnsupportedError } from '../util/errors.js';
+import { writeFileAtomic } from '../util/fs.js';
+import { measureLatencyProfile, modelLatencyProfile, readLatencyProfile, stageLatencyFrom, type LatencyProfile, type StageStat } from './latency.js';
+import { evaluatePolicy, fitTemperature, searchThresholds, type PolicyPoint, type SearchData, type SearchResult, type SearchTarget } from './search.js';
+import { frontierSvg } from './svg.js';
+
+/** Per exit: logits [n × classes], plus the labels. */
+export interface Observations {
+  logits: Float32Array[];
+  labels: Int32Array;
+  classes: number;
+  files: string[];
+}
+
+/** Run every stage on every image (batches of 64) and keep every exit's logits. */
+export async function collectObservations(bundle: string, data: string, opts: { limit?: number; threads?: number } = {}): Promise<{ manifest: Manifest; obs: Observations }> {
+  const loaded = await loadBundleFiles(bundle);
+  const { manifest } = await verifyLoadedBundle(loaded);
+  if (manifest.kind !== 'multi-exit') throw new UnsupportedError(`${bundle}: calibrating a ${manifest.kind} bundle is not supported yet (only multi-exit)`);
+  const folder = await scanImageFolder(data, { labels: manifest.labels });
+  let items = folder.items;
+  if (opts.limit !== undefined && opts.limit < items.length) {
+    // Spread evenly over the (class-ordered) list, so every class keeps its share.
+    const step = items.length / opts.limit;
+    items = Array.from({ length: opts.limit }, (_, i) => items[Math.floor(i * step)]!);
+  }
+  if (items.length === 0) throw new InputError(`${data}: no images found`);
+  const K = manifest.stages.length;
+  const C = manifest.labels.length;
+  const spec: PreprocessSpec = { ...manifest.input.preprocess, size: [...manifest.input.preprocess.size] };
+  const sessions: ModelSession[] = [];
+  const logits: number[][] = manifest.stages.map(() => []);
+  const labels: number[] = [];
+  const files: string[] = [];
+  try {
+    for (const s of manifest.stages) sessions.push(await createSession(loaded.files.get(s.file)!, { intraOpNumThreads: opts.threads ?? 1, onWarning: () => {} }));
+    for (let start = 0; start < items.length; start += 64) {
+      const chunk = items.slice(start, start + 64);
+      const prep = await prepareBatch(chunk.map((x) => x.file), spec);
+      if (prep.failures.length) throw new InputError(`${prep.failures[0]!.name}: ${prep.failures[0]!.error.message}`);
+      const pool: Record<string, PlainTensor> = { [manifest.input.name]: prep.tensor };
+      for (const [k, s] of manifest.stages.entries()) {
+        const out = await sessions[k]!.run(Object.fromEntries(s.inputs.map((n) => [n, pool[n]!])));
+        Object.assign(pool, out);
+        const ex = out[s.exit]!;
+        for (const v of ex.data as Float32Array) logits[k]!.push(v);
+      }
+      for (const i of prep.indices) {
+        labels.push(chunk[i]!.label);
+        files.push(chunk[i]!.file);
+      }
+    }
+  } finally {
+    await Promise.all(sessions.map((s) => s.close()));
+  }
+  void K;
+  return { manifest, obs: { logits: logits.map((l) => Float32Array.from(l)), labels: Int32Array.from(labels), classes: C, files } };
+}
+
+/** Stratified split with a fixed seed (mulberry32): returns held-out indices and fit indices. */
+export function stratifiedSplit(labels: ArrayLike<number>, holdout: number, seed = 20261127): { fit: number[]; held: number[] } {
+  let a = seed >>> 0;
+  const rand = (): number => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+  const byClass = new Map<number, number[]>();
+  for (let i = 0; i < labels.length; i++) {
+    const l = labels[i]!;
+    if (!byClass.has(l)) byClass.set(l, []);
+    byClass.get(l)!.push(i);
+  }
+  const fit: number[] = [];
+  const held: number[] = [];
+  for (const [, idx] of [...byClass.entries()].sort((x, y) => x[0] - y[0])) {
+    for (let i = idx.length - 1; i > 0; i--) {
+      const j = Math.floor(rand() * (i + 1));
+      [idx[i], idx[j]] = [idx[j]!, idx[i]!];
+    }
+    const h = Math.round(idx.length * holdout);
+    held.push(...idx.slice(0, h));
+    fit.push(...idx.slice(h));
+  }
+  return { fit: fit.sort((x, y) => x - y), held: held.sort((x, y) => x - y) };
+}
+
+/** Scores (max-prob with temperature) and correctness of `rows` at every exit. */
+export function scoreObservations(obs: Observations, rows: readonly number[], temperatures: readonly number[], metric: 'max-prob' = 'max-prob'): SearchData {
+  const C = obs.classes;
+  const probs = new Float64Array(C);
+  const info = EXIT_POLICIES[metric];
+  const scores: Float64Array[] = [];
+  const correct: Uint8Array[] = [];
+  obs.logits.forEach((lg, k) => {
+    const s = new Float64Array(rows.length);
+    const c = new Uint8Array(rows.length);
+    rows.forEach((i, r) => {
+      const arg = softmaxInto(lg, i * C, C, temperatures[k]!, probs);
+      s[r] = info.score(probs);
+      c[r] = arg === obs.labels[i] ? 1 : 0;
+    });
+    scores.push(s);
+    correct.push(c);
+  });
+  return { scores, correct, direction: info.exitWhen, range: info.range };
+}
+
+function subset(obs: Observations, rows: readonly number[], k: number): { logits: Float32Array; labels: Int32Array } {
+  const C = obs.classes;
+  const out = new Float32Array(rows.length * C);
+  rows.forEach((i, r) => out.set(obs.logits[k]!.subarray(i * C, (i + 1) * C), r * C));
+  return { logits: out, labels: Int32Array.from(rows, (i) => obs.labels[i]!) };
+}
+
+export interface CalibrateOptions {
+  bundle: string;
+  data: string;
+  target: SearchTarget;
+  /** 'measure', 'model', or a latency profile file. */
+  latencySource: string;
+  /** Device profile for 'model' (default: the bundle's target). */
+  device?: string;
+  holdout?: number;
+  /** Private key to re-sign the manifest with. */
+  key?: string;
+  /** Report folder (default: <bundle>-calibration). */
+  out?: string;
+  /** Use at most this many images (spread over the classes). */
+  limit?: number;
+  batch?: number;
+  /** Timed runs per stage for 'measure' (default 200). */
+  runs?: number;
+  seed?: number;
+  onProgress?: (line: string) => void;
+}
+
+export interface CalibrationReport {
+  bundle: string;
+  data: string;
+  images: { fit: number; heldOut: number };
+  latency: { source: string; description: string; batch: number; stat: string; stageMs: number[]; cumulativeMs: number[] };
+  target: SearchTarget;
+  temperatures: number[];
+  thresholds: number[];
+  predicted: PolicyPoint;
+  achieved: PolicyPoint;
+  noExit: SearchResult['noExit'];
+  oracle: SearchResult['oracle'];
+  frontier: SearchResult['frontier'];
+  search: { strategy: string; evaluated: number; ms: number };
+  signature: 'resigned' | 'unsigned';
+  files: { markdown: string; json: string; svg: string };
+}
+
+async function latencyFor(o: CalibrateOptions, manifest: Manifest, stat: StageStat, batch: number): Promise<{ profile: LatencyProfile; label: string }> {
+  const src = o.latencySource;
+  if (src === 'measure') return { profile: await measureLatencyProfile(o.bundle, { batches: [batch], runs: o.runs ?? 200 }), label: 'measure' };
+  if (src === 'model') return { profile: await modelLatencyProfile(o.bundle, o.device ?? manifest.target.device, [batch]), label: 'model' };
+  const p = await readLatencyProfile(src);
+  // Stage names and MACs, not the manifest hash: calibrating rewrites the manifest, and a
+  // profile measured before that still describes the same stages.
+  const same = p.stages.length === manifest.stages.length && p.stages.every((s, k) => s.stage === manifest.stages[k]!.exit && s.macs === manifest.stages[k]!.macs);
+  if (!same) throw new InputError(`${src}: its stages (${p.stages.map((s) => s.stage).join(', ')}) are not this bundle's (${manifest.stages.map((s) => s.exit).join(', ')}); profile this bundle with \`edgeexit profile ${o.bundle} --out <file>\``);
+  void stat;
+  return { profile: p, label: `file ${src}` };
+}
+
+/** See the header. */
+export async function calibrate(o: CalibrateOptions): Promise<CalibrationReport> {
+  const progress = o.onProgress ?? (() => {});
+  const holdout = o.holdout ?? 0.3;
+  if (!(holdout > 0 && holdout < 1)) throw new InputError(`--holdout: expected a fraction in (0, 1), got ${holdout}`);
+  const loaded = await loadBundleFiles(o.bundle);
+  if (loaded.kind !== 'folder') throw new InputError(`${o.bundle}: calibrate writes into a bundle folder; unpack the archive first`);
+  const signed = loaded.files.has(SIGNATURE_FILE);
+  if (signed && !o.key) {
+    throw new InputError(`${o.bundle}: the bundle is signed and calibrating changes its manifest, which would invalidate the signature; pass --key <private key> to re-sign it`);
+  }
+  const key = o.key ? await loadPrivateKey(o.key) : undefined;
+
+  const batch = o.batch ?? 1;
+  const percentile = o.target.kind === 'latency' ? o.target.percentile : undefined;
+  const stat: StageStat = percentile === undefined ? 'mean' : percentile <= 50 ? 50 : percentile <= 90 ? 90 : percentile <= 95 ? 95 : 99;
+  const { manifest: current } = await verifyLoadedBundle(loaded);
+  progress(`latency (${o.latencySource})…`);
+  const { profile, label } = await latencyFor(o, current, stat, batch);
+  const stageMs = stageLatencyFrom(profile, batch, stat, o.latencySource);
+  // Fail before the (slow) collection when no policy can meet the target.
+  if (o.target.kind === 'latency' && o.target.targetMs < stageMs[0]!) searchThresholds({ scores: stageMs.map(() => [0]), correct: stageMs.map(() => [0]), direction: 'at-least' }, stageMs, o.target);
+
+  progress('collecting every exit on every image…');
+  const { manifest, obs } = await collectObservations(o.bundle, o.data, { ...(o.limit !== undefined ? { limit: o.limit } : {}) });
+  const n = obs.labels.length;
+  const { fit, held } = stratifiedSplit(obs.labels, holdout, o.seed);
+  if (fit.length === 0 || held.length === 0) throw new InputError(`${o.data}: ${n} images are too few to split ${Math.round((1 - holdout) * 100)}/${Math.round(holdout * 100)}`);
+
+  const temperatures = obs.logits.map((_, k) => {
+    const s = subset(obs, fit, k);
+    return fitTemperature(s.logits, s.labels, obs.classes);
+  });
+  const fitData = scoreObservations(obs, fit, temperatures);
+  const res = searchThresholds(fitData, stageMs, o.target);
+  // Manifests round to 6 decimals; the held-out check applies exactly what is written.
+  const thresholds = res.chosen.thresholds.map((t) => Math.min(1, Math.max(0, Math.round(t * 1e6) / 1e6)));
+  const temps = temperatures.map((t) => Math.round(t * 1e6) / 1e6);
+  const heldData = scoreObservations(obs, held, temps);
+  const achieved = evaluatePolicy(heldData, stageMs, thresholds, percentile);
+
+  const next: Manifest = validateManifest({ ...manifest, exitPolicy: { metric: 'max-prob', thresholds, temperatures: temps } });
+  const manifestBytes = encodeManifest(next);
+  const files = [...loaded.files.entries()].filter(([name]) => name !== MANIFEST_FILE && name !== SIGNATURE_FILE).map(([name, data]) => ({ name, data }));
+  files.push({ name: MANIFEST_FILE, data: manifestBytes });
+  if (key) files.push({ name: SIGNATURE_FILE, data: signManifest(manifestBytes, key) });
+  await writeBundleAtomic(o.bundle, files);
+
+  const outDir = o.out ?? `${o.bundle.replace(/[\\/]+$/, '')}-calibration`;
+  await fsp.mkdir(outDir, { recursive: true });
+  const report: CalibrationReport = {
+    bundle: o.bundle,
+    data: o.data,
+    images: { fit: fit.length, heldOut: held.length },
+    latency: { source: label, description: profile.host.description, batch, stat: String(stat), stageMs, cumulativeMs: res.cumulativeMs },
+    target: o.target,
+    temperatures: temps,
+    thresholds,
+    predicted: res.chosen,
+    achieved,
+    noExit: res.noExit,
+    oracle: res.oracle,
+    frontier: res.frontier,
+    search: { strategy: res.strategy, evaluated: res.evaluated, ms: res.searchMs },
+    signature: key ? 'resigned' : 'unsigned',
+    files: { markdown: path.join(outDir, 'calibration.md'), json: path.join(outDir, 'calibration.json'), svg: path.join(outDir, 'frontier.svg') },
+  };
+  const latencyWord = percentile === undefined ? 'mean latency' : `p${percentile} latency`;
+  await writeFileAtomic(
+    report.files.svg,
+    frontierSvg({
+      frontier: res.frontier.map((f) => ({ x: f.latencyMs, y: f.accuracy })),
+      chosen: { x: res.chosen.latencyMs, y: res.chosen.accuracy },
+      noExit: { x: res.noExit.latencyMs, y: res.noExit.accuracy },
+      oracle: { x: res.oracle.meanMs, y: res.oracle.accuracy },
+      target: o.target.kind === 'latency' ? o.target.targetMs : undefined,
+      xLabel: `${latencyWord} (ms, ${label})`,
+      yLabel: 'accuracy (fit split)',
+      title: `${manifest.model.name}: accuracy vs latency`,
+    }),
+  );
+  await writeFileAtomic(report.files.json, JSON.stringify(report, null, 2) + '\n');
+  await writeFileAtomic(report.files.markdown, renderMarkdown(report));
+  return report;
+}
+
+const p2 = (x: number): string => `${(x * 100).toFixed(2)}%`;
+const m3 = (x: number): string => `${x.toFixed(3)} ms`;
+
+export function renderMarkdown(r: CalibrationReport): string {
+  const tgt = r.target.kind === 'latency' ? `${r.target.percentile === undefined ? 'mean' : `p${r.target.percentile}`} latency ≤ ${r.target.targetMs} ms` : `accuracy within ${r.target.maxDropPp} pp of the last exit`;
+  return [
+    `# Calibration of ${r.bundle}`,
+    '',
+    `- target: ${tgt}`,
+    `- latency source: **${r.latency.source}** — ${r.latency.description} (batch ${r.latency.batch}, per-stage ${r.latency.stat})`,
+    `- per-stage latency: ${r.latency.stageMs.map(m3).join(', ')}`,
+    `- images: ${r.images.fit} fit, ${r.images.heldOut} held out (${r.data})`,
+    `- temperatures: ${r.temperatures.join(', ')}`,
+    `- thresholds (max-prob): ${r.thresholds.join(', ')}`,
+    `- signature: ${r.signature}`,
+    '',
+    '| | accuracy | mean latency | target latency | exits |',
+    '|---|---|---|---|---|',
+    `| predicted (fit) | ${p2(r.predicted.accuracy)} | ${m3(r.predicted.meanMs)} | ${m3(r.predicted.latencyMs)} | ${r.predicted.exitFractions.map(p2).join(' / ')} |`,
+    `| achieved (held out) | ${p2(r.achieved.accuracy)} | ${m3(r.achieved.meanMs)} | ${m3(r.achieved.latencyMs)} | ${r.achieved.exitFractions.map(p2).join(' / ')} |`,
+    `| no exit (fit) | ${p2(r.noExit.accuracy)} | ${m3(r.noExit.meanMs)} | ${m3(r.noExit.latencyMs)} | |`,
+    `| oracle bound (fit) | ${p2(r.oracle.accuracy)} | ${m3(r.oracle.meanMs)} | | |`,
+    '',
+    `Search: ${r.search.strategy}, ${r.search.evaluated} policies in ${r.search.ms.toFixed(1)} ms. Frontier plot: ${path.basename(r.files.svg)}.`,
+    '',
+  ].join('\n');
+}

@@ -1,0 +1,113 @@
+// `edgeexit calibrate <bundle> --data <ImageFolder> (--target-latency 2ms | --max-accuracy-drop d)`:
+// fit temperatures and search exit thresholds against a latency target, check them on held-out
+// images, write them into the bundle's manifest and a report. The work is in
+// src/calibration/calibrate.ts; this file parses flags and prints.
+import type { CommandModule } from 'yargs';
+import { calibrate, type CalibrationReport } from '../../calibration/calibrate.js';
+import type { SearchTarget } from '../../calibration/search.js';
+import { InputError, formatProblem, show } from '../../util/errors.js';
+import type { CliIO } from '../io.js';
+import { pct, table } from '../format.js';
+
+export interface CalibrateCommandOptions {
+  bundle: string;
+  data: string;
+  targetLatency?: string;
+  percentile?: number;
+  maxAccuracyDrop?: number;
+  latencySource?: string;
+  device?: string;
+  holdout?: number;
+  key?: string;
+  out?: string;
+  limit?: number;
+  runs?: number;
+  json?: boolean;
+}
+
+/** `2ms`, `2`, `1.5 ms`, `500us` → milliseconds. */
+export function parseLatency(s: string): number {
+  const m = /^\s*([0-9]*\.?[0-9]+(?:e[-+]?\d+)?)\s*(ms|us|µs|s)?\s*$/i.exec(s);
+  if (!m) throw new InputError(formatProblem({ where: '--target-latency', expected: 'a latency such as 2ms, 0.5ms, 800us or 0.002s', got: show(s) }));
+  const v = Number(m[1]);
+  const unit = (m[2] ?? 'ms').toLowerCase();
+  return unit === 's' ? v * 1000 : unit === 'ms' ? v : v / 1000;
+}
+
+export function targetOf(o: CalibrateCommandOptions): SearchTarget {
+  if ((o.targetLatency === undefined) === (o.maxAccuracyDrop === undefined)) {
+    throw new InputError(formatProblem({ where: 'calibrate', expected: 'exactly one of --target-latency and --max-accuracy-drop', got: o.targetLatency === undefined ? 'neither' : 'both' }));
+  }
+  if (o.targetLatency !== undefined) return { kind: 'latency', targetMs: parseLatency(o.targetLatency), ...(o.percentile !== undefined ? { percentile: o.percentile } : {}) };
+  if (o.percentile !== undefined) throw new InputError('--percentile goes with --target-latency');
+  return { kind: 'accuracy-drop', maxDropPp: o.maxAccuracyDrop! };
+}
+
+const ms = (x: number): string => x.toFixed(3);
+
+export function renderCalibration(r: CalibrationReport): string {
+  const lat = r.target.kind === 'latency' && r.target.percentile !== undefined ? `p${r.target.percentile} ms` : 'mean ms (constrained)';
+  const rows = [
+    ['predicted (fit)', pct(r.predicted.accuracy), ms(r.predicted.meanMs), ms(r.predicted.latencyMs), r.predicted.exitFractions.map((f) => pct(f, 1)).join(' / ')],
+    ['achieved (held out)', pct(r.achieved.accuracy), ms(r.achieved.meanMs), ms(r.achieved.latencyMs), r.achieved.exitFractions.map((f) => pct(f, 1)).join(' / ')],
+    ['no exit (fit)', pct(r.noExit.accuracy), ms(r.noExit.meanMs), ms(r.noExit.latencyMs), ''],
+    ['oracle bound (fit)', pct(r.oracle.accuracy), ms(r.oracle.meanMs), '', ''],
+  ];
+  const tgt = r.target.kind === 'latency' ? `${r.target.percentile === undefined ? 'mean' : `p${r.target.percentile}`} latency ≤ ${r.target.targetMs} ms` : `accuracy within ${r.target.maxDropPp} pp of the last exit`;
+  return [
+    table(['policy', 'accuracy', 'mean ms', lat, 'exits'], rows),
+    '',
+    `target    ${tgt}`,
+    `latency   ${r.latency.source}: ${r.latency.description}; stages ${r.latency.stageMs.map(ms).join(', ')} ms (batch ${r.latency.batch}, ${r.latency.stat})`,
+    `images    ${r.images.fit} fit, ${r.images.heldOut} held out`,
+    `policy    max-prob thresholds ${r.thresholds.join(', ')}; temperatures ${r.temperatures.join(', ')}`,
+    `search    ${r.search.strategy}, ${r.search.evaluated} policies in ${r.search.ms.toFixed(1)} ms`,
+    `bundle    ${r.bundle}: manifest updated; ${r.signature === 'resigned' ? 're-signed' : 'unsigned'}`,
+    `report    ${r.files.markdown}, ${r.files.json}, ${r.files.svg}`,
+  ].join('\n');
+}
+
+export async function calibrateCommand(o: CalibrateCommandOptions, io: CliIO): Promise<CalibrationReport> {
+  const target = targetOf(o);
+  const r = await calibrate({
+    bundle: o.bundle,
+    data: o.data,
+    target,
+    latencySource: o.latencySource ?? 'measure',
+    ...(o.device !== undefined ? { device: o.device } : {}),
+    ...(o.holdout !== undefined ? { holdout: o.holdout } : {}),
+    ...(o.key !== undefined ? { key: o.key } : {}),
+    ...(o.out !== undefined ? { out: o.out } : {}),
+    ...(o.limit !== undefined ? { limit: o.limit } : {}),
+    ...(o.runs !== undefined ? { runs: o.runs } : {}),
+    onProgress: (l) => io.err(l),
+  });
+  io.out(o.json ? JSON.stringify(r, null, 2) : renderCalibration(r));
+  return r;
+}
+
+export function calibrateModule(io: CliIO): CommandModule<object, CalibrateCommandOptions> {
+  return {
+    command: 'calibrate <bundle>',
+    describe: "Fit temperatures and exit thresholds to a latency target on labelled images, check them on held-out images, write them into the bundle's manifest",
+    builder: (y) =>
+      y
+        .positional('bundle', { type: 'string', describe: 'Bundle folder (its manifest is rewritten atomically)', demandOption: true })
+        .option('data', { type: 'string', describe: 'ImageFolder of labelled calibration images (never the test set)', demandOption: true })
+        .option('target-latency', { type: 'string', describe: 'Latency budget per image, e.g. 2ms (mean, or --percentile)' })
+        .option('percentile', { type: 'number', describe: 'Constrain this percentile of per-image latency instead of the mean (e.g. 95)' })
+        .option('max-accuracy-drop', { type: 'number', describe: 'Instead of a latency target: lowest latency within this many pp of the last exit' })
+        .option('latency-source', { type: 'string', describe: "measure (here), model (the device profile's cost model: an estimate), or a profile file from `edgeexit profile` (default measure)" })
+        .option('device', { type: 'string', describe: "Device profile for --latency-source model (default: the bundle's target)" })
+        .option('holdout', { type: 'number', describe: 'Fraction held out for the check (default 0.3, stratified, fixed seed)' })
+        .option('key', { type: 'string', describe: 'Private key to re-sign the manifest; required when the bundle is signed' })
+        .option('out', { type: 'string', describe: 'Report folder (default <bundle>-calibration)' })
+        .option('limit', { type: 'number', describe: 'Use at most this many images, spread over the classes' })
+        .option('runs', { type: 'number', describe: 'Timed runs per stage for --latency-source measure (default 200)' })
+        .option('json', { type: 'boolean', describe: 'Print the report as JSON' })
+        .example('$0 calibrate build/branchy-rpi4 --data calibration/fashion-mnist --target-latency 0.5ms --latency-source model', '') as never,
+    handler: async (args) => {
+      await calibrateCommand(args, io);
+    },
+  };
+}

@@ -1,0 +1,142 @@
+// End to end on the zoo bundle (fmnist-branchy, fp32) with 600 calibration images and the rpi4
+// cost model as the latency source (deterministic, so the held-out latency check is stable):
+// thresholds written into the manifest, the held-out check, the report files and plot, the
+// unreachable-target error, signing, and the CLI.
+import { promises as fsp } from 'node:fs';
+import path from 'node:path';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { calibrate, stratifiedSplit } from '../../src/calibration/calibrate.js';
+import { modelStageLatency } from '../../src/calibration/latency.js';
+import { TargetUnreachableError } from '../../src/calibration/search.js';
+import { parseLatency, targetOf } from '../../src/cli/commands/calibrate.js';
+import { compileModel, generateKeyPair, verifyBundle } from '../../src/compiler/index.js';
+import { parseManifest } from '../../src/compiler/manifest.js';
+import { loadDeviceProfile } from '../../src/devices/load.js';
+import { runCli } from '../cli/helpers.js';
+import { FMNIST, ZOO, scratch } from '../runtime/helpers.js';
+import { findById, parseXml } from './helpers.js';
+
+let dir: string;
+let signedBundle: string;
+let keys: { privateKey: string; publicKey: string };
+let stage0: number;
+let full: number;
+
+async function copyBundle(from: string, to: string, withSignature = true): Promise<string> {
+  await fsp.mkdir(to, { recursive: true });
+  for (const f of await fsp.readdir(from)) if (withSignature || f !== 'manifest.sig') await fsp.copyFile(path.join(from, f), path.join(to, f));
+  return to;
+}
+
+beforeAll(async () => {
+  dir = await scratch('calibrate');
+  keys = await generateKeyPair(path.join(dir, 'keys', 'k'));
+  signedBundle = path.join(dir, 'signed');
+  const r = await compileModel({ model: ZOO, device: 'rpi4', precision: 'fp32', out: signedBundle, latency: false, key: keys.privateKey });
+  const lat = modelStageLatency(r.manifest, await loadDeviceProfile('rpi4')).stageMs;
+  stage0 = lat[0]!;
+  full = lat.reduce((a, b) => a + b, 0);
+}, 180_000);
+
+describe('calibrate (model latency, rpi4)', () => {
+  it('writes thresholds and temperatures, meets the target on held-out data, and writes the report', async () => {
+    const bundle = await copyBundle(signedBundle, path.join(dir, 'b1'), false);
+    const target = stage0 + 0.4 * (full - stage0);
+    const out = path.join(dir, 'report1');
+    const r = await calibrate({ bundle, data: FMNIST, target: { kind: 'latency', targetMs: target }, latencySource: 'model', device: 'rpi4', limit: 600, out });
+    expect(r.images.fit + r.images.heldOut).toBe(600);
+    expect(r.images.heldOut).toBe(180);
+    const m = parseManifest(await fsp.readFile(path.join(bundle, 'manifest.json')));
+    expect(m.exitPolicy.thresholds).toHaveLength(2);
+    for (const t of m.exitPolicy.thresholds!) expect(t >= 0 && t <= 1).toBe(true);
+    expect(m.exitPolicy.thresholds).toEqual(r.thresholds);
+    expect(m.exitPolicy.temperatures).toEqual(r.temperatures);
+    for (const t of r.temperatures) expect(t).toBeGreaterThan(0);
+    expect(r.predicted.meanMs).toBeLessThanOrEqual(target);
+    expect(r.achieved.meanMs).toBeLessThanOrEqual(target * 1.05);
+    expect(r.oracle.accuracy).toBeGreaterThanOrEqual(r.predicted.accuracy);
+    expect(r.latency.source).toBe('model');
+    // The bundle still verifies (hashes), and is still unsigned.
+    expect((await verifyBundle(bundle)).signature.status).toBe('unsigned');
+    for (const f of Object.values(r.files)) expect((await fsp.stat(f)).size).toBeGreaterThan(0);
+    expect(await fsp.readFile(r.files.markdown, 'utf8')).toMatch(/latency source: \*\*model\*\*/);
+    const json = JSON.parse(await fsp.readFile(r.files.json, 'utf8')) as { latency: { source: string } };
+    expect(json.latency.source).toBe('model');
+    const svg = parseXml(await fsp.readFile(r.files.svg, 'utf8'));
+    expect(svg.name).toBe('svg');
+    for (const id of ['chosen', 'no-exit', 'oracle', 'frontier']) expect(findById(svg, id), id).toBeDefined();
+  }, 120_000);
+
+  it('a target below stage 0 alone → error with the reachable minimum; the bundle is untouched', async () => {
+    const bundle = await copyBundle(signedBundle, path.join(dir, 'b2'), false);
+    const before = await fsp.readFile(path.join(bundle, 'manifest.json'));
+    const err = await calibrate({ bundle, data: FMNIST, target: { kind: 'latency', targetMs: stage0 / 2 }, latencySource: 'model', limit: 100, out: path.join(dir, 'r2') }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(TargetUnreachableError);
+    expect((err as TargetUnreachableError).reachableMs).toBeCloseTo(stage0, 9);
+    expect((err as Error).message).toContain(`reachable minimum ${Math.round(stage0 * 1e6) / 1e6} ms`);
+    expect(await fsp.readFile(path.join(bundle, 'manifest.json'))).toEqual(before);
+  }, 120_000);
+
+  it('a signed bundle: refused without a key; with the key it is re-signed and verifies', async () => {
+    const bundle = await copyBundle(signedBundle, path.join(dir, 'b3'));
+    const opts = { bundle, data: FMNIST, target: { kind: 'accuracy-drop', maxDropPp: 1 } as const, latencySource: 'model', limit: 300, out: path.join(dir, 'r3') };
+    await expect(calibrate(opts)).rejects.toThrow(/signed.*--key/);
+    const r = await calibrate({ ...opts, key: keys.privateKey });
+    expect(r.signature).toBe('resigned');
+    const v = await verifyBundle(bundle, { publicKey: keys.publicKey });
+    expect(v.signature.status).toBe('valid');
+    expect(v.manifest.exitPolicy.thresholds).toEqual(r.thresholds);
+    expect(r.achieved.accuracy).toBeGreaterThan(0.8);
+  }, 120_000);
+
+  it('through the CLI: prints the table and the latency source', async () => {
+    const bundle = await copyBundle(signedBundle, path.join(dir, 'b4'), false);
+    const target = (stage0 + full) / 2;
+    const r = await runCli('calibrate', bundle, '--data', FMNIST, '--target-latency', `${target.toFixed(3)}ms`, '--percentile', '90', '--latency-source', 'model', '--limit', '200', '--out', path.join(dir, 'r4'));
+    expect(r.code, r.err).toBe(0);
+    expect(r.out).toMatch(/achieved \(held out\)/);
+    expect(r.out).toMatch(/oracle bound/);
+    expect(r.out).toMatch(/latency\s+model: estimate/);
+    const bad = await runCli('calibrate', bundle, '--data', FMNIST, '--target-latency', 'soon');
+    expect(bad.code).toBe(2);
+    expect(bad.err).toMatch(/--target-latency/);
+  }, 120_000);
+});
+
+describe('flag parsing and the split', () => {
+  it('parses latencies with units', () => {
+    expect(parseLatency('2ms')).toBe(2);
+    expect(parseLatency('0.5')).toBe(0.5);
+    expect(parseLatency('800us')).toBeCloseTo(0.8, 12);
+    expect(parseLatency('0.002s')).toBeCloseTo(2, 12);
+    expect(() => targetOf({ bundle: 'b', data: 'd' })).toThrow(/exactly one of/);
+  });
+
+  it('the split is stratified and the same every time', () => {
+    const labels = Array.from({ length: 100 }, (_, i) => i % 4);
+    const a = stratifiedSplit(labels, 0.3);
+    expect(a).toEqual(stratifiedSplit(labels, 0.3));
+    expect(a.held.length).toBe(4 * Math.round(25 * 0.3));
+    for (let c = 0; c < 4; c++) expect(a.held.filter((i) => labels[i] === c).length).toBe(Math.round(25 * 0.3));
+  });
+});
+
+describe('edgeexit profile', () => {
+  it('measures, writes a profile file that calibrate reads as --latency-source', async () => {
+    const bundle = await copyBundle(signedBundle, path.join(dir, 'b5'), false);
+    const file = path.join(dir, 'profile.json');
+    const r = await runCli('profile', bundle, '--batch', '1,4', '--runs', '5', '--warmup', '1', '--out', file);
+    expect(r.code, r.err).toBe(0);
+    expect(r.out).toMatch(/exit_0\s+1\s/);
+    expect(r.out).toMatch(/exit_2\s+4\s/);
+    expect(r.out).toMatch(/measured: this host/);
+    const c = await calibrate({ bundle, data: FMNIST, target: { kind: 'accuracy-drop', maxDropPp: 0.5 }, latencySource: file, limit: 200, out: path.join(dir, 'r5') });
+    expect(c.latency.source).toBe(`file ${file}`);
+    expect(c.latency.stageMs).toHaveLength(3);
+    const model = await runCli('profile', bundle, '--model', 'rpi4');
+    expect(model.out).toMatch(/ESTIMATE/);
+    const bad = await runCli('profile', bundle, '--batch', '1,x');
+    expect(bad.code).toBe(2);
+    expect(bad.err).toMatch(/--batch item 2/);
+  }, 120_000);
+});
