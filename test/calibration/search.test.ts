@@ -117,18 +117,13 @@ describe('search strategies', () => {
     }
   });
 
-  it('4 exits × 10 000 samples × 64 candidates searches in well under 2 s (time printed)', () => {
+  it('4 exits × 10 000 samples: coordinate search meets the target and stays under the oracle (speed: npm run bench:search)', () => {
     const { scores, correct } = synthetic(4, 10_000, 11);
     const d: SearchData = { scores, correct, direction: 'at-least' };
-    const t0 = performance.now();
     const r = searchThresholds(d, [1, 1, 1, 1], { kind: 'latency', targetMs: 2.2 });
-    const ms = performance.now() - t0;
-    console.log(`search 4 exits × 10000 samples: ${ms.toFixed(0)} ms (${r.strategy}, ${r.evaluated} policies)`);
     expect(r.strategy).toBe('coordinate');
     expect(r.chosen.meanMs).toBeLessThanOrEqual(2.2);
     expect(r.oracle.accuracy).toBeGreaterThanOrEqual(r.chosen.accuracy);
-    // Generous for two shared cores: the bound is about algorithmic blow-ups, not tuning.
-    expect(ms).toBeLessThan(4000);
   });
 });
 
