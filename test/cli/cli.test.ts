@@ -119,5 +119,10 @@ describe('edgeexit binary', () => {
     expect(manifest.target).toMatchObject({ device: 'rpi4', precision: 'int8' });
     expect(manifest.stages).toHaveLength(3);
     expect(r.out).toMatch(/signature\s+valid/);
+    // Calibrated thresholds were written into the (re-signed) manifest and used for the run.
+    const calibrated = JSON.parse(await fsp.readFile(path.join(out, 'fmnist-branchy-rpi4-int8', 'manifest.json'), 'utf8'));
+    expect(calibrated.exitPolicy.thresholds).toHaveLength(2);
+    expect(r.out).toMatch(/manifest updated; re-signed/);
+    expect(r.out).toMatch(/early exit \(thresholds [\d.]+, [\d.]+\)\s+[\d.]+%\s+[\d.]+\s+[\d.]+x/);
   });
 });

@@ -2,8 +2,9 @@
 // zoo and the device profiles, inspect each zoo model and evaluate it on the Fashion-MNIST test
 // set (or, where Debian's dataset is absent, on the committed calibration images), check the
 // accuracy against what the model card records, then compile fmnist-branchy for a Raspberry Pi 4
-// at int8, signed, and verify the bundle. Later stages (calibrate → run → telemetry) join here as
-// they land.
+// at int8, signed, verify the bundle, calibrate its exit thresholds on the calibration images and
+// run it over the test set with and without early exit, printing accuracy and speed-up. Telemetry
+// joins here when it lands.
 import { promises as fsp } from 'node:fs';
 import type { CommandModule } from 'yargs';
 import { FASHION_MNIST_DIR } from '../../data/idx.js';
@@ -19,6 +20,12 @@ import { renderInspect } from './inspect.js';
 import { resolveEvalData } from './evaluate.js';
 import { compileCommand } from './compile.js';
 import { verifyBundleCommand } from './verify-bundle.js';
+import { calibrateCommand } from './calibrate.js';
+import { loadFashionMnist } from '../../data/idx.js';
+import { scanImageFolder } from '../../data/imagefolder.js';
+import { prepareBatch, toTensor, type TensorData } from '../../runtime/image.js';
+import { loadBundle } from '../../runtime/bundle-runner.js';
+import { packageRoot } from '../../devices/load.js';
 import { generateKeyPair } from '../../compiler/index.js';
 
 
@@ -26,8 +33,25 @@ export interface QuickstartOptions {
   limit?: number;
   /** Where the compiled bundle and the demo signing key go (default .edgeexit/quickstart). */
   out?: string;
-  /** Calibration images used by the int8 compile (default: all 3,000). */
+  /** Calibration images used by the int8 compile and the threshold calibration (default: all 3,000). */
   calibrationLimit?: number;
+  /** Accuracy budget (pp) for the threshold calibration. */
+  maxAccuracyDrop?: number;
+}
+
+/** The evaluation images as one NCHW tensor with labels: the IDX test set, or the calibration folder. */
+async function evaluationTensor(haveTest: boolean, calibrationDir: string, limit?: number): Promise<{ tensor: TensorData; labels: number[] }> {
+  const spec = { colorspace: 'gray' as const, size: [28, 28] as [number, number], scale: 1 / 255, mean: [0.286], std: [0.353] };
+  if (haveTest) {
+    const ds = await loadFashionMnist('test');
+    const n = Math.min(limit ?? ds.images.count, ds.images.count);
+    const px = Array.from({ length: n }, (_, i) => ({ width: 28, height: 28, channels: 1, data: ds.images.pixels.subarray(i * 784, (i + 1) * 784) }));
+    return { tensor: toTensor(px, spec), labels: Array.from(ds.labels.subarray(0, n)) };
+  }
+  const folder = await scanImageFolder(calibrationDir);
+  const items = folder.items.slice(0, limit ?? folder.items.length);
+  const batch = await prepareBatch(items.map((it) => it.file), spec);
+  return { tensor: batch.tensor, labels: batch.indices.map((i) => items[i]!.label) };
 }
 
 export interface QuickstartRow {
@@ -82,6 +106,33 @@ export async function quickstartCommand(opts: QuickstartOptions, io: CliIO): Pro
   const bundle = path.join(work, 'fmnist-branchy-rpi4-int8');
   await compileCommand({ model: path.join(modelsDir(), 'fmnist-branchy', 'fmnist-branchy.onnx'), device: 'rpi4', out: bundle, precision: 'int8', key: keys.privateKey, ...(opts.calibrationLimit ? { calibrationLimit: opts.calibrationLimit } : {}) }, io);
   await verifyBundleCommand({ bundle, key: keys.publicKey, requireSignature: true }, io);
+
+  io.out(`\n== calibrate exit thresholds: lowest latency within ${opts.maxAccuracyDrop ?? 0.5} pp of the last exit (stage latency measured on this machine) ==`);
+  const calibrationDir = path.join(packageRoot(), 'calibration', 'fashion-mnist');
+  await calibrateCommand({ bundle, data: calibrationDir, maxAccuracyDrop: opts.maxAccuracyDrop ?? 0.5, latencySource: 'measure', key: keys.privateKey, out: path.join(work, 'calibration'), ...(opts.calibrationLimit ? { limit: opts.calibrationLimit } : {}) }, io);
+
+  const evalName = haveTest ? 'the Fashion-MNIST test set' : 'the calibration images (no test set installed)';
+  io.out(`\n== run the calibrated bundle on ${evalName}: early exit vs every sample to the last exit (batch 1, model-only time) ==`);
+  const { tensor, labels } = await evaluationTensor(haveTest, calibrationDir, opts.limit);
+  const runner = await loadBundle(bundle, { publicKey: keys.publicKey, requireSignature: true, threads: 1 });
+  try {
+    const full = await runner.classify(tensor, { thresholds: null, batchSize: 1 });
+    const early = await runner.classify(tensor, { batchSize: 1 });
+    const acc = (r: typeof full): number => r.items.filter((it) => it.ok && it.classIndex === labels[it.index]).length / labels.length;
+    const rows = [
+      ['every sample to the last exit', full],
+      [`early exit (thresholds ${early.thresholds?.map((t) => t.toFixed(3)).join(', ')})`, early],
+    ] as const;
+    io.out(
+      table(
+        ['policy', 'top-1', 'mean ms/image', 'speed-up', 'exits'],
+        rows.map(([name, r]) => [name, pct(acc(r)), (r.timing.cascadeMs / labels.length).toFixed(3), `${(full.timing.cascadeMs / r.timing.cascadeMs).toFixed(2)}x`, r.exitCounts.map((c) => pct(c / labels.length, 1)).join(' / ')]),
+      ),
+    );
+    io.out(`(${labels.length.toLocaleString('en-US')} images, int8 bundle for rpi4 run on this machine's CPU with 1 thread; a Pi's numbers differ — calibrate there with --latency-source measure)`);
+  } finally {
+    await runner.close();
+  }
   io.out('\nNext: edgeexit inspect <model.onnx>, edgeexit eval <model.onnx> --data calibration, edgeexit compile <model.onnx> --device <id> --out <bundle>, edgeexit devices --show rpi4.');
   return rows;
 }
@@ -106,7 +157,8 @@ export function quickstartModule(io: CliIO): CommandModule<object, QuickstartOpt
       y
         .option('limit', { type: 'number', describe: 'Evaluate only this many samples per model (faster, no card check)' })
         .option('out', { type: 'string', describe: 'Folder for the compiled bundle and the demo signing key', default: '.edgeexit/quickstart' })
-        .option('calibration-limit', { type: 'number', describe: 'Calibration images for the int8 compile (default: all)' }) as never,
+        .option('calibration-limit', { type: 'number', describe: 'Calibration images for the int8 compile and threshold calibration (default: all)' })
+        .option('max-accuracy-drop', { type: 'number', describe: 'Accuracy budget (pp) for the calibrated thresholds', default: 0.5 }) as never,
     handler: async (args) => {
       await quickstartCommand(args, io);
     },
