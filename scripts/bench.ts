@@ -1,0 +1,435 @@
+// Runtime benchmark of early exit: compiles fmnist-branchy (fp32 for x86-host, int8 for rpi4)
+// and fmnist-cbnet (fp32, int8) into a temp dir, calibrates the early-exit thresholds on the
+// calibration images (reverse mode: lowest latency within --max-drop pp of the last exit,
+// stage latency measured here), sweeps the CBNet hybrid threshold on the calibration images
+// (never the test set), then runs every variant over the Fashion-MNIST test set through the
+// bundle runner: batch 1 and batch 32, model-only (tensor in, timing.cascadeMs) and, for full
+// float and the best early-exit variant, end to end (PNG bytes in, label out). Variants are
+// interleaved chunk by chunk so a busy neighbour slows them alike. Prints tables, writes JSON.
+//
+//   npx vite-node scripts/bench.ts [--limit N] [--runs R] [--json .bench/bench.json]
+//       [--calibration-limit 1000] [--threshold-limit 3000] [--max-drop 1] [--chunk 1024]
+import { promises as fsp } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { performance } from 'node:perf_hooks';
+import sharp from 'sharp';
+import { compileModel } from '../src/compiler/index.js';
+import { calibrate, type CalibrationReport } from '../src/calibration/calibrate.js';
+import { FASHION_MNIST_DIR, loadFashionMnist } from '../src/data/idx.js';
+import { scanImageFolder } from '../src/data/imagefolder.js';
+import { loadDeviceProfile } from '../src/devices/load.js';
+import { prepareBatch, toTensorInto, type TensorData } from '../src/runtime/image.js';
+import { loadBundle, type BundleRunner, type ClassifyOptions, type ClassifyResult } from '../src/runtime/bundle-runner.js';
+import type { CbnetPolicy } from '../src/runtime/cbnet-cascade.js';
+
+const args = process.argv.slice(2);
+const flag = (name: string, dflt: string): string => {
+  const i = args.indexOf(`--${name}`);
+  return i >= 0 && args[i + 1] !== undefined && !args[i + 1]!.startsWith('--') ? args[i + 1]! : dflt;
+};
+const limitArg = flag('limit', '');
+const limit = limitArg ? Number(limitArg) : undefined;
+const runs = Number(flag('runs', '1'));
+const jsonOut = flag('json', '.bench/bench.json');
+const calibrationLimit = Number(flag('calibration-limit', '1000'));
+const maxDropPp = Number(flag('max-drop', '1'));
+const chunkSize = Number(flag('chunk', '1024'));
+/** Calibration images for the threshold calibration and the hybrid sweep (default: all 3,000). */
+const thresholdLimit = Number(flag('threshold-limit', '3000'));
+const calibrationDir = path.resolve('calibration', 'fashion-mnist');
+const log = (line: string): void => void process.stderr.write(`[${new Date().toISOString().slice(11, 19)}] ${line}\n`);
+const loads: { at: string; phase: string; loadavg: number[] }[] = [];
+const noteLoad = (phase: string): void => void loads.push({ at: new Date().toISOString(), phase, loadavg: os.loadavg().map((x) => Math.round(x * 100) / 100) });
+
+// ---------------------------------------------------------------- data
+const SPEC = { colorspace: 'gray' as const, size: [28, 28] as [number, number], scale: 1 / 255, mean: [0.286], std: [0.353] };
+interface EvalSet {
+  name: string;
+  n: number;
+  pixels: Uint8Array; // n × 784 grayscale
+  labels: number[];
+  note?: string;
+}
+async function loadEvalSet(): Promise<EvalSet> {
+  const haveTest = await fsp.stat(path.join(FASHION_MNIST_DIR, 't10k-images-idx3-ubyte.gz')).then(() => true, () => false);
+  if (haveTest) {
+    const ds = await loadFashionMnist('test');
+    const n = Math.min(limit ?? ds.images.count, ds.images.count);
+    return { name: `Fashion-MNIST test set (${FASHION_MNIST_DIR})`, n, pixels: ds.images.pixels.subarray(0, n * 784), labels: Array.from(ds.labels.subarray(0, n)) };
+  }
+  const folder = await scanImageFolder(calibrationDir);
+  const items = folder.items.slice(0, limit ?? folder.items.length);
+  const pixels = new Uint8Array(items.length * 784);
+  for (const [i, it] of items.entries()) {
+    const raw = await sharp(it.file).greyscale().resize(28, 28, { fit: 'fill' }).raw().toBuffer();
+    pixels.set(raw.subarray(0, 784), i * 784);
+  }
+  return {
+    name: `calibration images (${calibrationDir})`,
+    n: items.length,
+    pixels,
+    labels: items.map((it) => it.label),
+    note: `${FASHION_MNIST_DIR} not found (apt-get install dataset-fashion-mnist): measured on the calibration images, which also chose the thresholds — accuracy is optimistic`,
+  };
+}
+function tensorOf(set: EvalSet, from: number, to: number): TensorData {
+  const x = new Float32Array((to - from) * 784);
+  for (let i = from; i < to; i++) toTensorInto({ width: 28, height: 28, channels: 1, data: set.pixels.subarray(i * 784, (i + 1) * 784) }, SPEC, x, (i - from) * 784);
+  return { data: x, dims: [to - from, 1, 28, 28] };
+}
+async function encodePngs(set: EvalSet): Promise<Uint8Array[]> {
+  const out: Uint8Array[] = new Array(set.n);
+  for (let s = 0; s < set.n; s += 64) {
+    await Promise.all(
+      Array.from({ length: Math.min(64, set.n - s) }, async (_, j) => {
+        const i = s + j;
+        out[i] = new Uint8Array(await sharp(Buffer.from(set.pixels.subarray(i * 784, (i + 1) * 784)), { raw: { width: 28, height: 28, channels: 1 } }).png().toBuffer());
+      }),
+    );
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------- compile + calibrate
+const work = await fsp.mkdtemp(path.join(os.tmpdir(), 'edgeexit-bench-'));
+const branchyModel = path.resolve('models', 'fmnist-branchy', 'fmnist-branchy.onnx');
+const cbnetModel = path.resolve('models', 'fmnist-cbnet');
+async function build(name: string, model: string, device: string, precision: 'fp32' | 'int8'): Promise<string> {
+  const out = path.join(work, name);
+  const t0 = performance.now();
+  await compileModel({ model, device, out, precision, latency: false, ...(precision === 'int8' ? { calibrationLimit } : {}) });
+  log(`compiled ${name} (${device}, ${precision}) in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+  return out;
+}
+
+noteLoad('start');
+const evalSet = await loadEvalSet();
+log(`evaluation: ${evalSet.name}, ${evalSet.n} images`);
+const bundles = {
+  branchyF: await build('branchy-x86-fp32', branchyModel, 'x86-host', 'fp32'),
+  branchyQ: await build('branchy-rpi4-int8', branchyModel, 'rpi4', 'int8'),
+  cbnetF: await build('cbnet-x86-fp32', cbnetModel, 'x86-host', 'fp32'),
+  cbnetQ: await build('cbnet-rpi4-int8', cbnetModel, 'rpi4', 'int8'),
+};
+noteLoad('compiled');
+const calibrations: Record<string, CalibrationReport> = {};
+for (const key of ['branchyF', 'branchyQ'] as const) {
+  const t0 = performance.now();
+  calibrations[key] = await calibrate({
+    bundle: bundles[key],
+    data: calibrationDir,
+    target: { kind: 'accuracy-drop', maxDropPp },
+    latencySource: 'measure',
+    limit: thresholdLimit,
+    runs: 100,
+    out: `${bundles[key]}-calibration`,
+  });
+  const c = calibrations[key]!;
+  log(`calibrated ${key}: thresholds ${c.thresholds.join(', ')}, held-out acc ${(c.achieved.accuracy * 100).toFixed(2)}% (no exit ${(c.noExit.accuracy * 100).toFixed(2)}%), ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+}
+noteLoad('calibrated');
+
+const open = (b: string): Promise<BundleRunner> => loadBundle(b, { device: 'x86-host', threads: 1, onWarning: (l) => log(l) });
+const runners = { branchyF: await open(bundles.branchyF), branchyQ: await open(bundles.branchyQ), cbnetF: await open(bundles.cbnetF), cbnetQ: await open(bundles.cbnetQ) };
+
+/** Hybrid threshold on the calibration images: lowest modelled latency within maxDropPp of policy cbnet (same bundle). */
+async function sweepHybrid(runner: BundleRunner): Promise<{ threshold: number; calibAccuracy: number; cbnetAccuracy: number; imageExitFraction: number; modelMs: number; cbnetMs: number; images: number }> {
+  const folder = await scanImageFolder(calibrationDir, { labels: runner.manifest.labels });
+  const step = folder.items.length / Math.min(thresholdLimit, folder.items.length);
+  const items = Array.from({ length: Math.min(thresholdLimit, folder.items.length) }, (_, i) => folder.items[Math.floor(i * step)]!);
+  const prep = await prepareBatch(items.map((x) => x.file), SPEC);
+  const labels = prep.indices.map((i) => items[i]!.label);
+  const atImage = await runner.classify(prep.tensor, { policy: 'hybrid', thresholds: [0], batchSize: 1 });
+  const conv = await runner.classify(prep.tensor, { policy: 'cbnet', batchSize: 1 });
+  const n = labels.length;
+  const tImage = atImage.timing.cascadeMs / n;
+  const tConv = conv.timing.cascadeMs / n;
+  const cbnetAcc = conv.items.filter((it) => it.ok && it.classIndex === labels[it.index]).length / n;
+  const conf = atImage.items.map((it) => (it.ok ? it.confidence : 0));
+  const cands = [...new Set([0, ...conf, 1])].sort((a, b) => a - b);
+  let best = { threshold: 1, calibAccuracy: 0, imageExitFraction: 0, modelMs: Infinity };
+  for (const t of cands) {
+    let correct = 0;
+    let leave = 0;
+    for (let i = 0; i < n; i++) {
+      const a = atImage.items[i]!;
+      const b = conv.items[i]!;
+      const exitsAtImage = a.ok && a.confidence >= t;
+      if (exitsAtImage) leave++;
+      const it = exitsAtImage ? a : b;
+      if (it.ok && it.classIndex === labels[i]) correct++;
+    }
+    const acc = correct / n;
+    const ms = tImage + (1 - leave / n) * tConv;
+    if (acc >= cbnetAcc - maxDropPp / 100 && ms < best.modelMs) best = { threshold: t, calibAccuracy: acc, imageExitFraction: leave / n, modelMs: ms };
+  }
+  return { ...best, cbnetAccuracy: cbnetAcc, cbnetMs: tConv, images: n };
+}
+const hybridF = await sweepHybrid(runners.cbnetF);
+const hybridQ = await sweepHybrid(runners.cbnetQ);
+log(`hybrid fp32: threshold ${hybridF.threshold.toFixed(4)} (calib acc ${(hybridF.calibAccuracy * 100).toFixed(2)}% vs cbnet ${(hybridF.cbnetAccuracy * 100).toFixed(2)}%)`);
+log(`hybrid int8: threshold ${hybridQ.threshold.toFixed(4)} (calib acc ${(hybridQ.calibAccuracy * 100).toFixed(2)}% vs cbnet ${(hybridQ.cbnetAccuracy * 100).toFixed(2)}%)`);
+noteLoad('hybrid swept');
+
+// ---------------------------------------------------------------- variants
+interface Variant {
+  name: string;
+  bundle: keyof typeof runners;
+  opts: ClassifyOptions;
+}
+const variants: Variant[] = [
+  { name: 'full float', bundle: 'branchyF', opts: { thresholds: null } },
+  { name: 'full int8', bundle: 'branchyQ', opts: { thresholds: null } },
+  { name: 'early-exit float', bundle: 'branchyF', opts: {} },
+  { name: 'early-exit int8', bundle: 'branchyQ', opts: {} },
+  { name: 'CBNet float', bundle: 'cbnetF', opts: { policy: 'cbnet' as CbnetPolicy } },
+  { name: 'CBNet int8', bundle: 'cbnetQ', opts: { policy: 'cbnet' as CbnetPolicy } },
+  { name: 'hybrid float', bundle: 'cbnetF', opts: { policy: 'hybrid' as CbnetPolicy, thresholds: [hybridF.threshold] } },
+  { name: 'hybrid int8', bundle: 'cbnetQ', opts: { policy: 'hybrid' as CbnetPolicy, thresholds: [hybridQ.threshold] } },
+];
+// Map the runner's class index to the dataset's label index (the zoo spells labels as folder names).
+const FMNIST = ['tshirt_top', 'trouser', 'pullover', 'dress', 'coat', 'sandal', 'shirt', 'sneaker', 'bag', 'ankle_boot'];
+function labelMap(r: BundleRunner): number[] {
+  const norm = (s: string): string => s.toLowerCase().replace(/[^a-z]/g, '');
+  const byName = r.manifest.labels.map((l) => FMNIST.map(norm).indexOf(norm(l)));
+  return byName.every((i) => i >= 0) ? byName : r.manifest.labels.map((_, i) => i);
+}
+
+interface Acc {
+  correct: number;
+  n: number;
+  lat: number[]; // per-image latency (ms): batch 1 per sample; batch 32 per-batch time / rows, once per row
+  cascadeMs: number;
+  stageMs: number;
+  exitCounts: number[];
+  exitNames: string[];
+  preprocessMs: number;
+  wallMs: number;
+  /** Batch 1: Σ per-sample stageLatencyMs by stage position, and Σ latencyMs / count by exit taken. */
+  stageSum: number[];
+  exitLatSum: number[];
+}
+const newAcc = (): Acc => ({ correct: 0, n: 0, lat: [], cascadeMs: 0, stageMs: 0, exitCounts: [], exitNames: [], preprocessMs: 0, wallMs: 0, stageSum: [], exitLatSum: [] });
+function absorb(a: Acc, r: ClassifyResult, labels: number[], offset: number, map: number[], perImage: 'sample' | 'batch'): void {
+  for (const it of r.items) if (it.ok && map[it.classIndex] === labels[offset + it.index]) a.correct++;
+  a.n += r.items.length;
+  if (perImage === 'sample') {
+    for (const it of r.items) {
+      a.lat.push(it.ok ? it.latencyMs : NaN);
+      if (!it.ok) continue;
+      it.stageLatencyMs.forEach((m, k) => (a.stageSum[k] = (a.stageSum[k] ?? 0) + m));
+      a.exitLatSum[it.exit] = (a.exitLatSum[it.exit] ?? 0) + it.latencyMs;
+    }
+  }
+  a.cascadeMs += r.timing.cascadeMs;
+  a.stageMs += r.timing.stageMs.reduce((x, y) => x + y, 0);
+  a.preprocessMs += r.timing.preprocessMs;
+  a.exitNames = r.exitNames;
+  r.exitCounts.forEach((c, k) => (a.exitCounts[k] = (a.exitCounts[k] ?? 0) + c));
+}
+
+const B32 = 32;
+const modelOnly: Record<string, Record<number, Acc>> = Object.fromEntries(variants.map((v) => [v.name, { 1: newAcc(), 32: newAcc() }]));
+const maps = Object.fromEntries(Object.entries(runners).map(([k, r]) => [k, labelMap(r)])) as Record<keyof typeof runners, number[]>;
+
+log(`model-only: ${variants.length} variants × batch 1, 32 × ${evalSet.n} images × ${runs} run(s), interleaved in chunks of ${chunkSize}`);
+noteLoad('model-only start');
+for (let rep = 0; rep < runs; rep++) {
+  for (let from = 0; from < evalSet.n; from += chunkSize) {
+    const to = Math.min(evalSet.n, from + chunkSize);
+    const x = tensorOf(evalSet, from, to);
+    for (const v of variants) {
+      const r1 = await runners[v.bundle].classify(x, { ...v.opts, batchSize: 1 });
+      absorb(modelOnly[v.name]![1]!, r1, evalSet.labels, from, maps[v.bundle], 'sample');
+      // Batch 32: one classify per batch, so timing.cascadeMs is that batch's time.
+      const a32 = modelOnly[v.name]![32]!;
+      for (let s = 0; s < to - from; s += B32) {
+        const e = Math.min(to - from, s + B32);
+        const xb = { data: x.data.subarray(s * 784, e * 784), dims: [e - s, 1, 28, 28] };
+        const r = await runners[v.bundle].classify(xb, { ...v.opts, batchSize: B32 });
+        absorb(a32, r, evalSet.labels, from + s, maps[v.bundle], 'batch');
+        const per = r.timing.cascadeMs / (e - s);
+        for (let i = s; i < e; i++) a32.lat.push(per);
+      }
+    }
+  }
+  noteLoad(`model-only rep ${rep + 1}`);
+}
+
+// ---------------------------------------------------------------- oracle bound (test set)
+const stats = (xs: number[]): { mean: number; p50: number; p95: number; p99: number } => {
+  const s = xs.filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
+  const q = (p: number): number => s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]!;
+  return { mean: s.reduce((a, b) => a + b, 0) / s.length, p50: q(50), p95: q(95), p99: q(99) };
+};
+/**
+ * Oracle bound: every image leaves at its cheapest correct exit (exit 0 when none is, as src/calibration/search.ts). Per-exit
+ * predictions over the whole set; per-exit cumulative costs (batch 1) from the interleaved runs above.
+ */
+async function oracle(v: Variant, exitsRuns: ClassifyOptions[], cumMs: number[]): Promise<{ accuracy: number; meanMs: number; exitAcc: number[]; cumMs: number[] }> {
+  const runner = runners[v.bundle];
+  const map = maps[v.bundle];
+  const preds: number[][] = [];
+  const xAll = tensorOf(evalSet, 0, evalSet.n);
+  for (const o of exitsRuns) {
+    const r = await runner.classify(xAll, { ...o, batchSize: 256 });
+    preds.push(r.items.map((it) => (it.ok ? map[it.classIndex]! : -1)));
+  }
+  let correct = 0;
+  let ms = 0;
+  for (let i = 0; i < evalSet.n; i++) {
+    const k = preds.findIndex((p) => p[i] === evalSet.labels[i]);
+    if (k >= 0) correct++;
+    ms += cumMs[k >= 0 ? k : 0]!; // as search.ts: exit 0 when no exit is correct
+  }
+  const exitAcc = preds.map((p) => p.filter((c, i) => c === evalSet.labels[i]).length / evalSet.n);
+  return { accuracy: correct / evalSet.n, meanMs: ms / evalSet.n, exitAcc, cumMs };
+}
+/**
+ * Forcing every sample out at exit k of a multi-exit bundle: threshold 0 at k, the range's top (1)
+ * before k (a sample whose max-prob is exactly 1.0 still leaves earlier; it is correct there in practice).
+ */
+function branchyExits(key: 'branchyF' | 'branchyQ'): ClassifyOptions[] {
+  const K = runners[key].manifest.stages.length;
+  return Array.from({ length: K }, (_, k) => ({ thresholds: k === K - 1 ? null : Array.from({ length: K - 1 }, (_, j) => (j < k ? 1 : 0)) }));
+}
+/** Cumulative mean cost of exit k from the full (no-exit) run's per-stage times. */
+const cumFromStages = (a: Acc): number[] => a.stageSum.map((_, k) => a.stageSum.slice(0, k + 1).reduce((x, y) => x + y, 0) / a.n);
+/** Hybrid: exit 0 = mean latency of the samples that left there; exit 1 = that + policy cbnet's mean. */
+const cumHybrid = (h: Acc, c: Acc): number[] => {
+  const e0 = h.exitLatSum[0]! / h.exitCounts[0]!;
+  return [e0, e0 + stats(c.lat).mean];
+};
+log('oracle bounds…');
+const oracles = {
+  'early-exit float': await oracle(variants[2]!, branchyExits('branchyF'), cumFromStages(modelOnly['full float']![1]!)),
+  'early-exit int8': await oracle(variants[3]!, branchyExits('branchyQ'), cumFromStages(modelOnly['full int8']![1]!)),
+  'hybrid float': await oracle(variants[6]!, [{ policy: 'hybrid', thresholds: [0] }, { policy: 'cbnet' }], cumHybrid(modelOnly['hybrid float']![1]!, modelOnly['CBNet float']![1]!)),
+  'hybrid int8': await oracle(variants[7]!, [{ policy: 'hybrid', thresholds: [0] }, { policy: 'cbnet' }], cumHybrid(modelOnly['hybrid int8']![1]!, modelOnly['CBNet int8']![1]!)),
+};
+noteLoad('oracle');
+
+// ---------------------------------------------------------------- end to end (PNG bytes → label)
+const acc = (a: Acc): number => a.correct / a.n;
+const meanLat = (a: Acc): number => stats(a.lat).mean;
+// The best early-exit variant: fastest mean (batch 1, model-only) within maxDropPp of full float on the test set.
+const fullF = modelOnly['full float']![1]!;
+const eeNames = variants.slice(2).map((v) => v.name);
+const within = eeNames.filter((n) => acc(fullF) - acc(modelOnly[n]![1]!) <= maxDropPp / 100 + 1e-12);
+const bestName = (within.length ? within : eeNames).reduce((a, b) => (meanLat(modelOnly[a]![1]!) <= meanLat(modelOnly[b]![1]!) ? a : b));
+log(`best early-exit variant (batch 1, model-only, within ${maxDropPp} pp on the test set): ${bestName}; end to end…`);
+const pngs = await encodePngs(evalSet);
+const fastestName = eeNames.reduce((a, b) => (meanLat(modelOnly[a]![1]!) <= meanLat(modelOnly[b]![1]!) ? a : b));
+const e2eNames = [...new Set(['full float', bestName, fastestName, 'early-exit float'])];
+const e2e: Record<string, Record<number, Acc>> = Object.fromEntries(e2eNames.map((n) => [n, { 1: newAcc(), 32: newAcc() }]));
+noteLoad('end-to-end start');
+for (let from = 0; from < evalSet.n; from += chunkSize) {
+  const to = Math.min(evalSet.n, from + chunkSize);
+  for (const name of e2eNames) {
+    const v = variants.find((x) => x.name === name)!;
+    for (const b of [1, B32]) {
+      const a = e2e[name]![b]!;
+      for (let s = from; s < to; s += b) {
+        const e = Math.min(to, s + b);
+        const t0 = performance.now();
+        const r = await runners[v.bundle].classify(pngs.slice(s, e), { ...v.opts, batchSize: b });
+        const wall = performance.now() - t0;
+        absorb(a, r, evalSet.labels, s, maps[v.bundle], 'batch');
+        a.wallMs += wall;
+        for (let i = s; i < e; i++) a.lat.push(wall / (e - s));
+      }
+    }
+  }
+}
+noteLoad('end-to-end done');
+
+// ---------------------------------------------------------------- report
+const x86 = await loadDeviceProfile('x86-host');
+const busyW = x86.power.busyWatts;
+const pct = (x: number, d = 2): string => `${(x * 100).toFixed(d)}%`;
+const ms = (x: number): string => x.toFixed(3);
+function mdTable(head: string[], rows: string[][]): string {
+  return [`| ${head.join(' | ')} |`, `|${head.map(() => '---').join('|')}|`, ...rows.map((r) => `| ${r.join(' | ')} |`)].join('\n');
+}
+const out: string[] = [];
+const json: Record<string, unknown> = {
+  date: new Date().toISOString(),
+  command: `npx vite-node scripts/bench.ts ${args.join(' ')}`.trim(),
+  cpu: os.cpus()[0]?.model,
+  cores: os.cpus().length,
+  node: process.version,
+  evalSet: { name: evalSet.name, n: evalSet.n, note: evalSet.note },
+  runs,
+  threads: 1,
+  maxDropPp,
+  calibrationLimit,
+  thresholdLimit,
+  power: { device: 'x86-host', busyWatts: busyW, idleWatts: x86.power.idleWatts, note: 'model (device profile estimate), not measured' },
+  calibration: Object.fromEntries(Object.entries(calibrations).map(([k, c]) => [k, { thresholds: c.thresholds, temperatures: c.temperatures, stageMs: c.latency.stageMs, predicted: c.predicted, achieved: c.achieved, noExit: c.noExit, oracle: c.oracle }])),
+  hybrid: { float: hybridF, int8: hybridQ },
+  loads,
+};
+const rowsJson: unknown[] = [];
+for (const b of [1, B32]) {
+  const ref = meanLat(modelOnly['full float']![b]!);
+  const ref50 = stats(modelOnly['full float']![b]!.lat).p50;
+  const rows: string[][] = [];
+  for (const v of variants) {
+    const a = modelOnly[v.name]![b]!;
+    const s = stats(a.lat);
+    const thr = a.n / (a.cascadeMs / 1000);
+    const overhead = (a.cascadeMs - a.stageMs) / a.cascadeMs;
+    const hist = a.exitCounts.map((c) => pct(c / a.n, 1)).join(' / ');
+    const energy = s.mean * busyW; // ms × W = mJ
+    const dAcc = (acc(a) - acc(modelOnly['full float']![b]!)) * 100;
+    rows.push([v.name, pct(acc(a)), `${dAcc >= 0 ? '+' : ''}${dAcc.toFixed(2)}`, ms(s.mean), ms(s.p50), ms(s.p95), ms(s.p99), thr.toFixed(0), `${(ref / s.mean).toFixed(2)}x`, `${(ref50 / s.p50).toFixed(2)}x`, hist, energy.toFixed(3), `${pct(overhead, 1)} (${(((a.cascadeMs - a.stageMs) / a.n) * 1000).toFixed(1)} µs/img)`]);
+    rowsJson.push({ kind: 'model-only', batch: b, variant: v.name, accuracy: acc(a), deltaPp: dAcc, latencyMs: s, throughput: thr, speedup: ref / s.mean, speedupP50: ref50 / s.p50, exitNames: a.exitNames, exitCounts: a.exitCounts, energyMj: energy, overheadFraction: overhead, cascadeMs: a.cascadeMs, stageMs: a.stageMs, images: a.n });
+  }
+  if (b === 1) {
+    for (const [name, o] of Object.entries(oracles)) {
+      rows.push([`oracle bound (${name})`, pct(o.accuracy), `${((o.accuracy - acc(modelOnly['full float']![1]!)) * 100).toFixed(2)}`, ms(o.meanMs), '', '', '', '', `${(ref / o.meanMs).toFixed(2)}x`, '', 'cheapest correct exit', (o.meanMs * busyW).toFixed(3), '']);
+      rowsJson.push({ kind: 'oracle', batch: 1, variant: name, accuracy: o.accuracy, meanMs: o.meanMs, exitAccuracy: o.exitAcc, cumulativeMs: o.cumMs, speedup: ref / o.meanMs });
+    }
+  }
+  out.push(`### Model-only, batch ${b} (${b === 1 ? 'per-sample latencyMs' : 'per-batch cascade time / rows'})`, '');
+  out.push(
+    mdTable(['variant', 'top-1', 'Δ pp vs full float', 'mean ms/img', 'p50', 'p95', 'p99', 'img/s', 'speed-up (mean)', 'speed-up (p50)', 'exits', 'mJ/inference (model)', 'cascade overhead'], rows),
+    '',
+  );
+}
+const e2eRows: string[][] = [];
+for (const name of e2eNames) {
+  for (const b of [1, B32]) {
+    const a = e2e[name]![b]!;
+    const s = stats(a.lat);
+    const thr = a.n / (a.wallMs / 1000);
+    const ref = stats(e2e['full float']![b]!.lat).mean;
+    e2eRows.push([name, String(b), pct(acc(a)), ms(s.mean), ms(s.p50), ms(s.p95), ms(s.p99), thr.toFixed(0), `${(ref / s.mean).toFixed(2)}x`, pct(a.preprocessMs / a.wallMs, 1), (s.mean * busyW).toFixed(3)]);
+    rowsJson.push({ kind: 'end-to-end', batch: b, variant: name, accuracy: acc(a), latencyMs: s, throughput: thr, speedup: ref / s.mean, preprocessShare: a.preprocessMs / a.wallMs, preprocessMs: a.preprocessMs, wallMs: a.wallMs, cascadeMs: a.cascadeMs, exitCounts: a.exitCounts });
+  }
+}
+out.push('### End to end (PNG bytes → label; wall time of each classify call)', '');
+out.push(mdTable(['variant', 'batch', 'top-1', 'mean ms/img', 'p50', 'p95', 'p99', 'img/s', 'speed-up vs full float', 'preprocess share', 'mJ/inference (model)'], e2eRows), '');
+const cal = (k: 'branchyF' | 'branchyQ'): string => {
+  const c = calibrations[k]!;
+  return `thresholds ${c.thresholds.join(', ')} (temperatures ${c.temperatures.join(', ')}); measured stage ms ${c.latency.stageMs.map((x) => x.toFixed(3)).join(', ')}; held-out ${pct(c.achieved.accuracy)} vs no-exit ${pct(c.noExit.accuracy)}`;
+};
+out.push('### Thresholds (chosen on calibration images only)', '');
+out.push(`- early-exit float: ${cal('branchyF')}`);
+out.push(`- early-exit int8: ${cal('branchyQ')}`);
+out.push(`- hybrid float: threshold ${hybridF.threshold.toFixed(6)} — calib ${pct(hybridF.calibAccuracy)} vs policy cbnet ${pct(hybridF.cbnetAccuracy)}, ${pct(hybridF.imageExitFraction, 1)} answered by the classifier on the image (${hybridF.images} images)`);
+out.push(`- hybrid int8: threshold ${hybridQ.threshold.toFixed(6)} — calib ${pct(hybridQ.calibAccuracy)} vs policy cbnet ${pct(hybridQ.cbnetAccuracy)}, ${pct(hybridQ.imageExitFraction, 1)} answered by the classifier on the image (${hybridQ.images} images)`);
+out.push('', `Load (os.loadavg 1/5/15 min): ${loads.map((l) => `${l.phase} ${l.loadavg.join('/')}`).join('; ')}`);
+if (evalSet.note) out.push('', `note: ${evalSet.note}`);
+const header = `${evalSet.name}, ${evalSet.n} images; ${os.cpus()[0]?.model ?? 'cpu'} × ${os.cpus().length}; onnxruntime-node cpu, 1 intra-op thread; ${runs} run(s); best early-exit variant within ${maxDropPp} pp (test set): ${bestName}; fastest: ${fastestName}`;
+console.log(header + '\n\n' + out.join('\n'));
+json.rows = rowsJson;
+json.bestEarlyExit = bestName;
+json.fastestEarlyExit = fastestName;
+json.markdown = out.join('\n');
+await fsp.mkdir(path.dirname(jsonOut), { recursive: true });
+await fsp.writeFile(jsonOut, JSON.stringify(json, null, 2) + '\n');
+for (const r of Object.values(runners)) await r.close();
+await fsp.rm(work, { recursive: true, force: true });
+console.log(`\nwrote ${jsonOut}`);
