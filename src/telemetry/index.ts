@@ -1,3 +1,6 @@
-// Public surface of telemetry. Only the energy meters exist so far; metric windows and the MQTT
-// publisher/outbox (design step 6) will be exported from here too.
+// Public surface of telemetry: energy meters, the telemetry wire format (payload schemas and
+// topics), the persistent outbox and the MQTT publisher (design step 6).
 export * from './energy/index.js';
+export * from './payloads.js';
+export * from './outbox.js';
+export * from './mqtt/index.js';

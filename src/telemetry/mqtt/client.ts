@@ -1,0 +1,177 @@
+// The one adapter around MQTT.js. It hands the rest of the code a single connection attempt with
+// promise-based publish (resolved on PUBACK for QoS 1) and no hidden behaviour: MQTT.js's own
+// reconnect and offline queue are switched off, because a reconnect must carry a new last will
+// (new bdSeq) and resending is the outbox's job, not an in-memory store that dies with the process.
+import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
+import { EdgeExitError } from '../../util/errors.js';
+
+export interface MqttTls {
+  /** PEM CA bundle to trust (a private broker CA). */
+  ca?: string | Buffer;
+  /** Client certificate and key, for brokers that authenticate devices by certificate. */
+  cert?: string | Buffer;
+  key?: string | Buffer;
+  rejectUnauthorized?: boolean;
+  servername?: string;
+}
+
+export interface MqttConnectOptions {
+  /** mqtt://, mqtts://, ws:// or wss:// URL. */
+  url: string;
+  clientId: string;
+  username?: string;
+  password?: string;
+  tls?: MqttTls;
+  will?: { topic: string; payload: Buffer; qos: 0 | 1; retain?: boolean };
+  /** 4 (3.1.1) or 5 (default). */
+  protocolVersion?: 4 | 5;
+  keepaliveS?: number;
+  connectTimeoutMs?: number;
+  /** Keep the session on the broker (subscribers that must not miss messages while away). */
+  persistentSession?: boolean;
+  /** Attached before CONNACK, so messages a resumed session delivers at once are not missed. */
+  onMessage?: (m: MqttMessage) => void;
+}
+
+export interface MqttMessage {
+  topic: string;
+  payload: Buffer;
+  retain: boolean;
+}
+
+/** The broker or the connection failed; the caller decides whether to retry. */
+export class MqttConnectionError extends EdgeExitError {}
+
+export interface MqttConnection {
+  readonly clientId: string;
+  /** Resolves when the broker acknowledged (QoS 1) or the packet was written (QoS 0); rejects if the connection closes first. */
+  publish(topic: string, payload: Buffer, opts?: { qos?: 0 | 1; retain?: boolean }): Promise<void>;
+  subscribe(filter: string, qos?: 0 | 1): Promise<void>;
+  onMessage(handler: (m: MqttMessage) => void): void;
+  /** Called once, when the connection is gone for whatever reason. */
+  onClose(handler: (err?: Error) => void): void;
+  readonly closed: boolean;
+  /** Clean DISCONNECT: the broker does not publish the will. */
+  end(): Promise<void>;
+  /** Drop the socket without DISCONNECT, as a crash or a cut cable would; the broker publishes the will. */
+  abort(): void;
+}
+
+/** Open one connection; rejects with MqttConnectionError if it is refused or times out. */
+export function connectMqtt(opts: MqttConnectOptions): Promise<MqttConnection> {
+  const connectTimeout = opts.connectTimeoutMs ?? 10_000;
+  const options: IClientOptions = {
+    clientId: opts.clientId,
+    protocolVersion: opts.protocolVersion ?? 5,
+    clean: !opts.persistentSession,
+    keepalive: opts.keepaliveS ?? 30,
+    connectTimeout,
+    reconnectPeriod: 0,
+    queueQoSZero: false,
+    resubscribe: false,
+  };
+  if (opts.persistentSession && options.protocolVersion === 5) options.properties = { sessionExpiryInterval: 0xffffffff };
+  if (opts.username !== undefined) options.username = opts.username;
+  if (opts.password !== undefined) options.password = opts.password;
+  if (opts.will) options.will = { topic: opts.will.topic, payload: opts.will.payload, qos: opts.will.qos, retain: opts.will.retain ?? false };
+  if (opts.tls) {
+    const t = opts.tls;
+    if (t.ca !== undefined) options.ca = t.ca;
+    if (t.cert !== undefined) options.cert = t.cert;
+    if (t.key !== undefined) options.key = t.key;
+    if (t.rejectUnauthorized !== undefined) options.rejectUnauthorized = t.rejectUnauthorized;
+    if (t.servername !== undefined) options.servername = t.servername;
+  }
+  const client = mqtt.connect(opts.url, options);
+  const onMessage = opts.onMessage;
+  if (onMessage) client.on('message', (topic, payload, packet) => onMessage({ topic, payload, retain: packet.retain }));
+  return new Promise((resolve, reject) => {
+    let settled = false;
+    const fail = (err: Error) => {
+      if (settled) return;
+      settled = true;
+      client.end(true);
+      reject(new MqttConnectionError(`cannot connect to ${opts.url}: ${err.message}`, [], { cause: err }));
+    };
+    const timer = setTimeout(() => fail(new Error(`no CONNACK within ${connectTimeout} ms`)), connectTimeout + 500);
+    client.once('error', fail);
+    client.once('close', () => fail(new Error('connection closed before CONNACK')));
+    client.once('connect', () => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      client.removeAllListeners('error');
+      client.removeAllListeners('close');
+      resolve(wrap(client, opts.clientId));
+    });
+  });
+}
+
+function wrap(client: MqttClient, clientId: string): MqttConnection {
+  let closed = false;
+  const closeHandlers: ((err?: Error) => void)[] = [];
+  const pending = new Set<(err: Error) => void>();
+  let lastError: Error | undefined;
+  const shutdown = () => {
+    if (closed) return;
+    closed = true;
+    // MQTT.js would keep un-PUBACKed packets for a reconnect that never comes; fail them so the
+    // outbox keeps them instead.
+    const err = new MqttConnectionError(`connection ${clientId} closed${lastError ? `: ${lastError.message}` : ''}`);
+    for (const reject of pending) reject(err);
+    pending.clear();
+    client.end(true);
+    for (const h of closeHandlers) h(lastError);
+  };
+  client.on('error', (err) => {
+    lastError = err;
+  });
+  client.on('close', shutdown);
+  client.on('offline', shutdown);
+
+  return {
+    clientId,
+    get closed() {
+      return closed;
+    },
+    publish(topic, payload, o = {}) {
+      if (closed) return Promise.reject(new MqttConnectionError(`connection ${clientId} is closed`));
+      return new Promise<void>((resolve, reject) => {
+        pending.add(reject);
+        client.publish(topic, payload, { qos: o.qos ?? 1, retain: o.retain ?? false }, (err) => {
+          if (!pending.delete(reject)) return;
+          if (err) reject(new MqttConnectionError(`publish to ${topic} failed: ${err.message}`, [], { cause: err }));
+          else resolve();
+        });
+      });
+    },
+    subscribe(filter, qos = 1) {
+      return new Promise<void>((resolve, reject) => {
+        client.subscribe(filter, { qos }, (err, granted) => {
+          if (err) reject(new MqttConnectionError(`subscribe ${filter} failed: ${err.message}`, [], { cause: err }));
+          else if (granted?.some((g) => g.qos >= 128)) reject(new MqttConnectionError(`broker refused subscription ${filter}`));
+          else resolve();
+        });
+      });
+    },
+    onMessage(handler) {
+      client.on('message', (topic, payload, packet) => handler({ topic, payload, retain: packet.retain }));
+    },
+    onClose(handler) {
+      if (closed) queueMicrotask(() => handler(lastError));
+      else closeHandlers.push(handler);
+    },
+    end() {
+      if (closed) return Promise.resolve();
+      return new Promise<void>((resolve) => {
+        client.end(false, {}, () => {
+          shutdown();
+          resolve();
+        });
+      });
+    },
+    abort() {
+      client.stream?.destroy();
+    },
+  };
+}

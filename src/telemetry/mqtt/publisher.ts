@@ -1,0 +1,280 @@
+// Device-side telemetry publisher, Sparkplug-like: every connection attempt takes a new bdSeq
+// (persisted before CONNECT so a restart never reuses one), carries a death certificate with that
+// bdSeq as its last will, publishes a birth (seq 0) once connected, then drains the persistent
+// outbox in order with QoS 1. An entry is acked in the outbox only after its PUBACK; anything
+// not acked when the connection drops is sent again in the next session with new (bdSeq, seq)
+// but the same `id`, so delivery is at least once and the collector de-duplicates on (device, id).
+import { promises as fsp } from 'node:fs';
+import path from 'node:path';
+import { InputError } from '../../util/errors.js';
+import { writeFileAtomic } from '../../util/fs.js';
+import { Outbox, type OutboxOptions } from '../outbox.js';
+import {
+  MAX_PAYLOAD_BYTES,
+  checkId,
+  checkSize,
+  encodePayload,
+  topicFor,
+  validateMetricsBody,
+  type Birth,
+  type MetricsWindowBody,
+} from '../payloads.js';
+import { connectMqtt, type MqttConnection, type MqttTls } from './client.js';
+
+export interface Backoff {
+  initialMs: number;
+  maxMs: number;
+  factor: number;
+  /** Fraction of each delay drawn at random: delay × (1 − jitter × r), r ∈ [0, 1). */
+  jitter: number;
+}
+
+export const DEFAULT_BACKOFF: Backoff = { initialMs: 500, maxMs: 30_000, factor: 2, jitter: 0.5 };
+
+/** Delay before retry number `attempt` (0-based): exponential, capped, with jitter so a fleet does not reconnect in lockstep. */
+export function backoffDelay(attempt: number, b: Backoff = DEFAULT_BACKOFF, random: () => number = Math.random): number {
+  const base = Math.min(b.maxMs, b.initialMs * b.factor ** Math.min(attempt, 60));
+  return Math.round(base * (1 - b.jitter * random()));
+}
+
+/** Birth fields the device supplies; the publisher adds device, fleet, bdSeq, seq and at. */
+export type BirthInfo = Pick<Birth, 'profile' | 'bundle' | 'runtime'>;
+
+/** A window as the device produces it; droppedWindows is filled from the outbox. */
+export type WindowInput = Omit<MetricsWindowBody, 'droppedWindows' | 'device'>;
+
+export interface PublisherOptions {
+  url: string;
+  fleet: string;
+  device: string;
+  /** Holds `bdseq.json` and the outbox (`outbox/`). */
+  stateDir: string;
+  birth: BirthInfo;
+  clientId?: string;
+  username?: string;
+  password?: string;
+  tls?: MqttTls;
+  protocolVersion?: 4 | 5;
+  keepaliveS?: number;
+  connectTimeoutMs?: number;
+  backoff?: Partial<Backoff>;
+  /** Windows published before waiting for their PUBACKs (default 16). */
+  maxInflight?: number;
+  outbox?: OutboxOptions;
+  maxPayloadBytes?: number;
+  /** Told about every failed attempt or publish; the publisher itself keeps retrying. */
+  onError?: (err: unknown) => void;
+  /** Told which outbox ids the broker acknowledged (PUBACK) and in which session, once they are acked on disk. */
+  onAck?: (ids: number[], bdSeq: number) => void;
+  now?: () => number;
+  random?: () => number;
+}
+
+export interface PublisherStats {
+  connected: boolean;
+  bdSeq: number;
+  /** Connections that reached CONNACK. */
+  sessions: number;
+  published: number;
+  acked: number;
+  queued: number;
+  dropped: number;
+}
+
+export class TelemetryPublisher {
+  private conn: MqttConnection | undefined;
+  private bdSeq = -1;
+  private seq = 0;
+  private closing = false;
+  private loop: Promise<void> | undefined;
+  private wake: (() => void) | undefined;
+  private readonly backoff: Backoff;
+  private readonly stats = { sessions: 0, published: 0, acked: 0 };
+  private readonly bdSeqFile: string;
+  private readonly idleWaiters: (() => void)[] = [];
+
+  private constructor(
+    private readonly opts: PublisherOptions,
+    readonly outbox: Outbox<MetricsWindowBody>,
+    lastBdSeq: number,
+  ) {
+    this.bdSeq = lastBdSeq;
+    this.backoff = { ...DEFAULT_BACKOFF, ...opts.backoff };
+    this.bdSeqFile = path.join(opts.stateDir, 'bdseq.json');
+  }
+
+  /** Open the state (bdSeq, outbox) and start connecting in the background. */
+  static async start(opts: PublisherOptions): Promise<TelemetryPublisher> {
+    checkId('fleet', opts.fleet);
+    checkId('device', opts.device);
+    await fsp.mkdir(opts.stateDir, { recursive: true });
+    const last = await readBdSeq(path.join(opts.stateDir, 'bdseq.json'));
+    const outbox = await Outbox.open<MetricsWindowBody>(path.join(opts.stateDir, 'outbox'), opts.outbox);
+    const p = new TelemetryPublisher(opts, outbox, last);
+    p.loop = p.run();
+    return p;
+  }
+
+  /** Validate, size-check and persist a window; it goes out when connected. Resolves with its id. */
+  async enqueueWindow(w: WindowInput): Promise<number> {
+    if (this.closing) throw new InputError('publisher is closed');
+    const body = validateMetricsBody({ ...w, device: this.opts.device, droppedWindows: this.outbox.dropped });
+    // Room for the stamped id/bdSeq/seq fields, so a window accepted here is never refused on send.
+    checkSize(Buffer.byteLength(JSON.stringify(body), 'utf8') + 64, 'metrics', this.opts.maxPayloadBytes ?? MAX_PAYLOAD_BYTES);
+    const id = await this.outbox.enqueue(body);
+    this.wake?.();
+    return id;
+  }
+
+  getStats(): PublisherStats {
+    return {
+      connected: this.conn !== undefined && !this.conn.closed,
+      bdSeq: this.bdSeq,
+      sessions: this.stats.sessions,
+      published: this.stats.published,
+      acked: this.stats.acked,
+      queued: this.outbox.size(),
+      dropped: this.outbox.dropped,
+    };
+  }
+
+  /** Resolves once the outbox is empty (everything acked). */
+  drained(): Promise<void> {
+    if (this.outbox.size() === 0) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  /** Cut the socket without DISCONNECT (the broker publishes the will); the publisher reconnects. */
+  dropConnection(): void {
+    this.conn?.abort();
+  }
+
+  /** Publish a clean death, disconnect and close the outbox; unacked windows stay for the next start. */
+  async close(): Promise<void> {
+    if (this.closing) return this.loop;
+    this.closing = true;
+    this.wake?.();
+    await this.loop;
+    await this.outbox.close();
+  }
+
+  private topic(kind: 'birth' | 'death' | 'metrics'): string {
+    return topicFor(this.opts.fleet, this.opts.device, kind);
+  }
+
+  private nextSeq(): number {
+    const s = this.seq;
+    this.seq = (this.seq + 1) & 0xff;
+    return s;
+  }
+
+  private async run(): Promise<void> {
+    let attempt = 0;
+    while (!this.closing) {
+      // Persist first: a will that reached the broker must never share its bdSeq with a later session.
+      const bdSeq = this.bdSeq + 1;
+      let conn: MqttConnection | undefined;
+      try {
+        await writeFileAtomic(this.bdSeqFile, JSON.stringify({ bdSeq }) + '\n');
+        this.bdSeq = bdSeq;
+        conn = await connectMqtt({
+          url: this.opts.url,
+          clientId: this.opts.clientId ?? `edgeexit-${this.opts.fleet}-${this.opts.device}`,
+          username: this.opts.username,
+          password: this.opts.password,
+          tls: this.opts.tls,
+          protocolVersion: this.opts.protocolVersion,
+          keepaliveS: this.opts.keepaliveS,
+          connectTimeoutMs: this.opts.connectTimeoutMs,
+          will: { topic: this.topic('death'), payload: encodePayload('death', { device: this.opts.device, bdSeq, clean: false }), qos: 1 },
+        });
+      } catch (err) {
+        this.opts.onError?.(err);
+      }
+      if (conn) {
+        attempt = 0;
+        this.conn = conn;
+        this.stats.sessions++;
+        this.seq = 0;
+        conn.onClose(() => this.wake?.());
+        try {
+          await this.session(conn, bdSeq);
+        } catch (err) {
+          if (!conn.closed) this.opts.onError?.(err);
+        }
+        if (this.closing && !conn.closed) {
+          try {
+            await conn.publish(this.topic('death'), encodePayload('death', { device: this.opts.device, bdSeq, clean: true }), { qos: 1 });
+          } catch (err) {
+            this.opts.onError?.(err);
+          }
+          await conn.end();
+        } else if (!conn.closed) {
+          conn.abort();
+        }
+        this.conn = undefined;
+      }
+      if (this.closing) break;
+      await this.sleep(backoffDelay(attempt++, this.backoff, this.opts.random));
+    }
+  }
+
+  private async session(conn: MqttConnection, bdSeq: number): Promise<void> {
+    const now = this.opts.now ?? Date.now;
+    const birth: Birth = { device: this.opts.device, fleet: this.opts.fleet, bdSeq, seq: this.nextSeq(), ...this.opts.birth, at: now() };
+    await conn.publish(this.topic('birth'), encodePayload('birth', birth), { qos: 1 });
+    const limit = this.opts.maxPayloadBytes ?? MAX_PAYLOAD_BYTES;
+    const maxInflight = this.opts.maxInflight ?? 16;
+    while (!this.closing && !conn.closed) {
+      const batch = this.outbox.peek(maxInflight);
+      if (batch.length === 0) {
+        for (const w of this.idleWaiters.splice(0)) w();
+        await new Promise<void>((resolve) => {
+          this.wake = resolve;
+          if (this.closing || conn.closed || this.outbox.size() > 0) resolve();
+        });
+        this.wake = undefined;
+        continue;
+      }
+      // Published back to back over one connection, so the broker receives them in outbox order.
+      const sends = batch.map((e) => {
+        const payload = encodePayload('metrics', { id: e.id, bdSeq, seq: this.nextSeq(), ...e.body }, limit);
+        this.stats.published++;
+        return conn.publish(this.topic('metrics'), payload, { qos: 1 }).then(() => e.id);
+      });
+      const results = await Promise.allSettled(sends);
+      const acked = results.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
+      if (acked.length > 0) {
+        await this.outbox.ack(acked);
+        this.stats.acked += acked.length;
+        this.opts.onAck?.(acked, bdSeq);
+      }
+      const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+      if (failed) throw failed.reason;
+    }
+  }
+
+  private sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const t = setTimeout(done, ms);
+      function done() {
+        clearTimeout(t);
+        resolve();
+      }
+      this.wake = () => (this.closing ? done() : undefined);
+    });
+  }
+}
+
+async function readBdSeq(file: string): Promise<number> {
+  let text: string;
+  try {
+    text = await fsp.readFile(file, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return -1;
+    throw err;
+  }
+  const v = (JSON.parse(text) as { bdSeq?: unknown }).bdSeq;
+  if (!Number.isSafeInteger(v) || (v as number) < 0) throw new InputError(`${file}: bdSeq must be a non-negative integer, got ${text.trim()}`);
+  return v as number;
+}
