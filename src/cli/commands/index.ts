@@ -2,9 +2,11 @@
 import type { CommandModule } from 'yargs';
 import type { CliIO } from '../io.js';
 import { calibrateModule } from './calibrate.js';
+import { collectModule } from './collect.js';
 import { compileModule } from './compile.js';
 import { devicesModule } from './devices.js';
 import { evalModule } from './evaluate.js';
+import { fleetModule } from './fleet.js';
 import { inspectModule } from './inspect.js';
 import { keygenModule } from './keygen.js';
 import { modelsModule } from './models.js';
@@ -28,5 +30,7 @@ export function commands(io: CliIO): CommandModule<object, never>[] {
     runModule(io),
     profileModule(io),
     calibrateModule(io),
+    collectModule(io),
+    fleetModule(io),
   ] as unknown as CommandModule<object, never>[];
 }

@@ -1,0 +1,59 @@
+// `edgeexit collect [--broker url] [--db file] [--port 1883]`: run the fleet collector until
+// SIGINT/SIGTERM (or the given AbortSignal). Without --broker an embedded MQTT broker is started
+// on --port so devices can publish to this machine with nothing else installed.
+import type { CommandModule } from 'yargs';
+import { startCollector, type Collector } from '../../fleet/collector.js';
+import type { CliIO } from '../io.js';
+
+export const DEFAULT_DB = 'fleet.db';
+
+export interface CollectOptions {
+  broker?: string;
+  db?: string;
+  port?: number;
+  fleet?: string;
+  retentionDays?: number;
+}
+
+/** Collect until `signal` aborts; resolves with the final counters once everything is closed. */
+export async function collectCommand(opts: CollectOptions, io: CliIO, signal: AbortSignal): Promise<ReturnType<Collector['counters']>> {
+  const c = await startCollector({
+    dbFile: opts.db ?? DEFAULT_DB,
+    onLog: (line) => io.err(line),
+    ...(opts.broker !== undefined ? { brokerUrl: opts.broker } : { port: opts.port ?? 1883 }),
+    ...(opts.fleet !== undefined ? { fleet: opts.fleet } : {}),
+    ...(opts.retentionDays !== undefined ? { retentionDays: opts.retentionDays } : {}),
+  });
+  if (!signal.aborted) await new Promise<void>((resolve) => signal.addEventListener('abort', () => resolve(), { once: true }));
+  const counters = c.counters();
+  await c.close();
+  io.err(`collector stopped after ${c.handled()} messages; counters ${JSON.stringify(counters)}`);
+  return counters;
+}
+
+export function collectModule(io: CliIO): CommandModule<object, CollectOptions> {
+  return {
+    command: 'collect',
+    describe: 'Collect device telemetry from MQTT into a fleet database (embedded broker unless --broker)',
+    builder: (y) =>
+      y
+        .option('broker', { type: 'string', describe: 'mqtt:// URL of an existing broker (default: start an embedded one)' })
+        .option('db', { type: 'string', describe: 'Fleet database file', default: DEFAULT_DB })
+        .option('port', { type: 'number', describe: 'Port of the embedded broker', default: 1883 })
+        .option('fleet', { type: 'string', describe: 'Collect this fleet only (default: every fleet)' })
+        .option('retention-days', { type: 'number', describe: 'Delete windows older than this many days' })
+        .example('$0 collect --db fleet.db', 'embedded broker on :1883, telemetry into fleet.db') as never,
+    handler: async (args) => {
+      const ac = new AbortController();
+      const stop = () => ac.abort();
+      process.once('SIGINT', stop);
+      process.once('SIGTERM', stop);
+      try {
+        await collectCommand(args, io, ac.signal);
+      } finally {
+        process.off('SIGINT', stop);
+        process.off('SIGTERM', stop);
+      }
+    },
+  };
+}

@@ -1,0 +1,66 @@
+// `edgeexit fleet status [--db file] [--json]`: what `edgeexit collect` has recorded, one row per
+// device. Reads the database only; it refuses to create one where none exists.
+import type { CommandModule } from 'yargs';
+import { fleetStatus, type FleetStatus } from '../../fleet/status.js';
+import { openFleetStore } from '../../fleet/store.js';
+import type { CliIO } from '../io.js';
+import { pct, table } from '../format.js';
+import { DEFAULT_DB } from './collect.js';
+
+export interface FleetStatusOptions {
+  db?: string;
+  json?: boolean;
+}
+
+export async function fleetStatusCommand(opts: FleetStatusOptions, io: CliIO): Promise<FleetStatus> {
+  const store = openFleetStore(opts.db ?? DEFAULT_DB, { mustExist: true });
+  let s: FleetStatus;
+  try {
+    s = fleetStatus(store);
+  } finally {
+    store.close();
+  }
+  if (opts.json) io.out(JSON.stringify(s, null, 2));
+  else io.out(renderFleetStatus(s));
+  return s;
+}
+
+export function renderFleetStatus(s: FleetStatus): string {
+  if (s.devices.length === 0) return 'no devices recorded yet';
+  const rows = s.devices.map((d) => [
+    d.device,
+    d.online ? 'online' : 'offline',
+    d.bundle ? `${d.bundle.name} ${d.bundle.version}` : '-',
+    d.p95LatencyMs === null ? '-' : d.p95LatencyMs.toFixed(1),
+    d.exitRates.length ? d.exitRates.map((r) => pct(r, 0)).join(' / ') : '-',
+    d.joulesPerInference === null ? '-' : d.joulesPerInference.toFixed(3),
+    new Date(d.lastSeen).toISOString(),
+  ]);
+  const c = Object.entries(s.counters)
+    .filter(([, v]) => v > 0)
+    .map(([k, v]) => `${k} ${v}`)
+    .join(', ');
+  return `${table(['device', 'status', 'bundle', 'p95 ms', 'exit rates', 'J/inference', 'last seen'], rows)}\n\ncounters  ${c || 'none'}`;
+}
+
+export function fleetModule(io: CliIO): CommandModule<object, object> {
+  return {
+    command: 'fleet',
+    describe: 'Fleet telemetry recorded by `edgeexit collect`',
+    builder: (y) =>
+      y
+        .command<FleetStatusOptions>({
+          command: 'status',
+          describe: 'One row per device: online, bundle, p95 latency, exit rates, J per inference, last seen',
+          builder: (yy) =>
+            yy
+              .option('db', { type: 'string', describe: 'Fleet database file', default: DEFAULT_DB })
+              .option('json', { type: 'boolean', describe: 'Machine-readable output' }) as never,
+          handler: async (args) => {
+            await fleetStatusCommand(args, io);
+          },
+        })
+        .demandCommand(1, 'Name a fleet subcommand, e.g. `edgeexit fleet status`.') as never,
+    handler: () => undefined,
+  };
+}

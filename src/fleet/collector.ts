@@ -1,0 +1,253 @@
+// The collector: one MQTT subscriber that validates every telemetry message with the shared
+// wire schemas and writes it to a FleetStore. Bad input is data, not a crash: every malformed,
+// invalid, oversized or misplaced message is counted in the store and logged in one line, and
+// the next message is handled as usual.
+//
+// Policies:
+// - Metrics from a device with no birth on record are stored (the birth may predate this
+//   collector) and counted under `unknownDevice`; nothing a device sent is thrown away.
+// - A death marks the device offline only when its bdSeq is the current session's: the broker
+//   can deliver an old session's last will after the new session's birth.
+// - With MQTT 5 the subscription is shared ($share/edgeexit-collectors/…), so several collectors
+//   split the load; brokers that refuse MQTT 5 get a plain subscription over 3.1.1.
+// - Clean MQTT sessions: messages published while no collector is connected are not kept for it
+//   (see below why a persistent session is worse with shared subscriptions); run two collectors.
+// - With no brokerUrl an embedded aedes broker is started (MQTT 3.1.1 only, so a plain
+//   subscription), so the quick start needs no broker install.
+import { createHash } from 'node:crypto';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { Aedes } from 'aedes';
+import { connectMqtt, type MqttConnection, type MqttMessage } from '../telemetry/mqtt/client.js';
+import { DEFAULT_BACKOFF, backoffDelay, type Backoff } from '../telemetry/mqtt/publisher.js';
+import { PayloadTooLargeError, decodePayload, parseTopic, subscriptionFor, type PayloadOf } from '../telemetry/payloads.js';
+import { EdgeExitError, ValidationError } from '../util/errors.js';
+import type { Counters, FleetStore } from './fleet-store.js';
+import { openFleetStore } from './store.js';
+
+export const SHARE_GROUP = 'edgeexit-collectors';
+
+export interface CollectorOptions {
+  /** mqtt:// URL of an existing broker; omit to start an embedded one. */
+  brokerUrl?: string;
+  dbFile: string;
+  /** Collect one fleet only (default: every fleet). */
+  fleet?: string;
+  /** Port of the embedded broker (default 1883; 0 picks a free one). */
+  port?: number;
+  /** Host the embedded broker listens on (default all interfaces, so devices on the LAN reach it). */
+  host?: string;
+  clientId?: string;
+  /** Reconnect delays after the broker connection drops. */
+  backoff?: Partial<Backoff>;
+  /** Delete windows older than this many days, on start and hourly (default: keep everything). */
+  retentionDays?: number;
+  onLog: (line: string) => void;
+  now?: () => number;
+}
+
+export interface Collector {
+  /** URL devices publish to (the embedded broker's when one was started). */
+  readonly url: string;
+  readonly store: FleetStore;
+  /** 5 when the shared subscription is in use, 4 otherwise. */
+  readonly protocolVersion: 4 | 5;
+  readonly subscription: string;
+  /** Messages handled so far (valid or not). */
+  handled(): number;
+  counters(): Counters;
+  close(): Promise<void>;
+}
+
+interface EmbeddedBroker {
+  url: string;
+  close(): Promise<void>;
+}
+
+async function startEmbeddedBroker(port: number, host: string | undefined): Promise<EmbeddedBroker> {
+  const aedes = await Aedes.createBroker();
+  const server = net.createServer(aedes.handle);
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', (err) => reject(new EdgeExitError(`embedded broker cannot listen on port ${port}: ${err.message}`, [{ where: '--port', fix: 'pick a free port or pass --broker' }], { cause: err })));
+    server.listen(port, host, () => resolve());
+  });
+  const actual = (server.address() as net.AddressInfo).port;
+  return {
+    url: `mqtt://127.0.0.1:${actual}`,
+    close: () =>
+      new Promise<void>((resolve) => {
+        aedes.close(() => server.close(() => resolve()));
+        // server.close waits for open sockets; aedes.close ends its clients, so this returns promptly.
+      }),
+  };
+}
+
+export async function startCollector(opts: CollectorOptions): Promise<Collector> {
+  const now = opts.now ?? Date.now;
+  const store = openFleetStore(opts.dbFile);
+  let embedded: EmbeddedBroker | undefined;
+  let conn: MqttConnection | undefined;
+  let closing = false;
+  let handled = 0;
+  let pruneTimer: NodeJS.Timeout | undefined;
+  const log = opts.onLog;
+  const filter = subscriptionFor(opts.fleet);
+  const clientId = opts.clientId ?? defaultClientId(opts.dbFile);
+  const backoff = { ...DEFAULT_BACKOFF, ...opts.backoff };
+  // Clean sessions on purpose: in a shared group the broker keeps handing a persistent session
+  // its share of messages after that collector is gone for good (seen with mosquitto 2), so they
+  // would sit in a dead queue. Availability comes from running two collectors in the group.
+  const persistentSession = false;
+
+  const handle = (m: MqttMessage): void => {
+    handled++;
+    try {
+      handleMessage(store, m, now(), log);
+    } catch (err) {
+      // A store failure (disk full, locked file) must not kill the subscriber; it is logged and
+      // the message is lost to this collector, as it would be to a crashed one.
+      log(`error: ${m.topic}: ${(err as Error).message}`);
+    }
+  };
+
+  try {
+    if (opts.brokerUrl === undefined) {
+      embedded = await startEmbeddedBroker(opts.port ?? 1883, opts.host);
+      log(`embedded MQTT broker listening on ${embedded.url.replace('127.0.0.1', opts.host ?? '0.0.0.0')}`);
+    }
+    const url = opts.brokerUrl ?? embedded!.url;
+
+    // Try MQTT 5 first (shared subscription); fall back to 3.1.1 when the broker refuses it.
+    const connect = async (): Promise<{ c: MqttConnection; v: 4 | 5 }> => {
+      if (embedded) return { c: await connectMqtt({ url, clientId, protocolVersion: 4, persistentSession, onMessage: handle }), v: 4 };
+      try {
+        return { c: await connectMqtt({ url, clientId, protocolVersion: 5, persistentSession, onMessage: handle }), v: 5 };
+      } catch (err) {
+        log(`MQTT 5 connect to ${url} failed (${(err as Error).message}); trying MQTT 3.1.1 with a plain subscription`);
+        return { c: await connectMqtt({ url, clientId, protocolVersion: 4, persistentSession, onMessage: handle }), v: 4 };
+      }
+    };
+    const first = await connect();
+    const protocolVersion = first.v;
+    const subscription = protocolVersion === 5 ? `$share/${SHARE_GROUP}/${filter}` : filter;
+
+    const attach = async (c: MqttConnection): Promise<void> => {
+      conn = c;
+      await c.subscribe(subscription, 1);
+      c.onClose((err) => {
+        if (closing) return;
+        log(`connection to ${url} lost${err ? `: ${err.message}` : ''}; reconnecting`);
+        void reconnect();
+      });
+    };
+    // The adapter never reconnects by itself; the collector keeps trying with backoff until closed.
+    const reconnect = async (): Promise<void> => {
+      for (let attempt = 0; !closing; attempt++) {
+        await new Promise((r) => setTimeout(r, backoffDelay(attempt, backoff)));
+        if (closing) return;
+        try {
+          const c = await connectMqtt({ url, clientId, protocolVersion, persistentSession, onMessage: handle });
+          if (closing) return void (await c.end());
+          await attach(c);
+          log(`reconnected to ${url}`);
+          return;
+        } catch (err) {
+          log(`reconnect to ${url} failed: ${(err as Error).message}`);
+        }
+      }
+    };
+    await attach(first.c);
+    log(`collecting ${subscription} from ${url} into ${opts.dbFile}`);
+
+    if (opts.retentionDays !== undefined) {
+      const days = opts.retentionDays;
+      const prune = () => {
+        const n = store.prune(days, now());
+        if (n > 0) log(`retention: deleted ${n} window${n === 1 ? '' : 's'} older than ${days} days`);
+      };
+      prune();
+      pruneTimer = setInterval(prune, 3_600_000);
+      pruneTimer.unref();
+    }
+
+    return {
+      url,
+      store,
+      protocolVersion,
+      subscription,
+      handled: () => handled,
+      counters: () => store.counters(),
+      async close() {
+        if (closing) return;
+        closing = true;
+        if (pruneTimer) clearInterval(pruneTimer);
+        await conn?.end();
+        await embedded?.close();
+        store.close();
+      },
+    };
+  } catch (err) {
+    closing = true;
+    await conn?.end().catch(() => undefined);
+    await embedded?.close().catch(() => undefined);
+    store.close();
+    throw err;
+  }
+}
+
+function defaultClientId(dbFile: string): string {
+  const host = os.hostname().replace(/[^A-Za-z0-9._-]/g, '').slice(0, 32) || 'host';
+  const db = createHash('sha256').update(path.resolve(dbFile)).digest('hex').slice(0, 8);
+  // pid too: the broker would disconnect the older of two clients with one id.
+  return `edgeexit-collector-${host}-${db}-${process.pid}`;
+}
+
+/** Route one message to the store; every rejection is counted and logged in one line. */
+export function handleMessage(store: FleetStore, m: MqttMessage, seenAt: number, log: (line: string) => void): void {
+  const t = parseTopic(m.topic);
+  if (!t || t.kind.startsWith('job/')) {
+    store.bump('foreignTopic');
+    log(`ignored ${m.topic}: not a telemetry topic`);
+    return;
+  }
+  const kind = t.kind as 'birth' | 'death' | 'metrics';
+  let payload;
+  try {
+    payload = decodePayload(kind, m.payload);
+  } catch (err) {
+    const counter = err instanceof PayloadTooLargeError ? 'oversized' : err instanceof ValidationError ? 'invalid' : 'malformed';
+    store.bump(counter);
+    const detail = err instanceof ValidationError && err.problems.length ? err.problems.map((p) => `${p.where}: expected ${p.expected ?? '?'}, got ${p.got ?? '?'}`).join('; ') : (err as Error).message;
+    log(`${counter}: ${m.topic}: ${detail}`);
+    return;
+  }
+  // The topic is what the broker's ACLs authorise; a payload naming another device is refused.
+  if (payload.device !== t.device || (kind === 'birth' && (payload as { fleet: string }).fleet !== t.fleet)) {
+    store.bump('invalid');
+    log(`invalid: ${m.topic}: payload names device ${payload.device}, not the topic's`);
+    return;
+  }
+  if (kind === 'birth') {
+    const b = decodedAs<'birth'>(payload);
+    store.recordBirth(b, seenAt);
+    log(`birth: ${b.device} online (bdSeq ${b.bdSeq}, ${b.bundle.name} ${b.bundle.version})`);
+  } else if (kind === 'death') {
+    const d = decodedAs<'death'>(payload);
+    const r = store.recordDeath(d, seenAt);
+    if (r === 'offline') log(`death: ${d.device} offline (bdSeq ${d.bdSeq}, ${d.clean ? 'clean' : 'last will'})`);
+    else if (r === 'stale') log(`stale death: ${d.device} bdSeq ${d.bdSeq} is not the current session; still online`);
+    else log(`unknownDevice: death from ${d.device}, which never sent a birth`);
+  } else {
+    const w = decodedAs<'metrics'>(payload);
+    const r = store.recordWindow(w, t.fleet, seenAt);
+    if (!r.stored) log(`duplicate: ${w.device} window ${w.id} already stored`);
+    if (r.gap > 0) log(`gap: ${w.device} missed ${r.gap} message${r.gap === 1 ? '' : 's'} before seq ${w.seq} (bdSeq ${w.bdSeq})`);
+    if (r.unknownDevice && r.stored) log(`unknownDevice: window ${w.id} from ${w.device}, which never sent a birth (stored)`);
+  }
+}
+
+// decodePayload's kind is a runtime value here, so its result is a union; the branch fixes it.
+function decodedAs<K extends 'birth' | 'death' | 'metrics'>(p: unknown): PayloadOf<K> {
+  return p as PayloadOf<K>;
+}

@@ -1,0 +1,73 @@
+// What the collector and `fleet status` need from storage, kept apart from SQLite so the
+// policy code (collector, status) never touches a driver and a test or another backend can
+// stand in. The one implementation is src/fleet/store.ts.
+import type { Birth, Death, MetricsWindow } from '../telemetry/payloads.js';
+
+export const COUNTER_NAMES = ['malformed', 'invalid', 'oversized', 'unknownDevice', 'duplicates', 'gaps', 'staleDeaths', 'foreignTopic'] as const;
+export type CounterName = (typeof COUNTER_NAMES)[number];
+export type Counters = Record<CounterName, number>;
+
+export interface DeviceRow {
+  device: string;
+  fleet: string;
+  online: boolean;
+  /** null until a birth was seen (metrics from an unknown device create the row). */
+  birth: Birth | null;
+  bdSeq: number | null;
+  lastSeen: number;
+}
+
+export interface WindowRow {
+  device: string;
+  id: number;
+  bdSeq: number;
+  seq: number;
+  windowStart: number;
+  windowEnd: number;
+  count: number;
+  exitHistogram: number[];
+  latencyP50: number;
+  latencyP95: number;
+  latencyP99: number;
+  joules: number;
+  meanWatts: number;
+  energySource: 'sensor' | 'model';
+  droppedWindows: number;
+}
+
+export interface DeviceTotals {
+  device: string;
+  windows: number;
+  count: number;
+  joules: number;
+  /** Inferences per exit summed over every stored window. */
+  exits: number[];
+}
+
+export interface WindowOutcome {
+  /** false: (device, id) was already stored; the duplicates counter went up instead. */
+  stored: boolean;
+  /** seq numbers missing since the previous window of the same bdSeq (0 when none or not comparable). */
+  gap: number;
+  /** No birth was ever seen for the device; the window is stored anyway and counted. */
+  unknownDevice: boolean;
+}
+
+export type DeathOutcome = 'offline' | 'stale' | 'unknown';
+
+export interface FleetStore {
+  readonly file: string;
+  recordBirth(b: Birth, seenAt: number): void;
+  /** Offline only when the death's bdSeq is the device's current one; otherwise counted as stale. */
+  recordDeath(d: Death, seenAt: number): DeathOutcome;
+  recordWindow(w: MetricsWindow, fleet: string, seenAt: number): WindowOutcome;
+  bump(counter: CounterName, n?: number): void;
+  counters(): Counters;
+  devices(): DeviceRow[];
+  totals(): DeviceTotals[];
+  /** Most recent windows of a device, newest first. */
+  latestWindows(device: string, limit: number): WindowRow[];
+  /** Delete windows that ended more than `days` days before `now`; returns how many. */
+  prune(days: number, now?: number): number;
+  close(): void;
+}

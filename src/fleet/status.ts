@@ -1,0 +1,57 @@
+// Fleet status: one summary row per device, computed from a FleetStore. Latency is the
+// count-weighted mean of the end-to-end p95 over the device's latest windows (p95s cannot be
+// merged exactly without the raw samples; recent windows say how the device runs now). Exit
+// rates and joules per inference are over every stored window (i.e. within the retention).
+import type { FleetStore } from './fleet-store.js';
+
+export const LATEST_WINDOWS = 10;
+
+export interface DeviceStatus {
+  device: string;
+  fleet: string;
+  online: boolean;
+  bundle: { name: string; version: string } | null;
+  bdSeq: number | null;
+  windows: number;
+  inferences: number;
+  joules: number;
+  /** null when no window is stored. */
+  p95LatencyMs: number | null;
+  /** Fraction of inferences leaving at each exit. */
+  exitRates: number[];
+  joulesPerInference: number | null;
+  lastSeen: number;
+}
+
+export interface FleetStatus {
+  devices: DeviceStatus[];
+  counters: ReturnType<FleetStore['counters']>;
+}
+
+export function fleetStatus(store: FleetStore, latest = LATEST_WINDOWS): FleetStatus {
+  const totals = new Map(store.totals().map((t) => [t.device, t]));
+  const devices = store.devices().map((d): DeviceStatus => {
+    const t = totals.get(d.device);
+    const inferences = t?.count ?? 0;
+    const recent = store.latestWindows(d.device, latest);
+    const recentCount = recent.reduce((a, w) => a + w.count, 0);
+    let p95: number | null = null;
+    if (recent.length)
+      p95 = recentCount > 0 ? recent.reduce((a, w) => a + w.latencyP95 * w.count, 0) / recentCount : recent.reduce((a, w) => a + w.latencyP95, 0) / recent.length;
+    return {
+      device: d.device,
+      fleet: d.fleet,
+      online: d.online,
+      bundle: d.birth ? { name: d.birth.bundle.name, version: d.birth.bundle.version } : null,
+      bdSeq: d.bdSeq,
+      windows: t?.windows ?? 0,
+      inferences,
+      joules: t?.joules ?? 0,
+      p95LatencyMs: p95,
+      exitRates: inferences > 0 ? (t?.exits ?? []).map((n) => n / inferences) : [],
+      joulesPerInference: inferences > 0 ? (t?.joules ?? 0) / inferences : null,
+      lastSeen: d.lastSeen,
+    };
+  });
+  return { devices, counters: store.counters() };
+}

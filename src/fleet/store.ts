@@ -1,0 +1,279 @@
+// The one adapter around better-sqlite3: a FleetStore in a single database file. WAL lets
+// `fleet status` read while a collector writes; the schema is versioned with PRAGMA user_version
+// and migrated forward on open. De-duplication is the UNIQUE (device, id) key with INSERT OR
+// IGNORE, so a window delivered twice (at-least-once MQTT, outbox resends) is stored once.
+// Each record* call is one transaction, so counters never disagree with the rows they describe.
+import { existsSync, mkdirSync } from 'node:fs';
+import path from 'node:path';
+import Database from 'better-sqlite3';
+import type { Birth, Death, MetricsWindow } from '../telemetry/payloads.js';
+import { InputError } from '../util/errors.js';
+import { COUNTER_NAMES, type CounterName, type Counters, type DeathOutcome, type DeviceRow, type DeviceTotals, type FleetStore, type WindowOutcome, type WindowRow } from './fleet-store.js';
+
+export * from './fleet-store.js';
+
+// Append only: entry i takes a database from user_version i to i + 1.
+const MIGRATIONS: readonly string[] = [
+  `CREATE TABLE devices (
+     device TEXT PRIMARY KEY,
+     fleet TEXT NOT NULL,
+     online INTEGER NOT NULL DEFAULT 0,
+     birth TEXT,
+     bd_seq INTEGER,
+     last_metrics_bd_seq INTEGER,
+     last_metrics_seq INTEGER,
+     last_seen INTEGER NOT NULL
+   );
+   CREATE TABLE windows (
+     device TEXT NOT NULL,
+     id INTEGER NOT NULL,
+     bd_seq INTEGER NOT NULL,
+     seq INTEGER NOT NULL,
+     window_start INTEGER NOT NULL,
+     window_end INTEGER NOT NULL,
+     count INTEGER NOT NULL,
+     exit_histogram TEXT NOT NULL,
+     latency_p50 REAL NOT NULL,
+     latency_p95 REAL NOT NULL,
+     latency_p99 REAL NOT NULL,
+     joules REAL NOT NULL,
+     mean_watts REAL NOT NULL,
+     energy_source TEXT NOT NULL,
+     dropped_windows INTEGER NOT NULL,
+     received_at INTEGER NOT NULL,
+     UNIQUE (device, id)
+   );
+   CREATE INDEX windows_end ON windows (window_end);
+   CREATE INDEX windows_device_end ON windows (device, window_end);
+   CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);`,
+];
+
+export const SCHEMA_VERSION = MIGRATIONS.length;
+
+export interface OpenStoreOptions {
+  /** Refuse to create a new database (readers such as `fleet status`). */
+  mustExist?: boolean;
+}
+
+export function openFleetStore(file: string, opts: OpenStoreOptions = {}): FleetStore {
+  if (opts.mustExist && !existsSync(file))
+    throw new InputError(`${file}: no fleet database here`, [{ where: file, expected: 'a database written by `edgeexit collect`', got: 'no such file', fix: 'run `edgeexit collect --db <file>` first or pass --db' }]);
+  if (!opts.mustExist) mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
+  const db = new Database(file, { fileMustExist: opts.mustExist ?? false });
+  try {
+    db.pragma('journal_mode = WAL');
+    // A reader and the collector may touch the file at the same moment; wait rather than fail.
+    db.pragma('busy_timeout = 5000');
+    migrate(db, file);
+  } catch (err) {
+    db.close();
+    throw err;
+  }
+  return new SqliteFleetStore(db, file);
+}
+
+function migrate(db: Database.Database, file: string): void {
+  const version = db.pragma('user_version', { simple: true }) as number;
+  if (version > MIGRATIONS.length)
+    throw new InputError(`${file}: fleet database schema ${version} is newer than this edgeexit understands (${MIGRATIONS.length})`, [{ where: file, fix: 'upgrade edgeexit' }]);
+  for (let v = version; v < MIGRATIONS.length; v++) {
+    db.transaction(() => {
+      db.exec(MIGRATIONS[v]!);
+      db.pragma(`user_version = ${v + 1}`);
+    })();
+  }
+}
+
+interface DeviceDbRow {
+  device: string;
+  fleet: string;
+  online: number;
+  birth: string | null;
+  bd_seq: number | null;
+  last_metrics_bd_seq: number | null;
+  last_metrics_seq: number | null;
+  last_seen: number;
+}
+
+interface WindowDbRow {
+  device: string;
+  id: number;
+  bd_seq: number;
+  seq: number;
+  window_start: number;
+  window_end: number;
+  count: number;
+  exit_histogram: string;
+  latency_p50: number;
+  latency_p95: number;
+  latency_p99: number;
+  joules: number;
+  mean_watts: number;
+  energy_source: 'sensor' | 'model';
+  dropped_windows: number;
+}
+
+class SqliteFleetStore implements FleetStore {
+  private readonly q;
+
+  constructor(
+    private readonly db: Database.Database,
+    readonly file: string,
+  ) {
+    this.q = {
+      device: db.prepare<[string], DeviceDbRow>('SELECT * FROM devices WHERE device = ?'),
+      upsertBirth: db.prepare(
+        `INSERT INTO devices (device, fleet, online, birth, bd_seq, last_metrics_bd_seq, last_metrics_seq, last_seen)
+         VALUES (@device, @fleet, 1, @birth, @bdSeq, @bdSeq, @seq, @seen)
+         ON CONFLICT (device) DO UPDATE SET fleet = excluded.fleet, online = 1, birth = excluded.birth, bd_seq = excluded.bd_seq,
+           last_metrics_bd_seq = excluded.last_metrics_bd_seq, last_metrics_seq = excluded.last_metrics_seq, last_seen = excluded.last_seen`,
+      ),
+      setOffline: db.prepare('UPDATE devices SET online = 0, last_seen = ? WHERE device = ?'),
+      touch: db.prepare('UPDATE devices SET last_seen = MAX(last_seen, ?) WHERE device = ?'),
+      insertUnknown: db.prepare('INSERT INTO devices (device, fleet, online, last_seen) VALUES (?, ?, 0, ?)'),
+      setLastMetrics: db.prepare('UPDATE devices SET last_metrics_bd_seq = ?, last_metrics_seq = ?, last_seen = MAX(last_seen, ?) WHERE device = ?'),
+      insertWindow: db.prepare(
+        `INSERT OR IGNORE INTO windows (device, id, bd_seq, seq, window_start, window_end, count, exit_histogram, latency_p50, latency_p95,
+           latency_p99, joules, mean_watts, energy_source, dropped_windows, received_at)
+         VALUES (@device, @id, @bdSeq, @seq, @windowStart, @windowEnd, @count, @exitHistogram, @p50, @p95, @p99, @joules, @meanWatts,
+           @energySource, @droppedWindows, @receivedAt)`,
+      ),
+      bump: db.prepare('INSERT INTO counters (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = value + excluded.value'),
+      counters: db.prepare<[], { name: string; value: number }>('SELECT name, value FROM counters'),
+      devices: db.prepare<[], DeviceDbRow>('SELECT * FROM devices ORDER BY device'),
+      totals: db.prepare<[], { device: string; windows: number; count: number; joules: number }>(
+        'SELECT device, COUNT(*) AS windows, SUM(count) AS count, SUM(joules) AS joules FROM windows GROUP BY device ORDER BY device',
+      ),
+      exits: db.prepare<[], { device: string; k: number; n: number }>(
+        'SELECT w.device AS device, CAST(j.key AS INTEGER) AS k, SUM(j.value) AS n FROM windows w, json_each(w.exit_histogram) j GROUP BY w.device, k',
+      ),
+      latest: db.prepare<[string, number], WindowDbRow>('SELECT * FROM windows WHERE device = ? ORDER BY window_end DESC, id DESC LIMIT ?'),
+      prune: db.prepare('DELETE FROM windows WHERE window_end < ?'),
+    };
+  }
+
+  recordBirth(b: Birth, seenAt: number): void {
+    this.q.upsertBirth.run({ device: b.device, fleet: b.fleet, birth: JSON.stringify(b), bdSeq: b.bdSeq, seq: b.seq, seen: seenAt });
+  }
+
+  recordDeath(d: Death, seenAt: number): DeathOutcome {
+    return this.db.transaction((): DeathOutcome => {
+      const row = this.q.device.get(d.device);
+      if (!row || row.bd_seq === null) {
+        this.q.bump.run('unknownDevice', 1);
+        return 'unknown';
+      }
+      if (row.bd_seq !== d.bdSeq) {
+        this.q.bump.run('staleDeaths', 1);
+        this.q.touch.run(seenAt, d.device);
+        return 'stale';
+      }
+      this.q.setOffline.run(seenAt, d.device);
+      return 'offline';
+    })();
+  }
+
+  recordWindow(w: MetricsWindow, fleet: string, seenAt: number): WindowOutcome {
+    return this.db.transaction((): WindowOutcome => {
+      let row = this.q.device.get(w.device);
+      const unknownDevice = !row || row.birth === null;
+      if (!row) {
+        this.q.insertUnknown.run(w.device, fleet, seenAt);
+        row = this.q.device.get(w.device)!;
+      }
+      if (unknownDevice) this.q.bump.run('unknownDevice', 1);
+      const r = this.q.insertWindow.run({
+        device: w.device,
+        id: w.id,
+        bdSeq: w.bdSeq,
+        seq: w.seq,
+        windowStart: w.windowStart,
+        windowEnd: w.windowEnd,
+        count: w.count,
+        exitHistogram: JSON.stringify(w.exitHistogram),
+        p50: w.latencyMs.endToEnd.p50,
+        p95: w.latencyMs.endToEnd.p95,
+        p99: w.latencyMs.endToEnd.p99,
+        joules: w.energy.joules,
+        meanWatts: w.energy.meanWatts,
+        energySource: w.energy.source,
+        droppedWindows: w.droppedWindows,
+        receivedAt: seenAt,
+      });
+      // Gaps are about transmissions, not windows: a window resent in a new session is a
+      // duplicate row but still used up its (bdSeq, seq). seq wraps at 256, so only messages of
+      // one bdSeq compare; the same (bdSeq, seq) again is a broker redelivery and changes nothing.
+      const sameSession = row.last_metrics_bd_seq === w.bdSeq && row.last_metrics_seq !== null;
+      const redelivery = sameSession && row.last_metrics_seq === w.seq;
+      const gap = sameSession && !redelivery ? (w.seq - row.last_metrics_seq! - 1 + 256) % 256 : 0;
+      if (gap > 0) this.q.bump.run('gaps', gap);
+      if (!redelivery) this.q.setLastMetrics.run(w.bdSeq, w.seq, seenAt, w.device);
+      if (r.changes === 0) {
+        this.q.bump.run('duplicates', 1);
+        this.q.touch.run(seenAt, w.device);
+        return { stored: false, gap, unknownDevice };
+      }
+      return { stored: true, gap, unknownDevice };
+    })();
+  }
+
+  bump(counter: CounterName, n = 1): void {
+    this.q.bump.run(counter, n);
+  }
+
+  counters(): Counters {
+    const c = Object.fromEntries(COUNTER_NAMES.map((n) => [n, 0])) as Counters;
+    for (const { name, value } of this.q.counters.all()) if ((COUNTER_NAMES as readonly string[]).includes(name)) c[name as CounterName] = value;
+    return c;
+  }
+
+  devices(): DeviceRow[] {
+    return this.q.devices.all().map((r) => ({
+      device: r.device,
+      fleet: r.fleet,
+      online: r.online === 1,
+      birth: r.birth === null ? null : (JSON.parse(r.birth) as Birth),
+      bdSeq: r.bd_seq,
+      lastSeen: r.last_seen,
+    }));
+  }
+
+  totals(): DeviceTotals[] {
+    const exits = new Map<string, number[]>();
+    for (const { device, k, n } of this.q.exits.all()) {
+      const a = exits.get(device) ?? [];
+      while (a.length <= k) a.push(0);
+      a[k] = n;
+      exits.set(device, a);
+    }
+    return this.q.totals.all().map((t) => ({ ...t, exits: exits.get(t.device) ?? [] }));
+  }
+
+  latestWindows(device: string, limit: number): WindowRow[] {
+    return this.q.latest.all(device, limit).map((r) => ({
+      device: r.device,
+      id: r.id,
+      bdSeq: r.bd_seq,
+      seq: r.seq,
+      windowStart: r.window_start,
+      windowEnd: r.window_end,
+      count: r.count,
+      exitHistogram: JSON.parse(r.exit_histogram) as number[],
+      latencyP50: r.latency_p50,
+      latencyP95: r.latency_p95,
+      latencyP99: r.latency_p99,
+      joules: r.joules,
+      meanWatts: r.mean_watts,
+      energySource: r.energy_source,
+      droppedWindows: r.dropped_windows,
+    }));
+  }
+
+  prune(days: number, now = Date.now()): number {
+    return this.q.prune.run(now - days * 86_400_000).changes;
+  }
+
+  close(): void {
+    if (this.db.open) this.db.close();
+  }
+}
