@@ -15,11 +15,11 @@ import { loadDeviceProfile } from '../devices/index.js';
 import { createSession, type ModelSession, type PlainTensor } from '../runtime/ort.js';
 import type { PreprocessSpec, TensorData } from '../runtime/image.js';
 import { calibrateStages, compareExit, loadCalibrationImages, quantizeStage, resolveScheme, type CalibrationData, type ExitVerification } from './quantize/index.js';
-import { checkBundleTarget, sha256Hex, writeBundleAtomic } from './bundle.js';
+import { checkBundleTarget, sha256Hex } from './bundle.js';
 import { CheckFailedError, checkStages, randomImages, type CheckResult } from './check.js';
-import { MANIFEST_FILE, MANIFEST_FORMAT_VERSION, REPORT_FILE, SIGNATURE_FILE, encodeManifest, validateManifest, type CbnetPipeline } from './manifest.js';
+import type { CbnetPipeline } from './manifest.js';
 import { prepareModel, type PrepareReport } from './prepare.js';
-import { keyId, loadPrivateKey, signManifest } from './signing.js';
+import { loadPrivateKey } from './signing.js';
 import { splitModel, type StagePlan } from './split.js';
 import { convertToFp16 } from './fp16.js';
 import { measureStageLatency, type LatencyReport } from './latency.js';
@@ -31,10 +31,8 @@ import {
   SUPPORTED_PRECISIONS,
   checkExitWidths,
   checkInput,
-  defaultCommand,
-  edgeexitVersion,
+  writeCompiledBundle,
   isProblem,
-  portablePath,
   readSourceModel,
   resolveCalibrationDir,
   resolveLabels,
@@ -397,42 +395,22 @@ export async function compileCbnet(opts: CompileOptions): Promise<CompileResult>
     },
     notes,
   };
-  const reportBytes = new TextEncoder().encode(JSON.stringify(report, null, 2) + '\n');
-  const manifest = validateManifest(
-    {
-      formatVersion: MANIFEST_FORMAT_VERSION,
-      model: { name, version },
-      kind: 'cbnet',
-      target: { device: device.id, precision },
-      input: { name: convIn.name, dtype: 'float32', shape: convIn.shape, layout: 'NCHW', preprocess },
-      labels,
-      stages: stages.map((s) => ({ file: s.file, sha256: s.sha256, bytes: s.bytes, inputs: s.inputs, outputs: s.outputs, exit: s.exit, carry: s.carry, macs: s.macs })),
-      pipeline,
-      files: [{ file: REPORT_FILE, sha256: sha256Hex(reportBytes), bytes: reportBytes.length }],
-      exitPolicy: { metric: 'max-prob', thresholds: null, temperatures: pipeline.policies.hybrid.map(() => 1) },
-      provenance: {
-        source: { file: path.basename(path.resolve(dir)), sha256: sha },
-        edgeexitVersion: edgeexitVersion(),
-        created: (opts.now ?? new Date()).toISOString(),
-        command: opts.command ?? defaultCommand(opts),
-        ...(quantization
-          ? {
-              quantization: {
-                scheme: quantization.scheme,
-                calibrationMethod: quantization.calibration.method,
-                calibrationImages: quantization.calibration.images,
-                calibrationSource: portablePath(quantization.calibration.source),
-                keptFloat: [],
-              },
-            }
-          : {}),
-      },
-    },
-    `${MANIFEST_FILE} (being written)`,
-  );
-  const manifestBytes = encodeManifest(manifest);
-  const out = [...stages.map((s, k) => ({ name: s.file, data: stageBytes[k]! })), { name: REPORT_FILE, data: reportBytes }, { name: MANIFEST_FILE, data: manifestBytes }];
-  if (key) out.push({ name: SIGNATURE_FILE, data: signManifest(manifestBytes, key) });
-  const { replaced } = await writeBundleAtomic(opts.out, out, opts.write);
-  return { out: opts.out, manifest, report, signed: key ? { keyId: keyId(key) } : null, replaced };
+  return writeCompiledBundle(opts, {
+    kind: 'cbnet',
+    name,
+    version,
+    device: device.id,
+    precision,
+    input: { name: convIn.name, shape: convIn.shape },
+    preprocess,
+    labels,
+    stages,
+    stageBytes,
+    report,
+    pipeline,
+    exitPoints: pipeline.policies.hybrid.length,
+    source: { file: path.basename(path.resolve(dir)), sha256: sha },
+    ...(quantization ? { quantization: { ...quantization, keptFloatNodes: [] } } : {}),
+    key,
+  });
 }

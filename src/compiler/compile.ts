@@ -27,7 +27,7 @@ import { META_LABELS, META_PREPROCESS, parseLabels } from '../model/describe.js'
 import { parsePreprocessSpec, type PreprocessSpec } from '../runtime/image.js';
 import { checkBundleTarget, sha256Hex, writeBundleAtomic, type WriteBundleOptions } from './bundle.js';
 import { CheckFailedError, checkStages, type CheckResult } from './check.js';
-import { MANIFEST_FILE, MANIFEST_FORMAT_VERSION, REPORT_FILE, SIGNATURE_FILE, encodeManifest, validateManifest, type Manifest } from './manifest.js';
+import { MANIFEST_FILE, MANIFEST_FORMAT_VERSION, REPORT_FILE, SIGNATURE_FILE, encodeManifest, validateManifest, type CbnetPipeline, type Manifest } from './manifest.js';
 import { prepareModel, type PrepareReport } from './prepare.js';
 import { keyId, loadPrivateKey, signManifest } from './signing.js';
 import { resolveExits, splitModel } from './split.js';
@@ -527,32 +527,78 @@ export async function compileModel(opts: CompileOptions): Promise<CompileResult>
     ...(latency ? { latency } : {}),
     notes,
   };
-  const reportBytes = new TextEncoder().encode(JSON.stringify(report, null, 2) + '\n');
+  return writeCompiledBundle(opts, {
+    kind: 'multi-exit',
+    name,
+    version,
+    device: device.id,
+    precision,
+    input: { name: input.name, shape: input.shape },
+    preprocess,
+    labels,
+    stages,
+    stageBytes,
+    report,
+    exitPoints: stages.length,
+    source: { file: path.basename(file), sha256: sha },
+    ...(quantization ? { quantization: { ...quantization, keptFloatNodes: quantization.keptFloat.map((k) => k.node) } } : {}),
+    key,
+  });
+}
 
+/** What both compile paths (multi-exit and CBNet) hand to the bundle writer. */
+export interface BundleContents {
+  kind: 'multi-exit' | 'cbnet';
+  name: string;
+  version: string;
+  device: string;
+  precision: Precision;
+  input: { name: string; shape: (number | string)[] };
+  preprocess: PreprocessSpec;
+  labels: string[];
+  stages: readonly StageReport[];
+  stageBytes: readonly Uint8Array[];
+  report: CompileReport;
+  pipeline?: CbnetPipeline;
+  /** How many exit points the (uncalibrated) exit policy has: one temperature each. */
+  exitPoints: number;
+  source: { file: string; sha256: string };
+  quantization?: { scheme: string; calibration: { method: string; images: number; source: string }; keptFloatNodes: string[] };
+  key: KeyObject | undefined;
+}
+
+/**
+ * Manifest, report, stage files and signature, written as one bundle atomically. One place, so
+ * the multi-exit and CBNet paths cannot drift apart in what a bundle holds.
+ */
+export async function writeCompiledBundle(opts: CompileOptions, c: BundleContents): Promise<CompileResult> {
+  const reportBytes = new TextEncoder().encode(JSON.stringify(c.report, null, 2) + '\n');
+  const q = c.quantization;
   const manifest = validateManifest(
     {
       formatVersion: MANIFEST_FORMAT_VERSION,
-      model: { name, version },
-      kind: 'multi-exit',
-      target: { device: device.id, precision },
-      input: { name: input.name, dtype: 'float32', shape: input.shape, layout: 'NCHW', preprocess },
-      labels,
-      stages: stages.map((s) => ({ file: s.file, sha256: s.sha256, bytes: s.bytes, inputs: s.inputs, outputs: s.outputs, exit: s.exit, carry: s.carry, macs: s.macs })),
+      model: { name: c.name, version: c.version },
+      kind: c.kind,
+      target: { device: c.device, precision: c.precision },
+      input: { name: c.input.name, dtype: 'float32', shape: c.input.shape, layout: 'NCHW', preprocess: c.preprocess },
+      labels: c.labels,
+      stages: c.stages.map((s) => ({ file: s.file, sha256: s.sha256, bytes: s.bytes, inputs: s.inputs, outputs: s.outputs, exit: s.exit, carry: s.carry, macs: s.macs })),
+      ...(c.pipeline ? { pipeline: c.pipeline } : {}),
       files: [{ file: REPORT_FILE, sha256: sha256Hex(reportBytes), bytes: reportBytes.length }],
-      exitPolicy: { metric: 'max-prob', thresholds: null, temperatures: stages.map(() => 1) },
+      exitPolicy: { metric: 'max-prob', thresholds: null, temperatures: Array.from({ length: c.exitPoints }, () => 1) },
       provenance: {
-        source: { file: path.basename(file), sha256: sha },
+        source: c.source,
         edgeexitVersion: edgeexitVersion(),
         created: (opts.now ?? new Date()).toISOString(),
         command: opts.command ?? defaultCommand(opts),
-        ...(quantization
+        ...(q
           ? {
               quantization: {
-                scheme: quantization.scheme,
-                calibrationMethod: quantization.calibration.method,
-                calibrationImages: quantization.calibration.images,
-                calibrationSource: portablePath(quantization.calibration.source),
-                keptFloat: quantization.keptFloat.map((k) => k.node),
+                scheme: q.scheme,
+                calibrationMethod: q.calibration.method,
+                calibrationImages: q.calibration.images,
+                calibrationSource: portablePath(q.calibration.source),
+                keptFloat: q.keptFloatNodes,
               },
             }
           : {}),
@@ -562,13 +608,13 @@ export async function compileModel(opts: CompileOptions): Promise<CompileResult>
   );
   const manifestBytes = encodeManifest(manifest);
   const files = [
-    ...stages.map((s, k) => ({ name: s.file, data: stageBytes[k]! })),
+    ...c.stages.map((s, k) => ({ name: s.file, data: c.stageBytes[k]! })),
     { name: REPORT_FILE, data: reportBytes },
     { name: MANIFEST_FILE, data: manifestBytes },
   ];
-  if (key) files.push({ name: SIGNATURE_FILE, data: signManifest(manifestBytes, key) });
+  if (c.key) files.push({ name: SIGNATURE_FILE, data: signManifest(manifestBytes, c.key) });
   const { replaced } = await writeBundleAtomic(opts.out, files, opts.write);
-  return { out: opts.out, manifest, report, signed: key ? { keyId: keyId(key) } : null, replaced };
+  return { out: opts.out, manifest, report: c.report, signed: c.key ? { keyId: keyId(c.key) } : null, replaced };
 }
 
 /**

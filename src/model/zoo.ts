@@ -51,3 +51,19 @@ export async function listZoo(dir = modelsDir()): Promise<ZooEntry[]> {
   }
   return out;
 }
+
+/**
+ * Test accuracies that training recorded in results.json, in exit order. A multi-exit model lists
+ * one per exit; a CBNet folder records the classifier alone and the pair, so with `file` it gives
+ * the one that file produces, and without it both ([classifier, pair]).
+ */
+export function recordedTestAccuracy(results: Record<string, unknown> | undefined, file?: string): number[] {
+  const acc = results?.testAccuracy;
+  if (Array.isArray(acc)) return acc.filter((x): x is number => typeof x === 'number');
+  if (!acc || typeof acc !== 'object') return [];
+  const o = acc as Record<string, unknown>;
+  const pick = (...v: unknown[]): number[] => v.filter((x): x is number => typeof x === 'number');
+  if (file?.endsWith('pipeline.onnx')) return pick(o.pair);
+  if (file?.endsWith('classifier.onnx')) return pick(o.light);
+  return file === undefined ? pick(o.light, o.pair) : [];
+}

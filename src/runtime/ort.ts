@@ -23,7 +23,7 @@ import { InputError, UnsupportedError, formatProblem, show } from '../util/error
 // ---------------------------------------------------------------------------------------------
 // Execution-provider registry (data, not code paths)
 
-export interface ExecutionProviderInfo {
+export interface ProviderProbe {
   /** onnxruntime's name for it. */
   name: string;
   /** Provider libraries that must sit next to onnxruntime_binding.node, per platform. */
@@ -34,7 +34,9 @@ export interface ExecutionProviderInfo {
   fix: string;
 }
 
-export const EXECUTION_PROVIDERS: readonly ExecutionProviderInfo[] = Object.freeze([
+// Runtime probes (which library files prove a provider is installed, how its start-up failure
+// reads); the facts about where each provider exists live in src/devices/registry.ts.
+export const PROVIDER_PROBES: readonly ProviderProbe[] = Object.freeze([
   { name: 'cpu', startFailure: /$^/, fix: 'always available' },
   {
     name: 'cuda',
@@ -64,8 +66,8 @@ export const EXECUTION_PROVIDERS: readonly ExecutionProviderInfo[] = Object.free
   { name: 'qnn', startFailure: /\bqnn\b/i, fix: 'QNN exists only in Windows-on-Arm builds' },
 ]);
 
-function providerInfo(name: string): ExecutionProviderInfo | undefined {
-  return EXECUTION_PROVIDERS.find((p) => p.name === name);
+function providerInfo(name: string): ProviderProbe | undefined {
+  return PROVIDER_PROBES.find((p) => p.name === name);
 }
 
 /** Folder holding onnxruntime_binding.node, where provider libraries must be. */

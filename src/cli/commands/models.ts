@@ -2,7 +2,7 @@
 // each model's training run measured (models/<name>/results.json, reproducible with `eval`).
 import path from 'node:path';
 import type { CommandModule } from 'yargs';
-import { listZoo, type ZooEntry } from '../../model/zoo.js';
+import { listZoo, recordedTestAccuracy, type ZooEntry } from '../../model/zoo.js';
 import { describeModel } from '../../model/describe.js';
 import type { CliIO } from '../io.js';
 import { count, pct, table } from '../format.js';
@@ -21,17 +21,6 @@ export interface ZooRow {
   card?: string;
 }
 
-/** Test accuracies recorded by training, in exit order. */
-function recordedAccuracy(e: ZooEntry): number[] {
-  const acc = e.results?.testAccuracy;
-  if (Array.isArray(acc)) return acc.filter((x): x is number => typeof x === 'number');
-  if (acc && typeof acc === 'object') {
-    const o = acc as Record<string, unknown>;
-    return [o.light, o.pair].filter((x): x is number => typeof x === 'number');
-  }
-  return [];
-}
-
 export async function zooRows(): Promise<ZooRow[]> {
   const rows: ZooRow[] = [];
   for (const e of await listZoo()) {
@@ -46,7 +35,7 @@ export async function zooRows(): Promise<ZooRow[]> {
         file: path.relative(process.cwd(), main),
         exits: ['classifier alone', 'converter→classifier'],
         macsPerExit: [light.totalMacs, d.totalMacs],
-        testAccuracy: recordedAccuracy(e),
+        testAccuracy: recordedTestAccuracy(e.results),
         ...(e.card ? { card: path.relative(process.cwd(), e.card) } : {}),
       });
     } else {
@@ -56,7 +45,7 @@ export async function zooRows(): Promise<ZooRow[]> {
         file: path.relative(process.cwd(), main),
         exits: d.exits.map((x) => x.output),
         macsPerExit: d.exits.map((x) => x.cumulativeMacs),
-        testAccuracy: recordedAccuracy(e),
+        testAccuracy: recordedTestAccuracy(e.results),
         ...(e.card ? { card: path.relative(process.cwd(), e.card) } : {}),
       });
     }

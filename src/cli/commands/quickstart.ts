@@ -9,7 +9,7 @@ import { promises as fsp } from 'node:fs';
 import type { CommandModule } from 'yargs';
 import { FASHION_MNIST_DIR } from '../../data/idx.js';
 import path from 'node:path';
-import { listZoo, modelsDir } from '../../model/zoo.js';
+import { listZoo, modelsDir, recordedTestAccuracy } from '../../model/zoo.js';
 import { describeModel, requireSelfDescription } from '../../model/describe.js';
 import { evaluateModel } from '../../eval/evaluate.js';
 import { EdgeExitError } from '../../util/errors.js';
@@ -23,7 +23,7 @@ import { verifyBundleCommand } from './verify-bundle.js';
 import { calibrateCommand } from './calibrate.js';
 import { loadFashionMnist } from '../../data/idx.js';
 import { scanImageFolder } from '../../data/imagefolder.js';
-import { prepareBatch, toTensor, type TensorData } from '../../runtime/image.js';
+import { prepareBatch, toTensor, type PreprocessSpec, type TensorData } from '../../runtime/image.js';
 import { loadBundle } from '../../runtime/bundle-runner.js';
 import { packageRoot } from '../../devices/load.js';
 import { generateKeyPair } from '../../compiler/index.js';
@@ -40,12 +40,12 @@ export interface QuickstartOptions {
 }
 
 /** The evaluation images as one NCHW tensor with labels: the IDX test set, or the calibration folder. */
-async function evaluationTensor(haveTest: boolean, calibrationDir: string, limit?: number): Promise<{ tensor: TensorData; labels: number[] }> {
-  const spec = { colorspace: 'gray' as const, size: [28, 28] as [number, number], scale: 1 / 255, mean: [0.286], std: [0.353] };
+async function evaluationTensor(spec: PreprocessSpec, haveTest: boolean, calibrationDir: string, limit?: number): Promise<{ tensor: TensorData; labels: number[] }> {
   if (haveTest) {
     const ds = await loadFashionMnist('test');
     const n = Math.min(limit ?? ds.images.count, ds.images.count);
-    const px = Array.from({ length: n }, (_, i) => ({ width: 28, height: 28, channels: 1, data: ds.images.pixels.subarray(i * 784, (i + 1) * 784) }));
+    const { rows: h, cols: w } = ds.images;
+    const px = Array.from({ length: n }, (_, i) => ({ width: w, height: h, channels: 1, data: ds.images.pixels.subarray(i * w * h, (i + 1) * w * h) }));
     return { tensor: toTensor(px, spec), labels: Array.from(ds.labels.subarray(0, n)) };
   }
   const folder = await scanImageFolder(calibrationDir);
@@ -81,7 +81,7 @@ export async function quickstartCommand(opts: QuickstartOptions, io: CliIO): Pro
       const { preprocess, labels } = requireSelfDescription(d);
       const bar = progress(`eval ${entry.name}`, 1);
       const r = await evaluateModel({ model: file, data, preprocess, labels, ...(opts.limit ? { limit: opts.limit } : {}), onProgress: (p) => bar.update(p.done, p.total) }).finally(() => bar.stop());
-      const recorded = recordedFor(entry.results, file, d.exits.length);
+      const recorded = recordedTestAccuracy(entry.results, file).slice(0, d.exits.length);
       r.exits.forEach((e, k) => {
         rows.push({ model: entry.name, file, exit: e.name, macs: d.exits[k]!.cumulativeMacs, measured: e.accuracy, ...(recorded[k] !== undefined && haveTest && !opts.limit ? { recorded: recorded[k] } : {}) });
       });
@@ -113,9 +113,9 @@ export async function quickstartCommand(opts: QuickstartOptions, io: CliIO): Pro
 
   const evalName = haveTest ? 'the Fashion-MNIST test set' : 'the calibration images (no test set installed)';
   io.out(`\n== run the calibrated bundle on ${evalName}: early exit vs every sample to the last exit (batch 1, model-only time) ==`);
-  const { tensor, labels } = await evaluationTensor(haveTest, calibrationDir, opts.limit);
   const runner = await loadBundle(bundle, { publicKey: keys.publicKey, requireSignature: true, threads: 1 });
   try {
+    const { tensor, labels } = await evaluationTensor(runner.manifest.input.preprocess, haveTest, calibrationDir, opts.limit);
     const full = await runner.classify(tensor, { thresholds: null, batchSize: 1 });
     const early = await runner.classify(tensor, { batchSize: 1 });
     const acc = (r: typeof full): number => r.items.filter((it) => it.ok && it.classIndex === labels[it.index]).length / labels.length;
@@ -135,18 +135,6 @@ export async function quickstartCommand(opts: QuickstartOptions, io: CliIO): Pro
   }
   io.out('\nNext: edgeexit inspect <model.onnx>, edgeexit eval <model.onnx> --data calibration, edgeexit compile <model.onnx> --device <id> --out <bundle>, edgeexit devices --show rpi4.');
   return rows;
-}
-
-/** The training run's recorded test accuracy for each output of `file`. */
-function recordedFor(results: Record<string, unknown> | undefined, file: string, exits: number): (number | undefined)[] {
-  const acc = results?.testAccuracy;
-  if (Array.isArray(acc)) return acc.slice(0, exits) as number[];
-  if (acc && typeof acc === 'object') {
-    const o = acc as Record<string, number>;
-    if (file.endsWith('pipeline.onnx')) return [o.pair];
-    if (file.endsWith('classifier.onnx')) return [o.light];
-  }
-  return [];
 }
 
 export function quickstartModule(io: CliIO): CommandModule<object, QuickstartOptions> {
