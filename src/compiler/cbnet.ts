@@ -378,6 +378,8 @@ export async function compileCbnet(opts: CompileOptions): Promise<CompileResult>
     precision,
     inputFrom: { preprocess: preFrom, labels: labFrom },
     prepare: mergePrepare(prepConv.report, prepCls.report),
+    // Converter and classifier are separate models; nothing is handed over to recompute.
+    recompute: [],
     renamed: {},
     sourceMacs: plans.reduce((a, p) => a + p.macs, 0),
     stages,

@@ -30,7 +30,7 @@ import { CheckFailedError, checkStages, type CheckResult } from './check.js';
 import { MANIFEST_FILE, MANIFEST_FORMAT_VERSION, REPORT_FILE, SIGNATURE_FILE, encodeManifest, validateManifest, type CbnetPipeline, type Manifest } from './manifest.js';
 import { prepareModel, type PrepareReport } from './prepare.js';
 import { keyId, loadPrivateKey, signManifest } from './signing.js';
-import { resolveExits, splitModel } from './split.js';
+import { chooseRecompute, resolveExits, splitModel } from './split.js';
 import { convertToFp16 } from './fp16.js';
 import { measureStageLatency, type LatencyReport } from './latency.js';
 import { compileCbnet, isCbnetFolder, type CbnetReport } from './cbnet.js';
@@ -82,6 +82,12 @@ export interface CompileOptions {
   maxAccuracyDrop?: number;
   /** int8: keep the most sensitive nodes float until within maxAccuracyDrop (default true). */
   mixedPrecision?: boolean;
+  /**
+   * Stages that hand nothing on, so the next stage recomputes their trunk from the image:
+   * 'auto' (default) picks stages with ≤ 5 % of the MACs (see chooseRecompute), 'none' never,
+   * or explicit stage indices.
+   */
+  recompute?: 'auto' | 'none' | readonly number[];
   /** Time each stage float vs compiled at batch 1 on this machine and report it (default true). */
   latency?: boolean;
   /** Timed runs per stage and version when `latency` is on (default 200; tests use fewer). */
@@ -147,6 +153,8 @@ export interface CompileReport {
   latency?: LatencyReport;
   /** kind cbnet only: the two paths verified float vs compiled, and the pipeline. */
   cbnet?: CbnetReport;
+  /** Stages that hand nothing on (the next recomputes their trunk); see CompileOptions.recompute. */
+  recompute: number[];
   notes: string[];
 }
 
@@ -376,7 +384,17 @@ export async function compileModel(opts: CompileOptions): Promise<CompileResult>
   const calibrationDir = precision === 'int8' ? await resolveCalibrationDir(opts.calibration, labels, file) : undefined;
 
   const { model: prepared, report: prepareReport } = prepareModel(model);
-  const split = splitModel(prepared, { exits });
+  const plain = splitModel(prepared, { exits });
+  const recompute =
+    opts.recompute === 'none' ? [] : opts.recompute === undefined || opts.recompute === 'auto' ? chooseRecompute(plain.stages.map((s) => s.macs)) : [...opts.recompute];
+  const split = recompute.length > 0 ? splitModel(prepared, { exits, recompute }) : plain;
+  if (recompute.length > 0) {
+    const extra = split.stages.reduce((a, s) => a + s.macs, 0) - plain.stages.reduce((a, s) => a + s.macs, 0);
+    notes.push(
+      `stage(s) ${recompute.join(', ')} hand nothing on: the next stage recomputes their trunk from the input (+${extra.toLocaleString('en-US')} MACs for samples that go on), ` +
+        `so a sample leaving there skips the hand-over copy${opts.recompute === undefined || opts.recompute === 'auto' ? ' (auto: stages with ≤ 5 % of the MACs; --recompute none to hand over instead)' : ''}`,
+    );
+  }
   const floatBytes = split.stages.map((s) => encodeModel(s.model));
   let stageBytes = floatBytes;
 
@@ -519,6 +537,7 @@ export async function compileModel(opts: CompileOptions): Promise<CompileResult>
     inputFrom: { preprocess: preFrom, labels: labFrom },
     prepare: prepareReport,
     renamed: split.renamed,
+    recompute,
     sourceMacs,
     stages,
     check,

@@ -22,7 +22,7 @@ export { measureStageLatency, median, LATENCY_NOTE, DEFAULT_LATENCY_RUNS, type L
 export * as quantize from './quantize/index.js';
 export { CALIBRATION_METHODS, type CalibrationMethod } from './quantize/index.js';
 export { prepareModel, countOps, type PrepareReport } from './prepare.js';
-export { splitModel, resolveExits, type SplitResult, type StagePlan, type SplitOptions } from './split.js';
+export { splitModel, chooseRecompute, resolveExits, type SplitResult, type StagePlan, type SplitOptions } from './split.js';
 export { checkStages, StageRunner, randomImages, CheckFailedError, type CheckResult, type CheckSet, type CheckStage, type ExitComparison, type CheckOptions } from './check.js';
 export {
   ManifestSchema,

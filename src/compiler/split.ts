@@ -3,8 +3,10 @@
 // another session: stage k computes exit k from what earlier stages handed over (or the image),
 // plus the tensors later stages need.
 //
-// Every node goes to the first stage whose exit needs it, so nothing is computed twice and the
-// stages' MACs add up to the model's. The hand-over after stage k is exactly the set of tensors
+// By default every node goes to the first stage whose exit needs it, so nothing is computed twice
+// and the stages' MACs add up to the model's. A stage marked `recompute` hands nothing on: the
+// next stage computes that trunk again from the image, which is cheaper than the hand-over when
+// the stage is tiny (the per-run copy in and out of JS outweighs its MACs). The hand-over after stage k is exactly the set of tensors
 // produced in stages ≤ k (or graph inputs) that nodes of later stages read; a tensor a stage does
 // not read is carried past it by the runtime, not routed through the stage. Carried
 // intermediate tensors get names that depend only on the graph's structure (`stage0/carry0`),
@@ -43,6 +45,27 @@ export interface SplitResult {
 export interface SplitOptions {
   /** Exits in stage order (default: every graph output, in graph order). */
   exits?: readonly string[];
+  /**
+   * Stages (by index) that hand nothing on: the next stage recomputes what it needs of them from
+   * the tensors before them (normally the image). Stage k then computes only its exit, so a sample
+   * that leaves there skips the hand-over copy; samples that go on pay for stage k's trunk twice.
+   * Worth it when stage k is tiny next to the per-run cost (see `chooseRecompute`). Never the last.
+   */
+  recompute?: readonly number[];
+}
+
+/**
+ * Stages worth recomputing instead of handing over: a stage whose nodes cost at most
+ * `maxShare` of the whole model's MACs. On fmnist-branchy (x86, 1 thread, batch 1) stage 0 has
+ * 2.5 % of the MACs; computing exit 0 alone took 42 µs against 51 µs with its 16×14×14 hand-over,
+ * and stage 1 recomputing from the image took 88 µs against 90 µs reading the hand-over — the
+ * copy in and out of JS costs more than 144k MACs.
+ */
+export function chooseRecompute(stageMacs: readonly number[], maxShare = 0.05): number[] {
+  const total = stageMacs.reduce((a, b) => a + b, 0);
+  const out: number[] = [];
+  for (let k = 0; k < stageMacs.length - 1; k++) if (total > 0 && stageMacs[k]! / total <= maxShare) out.push(k);
+  return out;
 }
 
 function list(names: readonly string[]): string {
@@ -78,41 +101,70 @@ export function splitModel(model: OnnxModel, opts: SplitOptions = {}): SplitResu
   const order = graph.topologicalOrder();
   const position = new Map<GraphNode, number>(order.map((n, i) => [n, i]));
 
-  // 1. Each node goes to the first stage whose exit needs it.
-  const stageOf = new Map<GraphNode, number>();
+  const last = exits.length - 1;
+  const recompute = new Set(opts.recompute ?? []);
+  for (const r of recompute) {
+    if (!Number.isInteger(r) || r < 0 || r >= last) {
+      throw new InputError(`recompute: stage ${r} cannot be recomputed; expected stage indices 0..${last - 1} (the last stage hands nothing on)`);
+    }
+  }
+
+  // 1. Stage k runs what its exit needs that no handing-on earlier stage computed. A stage that
+  //    hands nothing on (recompute) is invisible to later stages, so they compute its trunk again.
+  const members: Set<GraphNode>[] = [];
   exits.forEach((exit, k) => {
     if (graph.isGraphInput(exit) || graph.isInitializer(exit)) {
       throw new UnsupportedError(`${src}: exit '${exit}' is a graph ${graph.isGraphInput(exit) ? 'input' : 'weight'}, not something the model computes; leave it out with --exits`);
     }
-    let fresh = 0;
-    for (const n of graph.requiredNodes([exit])) {
-      if (!stageOf.has(n)) {
-        stageOf.set(n, k);
-        fresh++;
-      }
-    }
-    if (fresh === 0) {
+    const mine = new Set<GraphNode>();
+    for (const n of graph.requiredNodes([exit])) if (!members.some((m, i) => !recompute.has(i) && m.has(n))) mine.add(n);
+    if (mine.size === 0) {
       const earlier = exits.findIndex((e, j) => j < k && graph.requiredNodes([e]).some((n) => n.outputs.includes(exit)));
       throw new UnsupportedError(
         `${src}: exit '${exit}' adds no computation of its own: ${earlier >= 0 ? `stage ${earlier} (exit '${exits[earlier]}') already computes it` : 'earlier stages already compute it'}; ` +
           `drop it or reorder the exits with --exits (cheapest first)`,
       );
     }
+    members.push(mine);
   });
-
-  // 2. Who produces and who reads each tensor, by stage.
-  const producedIn = new Map<string, number>();
-  for (const [n, k] of stageOf) for (const o of n.outputs) if (o) producedIn.set(o, k);
-  const lastReader = new Map<string, number>();
-  const readersByStage = exits.map(() => new Set<string>());
-  for (const [n, k] of stageOf) {
-    for (const t of [...n.inputs, ...n.implicitInputs]) {
-      if (!t || graph.isInitializer(t)) continue;
-      if ((producedIn.get(t) ?? -1) === k) continue;
-      readersByStage[k]!.add(t);
-      lastReader.set(t, Math.max(lastReader.get(t) ?? -1, k));
+  if (recompute.size === 0) {
+    // Without recomputation nothing is computed twice; the split's invariant, checked cheaply.
+    const seen = new Set<GraphNode>();
+    for (const m of members) for (const n of m) {
+      if (seen.has(n)) throw new Error(`internal: node '${n.name}' of ${src} planned in two stages`);
+      seen.add(n);
     }
   }
+
+  // 2. Where each stage's outside reads come from: the latest earlier stage that produces the
+  //    tensor and hands on (-1: a graph input).
+  const producedBy = members.map((m) => {
+    const out = new Set<string>();
+    for (const n of m) for (const o of n.outputs) if (o) out.add(o);
+    return out;
+  });
+  const readersByStage = exits.map(() => new Set<string>());
+  /** tensor → [source stage, reading stage] pairs. */
+  const reads = new Map<string, [number, number][]>();
+  members.forEach((m, k) => {
+    for (const n of m) {
+      for (const t of [...n.inputs, ...n.implicitInputs]) {
+        if (!t || graph.isInitializer(t) || producedBy[k]!.has(t)) continue;
+        let from = -1;
+        for (let i = k - 1; i >= 0; i--) if (!recompute.has(i) && producedBy[i]!.has(t)) { from = i; break; }
+        if (from === -1 && !graph.isGraphInput(t)) throw new Error(`internal: stage ${k} of ${src} reads '${t}', which no handing-on earlier stage produces`);
+        readersByStage[k]!.add(t);
+        reads.set(t, [...(reads.get(t) ?? []), [from, k]]);
+      }
+    }
+  });
+  /** First stage producing each tensor (for naming and ordering). */
+  const producedIn = new Map<string, number>();
+  producedBy.forEach((set, k) => { for (const t of set) if (!producedIn.has(t)) producedIn.set(t, k); });
+  /** Alive after stage k: read later from a source at or before k. */
+  const carriedAfter = (k: number): string[] => [...reads.entries()].filter(([, rs]) => rs.some(([from, at]) => from <= k && at > k)).map(([t]) => t);
+  /** Handed on by stage k itself. */
+  const handedOnBy = (k: number): string[] => [...reads.entries()].filter(([, rs]) => rs.some(([from]) => from === k)).map(([t]) => t);
 
   // Stable order: graph inputs first (graph order), then by producing node's position and output slot.
   const rank = (t: string): [number, number, number] => {
@@ -134,7 +186,7 @@ export function splitModel(model: OnnxModel, opts: SplitOptions = {}): SplitResu
   const newName = new Map<string, string>();
   const taken = graph.tensorNames();
   exits.forEach((_, k) => {
-    const carriedFromK = [...lastReader.keys()].filter((t) => producedIn.get(t) === k && lastReader.get(t)! > k).sort(byRank);
+    const carriedFromK = handedOnBy(k).filter((t) => !newName.has(t)).sort(byRank);
     let i = 0;
     for (const t of carriedFromK) {
       if (exits.includes(t) || graph.outputNames.includes(t) || !canRename(graph, t)) continue;
@@ -152,10 +204,10 @@ export function splitModel(model: OnnxModel, opts: SplitOptions = {}): SplitResu
 
   // 4. Cut.
   const stages: StagePlan[] = exits.map((exit, k) => {
-    const nodes = order.filter((n) => stageOf.get(n) === k);
+    const nodes = order.filter((n) => members[k]!.has(n));
     const inputs = [...readersByStage[k]!].sort(byRank);
-    const carry = [...lastReader.keys()].filter((t) => (producedIn.get(t) ?? -1) <= k && lastReader.get(t)! > k).sort(byRank);
-    const handedOn = carry.filter((t) => producedIn.get(t) === k && t !== exit);
+    const carry = carriedAfter(k).sort(byRank);
+    const handedOn = handedOnBy(k).filter((t) => t !== exit).sort(byRank);
     const outputs = [exit, ...handedOn];
     const stage = extractSubgraph(work, inputs.map(nameOf), outputs.map(nameOf), { graphName: `${proto.graph!.name || 'model'}_stage${k}` });
     const extracted = stage.graph.node.length;

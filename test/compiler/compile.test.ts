@@ -45,14 +45,32 @@ describe('edgeexit compile', () => {
     expect(r.err).toBe('');
     expect(r.code).toBe(0);
     expect(r.out).toMatch(/compiled .*fmnist-branchy\.onnx \(fmnist-branchy .*\) for rpi4 .*fp32/);
-    expect(r.out).toMatch(/^\s*0\s+stage-0\.onnx\s+image → exit_0, stage0\/carry0\s/m);
-    expect(r.out).toMatch(/^\s*1\s+stage-1\.onnx\s+stage0\/carry0 → exit_1, stage1\/carry0\s/m);
+    // Stage 0 has 2.5 % of the MACs, so by default it hands nothing on and stage 1 recomputes it.
+    expect(r.out).toMatch(/^\s*0\s+stage-0\.onnx\s+image → exit_0\s/m);
+    expect(r.out).toMatch(/^\s*1\s+stage-1\.onnx\s+image → exit_1, stage1\/carry0\s/m);
     expect(r.out).toMatch(/^\s*2\s+stage-2\.onnx\s+stage1\/carry0 → exit_2\s/m);
+    expect(r.out).toMatch(/MACs\s+stages 5\.77M = source 5\.65M \+ 112\.9k recomputed \(stage 0\)/);
     expect(r.out).toMatch(/check\s+passed/);
     expect(r.out).toMatch(/unsigned/);
     const v = await verifyBundle(out);
     expect(v.manifest.stages).toHaveLength(3);
     expect(v.manifest.labels).toHaveLength(10);
+  });
+
+  it('--recompute none hands stage 0 over instead; bad --recompute values are refused', async () => {
+    const model = await zooCopy(await scratch('compile-zoo-none'));
+    const out = path.join(dir, 'zoo-none');
+    const r = await runCli('compile', model, '--device', 'x86-host', '--out', out, '--recompute', 'none', '--no-latency');
+    expect(r.code).toBe(0);
+    expect(r.out).toMatch(/^\s*0\s+stage-0\.onnx\s+image → exit_0, stage0\/carry0\s/m);
+    expect(r.out).toMatch(/^\s*1\s+stage-1\.onnx\s+stage0\/carry0 → exit_1, stage1\/carry0\s/m);
+    expect(r.out).toMatch(/MACs\s+stages 5\.65M = source 5\.65M\n/);
+    const bad = await runCli('compile', model, '--device', 'x86-host', '--out', path.join(dir, 'zoo-bad'), '--recompute', 'first');
+    expect(bad.code).toBe(2);
+    expect(bad.err).toMatch(/--recompute: expected 'auto', 'none' or stage indices like 0 or 0,1, got "first"/);
+    const last = await runCli('compile', model, '--device', 'x86-host', '--out', path.join(dir, 'zoo-bad'), '--recompute', '2');
+    expect(last.code).toBe(2);
+    expect(last.err).toMatch(/stage 2 cannot be recomputed; expected stage indices 0\.\.1/);
   });
 
   it('compiles a single-output model into a one-stage bundle (flags instead of metadata)', async () => {

@@ -6,7 +6,7 @@ import { create } from '@bufbuild/protobuf';
 import { InputError, UnsupportedError } from '../../src/util/errors.js';
 import { ValueInfoProtoSchema } from '../../src/onnx/gen/onnx_pb.js';
 import { OnnxGraph, costPerOutput, decodeModel, encodeModel, readModel, type OnnxModel } from '../../src/onnx/index.js';
-import { checkStages, prepareModel, splitModel, type SplitResult } from '../../src/compiler/index.js';
+import { checkStages, chooseRecompute, prepareModel, splitModel, type SplitResult } from '../../src/compiler/index.js';
 import { parsePreprocessSpec, type PreprocessSpec } from '../../src/runtime/image.js';
 import { RESNET, RESNET_PRE, SINGLE, SINGLE_PRE, scratch, zooCopy } from './helpers.js';
 
@@ -116,6 +116,58 @@ describe('splitModel', () => {
     expect(split.stages[0]!.carry).toContain('image');
     expectWellFormed(model, split);
     await expectSameOutputs(bytes, 'image', await spec(RESNET_PRE), split);
+  });
+
+  it('recompute: stage 0 computes only its exit, stage 1 recomputes the trunk from the image; outputs still match', async () => {
+    const file = await zooCopy(await scratch('split-recompute'));
+    const bytes = new Uint8Array(await fsp.readFile(file));
+    const model = prepareModel(decodeModel(bytes, { source: file })).model;
+    const plain = splitModel(model);
+    const split = splitModel(model, { recompute: [0] });
+    const [s0, s1, s2] = split.stages;
+    expect(s0!.outputs).toEqual(['exit_0']);
+    // The image stays alive for stage 1, which reads it instead of a stage-0 tensor.
+    expect(s0!.carry).toEqual(['image']);
+    expect(s1!.inputs).toEqual(['image']);
+    expect(s1!.outputs).toEqual(['exit_1', 'stage1/carry0']);
+    expect(s2!.inputs).toEqual(['stage1/carry0']);
+    // Stage 0 lost the nodes only the hand-over needed; stage 1 gained every trunk node it reads.
+    expect(s0!.macs).toBeLessThanOrEqual(plain.stages[0]!.macs);
+    const trunk = plain.stages[0]!.nodes.filter((n) => s1!.nodes.includes(n));
+    expect(trunk.length).toBeGreaterThan(0);
+    // Stage 1 pays for the recomputed trunk: more than before, at most stages 0 and 1 together.
+    expect(s1!.macs).toBeGreaterThan(plain.stages[1]!.macs);
+    expect(s1!.macs).toBeLessThanOrEqual(plain.stages[0]!.macs + plain.stages[1]!.macs);
+    expect(s2!.macs).toBe(plain.stages[2]!.macs);
+    await expectSameOutputs(bytes, 'image', ZOO_PRE, split);
+  });
+
+  it('recompute on the ResNet-style fixture: what stage 2 read from stage 0 now comes from stage 1 or the image', async () => {
+    const bytes = new Uint8Array(await fsp.readFile(RESNET));
+    const model = prepareModel(decodeModel(bytes, { source: RESNET })).model;
+    const split = splitModel(model, { recompute: [0] });
+    const [s0, s1, s2] = split.stages;
+    expect(s0!.outputs).toEqual(['head/aux:0']);
+    // Nothing stage 0 made is carried: only graph inputs pass it.
+    for (const t of s0!.carry) expect(OnnxGraph.of(model).inputNames).toContain(t);
+    for (const t of s2!.inputs) expect(s0!.outputs.includes(t)).toBe(false);
+    expect(s1!.carry.length).toBeGreaterThan(0);
+    await expectSameOutputs(bytes, 'image', await spec(RESNET_PRE), split);
+  });
+
+  it('bad input: recompute of the last stage or an index out of range is refused', async () => {
+    const bytes = new Uint8Array(await fsp.readFile(RESNET));
+    const model = prepareModel(decodeModel(bytes, { source: RESNET })).model;
+    expect(() => splitModel(model, { recompute: [2] })).toThrow(InputError);
+    expect(() => splitModel(model, { recompute: [2] })).toThrow(/stage 2 cannot be recomputed; expected stage indices 0\.\.1/);
+    expect(() => splitModel(model, { recompute: [-1] })).toThrow(/stage -1 cannot be recomputed/);
+  });
+
+  it('chooseRecompute picks stages under the MAC share, never the last', () => {
+    expect(chooseRecompute([144_000, 2_730_000, 2_780_000])).toEqual([0]);
+    expect(chooseRecompute([1_000_000, 1_000_000, 1_000_000])).toEqual([]);
+    expect(chooseRecompute([10, 10, 10_000, 10], 0.01)).toEqual([0, 1]);
+    expect(chooseRecompute([5])).toEqual([]);
   });
 
   it('gives a one-stage split for a single-output model', async () => {

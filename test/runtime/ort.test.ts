@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { promises as fsp } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { availableExecutionProviders, createSession, type ModelSession } from '../../src/runtime/ort.js';
+import { NATIVE_RUN, availableExecutionProviders, createSession, type ModelSession } from '../../src/runtime/ort.js';
 import { InputError, UnsupportedError } from '../../src/util/errors.js';
 import { TWO_EXIT_MODEL } from '../fixtures/data/samples.js';
 
@@ -110,6 +110,35 @@ describe('createSession / run', () => {
       expect(events.some((e) => e.name.includes('head0'))).toBe(true);
     } finally {
       await s.close();
+    }
+  });
+});
+
+describe('native run path', () => {
+  it('is available with the onnxruntime-node this repo pins (when it is not, sessions fall back to the public API)', () => {
+    expect(NATIVE_RUN).toEqual({ available: true, reason: 'native binding' });
+  });
+
+  it('gives the same metadata and bit-identical outputs as the public API', async () => {
+    const x = new Float32Array(3 * 784).map((_, i) => Math.sin(i) * 2);
+    const feeds = { input: { data: x, dims: [3, 1, 28, 28] } };
+    const before = process.env.EDGEEXIT_ORT_RUN;
+    process.env.EDGEEXIT_ORT_RUN = 'public';
+    const pub = await createSession(TWO_EXIT_MODEL, { intraOpNumThreads: 1, graphOptimizationLevel: 'all' });
+    if (before === undefined) delete process.env.EDGEEXIT_ORT_RUN;
+    else process.env.EDGEEXIT_ORT_RUN = before;
+    try {
+      expect(pub.inputs).toEqual(session.inputs);
+      expect(pub.outputs).toEqual(session.outputs);
+      const a = await session.run(feeds);
+      const b = await pub.run(feeds);
+      expect(Object.keys(a)).toEqual(Object.keys(b));
+      for (const k of Object.keys(a)) {
+        expect(a[k]!.dims).toEqual(b[k]!.dims);
+        expect(Array.from(a[k]!.data as Float32Array)).toEqual(Array.from(b[k]!.data as Float32Array));
+      }
+    } finally {
+      await pub.close();
     }
   });
 });

@@ -15,6 +15,7 @@ import {
   type CompileResult,
   type Precision,
 } from '../../compiler/index.js';
+import { InputError, formatProblem, show } from '../../util/errors.js';
 import type { CliIO } from '../io.js';
 import { bytes, count, pct, table } from '../format.js';
 
@@ -33,6 +34,8 @@ export interface CompileCommandOptions {
   maxAccuracyDrop?: number;
   mixedPrecision?: boolean;
   tolerance?: number;
+  /** 'auto' (default), 'none', or stage indices "0,1". */
+  recompute?: string;
   /** Time each stage float vs compiled on this machine (default true; --no-latency skips it). */
   latency?: boolean;
   json?: boolean;
@@ -45,8 +48,22 @@ export function parseExitList(s: string | undefined): string[] | undefined {
   return names.length > 0 ? names : undefined;
 }
 
+/** `--recompute auto|none|0,1` → the compiler's option; InputError naming the bad part. */
+export function parseRecompute(s: string | undefined): 'auto' | 'none' | number[] | undefined {
+  if (s === undefined) return undefined;
+  const v = s.trim();
+  if (v === 'auto' || v === 'none') return v;
+  const parts = v.split(',').map((x) => x.trim());
+  const bad = parts.filter((x) => !/^\d+$/.test(x));
+  if (bad.length > 0 || parts.length === 0) {
+    throw new InputError(formatProblem({ where: '--recompute', expected: "'auto', 'none' or stage indices like 0 or 0,1", got: show(s) }));
+  }
+  return parts.map(Number);
+}
+
 export async function compileCommand(opts: CompileCommandOptions, io: CliIO): Promise<CompileResult> {
   const exits = parseExitList(opts.exits);
+  const recompute = parseRecompute(opts.recompute);
   const result = await compileModel({
     model: opts.model,
     device: opts.device,
@@ -64,6 +81,7 @@ export async function compileCommand(opts: CompileCommandOptions, io: CliIO): Pr
     ...(opts.maxAccuracyDrop !== undefined ? { maxAccuracyDrop: opts.maxAccuracyDrop } : {}),
     ...(opts.mixedPrecision === false ? { mixedPrecision: false } : {}),
     ...(opts.latency === false ? { latency: false } : {}),
+    ...(recompute !== undefined ? { recompute } : {}),
     ...(opts.json ? {} : { onProgress: (line: string) => io.err(line) }),
   });
   if (opts.json) io.out(JSON.stringify({ out: result.out, signed: result.signed, replaced: result.replaced, manifest: result.manifest, report: result.report }, null, 2));
@@ -129,7 +147,10 @@ export function renderCompile(r: CompileResult): string {
   );
   lines.push('');
   const total = rep.stages.reduce((a, s) => a + s.macs, 0);
-  lines.push(`MACs      stages ${count(total)} = source ${count(rep.sourceMacs)}${total === rep.sourceMacs ? '' : ' (MISMATCH)'}`);
+  // Recomputed stages (see --recompute) add their trunk's MACs again to the next stage.
+  const extra = total - rep.sourceMacs;
+  const recomputed = rep.recompute?.length ? ` + ${count(extra)} recomputed (stage ${rep.recompute.join(', ')})` : extra === 0 ? '' : ' (MISMATCH)';
+  lines.push(`MACs      stages ${count(total)} = source ${count(rep.sourceMacs)}${recomputed}`);
   let check = `${rep.check.passed ? 'passed' : 'FAILED'} (tolerance ${rep.check.tolerance.toExponential()}) on ${rep.check.random.samples} ${rep.check.random.source}`;
   if (cal) check += ` and ${cal.samples} images of ${cal.source}${cal.skipped?.length ? ` (${cal.skipped.length} unreadable, skipped)` : ''}`;
   lines.push(`check     ${check}`);
@@ -197,6 +218,11 @@ export function compileModule(io: CliIO): CommandModule<object, CompileCommandOp
         .option('max-accuracy-drop', { type: 'number', describe: `int8: largest top-1 loss per exit in percentage points (default ${DEFAULT_MAX_ACCURACY_DROP}); sensitive nodes stay float to meet it` })
         .option('mixed-precision', { type: 'boolean', describe: 'int8: keep sensitive nodes float to meet --max-accuracy-drop (default true; --no-mixed-precision fails instead)' })
         .option('tolerance', { type: 'number', describe: 'Largest accepted |stage − source| on any exit (default 1e-5 at fp32)' })
+        .option('recompute', {
+          type: 'string',
+          describe:
+            "Stages that hand nothing on, so the next stage recomputes their trunk from the image: 'auto' (default: stages with ≤ 5 % of the MACs, where the hand-over copy costs more than recomputing), 'none', or indices like 0,1",
+        })
         .option('latency', { type: 'boolean', describe: "Time each stage float vs compiled at batch 1 on this machine (default true; --no-latency skips it). This machine's numbers, not the device's" })
         .option('json', { type: 'boolean', describe: 'Machine-readable output' })
         .example('$0 compile models/fmnist-branchy/fmnist-branchy.onnx --device rpi4 --out build/branchy-rpi4', 'int8 (the Pi 4 default), calibrated on calibration/fashion-mnist')
