@@ -17,10 +17,10 @@ import { scanImageFolder } from '../data/imagefolder.js';
 import { EXIT_POLICIES, softmaxInto } from '../runtime/exit-policy.js';
 import { prepareBatch, type PreprocessSpec } from '../runtime/image.js';
 import { createSession, type ModelSession, type PlainTensor } from '../runtime/ort.js';
-import { InputError, UnsupportedError } from '../util/errors.js';
+import { InputError, UnsupportedError, formatProblem } from '../util/errors.js';
 import { writeFileAtomic } from '../util/fs.js';
 import { measureLatencyProfile, modelLatencyProfile, readLatencyProfile, stageLatencyFrom, type LatencyProfile, type StageStat } from './latency.js';
-import { evaluatePolicy, fitTemperature, searchThresholds, type PolicyPoint, type SearchData, type SearchResult, type SearchTarget } from './search.js';
+import { accuracyLossStderrPp, evaluatePolicy, fitTemperature, searchThresholds, type PolicyPoint, type SearchData, type SearchResult, type SearchTarget } from './search.js';
 import { frontierSvg } from './svg.js';
 
 /** Per exit: logits [n × classes], plus the labels. */
@@ -143,6 +143,11 @@ export interface CalibrateOptions {
   /** Device profile for 'model' (default: the bundle's target). */
   device?: string;
   holdout?: number;
+  /**
+   * --max-accuracy-drop only: aim this many standard errors (paired, on the fit images) under the
+   * budget, so the loss holds on images the search never saw (default 1; 0 aims at the budget).
+   */
+  margin?: number;
   /** Private key to re-sign the manifest with. */
   key?: string;
   /** Report folder (default: <bundle>-calibration). */
@@ -170,6 +175,8 @@ export interface CalibrationReport {
   oracle: SearchResult['oracle'];
   frontier: SearchResult['frontier'];
   search: { strategy: string; evaluated: number; ms: number };
+  /** --max-accuracy-drop: the budget the search aimed at after the safety margin. */
+  aimedDropPp?: { budgetPp: number; marginStderrs: number; stderrPp: number; aimedPp: number };
   signature: 'resigned' | 'unsigned';
   files: { markdown: string; json: string; svg: string };
 }
@@ -201,6 +208,7 @@ export async function calibrate(o: CalibrateOptions): Promise<CalibrationReport>
   const key = o.key ? await loadPrivateKey(o.key) : undefined;
 
   const batch = o.batch ?? 1;
+  if (!Number.isInteger(batch) || batch < 1) throw new InputError(formatProblem({ where: '--batch', expected: 'a positive integer (the batch size the device runs)', got: String(o.batch) }));
   const percentile = o.target.kind === 'latency' ? o.target.percentile : undefined;
   const stat: StageStat = percentile === undefined ? 'mean' : percentile <= 50 ? 50 : percentile <= 90 ? 90 : percentile <= 95 ? 95 : 99;
   const { manifest: current } = await verifyLoadedBundle(loaded);
@@ -221,7 +229,18 @@ export async function calibrate(o: CalibrateOptions): Promise<CalibrationReport>
     return fitTemperature(s.logits, s.labels, obs.classes);
   });
   const fitData = scoreObservations(obs, fit, temperatures);
-  const res = searchThresholds(fitData, stageMs, o.target);
+  let res = searchThresholds(fitData, stageMs, o.target);
+  let aimed: CalibrationReport['aimedDropPp'];
+  const margin = o.margin ?? 1;
+  if (!(margin >= 0 && Number.isFinite(margin))) throw new InputError(`--margin: expected a number of standard errors ≥ 0, got ${margin}`);
+  if (o.target.kind === 'accuracy-drop' && margin > 0) {
+    // The standard error of the policy found at the budget sizes the margin; search once more below it.
+    const se = accuracyLossStderrPp(fitData, res.chosen.thresholds);
+    const aimedPp = Math.max(0, o.target.maxDropPp - margin * se);
+    aimed = { budgetPp: o.target.maxDropPp, marginStderrs: margin, stderrPp: se, aimedPp };
+    if (aimedPp < o.target.maxDropPp) res = searchThresholds(fitData, stageMs, { kind: 'accuracy-drop', maxDropPp: aimedPp });
+    progress(`accuracy budget ${o.target.maxDropPp} pp, aiming at ${aimedPp.toFixed(2)} pp (${margin} × standard error ${se.toFixed(2)} pp on ${fit.length} fit images)`);
+  }
   // Manifests round to 6 decimals; the held-out check applies exactly what is written.
   const thresholds = res.chosen.thresholds.map((t) => Math.min(1, Math.max(0, Math.round(t * 1e6) / 1e6)));
   const temps = temperatures.map((t) => Math.round(t * 1e6) / 1e6);
@@ -251,6 +270,7 @@ export async function calibrate(o: CalibrateOptions): Promise<CalibrationReport>
     oracle: res.oracle,
     frontier: res.frontier,
     search: { strategy: res.strategy, evaluated: res.evaluated, ms: res.searchMs },
+    ...(aimed ? { aimedDropPp: aimed } : {}),
     signature: key ? 'resigned' : 'unsigned',
     files: { markdown: path.join(outDir, 'calibration.md'), json: path.join(outDir, 'calibration.json'), svg: path.join(outDir, 'frontier.svg') },
   };
@@ -287,6 +307,9 @@ export function renderMarkdown(r: CalibrationReport): string {
     `- images: ${r.images.fit} fit, ${r.images.heldOut} held out (${r.data})`,
     `- temperatures: ${r.temperatures.join(', ')}`,
     `- thresholds (max-prob): ${r.thresholds.join(', ')}`,
+    ...(r.aimedDropPp
+      ? [`- accuracy budget ${r.aimedDropPp.budgetPp} pp; aimed at ${r.aimedDropPp.aimedPp.toFixed(2)} pp on the fit split (${r.aimedDropPp.marginStderrs} × paired standard error ${r.aimedDropPp.stderrPp.toFixed(2)} pp; --margin 0 aims at the budget)`]
+      : []),
     `- signature: ${r.signature}`,
     '',
     '| | accuracy | mean latency | target latency | exits |',

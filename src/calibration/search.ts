@@ -516,6 +516,35 @@ export function evaluatePolicy(data: SearchData, stageMs: readonly number[], thr
   };
 }
 
+/**
+ * Standard error (percentage points) of the accuracy loss of `thresholds` against the last exit,
+ * paired per sample: sd(correct_last − correct_policy) / √n. The loss measured on the fit images
+ * is an estimate; choosing right at the budget leaves a coin flip of exceeding it on new images.
+ */
+export function accuracyLossStderrPp(data: SearchData, thresholds: readonly number[]): number {
+  const K = data.scores.length;
+  const n = data.scores[0]!.length;
+  if (n < 2) return 0;
+  let sum = 0;
+  let sq = 0;
+  for (let i = 0; i < n; i++) {
+    let e = K - 1;
+    for (let k = 0; k < K - 1; k++) {
+      const v = data.scores[k]![i]!;
+      if (data.direction === 'at-least' ? v >= thresholds[k]! : v <= thresholds[k]!) {
+        e = k;
+        break;
+      }
+    }
+    const d = (data.correct[K - 1]![i] ? 1 : 0) - (data.correct[e]![i] ? 1 : 0);
+    sum += d;
+    sq += d * d;
+  }
+  const mean = sum / n;
+  const variance = Math.max(0, (sq - n * mean * mean) / (n - 1));
+  return (Math.sqrt(variance / n)) * 100;
+}
+
 // ---- temperature scaling ----
 
 /** Mean negative log-likelihood of softmax(logits / T) at the labels; logits row-major [n, classes]. */

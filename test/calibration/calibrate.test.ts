@@ -89,6 +89,38 @@ describe('calibrate (model latency, rpi4)', () => {
     expect(r.achieved.accuracy).toBeGreaterThan(0.8);
   }, 120_000);
 
+  it('--max-accuracy-drop aims one paired standard error under the budget; --margin 0 aims at it', async () => {
+    const base = { data: FMNIST, target: { kind: 'accuracy-drop', maxDropPp: 1 } as const, latencySource: 'model', limit: 600 };
+    const safe = await calibrate({ ...base, bundle: await copyBundle(signedBundle, path.join(dir, 'b5'), false), out: path.join(dir, 'r5') });
+    const bare = await calibrate({ ...base, bundle: await copyBundle(signedBundle, path.join(dir, 'b6'), false), out: path.join(dir, 'r6'), margin: 0 });
+    const a = safe.aimedDropPp!;
+    expect(a.budgetPp).toBe(1);
+    expect(a.marginStderrs).toBe(1);
+    // 420 fit images: a few discordant samples give a standard error of a few tenths of a pp.
+    expect(a.stderrPp).toBeGreaterThan(0.05);
+    expect(a.stderrPp).toBeLessThan(1);
+    expect(a.aimedPp).toBeCloseTo(1 - a.stderrPp, 9);
+    expect(bare.aimedDropPp).toBeUndefined();
+    const drop = (r: typeof safe): number => (r.noExit.accuracy - r.predicted.accuracy) * 100;
+    expect(drop(safe)).toBeLessThanOrEqual(a.aimedPp + 1e-9);
+    expect(drop(bare)).toBeLessThanOrEqual(1 + 1e-9);
+    // Aiming lower can only cost latency, never buy it.
+    expect(safe.predicted.meanMs).toBeGreaterThanOrEqual(bare.predicted.meanMs);
+    expect(await fsp.readFile(safe.files.markdown, 'utf8')).toMatch(/aimed at \d\.\d\d pp on the fit split \(1 × paired standard error/);
+  }, 120_000);
+
+  it('bad input: --margin below 0 and --batch 0 are refused by name, the bundle untouched', async () => {
+    const bundle = await copyBundle(signedBundle, path.join(dir, 'b7'), false);
+    const before = await fsp.readFile(path.join(bundle, 'manifest.json'));
+    const m = await runCli('calibrate', bundle, '--data', FMNIST, '--max-accuracy-drop', '1', '--margin', '-1', '--latency-source', 'model', '--limit', '100');
+    expect(m.code).toBe(2);
+    expect(m.err).toMatch(/--margin: expected a number of standard errors ≥ 0, got -1/);
+    const b = await runCli('calibrate', bundle, '--data', FMNIST, '--max-accuracy-drop', '1', '--batch', '0', '--latency-source', 'model', '--limit', '100');
+    expect(b.code).toBe(2);
+    expect(b.err).toMatch(/--batch: expected a positive integer \(the batch size the device runs\), got 0/);
+    expect(await fsp.readFile(path.join(bundle, 'manifest.json'))).toEqual(before);
+  }, 120_000);
+
   it('through the CLI: prints the table and the latency source', async () => {
     const bundle = await copyBundle(signedBundle, path.join(dir, 'b4'), false);
     const target = (stage0 + full) / 2;

@@ -2,7 +2,7 @@
 // brute force, in both modes and for a percentile target; temperature fitting; the search time
 // on 4 exits × 10 000 samples.
 import { describe, expect, it } from 'vitest';
-import { TargetUnreachableError, evaluatePolicy, fitTemperature, nll, searchThresholds, type SearchData } from '../../src/calibration/search.js';
+import { accuracyLossStderrPp, TargetUnreachableError, evaluatePolicy, fitTemperature, nll, searchThresholds, type SearchData } from '../../src/calibration/search.js';
 import { rng, synthetic } from './helpers.js';
 
 // Two exits, stages 1 ms and 3 ms (cumulative 1 and 4). Exit 0 is right on its five most
@@ -154,5 +154,16 @@ describe('fitTemperature', () => {
     expect(T).toBeGreaterThan(T0 * 0.93);
     expect(T).toBeLessThan(T0 * 1.07);
     expect(nll(logits, labels, C, T)).toBeLessThan(nll(logits, labels, C, 1));
+  });
+});
+
+describe('accuracyLossStderrPp', () => {
+  it('is the paired standard error of last-exit minus policy correctness, in pp', () => {
+    const data = { scores: [[0.9, 0.9, 0.1, 0.1], [0, 0, 0, 0]], correct: [[1, 0, 1, 0], [1, 1, 1, 1]], direction: 'at-least' as const };
+    // Samples 0 and 1 leave at exit 0 (one of them wrong there); d = [0, 1, 0, 0]:
+    // mean 0.25, sample variance (1 − 4·0.0625)/3 = 0.25, standard error √(0.25/4) = 0.25 → 25 pp.
+    expect(accuracyLossStderrPp(data, [0.5])).toBeCloseTo(25, 12);
+    // Nobody leaves early: no loss, no spread.
+    expect(accuracyLossStderrPp(data, [0.95])).toBe(0);
   });
 });

@@ -18,6 +18,8 @@ export interface CalibrateCommandOptions {
   latencySource?: string;
   device?: string;
   holdout?: number;
+  margin?: number;
+  batch?: number;
   key?: string;
   out?: string;
   limit?: number;
@@ -61,6 +63,7 @@ export function renderCalibration(r: CalibrationReport): string {
     `latency   ${r.latency.source}: ${r.latency.description}; stages ${r.latency.stageMs.map(ms).join(', ')} ms (batch ${r.latency.batch}, ${r.latency.stat})`,
     `images    ${r.images.fit} fit, ${r.images.heldOut} held out`,
     `policy    max-prob thresholds ${r.thresholds.join(', ')}; temperatures ${r.temperatures.join(', ')}`,
+    ...(r.aimedDropPp ? [`margin    budget ${r.aimedDropPp.budgetPp} pp, aimed at ${r.aimedDropPp.aimedPp.toFixed(2)} pp (${r.aimedDropPp.marginStderrs} × standard error ${r.aimedDropPp.stderrPp.toFixed(2)} pp)`] : []),
     `search    ${r.search.strategy}, ${r.search.evaluated} policies in ${r.search.ms.toFixed(1)} ms`,
     `bundle    ${r.bundle}: manifest updated; ${r.signature === 'resigned' ? 're-signed' : 'unsigned'}`,
     `report    ${r.files.markdown}, ${r.files.json}, ${r.files.svg}`,
@@ -76,6 +79,8 @@ export async function calibrateCommand(o: CalibrateCommandOptions, io: CliIO): P
     latencySource: o.latencySource ?? 'measure',
     ...(o.device !== undefined ? { device: o.device } : {}),
     ...(o.holdout !== undefined ? { holdout: o.holdout } : {}),
+    ...(o.margin !== undefined ? { margin: o.margin } : {}),
+    ...(o.batch !== undefined ? { batch: o.batch } : {}),
     ...(o.key !== undefined ? { key: o.key } : {}),
     ...(o.out !== undefined ? { out: o.out } : {}),
     ...(o.limit !== undefined ? { limit: o.limit } : {}),
@@ -100,6 +105,8 @@ export function calibrateModule(io: CliIO): CommandModule<object, CalibrateComma
         .option('latency-source', { type: 'string', describe: "measure (here), model (the device profile's cost model: an estimate), or a profile file from `edgeexit profile` (default measure)" })
         .option('device', { type: 'string', describe: "Device profile for --latency-source model (default: the bundle's target)" })
         .option('holdout', { type: 'number', describe: 'Fraction held out for the check (default 0.3, stratified, fixed seed)' })
+        .option('margin', { type: 'number', describe: '--max-accuracy-drop: aim this many paired standard errors under the budget, so it holds on new images (default 1; 0 aims at the budget)' })
+        .option('batch', { type: 'number', describe: 'Batch size the device will run; stage latency is measured or modelled at it (default 1)' })
         .option('key', { type: 'string', describe: 'Private key to re-sign the manifest; required when the bundle is signed' })
         .option('out', { type: 'string', describe: 'Report folder (default <bundle>-calibration)' })
         .option('limit', { type: 'number', describe: 'Use at most this many images, spread over the classes' })
