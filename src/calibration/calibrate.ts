@@ -5,6 +5,12 @@
 // exit's logits, so fitting temperatures and searching thresholds are pure arithmetic after.
 // The data is split fit / held-out per class with a fixed seed, so a rerun gives the same split.
 //
+// CBNet bundles: the "exits" are the hybrid policy's exit points (the classifier on the raw
+// image, then on the converter's output), costing the classifier, then converter + classifier.
+// The search finds the hybrid's threshold; it is then weighed against the plain cbnet policy
+// (converter then classifier, no threshold), and the better one under the target becomes the
+// bundle's default policy.
+//
 // Signing: the manifest changes, so an old signature no longer matches. With --key the manifest is
 // re-signed; a signed bundle without --key is refused (a bundle with a stale signature would be
 // rejected by every device), with the fix in the message. An unsigned bundle stays unsigned.
@@ -35,7 +41,7 @@ export interface Observations {
 export async function collectObservations(bundle: string, data: string, opts: { limit?: number; threads?: number } = {}): Promise<{ manifest: Manifest; obs: Observations }> {
   const loaded = await loadBundleFiles(bundle);
   const { manifest } = await verifyLoadedBundle(loaded);
-  if (manifest.kind !== 'multi-exit') throw new UnsupportedError(`${bundle}: calibrating a ${manifest.kind} bundle is not supported yet (only multi-exit)`);
+  if (manifest.kind === 'cbnet' && !manifest.pipeline) throw new UnsupportedError(`${bundle}: cbnet bundle without a pipeline section`);
   const folder = await scanImageFolder(data, { labels: manifest.labels });
   let items = folder.items;
   if (opts.limit !== undefined && opts.limit < items.length) {
@@ -48,7 +54,7 @@ export async function collectObservations(bundle: string, data: string, opts: { 
   const C = manifest.labels.length;
   const spec: PreprocessSpec = { ...manifest.input.preprocess, size: [...manifest.input.preprocess.size] };
   const sessions: ModelSession[] = [];
-  const logits: number[][] = manifest.stages.map(() => []);
+  const logits: number[][] = (manifest.pipeline ? manifest.pipeline.policies.hybrid : manifest.stages).map(() => []);
   const labels: number[] = [];
   const files: string[] = [];
   try {
@@ -57,12 +63,28 @@ export async function collectObservations(bundle: string, data: string, opts: { 
       const chunk = items.slice(start, start + 64);
       const prep = await prepareBatch(chunk.map((x) => x.file), spec);
       if (prep.failures.length) throw new InputError(`${prep.failures[0]!.name}: ${prep.failures[0]!.error.message}`);
-      const pool: Record<string, PlainTensor> = { [manifest.input.name]: prep.tensor };
-      for (const [k, s] of manifest.stages.entries()) {
-        const out = await sessions[k]!.run(Object.fromEntries(s.inputs.map((n) => [n, pool[n]!])));
-        Object.assign(pool, out);
-        const ex = out[s.exit]!;
-        for (const v of ex.data as Float32Array) logits[k]!.push(v);
+      if (manifest.pipeline) {
+        // One row of logits per hybrid exit point, in its run order.
+        const p = manifest.pipeline;
+        const cls = sessions[p.classifier.stage]!;
+        let converted: PlainTensor | undefined;
+        for (const [j, point] of p.policies.hybrid.entries()) {
+          let x = prep.tensor as PlainTensor;
+          if (point === 'classifier<-converter') {
+            converted ??= (await sessions[p.converter.stage]!.run({ [p.converter.input]: prep.tensor }, [p.converter.output]))[p.converter.output]! as PlainTensor;
+            x = converted;
+          }
+          const out = await cls.run({ [p.classifier.input]: x }, [p.classifier.exit]);
+          for (const v of out[p.classifier.exit]!.data as Float32Array) logits[j]!.push(v);
+        }
+      } else {
+        const pool: Record<string, PlainTensor> = { [manifest.input.name]: prep.tensor };
+        for (const [k, s] of manifest.stages.entries()) {
+          const out = await sessions[k]!.run(Object.fromEntries(s.inputs.map((n) => [n, pool[n]!])));
+          Object.assign(pool, out);
+          const ex = out[s.exit]!;
+          for (const v of ex.data as Float32Array) logits[k]!.push(v);
+        }
       }
       for (const i of prep.indices) {
         labels.push(chunk[i]!.label);
@@ -175,6 +197,8 @@ export interface CalibrationReport {
   oracle: SearchResult['oracle'];
   frontier: SearchResult['frontier'];
   search: { strategy: string; evaluated: number; ms: number };
+  /** cbnet bundles: the run order chosen as the default, and both candidates on the fit split. */
+  policy?: { chosen: 'cbnet' | 'hybrid'; cbnet: { accuracy: number; meanMs: number }; hybrid: { accuracy: number; meanMs: number } };
   /** --max-accuracy-drop: the budget the search aimed at after the safety margin. */
   aimedDropPp?: { budgetPp: number; marginStderrs: number; stderrPp: number; aimedPp: number };
   signature: 'resigned' | 'unsigned';
@@ -214,7 +238,13 @@ export async function calibrate(o: CalibrateOptions): Promise<CalibrationReport>
   const { manifest: current } = await verifyLoadedBundle(loaded);
   progress(`latency (${o.latencySource})…`);
   const { profile, label } = await latencyFor(o, current, stat, batch);
-  const stageMs = stageLatencyFrom(profile, batch, stat, o.latencySource);
+  const bundleStageMs = stageLatencyFrom(profile, batch, stat, o.latencySource);
+  const pipe = current.pipeline;
+  // What each exit point adds: a stage (multi-exit), or the classifier and, for the converted
+  // image, the converter too (cbnet hybrid).
+  const stageMs = pipe
+    ? pipe.policies.hybrid.map((pt) => bundleStageMs[pipe.classifier.stage]! + (pt === 'classifier<-converter' ? bundleStageMs[pipe.converter.stage]! : 0))
+    : bundleStageMs;
   // Fail before the (slow) collection when no policy can meet the target.
   if (o.target.kind === 'latency' && o.target.targetMs < stageMs[0]!) searchThresholds({ scores: stageMs.map(() => [0]), correct: stageMs.map(() => [0]), direction: 'at-least' }, stageMs, o.target);
 
@@ -245,9 +275,37 @@ export async function calibrate(o: CalibrateOptions): Promise<CalibrationReport>
   const thresholds = res.chosen.thresholds.map((t) => Math.min(1, Math.max(0, Math.round(t * 1e6) / 1e6)));
   const temps = temperatures.map((t) => Math.round(t * 1e6) / 1e6);
   const heldData = scoreObservations(obs, held, temps);
-  const achieved = evaluatePolicy(heldData, stageMs, thresholds, percentile);
+  let predicted: PolicyPoint = res.chosen;
+  let achieved = evaluatePolicy(heldData, stageMs, thresholds, percentile);
 
-  const next: Manifest = validateManifest({ ...manifest, exitPolicy: { metric: 'max-prob', thresholds, temperatures: temps } });
+  let policy: CalibrationReport['policy'];
+  if (pipe) {
+    // The plain cbnet policy: converter then classifier for every image, at a fixed cost.
+    const at = pipe.policies.hybrid.indexOf('classifier<-converter');
+    const cost = bundleStageMs[pipe.converter.stage]! + bundleStageMs[pipe.classifier.stage]!;
+    const accOf = (d: SearchData): number => (at < 0 ? 0 : Array.from(d.correct[at]!).reduce<number>((a, c) => a + (c ? 1 : 0), 0) / d.correct[at]!.length);
+    const K = stageMs.length;
+    const point = (acc: number): PolicyPoint => ({ thresholds: [], accuracy: acc, meanMs: cost, latencyMs: cost, exitFractions: Array.from({ length: K }, (_, k) => (k === at ? 1 : 0)) });
+    const cb = point(accOf(fitData));
+    const hy = res.chosen;
+    const useCbnet =
+      at >= 0 &&
+      (o.target.kind === 'latency'
+        ? cost <= o.target.targetMs && (cb.accuracy > hy.accuracy || (cb.accuracy === hy.accuracy && cost < hy.latencyMs))
+        : cost < hy.latencyMs);
+    policy = { chosen: useCbnet ? 'cbnet' : 'hybrid', cbnet: { accuracy: cb.accuracy, meanMs: cost }, hybrid: { accuracy: hy.accuracy, meanMs: hy.meanMs } };
+    if (useCbnet) {
+      predicted = cb;
+      achieved = point(accOf(heldData));
+    }
+    progress(`policy ${policy.chosen}: cbnet ${(cb.accuracy * 100).toFixed(2)}% at ${cost.toFixed(3)} ms vs hybrid ${(hy.accuracy * 100).toFixed(2)}% at ${hy.latencyMs.toFixed(3)} ms (fit split)`);
+  }
+
+  const next: Manifest = validateManifest({
+    ...manifest,
+    exitPolicy: { metric: 'max-prob', thresholds, temperatures: temps },
+    ...(pipe && policy ? { pipeline: { ...manifest.pipeline!, default: policy.chosen } } : {}),
+  });
   const manifestBytes = encodeManifest(next);
   const files = [...loaded.files.entries()].filter(([name]) => name !== MANIFEST_FILE && name !== SIGNATURE_FILE).map(([name, data]) => ({ name, data }));
   files.push({ name: MANIFEST_FILE, data: manifestBytes });
@@ -264,8 +322,9 @@ export async function calibrate(o: CalibrateOptions): Promise<CalibrationReport>
     target: o.target,
     temperatures: temps,
     thresholds,
-    predicted: res.chosen,
+    predicted,
     achieved,
+    ...(policy ? { policy } : {}),
     noExit: res.noExit,
     oracle: res.oracle,
     frontier: res.frontier,
@@ -307,6 +366,9 @@ export function renderMarkdown(r: CalibrationReport): string {
     `- images: ${r.images.fit} fit, ${r.images.heldOut} held out (${r.data})`,
     `- temperatures: ${r.temperatures.join(', ')}`,
     `- thresholds (max-prob): ${r.thresholds.join(', ')}`,
+    ...(r.policy
+      ? [`- policy: **${r.policy.chosen}** (cbnet ${p2(r.policy.cbnet.accuracy)} at ${m3(r.policy.cbnet.meanMs)}; hybrid ${p2(r.policy.hybrid.accuracy)} at ${m3(r.policy.hybrid.meanMs)}, fit split)`]
+      : []),
     ...(r.aimedDropPp
       ? [`- accuracy budget ${r.aimedDropPp.budgetPp} pp; aimed at ${r.aimedDropPp.aimedPp.toFixed(2)} pp on the fit split (${r.aimedDropPp.marginStderrs} × paired standard error ${r.aimedDropPp.stderrPp.toFixed(2)} pp; --margin 0 aims at the budget)`]
       : []),

@@ -9,6 +9,7 @@ import { calibrate, stratifiedSplit } from '../../src/calibration/calibrate.js';
 import { modelStageLatency } from '../../src/calibration/latency.js';
 import { TargetUnreachableError } from '../../src/calibration/search.js';
 import { parseLatency, targetOf } from '../../src/cli/commands/calibrate.js';
+import { loadBundle } from '../../src/runtime/bundle-runner.js';
 import { compileModel, generateKeyPair, verifyBundle } from '../../src/compiler/index.js';
 import { parseManifest } from '../../src/compiler/manifest.js';
 import { loadDeviceProfile } from '../../src/devices/load.js';
@@ -132,6 +133,55 @@ describe('calibrate (model latency, rpi4)', () => {
     const bad = await runCli('calibrate', bundle, '--data', FMNIST, '--target-latency', 'soon');
     expect(bad.code).toBe(2);
     expect(bad.err).toMatch(/--target-latency/);
+  }, 120_000);
+});
+
+describe('calibrate a CBNet bundle (model latency, rpi4)', () => {
+  let cbnet: string;
+  beforeAll(async () => {
+    cbnet = path.join(dir, 'cbnet');
+    await compileModel({ model: path.join(path.dirname(path.dirname(ZOO)), 'fmnist-cbnet'), device: 'rpi4', precision: 'fp32', out: cbnet, latency: false });
+  }, 180_000);
+
+  it('a generous target: the hybrid threshold is searched, weighed against plain cbnet, and the default policy written', async () => {
+    const bundle = await copyBundle(cbnet, path.join(dir, 'cb1'), false);
+    const r = await calibrate({ bundle, data: FMNIST, target: { kind: 'accuracy-drop', maxDropPp: 1 }, latencySource: 'model', limit: 600, out: path.join(dir, 'rc1') });
+    const m = parseManifest(await fsp.readFile(path.join(bundle, 'manifest.json')));
+    // Exit points of the hybrid: classifier on the image, then on the converted image.
+    expect(r.latency.stageMs).toHaveLength(2);
+    expect(r.latency.stageMs[1]!).toBeGreaterThan(r.latency.stageMs[0]!);
+    expect(m.exitPolicy.thresholds).toEqual(r.thresholds);
+    expect(r.thresholds).toHaveLength(1);
+    expect(r.temperatures).toHaveLength(2);
+    const p = r.policy!;
+    // Plain cbnet costs converter + classifier for everyone; the hybrid saves the converter for the confident.
+    expect(p.cbnet.meanMs).toBeCloseTo(r.latency.stageMs[1]!, 9);
+    expect(p.hybrid.meanMs).toBeLessThan(p.cbnet.meanMs);
+    expect(p.chosen).toBe('hybrid');
+    expect(m.pipeline!.default).toBe('hybrid');
+    expect((p.cbnet.accuracy - p.hybrid.accuracy) * 100).toBeLessThanOrEqual(1 + 1e-9);
+    expect(await fsp.readFile(r.files.markdown, 'utf8')).toMatch(/policy: \*\*hybrid\*\*/);
+  }, 120_000);
+
+  it('a latency target the converter fits in: cbnet wins when it is more accurate, and the runner runs it by default', async () => {
+    const bundle = await copyBundle(cbnet, path.join(dir, 'cb2'), false);
+    const probe = await calibrate({ bundle, data: FMNIST, target: { kind: 'accuracy-drop', maxDropPp: 0 }, latencySource: 'model', limit: 300, out: path.join(dir, 'rc2a'), margin: 0 });
+    const target = probe.policy!.cbnet.meanMs * 1.01;
+    const r = await calibrate({ bundle, data: FMNIST, target: { kind: 'latency', targetMs: target }, latencySource: 'model', limit: 300, out: path.join(dir, 'rc2') });
+    const p = r.policy!;
+    // Under a target plain cbnet meets, the more accurate of the two is the default.
+    expect(p.chosen).toBe(p.cbnet.accuracy > p.hybrid.accuracy || (p.cbnet.accuracy === p.hybrid.accuracy && p.cbnet.meanMs < p.hybrid.meanMs) ? 'cbnet' : 'hybrid');
+    const m = parseManifest(await fsp.readFile(path.join(bundle, 'manifest.json')));
+    expect(m.pipeline!.default).toBe(p.chosen);
+    expect(r.predicted.meanMs).toBeLessThanOrEqual(target + 1e-9);
+    // The runtime picks the written default when it is not told a policy.
+    const runner = await loadBundle(bundle, { threads: 1, onWarning: () => {} });
+    try {
+      const res = await runner.classify({ data: new Float32Array(2 * 784), dims: [2, 1, 28, 28] });
+      expect(res.policy).toBe(p.chosen);
+    } finally {
+      await runner.close();
+    }
   }, 120_000);
 });
 

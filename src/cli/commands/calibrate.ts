@@ -63,6 +63,7 @@ export function renderCalibration(r: CalibrationReport): string {
     `latency   ${r.latency.source}: ${r.latency.description}; stages ${r.latency.stageMs.map(ms).join(', ')} ms (batch ${r.latency.batch}, ${r.latency.stat})`,
     `images    ${r.images.fit} fit, ${r.images.heldOut} held out`,
     `policy    max-prob thresholds ${r.thresholds.join(', ')}; temperatures ${r.temperatures.join(', ')}`,
+    ...(r.policy ? [`run order ${r.policy.chosen} (cbnet ${(r.policy.cbnet.accuracy * 100).toFixed(2)}% at ${ms(r.policy.cbnet.meanMs)} ms; hybrid ${(r.policy.hybrid.accuracy * 100).toFixed(2)}% at ${ms(r.policy.hybrid.meanMs)} ms, fit split)`] : []),
     ...(r.aimedDropPp ? [`margin    budget ${r.aimedDropPp.budgetPp} pp, aimed at ${r.aimedDropPp.aimedPp.toFixed(2)} pp (${r.aimedDropPp.marginStderrs} × standard error ${r.aimedDropPp.stderrPp.toFixed(2)} pp)`] : []),
     `search    ${r.search.strategy}, ${r.search.evaluated} policies in ${r.search.ms.toFixed(1)} ms`,
     `bundle    ${r.bundle}: manifest updated; ${r.signature === 'resigned' ? 're-signed' : 'unsigned'}`,
