@@ -17,7 +17,7 @@
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { loadBundleFiles, verifyLoadedBundle, writeBundleAtomic } from '../compiler/bundle.js';
-import { MANIFEST_FILE, SIGNATURE_FILE, encodeManifest, validateManifest, type Manifest } from '../compiler/manifest.js';
+import { MANIFEST_FILE, SIGNATURE_FILE, encodeManifest, isBackbonePoint, validateManifest, type Manifest } from '../compiler/manifest.js';
 import { loadPrivateKey, signManifest } from '../compiler/signing.js';
 import { scanImageFolder } from '../data/imagefolder.js';
 import { EXIT_POLICIES, softmaxInto } from '../runtime/exit-policy.js';
@@ -35,6 +35,13 @@ export interface Observations {
   labels: Int32Array;
   classes: number;
   files: string[];
+}
+
+/** The manifest stage a `backbone:<exit>` point runs. */
+function backboneStageOf(m: Manifest, point: string): number {
+  const k = (m.pipeline?.backbone ?? []).find((i) => `backbone:${m.stages[i]!.exit}` === point);
+  if (k === undefined) throw new UnsupportedError(`exit point '${point}': no pipeline.backbone stage has that exit`);
+  return k;
 }
 
 /** Run every stage on every image (batches of 64) and keep every exit's logits. */
@@ -68,7 +75,17 @@ export async function collectObservations(bundle: string, data: string, opts: { 
         const p = manifest.pipeline;
         const cls = sessions[p.classifier.stage]!;
         let converted: PlainTensor | undefined;
+        // Backbone points chain: the first reads the image, the next what the previous handed on.
+        const pool: Record<string, PlainTensor> = { [manifest.input.name]: prep.tensor };
         for (const [j, point] of p.policies.hybrid.entries()) {
+          if (isBackbonePoint(point)) {
+            const k = backboneStageOf(manifest, point);
+            const st = manifest.stages[k]!;
+            const out = await sessions[k]!.run(Object.fromEntries(st.inputs.map((nm) => [nm, pool[nm]!])));
+            Object.assign(pool, out);
+            for (const v of out[st.exit]!.data as Float32Array) logits[j]!.push(v);
+            continue;
+          }
           let x = prep.tensor as PlainTensor;
           if (point === 'classifier<-converter') {
             converted ??= (await sessions[p.converter.stage]!.run({ [p.converter.input]: prep.tensor }, [p.converter.output]))[p.converter.output]! as PlainTensor;
@@ -243,7 +260,9 @@ export async function calibrate(o: CalibrateOptions): Promise<CalibrationReport>
   // What each exit point adds: a stage (multi-exit), or the classifier and, for the converted
   // image, the converter too (cbnet hybrid).
   const stageMs = pipe
-    ? pipe.policies.hybrid.map((pt) => bundleStageMs[pipe.classifier.stage]! + (pt === 'classifier<-converter' ? bundleStageMs[pipe.converter.stage]! : 0))
+    ? pipe.policies.hybrid.map((pt) =>
+        isBackbonePoint(pt) ? bundleStageMs[backboneStageOf(current, pt)]! : bundleStageMs[pipe.classifier.stage]! + (pt === 'classifier<-converter' ? bundleStageMs[pipe.converter.stage]! : 0),
+      )
     : bundleStageMs;
   // Fail before the (slow) collection when no policy can meet the target.
   if (o.target.kind === 'latency' && o.target.targetMs < stageMs[0]!) searchThresholds({ scores: stageMs.map(() => [0]), correct: stageMs.map(() => [0]), direction: 'at-least' }, stageMs, o.target);
@@ -292,7 +311,8 @@ export async function calibrate(o: CalibrateOptions): Promise<CalibrationReport>
       at >= 0 &&
       (o.target.kind === 'latency'
         ? cost <= o.target.targetMs && (cb.accuracy > hy.accuracy || (cb.accuracy === hy.accuracy && cost < hy.latencyMs))
-        : cost < hy.latencyMs);
+        : // With a backbone the last exit is deeper than the converter's, so plain cbnet must also keep within the budget.
+          (res.noExit.accuracy - cb.accuracy) * 100 <= (aimed?.aimedPp ?? o.target.maxDropPp) + 1e-9 && cost < hy.latencyMs);
     policy = { chosen: useCbnet ? 'cbnet' : 'hybrid', cbnet: { accuracy: cb.accuracy, meanMs: cost }, hybrid: { accuracy: hy.accuracy, meanMs: hy.meanMs } };
     if (useCbnet) {
       predicted = cb;

@@ -7,6 +7,7 @@
 // calibration images under the same --max-accuracy-drop rule as multi-exit exits. Like
 // compileModel, every failure happens before anything is written, so it leaves no bundle.
 import { promises as fsp } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import type { KeyObject } from 'node:crypto';
 import { InputError, UnsupportedError, type Problem } from '../util/errors.js';
@@ -31,6 +32,7 @@ import {
   SUPPORTED_PRECISIONS,
   checkExitWidths,
   checkInput,
+  compileModel,
   writeCompiledBundle,
   isProblem,
   readSourceModel,
@@ -54,10 +56,90 @@ const STAGE_FILES = { converter: 'converter.onnx', classifier: 'classifier.onnx'
 const DEFAULT_VERIFY_LIMIT = 256;
 
 export interface CbnetReport {
-  sources: { role: 'converter' | 'classifier'; file: string; sha256: string; macs: number }[];
+  sources: { role: 'converter' | 'classifier' | 'backbone'; file: string; sha256: string; macs: number }[];
   pipeline: CbnetPipeline;
   /** Float vs compiled on the calibration images, per path (absent when no labelled images were at hand). */
   verify?: { source: string; images: number; maxAccuracyDropPp: number; paths: ExitVerification[] };
+}
+
+interface BackboneParts {
+  stages: StageReport[];
+  bytes: Uint8Array[];
+  notes: string[];
+  sourceSha: string;
+}
+
+/**
+ * Compile the multi-exit model behind the light classifier (same device, precision and
+ * calibration) with its first stage recomputed, and keep its deeper stages: the first of them then
+ * reads only the image, so it can follow the CBNet classifier, which hands nothing but the image on.
+ */
+async function compileBackbone(
+  opts: CompileOptions,
+  want: { inputName: string; labels: readonly string[]; preprocess: PreprocessSpec; taken: readonly string[]; first: number; cumulative: number },
+): Promise<BackboneParts> {
+  const file = opts.backbone!;
+  if (await isCbnetFolder(file)) throw new InputError(`--backbone ${file}: expected one multi-exit .onnx model (the one the CBNet classifier is the first exit of), got a folder`);
+  const tmp = await fsp.mkdtemp(path.join(os.tmpdir(), 'edgeexit-backbone-'));
+  try {
+    const r = await compileModel({
+      model: file,
+      device: opts.device,
+      out: path.join(tmp, 'bundle'),
+      precision: opts.precision ?? 'fp32',
+      recompute: [0],
+      latency: false,
+      ...(opts.calibration !== undefined ? { calibration: opts.calibration } : {}),
+      ...(opts.calibrationLimit !== undefined ? { calibrationLimit: opts.calibrationLimit } : {}),
+      ...(opts.calibrationMethod !== undefined ? { calibrationMethod: opts.calibrationMethod } : {}),
+      ...(opts.maxAccuracyDrop !== undefined ? { maxAccuracyDrop: opts.maxAccuracyDrop } : {}),
+      ...(opts.mixedPrecision !== undefined ? { mixedPrecision: opts.mixedPrecision } : {}),
+      ...(opts.onProgress ? { onProgress: (l: string) => opts.onProgress!(`backbone: ${l}`) } : {}),
+    });
+    const m = r.manifest;
+    const problems: Problem[] = [];
+    if (m.stages.length < 2) problems.push({ where: `--backbone ${file}`, expected: 'a multi-exit model (two exits or more)', got: `${m.stages.length} exit` });
+    if (JSON.stringify(m.labels) !== JSON.stringify(want.labels)) problems.push({ where: `--backbone ${file}: labels`, expected: JSON.stringify(want.labels), got: JSON.stringify(m.labels) });
+    if (m.input.name !== want.inputName) problems.push({ where: `--backbone ${file}: input`, expected: `'${want.inputName}' (the CBNet's image input)`, got: `'${m.input.name}'` });
+    const pre = (p: PreprocessSpec): string => JSON.stringify({ ...p, size: [...p.size] });
+    if (pre(m.input.preprocess) !== pre(want.preprocess)) problems.push({ where: `--backbone ${file}: preprocess`, expected: pre(want.preprocess), got: pre(m.input.preprocess) });
+    const deeper = m.stages.slice(1);
+    const clash = deeper.flatMap((s) => s.outputs).filter((t) => want.taken.includes(t));
+    if (clash.length) problems.push({ where: `--backbone ${file}: tensor names`, expected: `none of ${want.taken.join(', ')} (the CBNet's own)`, got: clash.join(', '), fix: 're-export one of the models with other output names' });
+    if (problems.length) throw new InputError(`--backbone ${file}: does not fit this CBNet`, problems);
+    if (deeper[0] && (deeper[0].inputs.length !== 1 || deeper[0].inputs[0] !== want.inputName)) {
+      throw new UnsupportedError(`--backbone ${file}: its second stage reads ${deeper[0].inputs.join(', ')}, not only the image; the CBNet classifier hands nothing else on`);
+    }
+    let cumulative = want.cumulative;
+    const bytes: Uint8Array[] = [];
+    const stages: StageReport[] = [];
+    for (const [j, s] of deeper.entries()) {
+      const data = new Uint8Array(await fsp.readFile(path.join(r.out, s.file)));
+      cumulative += s.macs;
+      bytes.push(data);
+      stages.push({
+        index: want.first + j,
+        file: `backbone-${j + 1}.onnx`,
+        exit: s.exit,
+        inputs: s.inputs,
+        outputs: s.outputs,
+        carry: s.carry,
+        nodes: r.report.stages[j + 1]?.nodes ?? 0,
+        macs: s.macs,
+        cumulativeMacs: cumulative,
+        bytes: data.length,
+        floatBytes: r.report.stages[j + 1]?.floatBytes ?? data.length,
+        sha256: sha256Hex(data),
+      });
+    }
+    const notes = [
+      `backbone ${path.basename(file)}: stages ${deeper.map((s) => s.exit).join(', ')} added as the hybrid's last fall-through (the first recomputes the classifier's trunk from the image)`,
+      ...r.report.notes.filter((n) => !/uncalibrated|hand nothing on/.test(n)).map((n) => `backbone: ${n}`),
+    ];
+    return { stages, bytes, notes, sourceSha: r.report.model.sha256 };
+  } finally {
+    await fsp.rm(tmp, { recursive: true, force: true });
+  }
 }
 
 /** Whether `p` is a folder (a CBNet model) rather than one ONNX file. */
@@ -361,16 +443,28 @@ export async function compileCbnet(opts: CompileOptions): Promise<CompileResult>
       sha256: sha256Hex(stageBytes[k]!),
     };
   });
+  const backbone = opts.backbone !== undefined ? await compileBackbone(opts, { inputName: convIn.name, labels, preprocess, taken: [convertedName, exitName], first: stages.length, cumulative }) : undefined;
+  if (backbone) {
+    // The classifier hands the image on to the first backbone stage, which recomputes its trunk.
+    stages[1]!.carry = [convIn.name];
+    stages.push(...backbone.stages);
+    stageBytes = [...stageBytes, ...backbone.bytes];
+    notes.push(...backbone.notes);
+  }
   const pipeline: CbnetPipeline = {
     converter: { stage: 0, input: convIn.name, output: convertedName },
     classifier: { stage: 1, input: clsIn.name, exit: exitName, inputFrom: ['image', 'converter'] },
-    policies: { cbnet: ['classifier<-converter'], hybrid: ['classifier<-image', 'classifier<-converter'] },
+    policies: {
+      cbnet: ['classifier<-converter'],
+      hybrid: ['classifier<-image', 'classifier<-converter', ...(backbone ? backbone.stages.map((s) => `backbone:${s.exit}` as const) : [])],
+    },
     // Until thresholds are calibrated the hybrid always falls through, so the pair alone is cheaper.
     default: 'cbnet',
+    ...(backbone ? { backbone: backbone.stages.map((s) => s.index) } : {}),
   };
   if (device.precision.default !== precision && requested === precision) notes.push(`${device.id} defaults to ${device.precision.default}; this bundle is ${precision}`);
   notes.push('hybrid threshold is uncalibrated (null): until `calibrate` sets it, run the cbnet policy (converter → classifier)');
-  notes.push('--with-branchy (deeper stages for the hybrid\'s last fall-through) is not available yet');
+  if (!backbone) notes.push('no --backbone: the hybrid ends at the converter; `--backbone <multi-exit model>` adds its deeper stages as the last fall-through');
 
   const report: CompileReport = {
     model: { file: dir, name, version, sha256: sha },
@@ -381,7 +475,8 @@ export async function compileCbnet(opts: CompileOptions): Promise<CompileResult>
     // Converter and classifier are separate models; nothing is handed over to recompute.
     recompute: [],
     renamed: {},
-    sourceMacs: plans.reduce((a, p) => a + p.macs, 0),
+    // The backbone's stages were checked against their own source when it was compiled (compileBackbone).
+    sourceMacs: plans.reduce((a, p) => a + p.macs, 0) + (backbone ? backbone.stages.reduce((a, st) => a + st.macs, 0) : 0),
     stages,
     check,
     ...(quantization ? { quantization } : {}),
@@ -391,6 +486,7 @@ export async function compileCbnet(opts: CompileOptions): Promise<CompileResult>
       sources: [
         { role: 'converter', file: CBNET_FILES.converter, sha256: shas[0]!, macs: plans[0]!.macs },
         { role: 'classifier', file: CBNET_FILES.classifier, sha256: shas[1]!, macs: plans[1]!.macs },
+        ...(backbone ? [{ role: 'backbone' as const, file: opts.backbone!, sha256: backbone.sourceSha, macs: backbone.stages.reduce((a, s) => a + s.macs, 0) }] : []),
       ],
       pipeline,
       ...(verify ? { verify } : {}),

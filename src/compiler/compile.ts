@@ -83,6 +83,11 @@ export interface CompileOptions {
   /** int8: keep the most sensitive nodes float until within maxAccuracyDrop (default true). */
   mixedPrecision?: boolean;
   /**
+   * CBNet folders only: the multi-exit model the light classifier is the first exit of. Its deeper
+   * stages join the bundle, and the hybrid falls through to them after the converter.
+   */
+  backbone?: string;
+  /**
    * Stages that hand nothing on, so the next stage recomputes their trunk from the image:
    * 'auto' (default) picks stages with ≤ 5 % of the MACs (see chooseRecompute), 'none' never,
    * or explicit stage indices.
@@ -355,6 +360,9 @@ export async function compileModel(opts: CompileOptions): Promise<CompileResult>
     throw new InputError(`--max-accuracy-drop ${opts.maxAccuracyDrop}: expected percentage points between 0 and 100`);
   }
   if (await isCbnetFolder(opts.model)) return compileCbnet(opts);
+  if (opts.backbone !== undefined) {
+    throw new InputError(`--backbone: applies to a CBNet folder (converter.onnx + classifier.onnx); ${opts.model} is one model, whose own exits already run in stage order`);
+  }
   // Cheap checks first, so a mistake costs no model loading and leaves nothing behind.
   await checkBundleTarget(opts.out);
   const device: DeviceProfile = await loadDeviceProfile(opts.device);

@@ -51,7 +51,17 @@ export const StageSchema = z
 
 /** How a CBNet hybrid or pair reaches an answer: `classifier<-image` runs the light classifier on the image, `classifier<-converter` runs the converter and classifies its output. */
 export const CBNET_EXIT_POINTS = ['classifier<-image', 'classifier<-converter'] as const;
-export type CbnetExitPoint = (typeof CBNET_EXIT_POINTS)[number];
+/** A deeper backbone stage the hybrid falls through to last: `backbone:<its exit>`. */
+export const BACKBONE_POINT_PREFIX = 'backbone:';
+export type BackbonePoint = `backbone:${string}`;
+export type CbnetExitPoint = (typeof CBNET_EXIT_POINTS)[number] | BackbonePoint;
+export function isBackbonePoint(p: string): p is BackbonePoint {
+  return p.startsWith(BACKBONE_POINT_PREFIX);
+}
+const exitPointSchema = z.union([
+  z.enum(CBNET_EXIT_POINTS),
+  z.templateLiteral([BACKBONE_POINT_PREFIX, z.string().min(1)]).describe('A backbone stage, by its exit: backbone:<exit of a pipeline.backbone stage>'),
+]);
 
 export const CbnetPipelineSchema = z
   .strictObject({
@@ -74,12 +84,17 @@ export const CbnetPipelineSchema = z
       .strictObject({
         cbnet: z.tuple([z.literal('classifier<-converter')]).describe('Converter, then classifier: always one answer.'),
         hybrid: z
-          .array(z.enum(CBNET_EXIT_POINTS))
+          .array(exitPointSchema)
           .min(1)
-          .describe('Exit points in run order: the classifier on the raw image first, the converter only when that is not confident; the last always answers.'),
+          .describe('Exit points in run order: the classifier on the raw image first, the converter only when that is not confident, then the backbone stages; the last always answers.'),
       })
       .describe('Run orders the runtime may use; exitPolicy thresholds and temperatures are per exit point of `hybrid`.'),
     default: z.enum(['cbnet', 'hybrid']).describe('The policy to run when the device is not told otherwise.'),
+    backbone: z
+      .array(z.int().nonnegative())
+      .min(1)
+      .optional()
+      .describe('Stages of the multi-exit backbone the classifier came from, beyond its first exit, in run order; the first reads the image (it recomputes the classifier\'s trunk), each yields an exit the hybrid falls through to after the converter.'),
   })
   .describe('kind cbnet only: which stage feeds which.');
 
@@ -170,8 +185,24 @@ export const ManifestSchema = z
       }
       if (p.converter.stage === p.classifier.stage) ctx.addIssue({ code: 'custom', path: ['pipeline', 'classifier', 'stage'], message: 'the classifier and the converter must be different stages', input: p.classifier.stage });
       const hy = p.policies.hybrid;
+      const backbone = p.backbone ?? [];
+      for (const [j, k] of backbone.entries()) {
+        if (!m.stages[k]) ctx.addIssue({ code: 'custom', path: ['pipeline', 'backbone', j], message: `no stage ${k} (the bundle has ${n})`, input: k });
+        else if (k === p.converter.stage || k === p.classifier.stage) ctx.addIssue({ code: 'custom', path: ['pipeline', 'backbone', j], message: 'a backbone stage cannot be the converter or the classifier', input: k });
+      }
+      const backboneExits = backbone.map((k) => `${BACKBONE_POINT_PREFIX}${m.stages[k]?.exit ?? '?'}`);
+      let nextBackbone = 0;
       hy.forEach((e, i) => {
         if (hy.indexOf(e) !== i) ctx.addIssue({ code: 'custom', path: ['pipeline', 'policies', 'hybrid', i], message: `'${e}' is listed twice`, input: e });
+        if (isBackbonePoint(e)) {
+          // Backbone stages chain (each reads what the one before handed over): in order, none skipped.
+          if (e !== backboneExits[nextBackbone]) {
+            ctx.addIssue({ code: 'custom', path: ['pipeline', 'policies', 'hybrid', i], message: `expected ${backboneExits[nextBackbone] ? `'${backboneExits[nextBackbone]}' (pipeline.backbone in order)` : 'no further backbone point (pipeline.backbone lists none)'}`, input: e });
+          }
+          nextBackbone++;
+          return;
+        }
+        if (nextBackbone > 0) ctx.addIssue({ code: 'custom', path: ['pipeline', 'policies', 'hybrid', i], message: 'the classifier points before the backbone points', input: e });
         const from = e === 'classifier<-image' ? 'image' : 'converter';
         if (!p.classifier.inputFrom.includes(from)) ctx.addIssue({ code: 'custom', path: ['pipeline', 'policies', 'hybrid', i], message: `the classifier was not compiled to read the ${from} (inputFrom)`, input: e });
       });
@@ -270,9 +301,48 @@ function parseJson(text: string, file: string): unknown {
   }
 }
 
+/**
+ * The problem to report for a formatVersion this edgeexit does not read, in place of the
+ * schema's bare "expected 1": which side is out of date and what to do. Null when the version
+ * is ours, or not a number at all (the schema's message says that well enough).
+ */
+function formatVersionProblem(json: unknown, file: string): Problem | null {
+  if (typeof json !== 'object' || json === null) return null;
+  const o = json as Record<string, unknown>;
+  const v = o.formatVersion;
+  if (v === MANIFEST_FORMAT_VERSION || typeof v !== 'number' || !Number.isInteger(v)) return null;
+  const by = (o.provenance as Record<string, unknown> | undefined)?.edgeexitVersion;
+  const made = typeof by === 'string' ? `, written by edgeexit ${by}` : '';
+  const where = `${file}: formatVersion`;
+  const expected = `format ${MANIFEST_FORMAT_VERSION}`;
+  if (v > MANIFEST_FORMAT_VERSION) {
+    return {
+      where,
+      message: `the bundle is manifest format ${v}${made}, newer than this edgeexit reads;`,
+      expected,
+      got: String(v),
+      fix: 're-compile the model with this version of edgeexit, or upgrade edgeexit on this device',
+    };
+  }
+  return {
+    where,
+    message: `the bundle is manifest format ${v}${made}, older than this edgeexit supports (it reads format ${MANIFEST_FORMAT_VERSION} only);`,
+    expected,
+    got: String(v),
+    fix: 're-compile the model with this version of edgeexit',
+  };
+}
+
 /** Validate a manifest object; throws ValidationError listing every problem. */
 export function validateManifest(json: unknown, file = MANIFEST_FILE): Manifest {
-  return validate(ManifestSchema, json, file);
+  try {
+    return validate(ManifestSchema, json, file);
+  } catch (err) {
+    const version = formatVersionProblem(json, file);
+    if (!(err instanceof ValidationError) || !version) throw err;
+    // The version first: with another format, the other problems are most likely its changes.
+    throw new ValidationError(file, [version, ...err.problems.filter((p) => p.where !== version.where)]);
+  }
 }
 
 /** Parse manifest.json text (bytes as UTF-8). */

@@ -21,7 +21,7 @@ import { InputError, UnsupportedError, formatProblem, show, type EdgeExitError }
 import { runCascade, type CascadeSample, type CascadeStage } from './cascade.js';
 import { CBNET_POLICIES, runCbnetBatch, type CbnetModels, type CbnetPolicy, type CbnetRun, type CbnetRunName } from './cbnet-cascade.js';
 import { EXIT_POLICIES, resolveExitPolicy, type ExitMetric, type ResolvedExitPolicy } from './exit-policy.js';
-import { prepareBatch, type ImageInput, type PreprocessSpec, type TensorData } from './image.js';
+import { channelError, prepareBatch, type ImageInput, type PreprocessSpec, type TensorData } from './image.js';
 import { asFloat32, createSession, type ModelSession, type PlainTensor } from './ort.js';
 
 /**
@@ -232,6 +232,19 @@ export async function loadBundle(pathOrTar: string, opts: LoadBundleOptions = {}
           const out = await sessions[pipeline.classifier.stage]!.run({ [pipeline.classifier.input]: x }, [pipeline.classifier.exit]);
           return out[pipeline.classifier.exit]! as PlainTensor;
         },
+        ...(pipeline.backbone
+          ? {
+              backbone: {
+                inputName: manifest.input.name,
+                stages: new Map(
+                  pipeline.backbone.map((k) => {
+                    const st = manifest.stages[k]!;
+                    return [st.exit, { inputs: st.inputs, exit: st.exit, carry: st.carry, run: (feeds: Record<string, PlainTensor>, outs: readonly string[]) => sessions[k]!.run(feeds, outs) as Promise<Record<string, PlainTensor>> }] as const;
+                  }),
+                ),
+              },
+            }
+          : {}),
       }
     : undefined;
   const spec: PreprocessSpec = { ...manifest.input.preprocess, size: [...manifest.input.preprocess.size] };
@@ -248,6 +261,8 @@ export async function loadBundle(pathOrTar: string, opts: LoadBundleOptions = {}
         // Threshold 0 lets the sample leave at the image exit point, so run the converter path too.
         await cbnetModels.classify(blank);
         await runCbnetBatch(cbnetModels, ['classifier<-converter'], blank, resolveExitPolicy('max-prob', null, [1], ['classifier<-converter']));
+        const deep = pipeline!.policies.hybrid.filter((p) => p.startsWith('backbone:'));
+        if (deep.length) await runCbnetBatch(cbnetModels, deep, blank, resolveExitPolicy('max-prob', null, deep.map(() => 1), deep));
       } else await runCascade(stages, manifest.input.name, blank, resolveExitPolicy('max-prob', null, exitNames.map(() => 1), exitNames));
     } catch (err) {
       await Promise.all(sessions.map((x) => x.close()));
@@ -320,7 +335,10 @@ export async function loadBundle(pathOrTar: string, opts: LoadBundleOptions = {}
     if (plan.cbnet && cbnetModels && pipeline) {
       const r = await runCbnetBatch(cbnetModels, plan.cbnet.order, chunk, plan.policy);
       const stageMs = stages.map(() => 0);
-      for (const run of r.runs) stageMs[run.name === 'converter' ? pipeline.converter.stage : pipeline.classifier.stage]! += run.ms;
+      const backboneStage = (name: string): number => pipeline.backbone!.find((k) => `backbone:${stages[k]!.exit}` === name)!;
+      for (const run of r.runs) {
+        stageMs[run.name === 'converter' ? pipeline.converter.stage : run.name.startsWith('backbone:') ? backboneStage(run.name) : pipeline.classifier.stage]! += run.ms;
+      }
       return { samples: r.samples, stageMs, totalMs: r.totalMs, overheadMs: r.overheadMs, runs: r.runs };
     }
     return runCascade(stages, manifest.input.name, chunk, plan.policy);
@@ -367,6 +385,7 @@ export async function loadBundle(pathOrTar: string, opts: LoadBundleOptions = {}
     if (!Array.isArray(inputs)) {
       const t = inputs as TensorData;
       const dims = t.dims;
+      if (dims.length === 4 && dims[1] !== c) throw channelError(`input tensor for ${pathOrTar}`, 'tensor', c, spec, `${dims[1]} (dims [${dims.join(',')}])`);
       if (dims.length !== 4 || dims[1] !== c || dims[2] !== h || dims[3] !== w || t.data.length !== (dims[0] ?? 0) * per) {
         throw new InputError(
           formatProblem({ where: 'input tensor', expected: `NCHW dims [N,${c},${h},${w}] (${manifest.input.name})`, got: `dims [${dims.join(',')}] with ${t.data.length} values` }),

@@ -5,6 +5,8 @@
 //  - policy cbnet:  ['classifier<-converter']: every sample pays for the converter.
 //  - policy hybrid: ['classifier<-image', 'classifier<-converter']: the classifier alone answers
 //    the samples it is confident about; only the rest are converted and classified again.
+//    A bundle compiled with a backbone adds `backbone:<exit>` points last: the deeper stages of
+//    the multi-exit model the classifier came from, run on the raw image for what is left.
 // Exited samples are dropped before the next run, so the converter (~14× the classifier's MACs
 // for fmnist-cbnet) runs only on the rows that need it. The models are injected, as in
 // cascade.ts, so the bookkeeping is testable without onnxruntime.
@@ -12,7 +14,7 @@
 // Invariant: `image` (and `converted`, once computed) hold exactly the samples in `active`, in
 // that order, as dim 0.
 import { performance } from 'node:perf_hooks';
-import type { CbnetExitPoint } from '../compiler/manifest.js';
+import { isBackbonePoint, type BackbonePoint, type CbnetExitPoint } from '../compiler/manifest.js';
 import { UnsupportedError } from '../util/errors.js';
 import { sliceRows, type CascadeSample } from './cascade.js';
 import { clears, softmaxInto, type ResolvedExitPolicy } from './exit-policy.js';
@@ -22,13 +24,24 @@ export const CBNET_POLICIES = ['cbnet', 'hybrid'] as const;
 export type CbnetPolicy = (typeof CBNET_POLICIES)[number];
 
 /** One model run inside a batch: the classifier on the image, the converter, or the classifier on the converter's output. */
-export type CbnetRunName = 'classifier<-image' | 'converter' | 'classifier<-converter';
+export type CbnetRunName = 'classifier<-image' | 'converter' | 'classifier<-converter' | BackbonePoint;
+
+/** A deeper backbone stage: reads the image (by `inputName`) or tensors earlier backbone stages handed on. */
+export interface BackboneStage {
+  inputs: readonly string[];
+  exit: string;
+  /** What later backbone stages read (the image's name included when they read it). */
+  carry: readonly string[];
+  run(feeds: Record<string, PlainTensor>, outputs: readonly string[]): Promise<Record<string, PlainTensor>>;
+}
 
 export interface CbnetModels {
   /** Image rows → converted rows with the image's dims. */
   convert(image: PlainTensor): Promise<PlainTensor>;
   /** Rows (image or converted) → logits [rows, classes]. */
   classify(x: PlainTensor): Promise<PlainTensor>;
+  /** Backbone stages by exit name, and the name the first of them reads the image as. */
+  backbone?: { inputName: string; stages: ReadonlyMap<string, BackboneStage> };
 }
 
 export interface CbnetSample extends CascadeSample {
@@ -59,7 +72,8 @@ function sameDims(a: readonly number[], b: readonly number[]): boolean {
 /**
  * Run `order` on `image` (dim 0 = samples). `policy` has one threshold per exit point but the
  * last; with thresholds null nobody can leave early, so the exit points before the last are not
- * even run (hybrid with null thresholds costs exactly what cbnet does).
+ * even run (hybrid with null thresholds costs exactly what cbnet does, or, with a backbone, what
+ * the backbone alone does).
  */
 export async function runCbnetBatch(models: CbnetModels, order: readonly CbnetExitPoint[], image: PlainTensor, policy: ResolvedExitPolicy): Promise<CbnetBatchResult> {
   const n = image.dims[0] ?? 0;
@@ -70,6 +84,8 @@ export async function runCbnetBatch(models: CbnetModels, order: readonly CbnetEx
   let active: number[] = Array.from({ length: n }, (_, i) => i);
   let img = image;
   let converted: PlainTensor | undefined;
+  /** Tensors backbone stages handed on, rows as in `active`. */
+  let carried: Record<string, PlainTensor> = {};
   let probs = new Float64Array(0);
 
   const timed = async (name: CbnetRunName, rows: number, f: () => Promise<PlainTensor>): Promise<PlainTensor> => {
@@ -82,20 +98,43 @@ export async function runCbnetBatch(models: CbnetModels, order: readonly CbnetEx
   for (let k = 0; k <= last && active.length > 0; k++) {
     const point = order[k]!;
     const threshold = k === last || policy.thresholds === null ? undefined : policy.thresholds[k]!;
-    if (k !== last && threshold === undefined) continue;
+    // Nobody may leave here: skip the point, unless it is a backbone stage a later one reads from.
+    const passThrough = k !== last && threshold === undefined;
+    if (passThrough && !isBackbonePoint(point)) continue;
     const m = active.length;
-    let x: PlainTensor;
-    if (point === 'classifier<-converter') {
-      if (!converted) {
-        const src = img;
-        converted = await timed('converter', m, () => models.convert(src));
-        if (!sameDims(converted.dims, img.dims)) {
-          throw new UnsupportedError(`converter output has dims [${converted.dims.join(',')}]; the classifier reads it in place of the image, so it must have the image's dims [${img.dims.join(',')}]`);
-        }
+    let logits: PlainTensor;
+    if (isBackbonePoint(point)) {
+      const exit = point.slice('backbone:'.length);
+      const stage = models.backbone?.stages.get(exit);
+      if (!stage || !models.backbone) throw new UnsupportedError(`exit point '${point}': the bundle has no backbone stage with exit '${exit}'`);
+      const feeds: Record<string, PlainTensor> = {};
+      for (const name of stage.inputs) {
+        const t = name === models.backbone.inputName ? img : carried[name];
+        if (!t) throw new UnsupportedError(`backbone stage '${exit}' reads '${name}', which no earlier backbone stage handed on (run the backbone points in order)`);
+        feeds[name] = t;
       }
-      x = converted;
-    } else x = img;
-    const logits = await timed(point, m, () => models.classify(x));
+      const fetch = [stage.exit, ...stage.carry.filter((c) => c !== models.backbone!.inputName && c !== stage.exit)];
+      const s0 = performance.now();
+      const out = await stage.run(feeds, fetch);
+      runs.push({ name: point, ms: performance.now() - s0, rows: m });
+      logits = out[stage.exit]!;
+      const next: Record<string, PlainTensor> = {};
+      for (const c of stage.carry) if (c !== models.backbone.inputName) next[c] = out[c] ?? carried[c]!;
+      carried = next;
+    } else {
+      let x: PlainTensor;
+      if (point === 'classifier<-converter') {
+        if (!converted) {
+          const src = img;
+          converted = await timed('converter', m, () => models.convert(src));
+          if (!sameDims(converted.dims, img.dims)) {
+            throw new UnsupportedError(`converter output has dims [${converted.dims.join(',')}]; the classifier reads it in place of the image, so it must have the image's dims [${img.dims.join(',')}]`);
+          }
+        }
+        x = converted;
+      } else x = img;
+      logits = await timed(point, m, () => models.classify(x));
+    }
     if (logits.dims.length !== 2 || logits.dims[0] !== m) {
       throw new UnsupportedError(`classifier (${point}): logits have dims [${logits.dims.join(',')}], expected [${m}, classes]`);
     }
@@ -108,6 +147,7 @@ export async function runCbnetBatch(models: CbnetModels, order: readonly CbnetEx
     const stageLatencyMs = runs.map((r) => r.ms);
     const names = runs.map((r) => r.name);
     const keep: number[] = [];
+    if (passThrough) continue;
     for (let r = 0; r < m; r++) {
       const cls = softmaxInto(data, r * c, c, temperature, probs);
       const score = policy.policy.score(probs);
@@ -119,6 +159,7 @@ export async function runCbnetBatch(models: CbnetModels, order: readonly CbnetEx
     if (keep.length !== m) {
       img = sliceRows(img, keep, m, 'image');
       if (converted) converted = sliceRows(converted, keep, m, 'converted');
+      for (const [name, t] of Object.entries(carried)) carried[name] = sliceRows(t, keep, m, name);
       active = keep.map((r) => active[r]!);
     }
   }

@@ -185,6 +185,24 @@ describe('calibrate a CBNet bundle (model latency, rpi4)', () => {
   }, 120_000);
 });
 
+describe('calibrate a CBNet bundle with a backbone', () => {
+  it('searches four exit points (classifier, converter, two backbone stages) against the backbone\'s last exit', async () => {
+    const bundle = path.join(dir, 'cbb');
+    await compileModel({ model: path.join(path.dirname(path.dirname(ZOO)), 'fmnist-cbnet'), backbone: ZOO, device: 'rpi4', precision: 'fp32', out: bundle, latency: false });
+    const r = await calibrate({ bundle, data: FMNIST, target: { kind: 'accuracy-drop', maxDropPp: 1 }, latencySource: 'model', limit: 600, out: path.join(dir, 'rcb') });
+    expect(r.latency.stageMs).toHaveLength(4);
+    expect(r.thresholds).toHaveLength(3);
+    expect(r.temperatures).toHaveLength(4);
+    // The no-exit reference is the backbone's final exit, run alone on every image.
+    expect(r.noExit.meanMs).toBeCloseTo(r.latency.stageMs.reduce((a, b) => a + b, 0), 9);
+    expect((r.noExit.accuracy - r.predicted.accuracy) * 100).toBeLessThanOrEqual(r.aimedDropPp!.aimedPp + 1e-9);
+    expect(r.predicted.meanMs).toBeLessThan(r.noExit.meanMs);
+    const m = parseManifest(await fsp.readFile(path.join(bundle, 'manifest.json')));
+    expect(m.exitPolicy.thresholds).toEqual(r.thresholds);
+    expect(m.pipeline!.default).toBe(r.policy!.chosen);
+  }, 180_000);
+});
+
 describe('flag parsing and the split', () => {
   it('parses latencies with units', () => {
     expect(parseLatency('2ms')).toBe(2);

@@ -191,3 +191,65 @@ describe('manifest pipeline section', () => {
     expect(() => validateManifest({ ...m, exitPolicy: { metric: 'max-prob', thresholds: [0.9, 0.9], temperatures: [1, 1] } })).toThrow(/expected 1 thresholds/);
   });
 });
+
+describe('--backbone: the hybrid falls through to the multi-exit model\'s deeper stages', () => {
+  const BRANCHY = path.join(REPO, 'models', 'fmnist-branchy', 'fmnist-branchy.onnx');
+  let out: string;
+  beforeAll(async () => {
+    out = path.join(dir, 'with-backbone');
+    await compileModel({ model, device: 'x86-host', precision: 'fp32', out, backbone: BRANCHY, latency: false });
+  }, 120_000);
+
+  it('adds the deeper stages (the first reads the image) and lists them last in the hybrid order', async () => {
+    const v = await verifyBundle(out);
+    const m = v.manifest;
+    expect(m.stages.map((s) => s.file)).toEqual(['converter.onnx', 'classifier.onnx', 'backbone-1.onnx', 'backbone-2.onnx']);
+    expect(m.stages[2]!.inputs).toEqual(['image']);
+    expect(m.stages[1]!.carry).toEqual(['image']);
+    expect(m.pipeline!.backbone).toEqual([2, 3]);
+    expect(m.pipeline!.policies.hybrid).toEqual(['classifier<-image', 'classifier<-converter', 'backbone:exit_1', 'backbone:exit_2']);
+    expect(m.exitPolicy.temperatures).toHaveLength(4);
+  });
+
+  it('with no thresholds the hybrid answers from the backbone\'s last exit: the same classes as the branchy model', async () => {
+    const { loadBundle } = await import('../../src/runtime/bundle-runner.js');
+    const runner = await loadBundle(out, { threads: 1, onWarning: () => {} });
+    const folder = await scanImageFolder(CALIB);
+    const files = folder.items.filter((_, i) => i % 30 === 0).map((it) => it.file);
+    const prep = await prepareBatch(files, runner.manifest.input.preprocess);
+    const src = await createSession(BRANCHY);
+    try {
+      const r = await runner.classify(prep.tensor, { policy: 'hybrid', thresholds: null, batchSize: 16 });
+      expect(r.exitCounts).toEqual([0, 0, 0, files.length]);
+      const ref = (await src.run({ image: prep.tensor }, ['exit_2']))['exit_2']!;
+      const refCls = Array.from({ length: files.length }, (_, i) => {
+        const row = Array.from((ref.data as Float32Array).subarray(i * 10, i * 10 + 10));
+        return row.indexOf(Math.max(...row));
+      });
+      expect(r.items.map((it) => (it.ok ? it.classIndex : -1))).toEqual(refCls);
+      // Thresholds of 0 at the classifier: everyone leaves there, and no backbone stage runs.
+      const early = await runner.classify(prep.tensor, { policy: 'hybrid', thresholds: [0, 0, 0], batchSize: 16 });
+      expect(early.exitCounts).toEqual([files.length, 0, 0, 0]);
+      expect(early.timing.stageMs[2]).toBe(0);
+    } finally {
+      await src.close();
+      await runner.close();
+    }
+  }, 120_000);
+
+  it('bad input: --backbone on a single model, a backbone with other labels, and backbone points out of order', async () => {
+    const single = await runCli('compile', BRANCHY, '--device', 'x86-host', '--out', path.join(dir, 'bb-bad1'), '--backbone', BRANCHY);
+    expect(single.code).toBe(2);
+    expect(single.err).toMatch(/--backbone: applies to a CBNet folder/);
+    const labels = path.join(dir, 'other-labels.json');
+    await fsp.writeFile(labels, JSON.stringify(['a', 'b', 'c', 'd', 'e', 'f', 'g', 'h', 'i', 'j']));
+    const other = await compileModel({ model, device: 'x86-host', precision: 'fp32', out: path.join(dir, 'bb-bad2'), backbone: BRANCHY, labels, latency: false }).catch((e: unknown) => e);
+    expect(other).toBeInstanceOf(InputError);
+    expect((other as Error).message).toMatch(/does not fit this CBNet/);
+    expect(JSON.stringify((other as InputError).problems)).toMatch(/labels/);
+    await expect(fsp.stat(path.join(dir, 'bb-bad2'))).rejects.toThrow();
+    const m = JSON.parse(await fsp.readFile(path.join(out, 'manifest.json'), 'utf8')) as Manifest;
+    const swapped = { ...m, pipeline: { ...m.pipeline!, policies: { ...m.pipeline!.policies, hybrid: ['classifier<-image', 'classifier<-converter', 'backbone:exit_2', 'backbone:exit_1'] } } };
+    expect(() => validateManifest(swapped)).toThrow(/expected 'backbone:exit_1' \(pipeline.backbone in order\)/);
+  }, 120_000);
+});

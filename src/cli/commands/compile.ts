@@ -36,6 +36,8 @@ export interface CompileCommandOptions {
   tolerance?: number;
   /** 'auto' (default), 'none', or stage indices "0,1". */
   recompute?: string;
+  /** CBNet folders: the multi-exit model whose deeper stages the hybrid falls through to. */
+  backbone?: string;
   /** Time each stage float vs compiled on this machine (default true; --no-latency skips it). */
   latency?: boolean;
   json?: boolean;
@@ -82,6 +84,7 @@ export async function compileCommand(opts: CompileCommandOptions, io: CliIO): Pr
     ...(opts.mixedPrecision === false ? { mixedPrecision: false } : {}),
     ...(opts.latency === false ? { latency: false } : {}),
     ...(recompute !== undefined ? { recompute } : {}),
+    ...(opts.backbone !== undefined ? { backbone: opts.backbone } : {}),
     ...(opts.json ? {} : { onProgress: (line: string) => io.err(line) }),
   });
   if (opts.json) io.out(JSON.stringify({ out: result.out, signed: result.signed, replaced: result.replaced, manifest: result.manifest, report: result.report }, null, 2));
@@ -223,11 +226,16 @@ export function compileModule(io: CliIO): CommandModule<object, CompileCommandOp
           describe:
             "Stages that hand nothing on, so the next stage recomputes their trunk from the image: 'auto' (default: stages with ≤ 5 % of the MACs, where the hand-over copy costs more than recomputing), 'none', or indices like 0,1",
         })
+        .option('backbone', {
+          type: 'string',
+          describe: "CBNet folders: the multi-exit model the light classifier is the first exit of; its deeper stages join the bundle and the hybrid falls through to them after the converter",
+        })
         .option('latency', { type: 'boolean', describe: "Time each stage float vs compiled at batch 1 on this machine (default true; --no-latency skips it). This machine's numbers, not the device's" })
         .option('json', { type: 'boolean', describe: 'Machine-readable output' })
         .example('$0 compile models/fmnist-branchy/fmnist-branchy.onnx --device rpi4 --out build/branchy-rpi4', 'int8 (the Pi 4 default), calibrated on calibration/fashion-mnist')
         .example('$0 compile models/fmnist-branchy/fmnist-branchy.onnx --device rpi4 --precision fp32 --out build/branchy-rpi4-fp32', '')
-        .example('$0 compile models/fmnist-cbnet --device rpi4 --out build/cbnet-rpi4', 'CBNet: converter + light classifier in one bundle (kind cbnet)') as never,
+        .example('$0 compile models/fmnist-cbnet --device rpi4 --out build/cbnet-rpi4', 'CBNet: converter + light classifier in one bundle (kind cbnet)')
+        .example('$0 compile models/fmnist-cbnet --backbone models/fmnist-branchy/fmnist-branchy.onnx --device x86-host --out build/hybrid', 'CBNet whose hybrid falls through to the branchy model\'s deeper stages') as never,
     handler: async (args) => {
       await compileCommand(args, io);
     },
