@@ -1,9 +1,10 @@
 // Runtime benchmark of early exit: compiles fmnist-branchy (fp32 for x86-host, int8 for rpi4)
 // split at its exits, the same model as ONE session computing only its final exit (the "full"
-// baselines: no split, no side heads), and fmnist-cbnet (fp32, int8) into a temp dir, calibrates the early-exit thresholds on the
-// calibration images (reverse mode: lowest latency within --max-drop pp of the last exit,
-// stage latency measured here), sweeps the CBNet hybrid threshold on the calibration images
-// (never the test set), then runs every variant over the Fashion-MNIST test set through the
+// baselines: no split, no side heads), and fmnist-cbnet (fp32, int8) with fmnist-branchy as its
+// backbone into a temp dir; calibrates the early-exit and the hybrid thresholds on the
+// calibration images (reverse mode: lowest latency within --max-drop pp of the last exit, one
+// standard error of margin, stage latency measured here; never the test set), then runs every
+// variant over the Fashion-MNIST test set through the
 // bundle runner: batch 1 and batch 32, model-only (tensor in, timing.cascadeMs) and, for full
 // float and the best early-exit variant, end to end (PNG bytes in, label out). Variants are
 // interleaved chunk by chunk so a busy neighbour slows them alike. Prints tables, writes JSON.
@@ -102,10 +103,10 @@ async function encodePngs(set: EvalSet): Promise<Uint8Array[]> {
 const work = await fsp.mkdtemp(path.join(os.tmpdir(), 'edgeexit-bench-'));
 const branchyModel = path.resolve('models', 'fmnist-branchy', 'fmnist-branchy.onnx');
 const cbnetModel = path.resolve('models', 'fmnist-cbnet');
-async function build(name: string, model: string, device: string, precision: 'fp32' | 'int8', exits?: string[]): Promise<string> {
+async function build(name: string, model: string, device: string, precision: 'fp32' | 'int8', exits?: string[], backbone?: string): Promise<string> {
   const out = path.join(work, name);
   const t0 = performance.now();
-  await compileModel({ model, device, out, precision, latency: false, ...(exits ? { exits } : {}), ...(precision === 'int8' ? { calibrationLimit } : {}) });
+  await compileModel({ model, device, out, precision, latency: false, ...(exits ? { exits } : {}), ...(backbone ? { backbone } : {}), ...(precision === 'int8' ? { calibrationLimit } : {}) });
   log(`compiled ${name} (${device}, ${precision}) in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
   return out;
 }
@@ -119,12 +120,13 @@ const bundles = {
   branchyF: await build('branchy-x86-fp32', branchyModel, 'x86-host', 'fp32'),
   branchyT: await build('branchy-x86-fp32-target', branchyModel, 'x86-host', 'fp32'),
   branchyQ: await build('branchy-rpi4-int8', branchyModel, 'rpi4', 'int8'),
-  cbnetF: await build('cbnet-x86-fp32', cbnetModel, 'x86-host', 'fp32'),
-  cbnetQ: await build('cbnet-rpi4-int8', cbnetModel, 'rpi4', 'int8'),
+  // With the branchy model as backbone: the hybrid falls through to its deeper stages last.
+  cbnetF: await build('cbnet-x86-fp32', cbnetModel, 'x86-host', 'fp32', undefined, branchyModel),
+  cbnetQ: await build('cbnet-rpi4-int8', cbnetModel, 'rpi4', 'int8', undefined, branchyModel),
 };
 noteLoad('compiled');
 const calibrations: Record<string, CalibrationReport> = {};
-for (const key of ['branchyF', 'branchyQ'] as const) {
+for (const key of ['branchyF', 'branchyQ', 'cbnetF', 'cbnetQ'] as const) {
   const t0 = performance.now();
   calibrations[key] = await calibrate({
     bundle: bundles[key],
@@ -172,43 +174,6 @@ const runners = {
   cbnetQ: await open(bundles.cbnetQ),
 };
 
-/** Hybrid threshold on the calibration images: lowest modelled latency within maxDropPp of policy cbnet (same bundle). */
-async function sweepHybrid(runner: BundleRunner): Promise<{ threshold: number; calibAccuracy: number; cbnetAccuracy: number; imageExitFraction: number; modelMs: number; cbnetMs: number; images: number }> {
-  const folder = await scanImageFolder(calibrationDir, { labels: runner.manifest.labels });
-  const step = folder.items.length / Math.min(thresholdLimit, folder.items.length);
-  const items = Array.from({ length: Math.min(thresholdLimit, folder.items.length) }, (_, i) => folder.items[Math.floor(i * step)]!);
-  const prep = await prepareBatch(items.map((x) => x.file), SPEC);
-  const labels = prep.indices.map((i) => items[i]!.label);
-  const atImage = await runner.classify(prep.tensor, { policy: 'hybrid', thresholds: [0], batchSize: 1 });
-  const conv = await runner.classify(prep.tensor, { policy: 'cbnet', batchSize: 1 });
-  const n = labels.length;
-  const tImage = atImage.timing.cascadeMs / n;
-  const tConv = conv.timing.cascadeMs / n;
-  const cbnetAcc = conv.items.filter((it) => it.ok && it.classIndex === labels[it.index]).length / n;
-  const conf = atImage.items.map((it) => (it.ok ? it.confidence : 0));
-  const cands = [...new Set([0, ...conf, 1])].sort((a, b) => a - b);
-  let best = { threshold: 1, calibAccuracy: 0, imageExitFraction: 0, modelMs: Infinity };
-  for (const t of cands) {
-    let correct = 0;
-    let leave = 0;
-    for (let i = 0; i < n; i++) {
-      const a = atImage.items[i]!;
-      const b = conv.items[i]!;
-      const exitsAtImage = a.ok && a.confidence >= t;
-      if (exitsAtImage) leave++;
-      const it = exitsAtImage ? a : b;
-      if (it.ok && it.classIndex === labels[i]) correct++;
-    }
-    const acc = correct / n;
-    const ms = tImage + (1 - leave / n) * tConv;
-    if (acc >= cbnetAcc - maxDropPp / 100 && ms < best.modelMs) best = { threshold: t, calibAccuracy: acc, imageExitFraction: leave / n, modelMs: ms };
-  }
-  return { ...best, cbnetAccuracy: cbnetAcc, cbnetMs: tConv, images: n };
-}
-const hybridF = await sweepHybrid(runners.cbnetF);
-const hybridQ = await sweepHybrid(runners.cbnetQ);
-log(`hybrid fp32: threshold ${hybridF.threshold.toFixed(4)} (calib acc ${(hybridF.calibAccuracy * 100).toFixed(2)}% vs cbnet ${(hybridF.cbnetAccuracy * 100).toFixed(2)}%)`);
-log(`hybrid int8: threshold ${hybridQ.threshold.toFixed(4)} (calib acc ${(hybridQ.calibAccuracy * 100).toFixed(2)}% vs cbnet ${(hybridQ.cbnetAccuracy * 100).toFixed(2)}%)`);
 noteLoad('hybrid swept');
 
 // ---------------------------------------------------------------- variants
@@ -224,8 +189,8 @@ const variants: Variant[] = [
   { name: 'early-exit int8', bundle: 'branchyQ', opts: {} },
   { name: 'CBNet float', bundle: 'cbnetF', opts: { policy: 'cbnet' as CbnetPolicy } },
   { name: 'CBNet int8', bundle: 'cbnetQ', opts: { policy: 'cbnet' as CbnetPolicy } },
-  { name: 'hybrid float', bundle: 'cbnetF', opts: { policy: 'hybrid' as CbnetPolicy, thresholds: [hybridF.threshold] } },
-  { name: 'hybrid int8', bundle: 'cbnetQ', opts: { policy: 'hybrid' as CbnetPolicy, thresholds: [hybridQ.threshold] } },
+  { name: 'hybrid float', bundle: 'cbnetF', opts: { policy: 'hybrid' as CbnetPolicy } },
+  { name: 'hybrid int8', bundle: 'cbnetQ', opts: { policy: 'hybrid' as CbnetPolicy } },
   { name: 'early-exit float @ latency target', bundle: 'branchyT', opts: {} },
 ];
 // Map the runner's class index to the dataset's label index (the zoo spells labels as folder names).
@@ -340,17 +305,28 @@ const cumFromStages = (a: Acc): number[] => {
   let acc = 0;
   return a.stageSum.map((t, k) => (acc += reach[k]! > 0 ? t / reach[k]! : 0));
 };
-/** Hybrid: exit 0 = mean latency of the samples that left there; exit 1 = that + policy cbnet's mean. */
-const cumHybrid = (h: Acc, c: Acc): number[] => {
-  const e0 = h.exitLatSum[0]! / h.exitCounts[0]!;
-  return [e0, e0 + stats(c.lat).mean];
+/** Hybrid exit points force-exited one at a time (as branchyExits). */
+function hybridExits(key: 'cbnetF' | 'cbnetQ'): ClassifyOptions[] {
+  const K = runners[key].manifest.pipeline!.policies.hybrid.length;
+  return Array.from({ length: K }, (_, k) => ({ policy: 'hybrid' as CbnetPolicy, thresholds: k === K - 1 ? null : Array.from({ length: K - 1 }, (_, j) => (j < k ? 1 : 0)) }));
+}
+/** Cumulative mean cost of each hybrid exit point: the measured per-point costs calibration used, scaled to this run's mean. */
+const cumHybrid = (h: Acc, key: 'cbnetF' | 'cbnetQ'): number[] => {
+  const cum = calibrations[key]!.latency.cumulativeMs;
+  const predicted = calibrations[key]!.predicted.meanMs;
+  const scale = predicted > 0 ? meanOf(h) / predicted : 1;
+  return cum.map((c) => c * scale);
+};
+const meanOf = (a: Acc): number => {
+  const xs = a.lat.filter((x) => Number.isFinite(x));
+  return xs.reduce((x, y) => x + y, 0) / xs.length;
 };
 log('oracle bounds…');
 const oracles = {
   'early-exit float': await oracle(variants[2]!, branchyExits('branchyF'), cumFromStages(modelOnly['early-exit float']![1]!)),
   'early-exit int8': await oracle(variants[3]!, branchyExits('branchyQ'), cumFromStages(modelOnly['early-exit int8']![1]!)),
-  'hybrid float': await oracle(variants[6]!, [{ policy: 'hybrid', thresholds: [0] }, { policy: 'cbnet' }], cumHybrid(modelOnly['hybrid float']![1]!, modelOnly['CBNet float']![1]!)),
-  'hybrid int8': await oracle(variants[7]!, [{ policy: 'hybrid', thresholds: [0] }, { policy: 'cbnet' }], cumHybrid(modelOnly['hybrid int8']![1]!, modelOnly['CBNet int8']![1]!)),
+  'hybrid float': await oracle(variants[6]!, hybridExits('cbnetF'), cumHybrid(modelOnly['hybrid float']![1]!, 'cbnetF')),
+  'hybrid int8': await oracle(variants[7]!, hybridExits('cbnetQ'), cumHybrid(modelOnly['hybrid int8']![1]!, 'cbnetQ')),
 };
 noteLoad('oracle');
 
@@ -412,7 +388,6 @@ const json: Record<string, unknown> = {
   thresholdLimit,
   power: { device: 'x86-host', busyWatts: busyW, idleWatts: x86.power.idleWatts, note: 'model (device profile estimate), not measured' },
   calibration: Object.fromEntries(Object.entries(calibrations).map(([k, c]) => [k, { thresholds: c.thresholds, temperatures: c.temperatures, stageMs: c.latency.stageMs, predicted: c.predicted, achieved: c.achieved, noExit: c.noExit, oracle: c.oracle }])),
-  hybrid: { float: hybridF, int8: hybridQ },
   loads,
 };
 const rowsJson: unknown[] = [];
@@ -456,7 +431,7 @@ for (const name of e2eNames) {
 }
 out.push('### End to end (PNG bytes → label; wall time of each classify call)', '');
 out.push(mdTable(['variant', 'batch', 'top-1', 'mean ms/img', 'p50', 'p95', 'p99', 'img/s', 'speed-up vs full float', 'preprocess share', 'mJ/inference (model)'], e2eRows), '');
-const cal = (k: 'branchyF' | 'branchyQ' | 'branchyT'): string => {
+const cal = (k: 'branchyF' | 'branchyQ' | 'branchyT' | 'cbnetF' | 'cbnetQ'): string => {
   const c = calibrations[k]!;
   return `thresholds ${c.thresholds.join(', ')} (temperatures ${c.temperatures.join(', ')}); measured stage ms ${c.latency.stageMs.map((x) => x.toFixed(3)).join(', ')}; held-out ${pct(c.achieved.accuracy)} vs no-exit ${pct(c.noExit.accuracy)}`;
 };
@@ -494,8 +469,8 @@ out.push('### Thresholds (chosen on calibration images only)', '');
 out.push(`- early-exit float: ${cal('branchyF')}`);
 out.push(`- early-exit int8: ${cal('branchyQ')}`);
 out.push(`- early-exit float @ latency target: ${cal('branchyT')}`);
-out.push(`- hybrid float: threshold ${hybridF.threshold.toFixed(6)} — calib ${pct(hybridF.calibAccuracy)} vs policy cbnet ${pct(hybridF.cbnetAccuracy)}, ${pct(hybridF.imageExitFraction, 1)} answered by the classifier on the image (${hybridF.images} images)`);
-out.push(`- hybrid int8: threshold ${hybridQ.threshold.toFixed(6)} — calib ${pct(hybridQ.calibAccuracy)} vs policy cbnet ${pct(hybridQ.cbnetAccuracy)}, ${pct(hybridQ.imageExitFraction, 1)} answered by the classifier on the image (${hybridQ.images} images)`);
+out.push(`- hybrid float (classifier, converter, backbone exit_1, exit_2): ${cal('cbnetF')}`);
+out.push(`- hybrid int8: ${cal('cbnetQ')}`);
 out.push('', `Load (os.loadavg 1/5/15 min): ${loads.map((l) => `${l.phase} ${l.loadavg.join('/')}`).join('; ')}`);
 if (evalSet.note) out.push('', `note: ${evalSet.note}`);
 const header = `${evalSet.name}, ${evalSet.n} images; ${os.cpus()[0]?.model ?? 'cpu'} × ${os.cpus().length}; onnxruntime-node cpu, 1 intra-op thread; ${runs} run(s); best early-exit variant within ${maxDropPp} pp (test set): ${bestName}; fastest: ${fastestName}`;
