@@ -12,6 +12,8 @@
 //   split the load; brokers that refuse MQTT 5 get a plain subscription over 3.1.1.
 // - Clean MQTT sessions: messages published while no collector is connected are not kept for it
 //   (see below why a persistent session is worse with shared subscriptions); run two collectors.
+// - Writes are batched, one transaction per batch (src/fleet/ingest.ts, which also says what a
+//   collector crash loses); `handled()` counts committed messages.
 // - With no brokerUrl an embedded aedes broker is started (MQTT 3.1.1 only, so a plain
 //   subscription), so the quick start needs no broker install.
 import { createHash } from 'node:crypto';
@@ -25,6 +27,8 @@ import { PayloadTooLargeError, decodePayload, parseTopic, subscriptionFor, type 
 import { EdgeExitError, ValidationError } from '../util/errors.js';
 import type { Counters, FleetStore } from './fleet-store.js';
 import { openFleetStore } from './store.js';
+import { BatchedIngest, type BatchOptions } from './ingest.js';
+import { startFleetHttp, type FleetHttpServer, type HttpListen } from './http.js';
 
 export const SHARE_GROUP = 'edgeexit-collectors';
 
@@ -45,6 +49,10 @@ export interface CollectorOptions {
   retentionDays?: number;
   onLog: (line: string) => void;
   now?: () => number;
+  /** How received messages are grouped into transactions (src/fleet/ingest.ts: what a crash loses). */
+  batch?: BatchOptions;
+  /** Serve /metrics and the dashboard here (src/fleet/http.ts); off unless given. */
+  http?: HttpListen | false;
 }
 
 export interface Collector {
@@ -54,7 +62,9 @@ export interface Collector {
   /** 5 when the shared subscription is in use, 4 otherwise. */
   readonly protocolVersion: 4 | 5;
   readonly subscription: string;
-  /** Messages handled so far (valid or not). */
+  /** Base URL of the HTTP server (/metrics, dashboard at /) when `http` was given. */
+  readonly httpUrl: string | undefined;
+  /** Messages handled and committed so far (valid or not). */
   handled(): number;
   counters(): Counters;
   close(): Promise<void>;
@@ -87,9 +97,9 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
   const now = opts.now ?? Date.now;
   const store = openFleetStore(opts.dbFile);
   let embedded: EmbeddedBroker | undefined;
+  let httpServer: FleetHttpServer | undefined;
   let conn: MqttConnection | undefined;
   let closing = false;
-  let handled = 0;
   let pruneTimer: NodeJS.Timeout | undefined;
   const log = opts.onLog;
   const filter = subscriptionFor(opts.fleet);
@@ -100,18 +110,17 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
   // would sit in a dead queue. Availability comes from running two collectors in the group.
   const persistentSession = false;
 
-  const handle = (m: MqttMessage): void => {
-    handled++;
-    try {
-      handleMessage(store, m, now(), log);
-    } catch (err) {
-      // A store failure (disk full, locked file) must not kill the subscriber; it is logged and
-      // the message is lost to this collector, as it would be to a crashed one.
-      log(`error: ${m.topic}: ${(err as Error).message}`);
-    }
-  };
+  // Store failures (disk full, locked file) are logged per message inside the ingest; the
+  // subscriber itself never stops.
+  const ingest = new BatchedIngest(store, log, now, opts.batch);
+  const handle = (m: MqttMessage): void => ingest.push(m);
 
   try {
+    // First, so a busy port fails the start before any broker connection is made.
+    if (opts.http) {
+      httpServer = await startFleetHttp({ ...opts.http, store, onLog: log, now });
+      log(`dashboard at ${httpServer.url}/, Prometheus metrics at ${httpServer.url}/metrics`);
+    }
     if (opts.brokerUrl === undefined) {
       embedded = await startEmbeddedBroker(opts.port ?? 1883, opts.host);
       log(`embedded MQTT broker listening on ${embedded.url.replace('127.0.0.1', opts.host ?? '0.0.0.0')}`);
@@ -176,19 +185,23 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
       store,
       protocolVersion,
       subscription,
-      handled: () => handled,
+      httpUrl: httpServer?.url,
+      handled: () => ingest.handled(),
       counters: () => store.counters(),
       async close() {
         if (closing) return;
         closing = true;
         if (pruneTimer) clearInterval(pruneTimer);
+        await httpServer?.close();
         await conn?.end();
         await embedded?.close();
+        ingest.close();
         store.close();
       },
     };
   } catch (err) {
     closing = true;
+    await httpServer?.close().catch(() => undefined);
     await conn?.end().catch(() => undefined);
     await embedded?.close().catch(() => undefined);
     store.close();

@@ -62,6 +62,8 @@ export interface FleetStore {
   recordDeath(d: Death, seenAt: number): DeathOutcome;
   recordWindow(w: MetricsWindow, fleet: string, seenAt: number): WindowOutcome;
   bump(counter: CounterName, n?: number): void;
+  /** Run `fn` as one transaction: record* calls inside it commit together (the collector's batches). */
+  transaction<T>(fn: () => T): T;
   counters(): Counters;
   devices(): DeviceRow[];
   totals(): DeviceTotals[];

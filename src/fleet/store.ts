@@ -122,6 +122,10 @@ class SqliteFleetStore implements FleetStore {
   ) {
     this.q = {
       device: db.prepare<[string], DeviceDbRow>('SELECT * FROM devices WHERE device = ?'),
+      // recordWindow runs per message: it reads only what it compares, not the birth document.
+      windowState: db.prepare<[string], { has_birth: number; last_metrics_bd_seq: number | null; last_metrics_seq: number | null }>(
+        'SELECT birth IS NOT NULL AS has_birth, last_metrics_bd_seq, last_metrics_seq FROM devices WHERE device = ?',
+      ),
       upsertBirth: db.prepare(
         `INSERT INTO devices (device, fleet, online, birth, bd_seq, last_metrics_bd_seq, last_metrics_seq, last_seen)
          VALUES (@device, @fleet, 1, @birth, @bdSeq, @bdSeq, @seq, @seen)
@@ -135,8 +139,7 @@ class SqliteFleetStore implements FleetStore {
       insertWindow: db.prepare(
         `INSERT OR IGNORE INTO windows (device, id, bd_seq, seq, window_start, window_end, count, exit_histogram, latency_p50, latency_p95,
            latency_p99, joules, mean_watts, energy_source, dropped_windows, received_at)
-         VALUES (@device, @id, @bdSeq, @seq, @windowStart, @windowEnd, @count, @exitHistogram, @p50, @p95, @p99, @joules, @meanWatts,
-           @energySource, @droppedWindows, @receivedAt)`,
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
       ),
       bump: db.prepare('INSERT INTO counters (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = value + excluded.value'),
       counters: db.prepare<[], { name: string; value: number }>('SELECT name, value FROM counters'),
@@ -157,7 +160,7 @@ class SqliteFleetStore implements FleetStore {
   }
 
   recordDeath(d: Death, seenAt: number): DeathOutcome {
-    return this.db.transaction((): DeathOutcome => {
+    return this.atomically((): DeathOutcome => {
       const row = this.q.device.get(d.device);
       if (!row || row.bd_seq === null) {
         this.q.bump.run('unknownDevice', 1);
@@ -170,36 +173,24 @@ class SqliteFleetStore implements FleetStore {
       }
       this.q.setOffline.run(seenAt, d.device);
       return 'offline';
-    })();
+    });
   }
 
   recordWindow(w: MetricsWindow, fleet: string, seenAt: number): WindowOutcome {
-    return this.db.transaction((): WindowOutcome => {
-      let row = this.q.device.get(w.device);
-      const unknownDevice = !row || row.birth === null;
+    return this.atomically((): WindowOutcome => {
+      let row = this.q.windowState.get(w.device);
+      const unknownDevice = !row || row.has_birth === 0;
       if (!row) {
         this.q.insertUnknown.run(w.device, fleet, seenAt);
-        row = this.q.device.get(w.device)!;
+        row = this.q.windowState.get(w.device)!;
       }
       if (unknownDevice) this.q.bump.run('unknownDevice', 1);
-      const r = this.q.insertWindow.run({
-        device: w.device,
-        id: w.id,
-        bdSeq: w.bdSeq,
-        seq: w.seq,
-        windowStart: w.windowStart,
-        windowEnd: w.windowEnd,
-        count: w.count,
-        exitHistogram: JSON.stringify(w.exitHistogram),
-        p50: w.latencyMs.endToEnd.p50,
-        p95: w.latencyMs.endToEnd.p95,
-        p99: w.latencyMs.endToEnd.p99,
-        joules: w.energy.joules,
-        meanWatts: w.energy.meanWatts,
-        energySource: w.energy.source,
-        droppedWindows: w.droppedWindows,
-        receivedAt: seenAt,
-      });
+      // Positional: binding by name costs ~3 µs a message, a tenth of the write (ingest benchmark).
+      const e2e = w.latencyMs.endToEnd;
+      const r = this.q.insertWindow.run(
+        w.device, w.id, w.bdSeq, w.seq, w.windowStart, w.windowEnd, w.count, JSON.stringify(w.exitHistogram),
+        e2e.p50, e2e.p95, e2e.p99, w.energy.joules, w.energy.meanWatts, w.energy.source, w.droppedWindows, seenAt,
+      );
       // Gaps are about transmissions, not windows: a window resent in a new session is a
       // duplicate row but still used up its (bdSeq, seq). seq wraps at 256, so only messages of
       // one bdSeq compare; the same (bdSeq, seq) again is a broker redelivery and changes nothing.
@@ -214,11 +205,21 @@ class SqliteFleetStore implements FleetStore {
         return { stored: false, gap, unknownDevice };
       }
       return { stored: true, gap, unknownDevice };
-    })();
+    });
   }
 
   bump(counter: CounterName, n = 1): void {
     this.q.bump.run(counter, n);
+  }
+
+  transaction<T>(fn: () => T): T {
+    return this.db.transaction(fn)();
+  }
+
+  // Inside a caller's transaction (a collector batch) a nested one would be a SAVEPOINT per
+  // message, about a quarter of the write cost; the caller's rollback already covers it.
+  private atomically<T>(fn: () => T): T {
+    return this.db.inTransaction ? fn() : this.db.transaction(fn)();
   }
 
   counters(): Counters {

@@ -152,15 +152,63 @@ export function encodePayload<K extends PayloadKind>(kind: K, value: PayloadOf<K
 
 /** Parse bytes from the wire (the collector's side); InputError for non-JSON, ValidationError for schema failures. */
 export function decodePayload<K extends PayloadKind>(kind: K, bytes: Uint8Array | string, limit = MAX_PAYLOAD_BYTES): PayloadOf<K> {
-  const text = typeof bytes === 'string' ? bytes : Buffer.from(bytes).toString('utf8');
-  checkSize(Buffer.byteLength(text, 'utf8'), kind, limit);
+  // The wire size, checked before decoding so an oversized payload is never turned into a string.
+  checkSize(typeof bytes === 'string' ? Buffer.byteLength(bytes, 'utf8') : bytes.byteLength, kind, limit);
+  const text = typeof bytes === 'string' ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('utf8');
   let json: unknown;
   try {
     json = JSON.parse(text);
   } catch (err) {
     throw new InputError(`${kind}: payload is not JSON (${(err as Error).message})`, [], { cause: err });
   }
+  // Metrics are nearly all of the collector's traffic and zod costs ~20 µs a window; the fast
+  // check below accepts only what the schema accepts, and anything it is unsure of goes to zod.
+  if (kind === 'metrics' && isPlainValidMetricsWindow(json)) return json as PayloadOf<K>;
   return validatePayload(kind, json);
+}
+
+const METRICS_KEYS = new Set(['id', 'bdSeq', 'seq', 'device', 'windowStart', 'windowEnd', 'count', 'exitHistogram', 'latencyMs', 'energy', 'temperatureC', 'accuracy', 'droppedWindows']);
+const isUint = (v: unknown): v is number => Number.isSafeInteger(v) && (v as number) >= 0;
+const isNonNeg = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v) && v >= 0;
+const isObj = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v) && Object.getPrototypeOf(v) === Object.prototype;
+function hasOnlyKeys(o: Record<string, unknown>, keys: readonly string[]): boolean {
+  const own = Object.keys(o);
+  return own.length === keys.length && keys.every((k) => Object.hasOwn(o, k));
+}
+const isQuantiles = (v: unknown): boolean => isObj(v) && hasOnlyKeys(v, ['p50', 'p95', 'p99']) && isNonNeg(v.p50) && isNonNeg(v.p95) && isNonNeg(v.p99);
+
+/**
+ * True only for a JSON value that MetricsWindowSchema accepts unchanged (a conservative subset:
+ * false sends the value through zod, which then accepts it or names every problem). Kept in step
+ * with metricsFields and checkWindow; test/telemetry/mqtt/payloads-fast.test.ts compares the two.
+ */
+export function isPlainValidMetricsWindow(v: unknown): boolean {
+  if (!isObj(v)) return false;
+  for (const k of Object.keys(v)) if (!METRICS_KEYS.has(k)) return false;
+  if (!isUint(v.id) || !isUint(v.bdSeq) || !isUint(v.windowStart) || !isUint(v.windowEnd) || !isUint(v.count) || !isUint(v.droppedWindows)) return false;
+  if (!Number.isSafeInteger(v.seq) || (v.seq as number) < 0 || (v.seq as number) > 255) return false;
+  if (typeof v.device !== 'string' || !ID_RE.test(v.device)) return false;
+  if (v.windowEnd < v.windowStart) return false;
+  const h = v.exitHistogram;
+  if (!Array.isArray(h) || h.length === 0) return false;
+  let sum = 0;
+  for (const n of h) {
+    if (!isUint(n)) return false;
+    sum += n;
+  }
+  if (sum !== v.count) return false;
+  const l = v.latencyMs;
+  if (!isObj(l) || !hasOnlyKeys(l, ['endToEnd', 'stages']) || !isQuantiles(l.endToEnd) || !Array.isArray(l.stages) || !l.stages.every(isQuantiles)) return false;
+  const e = v.energy;
+  if (!isObj(e) || !hasOnlyKeys(e, ['joules', 'meanWatts', 'source', 'meter']) || !isNonNeg(e.joules) || !isNonNeg(e.meanWatts)) return false;
+  if (e.source !== 'sensor' && e.source !== 'model') return false;
+  if (!(METER_KINDS as readonly unknown[]).includes(e.meter)) return false;
+  if (Object.hasOwn(v, 'temperatureC') && !(typeof v.temperatureC === 'number' && Number.isFinite(v.temperatureC))) return false;
+  if (Object.hasOwn(v, 'accuracy')) {
+    const a = v.accuracy;
+    if (!isObj(a) || !hasOnlyKeys(a, ['correct', 'labelled']) || !isUint(a.correct) || !isUint(a.labelled) || a.correct > a.labelled) return false;
+  }
+  return true;
 }
 
 // ---- topics ----

@@ -1,8 +1,10 @@
-// `edgeexit collect [--broker url] [--db file] [--port 1883]`: run the fleet collector until
-// SIGINT/SIGTERM (or the given AbortSignal). Without --broker an embedded MQTT broker is started
-// on --port so devices can publish to this machine with nothing else installed.
+// `edgeexit collect [--broker url] [--db file] [--port 1883] [--http 127.0.0.1:9464]`: run the
+// fleet collector until SIGINT/SIGTERM (or the given AbortSignal). Without --broker an embedded
+// MQTT broker is started on --port so devices can publish to this machine with nothing else
+// installed; --http serves Prometheus /metrics and the dashboard.
 import type { CommandModule } from 'yargs';
 import { startCollector, type Collector } from '../../fleet/collector.js';
+import { DEFAULT_HTTP, parseHttpListen } from '../../fleet/http.js';
 import type { CliIO } from '../io.js';
 
 export const DEFAULT_DB = 'fleet.db';
@@ -13,11 +15,17 @@ export interface CollectOptions {
   port?: number;
   fleet?: string;
   retentionDays?: number;
+  /** `host:port`, a port, or `off`. The CLI defaults it to 127.0.0.1:9464; left out here it is off,
+   *  so programmatic and test callers never contend for the fixed port. */
+  http?: string | false;
 }
 
 /** Collect until `signal` aborts; resolves with the final counters once everything is closed. */
 export async function collectCommand(opts: CollectOptions, io: CliIO, signal: AbortSignal): Promise<ReturnType<Collector['counters']>> {
+  // `--no-http` reaches here as false.
+  const http = opts.http === undefined || opts.http === false ? false : parseHttpListen(String(opts.http));
   const c = await startCollector({
+    http,
     dbFile: opts.db ?? DEFAULT_DB,
     onLog: (line) => io.err(line),
     ...(opts.broker !== undefined ? { brokerUrl: opts.broker } : { port: opts.port ?? 1883 }),
@@ -41,8 +49,9 @@ export function collectModule(io: CliIO): CommandModule<object, CollectOptions> 
         .option('db', { type: 'string', describe: 'Fleet database file', default: DEFAULT_DB })
         .option('port', { type: 'number', describe: 'Port of the embedded broker', default: 1883 })
         .option('fleet', { type: 'string', describe: 'Collect this fleet only (default: every fleet)' })
+        .option('http', { type: 'string', describe: 'Serve Prometheus /metrics and the dashboard on host:port (port 0: any free one; off: none)', default: `${DEFAULT_HTTP.host}:${DEFAULT_HTTP.port}` })
         .option('retention-days', { type: 'number', describe: 'Delete windows older than this many days' })
-        .example('$0 collect --db fleet.db', 'embedded broker on :1883, telemetry into fleet.db') as never,
+        .example('$0 collect --db fleet.db', 'embedded broker on :1883, telemetry into fleet.db, dashboard on http://127.0.0.1:9464/') as never,
     handler: async (args) => {
       const ac = new AbortController();
       const stop = () => ac.abort();

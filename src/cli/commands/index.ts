@@ -1,6 +1,7 @@
 // The command table: adding a command is adding a line here.
 import type { CommandModule } from 'yargs';
 import type { CliIO } from '../io.js';
+import { agentModule } from './agent.js';
 import { calibrateModule } from './calibrate.js';
 import { collectModule } from './collect.js';
 import { compileModule } from './compile.js';
@@ -14,6 +15,7 @@ import { packModule } from './pack.js';
 import { profileModule } from './profile.js';
 import { quickstartModule } from './quickstart.js';
 import { runModule } from './run.js';
+import { simulateModule } from './simulate.js';
 import { verifyBundleModule } from './verify-bundle.js';
 
 export function commands(io: CliIO): CommandModule<object, never>[] {
@@ -28,9 +30,11 @@ export function commands(io: CliIO): CommandModule<object, never>[] {
     verifyBundleModule(io),
     packModule(io),
     runModule(io),
+    agentModule(io),
     profileModule(io),
     calibrateModule(io),
     collectModule(io),
     fleetModule(io),
+    simulateModule(io),
   ] as unknown as CommandModule<object, never>[];
 }

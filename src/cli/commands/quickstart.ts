@@ -3,8 +3,8 @@
 // set (or, where Debian's dataset is absent, on the committed calibration images), check the
 // accuracy against what the model card records, then compile fmnist-branchy for a Raspberry Pi 4
 // at int8, signed, verify the bundle, calibrate its exit thresholds on the calibration images and
-// run it over the test set with and without early exit, printing accuracy and speed-up. Telemetry
-// joins here when it lands.
+// run it over the test set with and without early exit, printing accuracy and speed-up; last, a
+// telemetry run through an embedded MQTT broker into the collector, and `fleet status`.
 import { promises as fsp } from 'node:fs';
 import type { CommandModule } from 'yargs';
 import { FASHION_MNIST_DIR } from '../../data/idx.js';
@@ -27,6 +27,12 @@ import { prepareBatch, toTensor, type PreprocessSpec, type TensorData } from '..
 import { loadBundle } from '../../runtime/bundle-runner.js';
 import { packageRoot } from '../../devices/load.js';
 import { generateKeyPair } from '../../compiler/index.js';
+import { startCollector } from '../../fleet/collector.js';
+import { fleetStatus } from '../../fleet/status.js';
+import { describeSummary } from '../../telemetry/device.js';
+import { renderFleetStatus } from './fleet.js';
+import { TELEMETRY_CHUNK, classifyFiles, labelFromPath, startTelemetry, telemetryFlags } from '../telemetry-flags.js';
+import { collectInputs } from './run.js';
 
 
 export interface QuickstartOptions {
@@ -133,6 +139,7 @@ export async function quickstartCommand(opts: QuickstartOptions, io: CliIO): Pro
   } finally {
     await runner.close();
   }
+  await quickstartTelemetry({ work, bundle, publicKey: keys.publicKey, images: calibrationDir, ...(opts.limit ? { limit: opts.limit } : {}) }, io);
   io.out('\nNext: edgeexit inspect <model.onnx>, edgeexit eval <model.onnx> --data calibration, edgeexit compile <model.onnx> --device <id> --out <bundle>, edgeexit devices --show rpi4.');
   return rows;
 }
@@ -151,4 +158,52 @@ export function quickstartModule(io: CliIO): CommandModule<object, QuickstartOpt
       await quickstartCommand(args, io);
     },
   };
+}
+
+/**
+ * The telemetry leg: this machine acts as a device running the bundle over the calibration
+ * images with telemetry on (as `run --telemetry` does), publishing to an embedded MQTT broker
+ * (aedes) that the collector serves on a free loopback port, then `fleet status` from its
+ * database. Database and device state start afresh so the status shows this run only.
+ */
+async function quickstartTelemetry(o: { work: string; bundle: string; publicKey: string; images: string; limit?: number }, io: CliIO): Promise<void> {
+  io.out('\n== telemetry: run the bundle with telemetry to an embedded MQTT broker and the collector, then fleet status ==');
+  const db = path.join(o.work, 'fleet.db');
+  const state = path.join(o.work, 'device-state');
+  for (const f of [db, `${db}-wal`, `${db}-shm`, state]) await fsp.rm(f, { recursive: true, force: true });
+  const collectorLog: string[] = [];
+  const collector = await startCollector({ dbFile: db, port: 0, host: '127.0.0.1', onLog: (l) => collectorLog.push(l) });
+  try {
+    const files = (await collectInputs([o.images])).slice(0, o.limit ?? Infinity);
+    const flags = telemetryFlags({ telemetry: collector.url, fleet: 'quickstart', deviceId: 'this-machine', stateDir: state, window: '1s', mqttVersion: 4 });
+    const runner = await loadBundle(o.bundle, { publicKey: o.publicKey, requireSignature: true, threads: 1, onWarning: (l) => io.err(l) });
+    let classified = 0;
+    try {
+      const telemetry = await startTelemetry(flags, runner, o.bundle, { onLog: (l) => io.err(l) });
+      try {
+        const labels = runner.manifest.labels;
+        await classifyFiles(runner, files, { batchSize: 1 }, TELEMETRY_CHUNK, (items) => {
+          for (const it of items) {
+            if (!it.ok) continue;
+            classified++;
+            const label = labelFromPath(it.name, labels);
+            telemetry.record(it, label === undefined ? undefined : it.classIndex === label);
+          }
+        });
+      } finally {
+        io.out(describeSummary(await telemetry.close(flags.drainMs), flags.drainMs));
+      }
+    } finally {
+      await runner.close();
+    }
+    // The broker acknowledged every window; the collector stores them a moment later.
+    const deadline = Date.now() + 10_000;
+    const stored = () => collector.store.totals().reduce((a, t) => a + t.count, 0);
+    while (stored() < classified && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    io.out(`collector: ${stored()} of ${classified} inferences stored in ${db} (${collectorLog.length} messages logged)`);
+    io.out(renderFleetStatus(fleetStatus(collector.store)));
+    io.out('(offline: the run ended with a clean death; `edgeexit agent` keeps a device online, and `edgeexit collect` + `edgeexit fleet status` do this across machines)');
+  } finally {
+    await collector.close();
+  }
 }

@@ -7,18 +7,25 @@
 //
 // Unreadable images are reported by name and the rest are still classified; the command then
 // fails (exit code 2) so a script notices, after everything else was printed.
+//
+// With --telemetry <mqtt-url> the images are classified in chunks so metric windows close on
+// time while the run goes on; every prediction feeds the window aggregator (src/telemetry/
+// device.ts, flags in src/cli/telemetry-flags.ts) and the run ends with the last window flushed and a clean death. Windows the broker
+// did not take stay in the state dir's outbox (a warning says so; the run still succeeds).
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import type { CommandModule } from 'yargs';
 import { IMAGE_EXTENSIONS } from '../../data/imagefolder.js';
-import { loadBundle, type ClassifyResult } from '../../runtime/bundle-runner.js';
+import { loadBundle, type ClassifyOptions, type ClassifyResult } from '../../runtime/bundle-runner.js';
+import { describeSummary, type DeviceTelemetry, type TelemetrySummary } from '../../telemetry/device.js';
 import { CBNET_POLICIES, type CbnetPolicy } from '../../runtime/cbnet-cascade.js';
 import { EXIT_METRICS, type ExitMetric } from '../../runtime/exit-policy.js';
 import { InputError, formatProblem, show } from '../../util/errors.js';
 import type { CliIO } from '../io.js';
+import { TELEMETRY_CHUNK, classifyFiles, labelFromPath, startTelemetry, telemetryFlags, telemetryYargsOptions, type TelemetryCliOptions } from '../telemetry-flags.js';
 import { pct, table } from '../format.js';
 
-export interface RunCommandOptions {
+export interface RunCommandOptions extends TelemetryCliOptions {
   bundle: string;
   inputs: string[];
   json?: boolean;
@@ -37,7 +44,9 @@ export interface RunCommandOptions {
 export interface RunCommandResult {
   files: string[];
   result: ClassifyResult;
+  telemetry?: TelemetrySummary;
 }
+
 
 /** `0.9, 0.8` → [0.9, 0.8]; `none` → null. Range checks are the exit policy's (they name the exit). */
 export function parseThresholds(s: string | undefined): number[] | null | undefined {
@@ -57,7 +66,7 @@ function byCodeUnit(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
 }
 
-async function imagesUnder(dir: string): Promise<string[]> {
+export async function imagesUnder(dir: string): Promise<string[]> {
   const out: string[] = [];
   for (const e of await fsp.readdir(dir, { withFileTypes: true })) {
     const p = path.join(dir, e.name);
@@ -119,6 +128,7 @@ export function renderRun(r: RunCommandResult, exitNames: readonly string[] = r.
 
 export async function runCommand(opts: RunCommandOptions, io: CliIO): Promise<RunCommandResult> {
   const thresholds = parseThresholds(opts.threshold);
+  const tflags = opts.telemetry !== undefined ? telemetryFlags({ ...opts, telemetry: opts.telemetry }) : undefined;
   const files = await collectInputs(opts.inputs);
   const runner = await loadBundle(opts.bundle, {
     ...(opts.key ? { publicKey: opts.key } : {}),
@@ -128,6 +138,8 @@ export async function runCommand(opts: RunCommandOptions, io: CliIO): Promise<Ru
     onWarning: (line) => io.err(line),
   });
   let result: ClassifyResult;
+  let telemetry: DeviceTelemetry | undefined;
+  let summary: TelemetrySummary | undefined;
   try {
     if (opts.policy !== undefined && runner.manifest.kind !== 'cbnet') {
       throw new InputError(
@@ -138,16 +150,40 @@ export async function runCommand(opts: RunCommandOptions, io: CliIO): Promise<Ru
         }),
       );
     }
-    result = await runner.classify(files, {
+    const classifyOptions: ClassifyOptions = {
       ...(opts.policy ? { policy: opts.policy } : {}),
       batchSize: opts.batch ?? 1,
       ...(thresholds !== undefined ? { thresholds } : {}),
       ...(opts.metric ? { metric: opts.metric } : {}),
-    });
+    };
+    if (tflags) {
+      telemetry = await startTelemetry(tflags, runner, opts.bundle, {
+        ...(opts.device ? { profile: opts.device } : {}),
+        ...(thresholds !== undefined ? { thresholds } : {}),
+        ...(opts.policy ? { policy: opts.policy } : {}),
+        onLog: (line) => io.err(line),
+      });
+      const t = telemetry;
+      const labels = runner.manifest.labels;
+      result = await classifyFiles(runner, files, classifyOptions, TELEMETRY_CHUNK, (items) => {
+        for (const it of items) {
+          if (!it.ok) continue;
+          const label = labelFromPath(it.name, labels);
+          t.record(it, label === undefined ? undefined : it.classIndex === label);
+        }
+      });
+    } else result = await runner.classify(files, classifyOptions);
   } finally {
-    await runner.close();
+    try {
+      if (telemetry) {
+        summary = await telemetry.close(tflags!.drainMs);
+        io.err(describeSummary(summary, tflags!.drainMs));
+      }
+    } finally {
+      await runner.close();
+    }
   }
-  const r = { files, result };
+  const r: RunCommandResult = { files, result, ...(summary ? { telemetry: summary } : {}) };
   if (opts.json) {
     for (const i of result.items) {
       io.out(
@@ -201,11 +237,15 @@ export function runModule(io: CliIO): CommandModule<object, RunCommandOptions> {
         .option('require-signature', { type: 'boolean', describe: 'Refuse an unsigned bundle' })
         .option('device', { type: 'string', describe: "Device profile for execution providers and threads (default: the bundle's target)" })
         .option('threads', { type: 'number', describe: 'Intra-op threads (default: the device profile\'s, at most the cores here)' })
+        .option('telemetry', { type: 'string', describe: 'Publish metric windows, birth and death to this MQTT broker (mqtt://host:1883, mqtts://…)' })
+        .options(telemetryYargsOptions)
         .example('$0 run build/branchy-rpi4 calibration/fashion-mnist/bag --threshold 0.9,0.9', '')
         .example('$0 run build/branchy-rpi4 photo.png --json', '')
+        .example('$0 run build/branchy-rpi4 calibration/fashion-mnist --telemetry mqtt://collector.local --fleet lab --device-id pi-07', '')
         .example('$0 run build/cbnet-rpi4 calibration/fashion-mnist/shirt --policy hybrid --threshold 0.9', '') as never,
     handler: async (args) => {
       await runCommand(args, io);
     },
   };
 }
+

@@ -42,7 +42,8 @@ function accepts(port: number): Promise<boolean> {
   });
 }
 
-export async function startBroker(opts: { persistence?: boolean } = {}): Promise<Broker> {
+/** `config`: extra mosquitto.conf lines (e.g. queue limits for load tests). */
+export async function startBroker(opts: { persistence?: boolean; config?: string[] } = {}): Promise<Broker> {
   if (!MOSQUITTO) throw new Error('mosquitto not installed');
   const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'edgeexit-mosquitto-'));
   const port = await freePort();
@@ -56,6 +57,7 @@ export async function startBroker(opts: { persistence?: boolean } = {}): Promise
       ...(opts.persistence ? [`persistence_location ${dir}/`] : []),
       'log_dest stderr',
       'log_type error',
+      ...(opts.config ?? []),
       '',
     ].join('\n'),
   );

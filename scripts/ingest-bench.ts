@@ -1,0 +1,210 @@
+// Ingest benchmark (`npx vite-node scripts/ingest-bench.ts [messages] [devices]`): how many metric
+// windows per second the collector stores into its SQLite file. M pre-encoded valid windows from K
+// devices go (1) straight into the collector's write path (decode, validate, de-duplicate, store),
+// committing every message alone and then in the collector's batches, and (2) through Mosquitto:
+// a child process publishes them with QoS 1 over K connections as fast as the broker takes them,
+// and the collector (MQTT 5 shared subscription) stores them. Prints a table; writes
+// .edgeexit/bench/ingest.json. Speed lives here, not in timed tests.
+import { spawn } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { startCollector } from '../src/fleet/collector.js';
+import { BatchedIngest, DEFAULT_BATCH } from '../src/fleet/ingest.js';
+import { openFleetStore } from '../src/fleet/store.js';
+import { topicFor } from '../src/telemetry/payloads.js';
+import { MOSQUITTO, startBroker } from '../test/telemetry/mqtt/broker.js';
+
+const FLEET = 'bench';
+
+function payloads(messages: number, devices: number): { topic: string; payload: Buffer }[] {
+  const out: { topic: string; payload: Buffer }[] = [];
+  for (let i = 0; i < messages; i++) {
+    const d = i % devices;
+    const n = Math.floor(i / devices);
+    const device = `bench-${String(d).padStart(4, '0')}`;
+    const w = {
+      id: n,
+      bdSeq: 0,
+      seq: (n + 1) % 256,
+      device,
+      windowStart: 1_790_000_000_000 + n * 5000,
+      windowEnd: 1_790_000_000_000 + (n + 1) * 5000,
+      count: 100,
+      exitHistogram: [86, 7, 7],
+      latencyMs: { endToEnd: { p50: 0.12, p95: 0.41, p99: 0.52 }, stages: [{ p50: 0.11, p95: 0.14, p99: 0.16 }, { p50: 0.35, p95: 0.45, p99: 0.5 }, { p50: 0.36, p95: 0.46, p99: 0.51 }] },
+      energy: { joules: 8.04, meanWatts: 1.608, source: 'model', meter: 'model' },
+      temperatureC: 48.5,
+      droppedWindows: 0,
+    };
+    out.push({ topic: topicFor(FLEET, device, 'metrics'), payload: Buffer.from(JSON.stringify(w)) });
+  }
+  return out;
+}
+
+// Child mode: publish everything with QoS 1 over K raw MQTT 3.1.1 connections. The packets are
+// encoded before the clock starts and written in large chunks, so the load generator costs little
+// of the two cores the broker and the collector need; a connection is done when every PUBACK is in.
+function remainingLength(n: number): Buffer {
+  const out: number[] = [];
+  do {
+    let b = n % 128;
+    n = Math.floor(n / 128);
+    if (n > 0) b |= 0x80;
+    out.push(b);
+  } while (n > 0);
+  return Buffer.from(out);
+}
+
+function packet(type: number, body: Buffer): Buffer {
+  return Buffer.concat([Buffer.from([type]), remainingLength(body.length), body]);
+}
+
+const str = (s: string) => {
+  const b = Buffer.from(s, 'utf8');
+  return Buffer.concat([Buffer.from([b.length >> 8, b.length & 0xff]), b]);
+};
+
+function connectPacket(clientId: string): Buffer {
+  // protocol "MQTT" level 4, clean session, keepalive 60 s
+  return packet(0x10, Buffer.concat([str('MQTT'), Buffer.from([4, 0x02, 0, 60]), str(clientId)]));
+}
+
+function publishPacket(topic: string, id: number, payload: Buffer): Buffer {
+  return packet(0x32, Buffer.concat([str(topic), Buffer.from([id >> 8, id & 0xff]), payload]));
+}
+
+async function publish(url: string, messages: number, devices: number): Promise<void> {
+  const { hostname, port } = new URL(url);
+  const all = payloads(messages, devices);
+  const perDevice = Array.from({ length: devices }, (_, d) => {
+    const mine = all.filter((_, i) => i % devices === d);
+    return { n: mine.length, bytes: Buffer.concat(mine.map((m, k) => publishPacket(m.topic, (k % 65535) + 1, m.payload))) };
+  });
+  const t0 = performance.now();
+  await Promise.all(
+    perDevice.map(
+      ({ n, bytes }, d) =>
+        new Promise<void>((resolve, reject) => {
+          const sock = net.connect(Number(port), hostname);
+          let got = 0;
+          let connected = false;
+          sock.on('error', reject);
+          sock.on('data', (b: Buffer) => {
+            got += b.length;
+            if (!connected && got >= 4) {
+              connected = true;
+              sock.write(bytes);
+            }
+            // CONNACK and every PUBACK are 4 bytes each in MQTT 3.1.1.
+            if (got >= 4 + 4 * n) {
+              sock.end(Buffer.from([0xe0, 0]));
+              resolve();
+            }
+          });
+          sock.write(connectPacket(`bench-pub-${d}`));
+        }),
+    ),
+  );
+  process.stdout.write(JSON.stringify({ publishedPerS: messages / ((performance.now() - t0) / 1000) }) + '\n');
+}
+
+interface Row {
+  path: string;
+  messages: number;
+  devices: number;
+  seconds: number;
+  perS: number;
+  /** Messages per second of the collector's own CPU time (user + system): steadier than wall time on a shared machine. */
+  perCpuS: number;
+  stored: number;
+}
+
+const cpuSeconds = (since: NodeJS.CpuUsage) => {
+  const u = process.cpuUsage(since);
+  return (u.user + u.system) / 1e6;
+};
+
+function direct(messages: number, devices: number, batch: { maxMessages?: number; maxDelayMs?: number }, label: string, dir: string): Row {
+  const msgs = payloads(messages, devices).map((m) => ({ ...m, retain: false }));
+  const store = openFleetStore(path.join(dir, `${label.replace(/\W+/g, '-')}.db`));
+  const ingest = new BatchedIngest(store, () => undefined, Date.now, batch);
+  const c0 = process.cpuUsage();
+  const t0 = performance.now();
+  for (const m of msgs) ingest.push(m);
+  ingest.flush();
+  const seconds = (performance.now() - t0) / 1000;
+  const cpu = cpuSeconds(c0);
+  const stored = store.totals().reduce((a, t) => a + t.windows, 0);
+  store.close();
+  return { path: label, messages, devices, seconds, perS: messages / seconds, perCpuS: messages / cpu, stored };
+}
+
+async function throughBroker(messages: number, devices: number, dir: string): Promise<Row & { publishedPerS: number }> {
+  // A collector that falls behind gets a queue on the broker; mosquitto's default (1000 queued
+  // messages per client) would drop the excess, so it is lifted as a collector's broker should be.
+  const broker = await startBroker({ config: ['max_queued_messages 0', 'max_inflight_messages 0'] });
+  const collector = await startCollector({ brokerUrl: broker.url, dbFile: path.join(dir, 'broker.db'), fleet: FLEET, onLog: () => undefined });
+  try {
+    let first = 0;
+    let c0 = process.cpuUsage();
+    const poll = setInterval(() => {
+      if (!first && collector.handled() > 0) {
+        first = performance.now();
+        c0 = process.cpuUsage();
+      }
+    }, 1);
+    const self = fileURLToPath(import.meta.url);
+    const child = spawn(path.join(path.dirname(self), '..', 'node_modules', '.bin', 'vite-node'), [self, 'publish', broker.url, String(messages), String(devices)], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    const t0 = performance.now();
+    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+    while (collector.handled() < messages) {
+      await new Promise((r) => setTimeout(r, 5));
+      if (performance.now() - t0 > 300_000) throw new Error(`only ${collector.handled()} of ${messages} messages arrived in 300 s`);
+    }
+    const end = performance.now();
+    const cpu = cpuSeconds(c0);
+    clearInterval(poll);
+    await exited;
+    const seconds = (end - (first || t0)) / 1000;
+    const stored = collector.store.totals().reduce((a, t) => a + t.windows, 0);
+    const publishedPerS = (JSON.parse(out.trim().split('\n').pop() ?? '{}') as { publishedPerS?: number }).publishedPerS ?? NaN;
+    return { path: 'through Mosquitto (QoS 1, batched)', messages, devices, seconds, perS: messages / seconds, perCpuS: messages / cpu, stored, publishedPerS };
+  } finally {
+    await collector.close();
+    await broker.dispose();
+  }
+}
+
+async function mainBench(): Promise<void> {
+  const messages = Number(process.argv[2] ?? 100_000);
+  const devices = Number(process.argv[3] ?? 100);
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'edgeexit-ingest-bench-'));
+  const rows: Row[] = [];
+  try {
+    rows.push(direct(Math.min(messages, 10_000), devices, { maxDelayMs: 0 }, 'direct, one commit per message', dir));
+    rows.push(direct(messages, devices, {}, `direct, batched (${DEFAULT_BATCH.maxMessages} msgs / ${DEFAULT_BATCH.maxDelayMs} ms)`, dir));
+    if (MOSQUITTO) rows.push(await throughBroker(messages, devices, dir));
+    else console.error('mosquitto not installed: skipping the broker row');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+  const table = [
+    '| path | messages | devices | seconds | messages/s stored | per collector CPU-second | stored |',
+    '|---|---:|---:|---:|---:|---:|---:|',
+    ...rows.map((r) => `| ${r.path} | ${r.messages} | ${r.devices} | ${r.seconds.toFixed(2)} | ${Math.round(r.perS)} | ${Math.round(r.perCpuS)} | ${r.stored} |`),
+  ];
+  const broker = rows.find((r): r is Row & { publishedPerS: number } => 'publishedPerS' in r);
+  console.log(table.join('\n'));
+  if (broker) console.log(`(publisher side: ${Math.round(broker.publishedPerS)} messages/s acknowledged by the broker)`);
+  const cpu = os.cpus()[0]?.model?.trim() ?? 'unknown CPU';
+  mkdirSync('.edgeexit/bench', { recursive: true });
+  writeFileSync('.edgeexit/bench/ingest.json', JSON.stringify({ date: new Date().toISOString(), host: `${cpu}, ${os.availableParallelism()} cores`, node: process.version, rows }, null, 2) + '\n');
+}
+
+if (process.argv[2] === 'publish') await publish(process.argv[3]!, Number(process.argv[4]), Number(process.argv[5]));
+else await mainBench();

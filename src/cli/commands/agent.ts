@@ -1,0 +1,158 @@
+// `edgeexit agent <bundle> --watch <folder> --telemetry <url>`: the long-running device agent.
+// Classifies images as they appear in the folder (or re-runs it with --loop), publishes metric
+// windows over MQTT, and on SIGINT/SIGTERM (or the AbortSignal given to agentCommand) flushes the
+// open window to the outbox and closes with a clean death. The loop is src/fleet/agent.ts; the
+// telemetry session is src/telemetry/device.ts; this file resolves flags and prints.
+import { promises as fsp } from 'node:fs';
+import type { CommandModule } from 'yargs';
+import { runAgentLoop, type AgentStats } from '../../fleet/agent.js';
+import { loadBundle, type ClassifyItem } from '../../runtime/bundle-runner.js';
+import { CBNET_POLICIES, type CbnetPolicy } from '../../runtime/cbnet-cascade.js';
+import { EXIT_METRICS, type ExitMetric } from '../../runtime/exit-policy.js';
+import { describeSummary, type DeviceTelemetry, type TelemetrySummary } from '../../telemetry/device.js';
+import type { WindowInput } from '../../telemetry/mqtt/publisher.js';
+import { InputError, formatProblem, show } from '../../util/errors.js';
+import type { CliIO } from '../io.js';
+import { TELEMETRY_CHUNK, labelFromPath, startTelemetry, telemetryFlags, telemetryYargsOptions, type TelemetryCliOptions } from '../telemetry-flags.js';
+import { imagesUnder, parseThresholds } from './run.js';
+
+export interface AgentCommandOptions extends TelemetryCliOptions {
+  bundle: string;
+  /** Folder the images arrive in (searched recursively). */
+  watch: string;
+  telemetry: string;
+  /** Re-run the folder pass after pass instead of waiting for new images. */
+  loop?: boolean;
+  threshold?: string;
+  metric?: ExitMetric;
+  policy?: CbnetPolicy;
+  batch?: number;
+  key?: string;
+  requireSignature?: boolean;
+  /** Device profile (providers, threads, energy sensor, power model); default: the bundle's target. */
+  device?: string;
+  threads?: number;
+  /** Folder poll interval in ms (default 250). */
+  pollMs?: number;
+  /** Told after each classify call (tests wait on it). */
+  onItems?: (items: readonly ClassifyItem[]) => void;
+}
+
+export interface AgentCommandResult {
+  stats: AgentStats;
+  telemetry: TelemetrySummary;
+}
+
+function windowLine(w: WindowInput): string {
+  const e = w.latencyMs.endToEnd;
+  const acc = w.accuracy ? `, top-1 ${((100 * w.accuracy.correct) / Math.max(1, w.accuracy.labelled)).toFixed(1)}% of ${w.accuracy.labelled}` : '';
+  return `window: ${w.count} inferences, exits ${w.exitHistogram.join('/')}, p50/p95 ${e.p50.toFixed(3)}/${e.p95.toFixed(3)} ms, ${w.energy.joules.toFixed(3)} J (${w.energy.source})${w.temperatureC !== undefined ? `, ${w.temperatureC.toFixed(1)} °C` : ''}${acc}`;
+}
+
+/** Run the agent until `signal` aborts; resolves once the last window is in the outbox and the publisher is closed. */
+export async function agentCommand(opts: AgentCommandOptions, io: CliIO, signal: AbortSignal): Promise<AgentCommandResult> {
+  if (typeof opts.telemetry !== 'string')
+    throw new InputError(formatProblem({ where: '--telemetry', expected: 'the MQTT broker to publish to', got: 'nothing', fix: 'add --telemetry mqtt://host:1883' }));
+  const flags = telemetryFlags(opts);
+  // Checked before the bundle is loaded, so a typo fails in milliseconds.
+  const st = typeof opts.watch === 'string' ? await fsp.stat(opts.watch).catch(() => undefined) : undefined;
+  if (!st?.isDirectory())
+    throw new InputError(formatProblem({ where: '--watch', expected: 'a folder images arrive in', got: opts.watch === undefined ? 'nothing' : show(opts.watch), fix: 'create the folder, or point --watch at an existing one' }));
+  const thresholds = parseThresholds(opts.threshold);
+  if (opts.batch !== undefined && !(Number.isInteger(opts.batch) && opts.batch >= 1)) throw new InputError(formatProblem({ where: '--batch', expected: 'a positive integer', got: String(opts.batch) }));
+  const runner = await loadBundle(opts.bundle, {
+    ...(opts.key ? { publicKey: opts.key } : {}),
+    ...(opts.requireSignature ? { requireSignature: true } : {}),
+    ...(opts.device ? { device: opts.device } : {}),
+    ...(opts.threads !== undefined ? { threads: opts.threads } : {}),
+    onWarning: (line) => io.err(line),
+  });
+  let telemetry: DeviceTelemetry | undefined;
+  let stats: AgentStats | undefined;
+  let summary: TelemetrySummary | undefined;
+  try {
+    if (opts.policy !== undefined && runner.manifest.kind !== 'cbnet')
+      throw new InputError(formatProblem({ where: `--policy ${opts.policy}`, message: `only cbnet bundles take --policy; ${opts.bundle} is a ${runner.manifest.kind} bundle`, fix: 'drop --policy' }));
+    telemetry = await startTelemetry(flags, runner, opts.bundle, {
+      ...(opts.device ? { profile: opts.device } : {}),
+      ...(thresholds !== undefined ? { thresholds } : {}),
+      ...(opts.policy ? { policy: opts.policy } : {}),
+      onLog: (line) => io.err(line),
+      onWindow: (w) => io.err(windowLine(w)),
+    });
+    const t = telemetry;
+    io.err(
+      `agent: ${opts.loop ? 're-running' : 'watching'} ${opts.watch} with ${runner.manifest.model.name} ${runner.manifest.model.version}; ` +
+        `telemetry to ${t.info.url} as ${t.info.fleet}/${t.info.device} every ${(t.aggregator.windowMs / 1000).toFixed(1)} s (state ${t.info.stateDir}); energy: ${t.meter.describe()}; stop with Ctrl-C`,
+    );
+    const labels = runner.manifest.labels;
+    stats = await runAgentLoop(
+      {
+        runner,
+        telemetry: t,
+        folder: opts.watch,
+        classify: {
+          batchSize: opts.batch ?? 1,
+          ...(opts.policy ? { policy: opts.policy } : {}),
+          ...(thresholds !== undefined ? { thresholds } : {}),
+          ...(opts.metric ? { metric: opts.metric } : {}),
+        },
+        chunk: TELEMETRY_CHUNK,
+        ...(opts.loop ? { loop: true } : {}),
+        ...(opts.pollMs !== undefined ? { pollMs: opts.pollMs } : {}),
+        list: async (dir) => (await imagesUnder(dir)).sort(),
+        labelOf: (f) => labelFromPath(f, labels),
+        onLog: (line) => io.err(line),
+        ...(opts.onItems ? { onItems: opts.onItems } : {}),
+      },
+      signal,
+    );
+  } finally {
+    try {
+      if (telemetry) {
+        summary = await telemetry.close(flags.drainMs);
+        io.err(describeSummary(summary, flags.drainMs));
+      }
+    } finally {
+      await runner.close();
+    }
+  }
+  io.err(`agent stopped: ${stats.classified} classified, ${stats.failed} unreadable`);
+  return { stats, telemetry: summary! };
+}
+
+export function agentModule(io: CliIO): CommandModule<object, AgentCommandOptions> {
+  return {
+    command: 'agent <bundle>',
+    describe: 'Device agent: classify images as they appear in a folder and publish telemetry until stopped',
+    builder: (y) =>
+      y
+        .positional('bundle', { type: 'string', describe: 'Bundle folder or .tar', demandOption: true })
+        .option('watch', { type: 'string', describe: 'Folder new images arrive in (searched recursively)', demandOption: true })
+        .option('telemetry', { type: 'string', describe: 'MQTT broker to publish to (mqtt://host:1883, mqtts://…)', demandOption: true })
+        .option('loop', { type: 'boolean', describe: 'Re-run every image in the folder, pass after pass, instead of waiting for new ones' })
+        .options(telemetryYargsOptions)
+        .option('threshold', { type: 'string', describe: 'Thresholds t0,t1,… or "none" (default: the manifest\'s)' })
+        .option('metric', { type: 'string', choices: EXIT_METRICS as unknown as string[], describe: 'Exit confidence metric (default: the manifest\'s)' })
+        .option('policy', { type: 'string', choices: CBNET_POLICIES as unknown as string[], describe: 'cbnet bundles only: run order' })
+        .option('batch', { type: 'number', describe: 'Images per cascade run (default 1)' })
+        .option('key', { type: 'string', describe: 'Public key (PEM) the bundle must be signed with' })
+        .option('require-signature', { type: 'boolean', describe: 'Refuse an unsigned bundle' })
+        .option('device', { type: 'string', describe: "Device profile: providers, threads, energy sensor, power model (default: the bundle's target)" })
+        .option('threads', { type: 'number', describe: 'Intra-op threads' })
+        .example('$0 agent bundles/branchy-rpi4 --watch /var/spool/camera --telemetry mqtt://collector.local --fleet lab --device-id pi-07', '')
+        .example('$0 agent bundles/branchy-rpi4 --watch calibration/fashion-mnist --loop --telemetry mqtt://127.0.0.1:1883', 'soak test') as never,
+    handler: async (args) => {
+      const ac = new AbortController();
+      const stop = () => ac.abort();
+      process.once('SIGINT', stop);
+      process.once('SIGTERM', stop);
+      try {
+        await agentCommand(args, io, ac.signal);
+      } finally {
+        process.off('SIGINT', stop);
+        process.off('SIGTERM', stop);
+      }
+    },
+  };
+}

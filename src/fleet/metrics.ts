@@ -1,0 +1,117 @@
+// Prometheus text exposition (format 0.0.4) of what the fleet store holds, for the collector's
+// `/metrics`. Everything is read from the store at scrape time, so a restarted collector exports
+// the same totals, and several collectors on one database agree. Base units throughout (seconds,
+// joules, watts); counters end in `_total`; no sample timestamps (Prometheus stamps the scrape).
+//
+// Counters here are sums over the *stored* windows, so de-duplication already happened. With
+// --retention-days a prune lowers them; Prometheus reads any drop as a counter reset, so rate()
+// over a prune shows a one-off spike. Keeping them monotonic needs the store to fold pruned
+// windows into per-device totals (not done yet).
+import type { CounterName, FleetStore } from './fleet-store.js';
+
+export const METRICS_CONTENT_TYPE = 'text/plain; version=0.0.4; charset=utf-8';
+
+type MetricType = 'counter' | 'gauge' | 'summary';
+type Labels = Record<string, string>;
+
+interface Family {
+  name: string;
+  help: string;
+  type: MetricType;
+  samples: { suffix?: string; labels: Labels; value: number }[];
+}
+
+// The store's counters as collector_messages_total results. A Record, so a counter added to the
+// store without a result label here fails to compile. `gaps` are messages that never arrived,
+// not messages handled, so they get their own family.
+const RESULT_LABEL: Record<Exclude<CounterName, 'gaps'>, string> = {
+  malformed: 'malformed',
+  invalid: 'invalid',
+  oversized: 'oversized',
+  unknownDevice: 'unknown_device',
+  duplicates: 'duplicate',
+  staleDeaths: 'stale_death',
+  foreignTopic: 'foreign_topic',
+};
+
+/** Label values may hold any UTF-8; the format escapes only backslash, double quote and newline. */
+export function escapeLabelValue(v: string): string {
+  return v.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n');
+}
+
+/** HELP text escapes backslash and newline (not quotes). */
+export function escapeHelp(v: string): string {
+  return v.replace(/\\/g, '\\\\').replace(/\n/g, '\\n');
+}
+
+export function formatValue(v: number): string {
+  if (Number.isNaN(v)) return 'NaN';
+  if (v === Infinity) return '+Inf';
+  if (v === -Infinity) return '-Inf';
+  return String(v);
+}
+
+function formatLabels(labels: Labels): string {
+  const parts = Object.entries(labels).map(([k, v]) => `${k}="${escapeLabelValue(v)}"`);
+  return parts.length ? `{${parts.join(',')}}` : '';
+}
+
+export function renderFamilies(families: readonly Family[]): string {
+  const out: string[] = [];
+  for (const f of families) {
+    out.push(`# HELP ${f.name} ${escapeHelp(f.help)}`, `# TYPE ${f.name} ${f.type}`);
+    for (const s of f.samples) out.push(`${f.name}${s.suffix ?? ''}${formatLabels(s.labels)} ${formatValue(s.value)}`);
+  }
+  return out.join('\n') + '\n';
+}
+
+/** The whole exposition; reads the store (a few indexed queries per device). */
+export function renderMetrics(store: FleetStore): string {
+  const devices = store.devices();
+  const totals = new Map(store.totals().map((t) => [t.device, t]));
+  const counters = store.counters();
+  const fam = (name: string, type: MetricType, help: string): Family => ({ name, type, help, samples: [] });
+
+  // Latency: the device computes p50/p95/p99 over each window and sends only those, which is what a
+  // Prometheus summary is (φ-quantiles over a sliding window, computed by the client), so
+  // dashboards and alerts written for client-library summaries work unchanged. The summary carries
+  // no _sum/_count: the device sends no latency sum and inventing one would be wrong; the
+  // inference count is edgeexit_inferences_total.
+  const latency = fam('edgeexit_inference_latency_seconds', 'summary', 'End-to-end inference latency quantiles over the latest stored window, as computed on the device.');
+  const inferences = fam('edgeexit_inferences_total', 'counter', 'Inferences in the stored windows.');
+  const exits = fam('edgeexit_exits_total', 'counter', 'Inferences that left at each exit (0 = first) in the stored windows.');
+  const energy = fam('edgeexit_energy_joules_total', 'counter', 'Energy used for inference in the stored windows, in joules.');
+  const power = fam('edgeexit_power_watts', 'gauge', 'Mean power over the latest stored window, in watts.');
+  const online = fam('edgeexit_device_online', 'gauge', '1 while the device has a live MQTT session (birth seen, no death of that session), else 0.');
+  const info = fam('edgeexit_device_info', 'gauge', 'Always 1; labels say which bundle the device announced in its last birth.');
+  const windows = fam('edgeexit_windows_total', 'counter', 'Telemetry windows stored per device.');
+  const dropped = fam('edgeexit_device_dropped_windows_total', 'counter', "Windows the device's outbox discarded when full, as the device last reported.");
+  const lastSeen = fam('edgeexit_device_last_seen_timestamp_seconds', 'gauge', 'When the collector last heard from the device, in Unix seconds.');
+
+  for (const d of devices) {
+    const base = { device: d.device, fleet: d.fleet };
+    const t = totals.get(d.device);
+    const latest = store.latestWindows(d.device, 1)[0];
+    online.samples.push({ labels: base, value: d.online ? 1 : 0 });
+    if (d.birth) info.samples.push({ labels: { ...base, bundle: d.birth.bundle.name, version: d.birth.bundle.version, precision: d.birth.bundle.precision, profile: d.birth.profile }, value: 1 });
+    lastSeen.samples.push({ labels: base, value: d.lastSeen / 1000 });
+    windows.samples.push({ labels: base, value: t?.windows ?? 0 });
+    inferences.samples.push({ labels: base, value: t?.count ?? 0 });
+    energy.samples.push({ labels: base, value: t?.joules ?? 0 });
+    (t?.exits ?? []).forEach((n, k) => exits.samples.push({ labels: { ...base, exit: String(k) }, value: n }));
+    if (latest) {
+      for (const [q, ms] of [['0.5', latest.latencyP50], ['0.95', latest.latencyP95], ['0.99', latest.latencyP99]] as const)
+        latency.samples.push({ labels: { ...base, quantile: q }, value: ms / 1000 });
+      power.samples.push({ labels: base, value: latest.meanWatts });
+      dropped.samples.push({ labels: base, value: latest.droppedWindows });
+    }
+  }
+
+  const messages = fam('edgeexit_collector_messages_total', 'counter', 'Telemetry messages by outcome: stored = metrics windows in the database; unknown_device also counts windows that were stored.');
+  messages.samples.push({ labels: { result: 'stored' }, value: [...totals.values()].reduce((a, t) => a + t.windows, 0) });
+  for (const [name, result] of Object.entries(RESULT_LABEL)) messages.samples.push({ labels: { result }, value: counters[name as CounterName] });
+  const gaps = fam('edgeexit_window_gaps_total', 'counter', 'Metrics messages that never arrived, from per-session sequence numbers.');
+  gaps.samples.push({ labels: {}, value: counters.gaps });
+
+  return renderFamilies([latency, inferences, exits, energy, power, online, info, windows, dropped, lastSeen, messages, gaps]);
+}
