@@ -132,20 +132,27 @@ export function resolveExitPolicy(
   const n = exitNames.length;
   const problems: Problem[] = [];
   const [lo, hi] = policy.range;
-  if (thresholds !== null) {
+  const countFix = 'give one threshold per exit but the last, or null (CLI: leave --threshold out) to run every sample to the last exit';
+  if (thresholds !== null && !Array.isArray(thresholds)) {
+    problems.push({ where: 'thresholds', expected: `an array of ${n - 1} numbers, or null`, got: show(thresholds), fix: countFix });
+  } else if (thresholds !== null) {
     if (thresholds.length !== n - 1) {
       problems.push({
         where: 'thresholds',
         expected: `${n - 1} value${n - 1 === 1 ? '' : 's'}, one per exit but the last (${exitNames.slice(0, -1).join(', ') || 'none'}); the last exit always answers`,
         got: `${thresholds.length} (${show(thresholds)})`,
+        fix: countFix,
       });
     }
+    // Which way is stricter depends on the metric, so the fix says it.
+    const stricter = policy.exitWhen === 'at-least' ? `${hi} lets only certain samples leave, ${lo} lets all` : `${lo} lets only certain samples leave, ${hi} lets all`;
     thresholds.slice(0, n - 1).forEach((t, k) => {
-      if (!Number.isFinite(t) || t < lo || t > hi) {
+      if (typeof t !== 'number' || !Number.isFinite(t) || t < lo || t > hi) {
         problems.push({
           where: `threshold for exit ${k} (${exitNames[k]})`,
           expected: `a number in [${lo}, ${hi}] for ${policy.metric} (${policy.summary})`,
           got: show(t),
+          fix: `pick one inside the range (${stricter})${typeof t === 'number' && t > hi && t <= 100 ? `; ${t} looks like a percentage: write ${t / 100}` : ''}`,
         });
       }
     });

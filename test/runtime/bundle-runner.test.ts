@@ -36,6 +36,16 @@ let exits: number[][][];
 
 const quiet = { threads: 1, onWarning: () => {} };
 
+/** The error `p` rejects with (fails the test when it resolves). */
+async function failure(p: Promise<unknown>): Promise<Error> {
+  return p.then(
+    () => {
+      throw new Error('expected a rejection');
+    },
+    (e: unknown) => e as Error,
+  );
+}
+
 function preds(r: ClassifyResult): Prediction[] {
   const ok = r.items.filter((i): i is Prediction => i.ok);
   expect(ok).toHaveLength(r.items.length);
@@ -245,6 +255,65 @@ describe('loading options', () => {
     await x.close();
     expect(x.device).toBe('x86-host');
   });
+
+  it('bad input: a bundle of another manifest format says which side is out of date and what to do', async () => {
+    const newer = await editedCopy('format-2', (m) => {
+      m.formatVersion = 2;
+      m.provenance.edgeexitVersion = '9.0.0';
+      m.newSection = { whatever: true }; // a newer format's additions must not bury the version
+    });
+    const err = await failure(loadBundle(newer, quiet));
+    expect(err).toBeInstanceOf(BundleIntegrityError);
+    expect(err.message.split('\n')[1]).toBe(
+      '  - manifest.json: formatVersion: the bundle is manifest format 2, written by edgeexit 9.0.0, newer than this edgeexit reads;' +
+        ' expected format 1 got 2 (fix: re-compile the model with this version of edgeexit, or upgrade edgeexit on this device)',
+    );
+    const older = await editedCopy('format-0', (m) => (m.formatVersion = 0));
+    const old = await failure(loadBundle(older, quiet));
+    expect(old).toBeInstanceOf(BundleIntegrityError);
+    expect(old.message).toMatch(/manifest\.json: formatVersion: the bundle is manifest format 0, written by edgeexit [^,]+, older than this edgeexit supports \(it reads format 1 only\); expected format 1 got 0 \(fix: re-compile the model with this version of edgeexit\)$/m);
+  });
+
+  it('bad input: an RGB raw frame or tensor given to this gray bundle names the channels expected and got', async () => {
+    const fix = '(fix: convert it to one gray channel first, or pass the image encoded (PNG/JPEG), which is converted)';
+    const r = await runner.classify(
+      [
+        { kind: 'raw', pixels: { data: new Uint8Array(28 * 28 * 3), width: 28, height: 28, channels: 3 }, name: 'cam0-frame' },
+        images[0]!,
+        { kind: 'tensor', tensor: { data: new Float32Array(3 * 28 * 28), dims: [1, 3, 28, 28] }, name: 'rgb-tensor' },
+        { kind: 'raw', pixels: { data: new Uint8Array(64 * 48 * 3), width: 64, height: 48, channels: 3 }, name: 'cam1-frame' },
+      ],
+      { thresholds: null },
+    );
+    expect(r.items.map((i) => i.ok)).toEqual([false, true, false, false]);
+    const messages = r.items.map((i) => (i.ok ? null : i.error));
+    for (const e of [messages[0], messages[2], messages[3]]) expect(e).toBeInstanceOf(InputError);
+    expect(messages[0]!.message).toBe(`cam0-frame: raw frame has the wrong number of channels; expected 1 (colorspace gray in the model's preprocess spec) got 3 (28×28×3 pixels) ${fix}`);
+    expect(messages[2]!.message).toBe(`rgb-tensor: tensor has the wrong number of channels; expected 1 (colorspace gray in the model's preprocess spec) got 3 (dims [1,3,28,28]) ${fix}`);
+    // Not silently converted by sharp on the way to being resized either.
+    expect(messages[3]!.message).toBe(`cam1-frame: raw frame has the wrong number of channels; expected 1 (colorspace gray in the model's preprocess spec) got 3 (64×48×3 pixels) ${fix}`);
+    const whole = await failure(runner.classify({ data: new Float32Array(2 * 3 * 28 * 28), dims: [2, 3, 28, 28] }));
+    expect(whole).toBeInstanceOf(InputError);
+    expect(whole.message).toBe(`input tensor for ${bundle}: tensor has the wrong number of channels; expected 1 (colorspace gray in the model's preprocess spec) got 3 (dims [2,3,28,28]) ${fix}`);
+  });
+
+  it('bad input: thresholds out of range, of the wrong type or count are refused with the range and the fix', async () => {
+    const e1 = await failure(runner.classify(images.slice(0, 1), { thresholds: [90, 0.5] }));
+    expect(e1).toBeInstanceOf(InputError);
+    expect(e1.message).toBe(
+      'exit policy: 1 problem\n  - threshold for exit 0 (exit_0): expected a number in [0, 1] for max-prob (largest softmax probability; exit when ≥ threshold), got 90' +
+        ' (fix: pick one inside the range (1 lets only certain samples leave, 0 lets all); 90 looks like a percentage: write 0.9)',
+    );
+    const e2 = await failure(runner.classify(images.slice(0, 1), { metric: 'entropy', thresholds: [0.2, Number.NaN] }));
+    expect(e2).toBeInstanceOf(InputError);
+    expect(e2.message).toContain('threshold for exit 1 (exit_1): expected a number in [0, 1] for entropy (softmax entropy / ln(classes), 0 = certain; exit when ≤ threshold), got null (fix: pick one inside the range (0 lets only certain samples leave, 1 lets all))');
+    const e3 = await failure(runner.classify(images.slice(0, 1), { thresholds: 0.5 as unknown as number[] }));
+    expect(e3).toBeInstanceOf(InputError);
+    expect(e3.message).toContain('thresholds: expected an array of 2 numbers, or null, got 0.5 (fix: give one threshold per exit but the last, or null (CLI: leave --threshold out) to run every sample to the last exit)');
+    const e4 = await failure(runner.classify(images.slice(0, 1), { thresholds: [0.5] }));
+    expect(e4).toBeInstanceOf(InputError);
+    expect(e4.message).toContain('thresholds: expected 2 values, one per exit but the last (exit_0, exit_1); the last exit always answers, got 1 ([0.5]) (fix: give one threshold per exit but the last');
+  });
 });
 
 describe('a tensor carried past a stage that does not read it (resnet fixture, RGB)', () => {
@@ -288,5 +357,17 @@ describe('a tensor carried past a stage that does not read it (resnet fixture, R
       expect(p.map((x) => x.classIndex)).toEqual(want.map((k, i) => argmax(ref[k]![i]!)));
       expect(p[3]!.name).toBe('row #3');
     }
+  });
+
+  it('bad input: a gray raw frame or tensor given to this RGB bundle names the channels expected and got', async () => {
+    const r = await rr.classify([
+      { kind: 'raw', pixels: { data: new Uint8Array(16 * 16), width: 16, height: 16, channels: 1 }, name: 'gray-frame' },
+      { kind: 'tensor', tensor: { data: new Float32Array(16 * 16), dims: [1, 16, 16] }, name: 'gray-tensor' },
+    ]);
+    const fix = '(fix: give 3 channels (rgb) in that order, or pass the image encoded (PNG/JPEG), which is converted)';
+    const errs = r.items.map((i) => (i.ok ? null : i.error));
+    for (const e of errs) expect(e).toBeInstanceOf(InputError);
+    expect(errs[0]!.message).toBe(`gray-frame: raw frame has the wrong number of channels; expected 3 (colorspace rgb in the model's preprocess spec) got 1 (16×16×1 pixels) ${fix}`);
+    expect(errs[1]!.message).toBe(`gray-tensor: tensor has the wrong number of channels; expected 3 (colorspace rgb in the model's preprocess spec) got 1 (dims [1,16,16]) ${fix}`);
   });
 });
