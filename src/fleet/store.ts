@@ -115,11 +115,18 @@ interface WindowDbRow {
 
 class SqliteFleetStore implements FleetStore {
   private readonly q;
+  /**
+   * Per device, its metrics-session state as of this transaction: read once, updated in memory
+   * by each window, written back once at commit. Per message that saves a SELECT and an UPDATE,
+   * two of the three statements a window cost (ingest benchmark).
+   */
+  private readonly pending: Map<string, { hasBirth: boolean; bdSeq: number | null; seq: number | null; seenAt: number; dirty: boolean }>;
 
   constructor(
     private readonly db: Database.Database,
     readonly file: string,
   ) {
+    this.pending = new Map();
     this.q = {
       device: db.prepare<[string], DeviceDbRow>('SELECT * FROM devices WHERE device = ?'),
       // recordWindow runs per message: it reads only what it compares, not the birth document.
@@ -156,10 +163,13 @@ class SqliteFleetStore implements FleetStore {
   }
 
   recordBirth(b: Birth, seenAt: number): void {
+    // The birth resets the device's session state; windows kept from before must land first.
+    this.flushPending();
     this.q.upsertBirth.run({ device: b.device, fleet: b.fleet, birth: JSON.stringify(b), bdSeq: b.bdSeq, seq: b.seq, seen: seenAt });
   }
 
   recordDeath(d: Death, seenAt: number): DeathOutcome {
+    this.flushPending();
     return this.atomically((): DeathOutcome => {
       const row = this.q.device.get(d.device);
       if (!row || row.bd_seq === null) {
@@ -178,12 +188,19 @@ class SqliteFleetStore implements FleetStore {
 
   recordWindow(w: MetricsWindow, fleet: string, seenAt: number): WindowOutcome {
     return this.atomically((): WindowOutcome => {
-      let row = this.q.windowState.get(w.device);
-      const unknownDevice = !row || row.has_birth === 0;
-      if (!row) {
-        this.q.insertUnknown.run(w.device, fleet, seenAt);
-        row = this.q.windowState.get(w.device)!;
+      // Inside a transaction a device's session state is read once and kept (see `pending`);
+      // the row is updated once per device when the transaction commits.
+      let state = this.pending.get(w.device);
+      if (!state) {
+        let row = this.q.windowState.get(w.device);
+        if (!row) {
+          this.q.insertUnknown.run(w.device, fleet, seenAt);
+          row = this.q.windowState.get(w.device)!;
+        }
+        state = { hasBirth: row.has_birth !== 0, bdSeq: row.last_metrics_bd_seq, seq: row.last_metrics_seq, seenAt: -Infinity, dirty: false };
+        this.pending.set(w.device, state);
       }
+      const unknownDevice = !state.hasBirth;
       if (unknownDevice) this.q.bump.run('unknownDevice', 1);
       // Positional: binding by name costs ~3 µs a message, a tenth of the write (ingest benchmark).
       const e2e = w.latencyMs.endToEnd;
@@ -194,18 +211,30 @@ class SqliteFleetStore implements FleetStore {
       // Gaps are about transmissions, not windows: a window resent in a new session is a
       // duplicate row but still used up its (bdSeq, seq). seq wraps at 256, so only messages of
       // one bdSeq compare; the same (bdSeq, seq) again is a broker redelivery and changes nothing.
-      const sameSession = row.last_metrics_bd_seq === w.bdSeq && row.last_metrics_seq !== null;
-      const redelivery = sameSession && row.last_metrics_seq === w.seq;
-      const gap = sameSession && !redelivery ? (w.seq - row.last_metrics_seq! - 1 + 256) % 256 : 0;
+      const sameSession = state.bdSeq === w.bdSeq && state.seq !== null;
+      const redelivery = sameSession && state.seq === w.seq;
+      const gap = sameSession && !redelivery ? (w.seq - state.seq! - 1 + 256) % 256 : 0;
       if (gap > 0) this.q.bump.run('gaps', gap);
-      if (!redelivery) this.q.setLastMetrics.run(w.bdSeq, w.seq, seenAt, w.device);
+      if (!redelivery) {
+        state.bdSeq = w.bdSeq;
+        state.seq = w.seq;
+      }
+      state.seenAt = Math.max(state.seenAt, seenAt);
+      state.dirty = true;
       if (r.changes === 0) {
         this.q.bump.run('duplicates', 1);
-        this.q.touch.run(seenAt, w.device);
         return { stored: false, gap, unknownDevice };
       }
       return { stored: true, gap, unknownDevice };
     });
+  }
+
+  /** Write the kept session state back (once per device) and forget it: at commit, or before a birth/death reads or replaces it. */
+  private flushPending(): void {
+    for (const [device, st] of this.pending) {
+      if (st.dirty) this.q.setLastMetrics.run(st.bdSeq, st.seq, st.seenAt, device);
+    }
+    this.pending.clear();
   }
 
   bump(counter: CounterName, n = 1): void {
@@ -213,13 +242,24 @@ class SqliteFleetStore implements FleetStore {
   }
 
   transaction<T>(fn: () => T): T {
-    return this.db.transaction(fn)();
+    // Nested (a savepoint): the outer transaction writes the kept state back when it commits.
+    if (this.db.inTransaction) return this.db.transaction(fn)();
+    try {
+      return this.db.transaction(() => {
+        const r = fn();
+        this.flushPending();
+        return r;
+      })();
+    } finally {
+      // Rolled back: what was kept describes rows that no longer changed.
+      this.pending.clear();
+    }
   }
 
   // Inside a caller's transaction (a collector batch) a nested one would be a SAVEPOINT per
   // message, about a quarter of the write cost; the caller's rollback already covers it.
   private atomically<T>(fn: () => T): T {
-    return this.db.inTransaction ? fn() : this.db.transaction(fn)();
+    return this.db.inTransaction ? fn() : this.transaction(fn);
   }
 
   counters(): Counters {

@@ -30,7 +30,7 @@ const ROOT = path.resolve(import.meta.dirname, '../..');
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-async function until(pred: () => boolean, what: string, ms = 30_000): Promise<void> {
+async function until(pred: () => boolean, what: string, ms = 60_000): Promise<void> {
   const end = Date.now() + ms;
   while (!pred()) {
     if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);

@@ -71,6 +71,39 @@ describe('SqliteFleetStore', () => {
     ]);
   });
 
+  it('inside one transaction (a collector batch) the session state is kept per device: same gaps, births and rollbacks as one by one', async () => {
+    const { file, store } = await fresh();
+    store.recordBirth(birth('a', 1), 10);
+    // Seq 0, 1, then 3: one gap, counted inside the batch.
+    const outcomes = store.transaction(() => [store.recordWindow(win('a', 0, 1, 0), 'lab', 11), store.recordWindow(win('a', 1, 1, 1), 'lab', 12), store.recordWindow(win('a', 2, 1, 3), 'lab', 13)]);
+    expect(outcomes.map((o) => o.gap)).toEqual([0, 0, 1]);
+    // The state written back at commit: seq 4 follows seq 3 without a gap, in the next batch.
+    expect(store.transaction(() => store.recordWindow(win('a', 3, 1, 4), 'lab', 14)).gap).toBe(0);
+    // A birth in the middle of a batch starts a new session: no false gap across it.
+    const mid = store.transaction(() => {
+      const before = store.recordWindow(win('a', 4, 1, 5), 'lab', 15);
+      store.recordBirth(birth('a', 2), 16);
+      return [before, store.recordWindow(win('a', 5, 2, 1), 'lab', 17)];
+    });
+    expect(mid.map((o) => o.gap)).toEqual([0, 0]);
+    // A rolled-back batch leaves no trace, in the table or in the kept state.
+    expect(() =>
+      store.transaction(() => {
+        store.recordWindow(win('a', 6, 2, 2), 'lab', 18);
+        throw new Error('disk full');
+      }),
+    ).toThrow('disk full');
+    expect(store.recordWindow(win('a', 6, 2, 2), 'lab', 19)).toEqual({ stored: true, gap: 0, unknownDevice: false });
+    expect(store.counters()).toMatchObject({ gaps: 1, duplicates: 0 });
+    expect(store.totals()).toEqual([expect.objectContaining({ device: 'a', windows: 7 })]);
+    // What was kept in memory reached the file: last seen is the latest window's.
+    store.close();
+    open.splice(open.indexOf(store), 1);
+    const again = openFleetStore(file, { mustExist: true });
+    open.push(again);
+    expect(again.devices()[0]).toMatchObject({ device: 'a', bdSeq: 2, lastSeen: 19 });
+  });
+
   it('applies a death only for the current bdSeq', async () => {
     const { store } = await fresh();
     expect(store.recordDeath({ device: 'x', bdSeq: 0, clean: true }, 1)).toBe('unknown');
