@@ -32,7 +32,7 @@ export interface CascadeSample {
   score: number;
   /** 0-based exit (= stage) the sample left at. */
   exit: number;
-  /** Run time of each stage the sample went through (the whole batch's run of that stage). */
+  /** Run time of each stage the sample went through (the whole batch's run of that stage); shared by the samples of a batch that left at the same exit, so read it, do not change it. */
   stageLatencyMs: number[];
   /** From the start of the batch's first stage until its exit decided (decode excluded). */
   latencyMs: number;
@@ -150,11 +150,13 @@ export async function runCascade(
       const data = logits.data as ArrayLike<number>;
       // Decided when the stage's run ended; scoring the rows takes well under a microsecond each.
       const latencyMs = s1 - t0;
+      // One array for every sample leaving here in this batch (they went through the same runs).
+      const stageLatencyMs = stageMs.slice(0, k + 1);
       for (let r = 0; r < m; r++) {
         const cls = softmaxInto(data, r * c, c, temperature, probs);
         const score = policy.policy.score(probs);
         if (threshold === undefined || clears(policy.policy, score, threshold)) {
-          samples[active[r]!] = { classIndex: cls, confidence: probs[cls]!, score, exit: k, stageLatencyMs: stageMs.slice(0, k + 1), latencyMs };
+          samples[active[r]!] = { classIndex: cls, confidence: probs[cls]!, score, exit: k, stageLatencyMs, latencyMs };
         } else keep.push(r);
       }
     }

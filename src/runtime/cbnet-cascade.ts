@@ -151,6 +151,7 @@ export async function runCbnetBatch(models: CbnetModels, order: readonly CbnetEx
     const temperature = policy.temperatures[k]!;
     const data = logits.data as ArrayLike<number>;
     const latencyMs = lastEnd - t0;
+    // Shared by every sample leaving here in this batch (same runs); read-only for consumers.
     const stageLatencyMs = runs.map((r) => r.ms);
     const names = runs.map((r) => r.name);
     const keep: number[] = [];
@@ -159,7 +160,7 @@ export async function runCbnetBatch(models: CbnetModels, order: readonly CbnetEx
       const cls = softmaxInto(data, r * c, c, temperature, probs);
       const score = policy.policy.score(probs);
       if (threshold === undefined || clears(policy.policy, score, threshold)) {
-        samples[active[r]!] = { classIndex: cls, confidence: probs[cls]!, score, exit: k, stageLatencyMs: [...stageLatencyMs], runs: [...names], latencyMs };
+        samples[active[r]!] = { classIndex: cls, confidence: probs[cls]!, score, exit: k, stageLatencyMs, runs: names, latencyMs };
       } else keep.push(r);
     }
     if (keep.length === 0 || k === last) break;
