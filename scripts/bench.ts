@@ -29,6 +29,7 @@ import { loadDeviceProfile } from '../src/devices/load.js';
 import { prepareBatch, toTensorInto, type TensorData } from '../src/runtime/image.js';
 import { loadBundle, type BundleRunner, type ClassifyOptions, type ClassifyResult } from '../src/runtime/bundle-runner.js';
 import type { CbnetPolicy } from '../src/runtime/cbnet-cascade.js';
+import { mulberry32 } from '../src/util/random.js';
 
 const args = process.argv.slice(2);
 const flag = (name: string, dflt: string): string => {
@@ -456,14 +457,7 @@ const tgtCal = calibrations.branchyT!;
 const tgtMs = tgtCal.target.kind === 'latency' ? tgtCal.target.targetMs : NaN;
 const tgtAcc = modelOnly['early-exit float @ latency target']![1]!;
 const boot = (() => {
-  let a = 20261127 >>> 0;
-  const rand = (): number => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const rand = mulberry32(20261127);
   const lat = tgtAcc.lat.filter((x) => Number.isFinite(x));
   return Array.from({ length: 10 }, () => {
     let sum = 0;

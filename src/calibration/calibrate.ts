@@ -25,6 +25,7 @@ import { prepareBatch, type PreprocessSpec } from '../runtime/image.js';
 import { createSession, type ModelSession, type PlainTensor } from '../runtime/ort.js';
 import { InputError, UnsupportedError, formatProblem } from '../util/errors.js';
 import { writeFileAtomic } from '../util/fs.js';
+import { mulberry32 } from '../util/random.js';
 import { measureLatencyProfile, modelLatencyProfile, readLatencyProfile, stageLatencyFrom, type LatencyProfile, type StageStat } from './latency.js';
 import { accuracyLossStderrPp, evaluatePolicy, fitTemperature, searchThresholds, type PolicyPoint, type SearchData, type SearchResult, type SearchTarget } from './search.js';
 import { frontierSvg } from './svg.js';
@@ -117,14 +118,7 @@ export async function collectObservations(bundle: string, data: string, opts: { 
 
 /** Stratified split with a fixed seed (mulberry32): returns held-out indices and fit indices. */
 export function stratifiedSplit(labels: ArrayLike<number>, holdout: number, seed = 20261127): { fit: number[]; held: number[] } {
-  let a = seed >>> 0;
-  const rand = (): number => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const rand = mulberry32(seed);
   const byClass = new Map<number, number[]>();
   for (let i = 0; i < labels.length; i++) {
     const l = labels[i]!;

@@ -6,6 +6,7 @@ import { EdgeExitError } from '../util/errors.js';
 import { createSession, type ModelSession, type OutputTensor, type PlainTensor, type SessionOptions } from '../runtime/ort.js';
 import { prepareBatch, toTensor, type PreprocessSpec, type RawPixels, type TensorData } from '../runtime/image.js';
 import { scanImageFolder } from '../data/imagefolder.js';
+import { mulberry32 } from '../util/random.js';
 
 /** What the check needs to know about a stage. */
 export interface CheckStage {
@@ -48,17 +49,8 @@ export interface CheckResult {
 /** The compiled stages disagree with the source model by more than the tolerance. */
 export class CheckFailedError extends EdgeExitError {}
 
-/** mulberry32: small, deterministic, good enough for test pixels. */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** Seeded uniform [0, 1) source (see src/util/random.ts); kept under this name for the check's callers. */
+export const rng = mulberry32;
 
 /** `batch` images of uniformly random pixels, preprocessed as the model expects. */
 export function randomImages(spec: PreprocessSpec, batch: number, seed: number): TensorData {

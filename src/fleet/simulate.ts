@@ -19,6 +19,7 @@ import type { MetricsWindowBody } from '../telemetry/payloads.js';
 import { InputError, show } from '../util/errors.js';
 import { startCollector, type Collector } from './collector.js';
 import type { DeviceTotals } from './fleet-store.js';
+import { mulberry32 } from '../util/random.js';
 
 /** What the virtual devices replay. */
 export interface SimProfile {
@@ -116,17 +117,8 @@ export async function loadSimProfile(spec = 'rpi4', powerFrom = 'rpi4'): Promise
   };
 }
 
-/** mulberry32: small, seedable, good enough to make runs repeatable. */
-export function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** Seeded uniform [0, 1) source, so a simulated fleet repeats run to run. */
+export const seededRandom = mulberry32;
 
 function normal(rand: () => number): number {
   const u = Math.max(rand(), 1e-12);

@@ -1,14 +1,6 @@
 // Shared pieces of the calibration tests: a seeded RNG and synthetic early-exit observations.
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { mulberry32 as rng } from '../../src/util/random.js';
+export { rng };
 
 /**
  * K exits × n samples: each sample has a difficulty d; exit k is correct with a probability that

@@ -31,17 +31,8 @@ export const FIXTURES = fileURLToPath(new URL('../fixtures/onnx/', import.meta.u
 export const REPO = fileURLToPath(new URL('../../', import.meta.url));
 export const fixture = (name: string) => path.join(FIXTURES, name);
 
-/** mulberry32: small, fast, deterministic. */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { mulberry32 as rng } from '../../src/util/random.js';
+export { rng };
 
 export type Feeds = Record<string, ort.Tensor>;
 

@@ -6,6 +6,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll } from 'vitest';
 import { createSession, asFloat32, type PlainTensor } from '../../src/runtime/ort.js';
+import { mulberry32 } from '../../src/util/random.js';
 
 export const REPO = fileURLToPath(new URL('../../', import.meta.url));
 export const ZOO = path.join(REPO, 'models', 'fmnist-branchy', 'fmnist-branchy.onnx');
@@ -90,15 +91,9 @@ export function splitThreshold(scores: number[], q: number): number {
 
 /** Deterministic pseudo-random floats (mulberry32), for tensor inputs. */
 export function randomTensor(dims: number[], seed = 1): { data: Float32Array; dims: number[] } {
-  let a = seed >>> 0;
+  const rand = mulberry32(seed);
   const n = dims.reduce((x, y) => x * y, 1);
   const data = new Float32Array(n);
-  for (let i = 0; i < n; i++) {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    data[i] = (((t ^ (t >>> 14)) >>> 0) / 4294967296) * 4 - 2;
-  }
+  for (let i = 0; i < n; i++) data[i] = rand() * 4 - 2;
   return { data, dims };
 }

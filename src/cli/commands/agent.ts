@@ -15,6 +15,7 @@ import { InputError, formatProblem, show } from '../../util/errors.js';
 import type { CliIO } from '../io.js';
 import { TELEMETRY_CHUNK, labelFromPath, startTelemetry, telemetryFlags, telemetryYargsOptions, type TelemetryCliOptions } from '../telemetry-flags.js';
 import { imagesUnder, parseThresholds } from './run.js';
+import { untilStopped } from '../signals.js';
 
 export interface AgentCommandOptions extends TelemetryCliOptions {
   bundle: string;
@@ -143,16 +144,7 @@ export function agentModule(io: CliIO): CommandModule<object, AgentCommandOption
         .example('$0 agent bundles/branchy-rpi4 --watch /var/spool/camera --telemetry mqtt://collector.local --fleet lab --device-id pi-07', '')
         .example('$0 agent bundles/branchy-rpi4 --watch calibration/fashion-mnist --loop --telemetry mqtt://127.0.0.1:1883', 'soak test') as never,
     handler: async (args) => {
-      const ac = new AbortController();
-      const stop = () => ac.abort();
-      process.once('SIGINT', stop);
-      process.once('SIGTERM', stop);
-      try {
-        await agentCommand(args, io, ac.signal);
-      } finally {
-        process.off('SIGINT', stop);
-        process.off('SIGTERM', stop);
-      }
+      await untilStopped((signal) => agentCommand(args, io, signal));
     },
   };
 }

@@ -6,6 +6,7 @@ import type { CommandModule } from 'yargs';
 import { startCollector, type Collector } from '../../fleet/collector.js';
 import { DEFAULT_HTTP, parseHttpListen } from '../../fleet/http.js';
 import type { CliIO } from '../io.js';
+import { untilStopped } from '../signals.js';
 
 export const DEFAULT_DB = 'fleet.db';
 
@@ -53,16 +54,7 @@ export function collectModule(io: CliIO): CommandModule<object, CollectOptions> 
         .option('retention-days', { type: 'number', describe: 'Delete windows older than this many days' })
         .example('$0 collect --db fleet.db', 'embedded broker on :1883, telemetry into fleet.db, dashboard on http://127.0.0.1:9464/') as never,
     handler: async (args) => {
-      const ac = new AbortController();
-      const stop = () => ac.abort();
-      process.once('SIGINT', stop);
-      process.once('SIGTERM', stop);
-      try {
-        await collectCommand(args, io, ac.signal);
-      } finally {
-        process.off('SIGINT', stop);
-        process.off('SIGTERM', stop);
-      }
+      await untilStopped((signal) => collectCommand(args, io, signal));
     },
   };
 }

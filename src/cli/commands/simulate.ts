@@ -9,6 +9,7 @@ import { FleetSimulator, loadSimProfile, type SimSummary } from '../../fleet/sim
 import { openFleetStore } from '../../fleet/store.js';
 import { InputError, show } from '../../util/errors.js';
 import type { CliIO } from '../io.js';
+import { untilStopped } from '../signals.js';
 
 export interface SimulateCliOptions {
   devices: number;
@@ -124,16 +125,7 @@ export function simulateModule(io: CliIO): CommandModule<object, SimulateCliOpti
         .example('$0 simulate --devices 50 --duration 30', 'embedded broker + collector, 50 devices for 30 s')
         .example('$0 simulate --devices 500 --broker mqtt://localhost:1883 --rate 1', 'against your broker, one window per second each') as never,
     handler: async (args) => {
-      const ac = new AbortController();
-      const stop = () => ac.abort();
-      process.once('SIGINT', stop);
-      process.once('SIGTERM', stop);
-      try {
-        await simulateCommand(args, io, ac.signal);
-      } finally {
-        process.off('SIGINT', stop);
-        process.off('SIGTERM', stop);
-      }
+      await untilStopped((signal) => simulateCommand(args, io, signal));
     },
   };
 }
