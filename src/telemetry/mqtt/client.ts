@@ -146,8 +146,13 @@ function wrap(client: MqttClient, clientId: string): MqttConnection {
       });
     },
     subscribe(filter, qos = 1) {
+      if (closed) return Promise.reject(new MqttConnectionError(`connection ${clientId} is closed`));
       return new Promise<void>((resolve, reject) => {
+        // A connection lost before the SUBACK would leave this pending for good (no reconnect
+        // here), and a caller awaiting it — the collector's reconnect loop — stuck with it.
+        pending.add(reject);
         client.subscribe(filter, { qos }, (err, granted) => {
+          if (!pending.delete(reject)) return;
           if (err) reject(new MqttConnectionError(`subscribe ${filter} failed: ${err.message}`, [], { cause: err }));
           else if (granted?.some((g) => g.qos >= 128)) reject(new MqttConnectionError(`broker refused subscription ${filter}`));
           else resolve();
