@@ -16,7 +16,7 @@
 // rejected by every device), with the fix in the message. An unsigned bundle stays unsigned.
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
-import { loadBundleFiles, verifyLoadedBundle, writeBundleAtomic } from '../compiler/bundle.js';
+import { loadBundleFiles, rewriteArchive, verifyLoadedBundle, writeBundleAtomic } from '../compiler/bundle.js';
 import { MANIFEST_FILE, SIGNATURE_FILE, encodeManifest, isBackbonePoint, validateManifest, type Manifest } from '../compiler/manifest.js';
 import { loadPrivateKey, signManifest } from '../compiler/signing.js';
 import { scanImageFolder } from '../data/imagefolder.js';
@@ -235,7 +235,6 @@ export async function calibrate(o: CalibrateOptions): Promise<CalibrationReport>
   const holdout = o.holdout ?? 0.3;
   if (!(holdout > 0 && holdout < 1)) throw new InputError(`--holdout: expected a fraction in (0, 1), got ${holdout}`);
   const loaded = await loadBundleFiles(o.bundle);
-  if (loaded.kind !== 'folder') throw new InputError(`${o.bundle}: calibrate writes into a bundle folder; unpack the archive first`);
   const signed = loaded.files.has(SIGNATURE_FILE);
   if (signed && !o.key) {
     throw new InputError(`${o.bundle}: the bundle is signed and calibrating changes its manifest, which would invalidate the signature; pass --key <private key> to re-sign it`);
@@ -324,9 +323,11 @@ export async function calibrate(o: CalibrateOptions): Promise<CalibrationReport>
   const files = [...loaded.files.entries()].filter(([name]) => name !== MANIFEST_FILE && name !== SIGNATURE_FILE).map(([name, data]) => ({ name, data }));
   files.push({ name: MANIFEST_FILE, data: manifestBytes });
   if (key) files.push({ name: SIGNATURE_FILE, data: signManifest(manifestBytes, key) });
-  await writeBundleAtomic(o.bundle, files);
+  // A packed bundle (`edgeexit pack`) is rewritten as an archive, a folder as a folder.
+  if (loaded.kind === 'archive') await rewriteArchive(o.bundle, files);
+  else await writeBundleAtomic(o.bundle, files);
 
-  const outDir = o.out ?? `${o.bundle.replace(/[\\/]+$/, '')}-calibration`;
+  const outDir = o.out ?? `${o.bundle.replace(/[\\/]+$/, '').replace(/\.tar$/, '')}-calibration`;
   await fsp.mkdir(outDir, { recursive: true });
   const report: CalibrationReport = {
     bundle: o.bundle,

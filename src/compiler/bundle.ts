@@ -266,15 +266,33 @@ export async function verifyLoadedBundle(bundle: LoadedBundle, opts: VerifyOptio
 // ---- packing ----
 
 /** Pack a (verified) bundle folder into one tar archive, written atomically. */
+/** The archive layout: manifest first, so a streaming reader knows what to expect; then the signature; then files in manifest order. */
+function archiveOf(top: string, files: ReadonlyMap<string, Uint8Array>, verified: VerifyResult): { tar: Uint8Array; order: string[] } {
+  const mtime = Math.floor(Date.parse(verified.manifest.provenance.created) / 1000);
+  const order = [MANIFEST_FILE, ...(files.has(SIGNATURE_FILE) ? [SIGNATURE_FILE] : []), ...verified.files.map((f) => f.file)];
+  return { tar: writeTar(order.map((name) => ({ name: `${top}/${name}`, data: files.get(name)!, mtime }))), order };
+}
+
+/**
+ * Replace the files of a packed bundle (calibrate rewrites the manifest): the new archive keeps
+ * the old one's top folder and layout, is verified before it is written, and replaces the file
+ * atomically, so a failure leaves the old archive as it was.
+ */
+export async function rewriteArchive(file: string, files: readonly { name: string; data: Uint8Array }[]): Promise<void> {
+  const old = readTar(new Uint8Array(await fsp.readFile(file)), file);
+  const top = old[0]?.name.split('/')[0];
+  if (!top) throw new InputError(`${file}: empty archive`);
+  const map = new Map(files.map((f) => [f.name, f.data]));
+  const verified = await verifyLoadedBundle({ source: file, kind: 'archive', files: map, folders: [] });
+  await writeFileAtomic(file, archiveOf(top, map, verified).tar);
+}
+
 export async function packBundle(bundleDir: string, outFile: string): Promise<{ file: string; bytes: number; entries: string[]; verified: VerifyResult }> {
   const bundle = await loadBundleFiles(bundleDir);
   if (bundle.kind !== 'folder') throw new InputError(`${bundleDir}: is already an archive; expected a bundle folder`);
   const verified = await verifyLoadedBundle(bundle);
   const top = path.basename(path.resolve(bundleDir));
-  const mtime = Math.floor(Date.parse(verified.manifest.provenance.created) / 1000);
-  // Manifest first, so a streaming reader knows what to expect; then the signature; then files in manifest order.
-  const order = [MANIFEST_FILE, ...(bundle.files.has(SIGNATURE_FILE) ? [SIGNATURE_FILE] : []), ...verified.files.map((f) => f.file)];
-  const tar = writeTar(order.map((name) => ({ name: `${top}/${name}`, data: bundle.files.get(name)!, mtime })));
+  const { tar, order } = archiveOf(top, bundle.files, verified);
   const abs = path.resolve(outFile);
   if (abs.startsWith(path.resolve(bundleDir) + path.sep)) {
     throw new InputError(`--out ${outFile}: is inside the bundle folder; write the archive elsewhere`);

@@ -10,7 +10,7 @@ import { modelStageLatency } from '../../src/calibration/latency.js';
 import { TargetUnreachableError } from '../../src/calibration/search.js';
 import { parseLatency, targetOf } from '../../src/cli/commands/calibrate.js';
 import { loadBundle } from '../../src/runtime/bundle-runner.js';
-import { compileModel, generateKeyPair, verifyBundle } from '../../src/compiler/index.js';
+import { compileModel, generateKeyPair, packBundle, readTar, verifyBundle } from '../../src/compiler/index.js';
 import { parseManifest } from '../../src/compiler/manifest.js';
 import { loadDeviceProfile } from '../../src/devices/load.js';
 import { runCli } from '../cli/helpers.js';
@@ -120,6 +120,25 @@ describe('calibrate (model latency, rpi4)', () => {
     expect(b.code).toBe(2);
     expect(b.err).toMatch(/--batch: expected a positive integer \(the batch size the device runs\), got 0/);
     expect(await fsp.readFile(path.join(bundle, 'manifest.json'))).toEqual(before);
+  }, 120_000);
+
+  it('a packed bundle (.tar) is calibrated in place: same top folder, re-signed, and the runtime reads the thresholds', async () => {
+    const tar = path.join(dir, 'packed.tar');
+    await packBundle(signedBundle, tar);
+    const before = readTar(new Uint8Array(await fsp.readFile(tar))).map((e) => e.name);
+    const r = await calibrate({ bundle: tar, data: FMNIST, target: { kind: 'accuracy-drop', maxDropPp: 1 }, latencySource: 'model', limit: 300, key: keys.privateKey, out: path.join(dir, 'rtar') });
+    const after = readTar(new Uint8Array(await fsp.readFile(tar))).map((e) => e.name);
+    expect(after).toEqual(before);
+    const v = await verifyBundle(tar, { publicKey: keys.publicKey });
+    expect(v.signature.status).toBe('valid');
+    expect(v.manifest.exitPolicy.thresholds).toEqual(r.thresholds);
+    const runner = await loadBundle(tar, { publicKey: keys.publicKey, requireSignature: true, threads: 1, onWarning: () => {} });
+    try {
+      const res = await runner.classify({ data: new Float32Array(784), dims: [1, 1, 28, 28] });
+      expect(res.thresholds).toEqual(r.thresholds);
+    } finally {
+      await runner.close();
+    }
   }, 120_000);
 
   it('through the CLI: prints the table and the latency source', async () => {

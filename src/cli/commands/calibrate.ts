@@ -98,7 +98,7 @@ export function calibrateModule(io: CliIO): CommandModule<object, CalibrateComma
     describe: "Fit temperatures and exit thresholds to a latency target on labelled images, check them on held-out images, write them into the bundle's manifest",
     builder: (y) =>
       y
-        .positional('bundle', { type: 'string', describe: 'Bundle folder (its manifest is rewritten atomically)', demandOption: true })
+        .positional('bundle', { type: 'string', describe: 'Bundle folder, or a .tar from `edgeexit pack` (its manifest is rewritten atomically either way)', demandOption: true })
         .option('data', { type: 'string', describe: 'ImageFolder of labelled calibration images (never the test set)', demandOption: true })
         .option('target-latency', { type: 'string', describe: 'Latency budget per image, e.g. 2ms (mean, or --percentile)' })
         .option('percentile', { type: 'number', describe: 'Constrain this percentile of per-image latency instead of the mean (e.g. 95)' })
