@@ -21,7 +21,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { Aedes } from 'aedes';
-import { connectMqtt, type MqttConnection, type MqttMessage } from '../telemetry/mqtt/client.js';
+import { connectMqtt, type MqttConnection, type MqttMessage, type MqttTls } from '../telemetry/mqtt/client.js';
 import { DEFAULT_BACKOFF, backoffDelay, type Backoff } from '../telemetry/mqtt/publisher.js';
 import { PayloadTooLargeError, decodePayload, parseTopic, subscriptionFor, type PayloadOf } from '../telemetry/payloads.js';
 import { EdgeExitError, ValidationError } from '../util/errors.js';
@@ -43,6 +43,10 @@ export interface CollectorOptions {
   /** Host the embedded broker listens on (default all interfaces, so devices on the LAN reach it). */
   host?: string;
   clientId?: string;
+  /** Credentials and TLS for a broker that wants them (`--broker` only; the embedded one is open). */
+  username?: string;
+  password?: string;
+  tls?: MqttTls;
   /** Reconnect delays after the broker connection drops. */
   backoff?: Partial<Backoff>;
   /** Delete windows older than this many days, on start and hourly (default: keep everything). */
@@ -128,13 +132,18 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
     const url = opts.brokerUrl ?? embedded!.url;
 
     // Try MQTT 5 first (shared subscription); fall back to 3.1.1 when the broker refuses it.
+    const auth = {
+      ...(opts.username !== undefined ? { username: opts.username } : {}),
+      ...(opts.password !== undefined ? { password: opts.password } : {}),
+      ...(opts.tls ? { tls: opts.tls } : {}),
+    };
     const connect = async (): Promise<{ c: MqttConnection; v: 4 | 5 }> => {
       if (embedded) return { c: await connectMqtt({ url, clientId, protocolVersion: 4, persistentSession, onMessage: handle }), v: 4 };
       try {
-        return { c: await connectMqtt({ url, clientId, protocolVersion: 5, persistentSession, onMessage: handle }), v: 5 };
+        return { c: await connectMqtt({ url, clientId, protocolVersion: 5, persistentSession, onMessage: handle, ...auth }), v: 5 };
       } catch (err) {
         log(`MQTT 5 connect to ${url} failed (${(err as Error).message}); trying MQTT 3.1.1 with a plain subscription`);
-        return { c: await connectMqtt({ url, clientId, protocolVersion: 4, persistentSession, onMessage: handle }), v: 4 };
+        return { c: await connectMqtt({ url, clientId, protocolVersion: 4, persistentSession, onMessage: handle, ...auth }), v: 4 };
       }
     };
     const first = await connect();
@@ -156,7 +165,7 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
         await new Promise((r) => setTimeout(r, backoffDelay(attempt, backoff)));
         if (closing) return;
         try {
-          const c = await connectMqtt({ url, clientId, protocolVersion, persistentSession, onMessage: handle });
+          const c = await connectMqtt({ url, clientId, protocolVersion, persistentSession, onMessage: handle, ...(embedded ? {} : auth) });
           if (closing) return void (await c.end());
           await attach(c);
           log(`reconnected to ${url}`);

@@ -97,7 +97,8 @@ export interface TlsFiles {
   key?: string;
 }
 
-async function readTls(files: TlsFiles | undefined): Promise<MqttTls | undefined> {
+/** Read the PEM files named by --tls-ca/--tls-cert/--tls-key; errors name the option. */
+export async function readTls(files: TlsFiles | undefined): Promise<MqttTls | undefined> {
   if (!files || (files.ca === undefined && files.cert === undefined && files.key === undefined)) return undefined;
   if ((files.cert === undefined) !== (files.key === undefined))
     throw new InputError(formatProblem({ where: files.cert === undefined ? '--tls-cert' : '--tls-key', message: 'missing: a client certificate needs its key and the other way round', fix: 'give both --tls-cert and --tls-key' }));
