@@ -2,24 +2,10 @@
 // calibration samples, on synthetic cascades whose exits get better with depth. Prints a table;
 // speed lives here, not in timed tests.
 import { searchThresholds, type SearchData } from '../src/calibration/search.js';
+import { synthetic as syntheticObs } from '../test/calibration/helpers.js';
 
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 2 ** 32);
-}
-
-function synthetic(K: number, n: number, seed: number): SearchData {
-  const r = rng(seed);
-  const d = Float64Array.from({ length: n }, () => r());
-  const scores: Float64Array[] = [];
-  const correct: Uint8Array[] = [];
-  for (let k = 0; k < K; k++) {
-    const skill = 0.3 + (0.6 * (k + 1)) / K;
-    scores.push(Float64Array.from(d, (x) => Math.min(1, Math.max(0, 1 - x + 0.1 * k + 0.15 * (r() - 0.5)))));
-    correct.push(Uint8Array.from(d, (x) => (r() < Math.min(1, skill + 0.5 - x) ? 1 : 0)));
-  }
-  return { scores, correct, direction: 'at-least' };
-}
+// The same synthetic cascades the search tests use.
+const synthetic = (K: number, n: number, seed: number): SearchData => ({ ...syntheticObs(K, n, seed), direction: 'at-least' });
 
 const rows: string[][] = [['exits', 'samples', 'strategy', 'policies', 'median ms', 'max ms']];
 for (const K of [2, 3, 4, 5]) {

@@ -480,6 +480,16 @@ export function searchThresholds(data: SearchData, stageMs: readonly number[], t
   };
 }
 
+/** The exit sample `i` leaves at under `thresholds`: the first whose score clears its threshold, else the last. */
+function exitTaken(data: SearchData, thresholds: readonly number[], i: number): number {
+  const last = data.scores.length - 1;
+  for (let k = 0; k < last; k++) {
+    const v = data.scores[k]![i]!;
+    if (data.direction === 'at-least' ? v >= thresholds[k]! : v <= thresholds[k]!) return k;
+  }
+  return last;
+}
+
 /**
  * Apply thresholds to observations the way the runtime does (first exit whose score clears its
  * threshold, else the last): accuracy, mean and percentile latency, exit fractions. Used to check
@@ -493,14 +503,7 @@ export function evaluatePolicy(data: SearchData, stageMs: readonly number[], thr
   const hist = new Float64Array(K);
   let correct = 0;
   for (let i = 0; i < n; i++) {
-    let e = K - 1;
-    for (let k = 0; k < K - 1; k++) {
-      const v = data.scores[k]![i]!;
-      if (data.direction === 'at-least' ? v >= thresholds[k]! : v <= thresholds[k]!) {
-        e = k;
-        break;
-      }
-    }
+    const e = exitTaken(data, thresholds, i);
     hist[e]!++;
     if (data.correct[e]![i]) correct++;
   }
@@ -528,14 +531,7 @@ export function accuracyLossStderrPp(data: SearchData, thresholds: readonly numb
   let sum = 0;
   let sq = 0;
   for (let i = 0; i < n; i++) {
-    let e = K - 1;
-    for (let k = 0; k < K - 1; k++) {
-      const v = data.scores[k]![i]!;
-      if (data.direction === 'at-least' ? v >= thresholds[k]! : v <= thresholds[k]!) {
-        e = k;
-        break;
-      }
-    }
+    const e = exitTaken(data, thresholds, i);
     const d = (data.correct[K - 1]![i] ? 1 : 0) - (data.correct[e]![i] ? 1 : 0);
     sum += d;
     sq += d * d;

@@ -406,8 +406,10 @@ export async function compileModel(opts: CompileOptions): Promise<CompileResult>
   const floatBytes = split.stages.map((s) => encodeModel(s.model));
   let stageBytes = floatBytes;
 
+  // The check (and the fp16 re-check) runs the source as onnxruntime reads it: with its external data inlined.
+  const checkSource = model.externalTensors.length > 0 ? encodeModel(model) : sourceBytes;
   const check = await checkStages({
-    source: model.externalTensors.length > 0 ? encodeModel(model) : sourceBytes,
+    source: checkSource,
     inputName: input.name,
     preprocess,
     stages: split.stages.map((s, k) => ({ bytes: stageBytes[k]!, inputs: s.inputs, outputs: s.outputs, exit: s.exit, carry: s.carry })),
@@ -476,7 +478,7 @@ export async function compileModel(opts: CompileOptions): Promise<CompileResult>
     stageBytes = conv.map((c) => encodeModel(c.model));
     const tolerance = opts.tolerance ?? FP16_TOLERANCE;
     const c16 = await checkStages({
-      source: model.externalTensors.length > 0 ? encodeModel(model) : sourceBytes,
+      source: checkSource,
       inputName: input.name,
       preprocess,
       stages: split.stages.map((s, k) => ({ bytes: stageBytes[k]!, inputs: s.inputs, outputs: s.outputs, exit: s.exit, carry: s.carry })),

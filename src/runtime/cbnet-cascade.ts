@@ -145,6 +145,8 @@ export async function runCbnetBatch(models: CbnetModels, order: readonly CbnetEx
     if (logits.dims.length !== 2 || logits.dims[0] !== m) {
       throw new UnsupportedError(`classifier (${point}): logits have dims [${logits.dims.join(',')}], expected [${m}, classes]`);
     }
+    // A backbone stage run only for what it hands on: nobody is scored here.
+    if (passThrough) continue;
 
     const c = logits.dims[1]!;
     if (probs.length !== c) probs = new Float64Array(c);
@@ -155,7 +157,6 @@ export async function runCbnetBatch(models: CbnetModels, order: readonly CbnetEx
     const stageLatencyMs = runs.map((r) => r.ms);
     const names = runs.map((r) => r.name);
     const keep: number[] = [];
-    if (passThrough) continue;
     for (let r = 0; r < m; r++) {
       const cls = softmaxInto(data, r * c, c, temperature, probs);
       const score = policy.policy.score(probs);

@@ -25,6 +25,7 @@ import { existsSync, promises as fsp } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { InputError, UnsupportedError, formatProblem, show } from '../util/errors.js';
+import { dtypeFromCode } from '../onnx/dtype.js';
 
 // ---------------------------------------------------------------------------------------------
 // Execution-provider registry (data, not code paths)
@@ -191,11 +192,6 @@ export function useNativeRun(): boolean {
   return NATIVE_RUN.available && process.env.EDGEEXIT_ORT_RUN !== 'public';
 }
 
-// ONNX TensorProto.DataType codes the binding reports, as onnxruntime-common's type names.
-const NATIVE_TYPES: Record<number, string> = {
-  1: 'float32', 2: 'uint8', 3: 'int8', 4: 'uint16', 5: 'int16', 6: 'int32', 7: 'int64', 8: 'string', 9: 'bool',
-  10: 'float16', 11: 'float64', 12: 'uint32', 13: 'uint64', 21: 'uint4', 22: 'int4',
-};
 
 /** What createSession needs of an onnxruntime session, whichever path opened it. */
 interface OrtHandle {
@@ -214,7 +210,8 @@ function nativeMetadata(list: readonly NativeValueMetadata[]): ort.InferenceSess
       ? ({
           name: m.name,
           isTensor: true,
-          type: (NATIVE_TYPES[m.type] ?? `dtype${m.type}`) as ort.Tensor.Type,
+          // The binding reports ONNX TensorProto codes; our dtype names are onnxruntime-common's for every type it supports.
+          type: (dtypeFromCode(m.type) ?? `dtype${m.type}`) as ort.Tensor.Type,
           shape: m.shape.map((d, i) => (d === -1 ? (m.symbolicDimensions[i] ?? '?') : d)),
         } as ort.InferenceSession.ValueMetadata)
       : ({ name: m.name, isTensor: false } as ort.InferenceSession.ValueMetadata),

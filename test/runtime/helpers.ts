@@ -1,28 +1,13 @@
 // Shared pieces of the runtime tests: scratch folders, the original model's per-exit logits as
 // the reference, and an independent (deliberately naive) re-computation of the exit rule.
 import { promises as fsp } from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { afterAll } from 'vitest';
 import { createSession, asFloat32, type PlainTensor } from '../../src/runtime/ort.js';
 import { mulberry32 } from '../../src/util/random.js';
+import { FIXTURES, REPO, ZOO, scratch } from '../compiler/helpers.js';
 
-export const REPO = fileURLToPath(new URL('../../', import.meta.url));
-export const ZOO = path.join(REPO, 'models', 'fmnist-branchy', 'fmnist-branchy.onnx');
+export { FIXTURES, REPO, ZOO, scratch };
 export const FMNIST = path.join(REPO, 'calibration', 'fashion-mnist');
-export const FIXTURES = path.join(REPO, 'test', 'fixtures', 'compiler');
-
-const scratchDirs: string[] = [];
-afterAll(async () => {
-  await Promise.all(scratchDirs.splice(0).map((d) => fsp.rm(d, { recursive: true, force: true })));
-});
-
-export async function scratch(label: string): Promise<string> {
-  const dir = await fsp.mkdtemp(path.join(os.tmpdir(), `edgeexit-${label}-`));
-  scratchDirs.push(dir);
-  return dir;
-}
 
 /** The first `per` images (sorted) of every Fashion-MNIST class folder. */
 export async function fmnistImages(per: number): Promise<string[]> {

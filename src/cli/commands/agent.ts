@@ -6,7 +6,7 @@
 import { promises as fsp } from 'node:fs';
 import type { CommandModule } from 'yargs';
 import { runAgentLoop, type AgentStats } from '../../fleet/agent.js';
-import { loadBundle, type ClassifyItem } from '../../runtime/bundle-runner.js';
+import type { ClassifyItem } from '../../runtime/bundle-runner.js';
 import { CBNET_POLICIES, type CbnetPolicy } from '../../runtime/cbnet-cascade.js';
 import { EXIT_METRICS, type ExitMetric } from '../../runtime/exit-policy.js';
 import { describeSummary, type DeviceTelemetry, type TelemetrySummary } from '../../telemetry/device.js';
@@ -14,7 +14,7 @@ import type { WindowInput } from '../../telemetry/mqtt/publisher.js';
 import { InputError, formatProblem, show } from '../../util/errors.js';
 import type { CliIO } from '../io.js';
 import { TELEMETRY_CHUNK, labelFromPath, startTelemetry, telemetryFlags, telemetryYargsOptions, type TelemetryCliOptions } from '../telemetry-flags.js';
-import { imagesUnder, parseThresholds } from './run.js';
+import { imagesUnder, loadBundleFromFlags, parseThresholds } from './run.js';
 import { untilStopped } from '../signals.js';
 
 export interface AgentCommandOptions extends TelemetryCliOptions {
@@ -61,13 +61,7 @@ export async function agentCommand(opts: AgentCommandOptions, io: CliIO, signal:
     throw new InputError(formatProblem({ where: '--watch', expected: 'a folder images arrive in', got: opts.watch === undefined ? 'nothing' : show(opts.watch), fix: 'create the folder, or point --watch at an existing one' }));
   const thresholds = parseThresholds(opts.threshold);
   if (opts.batch !== undefined && !(Number.isInteger(opts.batch) && opts.batch >= 1)) throw new InputError(formatProblem({ where: '--batch', expected: 'a positive integer', got: String(opts.batch) }));
-  const runner = await loadBundle(opts.bundle, {
-    ...(opts.key ? { publicKey: opts.key } : {}),
-    ...(opts.requireSignature ? { requireSignature: true } : {}),
-    ...(opts.device ? { device: opts.device } : {}),
-    ...(opts.threads !== undefined ? { threads: opts.threads } : {}),
-    onWarning: (line) => io.err(line),
-  });
+  const runner = await loadBundleFromFlags(opts, io);
   let telemetry: DeviceTelemetry | undefined;
   let stats: AgentStats | undefined;
   let summary: TelemetrySummary | undefined;

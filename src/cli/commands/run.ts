@@ -16,7 +16,7 @@ import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import type { CommandModule } from 'yargs';
 import { IMAGE_EXTENSIONS } from '../../data/imagefolder.js';
-import { loadBundle, type ClassifyOptions, type ClassifyResult } from '../../runtime/bundle-runner.js';
+import { loadBundle, type BundleRunner, type ClassifyOptions, type ClassifyResult } from '../../runtime/bundle-runner.js';
 import { describeSummary, type DeviceTelemetry, type TelemetrySummary } from '../../telemetry/device.js';
 import { CBNET_POLICIES, type CbnetPolicy } from '../../runtime/cbnet-cascade.js';
 import { EXIT_METRICS, type ExitMetric } from '../../runtime/exit-policy.js';
@@ -126,17 +126,25 @@ export function renderRun(r: RunCommandResult, exitNames: readonly string[] = r.
   return lines.join('\n');
 }
 
-export async function runCommand(opts: RunCommandOptions, io: CliIO): Promise<RunCommandResult> {
-  const thresholds = parseThresholds(opts.threshold);
-  const tflags = opts.telemetry !== undefined ? telemetryFlags({ ...opts, telemetry: opts.telemetry }) : undefined;
-  const files = await collectInputs(opts.inputs);
-  const runner = await loadBundle(opts.bundle, {
+/** The bundle as `run` and `agent` load it: verified (with --key / --require-signature), on --device's providers and --threads. */
+export function loadBundleFromFlags(
+  opts: { bundle: string; key?: string; requireSignature?: boolean; device?: string; threads?: number },
+  io: CliIO,
+): Promise<BundleRunner> {
+  return loadBundle(opts.bundle, {
     ...(opts.key ? { publicKey: opts.key } : {}),
     ...(opts.requireSignature ? { requireSignature: true } : {}),
     ...(opts.device ? { device: opts.device } : {}),
     ...(opts.threads !== undefined ? { threads: opts.threads } : {}),
     onWarning: (line) => io.err(line),
   });
+}
+
+export async function runCommand(opts: RunCommandOptions, io: CliIO): Promise<RunCommandResult> {
+  const thresholds = parseThresholds(opts.threshold);
+  const tflags = opts.telemetry !== undefined ? telemetryFlags({ ...opts, telemetry: opts.telemetry }) : undefined;
+  const files = await collectInputs(opts.inputs);
+  const runner = await loadBundleFromFlags(opts, io);
   let result: ClassifyResult;
   let telemetry: DeviceTelemetry | undefined;
   let summary: TelemetrySummary | undefined;

@@ -5,48 +5,22 @@
 import { create } from '@bufbuild/protobuf';
 import { OnnxModel, arrayToTensor, DataType } from '../../../src/onnx/index.js';
 import {
-  AttributeProtoSchema,
-  AttributeProto_AttributeType,
   GraphProtoSchema,
   ModelProtoSchema,
   NodeProtoSchema,
   OperatorSetIdProtoSchema,
-  TensorShapeProtoSchema,
-  TensorShapeProto_DimensionSchema,
-  TypeProtoSchema,
-  TypeProto_TensorSchema,
-  ValueInfoProtoSchema,
 } from '../../../src/onnx/gen/onnx_pb.js';
 import { rng } from '../../../src/compiler/check.js';
+import { attr, tensorValueInfo } from '../../onnx/helpers.js';
 import { createSession } from '../../../src/runtime/ort.js';
 import { encodeModel } from '../../../src/onnx/index.js';
 
 export const CLASSES = 5;
 export const SIZE = 8;
 
-function vi(name: string, dims: (number | string)[]) {
-  return create(ValueInfoProtoSchema, {
-    name,
-    type: create(TypeProtoSchema, {
-      value: {
-        case: 'tensorType',
-        value: create(TypeProto_TensorSchema, {
-          elemType: DataType.FLOAT,
-          shape: create(TensorShapeProtoSchema, {
-            dim: dims.map((d) => create(TensorShapeProto_DimensionSchema, { value: typeof d === 'number' ? { case: 'dimValue', value: BigInt(d) } : { case: 'dimParam', value: d } })),
-          }),
-        }),
-      },
-    }),
-  });
-}
-
-function ints(name: string, v: number[]) {
-  return create(AttributeProtoSchema, { name, type: AttributeProto_AttributeType.INTS, ints: v.map(BigInt) });
-}
-function int(name: string, v: number) {
-  return create(AttributeProtoSchema, { name, type: AttributeProto_AttributeType.INT, i: BigInt(v) });
-}
+const vi = (name: string, dims: (number | string)[]) => tensorValueInfo(name, DataType.FLOAT, dims);
+const ints = (name: string, v: number[]) => attr(name, v);
+const int = (name: string, v: number) => attr(name, v);
 
 function gaussian(next: () => number, n: number, sd: number): Float32Array {
   return Float32Array.from({ length: n }, () => {
