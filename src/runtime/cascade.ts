@@ -10,7 +10,7 @@
 import { performance } from 'node:perf_hooks';
 import { UnsupportedError } from '../util/errors.js';
 import type { OutputTensor, PlainTensor, TypedArray } from './ort.js';
-import { clears, softmaxInto, type ResolvedExitPolicy } from './exit-policy.js';
+import { clears, scored, scoreRow, type ResolvedExitPolicy } from './exit-policy.js';
 
 export interface CascadeStage {
   /** Tensors the stage reads. */
@@ -51,7 +51,12 @@ export interface CascadeResult {
   overheadMs: number;
 }
 
-/** Rows `keep` (ascending indices into dim 0 of size `rows`) of `t`, copying contiguous runs at once. */
+/**
+ * Rows `keep` (ascending indices into dim 0 of size `rows`) of `t`. One contiguous run (a single
+ * row going on is the common case) comes back as a view, no copy: onnxruntime-node reads a typed
+ * array's offset, and nothing in a cascade writes to a tensor it has handed on. Otherwise the
+ * rows are copied, contiguous runs at once.
+ */
 export function sliceRows<T extends PlainTensor>(t: T, keep: readonly number[], rows: number, name = 'tensor'): T {
   if (t.dims[0] !== rows) {
     throw new UnsupportedError(
@@ -59,6 +64,9 @@ export function sliceRows<T extends PlainTensor>(t: T, keep: readonly number[], 
     );
   }
   const per = rows === 0 ? 0 : t.data.length / rows;
+  if (keep.length > 0 && keep[keep.length - 1]! - keep[0]! === keep.length - 1) {
+    return { ...t, data: t.data.subarray(keep[0]! * per, (keep[0]! + keep.length) * per), dims: [keep.length, ...t.dims.slice(1)] };
+  }
   const Ctor = t.data.constructor as new (n: number) => TypedArray;
   const out = new Ctor(keep.length * per);
   let i = 0;
@@ -153,10 +161,9 @@ export async function runCascade(
       // One array for every sample leaving here in this batch (they went through the same runs).
       const stageLatencyMs = stageMs.slice(0, k + 1);
       for (let r = 0; r < m; r++) {
-        const cls = softmaxInto(data, r * c, c, temperature, probs);
-        const score = policy.policy.score(probs);
+        const score = scoreRow(policy.policy, data, r * c, c, temperature, probs);
         if (threshold === undefined || clears(policy.policy, score, threshold)) {
-          samples[active[r]!] = { classIndex: cls, confidence: probs[cls]!, score, exit: k, stageLatencyMs, latencyMs };
+          samples[active[r]!] = { classIndex: scored.classIndex, confidence: scored.confidence, score, exit: k, stageLatencyMs, latencyMs };
         } else keep.push(r);
       }
     }

@@ -461,31 +461,32 @@ export function channelError(name: string, what: string, want: number, spec: Pic
 }
 
 /**
- * Turn any mix of inputs into one NCHW batch for `spec`. An input that cannot be used (corrupt
- * file, wrong tensor shape) becomes an entry in `failures` and the rest go on.
- */
-/**
- * The camera/dataset case without a promise per image: every input is PNG bytes already at the
- * model's size, decoded by our own decoder. At batch 1 the async path's bookkeeping (a worker
- * pool, a promise and a closure per image) costs about as much as decoding a 28×28 PNG. Returns
- * null — and the caller takes the general path, which reports failures by name — as soon as one
- * input is anything else or does not decode here.
+ * The camera/dataset case without a promise per image: every input is a raw frame or PNG bytes
+ * already at the model's size and channel count, the PNGs decoded by our own decoder. At batch 1
+ * the async path's bookkeeping (a worker pool, a promise and a closure per image) costs about as
+ * much as decoding a 28×28 PNG. Returns null — and the caller takes the general path, which
+ * reports failures by name — as soon as one input is anything else or does not decode here.
  */
 function prepareDirectSync(inputs: readonly ImageInput[], spec: PreprocessSpec, decodeOpts: DecodeOptions): PreparedBatch | null {
-  if (!pngFastPath || inputs.length === 0) return null;
+  if (inputs.length === 0) return null;
   const [h, w] = spec.size;
   const c = channelsOf(spec.colorspace);
   const per = c * h * w;
   const data = new Float32Array(inputs.length * per);
   for (let i = 0; i < inputs.length; i++) {
     const input = inputs[i]!;
-    const bytes = input instanceof Uint8Array ? input : typeof input === 'object' && 'kind' in input && input.kind === 'encoded' ? input.bytes : undefined;
-    if (!bytes) return null;
     let px: RawPixels | null;
-    try {
-      px = decodePngDirect(bytes, decodeOpts);
-    } catch {
-      return null;
+    if (typeof input === 'object' && 'kind' in input && input.kind === 'raw') {
+      px = input.pixels;
+      if (px.width !== w || px.height !== h || px.channels !== c || px.data.length !== per) return null;
+    } else {
+      const bytes = input instanceof Uint8Array ? input : typeof input === 'object' && 'kind' in input && input.kind === 'encoded' ? input.bytes : undefined;
+      if (!bytes || !pngFastPath) return null;
+      try {
+        px = decodePngDirect(bytes, decodeOpts);
+      } catch {
+        return null;
+      }
     }
     if (!px) return null;
     try {
@@ -497,6 +498,10 @@ function prepareDirectSync(inputs: readonly ImageInput[], spec: PreprocessSpec, 
   return { tensor: { data, dims: [inputs.length, c, h, w] }, indices: Array.from({ length: inputs.length }, (_, i) => i), failures: [] };
 }
 
+/**
+ * Turn any mix of inputs into one NCHW batch for `spec`. An input that cannot be used (corrupt
+ * file, wrong tensor shape) becomes an entry in `failures` and the rest go on.
+ */
 export async function prepareBatch(
   inputs: readonly ImageInput[],
   spec: PreprocessSpec,

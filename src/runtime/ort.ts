@@ -423,6 +423,11 @@ export async function createSession(model: string | Uint8Array, options: Session
   const inputs = session.inputMetadata.map(toInfo);
   const outputs = session.outputMetadata.map(toInfo);
   const s = session;
+  const inputSet = new Set(s.inputNames);
+  const outputSet = new Set(s.outputNames);
+  // Output lists already checked, by identity: callers (the cascades) pass the same arrays on
+  // every call, and at batch 1 a stage run is ~40 µs, so per-call checks must cost next to nothing.
+  const checkedOutputs = new WeakSet<readonly string[]>();
 
   return {
     source,
@@ -446,14 +451,20 @@ export async function createSession(model: string | Uint8Array, options: Session
         checkDims(source, info, t);
         ortFeeds[info.name] = new ort.Tensor(t.type ?? inferType(t.data), t.data as never, t.dims);
       }
-      const extra = Object.keys(feeds).filter((k) => !s.inputNames.includes(k));
-      if (extra.length > 0) {
+      let fed = 0;
+      for (const _ in feeds) fed++;
+      if (fed !== inputs.length) {
+        // Every model input was found above, so the surplus are names the model does not have.
+        const extra = Object.keys(feeds).filter((k) => !inputSet.has(k));
         throw new InputError(`${source}: unknown input ${extra.map((e) => show(e)).join(', ')} (model inputs: ${s.inputNames.join(', ')})`);
       }
       const names = wanted ?? s.outputNames;
-      const unknown = names.filter((n) => !s.outputNames.includes(n));
-      if (unknown.length > 0) {
-        throw new InputError(`${source}: unknown output ${unknown.map((e) => show(e)).join(', ')} (model outputs: ${s.outputNames.join(', ')})`);
+      if (!checkedOutputs.has(names)) {
+        const unknown = names.filter((n) => !outputSet.has(n));
+        if (unknown.length > 0) {
+          throw new InputError(`${source}: unknown output ${unknown.map((e) => show(e)).join(', ')} (model outputs: ${s.outputNames.join(', ')})`);
+        }
+        checkedOutputs.add(names);
       }
       let result: Record<string, ort.Tensor>;
       try {

@@ -95,4 +95,18 @@ describe('runCascade', () => {
     expect(s.dims).toEqual([3, 2]);
     expect(() => sliceRows({ data: new Float32Array(4), dims: [2, 2] }, [0], 3, 'h')).toThrow(/carried tensor 'h'.*dim 0/);
   });
+
+  it('sliceRows hands one contiguous run on as a view of the same buffer, not a copy', () => {
+    const t = { data: Float32Array.from([0, 1, 10, 11, 20, 21, 30, 31]), dims: [4, 2] };
+    const one = sliceRows(t, [2], 4);
+    expect([...one.data]).toEqual([20, 21]);
+    expect(one.dims).toEqual([1, 2]);
+    expect(one.data.buffer).toBe(t.data.buffer);
+    expect(one.data.byteOffset).toBe(4 * 4);
+    const run = sliceRows(t, [1, 2, 3], 4);
+    expect([...run.data]).toEqual([10, 11, 20, 21, 30, 31]);
+    expect(run.data.buffer).toBe(t.data.buffer);
+    // Two runs: copied, so a new buffer.
+    expect(sliceRows(t, [0, 3], 4).data.buffer).not.toBe(t.data.buffer);
+  });
 });

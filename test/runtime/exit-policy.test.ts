@@ -1,6 +1,7 @@
 // Exit policies against hand-computed values (python: softmax of [2, 1, 0] at T = 1 and T = 2).
 import { describe, expect, it } from 'vitest';
-import { EXIT_POLICIES, clears, exitPolicy, resolveExitPolicy, softmax } from '../../src/runtime/exit-policy.js';
+import { EXIT_POLICIES, EXIT_METRICS, clears, exitPolicy, resolveExitPolicy, scored, scoreRow, softmax } from '../../src/runtime/exit-policy.js';
+import { mulberry32 } from '../../src/util/random.js';
 import { InputError } from '../../src/util/errors.js';
 
 const LOGITS = [2, 1, 0];
@@ -48,5 +49,25 @@ describe('exit policies', () => {
     expect(() => resolveExitPolicy('max-prob', null, [1, 0, 1], names)).toThrow(/temperature for exit 1 \(exit_1\)/);
     expect(() => exitPolicy('top-k')).toThrow(/one of: max-prob, entropy, margin/);
     expect(resolveExitPolicy('max-prob', null, [1, 1, 1], names).thresholds).toBeNull();
+  });
+
+  it('scoreRow gives exactly the score, class and probability of softmax + the metric, for every metric', () => {
+    const rand = mulberry32(7);
+    const probs = new Float64Array(10);
+    for (const metric of EXIT_METRICS) {
+      const policy = EXIT_POLICIES[metric];
+      for (let t = 0; t < 200; t++) {
+        // Rows at an offset inside a longer buffer, wide and narrow logits, ties now and then.
+        const logits = Float32Array.from({ length: 30 }, () => (t % 7 === 0 ? 1 : (rand() - 0.5) * (t % 3 === 0 ? 40 : 6)));
+        const temperature = 0.5 + rand() * 2;
+        const p = softmax(logits.subarray(10, 20), temperature);
+        const want = policy.score(p);
+        let argmax = 0;
+        for (let i = 1; i < 10; i++) if (p[i]! > p[argmax]!) argmax = i;
+        expect(scoreRow(policy, logits, 10, 10, temperature, probs)).toBe(want);
+        expect(scored.classIndex).toBe(argmax);
+        expect(scored.confidence).toBe(p[argmax]);
+      }
+    }
   });
 });

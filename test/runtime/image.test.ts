@@ -8,6 +8,7 @@ import {
   parsePreprocessSpec,
   prepareBatch,
   toTensor,
+  type ImageInput,
   type PreprocessSpec,
   type RawPixels,
 } from '../../src/runtime/image.js';
@@ -221,6 +222,22 @@ describe('prepareBatch', () => {
     expect(batch.failures[2]!.error.message).toBe(
       'bad-tensor: tensor does not match the model input expected dims [1,1,4,4] or [1,4,4] with 16 values got dims [3] with 3 values',
     );
+  });
+
+  it('raw frames and PNG bytes at the model size take the direct path and give the tensors the general path gives', async () => {
+    const frame = columns(4, 4, (x) => 10 * x + 5);
+    const png = await encode(columns(4, 4, (x) => 200 - x));
+    const inputs: ImageInput[] = [{ kind: 'raw', pixels: frame }, png, { kind: 'raw', pixels: frame, name: 'again' }];
+    const direct = await prepareBatch(inputs, spec);
+    const general = await prepareBatch(inputs, spec, { concurrency: 1 });
+    expect([...direct.tensor.data]).toEqual([...general.tensor.data]);
+    expect(direct.tensor.dims).toEqual([3, 1, 4, 4]);
+    expect(Array.from(direct.tensor.data.subarray(0, 4))).toEqual([5, 15, 25, 35]);
+    // bad input: a frame of the right size but too few bytes falls back to the general path, which names it
+    const short = await prepareBatch([{ kind: 'raw', pixels: { ...frame, data: frame.data.subarray(0, 10) }, name: 'short-frame' }], spec);
+    expect(short.indices).toEqual([]);
+    expect(short.failures[0]!.error).toBeInstanceOf(InputError);
+    expect(short.failures[0]!.error.message).toBe('short-frame: expected 16 pixel bytes for 4×4×1, got 10');
   });
 
   it('a JPEG cut off mid-stream is refused, not half-decoded', async () => {

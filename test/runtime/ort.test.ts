@@ -90,6 +90,16 @@ describe('createSession / run', () => {
     expect(err.message).toBe(`${TWO_EXIT_MODEL}: missing input 'input' (model inputs: input; got: pixels)`);
     err = await rejection(session.run({ input: { data: new Float32Array(784), dims: [1, 1, 28, 28] } }, ['exit9']));
     expect(err.message).toBe(`${TWO_EXIT_MODEL}: unknown output "exit9" (model outputs: exit0, exit1)`);
+    const x = { data: new Float32Array(784), dims: [1, 1, 28, 28] };
+    err = await rejection(session.run({ input: x, extra: x }));
+    expect(err).toBeInstanceOf(InputError);
+    expect(err.message).toBe(`${TWO_EXIT_MODEL}: unknown input "extra" (model inputs: input)`);
+    // Output lists are checked once per array (the cascades reuse theirs): a good list passes on
+    // every call, and a bad one still fails on every call.
+    const good = ['exit1'];
+    for (let i = 0; i < 2; i++) expect(Object.keys(await session.run({ input: x }, good))).toEqual(['exit1']);
+    const bad = ['exit0', 'nope'];
+    for (let i = 0; i < 2; i++) expect((await rejection(session.run({ input: x }, bad))).message).toContain('unknown output "nope"');
   });
 
   it('a file that is not ONNX → InputError', async () => {
