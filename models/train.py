@@ -2,6 +2,7 @@
 
     /usr/bin/python3 models/train.py all          # branchy, then cbnet, then calibration PNGs
     /usr/bin/python3 models/train.py branchy --epochs 14
+    /usr/bin/python3 models/train.py branchy --width 128 --epochs 8 --tag fmnist-branchy-wide
     /usr/bin/python3 models/train.py cbnet --epochs 12 [--ce-weight 1.0] [--distill 0.5] [--tag name]
     /usr/bin/python3 models/train.py calib        # write calibration/fashion-mnist/<class>/*.png
 
@@ -68,7 +69,7 @@ def train_branchy(args):
     gen = torch.Generator().manual_seed(common.SEED)
     xtr, ytr, xcal, ycal = common.training_data()
     xte, yte = common.test_data()
-    model = BranchyNet()
+    model = BranchyNet(args.width)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     steps = args.epochs * ((xtr.shape[0] + args.batch - 1) // args.batch)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps)
@@ -90,18 +91,19 @@ def train_branchy(args):
               f"calib acc {' '.join(f'{a:.4f}' for a in accs)} ({timer.seconds():.0f}s)", flush=True)
     train_s = timer.seconds()
     model.eval()
-    out_dir = os.path.join(MODELS, "fmnist-branchy")
+    tag = args.tag or "fmnist-branchy"
+    out_dir = os.path.join(MODELS, tag)
     os.makedirs(out_dir, exist_ok=True)
-    torch.save(model.state_dict(), os.path.join(out_dir, "fmnist-branchy.pt"))
+    torch.save(model.state_dict(), os.path.join(out_dir, f"{tag}.pt"))
     names = ["exit_0", "exit_1", "exit_2"]
-    common.export_onnx(model, os.path.join(out_dir, "fmnist-branchy.onnx"), names,
-                       {"edgeexit.model": "fmnist-branchy", "edgeexit.version": "1.0.0"})
+    common.export_onnx(model, os.path.join(out_dir, f"{tag}.onnx"), names,
+                       {"edgeexit.model": tag, "edgeexit.version": "1.0.0"})
     outs = predict(model, xte)
     correct = torch.stack([o.argmax(1) == yte for o in outs])
     shares, none = oracle(correct)
     macs = common.count_macs(model, torch.zeros(1, 1, 28, 28))
     res = {
-        "model": "fmnist-branchy", "exits": names,
+        "model": tag, "width": args.width, "exits": names,
         "testAccuracy": [c.float().mean().item() for c in correct],
         "calibAccuracy": [(o.argmax(1) == ycal).float().mean().item() for o in predict(model, xcal)],
         "oracleShares": shares, "oracleNone": none,
@@ -235,7 +237,8 @@ def main():
     p.add_argument("--easy-k", type=int, default=8)
     p.add_argument("--distill", type=float, default=0.5, help="weight of distillation from the branchy final exit (0: off)")
     p.add_argument("--latent", type=int, default=64)
-    p.add_argument("--tag", default=None)
+    p.add_argument("--tag", default=None, help="output folder and model name under models/ (default fmnist-branchy / fmnist-cbnet)")
+    p.add_argument("--width", type=int, default=64, help="branchy: stage 3 channels (fmnist-branchy-wide: 128)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     if args.what in ("branchy", "all"):

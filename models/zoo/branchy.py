@@ -27,13 +27,17 @@ class Stage1(nn.Module):
 
 
 class BranchyNet(nn.Module):
-    def __init__(self):
+    """`width` is stage 3's channel count: 64 for fmnist-branchy; fmnist-branchy-wide uses 128,
+    which makes the last stage ~4x costlier (exits 0 and 1 unchanged), closer to the share of
+    the work a real backbone's deep layers hold."""
+
+    def __init__(self, width=64):
         super().__init__()
         self.stage1 = Stage1()
         self.stage2 = nn.Sequential(conv_bn(16, 32), conv_bn(32, 32), nn.MaxPool2d(2))  # 32x7x7
         self.head2 = nn.Linear(32 * 7 * 7, 10)
-        self.stage3 = nn.Sequential(conv_bn(32, 64), conv_bn(64, 64), nn.MaxPool2d(2))  # 64x3x3
-        self.head3 = nn.Sequential(nn.Flatten(), nn.Linear(64 * 3 * 3, 128), nn.ReLU(), nn.Dropout(0.3),
+        self.stage3 = nn.Sequential(conv_bn(32, width), conv_bn(width, width), nn.MaxPool2d(2))  # width x3x3
+        self.head3 = nn.Sequential(nn.Flatten(), nn.Linear(width * 3 * 3, 128), nn.ReLU(), nn.Dropout(0.3),
                                    nn.Linear(128, 10))
 
     def forward(self, x):

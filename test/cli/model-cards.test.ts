@@ -16,15 +16,16 @@ async function evalTest(file: string): Promise<{ count: number; exits: { accurac
 }
 
 describe('model cards reproduce', () => {
-  it('fmnist-branchy: every exit and the oracle distribution match results.json on all 10,000 test images', async () => {
-    const rec = await results('fmnist-branchy');
-    const got = await evalTest('models/fmnist-branchy/fmnist-branchy.onnx');
+  it.each(['fmnist-branchy', 'fmnist-branchy-wide'])('%s: every exit and the oracle distribution match results.json on all 10,000 test images', async (name) => {
+    const rec = await results(name);
+    const got = await evalTest(`models/${name}/${name}.onnx`);
     expect(got.count).toBe(10000);
+    expect(got.exits).toHaveLength(rec.testAccuracy.length);
     got.exits.forEach((e, k) => expect(e.accuracy).toBeCloseTo(rec.testAccuracy[k], 3));
     got.oracle.shares.forEach((s, k) => expect(s).toBeCloseTo(rec.oracleShares[k], 3));
     expect(got.oracle.none).toBeCloseTo(rec.oracleNone, 3);
     expect(got.exits[got.exits.length - 1]!.accuracy).toBeGreaterThanOrEqual(0.92);
-    const card = await fsp.readFile('models/fmnist-branchy/README.md', 'utf8');
+    const card = await fsp.readFile(`models/${name}/README.md`, 'utf8');
     expect(card).toContain(`${(100 * rec.testAccuracy[2]).toFixed(2)}%`);
   });
 
