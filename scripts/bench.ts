@@ -96,7 +96,9 @@ async function encodePngs(set: EvalSet): Promise<Uint8Array[]> {
     await Promise.all(
       Array.from({ length: Math.min(64, set.n - s) }, async (_, j) => {
         const i = s + j;
-        out[i] = new Uint8Array(await sharp(Buffer.from(set.pixels.subarray(i * 784, (i + 1) * 784)), { raw: { width: 28, height: 28, channels: 1 } }).png().toBuffer());
+        // toColourspace('b-w'): without it sharp writes a one-channel raw image as an RGB PNG (3x
+        // the bytes to inflate, plus a colour → grey conversion), which no grey dataset looks like.
+        out[i] = new Uint8Array(await sharp(Buffer.from(set.pixels.subarray(i * 784, (i + 1) * 784)), { raw: { width: 28, height: 28, channels: 1 } }).toColourspace('b-w').png().toBuffer());
       }),
     );
   }
