@@ -8,7 +8,7 @@
 // p50/mean and each one's share of the full model; "if all leave at exit 0" = full / exit 0, the
 // most any threshold policy could get at batch 1.
 //
-//   npx vite-node scripts/call-cost.ts [--rounds 20] [--calls 300] [--models fmnist-branchy,fmnist-branchy-wide]
+//   npm run bench:calls -- [--rounds 20] [--calls 300] [--models fmnist-branchy,fmnist-branchy-wide]
 import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
