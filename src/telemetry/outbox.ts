@@ -28,6 +28,12 @@ export interface OutboxOptions {
   fsync?: boolean;
   /** Rewrite the log once it holds this many dead records and they outnumber live ones (default 1000). */
   compactAfter?: number;
+  /**
+   * The first id of an outbox that has no log yet (default 0); an existing log continues from its
+   * own ids. The telemetry publisher starts from the clock (see publisher.ts), so a device whose
+   * state folder was wiped does not reuse ids the collector already stored.
+   */
+  firstId?: number;
 }
 
 export interface OutboxEntry<T> {
@@ -90,6 +96,9 @@ export class Outbox<T = unknown> {
     this.doSync = opts.fsync ?? true;
     this.compactAfter = opts.compactAfter ?? 1000;
     if (!(this.maxEntries >= 1) || !(this.maxBytes >= 1)) throw new InputError(`outbox ${dir}: maxEntries and maxBytes must be ≥ 1`);
+    if (opts.firstId !== undefined && !(Number.isSafeInteger(opts.firstId) && opts.firstId >= 0)) {
+      throw new InputError(`outbox ${dir}: firstId must be a non-negative safe integer, got ${show(opts.firstId)}`);
+    }
   }
 
   /** Open (creating if needed) the outbox in `dir`, replaying and repairing its log. */
@@ -98,8 +107,15 @@ export class Outbox<T = unknown> {
     mkdirSync(dir, { recursive: true });
     // A compaction killed before its rename leaves its temp file; the log itself is intact.
     for (const f of readdirSync(dir)) if (f.startsWith(`.${LOG}.`) && f.endsWith('.tmp')) rmSync(path.join(dir, f), { force: true });
+    const fresh = !existsSync(box.file);
     box.replay();
     box.fd = openSync(box.file, 'a');
+    const first = opts.firstId ?? 0;
+    if (fresh && first !== 0) {
+      box.nextId = first;
+      // Written at once, so a restart before the first enqueue continues from it.
+      box.append([{ t: 'h', next: first, dropped: 0 }]);
+    }
     return box;
   }
 

@@ -90,6 +90,27 @@ describe.skipIf(!MOSQUITTO)('collector on mosquitto', () => {
     await b.close();
   });
 
+  it('a device whose state folder was wiped starts new ids: its new windows are stored, not dropped as duplicates', async () => {
+    await setup();
+    const opts: PublisherOptions = { url: broker.url, fleet: FLEET, device: 'pi-w', stateDir: path.join(dir, 'pi-w'), birth: BIRTH_INFO, backoff: FAST };
+    const before = await TelemetryPublisher.start(opts);
+    const oldIds = [];
+    for (let i = 0; i < 3; i++) oldIds.push(await before.enqueueWindow(windowInput(i)));
+    await before.drained();
+    await before.close();
+    await until(() => collector.store.totals().find((t) => t.device === 'pi-w')?.windows === 3, '3 windows');
+    await fsp.rm(opts.stateDir, { recursive: true, force: true }); // a reflashed SD card
+    await new Promise((r) => setTimeout(r, 2)); // the clock moves on, as it does between a wipe and a reboot
+    const after = await TelemetryPublisher.start(opts);
+    const newIds = [];
+    for (let i = 0; i < 3; i++) newIds.push(await after.enqueueWindow(windowInput(i)));
+    expect(Math.min(...newIds)).toBeGreaterThan(Math.max(...oldIds));
+    await after.drained();
+    await until(() => collector.store.totals().find((t) => t.device === 'pi-w')?.windows === 6, '6 windows');
+    expect(collector.counters().duplicates).toBe(0);
+    await after.close();
+  });
+
   it('counts a window delivered twice once and increments duplicates; counts seq gaps', async () => {
     const { raw } = await setup();
     await raw.publish(topicFor(FLEET, 'dup-1', 'birth'), json(birth('dup-1', 3)));

@@ -109,7 +109,11 @@ export class TelemetryPublisher {
     checkId('device', opts.device);
     await fsp.mkdir(opts.stateDir, { recursive: true });
     const last = await readBdSeq(path.join(opts.stateDir, 'bdseq.json'));
-    const outbox = await Outbox.open<MetricsWindowBody>(path.join(opts.stateDir, 'outbox'), opts.outbox);
+    // A new outbox starts its ids at the clock (µs since 1970), not at 0: the collector
+    // de-duplicates on (device, id), so a device whose state folder was wiped would otherwise
+    // resend ids it already stored and see its new windows dropped as duplicates. Ids stay far
+    // below 2^53; a device that boots with its clock in 1970 falls back to the old behaviour.
+    const outbox = await Outbox.open<MetricsWindowBody>(path.join(opts.stateDir, 'outbox'), { firstId: Date.now() * 1000, ...opts.outbox });
     const p = new TelemetryPublisher(opts, outbox, last);
     p.loop = p.run();
     return p;

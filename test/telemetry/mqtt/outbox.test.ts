@@ -16,6 +16,28 @@ afterEach(async () => {
 });
 
 describe('Outbox', () => {
+  it('firstId numbers a new outbox from there; an existing log keeps its own ids', async () => {
+    const dir = await fresh();
+    const a = await Outbox.open<{ n: number }>(dir, { firstId: 5_000_000 });
+    await a.close(); // reopened before any enqueue: the start is already on disk
+    const b = await Outbox.open<{ n: number }>(dir, { firstId: 9_000_000 });
+    expect(b.next).toBe(5_000_000);
+    expect(await b.enqueue({ n: 0 })).toBe(5_000_000);
+    expect(await b.enqueue({ n: 1 })).toBe(5_000_001);
+    await b.close();
+    const c = await Outbox.open<{ n: number }>(dir, { firstId: 1 });
+    expect(await c.enqueue({ n: 2 })).toBe(5_000_002);
+    await c.close();
+  });
+
+  it('bad input: a firstId that is not a non-negative safe integer is refused, naming it', async () => {
+    for (const bad of [-1, 1.5, 2 ** 53]) {
+      const err = await Outbox.open(await fresh(), { firstId: bad }).then(() => undefined, (e: unknown) => e as Error);
+      expect(err).toBeInstanceOf(InputError);
+      expect(err!.message).toMatch(new RegExp(`firstId must be a non-negative safe integer, got ${String(bad).replace('.', '\\.')}$`));
+    }
+  });
+
   it('keeps order, acks, and continues ids after a clean reopen', async () => {
     const dir = await fresh();
     const a = await Outbox.open<{ n: number }>(dir);

@@ -100,6 +100,7 @@ describe.skipIf(!MOSQUITTO)('TelemetryPublisher with mosquitto', () => {
   it('publishes birth then metrics windows on the documented topics, and a clean death on close', async () => {
     const rec = await recorder();
     const dir = await state();
+    const startedAt = Date.now();
     const pub = await publisher(dir);
     for (let i = 0; i < 3; i++) await pub.enqueueWindow(windowInput(i));
     await rec.until(() => rec.of('metrics').length === 3);
@@ -107,10 +108,14 @@ describe.skipIf(!MOSQUITTO)('TelemetryPublisher with mosquitto', () => {
     expect(rec.seen[0]!.kind).toBe('birth');
     const birth = rec.of('birth')[0]!;
     expect(birth).toMatchObject({ device: 'dev-1', fleet: 'lab', bdSeq: 0, seq: 0, profile: 'rpi4', bundle: { name: 'mnist-exits' } });
+    // A new outbox numbers from the clock (µs), so a wiped device never reuses stored ids.
+    const base = rec.of('metrics')[0]!.id as number;
+    expect(base).toBeGreaterThanOrEqual(startedAt * 1000);
+    expect(base).toBeLessThanOrEqual(Date.now() * 1000);
     expect(rec.of('metrics').map((m) => [m.id, m.bdSeq, m.seq, m.device])).toEqual([
-      [0, 0, 1, 'dev-1'],
-      [1, 0, 2, 'dev-1'],
-      [2, 0, 3, 'dev-1'],
+      [base, 0, 1, 'dev-1'],
+      [base + 1, 0, 2, 'dev-1'],
+      [base + 2, 0, 3, 'dev-1'],
     ]);
     expect(pub.outbox.size()).toBe(0);
     await pub.close();
@@ -127,9 +132,9 @@ describe.skipIf(!MOSQUITTO)('TelemetryPublisher with mosquitto', () => {
     await rec.until(() => rec.of('death').length === 1 && rec.of('birth').length === 2);
     expect(rec.of('death')[0]).toEqual({ device: 'dev-1', bdSeq: 0, clean: false });
     expect(rec.of('birth')[1]).toMatchObject({ bdSeq: 1, seq: 0 });
-    await pub.enqueueWindow(windowInput(0));
+    const id = await pub.enqueueWindow(windowInput(0));
     await rec.until(() => rec.of('metrics').length === 1);
-    expect(rec.of('metrics')[0]).toMatchObject({ id: 0, bdSeq: 1, seq: 1 });
+    expect(rec.of('metrics')[0]).toMatchObject({ id, bdSeq: 1, seq: 1 });
   });
 
   it('rejects a window failing the schema, naming the field', async () => {
@@ -190,14 +195,15 @@ describe.skipIf(!MOSQUITTO)('TelemetryPublisher across outages', () => {
     }
     await pub.drained();
     // The publisher's side: every window acknowledged by a broker, none acknowledged twice.
-    expect([...acks.keys()].sort((a, b) => a - b)).toEqual(Array.from({ length: N }, (_, i) => i));
+    const base = Math.min(...acks.keys());
+    expect([...acks.keys()].sort((a, b) => a - b)).toEqual(Array.from({ length: N }, (_, i) => base + i));
     expect([...acks.values()].every((n) => n === 1)).toBe(true);
     expect(pub.outbox.size()).toBe(0);
     expect(pub.getStats().sessions).toBeGreaterThanOrEqual(2);
     // The subscriber's side: a broker without persistence may lose what it acked just before it
     // died (its loss, not the device's); everything else arrives, and was sent in a later session.
     const got = new Set([...before.of('metrics'), ...rec.of('metrics')].map((m) => m.id as number));
-    for (let id = 0; id < N; id++) if (!ackedBeforeKill.has(id)) expect(got.has(id), `window ${id}`).toBe(true);
+    for (let id = base; id < base + N; id++) if (!ackedBeforeKill.has(id)) expect(got.has(id), `window ${id}`).toBe(true);
     expect(rec.of('metrics').every((m) => (m.bdSeq as number) >= 1)).toBe(true);
     const keys = [...before.of('metrics'), ...rec.of('metrics')].map((m) => `${m.bdSeq}/${m.seq}`);
     expect(new Set(keys).size).toBe(keys.length);
@@ -230,9 +236,10 @@ describe.skipIf(!MOSQUITTO)('TelemetryPublisher across outages', () => {
     cleanup.push(() => second.close());
     expect(second.outbox.size()).toBe(3);
     await rec2.until(() => rec2.of('metrics').length === 3);
-    expect(rec2.of('metrics').map((m) => m.id)).toEqual([1, 2, 3]);
+    const base = rec.of('metrics')[0]!.id as number;
+    expect(rec2.of('metrics').map((m) => m.id)).toEqual([base + 1, base + 2, base + 3]);
     const birth = rec2.of('birth')[0]!;
     expect(birth.bdSeq as number).toBeGreaterThan(rec.of('birth')[0]!.bdSeq as number);
-    expect(await second.enqueueWindow(windowInput(4))).toBe(4);
+    expect(await second.enqueueWindow(windowInput(4))).toBe(base + 4);
   });
 });
