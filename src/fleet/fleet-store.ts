@@ -33,6 +33,10 @@ export interface WindowRow {
   meanWatts: number;
   energySource: 'sensor' | 'model';
   droppedWindows: number;
+  /** Hottest thermal zone at the end of the window, °C; absent when the device sent none. */
+  temperatureC?: number;
+  /** Labelled inferences in the window and how many were right; absent when the device had no labels. */
+  accuracy?: { correct: number; labelled: number };
 }
 
 export interface DeviceTotals {
@@ -42,6 +46,10 @@ export interface DeviceTotals {
   joules: number;
   /** Inferences per exit summed over every stored window. */
   exits: number[];
+  /** Labelled inferences summed over the stored windows that carried accuracy (0 when none). */
+  labelled: number;
+  /** Of those, the ones the device got right (0 when none). */
+  correct: number;
 }
 
 export interface WindowOutcome {
@@ -69,6 +77,8 @@ export interface FleetStore {
   totals(): DeviceTotals[];
   /** Most recent windows of a device, newest first. */
   latestWindows(device: string, limit: number): WindowRow[];
+  /** Temperature of the device's most recent window that has one (same order as latestWindows); null when none does. */
+  latestTemperature(device: string): number | null;
   /** Delete windows that ended more than `days` days before `now`; returns how many. */
   prune(days: number, now?: number): number;
   close(): void;

@@ -52,7 +52,7 @@ export interface WindowsApi {
   device: string;
   limit: number;
   /** Oldest first, the latest `limit` windows. */
-  windows: (Pick<WindowRow, 'id' | 'windowStart' | 'windowEnd' | 'count' | 'exitHistogram' | 'joules' | 'meanWatts' | 'energySource'> & {
+  windows: (Pick<WindowRow, 'id' | 'windowStart' | 'windowEnd' | 'count' | 'exitHistogram' | 'joules' | 'meanWatts' | 'energySource' | 'temperatureC' | 'accuracy'> & {
     latencyMs: { p50: number; p95: number; p99: number };
     joulesPerInference: number | null;
   })[];
@@ -93,6 +93,9 @@ export function windowsApi(store: FleetStore, device: string, limit: number): Wi
       meanWatts: w.meanWatts,
       energySource: w.energySource,
       joulesPerInference: w.count > 0 ? w.joules / w.count : null,
+      // Only when the device sent them (JSON.stringify would drop an undefined anyway; this keeps the object clean).
+      ...(w.temperatureC !== undefined ? { temperatureC: w.temperatureC } : {}),
+      ...(w.accuracy !== undefined ? { accuracy: w.accuracy } : {}),
     })),
   };
 }

@@ -1,7 +1,7 @@
 // Prometheus text exposition (format 0.0.4) of what the fleet store holds, for the collector's
 // `/metrics`. Everything is read from the store at scrape time, so a restarted collector exports
 // the same totals, and several collectors on one database agree. Base units throughout (seconds,
-// joules, watts); counters end in `_total`; no sample timestamps (Prometheus stamps the scrape).
+// joules, watts, degrees Celsius); counters end in `_total`; no sample timestamps (Prometheus stamps the scrape).
 //
 // Counters here are sums over the *stored* windows, so de-duplication already happened. With
 // --retention-days a prune lowers them; Prometheus reads any drop as a counter reset, so rate()
@@ -86,6 +86,11 @@ export function renderMetrics(store: FleetStore): string {
   const info = fam('edgeexit_device_info', 'gauge', 'Always 1; labels say which bundle the device announced in its last birth.');
   const windows = fam('edgeexit_windows_total', 'counter', 'Telemetry windows stored per device.');
   const dropped = fam('edgeexit_device_dropped_windows_total', 'counter', "Windows the device's outbox discarded when full, as the device last reported.");
+  // Accuracy as two counters, not a ratio gauge: a ratio cannot be summed over devices or taken
+  // over a time range; rate(correct) / rate(labelled) can.
+  const labelled = fam('edgeexit_labelled_inferences_total', 'counter', 'Inferences with a known label (accuracy measured) in the stored windows.');
+  const correct = fam('edgeexit_correct_inferences_total', 'counter', 'Labelled inferences the device got right in the stored windows.');
+  const temperature = fam('edgeexit_temperature_celsius', 'gauge', "Hottest thermal zone at the end of the device's latest stored window that reported one, in degrees Celsius.");
   const lastSeen = fam('edgeexit_device_last_seen_timestamp_seconds', 'gauge', 'When the collector last heard from the device, in Unix seconds.');
 
   for (const d of devices) {
@@ -99,6 +104,10 @@ export function renderMetrics(store: FleetStore): string {
     inferences.samples.push({ labels: base, value: t?.count ?? 0 });
     energy.samples.push({ labels: base, value: t?.joules ?? 0 });
     (t?.exits ?? []).forEach((n, k) => exits.samples.push({ labels: { ...base, exit: String(k) }, value: n }));
+    labelled.samples.push({ labels: base, value: t?.labelled ?? 0 });
+    correct.samples.push({ labels: base, value: t?.correct ?? 0 });
+    const celsius = store.latestTemperature(d.device);
+    if (celsius !== null) temperature.samples.push({ labels: base, value: celsius });
     if (latest) {
       for (const [q, ms] of [['0.5', latest.latencyP50], ['0.95', latest.latencyP95], ['0.99', latest.latencyP99]] as const)
         latency.samples.push({ labels: { ...base, quantile: q }, value: ms / 1000 });
@@ -113,5 +122,5 @@ export function renderMetrics(store: FleetStore): string {
   const gaps = fam('edgeexit_window_gaps_total', 'counter', 'Metrics messages that never arrived, from per-session sequence numbers.');
   gaps.samples.push({ labels: {}, value: counters.gaps });
 
-  return renderFamilies([latency, inferences, exits, energy, power, online, info, windows, dropped, lastSeen, messages, gaps]);
+  return renderFamilies([latency, inferences, exits, energy, power, labelled, correct, temperature, online, info, windows, dropped, lastSeen, messages, gaps]);
 }

@@ -1,7 +1,8 @@
 // Fleet status: one summary row per device, computed from a FleetStore. Latency is the
 // count-weighted mean of the end-to-end p95 over the device's latest windows (p95s cannot be
 // merged exactly without the raw samples; recent windows say how the device runs now). Exit
-// rates and joules per inference are over every stored window (i.e. within the retention).
+// rates, joules per inference and accuracy are over every stored window (i.e. within the retention);
+// temperature is the latest a device reported.
 import type { FleetStore } from './fleet-store.js';
 
 export const LATEST_WINDOWS = 10;
@@ -20,6 +21,13 @@ export interface DeviceStatus {
   /** Fraction of inferences leaving at each exit. */
   exitRates: number[];
   joulesPerInference: number | null;
+  /** Labelled inferences over every stored window, and how many the device got right. */
+  labelled: number;
+  correct: number;
+  /** correct / labelled; null when no stored window carried labels. */
+  accuracy: number | null;
+  /** °C from the latest stored window that reported a temperature; null when none did. */
+  temperatureC: number | null;
   lastSeen: number;
 }
 
@@ -33,6 +41,8 @@ export function fleetStatus(store: FleetStore, latest = LATEST_WINDOWS): FleetSt
   const devices = store.devices().map((d): DeviceStatus => {
     const t = totals.get(d.device);
     const inferences = t?.count ?? 0;
+    const labelled = t?.labelled ?? 0;
+    const correct = t?.correct ?? 0;
     const recent = store.latestWindows(d.device, latest);
     const recentCount = recent.reduce((a, w) => a + w.count, 0);
     let p95: number | null = null;
@@ -50,6 +60,10 @@ export function fleetStatus(store: FleetStore, latest = LATEST_WINDOWS): FleetSt
       p95LatencyMs: p95,
       exitRates: inferences > 0 ? (t?.exits ?? []).map((n) => n / inferences) : [],
       joulesPerInference: inferences > 0 ? (t?.joules ?? 0) / inferences : null,
+      labelled,
+      correct,
+      accuracy: labelled > 0 ? correct / labelled : null,
+      temperatureC: store.latestTemperature(d.device),
       lastSeen: d.lastSeen,
     };
   });

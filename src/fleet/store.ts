@@ -12,8 +12,9 @@ import { COUNTER_NAMES, type CounterName, type Counters, type DeathOutcome, type
 
 export * from './fleet-store.js';
 
-// Append only: entry i takes a database from user_version i to i + 1.
-const MIGRATIONS: readonly string[] = [
+// Append only: entry i takes a database from user_version i to i + 1. Exported for the upgrade
+// tests, which build a database as an older edgeexit left it.
+export const MIGRATIONS: readonly string[] = [
   `CREATE TABLE devices (
      device TEXT PRIMARY KEY,
      fleet TEXT NOT NULL,
@@ -46,6 +47,11 @@ const MIGRATIONS: readonly string[] = [
    CREATE INDEX windows_end ON windows (window_end);
    CREATE INDEX windows_device_end ON windows (device, window_end);
    CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);`,
+  // 1 → 2: what a window says about the device besides speed and energy (payload fields
+  // temperatureC and accuracy), NULL when the device did not send them (rows from version 1 too).
+  `ALTER TABLE windows ADD COLUMN temperature_c REAL;
+   ALTER TABLE windows ADD COLUMN accuracy_correct INTEGER;
+   ALTER TABLE windows ADD COLUMN accuracy_labelled INTEGER;`,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;
@@ -111,6 +117,9 @@ interface WindowDbRow {
   mean_watts: number;
   energy_source: 'sensor' | 'model';
   dropped_windows: number;
+  temperature_c: number | null;
+  accuracy_correct: number | null;
+  accuracy_labelled: number | null;
 }
 
 class SqliteFleetStore implements FleetStore {
@@ -145,19 +154,26 @@ class SqliteFleetStore implements FleetStore {
       setLastMetrics: db.prepare('UPDATE devices SET last_metrics_bd_seq = ?, last_metrics_seq = ?, last_seen = MAX(last_seen, ?) WHERE device = ?'),
       insertWindow: db.prepare(
         `INSERT OR IGNORE INTO windows (device, id, bd_seq, seq, window_start, window_end, count, exit_histogram, latency_p50, latency_p95,
-           latency_p99, joules, mean_watts, energy_source, dropped_windows, received_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+           latency_p99, joules, mean_watts, energy_source, dropped_windows, received_at, temperature_c, accuracy_correct, accuracy_labelled)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
       ),
       bump: db.prepare('INSERT INTO counters (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = value + excluded.value'),
       counters: db.prepare<[], { name: string; value: number }>('SELECT name, value FROM counters'),
       devices: db.prepare<[], DeviceDbRow>('SELECT * FROM devices ORDER BY device'),
-      totals: db.prepare<[], { device: string; windows: number; count: number; joules: number }>(
-        'SELECT device, COUNT(*) AS windows, SUM(count) AS count, SUM(joules) AS joules FROM windows GROUP BY device ORDER BY device',
+      // SUM over only NULLs is NULL; TOTAL would be a float. COALESCE keeps integers and 0.
+      totals: db.prepare<[], { device: string; windows: number; count: number; joules: number; labelled: number; correct: number }>(
+        `SELECT device, COUNT(*) AS windows, SUM(count) AS count, SUM(joules) AS joules,
+           COALESCE(SUM(accuracy_labelled), 0) AS labelled, COALESCE(SUM(accuracy_correct), 0) AS correct
+         FROM windows GROUP BY device ORDER BY device`,
       ),
       exits: db.prepare<[], { device: string; k: number; n: number }>(
         'SELECT w.device AS device, CAST(j.key AS INTEGER) AS k, SUM(j.value) AS n FROM windows w, json_each(w.exit_histogram) j GROUP BY w.device, k',
       ),
       latest: db.prepare<[string, number], WindowDbRow>('SELECT * FROM windows WHERE device = ? ORDER BY window_end DESC, id DESC LIMIT ?'),
+      // Same order as `latest`, over the windows that carry a temperature (windows_device_end serves it).
+      latestTemperature: db.prepare<[string], { temperature_c: number }>(
+        'SELECT temperature_c FROM windows WHERE device = ? AND temperature_c IS NOT NULL ORDER BY window_end DESC, id DESC LIMIT 1',
+      ),
       prune: db.prepare('DELETE FROM windows WHERE window_end < ?'),
     };
   }
@@ -207,6 +223,7 @@ class SqliteFleetStore implements FleetStore {
       const r = this.q.insertWindow.run(
         w.device, w.id, w.bdSeq, w.seq, w.windowStart, w.windowEnd, w.count, JSON.stringify(w.exitHistogram),
         e2e.p50, e2e.p95, e2e.p99, w.energy.joules, w.energy.meanWatts, w.energy.source, w.droppedWindows, seenAt,
+        w.temperatureC ?? null, w.accuracy?.correct ?? null, w.accuracy?.labelled ?? null,
       );
       // Gaps are about transmissions, not windows: a window resent in a new session is a
       // duplicate row but still used up its (bdSeq, seq). seq wraps at 256, so only messages of
@@ -307,7 +324,13 @@ class SqliteFleetStore implements FleetStore {
       meanWatts: r.mean_watts,
       energySource: r.energy_source,
       droppedWindows: r.dropped_windows,
+      ...(r.temperature_c !== null ? { temperatureC: r.temperature_c } : {}),
+      ...(r.accuracy_correct !== null && r.accuracy_labelled !== null ? { accuracy: { correct: r.accuracy_correct, labelled: r.accuracy_labelled } } : {}),
     }));
+  }
+
+  latestTemperature(device: string): number | null {
+    return this.q.latestTemperature.get(device)?.temperature_c ?? null;
   }
 
   prune(days: number, now = Date.now()): number {

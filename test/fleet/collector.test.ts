@@ -188,10 +188,12 @@ describe.skipIf(!MOSQUITTO)('collector on mosquitto', () => {
     expect(s.devices[0]).toMatchObject({ device: 'cli-1', online: true, bundle: { name: 'mnist-exits', version: '1.2.0' }, windows: 4, inferences: 40, p95LatencyMs: 7 });
     expect(s.devices[0].exitRates).toEqual([0.6, 0.3, 0.1]);
     expect(s.devices[0].joulesPerInference).toBeCloseTo(0.15, 10);
+    // windowBody: 4 of 5 labelled right and 51.5 °C in every window.
+    expect(s.devices[0]).toMatchObject({ labelled: 20, correct: 16, accuracy: 0.8, temperatureC: 51.5 });
 
     const text = await runCli('fleet', 'status', '--db', db);
     expect(text.code).toBe(0);
-    expect(text.out).toMatch(/cli-1\s+online\s+mnist-exits 1\.2\.0\s+7\.0\s+60% \/ 30% \/ 10%\s+0\.150/);
+    expect(text.out).toMatch(/cli-1\s+online\s+mnist-exits 1\.2\.0\s+7\.0\s+60% \/ 30% \/ 10%\s+0\.150\s+80\.0%\s+51\.5\s+20\d\d-/);
 
     const missing = await runCli('fleet', 'status', '--db', path.join(dir, 'nope.db'));
     expect(missing.code).toBe(2);

@@ -30,7 +30,7 @@ async function until(pred: () => boolean, what: string, ms = 20_000): Promise<vo
 const json = (v: unknown) => Buffer.from(JSON.stringify(v));
 
 // Windows that differ from each other, so a sum, a latest or a per-exit mix-up shows.
-function win(i: number, exits: number): WindowInput {
+function win(i: number, exits: number, extra: Pick<WindowInput, 'temperatureC' | 'accuracy'> = {}): WindowInput {
   const count = 8 + 2 * i;
   const hist = Array.from({ length: exits }, (_, k) => (k === 0 ? 0 : k));
   hist[0] = count - hist.reduce((a, b) => a + b, 0);
@@ -41,7 +41,21 @@ function win(i: number, exits: number): WindowInput {
     exitHistogram: hist,
     latencyMs: { endToEnd: { p50: 2 + i, p95: 5 + i, p99: 9 + i }, stages: [] },
     energy: { joules: 0.25 * (i + 1), meanWatts: 0.5 + i, source: 'sensor', meter: 'ina3221-hwmon' },
+    ...extra,
   };
+}
+
+// pi-a: temperature and labels in some windows only; the newest has neither, so the gauge comes
+// from an older window. pi-b sends neither (no temperature series, label counters at 0).
+const PI_A_EXTRA: Pick<WindowInput, 'temperatureC' | 'accuracy'>[] = [
+  { temperatureC: 40.5, accuracy: { correct: 3, labelled: 4 } },
+  { temperatureC: 42.25 },
+  { accuracy: { correct: 5, labelled: 8 } },
+  {},
+];
+
+function labels(ws: readonly { accuracy?: { correct: number; labelled: number } }[]) {
+  return { labelled: ws.reduce((a, w) => a + (w.accuracy?.labelled ?? 0), 0), correct: ws.reduce((a, w) => a + (w.accuracy?.correct ?? 0), 0) };
 }
 
 interface Sent {
@@ -76,7 +90,7 @@ describe('collector /metrics and JSON API', () => {
     const pub = (device: string) =>
       TelemetryPublisher.start({ url: collector.url, fleet: FLEET, device, stateDir: path.join(dir, device), birth: BIRTH_INFO, protocolVersion: 4, backoff: FAST });
     const [a, b] = await Promise.all([pub('pi-a'), pub('pi-b')]);
-    for (let i = 0; i < 4; i++) sent['pi-a']!.windows.push(win(i, 3));
+    for (let i = 0; i < 4; i++) sent['pi-a']!.windows.push(win(i, 3, PI_A_EXTRA[i]));
     for (let i = 0; i < 2; i++) sent['pi-b']!.windows.push(win(i + 10, 2));
     for (const w of sent['pi-a']!.windows) await a.enqueueWindow(w);
     for (const w of sent['pi-b']!.windows) await b.enqueueWindow(w);
@@ -125,6 +139,9 @@ describe('collector /metrics and JSON API', () => {
       edgeexit_device_online: 'gauge',
       edgeexit_collector_messages_total: 'counter',
       edgeexit_window_gaps_total: 'counter',
+      edgeexit_temperature_celsius: 'gauge',
+      edgeexit_labelled_inferences_total: 'counter',
+      edgeexit_correct_inferences_total: 'counter',
     });
     for (const f of fams.values()) expect(f.help, f.name).toMatch(/\S/);
 
@@ -147,6 +164,27 @@ describe('collector /metrics and JSON API', () => {
       expect(sampleValue(fams, 'edgeexit_inference_latency_seconds', { device, quantile: '0.99' })).toBeCloseTo(e.latest.p99 / 1000, 12);
       expect(sampleValue(fams, 'edgeexit_power_watts', d), device).toBe(e.latest.watts);
     }
+    // Temperature: the latest window that has one; no series for a device that never sent one.
+    // Label counters: sums over the windows that carried accuracy, 0 (not absent) without labels.
+    const temp = fams.get('edgeexit_temperature_celsius')!;
+    expect(Object.fromEntries(temp.samples.map((s) => [s.labels.device, s.value]))).toEqual({ 'pi-a': 42.25, 'raw-1': 51.5, ghost: 51.5 });
+    expect(temp.samples.find((s) => s.labels.device === 'pi-a')!.labels).toEqual({ device: 'pi-a', fleet: FLEET });
+    const wantLabels: Record<string, { labelled: number; correct: number }> = {
+      'pi-a': labels(sent['pi-a']!.windows),
+      'pi-b': { labelled: 0, correct: 0 },
+      'raw-1': labels(rawWindows),
+      ghost: labels([ghostWindow]),
+    };
+    expect(wantLabels['pi-a']).toEqual({ labelled: 12, correct: 8 });
+    expect(wantLabels['raw-1']).toEqual({ labelled: 10, correct: 8 }); // the duplicate is not counted twice
+    for (const [device, e] of Object.entries(wantLabels)) {
+      expect(sampleValue(fams, 'edgeexit_labelled_inferences_total', { device, fleet: FLEET }), device).toBe(e.labelled);
+      expect(sampleValue(fams, 'edgeexit_correct_inferences_total', { device, fleet: FLEET }), device).toBe(e.correct);
+    }
+    expect(fams.get('edgeexit_labelled_inferences_total')!.samples).toHaveLength(4);
+    expect(r.body).toMatch(/^# HELP edgeexit_temperature_celsius .+\n# TYPE edgeexit_temperature_celsius gauge$/m);
+    expect(r.body).not.toMatch(/^edgeexit_temperature_celsius\{[^}]*device="pi-b"/m);
+
     expect(sampleValue(fams, 'edgeexit_windows_total', { device: 'pi-a' })).toBe(4);
     expect(sampleValue(fams, 'edgeexit_device_online', { device: 'pi-a', fleet: FLEET })).toBe(1);
     expect(sampleValue(fams, 'edgeexit_device_online', { device: 'pi-b' })).toBe(0);
@@ -174,9 +212,23 @@ describe('collector /metrics and JSON API', () => {
     ]);
     expect(fleet.devices.find((d) => d.device === 'pi-a')!.exits).toEqual(sums(sent['pi-a']!.windows).exits);
     expect(fleet.counters).toMatchObject({ duplicates: 1, gaps: 2 });
+    expect(fleet.devices.map((d) => [d.device, d.labelled, d.correct, d.accuracy, d.temperatureC])).toEqual([
+      ['ghost', 5, 4, 0.8, 51.5],
+      ['pi-a', 12, 8, 8 / 12, 42.25],
+      ['pi-b', 0, 0, null, null],
+      ['raw-1', 10, 8, 0.8, 51.5],
+    ]);
 
     const w = JSON.parse((await get(`${collector.httpUrl}/api/devices/pi-a/windows`)).body) as WindowsApi;
     expect(w.windows.map((x) => [x.windowEnd, x.latencyMs.p95, x.count])).toEqual(sent['pi-a']!.windows.map((x) => [x.windowEnd, x.latencyMs.endToEnd.p95, x.count]));
+    // temperatureC and accuracy as sent, and no key at all where a window had none.
+    expect(w.windows.map((x) => ({ temperatureC: x.temperatureC, accuracy: x.accuracy }))).toEqual(PI_A_EXTRA.map((x) => ({ temperatureC: x.temperatureC, accuracy: x.accuracy })));
+    expect(w.windows[3]).not.toHaveProperty('temperatureC');
+    expect(w.windows[3]).not.toHaveProperty('accuracy');
+    expect(w.windows[1]).not.toHaveProperty('accuracy');
+    const b = JSON.parse((await get(`${collector.httpUrl}/api/devices/pi-b/windows`)).body) as WindowsApi;
+    for (const x of b.windows) expect(Object.keys(x)).not.toContain('temperatureC');
+    for (const x of b.windows) expect(Object.keys(x)).not.toContain('accuracy');
     const two = JSON.parse((await get(`${collector.httpUrl}/api/devices/pi-a/windows?limit=2`)).body) as WindowsApi;
     expect(two.windows.map((x) => x.windowEnd)).toEqual(sent['pi-a']!.windows.slice(-2).map((x) => x.windowEnd));
   });

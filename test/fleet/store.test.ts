@@ -5,11 +5,17 @@ import path from 'node:path';
 import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
 import { SCHEMA_VERSION, openFleetStore, type FleetStore } from '../../src/fleet/index.js';
+import { MIGRATIONS } from '../../src/fleet/store.js';
 import type { Birth, MetricsWindow } from '../../src/telemetry/index.js';
 import { BIRTH_INFO, tempDir, windowBody } from '../telemetry/mqtt/fixtures.js';
 
 const birth = (device: string, bdSeq: number): Birth => ({ device, fleet: 'lab', bdSeq, seq: 0, ...BIRTH_INFO, at: 1 });
 const win = (device: string, id: number, bdSeq: number, seq: number): MetricsWindow => ({ id, bdSeq, seq, ...windowBody(id, device) });
+/** A window as a device without a thermal reader and without labels sends it. */
+function bare(device: string, id: number, bdSeq: number, seq: number): MetricsWindow {
+  const { temperatureC: _t, accuracy: _a, ...w } = win(device, id, bdSeq, seq);
+  return w;
+}
 
 describe('SqliteFleetStore', () => {
   const open: FleetStore[] = [];
@@ -124,5 +130,114 @@ describe('SqliteFleetStore', () => {
     const now = 1_700_000_000_000 + 25_000 + 86_400_000;
     expect(store.prune(1, now)).toBe(2);
     expect(store.totals()).toMatchObject([{ windows: 2 }]);
+  });
+
+  it('stores temperature and accuracy when sent, leaves them absent when not, and sums labels per device', async () => {
+    const { file, store } = await fresh();
+    store.recordBirth(birth('a', 1), 1);
+    store.recordWindow({ ...win('a', 1, 1, 1), temperatureC: -3.25, accuracy: { correct: 0, labelled: 7 } }, 'lab', 2);
+    store.recordWindow(bare('a', 2, 1, 2), 'lab', 3);
+    store.recordWindow({ ...win('a', 3, 1, 3), temperatureC: 61.125, accuracy: { correct: 9, labelled: 9 } }, 'lab', 4);
+    store.recordWindow(bare('a', 4, 1, 4), 'lab', 5); // the newest window has neither
+    store.recordWindow(bare('b', 1, 0, 1), 'lab', 6); // a device that never sent either
+
+    const rows = store.latestWindows('a', 10);
+    expect(rows.map((w) => w.id)).toEqual([4, 3, 2, 1]);
+    expect(rows[0]).not.toHaveProperty('temperatureC');
+    expect(rows[0]).not.toHaveProperty('accuracy');
+    expect(rows[1]).toMatchObject({ temperatureC: 61.125, accuracy: { correct: 9, labelled: 9 } });
+    expect(rows[3]).toMatchObject({ temperatureC: -3.25, accuracy: { correct: 0, labelled: 7 } });
+    expect(store.latestTemperature('a')).toBe(61.125);
+    expect(store.latestTemperature('b')).toBeNull();
+    expect(store.latestTemperature('nobody')).toBeNull();
+    expect(store.totals()).toEqual([
+      expect.objectContaining({ device: 'a', windows: 4, labelled: 16, correct: 9 }),
+      expect.objectContaining({ device: 'b', windows: 1, labelled: 0, correct: 0 }),
+    ]);
+
+    // NULL in the file, not 0: absent stays absent across a reopen.
+    store.close();
+    const raw = new Database(file, { readonly: true });
+    expect(raw.prepare("SELECT id, temperature_c, accuracy_correct, accuracy_labelled FROM windows WHERE device = 'a' ORDER BY id").all()).toEqual([
+      { id: 1, temperature_c: -3.25, accuracy_correct: 0, accuracy_labelled: 7 },
+      { id: 2, temperature_c: null, accuracy_correct: null, accuracy_labelled: null },
+      { id: 3, temperature_c: 61.125, accuracy_correct: 9, accuracy_labelled: 9 },
+      { id: 4, temperature_c: null, accuracy_correct: null, accuracy_labelled: null },
+    ]);
+    raw.close();
+    const again = openFleetStore(file, { mustExist: true });
+    open.push(again);
+    expect(again.latestWindows('a', 1)[0]).not.toHaveProperty('accuracy');
+    expect(again.latestWindows('a', 2)[1]).toMatchObject({ temperatureC: 61.125, accuracy: { correct: 9, labelled: 9 } });
+  });
+
+  it('sums labels inside a batch like one by one, and a rolled-back batch adds none', async () => {
+    const { store } = await fresh();
+    store.recordBirth(birth('a', 1), 1);
+    // windowBody carries accuracy 4 of 5 and 51.5 °C.
+    store.transaction(() => {
+      for (let i = 1; i <= 3; i++) store.recordWindow(win('a', i, 1, i), 'lab', 1 + i);
+      store.recordWindow(win('a', 3, 1, 3), 'lab', 5); // redelivery: not summed twice
+    });
+    expect(store.totals()).toEqual([expect.objectContaining({ windows: 3, labelled: 15, correct: 12 })]);
+    expect(() =>
+      store.transaction(() => {
+        store.recordWindow({ ...win('a', 4, 1, 4), temperatureC: 80, accuracy: { correct: 1, labelled: 100 } }, 'lab', 6);
+        throw new Error('disk full');
+      }),
+    ).toThrow('disk full');
+    expect(store.totals()).toEqual([expect.objectContaining({ windows: 3, labelled: 15, correct: 12 })]);
+    expect(store.latestTemperature('a')).toBe(51.5);
+  });
+
+  it('upgrades a version 1 database in place: old rows kept without the new fields, new rows stored with them', async () => {
+    const dir = await tempDir('fleet-store-v1');
+    dirs.push(dir);
+    const file = path.join(dir, 'fleet.db');
+    // The database as an edgeexit with schema 1 left it: only the first migration, one device and one window.
+    const old = new Database(file);
+    old.pragma('journal_mode = WAL');
+    old.exec(MIGRATIONS[0]!);
+    old.pragma('user_version = 1');
+    old.prepare("INSERT INTO devices (device, fleet, online, birth, bd_seq, last_metrics_bd_seq, last_metrics_seq, last_seen) VALUES ('old-1', 'lab', 1, ?, 3, 3, 7, 100)").run(
+      JSON.stringify(birth('old-1', 3)),
+    );
+    old
+      .prepare(
+        `INSERT INTO windows (device, id, bd_seq, seq, window_start, window_end, count, exit_histogram, latency_p50, latency_p95, latency_p99,
+           joules, mean_watts, energy_source, dropped_windows, received_at)
+         VALUES ('old-1', 1, 3, 7, 1700000000000, 1700000010000, 10, '[6,3,1]', 3, 7, 9, 1.5, 0.15, 'model', 0, 100)`,
+      )
+      .run();
+    old.close();
+
+    const store = openFleetStore(file, { mustExist: true });
+    open.push(store);
+    const raw = new Database(file, { readonly: true });
+    expect(raw.pragma('user_version', { simple: true })).toBe(SCHEMA_VERSION);
+    expect(SCHEMA_VERSION).toBe(2);
+    expect((raw.pragma('table_info(windows)') as { name: string }[]).map((c) => c.name).slice(-3)).toEqual(['temperature_c', 'accuracy_correct', 'accuracy_labelled']);
+    raw.close();
+
+    const [kept] = store.latestWindows('old-1', 1);
+    expect(kept).toMatchObject({ device: 'old-1', id: 1, bdSeq: 3, seq: 7, count: 10, exitHistogram: [6, 3, 1], latencyP95: 7, joules: 1.5 });
+    expect(kept).not.toHaveProperty('temperatureC');
+    expect(kept).not.toHaveProperty('accuracy');
+    expect(store.latestTemperature('old-1')).toBeNull();
+    expect(store.totals()).toEqual([expect.objectContaining({ device: 'old-1', windows: 1, count: 10, labelled: 0, correct: 0 })]);
+
+    // New rows after the upgrade, continuing the old session: no false gap, the kept id still a duplicate.
+    expect(store.recordWindow(win('old-1', 1, 3, 8), 'lab', 200)).toEqual({ stored: false, gap: 0, unknownDevice: false });
+    expect(store.recordWindow({ ...win('old-1', 2, 3, 9), temperatureC: 47.25, accuracy: { correct: 3, labelled: 4 } }, 'lab', 201)).toEqual({ stored: true, gap: 0, unknownDevice: false });
+    expect(store.latestWindows('old-1', 1)[0]).toMatchObject({ id: 2, temperatureC: 47.25, accuracy: { correct: 3, labelled: 4 } });
+    expect(store.latestTemperature('old-1')).toBe(47.25);
+    expect(store.totals()).toEqual([expect.objectContaining({ windows: 2, count: 20, labelled: 4, correct: 3 })]);
+
+    // Opening again migrates nothing twice.
+    store.close();
+    open.splice(open.indexOf(store), 1);
+    const again = openFleetStore(file, { mustExist: true });
+    open.push(again);
+    expect(again.latestWindows('old-1', 5).map((w) => w.id)).toEqual([2, 1]);
   });
 });

@@ -34,13 +34,15 @@ export function renderFleetStatus(s: FleetStatus): string {
     d.p95LatencyMs === null ? '-' : d.p95LatencyMs.toFixed(1),
     d.exitRates.length ? d.exitRates.map((r) => pct(r, 0)).join(' / ') : '-',
     d.joulesPerInference === null ? '-' : d.joulesPerInference.toFixed(3),
+    d.accuracy === null ? '-' : pct(d.accuracy, 1),
+    d.temperatureC === null ? '-' : d.temperatureC.toFixed(1),
     new Date(d.lastSeen).toISOString(),
   ]);
   const c = Object.entries(s.counters)
     .filter(([, v]) => v > 0)
     .map(([k, v]) => `${k} ${v}`)
     .join(', ');
-  return `${table(['device', 'status', 'bundle', 'p95 ms', 'exit rates', 'J/inference', 'last seen'], rows)}\n\ncounters  ${c || 'none'}`;
+  return `${table(['device', 'status', 'bundle', 'p95 ms', 'exit rates', 'J/inference', 'accuracy', 'temp °C', 'last seen'], rows)}\n\ncounters  ${c || 'none'}`;
 }
 
 export function fleetModule(io: CliIO): CommandModule<object, object> {
@@ -51,7 +53,7 @@ export function fleetModule(io: CliIO): CommandModule<object, object> {
       y
         .command<FleetStatusOptions>({
           command: 'status',
-          describe: 'One row per device: online, bundle, p95 latency, exit rates, J per inference, last seen',
+          describe: 'One row per device: online, bundle, p95 latency, exit rates, J per inference, accuracy, temperature, last seen',
           builder: (yy) =>
             yy
               .option('db', { type: 'string', describe: 'Fleet database file', default: DEFAULT_DB })
