@@ -39,14 +39,19 @@ export interface WindowRow {
   accuracy?: { correct: number; labelled: number };
 }
 
+/**
+ * Running totals over every window ever stored for the device (de-duplicated). They only grow:
+ * a retention prune deletes windows but not what they added here, because these feed Prometheus
+ * counters, where any drop reads as a reset. `windows` is windows stored in all, not rows kept.
+ */
 export interface DeviceTotals {
   device: string;
   windows: number;
   count: number;
   joules: number;
-  /** Inferences per exit summed over every stored window. */
+  /** Inferences per exit summed over every window stored (pruned ones included). */
   exits: number[];
-  /** Labelled inferences summed over the stored windows that carried accuracy (0 when none). */
+  /** Labelled inferences summed over the windows stored that carried accuracy (0 when none; pruned ones included). */
   labelled: number;
   /** Of those, the ones the device got right (0 when none). */
   correct: number;
@@ -74,12 +79,13 @@ export interface FleetStore {
   transaction<T>(fn: () => T): T;
   counters(): Counters;
   devices(): DeviceRow[];
+  /** Running totals per device, in device order; a device appears once a window of it was stored. */
   totals(): DeviceTotals[];
   /** Most recent windows of a device, newest first. */
   latestWindows(device: string, limit: number): WindowRow[];
   /** Temperature of the device's most recent window that has one (same order as latestWindows); null when none does. */
   latestTemperature(device: string): number | null;
-  /** Delete windows that ended more than `days` days before `now`; returns how many. */
+  /** Delete windows that ended more than `days` days before `now`; returns how many. totals() stays as it was. */
   prune(days: number, now?: number): number;
   close(): void;
 }

@@ -38,7 +38,7 @@ export interface FleetHttpServer {
 }
 
 export interface FleetApiDevice extends DeviceStatus {
-  /** Inferences per exit over the stored windows (exitRates as counts). */
+  /** Inferences per exit over every window stored, pruned ones included (exitRates as counts). */
   exits: number[];
 }
 

@@ -3,10 +3,10 @@
 // the same totals, and several collectors on one database agree. Base units throughout (seconds,
 // joules, watts, degrees Celsius); counters end in `_total`; no sample timestamps (Prometheus stamps the scrape).
 //
-// Counters here are sums over the *stored* windows, so de-duplication already happened. With
-// --retention-days a prune lowers them; Prometheus reads any drop as a counter reset, so rate()
-// over a prune shows a one-off spike. Keeping them monotonic needs the store to fold pruned
-// windows into per-device totals (not done yet).
+// Counters here are the store's running totals (FleetStore.totals()): every window stored, once
+// (de-duplication already happened), and a --retention-days prune does not lower them, since
+// Prometheus reads any drop as a counter reset and rate()/increase() over it would be wrong.
+// The gauges and the summary come from the latest stored window.
 import type { CounterName, FleetStore } from './fleet-store.js';
 
 export const METRICS_CONTENT_TYPE = 'text/plain; version=0.0.4; charset=utf-8';
@@ -78,18 +78,18 @@ export function renderMetrics(store: FleetStore): string {
   // no _sum/_count: the device sends no latency sum and inventing one would be wrong; the
   // inference count is edgeexit_inferences_total.
   const latency = fam('edgeexit_inference_latency_seconds', 'summary', 'End-to-end inference latency quantiles over the latest stored window, as computed on the device.');
-  const inferences = fam('edgeexit_inferences_total', 'counter', 'Inferences in the stored windows.');
-  const exits = fam('edgeexit_exits_total', 'counter', 'Inferences that left at each exit (0 = first) in the stored windows.');
-  const energy = fam('edgeexit_energy_joules_total', 'counter', 'Energy used for inference in the stored windows, in joules.');
+  const inferences = fam('edgeexit_inferences_total', 'counter', 'Inferences in the windows stored (pruned ones included).');
+  const exits = fam('edgeexit_exits_total', 'counter', 'Inferences that left at each exit (0 = first) in the windows stored (pruned ones included).');
+  const energy = fam('edgeexit_energy_joules_total', 'counter', 'Energy used for inference in the windows stored (pruned ones included), in joules.');
   const power = fam('edgeexit_power_watts', 'gauge', 'Mean power over the latest stored window, in watts.');
   const online = fam('edgeexit_device_online', 'gauge', '1 while the device has a live MQTT session (birth seen, no death of that session), else 0.');
   const info = fam('edgeexit_device_info', 'gauge', 'Always 1; labels say which bundle the device announced in its last birth.');
-  const windows = fam('edgeexit_windows_total', 'counter', 'Telemetry windows stored per device.');
+  const windows = fam('edgeexit_windows_total', 'counter', 'Telemetry windows stored per device (pruned ones included).');
   const dropped = fam('edgeexit_device_dropped_windows_total', 'counter', "Windows the device's outbox discarded when full, as the device last reported.");
   // Accuracy as two counters, not a ratio gauge: a ratio cannot be summed over devices or taken
   // over a time range; rate(correct) / rate(labelled) can.
-  const labelled = fam('edgeexit_labelled_inferences_total', 'counter', 'Inferences with a known label (accuracy measured) in the stored windows.');
-  const correct = fam('edgeexit_correct_inferences_total', 'counter', 'Labelled inferences the device got right in the stored windows.');
+  const labelled = fam('edgeexit_labelled_inferences_total', 'counter', 'Inferences with a known label (accuracy measured) in the windows stored (pruned ones included).');
+  const correct = fam('edgeexit_correct_inferences_total', 'counter', 'Labelled inferences the device got right in the windows stored (pruned ones included).');
   const temperature = fam('edgeexit_temperature_celsius', 'gauge', "Hottest thermal zone at the end of the device's latest stored window that reported one, in degrees Celsius.");
   const lastSeen = fam('edgeexit_device_last_seen_timestamp_seconds', 'gauge', 'When the collector last heard from the device, in Unix seconds.');
 
@@ -116,7 +116,7 @@ export function renderMetrics(store: FleetStore): string {
     }
   }
 
-  const messages = fam('edgeexit_collector_messages_total', 'counter', 'Telemetry messages by outcome: stored = metrics windows in the database; unknown_device also counts windows that were stored.');
+  const messages = fam('edgeexit_collector_messages_total', 'counter', 'Telemetry messages by outcome: stored = metrics windows stored (pruned ones included); unknown_device also counts windows that were stored.');
   messages.samples.push({ labels: { result: 'stored' }, value: [...totals.values()].reduce((a, t) => a + t.windows, 0) });
   for (const [name, result] of Object.entries(RESULT_LABEL)) messages.samples.push({ labels: { result }, value: counters[name as CounterName] });
   const gaps = fam('edgeexit_window_gaps_total', 'counter', 'Metrics messages that never arrived, from per-session sequence numbers.');

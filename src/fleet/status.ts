@@ -1,8 +1,8 @@
 // Fleet status: one summary row per device, computed from a FleetStore. Latency is the
 // count-weighted mean of the end-to-end p95 over the device's latest windows (p95s cannot be
 // merged exactly without the raw samples; recent windows say how the device runs now). Exit
-// rates, joules per inference and accuracy are over every stored window (i.e. within the retention);
-// temperature is the latest a device reported.
+// rates, joules per inference and accuracy are over every window ever stored (the store's running
+// totals, which a retention prune does not lower); temperature is the latest a device reported.
 import type { FleetStore } from './fleet-store.js';
 
 export const LATEST_WINDOWS = 10;

@@ -3,6 +3,8 @@
 // and migrated forward on open. De-duplication is the UNIQUE (device, id) key with INSERT OR
 // IGNORE, so a window delivered twice (at-least-once MQTT, outbox resends) is stored once.
 // Each record* call is one transaction, so counters never disagree with the rows they describe.
+// Per-device totals are running sums kept beside the rows (device_totals, device_exit_totals):
+// they only grow, so a retention prune deletes windows without lowering any Prometheus counter.
 import { existsSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
@@ -52,6 +54,28 @@ export const MIGRATIONS: readonly string[] = [
   `ALTER TABLE windows ADD COLUMN temperature_c REAL;
    ALTER TABLE windows ADD COLUMN accuracy_correct INTEGER;
    ALTER TABLE windows ADD COLUMN accuracy_labelled INTEGER;`,
+  // 2 → 3: running totals per device, added to as each window is stored and never lowered by a
+  // prune, so the Prometheus counters built on them only grow (a drop reads as a counter reset).
+  // Backfilled from the rows already stored, so an upgraded database keeps its numbers.
+  `CREATE TABLE device_totals (
+     device TEXT PRIMARY KEY,
+     windows INTEGER NOT NULL,
+     count INTEGER NOT NULL,
+     joules REAL NOT NULL,
+     labelled INTEGER NOT NULL,
+     correct INTEGER NOT NULL
+   );
+   CREATE TABLE device_exit_totals (
+     device TEXT NOT NULL,
+     exit INTEGER NOT NULL,
+     n INTEGER NOT NULL,
+     PRIMARY KEY (device, exit)
+   ) WITHOUT ROWID;
+   INSERT INTO device_totals (device, windows, count, joules, labelled, correct)
+     SELECT device, COUNT(*), SUM(count), TOTAL(joules), COALESCE(SUM(accuracy_labelled), 0), COALESCE(SUM(accuracy_correct), 0)
+     FROM windows GROUP BY device;
+   INSERT INTO device_exit_totals (device, exit, n)
+     SELECT w.device, CAST(j.key AS INTEGER), SUM(j.value) FROM windows w, json_each(w.exit_histogram) j GROUP BY w.device, CAST(j.key AS INTEGER);`,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;
@@ -160,15 +184,25 @@ class SqliteFleetStore implements FleetStore {
       bump: db.prepare('INSERT INTO counters (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = value + excluded.value'),
       counters: db.prepare<[], { name: string; value: number }>('SELECT name, value FROM counters'),
       devices: db.prepare<[], DeviceDbRow>('SELECT * FROM devices ORDER BY device'),
-      // SUM over only NULLs is NULL; TOTAL would be a float. COALESCE keeps integers and 0.
+      // Running totals (migration 3): run only when insertWindow stored a row, in its transaction,
+      // so a duplicate adds nothing and a rolled-back batch takes its additions with it.
+      addTotals: db.prepare(
+        `INSERT INTO device_totals (device, windows, count, joules, labelled, correct) VALUES (?, 1, ?, ?, ?, ?)
+         ON CONFLICT (device) DO UPDATE SET windows = windows + 1, count = count + excluded.count, joules = joules + excluded.joules,
+           labelled = labelled + excluded.labelled, correct = correct + excluded.correct`,
+      ),
+      // One statement for the whole histogram; zeros too, so every exit the device has gets a row.
+      // (WHERE true: an upsert after a SELECT needs it, else ON CONFLICT parses as a join constraint.)
+      addExits: db.prepare(
+        `INSERT INTO device_exit_totals (device, exit, n) SELECT ?, CAST(key AS INTEGER), value FROM json_each(?) WHERE true
+         ON CONFLICT (device, exit) DO UPDATE SET n = n + excluded.n`,
+      ),
+      // Totals read the running totals, not SUMs over `windows`: a prune deletes rows but must not
+      // lower counters that feed Prometheus (metrics.ts), fleet status and the API.
       totals: db.prepare<[], { device: string; windows: number; count: number; joules: number; labelled: number; correct: number }>(
-        `SELECT device, COUNT(*) AS windows, SUM(count) AS count, SUM(joules) AS joules,
-           COALESCE(SUM(accuracy_labelled), 0) AS labelled, COALESCE(SUM(accuracy_correct), 0) AS correct
-         FROM windows GROUP BY device ORDER BY device`,
+        'SELECT device, windows, count, joules, labelled, correct FROM device_totals ORDER BY device',
       ),
-      exits: db.prepare<[], { device: string; k: number; n: number }>(
-        'SELECT w.device AS device, CAST(j.key AS INTEGER) AS k, SUM(j.value) AS n FROM windows w, json_each(w.exit_histogram) j GROUP BY w.device, k',
-      ),
+      exits: db.prepare<[], { device: string; k: number; n: number }>('SELECT device, exit AS k, n FROM device_exit_totals'),
       latest: db.prepare<[string, number], WindowDbRow>('SELECT * FROM windows WHERE device = ? ORDER BY window_end DESC, id DESC LIMIT ?'),
       // Same order as `latest`, over the windows that carry a temperature (windows_device_end serves it).
       latestTemperature: db.prepare<[string], { temperature_c: number }>(
@@ -220,8 +254,9 @@ class SqliteFleetStore implements FleetStore {
       if (unknownDevice) this.q.bump.run('unknownDevice', 1);
       // Positional: binding by name costs ~3 µs a message, a tenth of the write (ingest benchmark).
       const e2e = w.latencyMs.endToEnd;
+      const histogram = JSON.stringify(w.exitHistogram);
       const r = this.q.insertWindow.run(
-        w.device, w.id, w.bdSeq, w.seq, w.windowStart, w.windowEnd, w.count, JSON.stringify(w.exitHistogram),
+        w.device, w.id, w.bdSeq, w.seq, w.windowStart, w.windowEnd, w.count, histogram,
         e2e.p50, e2e.p95, e2e.p99, w.energy.joules, w.energy.meanWatts, w.energy.source, w.droppedWindows, seenAt,
         w.temperatureC ?? null, w.accuracy?.correct ?? null, w.accuracy?.labelled ?? null,
       );
@@ -242,6 +277,8 @@ class SqliteFleetStore implements FleetStore {
         this.q.bump.run('duplicates', 1);
         return { stored: false, gap, unknownDevice };
       }
+      this.q.addTotals.run(w.device, w.count, w.energy.joules, w.accuracy?.labelled ?? 0, w.accuracy?.correct ?? 0);
+      this.q.addExits.run(w.device, histogram);
       return { stored: true, gap, unknownDevice };
     });
   }
@@ -333,6 +370,7 @@ class SqliteFleetStore implements FleetStore {
     return this.q.latestTemperature.get(device)?.temperature_c ?? null;
   }
 
+  // Deletes rows only: device_totals and device_exit_totals keep what the pruned windows added.
   prune(days: number, now = Date.now()): number {
     return this.q.prune.run(now - days * 86_400_000).changes;
   }

@@ -243,9 +243,11 @@ describe('collector with the embedded aedes broker', () => {
       await until(() => c.store.devices()[0]?.online === false, 'offline after clean death');
       await c.close();
 
-      // The fixture windows are from 2023: a 30-day retention drops them on the next start.
+      // The fixture windows are from 2023: a 30-day retention drops them on the next start. The
+      // running totals keep them (they feed Prometheus counters, which must not go down).
       const again = await startCollector({ dbFile: c.store.file, port: 0, host: '127.0.0.1', retentionDays: 30, onLog: (l) => logs.push(l) });
-      expect(again.store.totals()).toEqual([]);
+      expect(again.store.latestWindows('jetson-1', 10)).toEqual([]);
+      expect(again.store.totals()).toMatchObject([{ device: 'jetson-1', windows: 3, count: 30, joules: 4.5 }]);
       expect(logs).toContain('retention: deleted 3 windows older than 30 days');
       await again.close();
     } finally {

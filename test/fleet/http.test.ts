@@ -7,7 +7,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { collectCommand } from '../../src/cli/commands/collect.js';
-import { escapeLabelValue, parseHttpListen, startCollector, type Collector, type FleetApi, type WindowsApi } from '../../src/fleet/index.js';
+import { escapeLabelValue, openFleetStore, parseHttpListen, startCollector, type Collector, type FleetApi, type WindowsApi } from '../../src/fleet/index.js';
 import { TelemetryPublisher, connectMqtt, topicFor, type MqttConnection, type WindowInput } from '../../src/telemetry/index.js';
 import { InputError } from '../../src/util/errors.js';
 import { runCli } from '../cli/helpers.js';
@@ -296,6 +296,59 @@ describe('collector /metrics and JSON API', () => {
         `collector HTTP server cannot listen on 127.0.0.1:${busy}: port ${busy} is in use`,
       );
     });
+  });
+});
+
+describe('collector /metrics across a retention prune', () => {
+  it('keeps every counter at what the devices sent in all, not what is still stored', async () => {
+    const dir = await tempDir('fleet-http-retention');
+    const dbFile = path.join(dir, 'fleet.db');
+    // Four windows stored by an earlier run; with a 1-day retention at this `now`, the two that
+    // ended before T0 + 25 s are deleted when the collector starts.
+    const earlier = [0, 1, 2, 3].map((i) => win(i, 3, PI_A_EXTRA[i]));
+    const store = openFleetStore(dbFile);
+    store.recordBirth({ device: 'old-a', fleet: FLEET, bdSeq: 1, seq: 0, ...BIRTH_INFO, at: T0 }, T0);
+    store.transaction(() => earlier.forEach((w, i) => store.recordWindow({ id: i, bdSeq: 1, seq: i + 1, device: 'old-a', droppedWindows: 0, ...w }, FLEET, T0)));
+    store.close();
+    const logs: string[] = [];
+    const now = T0 + 25_000 + 86_400_000;
+    const c = await startCollector({ dbFile, port: 0, host: '127.0.0.1', http: { host: '127.0.0.1', port: 0 }, retentionDays: 1, now: () => now, onLog: (l) => logs.push(l) });
+    const conn = await connectMqtt({ url: c.url, clientId: 'raw-http-retention', protocolVersion: 4 });
+    try {
+      expect(logs).toContain('retention: deleted 2 windows older than 1 days');
+      expect(c.store.latestWindows('old-a', 10).map((w) => w.id)).toEqual([3, 2]);
+      // One more window after the prune, and the same one again (a duplicate adds nothing).
+      const later = win(4, 4, { accuracy: { correct: 1, labelled: 2 } });
+      const t = topicFor(FLEET, 'old-a', 'metrics');
+      await conn.publish(topicFor(FLEET, 'old-a', 'birth'), json({ device: 'old-a', fleet: FLEET, bdSeq: 2, seq: 0, ...BIRTH_INFO, at: now }));
+      await conn.publish(t, json({ id: 4, bdSeq: 2, seq: 1, device: 'old-a', droppedWindows: 0, ...later }));
+      await conn.publish(t, json({ id: 4, bdSeq: 2, seq: 1, device: 'old-a', droppedWindows: 0, ...later }));
+      await until(() => c.counters().duplicates === 1, 'the duplicate');
+
+      const r = await get(`${c.httpUrl}/metrics`);
+      expect(r.status).toBe(200);
+      const fams = parseExposition(r.body);
+      const all = [...earlier, later];
+      const e = { ...sums(all), ...labels(all) };
+      expect(e).toMatchObject({ count: 60, exits: [42, 5, 10, 3] });
+      const d = { device: 'old-a', fleet: FLEET };
+      expect(sampleValue(fams, 'edgeexit_windows_total', d)).toBe(5);
+      expect(sampleValue(fams, 'edgeexit_inferences_total', d)).toBe(e.count);
+      expect(sampleValue(fams, 'edgeexit_energy_joules_total', d)).toBe(e.joules);
+      expect(sampleValue(fams, 'edgeexit_labelled_inferences_total', d)).toBe(e.labelled);
+      expect(sampleValue(fams, 'edgeexit_correct_inferences_total', d)).toBe(e.correct);
+      e.exits.forEach((n, k) => expect(sampleValue(fams, 'edgeexit_exits_total', { ...d, exit: String(k) }), `exit ${k}`).toBe(n));
+      expect(fams.get('edgeexit_exits_total')!.samples).toHaveLength(4);
+      expect(sampleValue(fams, 'edgeexit_collector_messages_total', { result: 'stored' })).toBe(5);
+      expect(sampleValue(fams, 'edgeexit_collector_messages_total', { result: 'duplicate' })).toBe(1);
+      // The JSON API and fleet status read the same running totals.
+      const api = JSON.parse((await get(`${c.httpUrl}/api/fleet`)).body) as FleetApi;
+      expect(api.devices).toEqual([expect.objectContaining({ device: 'old-a', windows: 5, inferences: 60, exits: [42, 5, 10, 3], labelled: e.labelled, correct: e.correct })]);
+    } finally {
+      await conn.end();
+      await c.close();
+      await fsp.rm(dir, { recursive: true, force: true });
+    }
   });
 });
 

@@ -4,10 +4,11 @@ import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
-import { SCHEMA_VERSION, openFleetStore, type FleetStore } from '../../src/fleet/index.js';
+import { SCHEMA_VERSION, openFleetStore, renderMetrics, type FleetStore } from '../../src/fleet/index.js';
 import { MIGRATIONS } from '../../src/fleet/store.js';
 import type { Birth, MetricsWindow } from '../../src/telemetry/index.js';
 import { BIRTH_INFO, tempDir, windowBody } from '../telemetry/mqtt/fixtures.js';
+import { parseExposition, sampleValue } from './prom-parse.js';
 
 const birth = (device: string, bdSeq: number): Birth => ({ device, fleet: 'lab', bdSeq, seq: 0, ...BIRTH_INFO, at: 1 });
 const win = (device: string, id: number, bdSeq: number, seq: number): MetricsWindow => ({ id, bdSeq, seq, ...windowBody(id, device) });
@@ -121,7 +122,7 @@ describe('SqliteFleetStore', () => {
     expect(store.counters()).toMatchObject({ staleDeaths: 1, unknownDevice: 1 });
   });
 
-  it('deletes windows older than the retention and returns latest windows newest first', async () => {
+  it('deletes windows older than the retention and returns latest windows newest first; totals keep the pruned ones', async () => {
     const { store } = await fresh();
     store.recordBirth(birth('a', 0), 0);
     for (let i = 0; i < 4; i++) store.recordWindow(win('a', i, 0, i + 1), 'lab', 0);
@@ -129,7 +130,102 @@ describe('SqliteFleetStore', () => {
     // windowBody(i) ends at 1_700_000_000_000 + (i + 1) × 10 s.
     const now = 1_700_000_000_000 + 25_000 + 86_400_000;
     expect(store.prune(1, now)).toBe(2);
-    expect(store.totals()).toMatchObject([{ windows: 2 }]);
+    expect(store.latestWindows('a', 10).map((w) => w.id)).toEqual([3, 2]);
+    // Running totals: what the pruned windows added stays (Prometheus counters must not drop).
+    expect(store.totals()).toEqual([{ device: 'a', windows: 4, count: 40, joules: 6, exits: [24, 12, 4], labelled: 20, correct: 16 }]);
+  });
+
+  it('keeps totals, exit sums and /metrics counters monotonic across prunes, and equal to everything sent', async () => {
+    const { store } = await fresh();
+    store.recordBirth(birth('a', 1), 1);
+    store.recordBirth(birth('b', 1), 1);
+    // Windows that differ, so a per-exit or per-device mix-up shows; b has a longer histogram and no labels.
+    const sent: MetricsWindow[] = [];
+    for (let i = 0; i < 6; i++) sent.push({ ...win('a', i, 1, i + 1), count: 10 + i, exitHistogram: [5, 3 + i, 2], energy: { joules: 0.25 * (i + 1), meanWatts: 0.5, source: 'sensor', meter: 'ina3221-hwmon' }, accuracy: { correct: i, labelled: i + 1 } });
+    for (let i = 0; i < 3; i++) sent.push({ ...bare('b', i, 1, i + 1), count: 4, exitHistogram: [1, 0, 0, 3] });
+    store.transaction(() => {
+      for (const w of sent) expect(store.recordWindow(w, 'lab', 2).stored).toBe(true);
+    });
+    const want = (device: string) => {
+      const ws = sent.filter((w) => w.device === device);
+      const exits: number[] = [];
+      for (const w of ws) w.exitHistogram.forEach((n, k) => (exits[k] = (exits[k] ?? 0) + n));
+      return {
+        device,
+        windows: ws.length,
+        count: ws.reduce((a, w) => a + w.count, 0),
+        joules: ws.reduce((a, w) => a + w.energy.joules, 0),
+        exits,
+        labelled: ws.reduce((a, w) => a + (w.accuracy?.labelled ?? 0), 0),
+        correct: ws.reduce((a, w) => a + (w.accuracy?.correct ?? 0), 0),
+      };
+    };
+    const all = [want('a'), want('b')];
+    expect(store.totals()).toEqual(all);
+    expect(all[0]).toMatchObject({ windows: 6, count: 75, joules: 5.25, exits: [30, 33, 12], labelled: 21, correct: 15 });
+
+    const scrape = () => parseExposition(renderMetrics(store));
+    const before = scrape();
+    // Prune in steps, down to no rows at all; nothing that feeds a counter may go down.
+    const T = 1_700_000_000_000;
+    let last = store.totals();
+    for (const ended of [25_000, 45_000, 1_000_000]) {
+      expect(store.prune(1, T + ended + 86_400_000)).toBeGreaterThan(0);
+      const now = store.totals();
+      expect(now).toEqual(all);
+      for (const t of now) {
+        const prev = last.find((p) => p.device === t.device)!;
+        for (const k of ['windows', 'count', 'joules', 'labelled', 'correct'] as const) expect(t[k]).toBeGreaterThanOrEqual(prev[k]);
+        t.exits.forEach((n, k) => expect(n).toBeGreaterThanOrEqual(prev.exits[k]!));
+      }
+      last = now;
+    }
+    expect(store.latestWindows('a', 10)).toEqual([]);
+    expect(store.latestWindows('b', 10)).toEqual([]);
+
+    const fams = scrape();
+    for (const e of all) {
+      const d = { device: e.device, fleet: 'lab' };
+      expect(sampleValue(fams, 'edgeexit_windows_total', d), e.device).toBe(e.windows);
+      expect(sampleValue(fams, 'edgeexit_inferences_total', d), e.device).toBe(e.count);
+      expect(sampleValue(fams, 'edgeexit_energy_joules_total', d), e.device).toBe(e.joules);
+      expect(sampleValue(fams, 'edgeexit_labelled_inferences_total', d), e.device).toBe(e.labelled);
+      expect(sampleValue(fams, 'edgeexit_correct_inferences_total', d), e.device).toBe(e.correct);
+      e.exits.forEach((n, k) => expect(sampleValue(fams, 'edgeexit_exits_total', { ...d, exit: String(k) }), `${e.device} exit ${k}`).toBe(n));
+      expect(fams.get('edgeexit_exits_total')!.samples.filter((s) => s.labels.device === e.device)).toHaveLength(e.exits.length);
+    }
+    expect(sampleValue(fams, 'edgeexit_collector_messages_total', { result: 'stored' })).toBe(9);
+    // Every counter sample is where it was before the prunes (none dropped, none vanished) but the
+    // device-reported dropped-windows counter, read from the latest stored window: with no window
+    // left its series is absent (stale to Prometheus), not lower.
+    expect(fams.get('edgeexit_device_dropped_windows_total')!.samples).toEqual([]);
+    for (const f of before.values()) {
+      if (f.type !== 'counter' || f.name === 'edgeexit_device_dropped_windows_total') continue;
+      for (const s of f.samples) expect(sampleValue(fams, f.name, s.labels, s.name), `${s.name} ${JSON.stringify(s.labels)}`).toBe(s.value);
+    }
+
+    // A window stored after the prunes adds to the totals; the same window again adds nothing.
+    const more = { ...win('a', 100, 1, 7), exitHistogram: [6, 3, 1] };
+    expect(store.recordWindow(more, 'lab', 3).stored).toBe(true);
+    expect(store.recordWindow(more, 'lab', 4).stored).toBe(false);
+    expect(store.totals()[0]).toEqual({ ...all[0], windows: 7, count: 85, joules: 6.75, exits: [36, 36, 13], labelled: 26, correct: 19 });
+    expect(store.counters().duplicates).toBe(1);
+  });
+
+  it('adds a duplicate window to no total, one by one or in a batch', async () => {
+    const { store } = await fresh();
+    store.recordBirth(birth('a', 1), 1);
+    store.recordWindow(win('a', 1, 1, 1), 'lab', 2);
+    const once = store.totals();
+    expect(once).toEqual([{ device: 'a', windows: 1, count: 10, joules: 1.5, exits: [6, 3, 1], labelled: 5, correct: 4 }]);
+    expect(store.recordWindow(win('a', 1, 1, 1), 'lab', 3).stored).toBe(false); // redelivery
+    store.recordBirth(birth('a', 2), 4);
+    store.transaction(() => {
+      expect(store.recordWindow(win('a', 1, 2, 1), 'lab', 5).stored).toBe(false); // outbox resend in a new session
+      expect(store.recordWindow(win('a', 1, 2, 2), 'lab', 6).stored).toBe(false);
+    });
+    expect(store.totals()).toEqual(once);
+    expect(store.counters().duplicates).toBe(3);
   });
 
   it('stores temperature and accuracy when sent, leaves them absent when not, and sums labels per device', async () => {
@@ -190,6 +286,35 @@ describe('SqliteFleetStore', () => {
     expect(store.latestTemperature('a')).toBe(51.5);
   });
 
+  it('a rolled-back batch leaves the running totals and exit sums as they were, for every device it touched', async () => {
+    const { file, store } = await fresh();
+    store.recordBirth(birth('a', 1), 1);
+    store.transaction(() => {
+      for (let i = 1; i <= 2; i++) store.recordWindow(win('a', i, 1, i), 'lab', 1 + i);
+    });
+    const before = store.totals();
+    expect(before).toEqual([{ device: 'a', windows: 2, count: 20, joules: 3, exits: [12, 6, 2], labelled: 10, correct: 8 }]);
+    expect(() =>
+      store.transaction(() => {
+        expect(store.recordWindow({ ...win('a', 3, 1, 3), exitHistogram: [1, 2, 3, 4], count: 10 }, 'lab', 4).stored).toBe(true);
+        expect(store.recordWindow(win('new', 1, 0, 1), 'lab', 5).stored).toBe(true); // a device first seen in the batch
+        expect(store.totals()).toHaveLength(2); // inside the batch it counted
+        throw new Error('disk full');
+      }),
+    ).toThrow('disk full');
+    expect(store.totals()).toEqual(before);
+    const raw = new Database(file, { readonly: true });
+    expect(raw.prepare('SELECT device, exit, n FROM device_exit_totals ORDER BY device, exit').all()).toEqual([
+      { device: 'a', exit: 0, n: 12 },
+      { device: 'a', exit: 1, n: 6 },
+      { device: 'a', exit: 2, n: 2 },
+    ]);
+    raw.close();
+    // The same windows, sent again after the rollback, are new: they count once.
+    expect(store.recordWindow(win('a', 3, 1, 3), 'lab', 6).stored).toBe(true);
+    expect(store.totals()).toEqual([{ device: 'a', windows: 3, count: 30, joules: 4.5, exits: [18, 9, 3], labelled: 15, correct: 12 }]);
+  });
+
   it('upgrades a version 1 database in place: old rows kept without the new fields, new rows stored with them', async () => {
     const dir = await tempDir('fleet-store-v1');
     dirs.push(dir);
@@ -215,7 +340,7 @@ describe('SqliteFleetStore', () => {
     open.push(store);
     const raw = new Database(file, { readonly: true });
     expect(raw.pragma('user_version', { simple: true })).toBe(SCHEMA_VERSION);
-    expect(SCHEMA_VERSION).toBe(2);
+    expect(SCHEMA_VERSION).toBe(3);
     expect((raw.pragma('table_info(windows)') as { name: string }[]).map((c) => c.name).slice(-3)).toEqual(['temperature_c', 'accuracy_correct', 'accuracy_labelled']);
     raw.close();
 
@@ -224,14 +349,14 @@ describe('SqliteFleetStore', () => {
     expect(kept).not.toHaveProperty('temperatureC');
     expect(kept).not.toHaveProperty('accuracy');
     expect(store.latestTemperature('old-1')).toBeNull();
-    expect(store.totals()).toEqual([expect.objectContaining({ device: 'old-1', windows: 1, count: 10, labelled: 0, correct: 0 })]);
+    expect(store.totals()).toEqual([{ device: 'old-1', windows: 1, count: 10, joules: 1.5, exits: [6, 3, 1], labelled: 0, correct: 0 }]);
 
     // New rows after the upgrade, continuing the old session: no false gap, the kept id still a duplicate.
     expect(store.recordWindow(win('old-1', 1, 3, 8), 'lab', 200)).toEqual({ stored: false, gap: 0, unknownDevice: false });
     expect(store.recordWindow({ ...win('old-1', 2, 3, 9), temperatureC: 47.25, accuracy: { correct: 3, labelled: 4 } }, 'lab', 201)).toEqual({ stored: true, gap: 0, unknownDevice: false });
     expect(store.latestWindows('old-1', 1)[0]).toMatchObject({ id: 2, temperatureC: 47.25, accuracy: { correct: 3, labelled: 4 } });
     expect(store.latestTemperature('old-1')).toBe(47.25);
-    expect(store.totals()).toEqual([expect.objectContaining({ windows: 2, count: 20, labelled: 4, correct: 3 })]);
+    expect(store.totals()).toEqual([{ device: 'old-1', windows: 2, count: 20, joules: 3, exits: [12, 6, 2], labelled: 4, correct: 3 }]);
 
     // Opening again migrates nothing twice.
     store.close();
@@ -239,5 +364,72 @@ describe('SqliteFleetStore', () => {
     const again = openFleetStore(file, { mustExist: true });
     open.push(again);
     expect(again.latestWindows('old-1', 5).map((w) => w.id)).toEqual([2, 1]);
+  });
+
+  it('upgrades a version 2 database in place with running totals backfilled from its rows, which a prune then leaves alone', async () => {
+    const dir = await tempDir('fleet-store-v2');
+    dirs.push(dir);
+    const file = path.join(dir, 'fleet.db');
+    // The database as an edgeexit with schema 2 left it: every migration but the running totals.
+    const old = new Database(file);
+    old.pragma('journal_mode = WAL');
+    const v2 = MIGRATIONS.slice(0, 2);
+    expect(v2).toHaveLength(2);
+    old.transaction(() => {
+      for (const m of v2) old.exec(m);
+      old.pragma(`user_version = ${v2.length}`);
+    })();
+    const insert = old.prepare(
+      `INSERT INTO windows (device, id, bd_seq, seq, window_start, window_end, count, exit_histogram, latency_p50, latency_p95, latency_p99,
+         joules, mean_watts, energy_source, dropped_windows, received_at, temperature_c, accuracy_correct, accuracy_labelled)
+       VALUES (?, ?, 1, ?, ?, ?, ?, ?, 3, 7, 9, ?, 0.1, 'model', 0, 100, ?, ?, ?)`,
+    );
+    const T = 1_700_000_000_000;
+    // d1: labels in some rows only, the newest two rows in a later session; d2: a longer histogram, no labels; d3: a device with no windows.
+    const rows: [string, number, number, number, number[], number, number | null, number | null][] = [
+      ['d1', 1, 1, 10, [6, 3, 1], 1.25, 4, 5],
+      ['d1', 2, 2, 12, [6, 5, 1], 0.5, null, null],
+      ['d1', 3, 3, 8, [8, 0, 0], 2.75, 7, 7],
+      ['d2', 1, 1, 9, [1, 2, 3, 3], 0.125, null, null],
+      ['d2', 2, 2, 3, [0, 0, 0, 3], 0.375, null, null],
+    ];
+    for (const [device, id, i, count, hist, joules, correct, labelled] of rows)
+      insert.run(device, id, i, T + i * 10_000, T + (i + 1) * 10_000, count, JSON.stringify(hist), joules, 40 + i, correct, labelled);
+    old.prepare("INSERT INTO devices (device, fleet, online, last_seen) VALUES ('d3', 'lab', 0, 5)").run();
+    const sums = old
+      .prepare<[], { device: string; windows: number; count: number; joules: number; labelled: number; correct: number }>(
+        `SELECT device, COUNT(*) AS windows, SUM(count) AS count, SUM(joules) AS joules, COALESCE(SUM(accuracy_labelled), 0) AS labelled,
+           COALESCE(SUM(accuracy_correct), 0) AS correct FROM windows GROUP BY device ORDER BY device`,
+      )
+      .all();
+    old.close();
+
+    const store = openFleetStore(file, { mustExist: true });
+    open.push(store);
+    const raw = new Database(file, { readonly: true });
+    expect(raw.pragma('user_version', { simple: true })).toBe(SCHEMA_VERSION);
+    raw.close();
+    const backfilled = [
+      { device: 'd1', windows: 3, count: 30, joules: 4.5, exits: [20, 8, 2], labelled: 12, correct: 11 },
+      { device: 'd2', windows: 2, count: 12, joules: 0.5, exits: [1, 2, 3, 6], labelled: 0, correct: 0 },
+    ];
+    expect(store.totals()).toEqual(backfilled);
+    // The same numbers the SUMs over the old rows gave.
+    expect(store.totals().map(({ exits: _e, ...t }) => t)).toEqual(sums);
+    expect(store.latestWindows('d1', 10).map((w) => w.id)).toEqual([3, 2, 1]);
+
+    // Pruning the old rows keeps the backfilled totals; a new window adds to them, a kept id does not.
+    expect(store.prune(1, T + 35_000 + 86_400_000)).toBe(4);
+    expect(store.totals()).toEqual(backfilled);
+    expect(store.recordWindow(win('d1', 3, 1, 3), 'lab', 200).stored).toBe(false); // still stored: a duplicate
+    expect(store.recordWindow(win('d2', 3, 1, 4), 'lab', 201).stored).toBe(true);
+    expect(store.totals()[1]).toEqual({ device: 'd2', windows: 3, count: 22, joules: 2, exits: [7, 5, 4, 6], labelled: 5, correct: 4 });
+
+    // Opening again backfills nothing twice.
+    store.close();
+    open.splice(open.indexOf(store), 1);
+    const again = openFleetStore(file, { mustExist: true });
+    open.push(again);
+    expect(again.totals()).toEqual([backfilled[0], { device: 'd2', windows: 3, count: 22, joules: 2, exits: [7, 5, 4, 6], labelled: 5, correct: 4 }]);
   });
 });
