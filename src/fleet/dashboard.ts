@@ -1,6 +1,7 @@
 // The fleet dashboard served by the collector at `/`: one self-contained page (inline CSS, JS and
 // SVG, nothing from a CDN: devices and collectors are often offline). It polls /api/fleet and
-// /api/devices/<id>/windows and draws per-device p95 latency and joules per inference over time,
+// /api/devices/<id>/windows and draws per-device p95 latency and joules per inference over time
+// (with on-device accuracy and the latest temperature where devices report them),
 // the exit-rate histogram and the online state. All text goes in through textContent, because
 // bundle names come from devices. The script is plain browser JS kept in its own string (no
 // backticks or template holes inside) so http.ts can allow exactly it by hash in the CSP.
@@ -101,7 +102,9 @@ function deviceCard(d, w) {
   head.appendChild(el('span', { class: 'meta' }, 'fleet ' + d.fleet + ' · ' + (d.bundle ? d.bundle.name + ' ' + d.bundle.version : 'no birth seen') + ' · last seen ' + time(d.lastSeen) + ' UTC'));
   card.appendChild(head);
   var stats = el('p', { class: 'stats' });
-  stats.textContent = d.inferences + ' inferences in ' + d.windows + ' windows · p95 ' + fmt(d.p95LatencyMs, 1) + ' ms (latest windows) · ' + fmt(d.joulesPerInference, 4) + ' J/inference';
+  stats.textContent = d.inferences + ' inferences in ' + d.windows + ' windows · p95 ' + fmt(d.p95LatencyMs, 1) + ' ms (latest windows) · ' + fmt(d.joulesPerInference, 4) + ' J/inference' +
+    (d.accuracy === null || d.accuracy === undefined ? '' : ' · accuracy ' + fmt(100 * d.accuracy, 1) + ' % of ' + d.labelled + ' labelled') +
+    (d.temperatureC === null || d.temperatureC === undefined ? '' : ' · ' + fmt(d.temperatureC, 1) + ' °C');
   card.appendChild(stats);
   var charts = el('div', { class: 'charts' });
   charts.appendChild(lineChart('chart-latency', 'p95 latency', 'ms', w.windows.map(function (x) { return { x: x.windowEnd, y: x.latencyMs.p95 }; }), 1));

@@ -43,7 +43,7 @@ describe.skipIf(!existsSync(CHROMIUM))('fleet dashboard in headless Chromium', (
   const consoleErrors: string[] = [];
   // What the devices send; the page must show exactly this.
   const sent: Record<string, WindowInput[]> = {
-    'jetson-1': [win(0, [5, 3, 2], 7), win(1, [8, 1, 1], 4.5), win(2, [2, 2, 6], 12), win(3, [9, 0, 1], 3.25)],
+    'jetson-1': [{ ...win(0, [5, 3, 2], 7), accuracy: { correct: 8, labelled: 10 } }, win(1, [8, 1, 1], 4.5), win(2, [2, 2, 6], 12), { ...win(3, [9, 0, 1], 3.25), temperatureC: 51.5 }],
     'pi-old': [win(0, [1, 4], 20), win(1, [3, 3], 18)],
   };
 
@@ -92,6 +92,15 @@ describe.skipIf(!existsSync(CHROMIUM))('fleet dashboard in headless Chromium', (
     expect(await page.textContent('section[data-device="ghost"] .meta')).toContain('no birth seen');
     expect(await page.textContent('section[data-device="jetson-1"] .meta')).toContain('mnist-exits 1.2.0');
     expect(await page.textContent('#summary')).toMatch(/^3 devices, 1 online/);
+  });
+
+  it('shows on-device accuracy and the latest temperature where the device reported them, nothing where not', async () => {
+    const stats = await page.textContent('section[data-device="jetson-1"] .stats');
+    expect(stats).toContain('accuracy 80.0 % of 10 labelled');
+    expect(stats).toContain('51.5 °C');
+    const old = await page.textContent('section[data-device="pi-old"] .stats');
+    expect(old).not.toContain('accuracy');
+    expect(old).not.toContain('°C');
   });
 
   it('draws one latency point per stored window, at the sent p95', async () => {
