@@ -103,8 +103,8 @@ function deviceCard(d, w) {
   card.appendChild(head);
   var stats = el('p', { class: 'stats' });
   stats.textContent = d.inferences + ' inferences in ' + d.windows + ' windows · p95 ' + fmt(d.p95LatencyMs, 1) + ' ms (latest windows) · ' + fmt(d.joulesPerInference, 4) + ' J/inference' +
-    (d.accuracy === null || d.accuracy === undefined ? '' : ' · accuracy ' + fmt(100 * d.accuracy, 1) + ' % of ' + d.labelled + ' labelled') +
-    (d.temperatureC === null || d.temperatureC === undefined ? '' : ' · ' + fmt(d.temperatureC, 1) + ' °C');
+    (d.accuracy == null ? '' : ' · accuracy ' + fmt(100 * d.accuracy, 1) + ' % of ' + d.labelled + ' labelled') +
+    (d.temperatureC == null ? '' : ' · ' + fmt(d.temperatureC, 1) + ' °C');
   card.appendChild(stats);
   var charts = el('div', { class: 'charts' });
   charts.appendChild(lineChart('chart-latency', 'p95 latency', 'ms', w.windows.map(function (x) { return { x: x.windowEnd, y: x.latencyMs.p95 }; }), 1));

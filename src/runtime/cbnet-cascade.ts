@@ -79,9 +79,6 @@ export async function runCbnetBatch(models: CbnetModels, order: readonly CbnetEx
   const n = image.dims[0] ?? 0;
   const samples = new Array<CbnetSample>(n);
   const runs: CbnetRun[] = [];
-  // Parallel to `runs`, copied into each leaving sample (slice is cheaper than mapping runs).
-  const runMs: number[] = [];
-  const runNames: CbnetRunName[] = [];
   const last = order.length - 1;
   // The clock costs ~0.25 µs a read on the 2-vCPU VM: read it around runs only; the batch starts
   // with its first run and a sample's latency ends with the run that decided it. Runs are timed
@@ -96,12 +93,6 @@ export async function runCbnetBatch(models: CbnetModels, order: readonly CbnetEx
   /** Tensors backbone stages handed on, rows as in `active`. */
   let carried: Record<string, PlainTensor> = {};
   let probs = new Float64Array(0);
-  const record = (name: CbnetRunName, s0: number, rows: number): void => {
-    const ms = lastEnd - s0;
-    runs.push({ name, ms, rows });
-    runMs.push(ms);
-    runNames.push(name);
-  };
 
   for (let k = 0; k <= last && active.length > 0; k++) {
     const point = order[k]!;
@@ -127,7 +118,7 @@ export async function runCbnetBatch(models: CbnetModels, order: readonly CbnetEx
       if (t0 < 0) t0 = s0;
       const out = await stage.run(feeds, fetch);
       lastEnd = performance.now();
-      record(point, s0, m);
+      runs.push({ name: point, ms: lastEnd - s0, rows: m });
       logits = out[stage.exit]!;
       const next: Record<string, PlainTensor> = {};
       for (const c of stage.carry) if (c !== models.backbone.inputName) next[c] = out[c] ?? carried[c]!;
@@ -140,7 +131,7 @@ export async function runCbnetBatch(models: CbnetModels, order: readonly CbnetEx
           if (t0 < 0) t0 = s0;
           converted = await models.convert(img);
           lastEnd = performance.now();
-          record('converter', s0, m);
+          runs.push({ name: 'converter', ms: lastEnd - s0, rows: m });
           if (!sameDims(converted.dims, img.dims)) {
             throw new UnsupportedError(`converter output has dims [${converted.dims.join(',')}]; the classifier reads it in place of the image, so it must have the image's dims [${img.dims.join(',')}]`);
           }
@@ -151,7 +142,7 @@ export async function runCbnetBatch(models: CbnetModels, order: readonly CbnetEx
       if (t0 < 0) t0 = s0;
       logits = await models.classify(x);
       lastEnd = performance.now();
-      record(point, s0, m);
+      runs.push({ name: point, ms: lastEnd - s0, rows: m });
     }
     if (logits.dims.length !== 2 || logits.dims[0] !== m) {
       throw new UnsupportedError(`classifier (${point}): logits have dims [${logits.dims.join(',')}], expected [${m}, classes]`);
@@ -165,8 +156,8 @@ export async function runCbnetBatch(models: CbnetModels, order: readonly CbnetEx
     const data = logits.data as ArrayLike<number>;
     const latencyMs = lastEnd - t0;
     // Shared by every sample leaving here in this batch (same runs); read-only for consumers.
-    const stageLatencyMs = runMs.slice();
-    const names = runNames.slice();
+    const stageLatencyMs = runs.map((r) => r.ms);
+    const names = runs.map((r) => r.name);
     const keep: number[] = [];
     for (let r = 0; r < m; r++) {
       const score = scoreRow(policy.policy, data, r * c, c, temperature, probs);
@@ -184,7 +175,6 @@ export async function runCbnetBatch(models: CbnetModels, order: readonly CbnetEx
   }
 
   const totalMs = t0 < 0 ? 0 : performance.now() - t0;
-  let sum = 0;
-  for (const ms of runMs) sum += ms;
+  const sum = runs.reduce((a, r) => a + r.ms, 0);
   return { samples, runs, totalMs, overheadMs: Math.max(0, totalMs - sum) };
 }

@@ -82,6 +82,20 @@ export function clears(policy: ExitPolicyInfo, score: number, threshold: number)
  * (first index on ties, like numpy.argmax).
  */
 export function softmaxInto(logits: ArrayLike<number>, offset: number, n: number, temperature: number, out: Float64Array): number {
+  const best = scaleInto(logits, offset, n, temperature, out);
+  const max = out[best]!;
+  let sum = 0;
+  for (let i = 0; i < n; i++) {
+    const e = Math.exp(out[i]! - max);
+    out[i] = e;
+    sum += e;
+  }
+  for (let i = 0; i < n; i++) out[i] = out[i]! / sum;
+  return best;
+}
+
+/** logits[offset .. offset+n) / temperature into `out`; returns the argmax (first on ties), so out[argmax] is the max. */
+function scaleInto(logits: ArrayLike<number>, offset: number, n: number, temperature: number, out: Float64Array): number {
   let best = 0;
   let max = -Infinity;
   for (let i = 0; i < n; i++) {
@@ -92,13 +106,6 @@ export function softmaxInto(logits: ArrayLike<number>, offset: number, n: number
       best = i;
     }
   }
-  let sum = 0;
-  for (let i = 0; i < n; i++) {
-    const e = Math.exp(out[i]! - max);
-    out[i] = e;
-    sum += e;
-  }
-  for (let i = 0; i < n; i++) out[i] = out[i]! / sum;
   return best;
 }
 
@@ -114,16 +121,8 @@ export const scored = { classIndex: 0, confidence: 0 };
  */
 export function scoreRow(policy: ExitPolicyInfo, logits: ArrayLike<number>, offset: number, n: number, temperature: number, probs: Float64Array): number {
   if (policy.metric === 'max-prob') {
-    let best = 0;
-    let max = -Infinity;
-    for (let i = 0; i < n; i++) {
-      const v = logits[offset + i]! / temperature;
-      probs[i] = v;
-      if (v > max) {
-        max = v;
-        best = i;
-      }
-    }
+    const best = scaleInto(logits, offset, n, temperature, probs);
+    const max = probs[best]!;
     let sum = 0;
     for (let i = 0; i < n; i++) sum += Math.exp(probs[i]! - max);
     const p = 1 / sum;

@@ -477,8 +477,8 @@ function prepareDirectSync(inputs: readonly ImageInput[], spec: PreprocessSpec, 
     const input = inputs[i]!;
     let px: RawPixels | null;
     if (typeof input === 'object' && 'kind' in input && input.kind === 'raw') {
+      // Another size, channel count or length fails toTensorInto's check below: the general path then resizes or names it.
       px = input.pixels;
-      if (px.width !== w || px.height !== h || px.channels !== c || px.data.length !== per) return null;
     } else {
       const bytes = input instanceof Uint8Array ? input : typeof input === 'object' && 'kind' in input && input.kind === 'encoded' ? input.bytes : undefined;
       if (!bytes || !pngFastPath) return null;

@@ -10,6 +10,18 @@ import type { Birth, MetricsWindow } from '../../src/telemetry/index.js';
 import { BIRTH_INFO, tempDir, windowBody } from '../telemetry/mqtt/fixtures.js';
 import { parseExposition, sampleValue } from './prom-parse.js';
 
+/** A database file as an edgeexit with schema `version` left it: only the first `version` migrations applied. */
+function databaseAt(dir: string, version: number): { file: string; old: Database.Database } {
+  const file = path.join(dir, 'fleet.db');
+  const old = new Database(file);
+  old.pragma('journal_mode = WAL');
+  old.transaction(() => {
+    for (const m of MIGRATIONS.slice(0, version)) old.exec(m);
+    old.pragma(`user_version = ${version}`);
+  })();
+  return { file, old };
+}
+
 const birth = (device: string, bdSeq: number): Birth => ({ device, fleet: 'lab', bdSeq, seq: 0, ...BIRTH_INFO, at: 1 });
 const win = (device: string, id: number, bdSeq: number, seq: number): MetricsWindow => ({ id, bdSeq, seq, ...windowBody(id, device) });
 /** A window as a device without a thermal reader and without labels sends it. */
@@ -318,12 +330,8 @@ describe('SqliteFleetStore', () => {
   it('upgrades a version 1 database in place: old rows kept without the new fields, new rows stored with them', async () => {
     const dir = await tempDir('fleet-store-v1');
     dirs.push(dir);
-    const file = path.join(dir, 'fleet.db');
     // The database as an edgeexit with schema 1 left it: only the first migration, one device and one window.
-    const old = new Database(file);
-    old.pragma('journal_mode = WAL');
-    old.exec(MIGRATIONS[0]!);
-    old.pragma('user_version = 1');
+    const { file, old } = databaseAt(dir, 1);
     old.prepare("INSERT INTO devices (device, fleet, online, birth, bd_seq, last_metrics_bd_seq, last_metrics_seq, last_seen) VALUES ('old-1', 'lab', 1, ?, 3, 3, 7, 100)").run(
       JSON.stringify(birth('old-1', 3)),
     );
@@ -369,16 +377,9 @@ describe('SqliteFleetStore', () => {
   it('upgrades a version 2 database in place with running totals backfilled from its rows, which a prune then leaves alone', async () => {
     const dir = await tempDir('fleet-store-v2');
     dirs.push(dir);
-    const file = path.join(dir, 'fleet.db');
     // The database as an edgeexit with schema 2 left it: every migration but the running totals.
-    const old = new Database(file);
-    old.pragma('journal_mode = WAL');
-    const v2 = MIGRATIONS.slice(0, 2);
-    expect(v2).toHaveLength(2);
-    old.transaction(() => {
-      for (const m of v2) old.exec(m);
-      old.pragma(`user_version = ${v2.length}`);
-    })();
+    expect(MIGRATIONS.slice(0, 2)).toHaveLength(2);
+    const { file, old } = databaseAt(dir, 2);
     const insert = old.prepare(
       `INSERT INTO windows (device, id, bd_seq, seq, window_start, window_end, count, exit_histogram, latency_p50, latency_p95, latency_p99,
          joules, mean_watts, energy_source, dropped_windows, received_at, temperature_c, accuracy_correct, accuracy_labelled)
