@@ -13,7 +13,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { encodeModel, extractSubgraph, OnnxGraph, readModel } from '../src/onnx/index.js';
-import { createSession, type ModelSession } from '../src/runtime/ort.js';
+import { createSession, type ModelSession } from '../src/backends/onnxruntime.js';
 
 const args = process.argv.slice(2);
 const flag = (name: string, dflt: string): string => {

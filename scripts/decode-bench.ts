@@ -25,7 +25,7 @@ import sharp from 'sharp';
 import { compileModel } from '../src/compiler/index.js';
 import { scanImageFolder } from '../src/data/imagefolder.js';
 import { loadBundle, type ClassifyOptions } from '../src/runtime/bundle-runner.js';
-import { decodeImage, decodePngDirect, prepareBatch, setPngFastPath, type DecodeOptions } from '../src/runtime/image.js';
+import { decodeImage, decodePngDirect, prepareBatch, setPngFastPath, type DecodeOptions } from '../src/backends/image.js';
 
 const args = process.argv.slice(2);
 const flag = (name: string, dflt: string): string => {

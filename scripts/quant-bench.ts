@@ -11,8 +11,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { compileModel, type CompileResult } from '../src/compiler/index.js';
 import { loadFashionMnist } from '../src/data/idx.js';
-import { toTensorInto } from '../src/runtime/image.js';
-import { createSession, type ModelSession, type PlainTensor } from '../src/runtime/ort.js';
+import { toTensorInto } from '../src/backends/image.js';
+import { createSession, type ModelSession, type PlainTensor } from '../src/backends/onnxruntime.js';
 
 const args = process.argv.slice(2);
 const flag = (name: string, dflt: string) => {

@@ -20,7 +20,7 @@ import { scanImageFolder } from '../src/data/imagefolder.js';
 import { startCollector } from '../src/fleet/collector.js';
 import { packageRoot } from '../src/devices/load.js';
 import { loadBundle, type ClassifyOptions } from '../src/runtime/bundle-runner.js';
-import { prepareBatch, type TensorData } from '../src/runtime/image.js';
+import { prepareBatch, type TensorData } from '../src/backends/image.js';
 import { DeviceTelemetry, parseDurationMs } from '../src/telemetry/device.js';
 import { PowerModelMeter } from '../src/telemetry/energy/model.js';
 import { WindowAggregator, type InferenceRecord } from '../src/telemetry/window.js';

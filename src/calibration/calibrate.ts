@@ -16,13 +16,13 @@
 // rejected by every device), with the fix in the message. An unsigned bundle stays unsigned.
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
-import { loadBundleFiles, rewriteArchive, verifyLoadedBundle, writeBundleAtomic } from '../compiler/bundle.js';
-import { MANIFEST_FILE, SIGNATURE_FILE, encodeManifest, isBackbonePoint, validateManifest, type Manifest } from '../compiler/manifest.js';
-import { loadPrivateKey, signManifest } from '../compiler/signing.js';
+import { loadBundleFiles, rewriteArchive, verifyLoadedBundle, writeBundleAtomic } from '../bundle/files.js';
+import { MANIFEST_FILE, SIGNATURE_FILE, encodeManifest, isBackbonePoint, validateManifest, type Manifest } from '../bundle/manifest.js';
+import { loadPrivateKey, signManifest } from '../bundle/signing.js';
 import { scanImageFolder } from '../data/imagefolder.js';
 import { EXIT_POLICIES, softmaxInto } from '../runtime/exit-policy.js';
-import { prepareBatch, type PreprocessSpec } from '../runtime/image.js';
-import { createSession, type ModelSession, type PlainTensor } from '../runtime/ort.js';
+import { prepareBatch, type PreprocessSpec } from '../backends/image.js';
+import { createSession, type ModelSession, type PlainTensor } from '../backends/onnxruntime.js';
 import { InputError, UnsupportedError, formatProblem } from '../util/errors.js';
 import { writeFileAtomic } from '../util/fs.js';
 import { mulberry32 } from '../util/random.js';

@@ -8,11 +8,11 @@
 import { promises as fsp } from 'node:fs';
 import os from 'node:os';
 import { z } from 'zod';
-import { loadBundleFiles, sha256Hex, verifyLoadedBundle } from '../compiler/bundle.js';
-import { MANIFEST_FILE, type Manifest } from '../compiler/manifest.js';
+import { loadBundleFiles, sha256Hex, verifyLoadedBundle } from '../bundle/files.js';
+import { MANIFEST_FILE, type Manifest } from '../bundle/manifest.js';
 import { loadDeviceProfile } from '../devices/load.js';
 import type { DeviceProfile } from '../devices/schema.js';
-import { createSession, type ModelSession, type PlainTensor } from '../runtime/ort.js';
+import { createSession, type ModelSession, type PlainTensor } from '../backends/onnxruntime.js';
 import { InputError, ValidationError, show, type Problem } from '../util/errors.js';
 import { writeFileAtomic } from '../util/fs.js';
 

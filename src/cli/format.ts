@@ -1,6 +1,7 @@
 // Plain-text output helpers for the CLI: aligned tables, percentages, byte and MAC counts, and a
 // progress bar that only draws on a terminal (CI logs stay clean).
-import cliProgress from 'cli-progress';
+import { createRequire } from 'node:module';
+import type CliProgress from 'cli-progress';
 
 export type Cell = string | number;
 
@@ -37,6 +38,8 @@ export interface Progress {
 /** A progress bar on stderr when it is a terminal; silent otherwise. */
 export function progress(label: string, total: number): Progress {
   if (!process.stderr.isTTY) return { update() {}, stop() {} };
+  // Loaded only when a bar is drawn: commands on a device print no bars.
+  const cliProgress = createRequire(import.meta.url)('cli-progress') as typeof CliProgress;
   const bar = new cliProgress.SingleBar(
     { format: `${label} [{bar}] {percentage}% | {value}/{total} | eta {eta_formatted}`, stream: process.stderr, hideCursor: true },
     cliProgress.Presets.shades_classic,

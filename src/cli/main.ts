@@ -2,7 +2,7 @@
 // one place where errors become exit codes; nothing below it calls process.exit.
 import yargs, { type Argv } from 'yargs';
 import { EdgeExitError } from '../util/errors.js';
-import { commands } from './commands/index.js';
+import { COMMANDS, type CommandEntry } from './commands/index.js';
 import { processIO, type CliIO } from './io.js';
 
 export const EXIT_OK = 0;
@@ -24,7 +24,13 @@ export async function main(argv: string[], io: CliIO = processIO()): Promise<num
       failure = err ?? new UsageError(msg);
     })
     .exitProcess(false);
-  for (const c of commands(io)) parser.command(c);
+  // Only the command being run is loaded; the others are registered by name and description so
+  // that --help and "did you mean" still list them.
+  const chosen = chosenCommand(argv);
+  for (const c of COMMANDS) {
+    if (c === chosen) parser.command({ command: c.command, describe: c.describe, ...(await c.load(io)) });
+    else parser.command({ command: c.command, describe: c.describe, handler: () => undefined });
+  }
   try {
     await parser.parseAsync();
   } catch (err) {
@@ -42,6 +48,12 @@ export async function main(argv: string[], io: CliIO = processIO()): Promise<num
   const e = failure as Error;
   stderr.write(`internal error (a bug in edgeexit — please report it with this trace):\n${e?.stack ?? String(e)}\n`);
   return EXIT_INTERNAL;
+}
+
+/** The table row named by the first word that is not an option (none for `--help`, `--version`). */
+function chosenCommand(argv: readonly string[]): CommandEntry | undefined {
+  const word = argv.find((a) => !a.startsWith('-'));
+  return COMMANDS.find((c) => c.name === word);
 }
 
 /** yargs' own complaints: unknown command, missing argument, bad choice. */

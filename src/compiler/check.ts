@@ -3,8 +3,8 @@
 // Inputs are random pixels pushed through the model's preprocessing (so values have the range
 // real images have), at batch 1 and batch 4, and optionally images from an ImageFolder.
 import { EdgeExitError } from '../util/errors.js';
-import { createSession, type ModelSession, type OutputTensor, type PlainTensor, type SessionOptions } from '../runtime/ort.js';
-import { prepareBatch, toTensor, type PreprocessSpec, type RawPixels, type TensorData } from '../runtime/image.js';
+import { createSession, type ModelSession, type OutputTensor, type PlainTensor, type SessionOptions } from '../backends/onnxruntime.js';
+import { prepareBatch, toTensor, type PreprocessSpec, type RawPixels, type TensorData } from '../backends/image.js';
 import { scanImageFolder } from '../data/imagefolder.js';
 import { mulberry32 } from '../util/random.js';
 

@@ -24,18 +24,19 @@ import {
   type KeptFloat,
 } from './quantize/index.js';
 import { META_LABELS, META_PREPROCESS, parseLabels } from '../model/describe.js';
-import { parsePreprocessSpec, type PreprocessSpec } from '../runtime/image.js';
-import { checkBundleTarget, sha256Hex, writeBundleAtomic, type WriteBundleOptions } from './bundle.js';
+import { parsePreprocessSpec, type PreprocessSpec } from '../backends/image.js';
+import { edgeexitVersion } from '../bundle/version.js';
+import { checkBundleTarget, sha256Hex, writeBundleAtomic, type WriteBundleOptions } from '../bundle/files.js';
 import { CheckFailedError, checkStages, type CheckResult } from './check.js';
-import { MANIFEST_FILE, MANIFEST_FORMAT_VERSION, REPORT_FILE, SIGNATURE_FILE, encodeManifest, validateManifest, type CbnetPipeline, type Manifest } from './manifest.js';
+import { MANIFEST_FILE, MANIFEST_FORMAT_VERSION, REPORT_FILE, SIGNATURE_FILE, encodeManifest, validateManifest, type CbnetPipeline, type Manifest } from '../bundle/manifest.js';
 import { prepareModel, type PrepareReport } from './prepare.js';
-import { keyId, loadPrivateKey, signManifest } from './signing.js';
+import { keyId, loadPrivateKey, signManifest } from '../bundle/signing.js';
 import { chooseRecompute, resolveExits, splitModel } from './split.js';
 import { convertToFp16 } from './fp16.js';
 import { measureStageLatency, type LatencyReport } from './latency.js';
 import { compileCbnet, isCbnetFolder, type CbnetReport } from './cbnet.js';
 import { randomImages } from './check.js';
-import { createSession, type PlainTensor } from '../runtime/ort.js';
+import { createSession, type PlainTensor } from '../backends/onnxruntime.js';
 
 export const PRECISIONS = ['fp32', 'fp16', 'int8'] as const;
 export type Precision = (typeof PRECISIONS)[number];
@@ -172,17 +173,6 @@ export interface CompileResult {
   replaced: boolean;
 }
 
-let versionCache: string | undefined;
-export function edgeexitVersion(): string {
-  if (!versionCache) {
-    try {
-      versionCache = (JSON.parse(readFileSync(path.join(packageRoot(), 'package.json'), 'utf8')) as { version?: string }).version ?? '0.0.0';
-    } catch {
-      versionCache = '0.0.0';
-    }
-  }
-  return versionCache;
-}
 
 // ---- inputs ----
 

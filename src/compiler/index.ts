@@ -1,9 +1,9 @@
 // Public entry point of the compiler: prepare and split a float ONNX model into early-exit stages,
-// check them against the source, quantise them to int8 (src/compiler/quantize), and pack them with a manifest and signature into a bundle.
+// check them against the source, quantise them (src/compiler/quantize), and write them as a bundle
+// (the format itself is src/bundle).
 export {
   compileModel,
   parseLabelsText,
-  edgeexitVersion,
   PRECISIONS,
   SUPPORTED_PRECISIONS,
   DEFAULT_CALIBRATION,
@@ -24,41 +24,3 @@ export { CALIBRATION_METHODS, type CalibrationMethod } from './quantize/index.js
 export { prepareModel, countOps, type PrepareReport } from './prepare.js';
 export { splitModel, chooseRecompute, resolveExits, type SplitResult, type StagePlan, type SplitOptions } from './split.js';
 export { checkStages, StageRunner, randomImages, CheckFailedError, type CheckResult, type CheckSet, type CheckStage, type ExitComparison, type CheckOptions } from './check.js';
-export {
-  ManifestSchema,
-  CbnetPipelineSchema,
-  CBNET_EXIT_POINTS,
-  SignatureSchema,
-  MANIFEST_FILE,
-  SIGNATURE_FILE,
-  REPORT_FILE,
-  MANIFEST_FORMAT_VERSION,
-  parseManifest,
-  validateManifest,
-  encodeManifest,
-  parseSignature,
-  manifestJsonSchema,
-  type Manifest,
-  type ManifestInput,
-  type ManifestStage,
-  type CbnetPipeline,
-  type CbnetExitPoint,
-  type SignatureFile,
-} from './manifest.js';
-export {
-  writeBundleAtomic,
-  checkBundleTarget,
-  loadBundleFiles,
-  verifyBundle,
-  verifyLoadedBundle,
-  packBundle,
-  sha256Hex,
-  BundleIntegrityError,
-  type LoadedBundle,
-  type VerifyOptions,
-  type VerifyResult,
-  type VerifiedFile,
-  type WriteBundleOptions,
-} from './bundle.js';
-export { generateKeyPair, loadPrivateKey, loadPublicKey, signManifest, checkSignature, keyId, PRIVATE_KEY_SUFFIX, PUBLIC_KEY_SUFFIX, type KeyPairFiles } from './signing.js';
-export { writeTar, readTar, looksLikeTar, type TarEntry } from './tar.js';

@@ -4,7 +4,7 @@
 // or CPU clock hits both alike, and the median of many runs is reported because a few scheduler
 // hiccups would drag a mean. These are the compiling host's numbers, not the target device's:
 // they show what quantisation buys relative to float, not what the board will measure.
-import { createSession, type ModelSession, type PlainTensor } from '../runtime/ort.js';
+import { createSession, type ModelSession, type PlainTensor } from '../backends/onnxruntime.js';
 
 /** One stage to time: both versions read the same inputs (by name) from `feeds`. */
 export interface LatencyStage {

@@ -11,8 +11,8 @@ import {
   type PreprocessSpec,
   type ResizePolicy,
   type TensorData,
-} from '../runtime/image.js';
-import { asFloat32, createSession, type SessionOptions } from '../runtime/ort.js';
+} from '../backends/image.js';
+import { asFloat32, createSession, type SessionOptions } from '../backends/onnxruntime.js';
 
 export type EvalData =
   | { kind: 'idx'; split: 'train' | 'test'; dir?: string }

@@ -23,8 +23,8 @@ import path from 'node:path';
 import { Aedes } from 'aedes';
 import { connectMqtt, type MqttConnection, type MqttMessage, type MqttTls } from '../telemetry/mqtt/client.js';
 import { DEFAULT_BACKOFF, backoffDelay, type Backoff } from '../telemetry/mqtt/publisher.js';
-import { PayloadTooLargeError, decodePayload, parseTopic, subscriptionFor, type PayloadOf } from '../telemetry/payloads.js';
-import { EdgeExitError, ValidationError } from '../util/errors.js';
+import { subscriptionFor } from '../telemetry/payloads.js';
+import { EdgeExitError } from '../util/errors.js';
 import type { Counters, FleetStore } from './fleet-store.js';
 import { openFleetStore } from './store.js';
 import { BatchedIngest, type BatchOptions } from './ingest.js';
@@ -223,53 +223,4 @@ function defaultClientId(dbFile: string): string {
   const db = createHash('sha256').update(path.resolve(dbFile)).digest('hex').slice(0, 8);
   // pid too: the broker would disconnect the older of two clients with one id.
   return `edgeexit-collector-${host}-${db}-${process.pid}`;
-}
-
-/** Route one message to the store; every rejection is counted and logged in one line. */
-export function handleMessage(store: FleetStore, m: MqttMessage, seenAt: number, log: (line: string) => void): void {
-  const t = parseTopic(m.topic);
-  if (!t || t.kind.startsWith('job/')) {
-    store.bump('foreignTopic');
-    log(`ignored ${m.topic}: not a telemetry topic`);
-    return;
-  }
-  const kind = t.kind as 'birth' | 'death' | 'metrics';
-  let payload;
-  try {
-    payload = decodePayload(kind, m.payload);
-  } catch (err) {
-    const counter = err instanceof PayloadTooLargeError ? 'oversized' : err instanceof ValidationError ? 'invalid' : 'malformed';
-    store.bump(counter);
-    const detail = err instanceof ValidationError && err.problems.length ? err.problems.map((p) => `${p.where}: expected ${p.expected ?? '?'}, got ${p.got ?? '?'}`).join('; ') : (err as Error).message;
-    log(`${counter}: ${m.topic}: ${detail}`);
-    return;
-  }
-  // The topic is what the broker's ACLs authorise; a payload naming another device is refused.
-  if (payload.device !== t.device || (kind === 'birth' && (payload as { fleet: string }).fleet !== t.fleet)) {
-    store.bump('invalid');
-    log(`invalid: ${m.topic}: payload names device ${payload.device}, not the topic's`);
-    return;
-  }
-  if (kind === 'birth') {
-    const b = decodedAs<'birth'>(payload);
-    store.recordBirth(b, seenAt);
-    log(`birth: ${b.device} online (bdSeq ${b.bdSeq}, ${b.bundle.name} ${b.bundle.version})`);
-  } else if (kind === 'death') {
-    const d = decodedAs<'death'>(payload);
-    const r = store.recordDeath(d, seenAt);
-    if (r === 'offline') log(`death: ${d.device} offline (bdSeq ${d.bdSeq}, ${d.clean ? 'clean' : 'last will'})`);
-    else if (r === 'stale') log(`stale death: ${d.device} bdSeq ${d.bdSeq} is not the current session; still online`);
-    else log(`unknownDevice: death from ${d.device}, which never sent a birth`);
-  } else {
-    const w = decodedAs<'metrics'>(payload);
-    const r = store.recordWindow(w, t.fleet, seenAt);
-    if (!r.stored) log(`duplicate: ${w.device} window ${w.id} already stored`);
-    if (r.gap > 0) log(`gap: ${w.device} missed ${r.gap} message${r.gap === 1 ? '' : 's'} before seq ${w.seq} (bdSeq ${w.bdSeq})`);
-    if (r.unknownDevice && r.stored) log(`unknownDevice: window ${w.id} from ${w.device}, which never sent a birth (stored)`);
-  }
-}
-
-// decodePayload's kind is a runtime value here, so its result is a union; the branch fixes it.
-function decodedAs<K extends 'birth' | 'death' | 'metrics'>(p: unknown): PayloadOf<K> {
-  return p as PayloadOf<K>;
 }

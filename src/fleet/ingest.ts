@@ -13,7 +13,8 @@
 // — as it was before batching for messages still in the socket buffer — only longer. A clean
 // close() commits everything received first.
 import type { MqttMessage } from '../telemetry/mqtt/client.js';
-import { handleMessage } from './collector.js';
+import { PayloadTooLargeError, decodePayload, parseTopic, type PayloadOf } from '../telemetry/payloads.js';
+import { ValidationError } from '../util/errors.js';
 import type { FleetStore } from './fleet-store.js';
 
 export interface BatchOptions {
@@ -90,4 +91,53 @@ export class BatchedIngest {
   close(): void {
     this.flush();
   }
+}
+
+/** Route one message to the store; every rejection is counted and logged in one line. */
+export function handleMessage(store: FleetStore, m: MqttMessage, seenAt: number, log: (line: string) => void): void {
+  const t = parseTopic(m.topic);
+  if (!t || t.kind.startsWith('job/')) {
+    store.bump('foreignTopic');
+    log(`ignored ${m.topic}: not a telemetry topic`);
+    return;
+  }
+  const kind = t.kind as 'birth' | 'death' | 'metrics';
+  let payload;
+  try {
+    payload = decodePayload(kind, m.payload);
+  } catch (err) {
+    const counter = err instanceof PayloadTooLargeError ? 'oversized' : err instanceof ValidationError ? 'invalid' : 'malformed';
+    store.bump(counter);
+    const detail = err instanceof ValidationError && err.problems.length ? err.problems.map((p) => `${p.where}: expected ${p.expected ?? '?'}, got ${p.got ?? '?'}`).join('; ') : (err as Error).message;
+    log(`${counter}: ${m.topic}: ${detail}`);
+    return;
+  }
+  // The topic is what the broker's ACLs authorise; a payload naming another device is refused.
+  if (payload.device !== t.device || (kind === 'birth' && (payload as { fleet: string }).fleet !== t.fleet)) {
+    store.bump('invalid');
+    log(`invalid: ${m.topic}: payload names device ${payload.device}, not the topic's`);
+    return;
+  }
+  if (kind === 'birth') {
+    const b = decodedAs<'birth'>(payload);
+    store.recordBirth(b, seenAt);
+    log(`birth: ${b.device} online (bdSeq ${b.bdSeq}, ${b.bundle.name} ${b.bundle.version})`);
+  } else if (kind === 'death') {
+    const d = decodedAs<'death'>(payload);
+    const r = store.recordDeath(d, seenAt);
+    if (r === 'offline') log(`death: ${d.device} offline (bdSeq ${d.bdSeq}, ${d.clean ? 'clean' : 'last will'})`);
+    else if (r === 'stale') log(`stale death: ${d.device} bdSeq ${d.bdSeq} is not the current session; still online`);
+    else log(`unknownDevice: death from ${d.device}, which never sent a birth`);
+  } else {
+    const w = decodedAs<'metrics'>(payload);
+    const r = store.recordWindow(w, t.fleet, seenAt);
+    if (!r.stored) log(`duplicate: ${w.device} window ${w.id} already stored`);
+    if (r.gap > 0) log(`gap: ${w.device} missed ${r.gap} message${r.gap === 1 ? '' : 's'} before seq ${w.seq} (bdSeq ${w.bdSeq})`);
+    if (r.unknownDevice && r.stored) log(`unknownDevice: window ${w.id} from ${w.device}, which never sent a birth (stored)`);
+  }
+}
+
+// decodePayload's kind is a runtime value here, so its result is a union; the branch fixes it.
+function decodedAs<K extends 'birth' | 'death' | 'metrics'>(p: unknown): PayloadOf<K> {
+  return p as PayloadOf<K>;
 }

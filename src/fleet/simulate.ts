@@ -20,6 +20,7 @@ import { InputError, show } from '../util/errors.js';
 import { startCollector, type Collector } from './collector.js';
 import type { DeviceTotals } from './fleet-store.js';
 import { mulberry32 } from '../util/random.js';
+import { edgeexitVersion } from '../bundle/version.js';
 
 /** What the virtual devices replay. */
 export interface SimProfile {
@@ -479,10 +480,3 @@ export class FleetSimulator {
   }
 }
 
-function edgeexitVersion(): string {
-  try {
-    return (JSON.parse(readFileSync(path.join(packageRoot(), 'package.json'), 'utf8')) as { version?: string }).version ?? 'unknown';
-  } catch {
-    return 'unknown';
-  }
-}

@@ -3,7 +3,7 @@
 // starts here, so a model without the metadata fails in one place with one clear message.
 import path from 'node:path';
 import { readModel, costPerOutput, modelCost, opHistogram, parameterCount, type OnnxModel, type OutputCost } from '../onnx/index.js';
-import { parsePreprocessSpec, type PreprocessSpec } from '../runtime/image.js';
+import { parsePreprocessSpec, type PreprocessSpec } from '../backends/image.js';
 import { InputError, ValidationError, show } from '../util/errors.js';
 
 export const META_PREPROCESS = 'edgeexit.preprocess';

@@ -3,9 +3,42 @@
 // so that a quantised model never fails on "unknown data type 17". Types JS has no number type
 // for keep their raw bits (float16 → Uint16Array) and get conversion helpers in tensor.ts.
 import { UnsupportedError } from '../util/errors.js';
-import { TensorProto_DataType as DataType } from './gen/onnx_pb.js';
 
-export { DataType };
+/**
+ * TensorProto.DataType codes, as the ONNX IR specification numbers them (the same values as the
+ * generated TensorProto_DataType; a test checks they agree). Defined here rather than imported
+ * from the generated codec so that the device path, which needs only these numbers, does not load
+ * the protobuf runtime.
+ */
+export enum DataType {
+  UNDEFINED = 0,
+  FLOAT = 1,
+  UINT8 = 2,
+  INT8 = 3,
+  UINT16 = 4,
+  INT16 = 5,
+  INT32 = 6,
+  INT64 = 7,
+  STRING = 8,
+  BOOL = 9,
+  FLOAT16 = 10,
+  DOUBLE = 11,
+  UINT32 = 12,
+  UINT64 = 13,
+  COMPLEX64 = 14,
+  COMPLEX128 = 15,
+  BFLOAT16 = 16,
+  FLOAT8E4M3FN = 17,
+  FLOAT8E4M3FNUZ = 18,
+  FLOAT8E5M2 = 19,
+  FLOAT8E5M2FNUZ = 20,
+  UINT4 = 21,
+  INT4 = 22,
+  FLOAT4E2M1 = 23,
+  FLOAT8E8M0 = 24,
+  UINT2 = 25,
+  INT2 = 26,
+}
 
 /** The array `tensorToArray` returns for each element type. */
 export interface DTypeArrayMap {

@@ -14,15 +14,15 @@
 import type { KeyObject } from 'node:crypto';
 import os from 'node:os';
 import { performance } from 'node:perf_hooks';
-import { loadBundleFiles, verifyLoadedBundle, type VerifyResult } from '../compiler/bundle.js';
-import type { CbnetExitPoint, Manifest } from '../compiler/manifest.js';
+import { loadBundleFiles, verifyLoadedBundle, type VerifyResult } from '../bundle/files.js';
+import type { CbnetExitPoint, Manifest } from '../bundle/manifest.js';
 import { loadDeviceProfile } from '../devices/load.js';
 import { InputError, UnsupportedError, formatProblem, show, type EdgeExitError } from '../util/errors.js';
 import { runCascade, type CascadeSample, type CascadeStage } from './cascade.js';
 import { CBNET_POLICIES, runCbnetBatch, type CbnetModels, type CbnetPolicy, type CbnetRun, type CbnetRunName } from './cbnet-cascade.js';
 import { EXIT_POLICIES, resolveExitPolicy, type ExitMetric, type ResolvedExitPolicy } from './exit-policy.js';
-import { channelError, prepareBatch, type ImageInput, type PreprocessSpec, type TensorData } from './image.js';
-import { asFloat32, createSession, type ModelSession, type PlainTensor } from './ort.js';
+import { channelError, prepareBatch, type ImageInput, type PreprocessSpec, type TensorData } from '../backends/image.js';
+import { asFloat32, createSession, type ModelSession, type PlainTensor } from '../backends/onnxruntime.js';
 
 /**
  * Default samples per cascade run. Bounded rather than "everything" because image lists are

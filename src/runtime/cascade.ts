@@ -9,7 +9,7 @@
 // sliced along with the others, so it is still aligned when a later stage reads it.
 import { performance } from 'node:perf_hooks';
 import { UnsupportedError } from '../util/errors.js';
-import type { OutputTensor, PlainTensor, TypedArray } from './ort.js';
+import type { OutputTensor, PlainTensor, TypedArray } from '../backends/onnxruntime.js';
 import { clears, scored, scoreRow, type ResolvedExitPolicy } from './exit-policy.js';
 
 export interface CascadeStage {

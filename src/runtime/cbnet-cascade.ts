@@ -14,11 +14,11 @@
 // Invariant: `image` (and `converted`, once computed) hold exactly the samples in `active`, in
 // that order, as dim 0.
 import { performance } from 'node:perf_hooks';
-import { isBackbonePoint, type BackbonePoint, type CbnetExitPoint } from '../compiler/manifest.js';
+import { isBackbonePoint, type BackbonePoint, type CbnetExitPoint } from '../bundle/manifest.js';
 import { UnsupportedError } from '../util/errors.js';
 import { sliceRows, type CascadeSample } from './cascade.js';
 import { clears, scored, scoreRow, type ResolvedExitPolicy } from './exit-policy.js';
-import type { PlainTensor } from './ort.js';
+import type { PlainTensor } from '../backends/onnxruntime.js';
 
 export const CBNET_POLICIES = ['cbnet', 'hybrid'] as const;
 export type CbnetPolicy = (typeof CBNET_POLICIES)[number];

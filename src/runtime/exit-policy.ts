@@ -14,16 +14,11 @@
 // last exit always answers whatever its score.
 import { InputError, formatProblem, show, type Problem } from '../util/errors.js';
 
-export const EXIT_METRICS = ['max-prob', 'entropy', 'margin'] as const;
-export type ExitMetric = (typeof EXIT_METRICS)[number];
+import { EXIT_METRICS, EXIT_METRIC_INFO, type ExitMetric, type ExitMetricInfo } from '../bundle/exit-metrics.js';
 
-export interface ExitPolicyInfo {
-  metric: ExitMetric;
-  summary: string;
-  /** 'at-least': exit when score ≥ threshold; 'at-most': exit when score ≤ threshold. */
-  exitWhen: 'at-least' | 'at-most';
-  /** Inclusive range of the score, hence of valid thresholds. */
-  range: readonly [number, number];
+export { EXIT_METRICS, type ExitMetric };
+
+export interface ExitPolicyInfo extends ExitMetricInfo {
   /** The score of one softmax row (probabilities, summing to 1). */
   score(probs: Float64Array): number;
 }
@@ -57,9 +52,9 @@ function normalisedEntropy(p: Float64Array): number {
 }
 
 export const EXIT_POLICIES: Readonly<Record<ExitMetric, ExitPolicyInfo>> = Object.freeze({
-  'max-prob': { metric: 'max-prob', summary: 'largest softmax probability; exit when ≥ threshold', exitWhen: 'at-least', range: [0, 1], score: maxProb },
-  entropy: { metric: 'entropy', summary: 'softmax entropy / ln(classes), 0 = certain; exit when ≤ threshold', exitWhen: 'at-most', range: [0, 1], score: normalisedEntropy },
-  margin: { metric: 'margin', summary: 'top-1 − top-2 softmax probability; exit when ≥ threshold', exitWhen: 'at-least', range: [0, 1], score: margin },
+  'max-prob': { ...EXIT_METRIC_INFO['max-prob'], score: maxProb },
+  entropy: { ...EXIT_METRIC_INFO.entropy, score: normalisedEntropy },
+  margin: { ...EXIT_METRIC_INFO.margin, score: margin },
 });
 
 export function exitPolicy(metric: string): ExitPolicyInfo {

@@ -12,10 +12,10 @@
 import { promises as fsp } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import ort from 'onnxruntime-node';
-import { loadBundleFiles, sha256Hex } from '../compiler/bundle.js';
-import { edgeexitVersion } from '../compiler/compile.js';
-import { MANIFEST_FILE, type Manifest } from '../compiler/manifest.js';
+import { onnxruntimeVersion } from '../backends/onnxruntime.js';
+import { loadBundleFiles, sha256Hex } from '../bundle/files.js';
+import { edgeexitVersion } from '../bundle/version.js';
+import { MANIFEST_FILE, type Manifest } from '../bundle/manifest.js';
 import { loadDeviceProfile } from '../devices/load.js';
 import type { DeviceProfile } from '../devices/schema.js';
 import { InputError, formatProblem, show } from '../util/errors.js';
@@ -214,7 +214,7 @@ export class DeviceTelemetry {
     const birth: BirthInfo = {
       profile: profile.id,
       bundle: { name: m.model.name, version: m.model.version, manifestSha256: await manifestSha256(opts.bundle), precision: m.target.precision, thresholds: [...(thresholds ?? [])] },
-      runtime: { edgeexit: edgeexitVersion(), node: process.versions.node, ...(ort.env.versions.node ? { onnxruntime: ort.env.versions.node } : {}) },
+      runtime: { edgeexit: edgeexitVersion(), node: process.versions.node, ...(onnxruntimeVersion() ? { onnxruntime: onnxruntimeVersion() } : {}) },
     };
 
     let self: DeviceTelemetry | undefined;

@@ -13,7 +13,7 @@ import {
   writeLatencyProfile,
   type LatencyProfile,
 } from '../../src/calibration/latency.js';
-import type { Manifest } from '../../src/compiler/manifest.js';
+import type { Manifest } from '../../src/bundle/manifest.js';
 import { loadDeviceProfile } from '../../src/devices/load.js';
 import { ValidationError } from '../../src/util/errors.js';
 

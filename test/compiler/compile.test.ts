@@ -5,7 +5,8 @@ import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { InputError, OnnxFormatError } from '../../src/util/errors.js';
 import { readModel, writeModel } from '../../src/onnx/index.js';
-import { CheckFailedError, compileModel, verifyBundle, type CompileOptions } from '../../src/compiler/index.js';
+import { CheckFailedError, compileModel, type CompileOptions } from '../../src/compiler/index.js';
+import { verifyBundle } from '../../src/bundle/index.js';
 import { runCli } from '../cli/helpers.js';
 import { FIXTURES, RESNET, RESNET_LABELS, RESNET_PRE, SINGLE, SINGLE_LABELS, SINGLE_PRE, entries, fingerprint, scratch, zooCopy } from './helpers.js';
 

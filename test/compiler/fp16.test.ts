@@ -19,8 +19,8 @@ import {
 import { DEFAULT_BLOCK_OPS, convertToFp16, type Fp16Options } from '../../src/compiler/fp16.js';
 import { splitModel } from '../../src/compiler/split.js';
 import { checkStages, randomImages } from '../../src/compiler/check.js';
-import { createSession, type PlainTensor } from '../../src/runtime/ort.js';
-import { parsePreprocessSpec, prepareBatch, type PreprocessSpec, type TensorData } from '../../src/runtime/image.js';
+import { createSession, type PlainTensor } from '../../src/backends/onnxruntime.js';
+import { parsePreprocessSpec, prepareBatch, type PreprocessSpec, type TensorData } from '../../src/backends/image.js';
 import { buildModel, node, tensorValueInfo } from '../onnx/helpers.js';
 import { REPO, RESNET, RESNET_PRE, SINGLE, SINGLE_PRE, ZOO, scratch, zooCopy } from './helpers.js';
 

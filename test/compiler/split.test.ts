@@ -7,7 +7,7 @@ import { InputError, UnsupportedError } from '../../src/util/errors.js';
 import { ValueInfoProtoSchema } from '../../src/onnx/gen/onnx_pb.js';
 import { OnnxGraph, costPerOutput, decodeModel, encodeModel, readModel, type OnnxModel } from '../../src/onnx/index.js';
 import { checkStages, chooseRecompute, prepareModel, splitModel, type SplitResult } from '../../src/compiler/index.js';
-import { parsePreprocessSpec, type PreprocessSpec } from '../../src/runtime/image.js';
+import { parsePreprocessSpec, type PreprocessSpec } from '../../src/backends/image.js';
 import { RESNET, RESNET_PRE, SINGLE, SINGLE_PRE, scratch, zooCopy } from './helpers.js';
 
 const ZOO_PRE: PreprocessSpec = { colorspace: 'gray', size: [28, 28], scale: 1 / 255, mean: [0.286], std: [0.353] };

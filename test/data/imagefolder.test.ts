@@ -4,7 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import sharp from 'sharp';
 import { folderNameForLabel, scanImageFolder } from '../../src/data/imagefolder.js';
-import { prepareBatch } from '../../src/runtime/image.js';
+import { prepareBatch } from '../../src/backends/image.js';
 import { InputError } from '../../src/util/errors.js';
 
 let root: string;

@@ -5,10 +5,11 @@
 import { beforeAll, afterAll, describe, expect, it } from 'vitest';
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
-import { BundleIntegrityError, compileModel, generateKeyPair, packBundle } from '../../src/compiler/index.js';
-import { availableExecutionProviders } from '../../src/runtime/ort.js';
+import { compileModel } from '../../src/compiler/index.js';
+import { BundleIntegrityError, generateKeyPair, packBundle } from '../../src/bundle/index.js';
+import { availableExecutionProviders } from '../../src/backends/onnxruntime.js';
 import { loadBundle, type BundleRunner, type ClassifyResult, type Prediction } from '../../src/runtime/bundle-runner.js';
-import { prepareBatch, type TensorData } from '../../src/runtime/image.js';
+import { prepareBatch, type TensorData } from '../../src/backends/image.js';
 import { InputError } from '../../src/util/errors.js';
 import {
   FIXTURES,

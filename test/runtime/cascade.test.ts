@@ -3,7 +3,7 @@
 import { describe, expect, it } from 'vitest';
 import { runCascade, sliceRows, type CascadeStage } from '../../src/runtime/cascade.js';
 import { resolveExitPolicy } from '../../src/runtime/exit-policy.js';
-import type { PlainTensor } from '../../src/runtime/ort.js';
+import type { PlainTensor } from '../../src/backends/onnxruntime.js';
 
 // Two classes; logits [v, 0] make class 0 more or less likely. Each row of the input is
 // [id, confidence at exit 0, confidence at exit 1]. Stage 0 hands on `a` (ids) and `skip`

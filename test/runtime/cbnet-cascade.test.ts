@@ -4,7 +4,7 @@
 import { describe, expect, it } from 'vitest';
 import { runCbnetBatch, type CbnetModels } from '../../src/runtime/cbnet-cascade.js';
 import { resolveExitPolicy } from '../../src/runtime/exit-policy.js';
-import type { PlainTensor } from '../../src/runtime/ort.js';
+import type { PlainTensor } from '../../src/backends/onnxruntime.js';
 
 const HYBRID = ['classifier<-image', 'classifier<-converter'] as const;
 

@@ -6,9 +6,10 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
-import { compileModel, validateManifest } from '../../src/compiler/index.js';
+import { compileModel } from '../../src/compiler/index.js';
+import { validateManifest } from '../../src/bundle/index.js';
 import { loadBundle, type BundleRunner, type ClassifyResult, type Prediction } from '../../src/runtime/bundle-runner.js';
-import { prepareBatch } from '../../src/runtime/image.js';
+import { prepareBatch } from '../../src/backends/image.js';
 import { EXIT_METRICS } from '../../src/runtime/exit-policy.js';
 import { InputError, ValidationError } from '../../src/util/errors.js';
 import { runCli } from '../cli/helpers.js';

@@ -2,7 +2,7 @@
 // the reference, and an independent (deliberately naive) re-computation of the exit rule.
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
-import { createSession, asFloat32, type PlainTensor } from '../../src/runtime/ort.js';
+import { createSession, asFloat32, type PlainTensor } from '../../src/backends/onnxruntime.js';
 import { mulberry32 } from '../../src/util/random.js';
 import { FIXTURES, REPO, ZOO, scratch } from '../compiler/helpers.js';
 

@@ -4,8 +4,7 @@
 // open window to the outbox and closes with a clean death. The loop is src/fleet/agent.ts; the
 // telemetry session is src/telemetry/device.ts; this file resolves flags and prints.
 import { promises as fsp } from 'node:fs';
-import type { CommandModule } from 'yargs';
-import { runAgentLoop, type AgentStats } from '../../fleet/agent.js';
+import { runAgentLoop, type AgentStats } from '../../agent/loop.js';
 import type { ClassifyItem } from '../../runtime/bundle-runner.js';
 import { CBNET_POLICIES, type CbnetPolicy } from '../../runtime/cbnet-cascade.js';
 import { EXIT_METRICS, type ExitMetric } from '../../runtime/exit-policy.js';
@@ -13,6 +12,7 @@ import { describeSummary, type DeviceTelemetry, type TelemetrySummary } from '..
 import type { WindowInput } from '../../telemetry/mqtt/publisher.js';
 import { InputError, formatProblem, show } from '../../util/errors.js';
 import type { CliIO } from '../io.js';
+import type { CommandBody } from '../command.js';
 import { TELEMETRY_CHUNK, labelFromPath, startTelemetry, telemetryFlags, telemetryYargsOptions, type TelemetryCliOptions } from '../telemetry-flags.js';
 import { imagesUnder, loadBundleFromFlags, parseThresholds } from './run.js';
 import { untilStopped } from '../signals.js';
@@ -116,10 +116,8 @@ export async function agentCommand(opts: AgentCommandOptions, io: CliIO, signal:
   return { stats, telemetry: summary! };
 }
 
-export function agentModule(io: CliIO): CommandModule<object, AgentCommandOptions> {
+export function agentModule(io: CliIO): CommandBody<AgentCommandOptions> {
   return {
-    command: 'agent <bundle>',
-    describe: 'Device agent: classify images as they appear in a folder and publish telemetry until stopped',
     builder: (y) =>
       y
         .positional('bundle', { type: 'string', describe: 'Bundle folder or .tar', demandOption: true })

@@ -2,11 +2,11 @@
 // fit temperatures and search exit thresholds against a latency target, check them on held-out
 // images, write them into the bundle's manifest and a report. The work is in
 // src/calibration/calibrate.ts; this file parses flags and prints.
-import type { CommandModule } from 'yargs';
 import { calibrate, type CalibrationReport } from '../../calibration/calibrate.js';
 import type { SearchTarget } from '../../calibration/search.js';
 import { InputError, formatProblem, show } from '../../util/errors.js';
 import type { CliIO } from '../io.js';
+import type { CommandBody } from '../command.js';
 import { pct, table } from '../format.js';
 
 export interface CalibrateCommandOptions {
@@ -92,10 +92,8 @@ export async function calibrateCommand(o: CalibrateCommandOptions, io: CliIO): P
   return r;
 }
 
-export function calibrateModule(io: CliIO): CommandModule<object, CalibrateCommandOptions> {
+export function calibrateModule(io: CliIO): CommandBody<CalibrateCommandOptions> {
   return {
-    command: 'calibrate <bundle>',
-    describe: "Fit temperatures and exit thresholds to a latency target on labelled images, check them on held-out images, write them into the bundle's manifest",
     builder: (y) =>
       y
         .positional('bundle', { type: 'string', describe: 'Bundle folder, or a .tar from `edgeexit pack` (its manifest is rewritten atomically either way)', demandOption: true })

@@ -2,10 +2,10 @@
 // fleet collector until SIGINT/SIGTERM (or the given AbortSignal). Without --broker an embedded
 // MQTT broker is started on --port so devices can publish to this machine with nothing else
 // installed; --http serves Prometheus /metrics and the dashboard.
-import type { CommandModule } from 'yargs';
 import { startCollector, type Collector } from '../../fleet/collector.js';
 import { DEFAULT_HTTP, parseHttpListen } from '../../fleet/http.js';
 import type { CliIO } from '../io.js';
+import type { CommandBody } from '../command.js';
 import { untilStopped } from '../signals.js';
 import { readTls } from '../../telemetry/device.js';
 import { InputError, formatProblem } from '../../util/errors.js';
@@ -58,10 +58,8 @@ export async function collectCommand(opts: CollectOptions, io: CliIO, signal: Ab
   return counters;
 }
 
-export function collectModule(io: CliIO): CommandModule<object, CollectOptions> {
+export function collectModule(io: CliIO): CommandBody<CollectOptions> {
   return {
-    command: 'collect',
-    describe: 'Collect device telemetry from MQTT into a fleet database (embedded broker unless --broker)',
     builder: (y) =>
       y
         .option('broker', { type: 'string', describe: 'mqtt:// URL of an existing broker (default: start an embedded one)' })

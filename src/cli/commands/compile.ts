@@ -3,20 +3,10 @@
 // optional signature; or a CBNet folder → one bundle of kind cbnet. The work is in src/compiler;
 // this file parses flags and prints the per-stage table (with this machine's float vs compiled
 // latency unless --no-latency) and the per-exit (or, for CBNet, per-path) verification table.
-import type { CommandModule } from 'yargs';
-import {
-  CALIBRATION_METHODS,
-  DEFAULT_CALIBRATION_METHOD,
-  DEFAULT_MAX_ACCURACY_DROP,
-  compileModel,
-  PRECISIONS,
-  type CalibrationMethod,
-  type CompileReport,
-  type CompileResult,
-  type Precision,
-} from '../../compiler/index.js';
+import { CALIBRATION_METHODS, DEFAULT_CALIBRATION_METHOD, DEFAULT_MAX_ACCURACY_DROP, compileModel, PRECISIONS, type CalibrationMethod, type CompileReport, type CompileResult, type Precision } from '../../compiler/index.js';
 import { InputError, formatProblem, show } from '../../util/errors.js';
 import type { CliIO } from '../io.js';
+import type { CommandBody } from '../command.js';
 import { bytes, count, pct, table } from '../format.js';
 
 export interface CompileCommandOptions {
@@ -201,10 +191,8 @@ export function renderCompile(r: CompileResult): string {
   return lines.join('\n');
 }
 
-export function compileModule(io: CliIO): CommandModule<object, CompileCommandOptions> {
+export function compileModule(io: CliIO): CommandBody<CompileCommandOptions> {
   return {
-    command: 'compile <model>',
-    describe: 'Compile a float multi-exit ONNX model (or a CBNet folder) into a bundle of stages (manifest, hashes, optional signature)',
     builder: (y) =>
       y
         .positional('model', { type: 'string', describe: 'Float ONNX model, one graph output per exit; or a CBNet folder holding converter.onnx and classifier.onnx', demandOption: true })

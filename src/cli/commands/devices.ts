@@ -1,8 +1,8 @@
 // `edgeexit devices`: list the device profiles, show one, validate a profile file, print the schema.
-import type { CommandModule } from 'yargs';
 import { listDeviceProfiles, loadDeviceProfile, deviceProfileJsonSchemaText } from '../../devices/index.js';
 import type { DeviceProfile } from '../../devices/index.js';
 import type { CliIO } from '../io.js';
+import type { CommandBody } from '../command.js';
 import { table } from '../format.js';
 
 export interface DevicesOptions {
@@ -72,10 +72,8 @@ function isaFlags(p: DeviceProfile): string {
   return flags.length ? flags.join(',') : '-';
 }
 
-export function devicesModule(io: CliIO): CommandModule<object, DevicesOptions> {
+export function devicesModule(io: CliIO): CommandBody<DevicesOptions> {
   return {
-    command: 'devices',
-    describe: 'List the target device profiles (devices/*.json), show or validate one, print the JSON Schema',
     builder: (y) =>
       y
         .option('show', { type: 'string', describe: 'Print one profile (id or path) with defaults filled in' })

@@ -2,12 +2,12 @@
 // Fashion-MNIST IDX files or any ImageFolder — the check behind every accuracy on a model card.
 import path from 'node:path';
 import { promises as fsp } from 'node:fs';
-import type { CommandModule } from 'yargs';
 import { describeModel, requireSelfDescription } from '../../model/describe.js';
 import { evaluateModel, type EvalData, type EvaluationResult } from '../../eval/evaluate.js';
 import { packageRoot } from '../../devices/load.js';
 import { InputError } from '../../util/errors.js';
 import type { CliIO } from '../io.js';
+import type { CommandBody } from '../command.js';
 import { pct, progress, table } from '../format.js';
 
 export interface EvalOptions {
@@ -74,10 +74,8 @@ export function renderEval(r: EvaluationResult): string {
   return lines.join('\n');
 }
 
-export function evalModule(io: CliIO): CommandModule<object, EvalOptions> {
+export function evalModule(io: CliIO): CommandBody<EvalOptions> {
   return {
-    command: 'eval <model>',
-    describe: 'Per-exit top-1 accuracy and oracle exit distribution on Fashion-MNIST (IDX) or an ImageFolder',
     builder: (y) =>
       y
         .positional('model', { type: 'string', describe: 'Path of an .onnx file carrying edgeexit.preprocess/labels metadata', demandOption: true })

@@ -1,9 +1,9 @@
 // `edgeexit fleet status [--db file] [--json]`: what `edgeexit collect` has recorded, one row per
 // device. Reads the database only; it refuses to create one where none exists.
-import type { CommandModule } from 'yargs';
 import { fleetStatus, type FleetStatus } from '../../fleet/status.js';
 import { openFleetStore } from '../../fleet/store.js';
 import type { CliIO } from '../io.js';
+import type { CommandBody } from '../command.js';
 import { pct, table } from '../format.js';
 import { DEFAULT_DB } from './collect.js';
 
@@ -45,10 +45,8 @@ export function renderFleetStatus(s: FleetStatus): string {
   return `${table(['device', 'status', 'bundle', 'p95 ms', 'exit rates', 'J/inference', 'accuracy', 'temp °C', 'last seen'], rows)}\n\ncounters  ${c || 'none'}`;
 }
 
-export function fleetModule(io: CliIO): CommandModule<object, object> {
+export function fleetModule(io: CliIO): CommandBody<object> {
   return {
-    command: 'fleet',
-    describe: 'Fleet telemetry recorded by `edgeexit collect`',
     builder: (y) =>
       y
         .command<FleetStatusOptions>({
@@ -63,6 +61,6 @@ export function fleetModule(io: CliIO): CommandModule<object, object> {
           },
         })
         .demandCommand(1, 'Name a fleet subcommand, e.g. `edgeexit fleet status`.') as never,
-    handler: () => undefined,
+    handler: async () => undefined,
   };
 }

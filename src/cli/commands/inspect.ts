@@ -1,8 +1,8 @@
 // `edgeexit inspect <model.onnx>`: what a model is — inputs, exits, opsets, ops, parameters and
 // MACs per exit — read with our own ONNX codec, no onnxruntime session needed.
-import type { CommandModule } from 'yargs';
 import { describeModel, type ModelDescription } from '../../model/describe.js';
 import type { CliIO } from '../io.js';
+import type { CommandBody } from '../command.js';
 import { count, table } from '../format.js';
 
 export interface InspectOptions {
@@ -55,10 +55,8 @@ export function renderInspect(d: ModelDescription): string {
   return lines.join('\n');
 }
 
-export function inspectModule(io: CliIO): CommandModule<object, InspectOptions> {
+export function inspectModule(io: CliIO): CommandBody<InspectOptions> {
   return {
-    command: 'inspect <model>',
-    describe: 'Show a model: input, exits (graph outputs), opsets, op histogram, parameters and MACs per exit',
     builder: (y) =>
       y
         .positional('model', { type: 'string', describe: 'Path of an .onnx file', demandOption: true })

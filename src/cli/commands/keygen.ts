@@ -1,8 +1,8 @@
 // `edgeexit keygen --out <prefix>`: an ed25519 key pair for signing bundles (`compile --key`)
 // and checking them (`verify-bundle --key`, devices).
-import type { CommandModule } from 'yargs';
-import { generateKeyPair, type KeyPairFiles } from '../../compiler/index.js';
+import { generateKeyPair, type KeyPairFiles } from '../../bundle/index.js';
 import type { CliIO } from '../io.js';
+import type { CommandBody } from '../command.js';
 
 export interface KeygenOptions {
   out: string;
@@ -25,10 +25,8 @@ export async function keygenCommand(opts: KeygenOptions, io: CliIO): Promise<Key
   return r;
 }
 
-export function keygenModule(io: CliIO): CommandModule<object, KeygenOptions> {
+export function keygenModule(io: CliIO): CommandBody<KeygenOptions> {
   return {
-    command: 'keygen',
-    describe: 'Make an ed25519 key pair for signing bundles: <prefix>.key (private) and <prefix>.pub',
     builder: (y) =>
       y
         .option('out', { type: 'string', describe: 'Path prefix of the key files', demandOption: true })

@@ -1,10 +1,10 @@
 // `edgeexit models`: the reference zoo in models/, with exits, MACs and the test accuracy that
 // each model's training run measured (models/<name>/results.json, reproducible with `eval`).
 import path from 'node:path';
-import type { CommandModule } from 'yargs';
 import { listZoo, recordedTestAccuracy, type ZooEntry } from '../../model/zoo.js';
 import { describeModel } from '../../model/describe.js';
 import type { CliIO } from '../io.js';
+import type { CommandBody } from '../command.js';
 import { count, pct, table } from '../format.js';
 
 export interface ModelsOptions {
@@ -69,10 +69,8 @@ export async function modelsCommand(opts: ModelsOptions, io: CliIO): Promise<Zoo
   return rows;
 }
 
-export function modelsModule(io: CliIO): CommandModule<object, ModelsOptions> {
+export function modelsModule(io: CliIO): CommandBody<ModelsOptions> {
   return {
-    command: 'models',
-    describe: 'List the reference zoo (models/): exits, MACs per exit and recorded test accuracy',
     builder: (y) => y.option('json', { type: 'boolean', describe: 'Machine-readable output' }) as never,
     handler: async (args) => {
       await modelsCommand(args, io);

@@ -1,8 +1,8 @@
 // `edgeexit pack <bundle> --out x.tar`: one file to copy or flash. The bundle is verified first
 // (hashes only; the signature travels inside), so a damaged bundle is never packed.
-import type { CommandModule } from 'yargs';
-import { packBundle } from '../../compiler/index.js';
+import { packBundle } from '../../bundle/index.js';
 import type { CliIO } from '../io.js';
+import type { CommandBody } from '../command.js';
 import { bytes } from '../format.js';
 
 export interface PackOptions {
@@ -19,10 +19,8 @@ export async function packCommand(opts: PackOptions, io: CliIO): Promise<{ file:
   return { file: r.file, bytes: r.bytes, entries: r.entries };
 }
 
-export function packModule(io: CliIO): CommandModule<object, PackOptions> {
+export function packModule(io: CliIO): CommandBody<PackOptions> {
   return {
-    command: 'pack <bundle>',
-    describe: 'Pack a bundle folder into one tar archive (verify-bundle accepts it too)',
     builder: (y) =>
       y
         .positional('bundle', { type: 'string', describe: 'Bundle folder made by `edgeexit compile`', demandOption: true })

@@ -1,10 +1,10 @@
 // `edgeexit profile <bundle>`: per-stage latency of a bundle on this machine (or a device cost
 // model's estimate), written as a latency profile file that `calibrate --latency-source` reads,
 // and printed as a table. The work is in src/calibration/latency.ts.
-import type { CommandModule } from 'yargs';
 import { measureLatencyProfile, modelLatencyProfile, writeLatencyProfile, type LatencyProfile } from '../../calibration/latency.js';
 import { InputError, formatProblem, show } from '../../util/errors.js';
 import type { CliIO } from '../io.js';
+import type { CommandBody } from '../command.js';
 import { table } from '../format.js';
 
 export interface ProfileCommandOptions {
@@ -47,10 +47,8 @@ export async function profileCommand(opts: ProfileCommandOptions, io: CliIO): Pr
   return p;
 }
 
-export function profileModule(io: CliIO): CommandModule<object, ProfileCommandOptions> {
+export function profileModule(io: CliIO): CommandBody<ProfileCommandOptions> {
   return {
-    command: 'profile <bundle>',
-    describe: 'Per-stage latency of a bundle (measured here, or a device cost-model estimate) as a table and a profile file for calibrate',
     builder: (y) =>
       y
         .positional('bundle', { type: 'string', describe: 'Bundle folder or .tar', demandOption: true })

@@ -6,7 +6,6 @@
 // run it over the test set with and without early exit, printing accuracy and speed-up; last, a
 // telemetry run through an embedded MQTT broker into the collector, and `fleet status`.
 import { promises as fsp } from 'node:fs';
-import type { CommandModule } from 'yargs';
 import { FASHION_MNIST_DIR } from '../../data/idx.js';
 import path from 'node:path';
 import { listZoo, modelsDir, recordedTestAccuracy } from '../../model/zoo.js';
@@ -14,6 +13,7 @@ import { describeModel, requireSelfDescription } from '../../model/describe.js';
 import { evaluateModel } from '../../eval/evaluate.js';
 import { EdgeExitError } from '../../util/errors.js';
 import type { CliIO } from '../io.js';
+import type { CommandBody } from '../command.js';
 import { count, pct, progress, table } from '../format.js';
 import { devicesCommand } from './devices.js';
 import { renderInspect } from './inspect.js';
@@ -23,10 +23,10 @@ import { verifyBundleCommand } from './verify-bundle.js';
 import { calibrateCommand } from './calibrate.js';
 import { loadFashionMnist } from '../../data/idx.js';
 import { scanImageFolder } from '../../data/imagefolder.js';
-import { prepareBatch, toTensor, type PreprocessSpec, type TensorData } from '../../runtime/image.js';
+import { prepareBatch, toTensor, type PreprocessSpec, type TensorData } from '../../backends/image.js';
 import { loadBundle } from '../../runtime/bundle-runner.js';
 import { packageRoot } from '../../devices/load.js';
-import { generateKeyPair } from '../../compiler/index.js';
+import { generateKeyPair } from '../../bundle/index.js';
 import { startCollector } from '../../fleet/collector.js';
 import { fleetStatus } from '../../fleet/status.js';
 import { describeSummary } from '../../telemetry/device.js';
@@ -144,10 +144,8 @@ export async function quickstartCommand(opts: QuickstartOptions, io: CliIO): Pro
   return rows;
 }
 
-export function quickstartModule(io: CliIO): CommandModule<object, QuickstartOptions> {
+export function quickstartModule(io: CliIO): CommandBody<QuickstartOptions> {
   return {
-    command: 'quickstart',
-    describe: 'The main job end to end on the embedded defaults: profiles, zoo inspection and evaluation against the model cards',
     builder: (y) =>
       y
         .option('limit', { type: 'number', describe: 'Evaluate only this many samples per model (faster, no card check)' })

@@ -14,7 +14,6 @@
 // did not take stay in the state dir's outbox (a warning says so; the run still succeeds).
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
-import type { CommandModule } from 'yargs';
 import { IMAGE_EXTENSIONS } from '../../data/imagefolder.js';
 import { loadBundle, type BundleRunner, type ClassifyOptions, type ClassifyResult } from '../../runtime/bundle-runner.js';
 import { describeSummary, type DeviceTelemetry, type TelemetrySummary } from '../../telemetry/device.js';
@@ -22,6 +21,7 @@ import { CBNET_POLICIES, type CbnetPolicy } from '../../runtime/cbnet-cascade.js
 import { EXIT_METRICS, type ExitMetric } from '../../runtime/exit-policy.js';
 import { InputError, formatProblem, show } from '../../util/errors.js';
 import type { CliIO } from '../io.js';
+import type { CommandBody } from '../command.js';
 import { TELEMETRY_CHUNK, classifyFiles, labelFromPath, startTelemetry, telemetryFlags, telemetryYargsOptions, type TelemetryCliOptions } from '../telemetry-flags.js';
 import { pct, table } from '../format.js';
 
@@ -224,10 +224,8 @@ export async function runCommand(opts: RunCommandOptions, io: CliIO): Promise<Ru
   return r;
 }
 
-export function runModule(io: CliIO): CommandModule<object, RunCommandOptions> {
+export function runModule(io: CliIO): CommandBody<RunCommandOptions> {
   return {
-    command: 'run <bundle> <inputs..>',
-    describe: 'Classify images with a bundle through its early exits (verifies hashes and signature first)',
     builder: (y) =>
       y
         .positional('bundle', { type: 'string', describe: 'Bundle folder or .tar', demandOption: true })

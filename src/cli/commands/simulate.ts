@@ -4,11 +4,11 @@
 // gives the outboxes a moment to drain, closes every device cleanly and prints a summary.
 import os from 'node:os';
 import path from 'node:path';
-import type { CommandModule } from 'yargs';
 import { FleetSimulator, loadSimProfile, type SimSummary } from '../../fleet/simulate.js';
 import { openFleetStore } from '../../fleet/store.js';
 import { InputError, show } from '../../util/errors.js';
 import type { CliIO } from '../io.js';
+import type { CommandBody } from '../command.js';
 import { untilStopped } from '../signals.js';
 
 export interface SimulateCliOptions {
@@ -102,10 +102,8 @@ export function formatSummary(s: SimSummary, maxRows = 20): string {
   return lines.join('\n');
 }
 
-export function simulateModule(io: CliIO): CommandModule<object, SimulateCliOptions> {
+export function simulateModule(io: CliIO): CommandBody<SimulateCliOptions> {
   return {
-    command: 'simulate',
-    describe: 'Simulate a fleet of devices publishing telemetry (embedded broker and collector unless --broker)',
     builder: (y) =>
       y
         .option('devices', { type: 'number', demandOption: true, describe: 'Number of virtual devices' })

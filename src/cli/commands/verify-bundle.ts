@@ -1,9 +1,9 @@
 // `edgeexit verify-bundle <bundle|archive> [--key <public key>]`: check every file's SHA-256
 // against the manifest and the manifest's signature. A failure names the file; an unsigned
 // bundle is reported as such and passes unless --require-signature (or --key) asks for one.
-import type { CommandModule } from 'yargs';
-import { verifyBundle, type VerifyResult } from '../../compiler/index.js';
+import { verifyBundle, type VerifyResult } from '../../bundle/index.js';
 import type { CliIO } from '../io.js';
+import type { CommandBody } from '../command.js';
 import { bytes, table } from '../format.js';
 
 export interface VerifyBundleOptions {
@@ -43,10 +43,8 @@ export function renderVerify(r: VerifyResult): string {
   return lines.join('\n');
 }
 
-export function verifyBundleModule(io: CliIO): CommandModule<object, VerifyBundleOptions> {
+export function verifyBundleModule(io: CliIO): CommandBody<VerifyBundleOptions> {
   return {
-    command: 'verify-bundle <bundle>',
-    describe: 'Check a bundle folder or archive: every file against the manifest hashes, and the signature',
     builder: (y) =>
       y
         .positional('bundle', { type: 'string', describe: 'Bundle folder, or a .tar made by `edgeexit pack`', demandOption: true })

@@ -9,8 +9,8 @@ import { clone, create } from '@bufbuild/protobuf';
 import { InputError } from '../../util/errors.js';
 import { DataType, OnnxModel, encodeModel } from '../../onnx/index.js';
 import { ModelProtoSchema, TypeProtoSchema, TypeProto_TensorSchema, ValueInfoProtoSchema } from '../../onnx/gen/onnx_pb.js';
-import { createSession, type ModelSession, type PlainTensor, type SessionOptions } from '../../runtime/ort.js';
-import { prepareBatch, type PreprocessSpec, type TensorData } from '../../runtime/image.js';
+import { createSession, type ModelSession, type PlainTensor, type SessionOptions } from '../../backends/onnxruntime.js';
+import { prepareBatch, type PreprocessSpec, type TensorData } from '../../backends/image.js';
 import { scanImageFolder } from '../../data/imagefolder.js';
 import { calibrationTensors } from './ops.js';
 

@@ -5,7 +5,7 @@
 // quantisation costs most stays float, and the loop repeats until every exit is within budget or
 // nothing is left to keep float. Measured, not guessed: sensitivity depends on the data.
 import { encodeModel, type OnnxModel } from '../../onnx/index.js';
-import { createSession, type ModelSession, type PlainTensor, type SessionOptions } from '../../runtime/ort.js';
+import { createSession, type ModelSession, type PlainTensor, type SessionOptions } from '../../backends/onnxruntime.js';
 import type { CalibrationData, StageRanges } from './calibrate.js';
 import { quantizeStage, type QuantizeStageReport } from './qdq.js';
 import type { QParams, QuantScheme } from './qparams.js';

@@ -2,7 +2,7 @@
 // promise-based publish (resolved on PUBACK for QoS 1) and no hidden behaviour: MQTT.js's own
 // reconnect and offline queue are switched off, because a reconnect must carry a new last will
 // (new bdSeq) and resending is the outbox's job, not an in-memory store that dies with the process.
-import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
+import type { IClientOptions, MqttClient } from 'mqtt';
 import { EdgeExitError } from '../../util/errors.js';
 
 export interface MqttTls {
@@ -58,7 +58,9 @@ export interface MqttConnection {
 }
 
 /** Open one connection; rejects with MqttConnectionError if it is refused or times out. */
-export function connectMqtt(opts: MqttConnectOptions): Promise<MqttConnection> {
+export async function connectMqtt(opts: MqttConnectOptions): Promise<MqttConnection> {
+  // Loaded on first connect: `edgeexit run` without --telemetry never needs MQTT.
+  const mqtt = (await import('mqtt')).default;
   const connectTimeout = opts.connectTimeoutMs ?? 10_000;
   const options: IClientOptions = {
     clientId: opts.clientId,

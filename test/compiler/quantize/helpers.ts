@@ -12,7 +12,7 @@ import {
 } from '../../../src/onnx/gen/onnx_pb.js';
 import { rng } from '../../../src/compiler/check.js';
 import { attr, tensorValueInfo } from '../../onnx/helpers.js';
-import { createSession } from '../../../src/runtime/ort.js';
+import { createSession } from '../../../src/backends/onnxruntime.js';
 import { encodeModel } from '../../../src/onnx/index.js';
 
 export const CLASSES = 5;

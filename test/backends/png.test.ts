@@ -6,10 +6,10 @@ import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import zlib from 'node:zlib';
 import sharp from 'sharp';
-import { decodeImage, decodePngDirect, prepareBatch, setPngFastPath, toTensor, type DecodeOptions, type PreprocessSpec, type RawPixels } from '../../src/runtime/image.js';
-import { PngFormatError, decodePng, readPng } from '../../src/runtime/png.js';
+import { decodeImage, decodePngDirect, prepareBatch, setPngFastPath, toTensor, type DecodeOptions, type PreprocessSpec, type RawPixels } from '../../src/backends/image.js';
+import { PngFormatError, decodePng, readPng } from '../../src/backends/png.js';
 import { InputError } from '../../src/util/errors.js';
-import { FMNIST, scratch } from './helpers.js';
+import { FMNIST, scratch } from '../runtime/helpers.js';
 
 let dir: string;
 beforeAll(async () => {

@@ -515,3 +515,8 @@ function checkDims(source: string, info: ValueInfo, t: PlainTensor): void {
     );
   }
 }
+
+/** The onnxruntime-node version in use, as the package reports it (for births and reports). */
+export function onnxruntimeVersion(): string | undefined {
+  return ort.env.versions.node || undefined;
+}

@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { promises as fsp } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { NATIVE_RUN, availableExecutionProviders, createSession, type ModelSession } from '../../src/runtime/ort.js';
+import { NATIVE_RUN, availableExecutionProviders, createSession, type ModelSession } from '../../src/backends/onnxruntime.js';
 import { InputError, UnsupportedError } from '../../src/util/errors.js';
 import { TWO_EXIT_MODEL } from '../fixtures/data/samples.js';
 

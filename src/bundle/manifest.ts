@@ -4,7 +4,7 @@
 // Validation reports every problem at once, each with its JSON path inside the file.
 import { z } from 'zod';
 import { ValidationError, show, type Problem } from '../util/errors.js';
-import { EXIT_METRICS, EXIT_POLICIES } from '../runtime/exit-policy.js';
+import { EXIT_METRICS, EXIT_METRIC_INFO } from './exit-metrics.js';
 
 export const MANIFEST_FILE = 'manifest.json';
 export const SIGNATURE_FILE = 'manifest.sig';
@@ -130,7 +130,7 @@ export const ManifestSchema = z
     exitPolicy: z
       .strictObject({
         // The runtime's registry is the one list of metrics, so a bundle never names one the device cannot score.
-        metric: z.enum(EXIT_METRICS).describe(`Confidence of an exit: ${EXIT_METRICS.map((m) => `${m} (${EXIT_POLICIES[m].summary})`).join('; ')}.`),
+        metric: z.enum(EXIT_METRICS).describe(`Confidence of an exit: ${EXIT_METRICS.map((m) => `${m} (${EXIT_METRIC_INFO[m].summary})`).join('; ')}.`),
         thresholds: z
           .array(z.number().min(0).max(1))
           .nullable()

@@ -11,7 +11,7 @@ import {
   type ImageInput,
   type PreprocessSpec,
   type RawPixels,
-} from '../../src/runtime/image.js';
+} from '../../src/backends/image.js';
 import { InputError, ValidationError } from '../../src/util/errors.js';
 
 let dir: string;

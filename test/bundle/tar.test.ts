@@ -5,8 +5,8 @@ import { execFileSync } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { InputError } from '../../src/util/errors.js';
-import { looksLikeTar, readTar, writeTar } from '../../src/compiler/index.js';
-import { scratch } from './helpers.js';
+import { looksLikeTar, readTar, writeTar } from '../../src/bundle/index.js';
+import { scratch } from '../compiler/helpers.js';
 
 const bytes = (n: number, seed: number) => Uint8Array.from({ length: n }, (_, i) => (i * 31 + seed) & 0xff);
 

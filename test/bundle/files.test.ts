@@ -4,20 +4,10 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { ValidationError } from '../../src/util/errors.js';
-import {
-  BundleIntegrityError,
-  compileModel,
-  generateKeyPair,
-  manifestJsonSchema,
-  packBundle,
-  parseManifest,
-  readTar,
-  validateManifest,
-  verifyBundle,
-  type Manifest,
-} from '../../src/compiler/index.js';
+import { compileModel } from '../../src/compiler/index.js';
+import { BundleIntegrityError, generateKeyPair, manifestJsonSchema, packBundle, parseManifest, readTar, validateManifest, verifyBundle, type Manifest } from '../../src/bundle/index.js';
 import { runCli } from '../cli/helpers.js';
-import { RESNET, RESNET_LABELS, RESNET_PRE, copyDir, scratch } from './helpers.js';
+import { RESNET, RESNET_LABELS, RESNET_PRE, copyDir, scratch } from '../compiler/helpers.js';
 
 let dir: string;
 let signed: string;

@@ -7,30 +7,12 @@
 // such a file can still need (alpha flattening, gray ↔ RGB) are done here with sharp's exact
 // integer results, checked against sharp in the tests; anything else still goes to sharp.
 import { promises as fsp, readFileSync, statSync } from 'node:fs';
-import sharp, { type Sharp } from 'sharp';
+import type { Sharp, default as SharpFactory } from 'sharp';
 import { PngFormatError, decodePng, isPng, readPng, type PngPixels } from './png.js';
-import { InputError, ValidationError, formatProblem, show, type Problem } from '../util/errors.js';
+import { InputError, formatProblem, show, type Problem } from '../util/errors.js';
+import { channelsOf, type ColorSpace, type PreprocessSpec, type ResizePolicy } from '../bundle/preprocess.js';
 
-export type ColorSpace = 'gray' | 'rgb';
-
-/**
- * How an image is fitted to the model's input size. `stretch` ignores aspect ratio (right for
- * Fashion-MNIST-like inputs that are already square), `cover` scales then centre-crops,
- * `contain` scales then letterboxes with `background`.
- */
-export type ResizePolicy = 'stretch' | 'cover' | 'contain';
-export const RESIZE_POLICIES: readonly ResizePolicy[] = Object.freeze(['stretch', 'cover', 'contain']);
-
-/** The model's `edgeexit.preprocess` metadata: x = (pixel × scale − mean[c]) / std[c], NCHW float32. */
-export interface PreprocessSpec {
-  colorspace: ColorSpace;
-  /** [height, width], the order of the H and W axes of the NCHW input. */
-  size: [number, number];
-  scale: number;
-  /** One value for every channel, or one per channel. */
-  mean: number[];
-  std: number[];
-}
+export { RESIZE_POLICIES, channelsOf, parsePreprocessSpec, type ColorSpace, type PreprocessSpec, type ResizePolicy } from '../bundle/preprocess.js';
 
 /** Interleaved (HWC) 8-bit pixels, as sharp's raw output and IDX files lay them out. */
 export interface RawPixels {
@@ -69,63 +51,6 @@ export interface DecodeOptions {
 
 /** One item of a batch: the value, or the error that made it unusable. */
 export type ItemResult<T> = { ok: true; value: T } | { ok: false; name: string; error: InputError };
-
-export function channelsOf(colorspace: ColorSpace): number {
-  return colorspace === 'gray' ? 1 : 3;
-}
-
-// ---------------------------------------------------------------------------------------------
-// Spec validation
-
-/** Validate a preprocess spec (an object, or the JSON string stored in the model's metadata). */
-export function parsePreprocessSpec(value: unknown, where = 'edgeexit.preprocess'): PreprocessSpec {
-  let v = value;
-  if (typeof v === 'string') {
-    try {
-      v = JSON.parse(v);
-    } catch (err) {
-      throw new ValidationError(where, [{ where, expected: 'JSON', got: show(value), message: (err as Error).message }]);
-    }
-  }
-  const problems: Problem[] = [];
-  if (typeof v !== 'object' || v === null || Array.isArray(v)) {
-    throw new ValidationError(where, [{ where, expected: 'an object', got: show(v) }]);
-  }
-  const o = v as Record<string, unknown>;
-  const colorspace = o.colorspace;
-  if (colorspace !== 'gray' && colorspace !== 'rgb') {
-    problems.push({ where: `${where}: colorspace`, expected: '"gray" or "rgb"', got: show(colorspace) });
-  }
-  const size = o.size;
-  if (!Array.isArray(size) || size.length !== 2 || !size.every((n) => Number.isInteger(n) && n > 0)) {
-    problems.push({ where: `${where}: size`, expected: '[height, width] of positive integers', got: show(size) });
-  }
-  if (typeof o.scale !== 'number' || !Number.isFinite(o.scale) || o.scale <= 0) {
-    problems.push({ where: `${where}: scale`, expected: 'a positive number (e.g. 1/255)', got: show(o.scale) });
-  }
-  const channels = colorspace === 'rgb' ? 3 : 1;
-  for (const key of ['mean', 'std'] as const) {
-    const arr = o[key];
-    const okLen = Array.isArray(arr) && (arr.length === 1 || arr.length === channels);
-    if (!okLen || !(arr as unknown[]).every((n) => typeof n === 'number' && Number.isFinite(n))) {
-      problems.push({
-        where: `${where}: ${key}`,
-        expected: `an array of 1${channels > 1 ? ` or ${channels}` : ''} finite numbers`,
-        got: show(arr),
-      });
-    } else if (key === 'std' && (arr as number[]).some((n) => n === 0)) {
-      problems.push({ where: `${where}: std`, expected: 'non-zero values (they divide)', got: show(arr) });
-    }
-  }
-  if (problems.length > 0) throw new ValidationError(where, problems);
-  return {
-    colorspace: colorspace as ColorSpace,
-    size: [(size as number[])[0]!, (size as number[])[1]!],
-    scale: o.scale as number,
-    mean: [...(o.mean as number[])],
-    std: [...(o.std as number[])],
-  };
-}
 
 // ---------------------------------------------------------------------------------------------
 // Pixels → tensor (pure)
@@ -210,13 +135,17 @@ export function toTensor(pixels: RawPixels | readonly RawPixels[], spec: Preproc
 // ---------------------------------------------------------------------------------------------
 // Decoding with sharp
 
-let sharpConfigured = false;
-function configureSharp(): void {
-  if (sharpConfigured) return;
-  sharpConfigured = true;
-  // libvips' operation cache keys on the input; a stream of distinct images never hits it and
-  // it would hold up to 50 MB of decoded pixels. Turning it off measured no slower.
-  sharp.cache(false);
+// sharp (libvips) is loaded on first use: PNGs at the model's size never need it, and loading it
+// is a large share of a one-image `edgeexit run`.
+let sharpLoading: Promise<typeof SharpFactory> | undefined;
+function loadSharp(): Promise<typeof SharpFactory> {
+  sharpLoading ??= import('sharp').then((m) => {
+    // libvips' operation cache keys on the input; a stream of distinct images never hits it and
+    // it would hold up to 50 MB of decoded pixels. Turning it off measured no slower.
+    m.default.cache(false);
+    return m.default;
+  });
+  return sharpLoading;
 }
 
 // fs.promises.readFile is four thread-pool round trips (open, stat, read, close): ~150 µs for a
@@ -366,7 +295,6 @@ export async function decodeImage(
   options: DecodeOptions,
   name?: string,
 ): Promise<RawPixels> {
-  configureSharp();
   const label =
     name ?? (typeof input === 'string' ? input : input instanceof Uint8Array ? 'image bytes' : 'raw pixels');
   const want = channelsOf(options.colorspace);
@@ -379,14 +307,14 @@ export async function decodeImage(
       if (fast) return fast;
       // 'error', not sharp's default 'warning': camera JPEGs often carry harmless warnings
       // (extra bytes after EOI), while truncated or corrupt data is still refused.
-      pipeline = sharp(input, { failOn: 'error' });
+      pipeline = (await loadSharp())(input, { failOn: 'error' });
     } else {
       if (input.data.length !== input.width * input.height * input.channels) {
         throw new Error(
           `raw buffer has ${input.data.length} bytes, expected ${input.width}×${input.height}×${input.channels}`,
         );
       }
-      pipeline = sharp(input.data, {
+      pipeline = (await loadSharp())(input.data, {
         raw: { width: input.width, height: input.height, channels: input.channels as 1 | 2 | 3 | 4 },
       });
     }
