@@ -4,7 +4,7 @@
 // evaluated, because torch builds Reshape targets from Shape → Gather → Unsqueeze → Concat chains.
 // Ops we do not know leave their outputs unknown and are listed in `unresolved`, never thrown.
 import type { ValueInfoProto } from './gen/onnx_pb.js';
-import { OnnxGraph } from './graph.js';
+import { OnnxGraph, type GraphNode } from './graph.js';
 import type { OnnxModel } from './model.js';
 import { elementCount, tensorDims } from './tensor.js';
 import { broadcastShapes, constantValues } from './ops/common.js';
@@ -48,14 +48,11 @@ function inferNode(ctx: ShapeCtx): void {
   rule(ctx);
 }
 
-/** Infer the dtype and shape of every tensor in the model's main graph. */
-export function inferShapes(model: OnnxModel | OnnxGraph, opts: ShapeOptions = {}): ShapeResult {
-  const graph = model instanceof OnnxGraph ? model : OnnxGraph.of(model);
+/** What is known before any node runs: graph inputs, initializers (with small values) and sparse initializers. */
+function seed(graph: OnnxGraph, opts: ShapeOptions): Pick<ShapeResult, 'tensors' | 'constants'> {
   const dyn = opts.dynamicDim ?? 1;
   const tensors = new Map<string, TensorShapeInfo>();
   const constants = new Map<string, number[]>();
-  const unresolved: ShapeResult['unresolved'] = [];
-
   for (const v of graph.inputs) {
     const override = opts.inputShapes?.[v.name];
     const info = valueInfoShape(v, dyn);
@@ -70,45 +67,58 @@ export function inferShapes(model: OnnxModel | OnnxGraph, opts: ShapeOptions = {
   for (const [name, s] of graph.sparseInitializers) {
     tensors.set(name, { dtype: s.values?.dataType ?? 0, shape: s.dims.map(Number) });
   }
+  return { tensors, constants };
+}
 
+/** The view a shape rule gets of one node: its inputs read from, its outputs written to, `known`. */
+function nodeCtx(node: GraphNode, known: Pick<ShapeResult, 'tensors' | 'constants'>): ShapeCtx {
+  const { tensors, constants } = known;
+  const info = (i: number) => {
+    const name = node.inputs[i];
+    return name ? tensors.get(name) : undefined;
+  };
+  return {
+    node,
+    info,
+    has: (i) => !!node.inputs[i],
+    shape(i) {
+      const s = info(i)?.shape;
+      if (!s) throw new ShapeError(node.inputs[i] ? `input '${node.inputs[i]}' has an unknown shape` : `input ${i} is missing`);
+      return s;
+    },
+    dtype: (i) => info(i)?.dtype ?? 0,
+    value: (i) => (node.inputs[i] ? constants.get(node.inputs[i]!) : undefined),
+    requireValue(i, what) {
+      const v = node.inputs[i] ? constants.get(node.inputs[i]!) : undefined;
+      if (!v) throw new ShapeError(`${what} (input ${i}${node.inputs[i] ? ` '${node.inputs[i]}'` : ''}) is not a constant`);
+      return v;
+    },
+    set(i, dtype, shape, values) {
+      const name = node.outputs[i];
+      if (!name) return;
+      tensors.set(name, { dtype, shape });
+      if (values && values.length === elementCount(shape)) constants.set(name, values);
+    },
+  };
+}
+
+/** Infer the dtype and shape of every tensor in the model's main graph. */
+export function inferShapes(model: OnnxModel | OnnxGraph, opts: ShapeOptions = {}): ShapeResult {
+  const graph = model instanceof OnnxGraph ? model : OnnxGraph.of(model);
+  const known = seed(graph, opts);
+  const unresolved: ShapeResult['unresolved'] = [];
   for (const node of graph.topologicalOrder()) {
-    const known = (i: number) => {
-      const name = node.inputs[i];
-      return name ? tensors.get(name) : undefined;
-    };
-    const ctx: ShapeCtx = {
-      node,
-      info: known,
-      has: (i) => !!node.inputs[i],
-      shape(i) {
-        const s = known(i)?.shape;
-        if (!s) throw new ShapeError(node.inputs[i] ? `input '${node.inputs[i]}' has an unknown shape` : `input ${i} is missing`);
-        return s;
-      },
-      dtype: (i) => known(i)?.dtype ?? 0,
-      value: (i) => (node.inputs[i] ? constants.get(node.inputs[i]!) : undefined),
-      requireValue(i, what) {
-        const v = node.inputs[i] ? constants.get(node.inputs[i]!) : undefined;
-        if (!v) throw new ShapeError(`${what} (input ${i}${node.inputs[i] ? ` '${node.inputs[i]}'` : ''}) is not a constant`);
-        return v;
-      },
-      set(i, dtype, shape, values) {
-        const name = node.outputs[i];
-        if (!name) return;
-        tensors.set(name, { dtype, shape });
-        if (values && values.length === elementCount(shape)) constants.set(name, values);
-      },
-    };
+    const ctx = nodeCtx(node, known);
     try {
       inferNode(ctx);
     } catch (err) {
       if (!(err instanceof ShapeError)) throw err;
       unresolved.push({ node: node.name, opType: node.opType, reason: err.message });
       // Keep the element type where it is obvious, so extracted stages still get typed inputs.
-      for (const o of node.outputs) if (o && !tensors.has(o)) tensors.set(o, { dtype: ctx.dtype(0) });
+      for (const o of node.outputs) if (o && !known.tensors.has(o)) known.tensors.set(o, { dtype: ctx.dtype(0) });
     }
   }
-  return { tensors, constants, unresolved };
+  return { ...known, unresolved };
 }
 
 /** True when the tensor has a type but no shape, e.g. after an op the inference does not know. */
