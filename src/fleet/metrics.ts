@@ -40,7 +40,7 @@ const RESULT_LABEL: Record<Exclude<CounterName, 'gaps'>, string> = {
  * @example
  * ```ts
  * import { escapeLabelValue } from 'edgeexit/fleet';
- * `edgeexit_device_online{device="${escapeLabelValue('pi "7"')}"} 1`; // device="pi \\"7\\""
+ * `edgeexit_device_online{device="${escapeLabelValue('pi "7"')}"} 1`; // device="pi \"7\""
  * ```
  */
 export function escapeLabelValue(v: string): string {
