@@ -228,5 +228,10 @@ describe('the packed package in a scratch project', () => {
     const tsc = spawnSync(process.execPath, [path.join(ROOT, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.json'], { cwd: project, encoding: 'utf8' });
     expect(tsc.stdout + tsc.stderr).toBe('');
     expect(tsc.status).toBe(0);
+
+    // The CLI ships in the same package: its launcher finds dist/ inside the installed copy.
+    const pkgVersion = (JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { version: string }).version;
+    const cli = ok(await run(process.execPath, [path.join(pkgDir, 'bin/edgeexit.js'), '--version'], project), 'edgeexit --version');
+    expect(cli.stdout.trim()).toContain(pkgVersion);
   });
 });
