@@ -24,11 +24,28 @@ export interface PreprocessSpec {
   std: number[];
 }
 
+/**
+ * Channels of a colour space: 1 for gray, 3 for rgb.
+ *
+ * @example
+ * ```ts
+ * import { channelsOf } from 'edgeexit/bundle';
+ * channelsOf(manifest.input.preprocess.colorspace); // 1 for fmnist-branchy
+ * ```
+ */
 export function channelsOf(colorspace: ColorSpace): number {
   return colorspace === 'gray' ? 1 : 3;
 }
 
-/** Validate a preprocess spec (an object, or the JSON string stored in the model's metadata). */
+/**
+ * Validate a preprocess spec (an object, or the JSON string stored in the model's metadata).
+ *
+ * @example
+ * ```ts
+ * import { parsePreprocessSpec } from 'edgeexit/bundle';
+ * const spec = parsePreprocessSpec({ size: [28, 28], colorspace: 'gray', scale: 1 / 255, mean: [0.286], std: [0.353], resize: 'fill' });
+ * ```
+ */
 export function parsePreprocessSpec(value: unknown, where = 'edgeexit.preprocess'): PreprocessSpec {
   let v = value;
   if (typeof v === 'string') {

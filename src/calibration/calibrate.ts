@@ -45,7 +45,16 @@ function backboneStageOf(m: Manifest, point: string): number {
   return k;
 }
 
-/** Run every stage on every image (batches of 64) and keep every exit's logits. */
+/**
+ * Run every stage on every image (batches of 64) and keep every exit's logits.
+ *
+ * @example
+ * ```ts
+ * import { collectObservations } from 'edgeexit/calibration';
+ * const { manifest, obs } = await collectObservations('bundles/branchy-rpi4', 'calibration/fashion-mnist', { limit: 500 });
+ * console.log(obs.labels.length, manifest.stages.length); // images, exits
+ * ```
+ */
 export async function collectObservations(bundle: string, data: string, opts: { limit?: number; threads?: number } = {}): Promise<{ manifest: Manifest; obs: Observations }> {
   const loaded = await loadBundleFiles(bundle);
   const { manifest } = await verifyLoadedBundle(loaded);
@@ -229,7 +238,19 @@ async function latencyFor(o: CalibrateOptions, manifest: Manifest, stat: StageSt
   return { profile: p, label: `file ${src}` };
 }
 
-/** See the header. */
+/**
+ * See the header.
+ *
+ * @example
+ * ```ts
+ * import { calibrate } from 'edgeexit/calibration';
+ * const report = await calibrate({
+ *   bundle: 'bundles/branchy-rpi4', data: 'calibration/fashion-mnist',
+ *   target: { kind: 'latency', targetMs: 2, percentile: 95 }, latencySource: 'model',
+ * });
+ * console.log(report.thresholds, report.achieved.accuracy, report.files.markdown);
+ * ```
+ */
 export async function calibrate(o: CalibrateOptions): Promise<CalibrationReport> {
   const progress = o.onProgress ?? (() => {});
   const holdout = o.holdout ?? 0.3;
@@ -370,6 +391,15 @@ export async function calibrate(o: CalibrateOptions): Promise<CalibrationReport>
 const p2 = (x: number): string => `${(x * 100).toFixed(2)}%`;
 const m3 = (x: number): string => `${x.toFixed(3)} ms`;
 
+/**
+ * The calibration report as markdown (what `edgeexit calibrate` writes next to the JSON and SVG).
+ *
+ * @example
+ * ```ts
+ * import { calibrate, renderMarkdown } from 'edgeexit/calibration';
+ * console.log(renderMarkdown(await calibrate(options)));
+ * ```
+ */
 export function renderMarkdown(r: CalibrationReport): string {
   const tgt = r.target.kind === 'latency' ? `${r.target.percentile === undefined ? 'mean' : `p${r.target.percentile}`} latency ≤ ${r.target.targetMs} ms` : `accuracy within ${r.target.maxDropPp} pp of the last exit`;
   return [

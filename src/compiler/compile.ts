@@ -51,7 +51,20 @@ export const DEFAULT_CALIBRATION_METHOD: CalibrationMethod = 'percentile';
 /** Default allowed top-1 loss per exit, percentage points. */
 export const DEFAULT_MAX_ACCURACY_DROP = 1;
 
-/** An int8 compile lost more accuracy than allowed on some exit. */
+/**
+ * An int8 compile lost more accuracy than allowed on some exit.
+ *
+ * @example
+ * ```ts
+ * import { AccuracyDropError, compileModel } from 'edgeexit/compiler';
+ * try {
+ *   await compileModel({ model: 'm.onnx', device: 'rpi4', out: 'b', precision: 'int8', maxAccuracyDrop: 0.5 });
+ * } catch (err) {
+ *   if (!(err instanceof AccuracyDropError)) throw err;
+ *   await compileModel({ model: 'm.onnx', device: 'rpi4', out: 'b', precision: 'fp32' }); // fall back to float
+ * }
+ * ```
+ */
 export class AccuracyDropError extends CheckFailedError {}
 
 export interface CompileOptions {
@@ -225,7 +238,16 @@ export async function resolvePreprocess(model: OnnxModel, file: string, flag: st
   };
 }
 
-/** Labels from a file: a JSON array, or one label per line. */
+/**
+ * Labels from a file: a JSON array, or one label per line.
+ *
+ * @example
+ * ```ts
+ * import { parseLabelsText } from 'edgeexit/compiler';
+ * parseLabelsText('cat\ndog\n', 'labels.txt'); // ['cat', 'dog']
+ * parseLabelsText('["cat","dog"]', 'labels.json'); // the same
+ * ```
+ */
 export function parseLabelsText(text: string, where: string): string[] {
   const t = text.trim();
   let labels: unknown;
@@ -339,6 +361,20 @@ export async function resolveCalibrationDir(flag: string | undefined, labels: re
   ]);
 }
 
+/**
+ * Compile a multi-exit float ONNX model into a bundle for a device: prepare, split at the exits,
+ * quantise (int8 within `maxAccuracyDrop`, fp16, or fp32), check every exit against the source,
+ * and write the stages, manifest and report atomically (signed when `key` is given).
+ *
+ * @example
+ * ```ts
+ * import { compileModel } from 'edgeexit/compiler';
+ * const { out, manifest, report } = await compileModel({
+ *   model: 'models/fmnist-branchy/fmnist-branchy.onnx', device: 'rpi4', precision: 'int8', out: 'bundles/branchy-rpi4',
+ * });
+ * console.log(manifest.stages.map((s) => s.file), report.stages.length);
+ * ```
+ */
 export async function compileModel(opts: CompileOptions): Promise<CompileResult> {
   if (opts.precision !== undefined && opts.precision !== 'device' && !PRECISIONS.includes(opts.precision)) {
     throw new InputError(`--precision ${String(opts.precision)}: unknown; expected one of ${PRECISIONS.join(', ')}`);

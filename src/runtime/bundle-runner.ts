@@ -167,7 +167,18 @@ async function resolveDevice(manifest: Manifest, opts: LoadBundleOptions, warn: 
   return { device, eps, threads };
 }
 
-/** Verify a bundle folder or archive and open it for inference. Throws BundleIntegrityError on a bad hash or signature. */
+/**
+ * Verify a bundle folder or archive and open it for inference. Throws BundleIntegrityError on a bad hash or signature.
+ *
+ * @example
+ * ```ts
+ * import { loadBundle } from 'edgeexit';
+ * const runner = await loadBundle('bundles/branchy-rpi4', { publicKey: 'keys/fleet.pub', requireSignature: true });
+ * const { items, exitCounts } = await runner.classify(['frame-1.png', 'frame-2.png'], { thresholds: [0.9, 0.9] });
+ * for (const it of items) if (it.ok) console.log(it.label, it.confidence, it.exit, it.latencyMs);
+ * await runner.close();
+ * ```
+ */
 export async function loadBundle(pathOrTar: string, opts: LoadBundleOptions = {}): Promise<BundleRunner> {
   const warn = opts.onWarning ?? ((line: string) => void process.stderr.write(line + '\n'));
   const files = await loadBundleFiles(pathOrTar);

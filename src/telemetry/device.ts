@@ -163,6 +163,23 @@ export interface TelemetrySummary {
   meter: string;
 }
 
+/**
+ * A device's telemetry session (see the header): birth, metric windows from what is recorded,
+ * the outbox, the energy meter and a clean death on close. From a loaded bundle,
+ * startDeviceTelemetry is the short way to start one.
+ *
+ * @example
+ * ```ts
+ * import { DeviceTelemetry, loadBundle } from 'edgeexit';
+ * const runner = await loadBundle('bundles/branchy-rpi4');
+ * const telemetry = await DeviceTelemetry.start({
+ *   url: 'mqtts://broker.example:8883', fleet: 'lab', device: 'pi-07', bundle: runner.source, manifest: runner.manifest,
+ *   tls: { ca: 'ca.pem' }, windowMs: 30_000, onLog: console.error,
+ * });
+ * telemetry.record({ exit: 0, stageLatencyMs: [0.3], latencyMs: 0.3 }, true);
+ * console.log(await telemetry.close(5_000)); // { windows, acked, queued, … }
+ * ```
+ */
 export class DeviceTelemetry {
   private lastError: string | undefined;
   private readonly logged = new Set<string>();
@@ -299,7 +316,15 @@ export class DeviceTelemetry {
   }
 }
 
-/** One line for stderr after a session: where the windows went, or where they wait. */
+/**
+ * One line for stderr after a session: where the windows went, or where they wait.
+ *
+ * @example
+ * ```ts
+ * import { describeSummary } from 'edgeexit/telemetry';
+ * console.error(describeSummary(await telemetry.close(10_000), 10_000));
+ * ```
+ */
 export function describeSummary(s: TelemetrySummary, drainMs: number): string {
   const base = `telemetry: ${s.windows} window${s.windows === 1 ? '' : 's'} from ${s.fleet}/${s.device} to ${s.url}`;
   if (s.queued === 0) return `${base}, all acknowledged (energy: ${s.meter})`;

@@ -39,7 +39,19 @@ export interface MqttMessage {
   retain: boolean;
 }
 
-/** The broker or the connection failed; the caller decides whether to retry. */
+/**
+ * The broker or the connection failed; the caller decides whether to retry.
+ *
+ * @example
+ * ```ts
+ * import { MqttConnectionError, connectMqtt } from 'edgeexit/telemetry';
+ * try {
+ *   await connectMqtt({ url: 'mqtt://broker.local', clientId: 'probe', connectTimeoutMs: 2_000 });
+ * } catch (err) {
+ *   if (err instanceof MqttConnectionError) console.error(`broker unreachable: ${err.message}`);
+ * }
+ * ```
+ */
 export class MqttConnectionError extends EdgeExitError {}
 
 export interface MqttConnection {
@@ -57,7 +69,17 @@ export interface MqttConnection {
   abort(): void;
 }
 
-/** Open one connection; rejects with MqttConnectionError if it is refused or times out. */
+/**
+ * Open one connection; rejects with MqttConnectionError if it is refused or times out.
+ *
+ * @example
+ * ```ts
+ * import { connectMqtt, decodePayload, subscriptionFor } from 'edgeexit/telemetry';
+ * const conn = await connectMqtt({ url: 'mqtt://broker.local:1883', clientId: 'watcher' });
+ * conn.onMessage((m) => { if (m.topic.endsWith('/metrics')) console.log(decodePayload('metrics', m.payload).count); });
+ * await conn.subscribe(subscriptionFor('lab'), 1);
+ * ```
+ */
 export async function connectMqtt(opts: MqttConnectOptions): Promise<MqttConnection> {
   // Loaded on first connect: `edgeexit run` without --telemetry never needs MQTT.
   const mqtt = (await import('mqtt')).default;

@@ -31,7 +31,16 @@ export interface Backoff {
 
 export const DEFAULT_BACKOFF: Backoff = { initialMs: 500, maxMs: 30_000, factor: 2, jitter: 0.5 };
 
-/** Delay before retry number `attempt` (0-based): exponential, capped, with jitter so a fleet does not reconnect in lockstep. */
+/**
+ * Delay before retry number `attempt` (0-based): exponential, capped, with jitter so a fleet does not reconnect in lockstep.
+ *
+ * @example
+ * ```ts
+ * import { backoffDelay } from 'edgeexit/telemetry';
+ * backoffDelay(0); // 250–500 ms
+ * backoffDelay(10); // capped: 15–30 s
+ * ```
+ */
 export function backoffDelay(attempt: number, b: Backoff = DEFAULT_BACKOFF, random: () => number = Math.random): number {
   const base = Math.min(b.maxMs, b.initialMs * b.factor ** Math.min(attempt, 60));
   return Math.round(base * (1 - b.jitter * random()));
@@ -81,6 +90,23 @@ export interface PublisherStats {
   dropped: number;
 }
 
+/**
+ * The device-side publisher (see the header): birth on every connect, the last will as death,
+ * windows from the persistent outbox with QoS 1, reconnecting with backoff. DeviceTelemetry
+ * builds one; use it directly to publish windows you aggregate yourself.
+ *
+ * @example
+ * ```ts
+ * import { TelemetryPublisher } from 'edgeexit/telemetry';
+ * const pub = await TelemetryPublisher.start({
+ *   url: 'mqtt://broker.local', fleet: 'lab', device: 'pi-07', stateDir: '.edgeexit/agent/pi-07',
+ *   birth: { profile: 'rpi4', bundle: { name: 'fmnist-branchy', version: '1.0.0', manifestSha256: sha, precision: 'int8', thresholds: [0.9, 0.9] }, runtime: { edgeexit: '0.1.0', node: process.versions.node } },
+ * });
+ * await pub.enqueueWindow(window); // a WindowInput; kept on disk until the broker acknowledges it
+ * await pub.drained();
+ * await pub.close();
+ * ```
+ */
 export class TelemetryPublisher {
   private conn: MqttConnection | undefined;
   private bdSeq = -1;
