@@ -13,7 +13,7 @@ import type { Manifest } from '../bundle/manifest.js';
 import { loadDeviceProfile } from '../devices/load.js';
 import { InputError, UnsupportedError, formatProblem } from '../util/errors.js';
 import { createSession, type ModelSession } from '../backends/onnxruntime.js';
-import { blankInput, classifier, inputShapeOf } from './classify.js';
+import { blankInput, inputShapeOf, makeClassify } from './classify.js';
 import type { RunnerFamily } from './families/family.js';
 import { runnerFamily } from './families/registry.js';
 import type { BundleRunner } from './types.js';
@@ -148,7 +148,7 @@ async function buildRunner(source: string, verified: VerifyResult, family: Runne
       device: at.device,
       executionProviders: sessions[0]?.executionProviders ?? [],
       threads: at.threads,
-      classify: classifier(source, manifest, runner, shape),
+      classify: makeClassify(source, manifest, runner, shape),
       close: () => closeAll(sessions),
     };
   } catch (err) {

@@ -145,7 +145,7 @@ function summarise({ items, plan, timing }: CallState): ClassifyResult {
 }
 
 /** BundleRunner.classify over a family's runner (see BundleRunner.classify for what it does). */
-export function classifier(source: string, manifest: Manifest, runner: FamilyRunner, shape: InputShape): BundleRunner['classify'] {
+export function makeClassify(source: string, manifest: Manifest, runner: FamilyRunner, shape: InputShape): BundleRunner['classify'] {
   const planOf = planCache(runner);
   return async (inputs, o = {}) => {
     const plan = planOf(o);
