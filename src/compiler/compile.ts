@@ -36,6 +36,7 @@ import { convertToFp16 } from './fp16.js';
 import { measureStageLatency, type LatencyReport } from './latency.js';
 import { compileCbnet, isCbnetFolder, type CbnetReport } from './cbnet.js';
 import { randomImages } from './check.js';
+import { contractNotes } from './contract.js';
 import { createSession, type PlainTensor } from '../backends/onnxruntime.js';
 
 export const PRECISIONS = ['fp32', 'fp16', 'int8'] as const;
@@ -398,6 +399,7 @@ export async function compileModel(opts: CompileOptions): Promise<CompileResult>
 
   // The check (and the fp16 re-check) runs the source as onnxruntime reads it: with its external data inlined.
   const checkSource = model.externalTensors.length > 0 ? encodeModel(model) : sourceBytes;
+  notes.push(...(await contractNotes({ model, bytes: checkSource, file, exits, input, preprocess })));
   const check = await checkStages({
     source: checkSource,
     inputName: input.name,
