@@ -497,6 +497,7 @@ export async function compileModel(opts: CompileOptions): Promise<CompileResult>
   const sha = sha256Hex(sourceBytes);
   const name = model.getMetadata('edgeexit.model') ?? path.basename(file, path.extname(file));
   const version = model.getMetadata('edgeexit.version') ?? (model.modelVersion ? String(model.modelVersion) : '0');
+  if (model.getMetadata('edgeexit.model') === undefined) notes.push(`the bundle is named '${name}' ${version} after the file: the model has no edgeexit.model metadata (fix: add edgeexit.model and edgeexit.version to metadata_props; see docs/bring-your-own-model.md)`);
   let cumulative = 0;
   const stages: StageReport[] = split.stages.map((s, k) => {
     cumulative += s.macs;

@@ -358,6 +358,14 @@ export async function loadBundle(pathOrTar: string, opts: LoadBundleOptions = {}
     return runCascade(stages, manifest.input.name, chunk, plan.policy);
   }
 
+  // A stretched frame of another aspect ratio still classifies, only worse: say so once per runner.
+  let stretchWarned = false;
+  const warnStretched = (first: { name: string; width: number; height: number } | undefined): void => {
+    if (!first || stretchWarned) return;
+    stretchWarned = true;
+    warn(stretchWarning(first, manifest.input.preprocess.size));
+  };
+
   async function classify(inputs: readonly ImageInput[] | TensorData, o: ClassifyOptions = {}): Promise<ClassifyResult> {
     const plan = cachedPlan(o);
     if (o.batchSize !== undefined && (!Number.isInteger(o.batchSize) || o.batchSize < 1)) {
@@ -424,6 +432,7 @@ export async function loadBundle(pathOrTar: string, opts: LoadBundleOptions = {}
         const p0 = performance.now();
         const prepared = await prepareBatch(slice, spec);
         timing.preprocessMs += performance.now() - p0;
+        warnStretched(prepared.stretched[0]);
         for (const f of prepared.failures) items.push({ ok: false, index: start + f.index, name: f.name, error: f.error });
         await runRows(prepared.tensor, prepared.indices.map((i) => start + i), nameOf);
       }
@@ -459,3 +468,11 @@ export async function loadBundle(pathOrTar: string, opts: LoadBundleOptions = {}
   };
 }
 
+/** The one-line warning for an image stretched to another aspect ratio (resize policy `stretch`). */
+export function stretchWarning(img: { name: string; width: number; height: number }, size: readonly [number, number]): string {
+  const [h, w] = size;
+  return (
+    `warn: ${img.name} is ${img.width}×${img.height} but the model reads ${w}×${h}: resize policy 'stretch' distorts its aspect ratio ` +
+    `(fix: set "resize": "cover" or "contain" in the model's edgeexit.preprocess and compile again, or crop the images first)`
+  );
+}
