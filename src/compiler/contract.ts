@@ -3,11 +3,10 @@
 // before stage k+1, so a costly first exit makes every sample pay for it), and the batch axis is
 // dynamic (the runtime batches images). A model that breaks one still compiles and runs, only
 // worse, so these are warnings that name the fix; the numbers come from the float model itself.
-import { createSession, type PlainTensor } from '../backends/onnxruntime.js';
+import type { PlainTensor } from '../backends/onnxruntime.js';
 import type { PreprocessSpec } from '../backends/image.js';
 import { costPerOutput, type OnnxModel } from '../onnx/index.js';
 import { formatProblem } from '../util/errors.js';
-import { randomImages } from './check.js';
 
 export type ContractRule = 'softmax-output' | 'cost-order' | 'static-batch';
 
@@ -127,6 +126,8 @@ export async function contractInputOf(opts: {
   input: { name: string; fixedBatch?: number };
   preprocess: PreprocessSpec;
 }): Promise<ContractInput> {
+  // Loaded here, not at the top: `inspect` uses checkModelContract and should not start onnxruntime.
+  const [{ createSession }, { randomImages }] = await Promise.all([import('../backends/onnxruntime.js'), import('./check.js')]);
   const costs = new Map(costPerOutput(opts.model).map((c) => [c.output, c.cumulativeMacs]));
   const batch = opts.input.fixedBatch ?? 4;
   const images = randomImages(opts.preprocess, batch, 11);

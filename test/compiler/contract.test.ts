@@ -92,6 +92,16 @@ describe('model contract at compile time', () => {
     expect(warnings[0]).toMatch(/fix: return the exits from forward\(\) cheapest first/);
   });
 
+  it('inspect shows the cost-order and batch warnings from the graph alone', async () => {
+    const r = await runCli('inspect', await twoExitModel('late-first-static', { lateFirst: true, batch: 2 }));
+    expect(r.code).toBe(0);
+    expect(r.out).toMatch(/^warning {5}.*exit 0 'late' \([\d,]+ MACs\) costs more than exit 1 'early'/m);
+    expect(r.out).toMatch(/^warning {5}.*static batch axis of 2/m);
+    expect(r.out).toContain('graph outputs, in run order');
+    const clean = await runCli('inspect', await twoExitModel('clean-inspect'));
+    expect(clean.out).not.toMatch(/costs more than|static batch/);
+  });
+
   it('warns about a static batch axis and names dynamic_axes; the CLI shows it as a warn line', async () => {
     const file = await twoExitModel('batch1', { batch: 1 });
     const warnings = await compileNotes(file);
