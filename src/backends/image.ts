@@ -308,6 +308,10 @@ export interface SourceSize {
  * decodeImage that also says how large the image was before fitting, so a caller can tell that
  * a stretch changed its aspect ratio. The size is read only under the stretch policy (the only
  * one that distorts); otherwise `source` is undefined.
+ *
+ * @example
+ * const { pixels, source } = await decodeImageFrom('frame.jpg', { colorspace: 'gray', width: 28, height: 28 });
+ * if (source && aspectDiffers(source, 28, 28)) console.warn('frame.jpg was stretched');
  */
 export async function decodeImageFrom(
   input: string | Uint8Array | RawPixels,
@@ -369,7 +373,12 @@ function sourceSize(meta: { width?: number; height?: number; orientation?: numbe
 /** Aspect ratios further apart than this (relative) count as different: rounding to whole pixels stays below it. */
 const ASPECT_TOLERANCE = 0.01;
 
-/** Whether an image of `source` size would be distorted by stretching it to `width`×`height`. */
+/**
+ * Whether an image of `source` size would be distorted by stretching it to `width`×`height`.
+ *
+ * @example
+ * aspectDiffers({ width: 640, height: 480 }, 28, 28); // → true
+ */
 export function aspectDiffers(source: SourceSize, width: number, height: number): boolean {
   return Math.abs((source.width * height) / (source.height * width) - 1) > ASPECT_TOLERANCE;
 }

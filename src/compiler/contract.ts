@@ -38,7 +38,12 @@ export interface ContractInput {
 /** How far a row sum may be from 1 and still read as a probability vector (float32 rounding). */
 const SUM_TOLERANCE = 1e-3;
 
-/** Whether every row is non-negative and sums to ~1 — what a softmax output looks like on any input. */
+/**
+ * Whether every row is non-negative and sums to ~1 — what a softmax output looks like on any input.
+ *
+ * @example
+ * looksLikeProbabilities({ exit: 'e', dims: [1, 3], data: [0.2, 0.3, 0.5] }); // → true
+ */
 export function looksLikeProbabilities(sample: ContractSample): boolean {
   const classes = sample.dims.at(-1) ?? 0;
   const rows = classes > 0 ? sample.data.length / classes : 0;
@@ -117,6 +122,10 @@ export function checkModelContract(input: ContractInput): ContractFinding[] {
 /**
  * Gather what {@link checkModelContract} needs from the float model: cumulative MACs per exit and
  * the exits' outputs on a few random images (one session on the source bytes).
+ *
+ * @example
+ * const input = await contractInputOf({ model, bytes, file, exits: ['exit0', 'final'], input: { name: 'image' }, preprocess });
+ * for (const f of checkModelContract(input)) console.warn(f.message);
  */
 export async function contractInputOf(opts: {
   model: OnnxModel;

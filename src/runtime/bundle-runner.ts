@@ -468,7 +468,12 @@ export async function loadBundle(pathOrTar: string, opts: LoadBundleOptions = {}
   };
 }
 
-/** The one-line warning for an image stretched to another aspect ratio (resize policy `stretch`). */
+/**
+ * The one-line warning for an image stretched to another aspect ratio (resize policy `stretch`).
+ *
+ * @example
+ * stretchWarning({ name: 'cam.jpg', width: 640, height: 480 }, [28, 28]); // 'warn: cam.jpg is 640×480 but the model reads 28×28: …'
+ */
 export function stretchWarning(img: { name: string; width: number; height: number }, size: readonly [number, number]): string {
   const [h, w] = size;
   return (
