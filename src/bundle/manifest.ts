@@ -33,6 +33,10 @@ export const PreprocessSchema = z
       .min(1)
       .max(3)
       .describe('Divides after the mean: one value, or one per channel.'),
+    resize: z
+      .enum(['stretch', 'cover', 'contain'])
+      .optional()
+      .describe('How an image of another aspect ratio is fitted: stretch (default; ignores aspect), cover (scale, centre-crop), contain (scale, letterbox in black).'),
   })
   .describe('x = (pixel × scale − mean[c]) / std[c], NCHW float32.');
 

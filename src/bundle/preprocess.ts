@@ -22,6 +22,11 @@ export interface PreprocessSpec {
   /** One value for every channel, or one per channel. */
   mean: number[];
   std: number[];
+  /**
+   * How images of another aspect ratio are fitted (default `stretch`, which is what bundles
+   * without the key have always done).
+   */
+  resize?: ResizePolicy;
 }
 
 /**
@@ -85,6 +90,9 @@ export function parsePreprocessSpec(value: unknown, where = 'edgeexit.preprocess
       problems.push({ where: `${where}: std`, expected: 'non-zero values (they divide)', got: show(arr) });
     }
   }
+  if (o.resize !== undefined && !RESIZE_POLICIES.includes(o.resize as ResizePolicy)) {
+    problems.push({ where: `${where}: resize`, expected: RESIZE_POLICIES.map((r) => `"${r}"`).join(', ') + ' (or leave it out for "stretch")', got: show(o.resize) });
+  }
   if (problems.length > 0) throw new ValidationError(where, problems);
   return {
     colorspace: colorspace as ColorSpace,
@@ -92,6 +100,8 @@ export function parsePreprocessSpec(value: unknown, where = 'edgeexit.preprocess
     scale: o.scale as number,
     mean: [...(o.mean as number[])],
     std: [...(o.std as number[])],
+    // Only when given, so specs (and manifests) without it stay byte-identical.
+    ...(o.resize !== undefined ? { resize: o.resize as ResizePolicy } : {}),
   };
 }
 

@@ -36,6 +36,7 @@ import { convertToFp16 } from './fp16.js';
 import { measureStageLatency, type LatencyReport } from './latency.js';
 import { compileCbnet, isCbnetFolder, type CbnetReport } from './cbnet.js';
 import { randomImages } from './check.js';
+import { contractNotes } from './contract.js';
 import { createSession, type PlainTensor } from '../backends/onnxruntime.js';
 
 export const PRECISIONS = ['fp32', 'fp16', 'int8'] as const;
@@ -434,6 +435,7 @@ export async function compileModel(opts: CompileOptions): Promise<CompileResult>
 
   // The check (and the fp16 re-check) runs the source as onnxruntime reads it: with its external data inlined.
   const checkSource = model.externalTensors.length > 0 ? encodeModel(model) : sourceBytes;
+  notes.push(...(await contractNotes({ model, bytes: checkSource, file, exits, input, preprocess })));
   const check = await checkStages({
     source: checkSource,
     inputName: input.name,
@@ -531,6 +533,7 @@ export async function compileModel(opts: CompileOptions): Promise<CompileResult>
   const sha = sha256Hex(sourceBytes);
   const name = model.getMetadata('edgeexit.model') ?? path.basename(file, path.extname(file));
   const version = model.getMetadata('edgeexit.version') ?? (model.modelVersion ? String(model.modelVersion) : '0');
+  if (model.getMetadata('edgeexit.model') === undefined) notes.push(`the bundle is named '${name}' ${version} after the file: the model has no edgeexit.model metadata (fix: add edgeexit.model and edgeexit.version to metadata_props; see docs/bring-your-own-model.md)`);
   let cumulative = 0;
   const stages: StageReport[] = split.stages.map((s, k) => {
     cumulative += s.macs;

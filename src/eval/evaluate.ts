@@ -168,7 +168,8 @@ export async function evaluateModel(options: EvaluateOptions): Promise<Evaluatio
       const prepared = await prepareBatch(
         items.map((it) => it.file),
         spec,
-        { resize: options.resize ?? 'stretch', concurrency: options.concurrency },
+        // Unset, the spec's own policy applies (stretch when it names none).
+        { resize: options.resize, concurrency: options.concurrency },
       );
       return {
         tensor: prepared.tensor,

@@ -132,7 +132,7 @@ function checkClassCounts(source: string, manifest: Manifest, family: RunnerFami
 }
 
 /** The family's runner over open sessions, warmed up unless told not to; closes the sessions when that fails. */
-async function buildRunner(source: string, verified: VerifyResult, family: RunnerFamily, sessions: ModelSession[], at: Placement, warmup: boolean): Promise<BundleRunner> {
+async function buildRunner(source: string, verified: VerifyResult, family: RunnerFamily, sessions: ModelSession[], at: Placement, warmup: boolean, warn: (line: string) => void): Promise<BundleRunner> {
   const manifest = verified.manifest;
   try {
     checkClassCounts(source, manifest, family, sessions);
@@ -148,7 +148,7 @@ async function buildRunner(source: string, verified: VerifyResult, family: Runne
       device: at.device,
       executionProviders: sessions[0]?.executionProviders ?? [],
       threads: at.threads,
-      classify: makeClassify(source, manifest, runner, shape),
+      classify: makeClassify(source, manifest, runner, shape, warn),
       close: () => closeAll(sessions),
     };
   } catch (err) {
@@ -183,5 +183,5 @@ export async function loadBundle(pathOrTar: string, opts: LoadBundleOptions = {}
   checkThreads(opts.threads);
   const at = await resolveDevice(manifest, opts, warn);
   const sessions = await openStageSessions(manifest, files, at, warn);
-  return buildRunner(pathOrTar, verified, family, sessions, at, opts.warmup ?? true);
+  return buildRunner(pathOrTar, verified, family, sessions, at, opts.warmup ?? true, warn);
 }

@@ -63,6 +63,8 @@ interface CallState {
   batch: number;
   items: ClassifyItem[];
   timing: ClassifyResult['timing'];
+  /** Told of the first input of a window that was stretched to another aspect ratio. */
+  onStretched: (img: { name: string; width: number; height: number }) => void;
 }
 
 /** Runs the rows of `tensor` in batches; rows[i] is the input index of row i. */
@@ -121,6 +123,7 @@ async function classifyImages(st: CallState, list: readonly ImageInput[], spec: 
     const p0 = performance.now();
     const prepared = await prepareBatch(slice, spec);
     st.timing.preprocessMs += performance.now() - p0;
+    if (prepared.stretched[0]) st.onStretched(prepared.stretched[0]);
     for (const f of prepared.failures) st.items.push({ ok: false, index: start + f.index, name: f.name, error: f.error });
     await runRows(st, prepared.tensor, prepared.indices.map((i) => start + i), nameOf);
   }
@@ -145,17 +148,38 @@ function summarise({ items, plan, timing }: CallState): ClassifyResult {
 }
 
 /** BundleRunner.classify over a family's runner (see BundleRunner.classify for what it does). */
-export function makeClassify(source: string, manifest: Manifest, runner: FamilyRunner, shape: InputShape): BundleRunner['classify'] {
+export function makeClassify(source: string, manifest: Manifest, runner: FamilyRunner, shape: InputShape, warn: (line: string) => void): BundleRunner['classify'] {
   const planOf = planCache(runner);
+  // A stretched frame of another aspect ratio still classifies, only worse: say so once per runner.
+  let stretchWarned = false;
+  const onStretched = (img: { name: string; width: number; height: number }): void => {
+    if (stretchWarned) return;
+    stretchWarned = true;
+    warn(stretchWarning(img, manifest.input.preprocess.size));
+  };
   return async (inputs, o = {}) => {
     const plan = planOf(o);
     if (o.batchSize !== undefined && (!Number.isInteger(o.batchSize) || o.batchSize < 1)) {
       throw new InputError(formatProblem({ where: 'batch size', expected: 'a positive integer', got: String(o.batchSize) }));
     }
     const timing: ClassifyResult['timing'] = { preprocessMs: 0, cascadeMs: 0, stageMs: manifest.stages.map(() => 0), overheadMs: 0, batches: 0, ...(plan.runOrder ? { runs: [] } : {}) };
-    const st: CallState = { runner, plan, labels: manifest.labels, per: shape.per, batch: o.batchSize ?? DEFAULT_BATCH_SIZE, items: [], timing };
+    const st: CallState = { runner, plan, labels: manifest.labels, per: shape.per, batch: o.batchSize ?? DEFAULT_BATCH_SIZE, items: [], timing, onStretched };
     if (Array.isArray(inputs)) await classifyImages(st, inputs as readonly ImageInput[], shape.spec);
     else await classifyTensor(st, inputs as TensorData, shape, source);
     return summarise(st);
   };
+}
+
+/**
+ * The one-line warning for an image stretched to another aspect ratio (resize policy `stretch`).
+ *
+ * @example
+ * stretchWarning({ name: 'cam.jpg', width: 640, height: 480 }, [28, 28]); // 'warn: cam.jpg is 640×480 but the model reads 28×28: …'
+ */
+export function stretchWarning(img: { name: string; width: number; height: number }, size: readonly [number, number]): string {
+  const [h, w] = size;
+  return (
+    `warn: ${img.name} is ${img.width}×${img.height} but the model reads ${w}×${h}: resize policy 'stretch' distorts its aspect ratio ` +
+    `(fix: set "resize": "cover" or "contain" in the model's edgeexit.preprocess and compile again, or crop the images first)`
+  );
 }
