@@ -238,6 +238,8 @@ export interface CalibrationReport {
  * Which latency source to use and why: the one asked for, else 'measure' when this host can stand
  * in for the bundle's device and 'model' when not. Measuring for another machine is allowed when
  * asked for, with a warning, since thresholds then fit this machine's timings.
+ *
+ * @example (await chooseLatencySource(undefined, jetsonManifest)).source // 'model' on an x86 laptop
  */
 export async function chooseLatencySource(asked: string | undefined, manifest: Manifest): Promise<{ source: string; why: string; warning?: string }> {
   let device: DeviceProfile | undefined;
@@ -434,6 +436,8 @@ export async function calibrate(o: CalibrateOptions): Promise<CalibrationReport>
  * How the held-out result misses the target, or undefined when it meets it: the constrained
  * latency above the budget, or an accuracy loss against the last exit (on the same held-out
  * images) above the allowed drop.
+ *
+ * @example missOf({ kind: 'latency', targetMs: 0.08, percentile: 95 }, achieved, held) // 'held-out p95 latency 0.096 ms > target 0.08 ms'
  */
 export function missOf(target: SearchTarget, achieved: PolicyPoint, held: SearchData): string | undefined {
   if (target.kind === 'latency') {

@@ -302,6 +302,8 @@ export class DeviceTelemetry {
 /**
  * A session ended with windows the broker did not acknowledge. They are safe in the outbox, so
  * the exit code is EX_TEMPFAIL (75): the work is done, its report is not, and a retry sends it.
+ *
+ * @example if (summary.queued > 0) throw new TelemetryUndeliveredError('3 windows wait in the outbox');
  */
 export class TelemetryUndeliveredError extends EdgeExitError {
   override readonly exitCode = 75;

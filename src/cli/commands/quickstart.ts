@@ -50,7 +50,7 @@ async function evaluationTensor(spec: PreprocessSpec, classes: readonly string[]
   if (haveTest) {
     const ds = await loadFashionMnist('test');
     // By name: the bundle's labels need not be in Fashion-MNIST's order.
-    const toBundle = fashionMnistLabelMap(classes, 'bundle');
+    const toBundle = fashionMnistLabelMap(classes, 'the bundle manifest');
     const n = Math.min(limit ?? ds.images.count, ds.images.count);
     const { rows: h, cols: w } = ds.images;
     const px = Array.from({ length: n }, (_, i) => ({ width: w, height: h, channels: 1, data: ds.images.pixels.subarray(i * w * h, (i + 1) * w * h) }));

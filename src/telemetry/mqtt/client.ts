@@ -66,6 +66,8 @@ export interface MqttConnection {
  * True for a CONNACK that refuses the protocol level: 3.1.1's return code 1 ("unacceptable
  * protocol version", what a 3.1.1-only broker answers an MQTT 5 CONNECT with) or MQTT 5's reason
  * code 0x84 ("unsupported protocol version").
+ *
+ * @example await connectMqtt({ url, clientId, protocolVersion: 5 }).catch((e) => isProtocolRefusal(e)) // true on aedes
  */
 export function isProtocolRefusal(err: unknown): boolean {
   const cause = err instanceof MqttConnectionError ? err.cause : err;
