@@ -191,6 +191,22 @@ export interface MeasureOptions {
   threads?: number;
 }
 
+/**
+ * Whether this machine can stand in for `device` when timing stages: the same CPU architecture
+ * and the same number of CPUs. Anything else (an x86 laptop for a Pi or a Jetson) times a
+ * different machine, so its numbers do not describe the device.
+ *
+ * @example hostMatchesDevice(await loadDeviceProfile('rpi4')) // { same: false, host: 'x64, 2 CPUs', device: 'rpi4 (arm64, 4 cores)' } on an x86 laptop
+ */
+export function hostMatchesDevice(device: DeviceProfile): { same: boolean; host: string; device: string } {
+  const cpus = os.availableParallelism();
+  return {
+    same: device.cpu.arch === process.arch && device.cpu.cores === cpus,
+    host: `${process.arch}, ${cpus} CPU${cpus === 1 ? '' : 's'}`,
+    device: `${device.id} (${device.cpu.arch}, ${device.cpu.cores} core${device.cpu.cores === 1 ? '' : 's'})`,
+  };
+}
+
 export function hostDescription(): string {
   const cpu = os.cpus()[0]?.model?.trim() ?? 'unknown CPU';
   return `this host: ${cpu}, ${os.availableParallelism()} cores, ${os.platform()} ${os.release()}, node ${process.version}`;

@@ -12,7 +12,7 @@ import { InputError, UnsupportedError, ValidationError, type Problem } from '../
 import { OnnxGraph, costPerOutput, decodeModel, encodeModel, inferShapes, valueInfoShape, type OnnxModel } from '../onnx/index.js';
 import { DataType } from '../onnx/dtype.js';
 import { loadDeviceProfile, packageRoot, type DeviceProfile } from '../devices/index.js';
-import { folderNameForLabel } from '../data/imagefolder.js';
+import { folderNameForLabel, foldersCoverLabels } from '../data/imagefolder.js';
 import {
   CALIBRATION_METHODS,
   calibrateStages,
@@ -352,8 +352,7 @@ export async function resolveCalibrationDir(flag: string | undefined, labels: re
   const dir = path.join(packageRoot(), DEFAULT_CALIBRATION);
   try {
     const folders = (await fsp.readdir(dir, { withFileTypes: true })).filter((e) => e.isDirectory()).map((e) => e.name).sort();
-    const want = labels.map(folderNameForLabel).sort();
-    if (folders.length === want.length && folders.every((f, i) => f === want[i])) return dir;
+    if (foldersCoverLabels(folders, labels)) return dir;
   } catch {
     // No bundled calibration set: fall through to the error below.
   }

@@ -63,7 +63,8 @@ export interface PublisherOptions {
   username?: string;
   password?: string;
   tls?: MqttTls;
-  protocolVersion?: 4 | 5;
+  /** 4, 5 or 'auto' (default: 5, else 3.1.1; what a first connection settles on is kept for reconnects). */
+  protocolVersion?: 4 | 5 | 'auto';
   keepaliveS?: number;
   connectTimeoutMs?: number;
   backoff?: Partial<Backoff>;
@@ -118,6 +119,8 @@ export class TelemetryPublisher {
   private readonly stats = { sessions: 0, published: 0, acked: 0 };
   private readonly bdSeqFile: string;
   private readonly idleWaiters: (() => void)[] = [];
+  // Negotiated once: reconnects then skip the refused MQTT 5 CONNECT.
+  private protocolVersion: 4 | 5 | 'auto' | undefined;
 
   private constructor(
     private readonly opts: PublisherOptions,
@@ -213,7 +216,7 @@ export class TelemetryPublisher {
           username: this.opts.username,
           password: this.opts.password,
           tls: this.opts.tls,
-          protocolVersion: this.opts.protocolVersion,
+          protocolVersion: this.protocolVersion ?? this.opts.protocolVersion,
           keepaliveS: this.opts.keepaliveS,
           connectTimeoutMs: this.opts.connectTimeoutMs,
           will: { topic: this.topic('death'), payload: encodePayload('death', { device: this.opts.device, bdSeq, clean: false }), qos: 1 },
@@ -223,6 +226,7 @@ export class TelemetryPublisher {
       }
       if (conn) {
         attempt = 0;
+        this.protocolVersion = conn.protocolVersion;
         this.conn = conn;
         this.stats.sessions++;
         this.seq = 0;
