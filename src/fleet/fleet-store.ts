@@ -3,7 +3,8 @@
 // stand in. The one implementation is src/fleet/store.ts.
 import type { Birth, Death, MetricsWindow } from '../telemetry/payloads.js';
 
-export const COUNTER_NAMES = ['malformed', 'invalid', 'oversized', 'unknownDevice', 'duplicates', 'gaps', 'staleDeaths', 'foreignTopic'] as const;
+// clockSkew, outOfRange and tooManyExits: schema-valid messages refused by the collector's limits (src/fleet/bounds.ts).
+export const COUNTER_NAMES = ['malformed', 'invalid', 'oversized', 'unknownDevice', 'duplicates', 'gaps', 'staleDeaths', 'foreignTopic', 'clockSkew', 'outOfRange', 'tooManyExits'] as const;
 export type CounterName = (typeof COUNTER_NAMES)[number];
 export type Counters = Record<CounterName, number>;
 
@@ -79,6 +80,8 @@ export interface FleetStore {
   transaction<T>(fn: () => T): T;
   counters(): Counters;
   devices(): DeviceRow[];
+  /** The device's last birth on record, or null (no birth seen, or no such device). */
+  birthOf(device: string): Birth | null;
   /** Running totals per device, in device order; a device appears once a window of it was stored. */
   totals(): DeviceTotals[];
   /** Most recent windows of a device, newest first. */

@@ -194,6 +194,7 @@ class SqliteFleetStore implements FleetStore {
       bump: db.prepare('INSERT INTO counters (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = value + excluded.value'),
       counters: db.prepare<[], { name: string; value: number }>('SELECT name, value FROM counters'),
       devices: db.prepare<[], DeviceDbRow>('SELECT * FROM devices ORDER BY device'),
+      birthOf: db.prepare<[string], { birth: string | null }>('SELECT birth FROM devices WHERE device = ?'),
       // Running totals (migration 3): written at commit from the per-device sums of the windows
       // the transaction stored (flushPending), so a duplicate adds nothing and a rollback nothing.
       addTotals: db.prepare(
@@ -360,6 +361,11 @@ class SqliteFleetStore implements FleetStore {
       bdSeq: r.bd_seq,
       lastSeen: r.last_seen,
     }));
+  }
+
+  birthOf(device: string): Birth | null {
+    const b = this.q.birthOf.get(device)?.birth;
+    return b ? (JSON.parse(b) as Birth) : null;
   }
 
   totals(): DeviceTotals[] {
