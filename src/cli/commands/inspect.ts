@@ -31,7 +31,13 @@ export function renderInspect(d: ModelDescription): string {
   if (d.labels) lines.push(`labels      ${d.labels.length}: ${d.labels.join(', ')}`);
   for (const p of d.metadataProblems) lines.push(`warning     ${p}`);
   lines.push(`parameters  ${d.params.toLocaleString('en-US')}`);
-  lines.push(`MACs        ${d.totalMacs.toLocaleString('en-US')} per sample (whole graph)`);
+  // An op the cost model does not know is not free: say so rather than count it as 0.
+  if (d.totalMacsKnown) lines.push(`MACs        ${d.totalMacs.toLocaleString('en-US')} per sample (whole graph)`);
+  else {
+    const ops = [...new Set(d.uncosted.map((u) => u.opType))];
+    lines.push(`MACs        unknown: at least ${d.totalMacs.toLocaleString('en-US')} per sample (whole graph)`);
+    lines.push(`warning     MACs unknown for ${d.uncosted.length} node${d.uncosted.length === 1 ? '' : 's'} (${ops.slice(0, 5).join(', ')}${ops.length > 5 ? ', …' : ''}): no cost rule or unknown shapes; figures marked ≥ are lower bounds`);
+  }
   lines.push('');
   lines.push(`exits (${d.outputs.length} graph outputs, cheapest first)`);
   const first = d.exits[0]?.cumulativeMacs || 1;
@@ -42,9 +48,9 @@ export function renderInspect(d: ModelDescription): string {
         k,
         e.output,
         dims(d.outputs[k]?.dims ?? []),
-        count(e.incrementalMacs),
-        count(e.cumulativeMacs),
-        `${(e.cumulativeMacs / first).toFixed(1)}x`,
+        atLeast(d.exitMacsKnown[k], count(e.incrementalMacs)),
+        atLeast(d.exitMacsKnown[k], count(e.cumulativeMacs)),
+        d.exitMacsKnown[k] && d.exitMacsKnown[0] ? `${(e.cumulativeMacs / first).toFixed(1)}x` : '?',
         count(e.incrementalParams),
         e.incrementalNodes,
       ]),
@@ -54,6 +60,8 @@ export function renderInspect(d: ModelDescription): string {
   lines.push(`ops         ${d.histogram.map(([op, n]) => `${op} ${n}`).join(', ')}`);
   return lines.join('\n');
 }
+
+const atLeast = (known: boolean | undefined, v: string): string => (known === false ? `≥ ${v}` : v);
 
 export function inspectModule(io: CliIO): CommandBody<InspectOptions> {
   return {
