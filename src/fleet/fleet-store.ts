@@ -75,6 +75,12 @@ export interface FleetStore {
   /** Offline only when the death's bdSeq is the device's current one; otherwise counted as stale. */
   recordDeath(d: Death, seenAt: number): DeathOutcome;
   recordWindow(w: MetricsWindow, fleet: string, seenAt: number): WindowOutcome;
+  /**
+   * A window that arrived but was refused (src/fleet/bounds.ts): it still used up its (bdSeq, seq),
+   * so the next window does not count it as a gap. Returns the gap before it (counted too);
+   * a device with no row gets none, and 0 is returned.
+   */
+  noteRefusedWindow(w: Pick<MetricsWindow, 'device' | 'bdSeq' | 'seq'>, seenAt: number): number;
   bump(counter: CounterName, n?: number): void;
   /** Run `fn` as one transaction: record* calls inside it commit together (the collector's batches). */
   transaction<T>(fn: () => T): T;

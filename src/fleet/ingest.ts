@@ -161,9 +161,14 @@ export function handleMessage(store: FleetStore, m: MqttMessage, seenAt: number,
     log(`invalid: ${m.topic}: payload names device ${payload.device}, not the topic's`);
     return;
   }
-  const out = kind === 'birth' ? checkBirthBounds(decodedAs<'birth'>(payload), seenAt, guard.limits)
-    : kind === 'metrics' ? checkWindowBounds(decodedAs<'metrics'>(payload), seenAt, guard.exitsOf(store, payload.device), guard.limits) : undefined;
-  if (out) return refuse(store, m.topic, out, log);
+  const breach = limitBreach(store, kind, payload, seenAt, guard);
+  if (breach) {
+    store.bump(breach.reason);
+    log(`${breach.reason}: ${m.topic}: ${breach.where}: expected ${breach.expected}, got ${breach.got}`);
+    // It arrived: its seq is used up, so the next window does not count it as missing.
+    if (kind === 'metrics') store.noteRefusedWindow(decodedAs<'metrics'>(payload), seenAt);
+    return;
+  }
   if (kind === 'birth') {
     const b = decodedAs<'birth'>(payload);
     store.recordBirth(b, seenAt);
@@ -184,9 +189,12 @@ export function handleMessage(store: FleetStore, m: MqttMessage, seenAt: number,
   }
 }
 
-function refuse(store: FleetStore, topic: string, r: Rejection, log: (line: string) => void): void {
-  store.bump(r.reason);
-  log(`${r.reason}: ${topic}: ${r.where}: expected ${r.expected}, got ${r.got}`);
+/** The first collector limit the message breaks (deaths carry nothing to bound). */
+function limitBreach(store: FleetStore, kind: 'birth' | 'death' | 'metrics', payload: unknown, seenAt: number, guard: IngestGuard): Rejection | undefined {
+  if (kind === 'birth') return checkBirthBounds(decodedAs<'birth'>(payload), seenAt, guard.limits);
+  if (kind === 'death') return undefined;
+  const w = decodedAs<'metrics'>(payload);
+  return checkWindowBounds(w, seenAt, guard.exitsOf(store, w.device), guard.limits);
 }
 
 // decodePayload's kind is a runtime value here, so its result is a union; the branch fixes it.
