@@ -5,6 +5,8 @@
 // explaining why in the commit. Fields that differ between runs or checkouts are taken out
 // before hashing: the creation time, the edgeexit version and the command line (provenance), and
 // the checkout's own path inside report.json (and so the report's hash inside the manifest).
+// Stage files and manifests hash the same from any checkout path (the hashes were recorded from a
+// copy of the base commit under /tmp and matched in the worktree).
 import { createHash } from 'node:crypto';
 import { existsSync, promises as fsp } from 'node:fs';
 import path from 'node:path';
@@ -25,6 +27,9 @@ const CASES: Record<string, Omit<CompileOptions, 'out'>> = {
   'cbnet-fp32': { model: CBNET, device: 'rpi4', precision: 'fp32', calibrationLimit: 32 },
   'cbnet-fp32-backbone': { model: CBNET, device: 'rpi4', precision: 'fp32', calibrationLimit: 32, backbone: BRANCHY },
   'cbnet-int8': { model: CBNET, device: 'rpi4', precision: 'int8', calibrationLimit: 64 },
+  'cbnet-int8-backbone': { model: CBNET, device: 'rpi4', precision: 'int8', calibrationLimit: 64, backbone: BRANCHY },
+  'branchy-fp16': { model: BRANCHY, device: 'jetson-orin-nano', precision: 'fp16', calibrationLimit: 32 },
+  'cbnet-fp16': { model: CBNET, device: 'jetson-orin-nano', precision: 'fp16', calibrationLimit: 32 },
 };
 
 const sha = (b: Uint8Array | string): string => createHash('sha256').update(b).digest('hex');
