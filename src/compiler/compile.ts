@@ -32,7 +32,12 @@ export async function compileCbnet(opts: CompileOptions): Promise<CompileResult>
   return compileWith(cbnetFamily, opts);
 }
 
-/** One compile with a given family: cheap checks, the family's plan, then the shared pipeline. */
+/**
+ * One compile with a given family: cheap checks, the family's plan, then the shared pipeline.
+ *
+ * @example
+ * await compileWith(multiExitFamily, { model: 'my-model.onnx', device: 'x86-host', out: 'bundles/mine' });
+ */
 export async function compileWith(family: ModelFamily, opts: CompileOptions): Promise<CompileResult> {
   await checkBundleTarget(opts.out);
   const device = await loadDeviceProfile(opts.device);

@@ -6,7 +6,7 @@
 // has passed, so a failed compile leaves nothing behind.
 import { encodeModel } from '../onnx/index.js';
 import { UnsupportedError } from '../util/errors.js';
-import { calibrateStages, compareExit, loadCalibrationImages, quantizeWithBudget, resolveScheme, type CalibrationData, type QuantVerifier } from './quantize/index.js';
+import { calibrateStages, compareExit, loadCalibrationImages, quantizeWithBudget, resolveScheme, type CalibrationData, type QuantizeResult } from './quantize/index.js';
 import { CheckFailedError, checkStages, type CheckResult } from './check.js';
 import { convertToFp16 } from './fp16.js';
 import { measureStageLatency, type LatencyReport } from './latency.js';
@@ -119,7 +119,13 @@ async function compileExtension(plan: FamilyPlan, env: CompileEnv): Promise<{ st
   return { stages, bytes: compiled.stageBytes.slice(ext.from), notes: ext.notes(reportNotes(ext.plan, compiled, extEnv, [])) };
 }
 
-/** Check, convert or quantise, verify and time the planned stages; writes nothing. */
+/**
+ * Check, convert or quantise, verify and time the planned stages; writes nothing.
+ *
+ * @example
+ * const c = await compileStages(await multiExitFamily.plan(env), env);
+ * console.log(c.stageBytes.map((b) => b.length), c.quantization?.keptFloat);
+ */
 export async function compileStages(plan: StagesPlan, env: CompileEnv): Promise<CompiledStages> {
   const floatBytes = plan.stages.map((s) => encodeModel(s.model));
   const check = await checkFloat(plan, env, floatBytes);
@@ -217,14 +223,10 @@ async function loadImages(plan: StagesPlan, env: CompileEnv): Promise<Calibratio
   });
 }
 
-/** The plan's verifier, or each exit of the stages run as one chain (what quantizeWithBudget does by default). */
-function verifierOf(plan: StagesPlan, data: CalibrationData): QuantVerifier | undefined {
-  return plan.verifier?.(data);
-}
-
 /** Compiled vs float on the labelled images, each output within the accuracy budget (fp32 and fp16). */
 async function verifyOnImages(plan: StagesPlan, env: CompileEnv, data: CalibrationData, floatBytes: Uint8Array[], stageBytes: Uint8Array[]): Promise<VerifyResult | undefined> {
-  const verifier = verifierOf(plan, data);
+  // Without its own verifier a family's stages are checked by the fp32 check alone at this precision.
+  const verifier = plan.verifier?.(data);
   if (!verifier) return undefined;
   const ref = await verifier.run(floatBytes);
   const got = stageBytes === floatBytes ? ref : await verifier.run(stageBytes);
@@ -263,7 +265,8 @@ async function quantize(
   const cal = plan.calibrate
     ? await plan.calibrate(data, calOpts, floatBytes)
     : await calibrateStages(plan.stages, plan.input.name, data, calOpts).then((c) => ({ ranges: c.ranges, images: c.images, notes: [] as string[] }));
-  const verifier = verifierOf(plan, data);
+  // Without the family's own verifier, quantizeWithBudget verifies each exit of the chain.
+  const verifier = plan.verifier?.(data);
   const q = await quantizeWithBudget(plan.stages, {
     scheme,
     ranges: cal.ranges,
@@ -285,19 +288,23 @@ async function quantize(
     warnings: q.reports.flatMap((r) => r.warnings),
     evaluations: q.evaluations,
   };
-  if (!q.withinBudget) {
-    const bad = q.verify.filter((v) => v.dropPp > maxDrop);
-    throw new AccuracyDropError(
-      `${plan.where}: int8 (${scheme.key}, ${method} calibration) loses more than ${maxDrop} pp top-1 on ${cal.images} images of ${dir}:\n` +
-        bad.map((v) => `  - stage ${v.stage} exit '${v.exit}': float ${(v.floatTop1 * 100).toFixed(2)}% → int8 ${(v.compiledTop1 * 100).toFixed(2)}% (−${v.dropPp.toFixed(2)} pp)`).join('\n') +
-        (q.keptFloat.length ? `\n  even with ${q.keptFloat.length} node(s) kept float (${q.keptFloat.map((k) => `'${k.node}'`).join(', ')})` : '') +
-        `\nno bundle was written; allow more with --max-accuracy-drop, ${opts.mixedPrecision === false ? 'allow mixed precision, ' : ''}try --calibration-method minmax, or compile --precision fp32`,
-      bad.map((v) => ({ where: `exit '${v.exit}'`, message: `loses ${v.dropPp.toFixed(2)} pp top-1`, expected: `at most ${maxDrop} pp` })),
-    );
-  }
+  if (!q.withinBudget) throw overBudget(plan, env, { scheme: scheme.key, method, images: cal.images, maxDrop }, q);
   const notes = [...quantization.warnings, ...q.keptFloat.map((k) => `kept '${k.node}' (${k.op}, stage ${k.stage}) float: ${k.reason}`), ...cal.notes];
   const verify = { source: dir, images: data.count, maxAccuracyDropPp: maxDrop, paths: q.verify };
   return { stageBytes: q.models.map((m) => encodeModel(m)), quantization, verify, notes };
+}
+
+/** The error of an int8 compile that stays over budget, naming each exit and what was kept float. */
+function overBudget(plan: StagesPlan, env: CompileEnv, how: { scheme: string; method: string; images: number; maxDrop: number }, q: QuantizeResult): AccuracyDropError {
+  const { maxDrop } = how;
+  const bad = q.verify.filter((v) => v.dropPp > maxDrop);
+  return new AccuracyDropError(
+    `${plan.where}: int8 (${how.scheme}, ${how.method} calibration) loses more than ${maxDrop} pp top-1 on ${how.images} images of ${plan.images!.dir}:\n` +
+      bad.map((v) => `  - stage ${v.stage} exit '${v.exit}': float ${(v.floatTop1 * 100).toFixed(2)}% → int8 ${(v.compiledTop1 * 100).toFixed(2)}% (−${v.dropPp.toFixed(2)} pp)`).join('\n') +
+      (q.keptFloat.length ? `\n  even with ${q.keptFloat.length} node(s) kept float (${q.keptFloat.map((k) => `'${k.node}'`).join(', ')})` : '') +
+      `\nno bundle was written; allow more with --max-accuracy-drop, ${env.opts.mixedPrecision === false ? 'allow mixed precision, ' : ''}try --calibration-method minmax, or compile --precision fp32`,
+    bad.map((v) => ({ where: `exit '${v.exit}'`, message: `loses ${v.dropPp.toFixed(2)} pp top-1`, expected: `at most ${maxDrop} pp` })),
+  );
 }
 
 // ---- fp16 ----

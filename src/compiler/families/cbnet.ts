@@ -21,7 +21,7 @@ import { prepareModel, type PrepareReport } from '../prepare.js';
 import { splitModel } from '../split.js';
 import { checkExitWidths, checkInput, isProblem, readSourceModel, requireDescription, resolveCalibrationDir, resolveLabels, resolvePreprocess, type SourceModel } from '../inputs.js';
 import type { CompileOptions } from '../options.js';
-import type { CompileEnv, Extension, FamilyPlan, ModelFamily, PlannedStage } from './family.js';
+import type { CompileEnv, Extension, FamilyPlan, ImagePlan, ModelFamily, PlannedStage } from './family.js';
 import { planMultiExit } from './multi-exit.js';
 
 /** The files a CBNet folder must hold, by role. */
@@ -102,6 +102,7 @@ async function describePair(dir: string, pair: Awaited<ReturnType<typeof readPai
 }
 
 type PathNames = Awaited<ReturnType<typeof describePair>>['names'];
+
 
 /** Sum two prepare reports: the bundle's report has one prepare section for all its sources. */
 function mergePrepare(a: PrepareReport, b: PrepareReport): PrepareReport {
@@ -232,60 +233,42 @@ async function planBackbone(env: CompileEnv, want: { inputName: string; labels: 
   };
 }
 
-/** Plan a CBNet folder: read and check the pair, plan its two stages and, with --backbone, the fall-through. */
-export async function planCbnet(env: CompileEnv): Promise<FamilyPlan> {
-  const { opts, precision } = env;
-  const dir = opts.model;
-  if (opts.exits?.length) throw new InputError(`--exits: does not apply to a CBNet folder (${dir}); its exits are fixed: the classifier on the image, and converter → classifier`);
-  const pair = await readPair(dir);
-  const { conv, cls } = pair;
-  const d = await describePair(dir, pair, opts);
-  const { convIn, clsIn, names } = d;
+type Described = Awaited<ReturnType<typeof describePair>>;
 
-  // Labelled images: int8 needs them; at fp32/fp16 they give the verify table when at hand.
-  const notes: string[] = [];
-  let calibrationDir: string | undefined;
+/** The labelled images: int8 needs them; at fp32/fp16 they give the verify table when at hand. */
+async function labelledImages(env: CompileEnv, labels: readonly string[]): Promise<{ images?: ImagePlan; notes: string[] }> {
+  const { opts, precision } = env;
   try {
-    calibrationDir = await resolveCalibrationDir(opts.calibration, d.labels, dir);
+    const dir = await resolveCalibrationDir(opts.calibration, labels, opts.model);
+    const limit = opts.calibrationLimit ?? (precision === 'int8' ? undefined : DEFAULT_VERIFY_LIMIT);
+    return { images: { dir, ...(limit !== undefined ? { limit } : {}) }, notes: [] };
   } catch (err) {
     if (precision === 'int8') throw err;
-    notes.push('no labelled images for these labels (pass --calibration <ImageFolder>), so the two paths were not verified on images');
+    return { notes: ['no labelled images for these labels (pass --calibration <ImageFolder>), so the two paths were not verified on images'] };
   }
-  const backbone = opts.backbone !== undefined ? await planBackbone(env, { inputName: convIn.name, labels: d.labels, preprocess: d.preprocess, taken: [names.converted, names.exit] }) : undefined;
+}
 
-  const prepConv = prepareModel(conv.model);
-  const prepCls = prepareModel(cls.model);
-  const plans = [splitModel(prepConv.model, { exits: [names.converted] }).stages[0]!, splitModel(prepCls.model, { exits: [names.exit] }).stages[0]!];
+/** The two stages: each file prepared and cut at its one output. */
+function planPair(pair: Awaited<ReturnType<typeof readPair>>, d: Described, withBackbone: boolean): { stages: PlannedStage[]; prepare: PrepareReport } {
+  const prepConv = prepareModel(pair.conv.model);
+  const prepCls = prepareModel(pair.cls.model);
+  const plans = [splitModel(prepConv.model, { exits: [d.names.converted] }).stages[0]!, splitModel(prepCls.model, { exits: [d.names.exit] }).stages[0]!];
   // The converter hands on the image (for the hybrid's classifier) and its output; the classifier
   // hands the image on to the first backbone stage, which recomputes its trunk.
-  const carries = [[...new Set([convIn.name, names.converted])], backbone ? [convIn.name] : []];
+  const carries = [[...new Set([d.convIn.name, d.names.converted])], withBackbone ? [d.convIn.name] : []];
   const files = [CBNET_FILES.converter, CBNET_FILES.classifier];
-  const stages: PlannedStage[] = plans.map((s, k) => ({ exit: s.exit, inputs: s.inputs, outputs: s.outputs, carry: carries[k]!, nodes: s.nodes.length, macs: s.macs, model: s.model, file: files[k]! }));
-  const sources = [conv, cls].map((s) => (s.model.externalTensors.length > 0 ? encodeModel(s.model) : s.bytes));
-  const shas = [sha256Hex(conv.bytes), sha256Hex(cls.bytes)];
-  // One digest names the pair, so provenance still has one source hash.
-  const sha = sha256Hex(new TextEncoder().encode(files.map((f, k) => `${shas[k]}  ${f}\n`).join('')));
-  const name = cls.model.getMetadata('edgeexit.model') ?? conv.model.getMetadata('edgeexit.model') ?? path.basename(path.resolve(dir));
-  const version = cls.model.getMetadata('edgeexit.version') ?? conv.model.getMetadata('edgeexit.version') ?? '0';
-  const deeper = backbone ? backbone.plan.stages.slice(backbone.from) : [];
-  const deeperMacs = deeper.reduce((a, s) => a + s.macs, 0);
+  const stages = plans.map((s, k) => ({ exit: s.exit, inputs: s.inputs, outputs: s.outputs, carry: carries[k]!, nodes: s.nodes.length, macs: s.macs, model: s.model, file: files[k]! }));
+  return { stages, prepare: mergePrepare(prepConv.report, prepCls.report) };
+}
+
+/** How the pair is calibrated, verified and timed for int8: the classifier sees raw and converted images. */
+function pairHooks(stages: readonly PlannedStage[], d: Described): Pick<FamilyPlan, 'carryParams' | 'calibrationDetail' | 'calibrate' | 'verifier' | 'latencyFeeds'> {
+  const { convIn, clsIn, names } = d;
   const image = (): PlainTensor => {
     const img = randomImages(d.preprocess, 1, 7);
     return { data: img.data, dims: img.dims };
   };
   return {
-    kind: 'cbnet',
-    where: dir,
-    sourceNoun: 'the source files',
-    input: convIn,
-    preprocess: d.preprocess,
-    labels: d.labels,
-    stages,
-    checks: [
-      { source: sources[0]!, inputName: convIn.name, stages: [0] },
-      { source: sources[1]!, inputName: clsIn.name, stages: [1] },
-    ],
-    ...(calibrationDir !== undefined ? { images: { dir: calibrationDir, ...withLimit(opts.calibrationLimit ?? (precision === 'int8' ? undefined : DEFAULT_VERIFY_LIMIT)) } } : {}),
     // The two stages are compiled apart: the classifier also reads raw images, which the converter's output parameters would not fit.
     carryParams: false,
     calibrationDetail: (data) => `: converter on ${data.count} images, classifier on those and their ${data.count} converted versions`,
@@ -303,41 +286,87 @@ export async function planCbnet(env: CompileEnv): Promise<FamilyPlan> {
     },
     verifier: (data) => pathsVerifier(names, data),
     latencyFeeds: async () => ({ batch: 1, feeds: [{ [convIn.name]: image() }, { [clsIn.name]: image() }] }),
+  };
+}
+
+/** The manifest's pipeline: which stage feeds which, and the policies' order (backbone stages last). */
+function cbnetPipeline(d: Described, extension: readonly { index: number; exit: string }[]): CbnetPipeline {
+  return {
+    converter: { stage: 0, input: d.convIn.name, output: d.names.converted },
+    classifier: { stage: 1, input: d.clsIn.name, exit: d.names.exit, inputFrom: ['image', 'converter'] },
+    policies: {
+      cbnet: ['classifier<-converter'],
+      hybrid: ['classifier<-image', 'classifier<-converter', ...extension.map((s) => `backbone:${s.exit}` as const)],
+    },
+    // Until thresholds are calibrated the hybrid always falls through, so the pair alone is cheaper.
+    default: 'cbnet',
+    ...(extension.length ? { backbone: extension.map((s) => s.index) } : {}),
+  };
+}
+
+/** Name, version and hashes of the pair; one digest names both files, so provenance still has one source hash. */
+function pairIdentity(dir: string, pair: Awaited<ReturnType<typeof readPair>>) {
+  const { conv, cls } = pair;
+  const shas = [sha256Hex(conv.bytes), sha256Hex(cls.bytes)] as const;
+  const files = [CBNET_FILES.converter, CBNET_FILES.classifier];
+  const sha = sha256Hex(new TextEncoder().encode(files.map((f, k) => `${shas[k]}  ${f}\n`).join('')));
+  const name = cls.model.getMetadata('edgeexit.model') ?? conv.model.getMetadata('edgeexit.model') ?? path.basename(path.resolve(dir));
+  const version = cls.model.getMetadata('edgeexit.version') ?? conv.model.getMetadata('edgeexit.version') ?? '0';
+  return { shas, sha, name, version };
+}
+
+/** Plan a CBNet folder: read and check the pair, plan its two stages and, with --backbone, the fall-through. */
+export async function planCbnet(env: CompileEnv): Promise<FamilyPlan> {
+  const { opts } = env;
+  const dir = opts.model;
+  if (opts.exits?.length) throw new InputError(`--exits: does not apply to a CBNet folder (${dir}); its exits are fixed: the classifier on the image, and converter → classifier`);
+  const pair = await readPair(dir);
+  const d = await describePair(dir, pair, opts);
+  const { images, notes } = await labelledImages(env, d.labels);
+  const backbone = opts.backbone !== undefined ? await planBackbone(env, { inputName: d.convIn.name, labels: d.labels, preprocess: d.preprocess, taken: [d.names.converted, d.names.exit] }) : undefined;
+  const { stages, prepare } = planPair(pair, d, backbone !== undefined);
+  const sources = [pair.conv, pair.cls].map((s) => (s.model.externalTensors.length > 0 ? encodeModel(s.model) : s.bytes));
+  const { shas, sha, name, version } = pairIdentity(dir, pair);
+  const deeperMacs = (backbone ? backbone.plan.stages.slice(backbone.from) : []).reduce((a, s) => a + s.macs, 0);
+  return {
+    kind: 'cbnet',
+    where: dir,
+    sourceNoun: 'the source files',
+    input: d.convIn,
+    preprocess: d.preprocess,
+    labels: d.labels,
+    stages,
+    checks: [
+      { source: sources[0]!, inputName: d.convIn.name, stages: [0] },
+      { source: sources[1]!, inputName: d.clsIn.name, stages: [1] },
+    ],
+    ...(images ? { images } : {}),
+    ...pairHooks(stages, d),
     notes,
     closingNotes: [
       'hybrid threshold is uncalibrated (null): until `calibrate` sets it, run the cbnet policy (converter → classifier)',
       ...(backbone ? [] : ['no --backbone: the hybrid ends at the converter; `--backbone <multi-exit model>` adds its deeper stages as the last fall-through']),
     ],
-    prepare: mergePrepare(prepConv.report, prepCls.report),
+    prepare,
     report: {
       model: { file: dir, name, version, sha256: sha },
       inputFrom: { preprocess: d.preFrom, labels: d.labFrom },
       // Converter and classifier are separate models; nothing is handed over to recompute.
       split: { recompute: [], renamed: {} },
       // The backbone's stages are checked against their own source when it is compiled.
-      sourceMacs: plans.reduce((a, p) => a + p.macs, 0) + deeperMacs,
+      sourceMacs: stages.reduce((a, p) => a + p.macs, 0) + deeperMacs,
     },
     source: { file: path.basename(path.resolve(dir)), sha256: sha },
     name,
     version,
     ...(backbone ? { extension: backbone } : {}),
     exitPoints: (_n, pipeline) => pipeline!.policies.hybrid.length,
-    pipeline: (ext): CbnetPipeline => ({
-      converter: { stage: 0, input: convIn.name, output: names.converted },
-      classifier: { stage: 1, input: clsIn.name, exit: names.exit, inputFrom: ['image', 'converter'] },
-      policies: {
-        cbnet: ['classifier<-converter'],
-        hybrid: ['classifier<-image', 'classifier<-converter', ...ext.map((s) => `backbone:${s.exit}` as const)],
-      },
-      // Until thresholds are calibrated the hybrid always falls through, so the pair alone is cheaper.
-      default: 'cbnet',
-      ...(ext.length ? { backbone: ext.map((s) => s.index) } : {}),
-    }),
+    pipeline: (ext) => cbnetPipeline(d, ext),
     section: (pipeline, verify) => ({
       cbnet: {
         sources: [
-          { role: 'converter', file: CBNET_FILES.converter, sha256: shas[0]!, macs: plans[0]!.macs },
-          { role: 'classifier', file: CBNET_FILES.classifier, sha256: shas[1]!, macs: plans[1]!.macs },
+          { role: 'converter', file: CBNET_FILES.converter, sha256: shas[0], macs: stages[0]!.macs },
+          { role: 'classifier', file: CBNET_FILES.classifier, sha256: shas[1], macs: stages[1]!.macs },
           ...(backbone ? [{ role: 'backbone' as const, file: opts.backbone!, sha256: backbone.plan.report.model.sha256, macs: deeperMacs }] : []),
         ],
         pipeline: pipeline!,
@@ -345,8 +374,4 @@ export async function planCbnet(env: CompileEnv): Promise<FamilyPlan> {
       },
     }),
   };
-}
-
-function withLimit(limit: number | undefined): { limit?: number } {
-  return limit !== undefined ? { limit } : {};
 }

@@ -10,7 +10,7 @@ import type { DeviceProfile } from '../../devices/index.js';
 import type { PreprocessSpec } from '../../backends/image.js';
 import type { PlainTensor } from '../../backends/onnxruntime.js';
 import type { CbnetPipeline, Manifest } from '../../bundle/manifest.js';
-import type { CalibrationData, CalibrationOptions, QuantVerifier, StageRanges } from '../quantize/index.js';
+import type { CalibrationData, CalibrationOptions, ExitVerification, QuantVerifier, StageRanges } from '../quantize/index.js';
 import type { PrepareReport } from '../prepare.js';
 import type { CompileOptions, CompileReport, Precision } from '../options.js';
 import type { StageShape } from '../writer.js';
@@ -118,15 +118,15 @@ export interface VerifyResult {
   source: string;
   images: number;
   maxAccuracyDropPp: number;
-  paths: import('../quantize/index.js').ExitVerification[];
+  paths: ExitVerification[];
 }
 
 /**
  * A model family: recognises its models and plans their stages.
  *
  * @example
- * const family = FAMILIES.find(async (f) => await f.matches(opts.model));
- * const plan = await family.plan(env);
+ * const family = await familyOf(opts.model); // the first of FAMILIES whose matches() accepts it
+ * const result = await compilePlan(await family.plan(env), env);
  */
 export interface ModelFamily {
   name: string;

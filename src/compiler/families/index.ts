@@ -4,7 +4,12 @@ import type { ModelFamily } from './family.js';
 import { cbnetFamily } from './cbnet.js';
 import { multiExitFamily } from './multi-exit.js';
 
-/** In the order they are tried: a folder is a CBNet, any other path a multi-exit model. */
+/**
+ * In the order they are tried: a folder is a CBNet, any other path a multi-exit model.
+ *
+ * @example
+ * console.log(FAMILIES.map((f) => f.name)); // ['cbnet', 'multi-exit']
+ */
 export const FAMILIES: readonly ModelFamily[] = [cbnetFamily, multiExitFamily];
 
 /**
