@@ -25,6 +25,7 @@ import {
 } from './options.js';
 import { stageReports, writeCompiledBundle } from './writer.js';
 import type { CompileEnv, FamilyPlan, StagesPlan, VerifyResult } from './families/family.js';
+import type { CbnetPipeline } from '../bundle/manifest.js';
 
 /** Stages compiled to the target precision, with everything the report says about how. */
 export interface CompiledStages {
@@ -53,22 +54,7 @@ export async function compilePlan(plan: FamilyPlan, env: CompileEnv): Promise<Co
   const stages = [...stageReports(plan.stages, plan.stages.map((s) => s.file), { compiled: compiled.stageBytes, float: compiled.floatBytes }), ...(ext?.stages ?? [])];
   const stageBytes = [...compiled.stageBytes, ...(ext?.bytes ?? [])];
   const pipeline = plan.pipeline?.(ext?.stages ?? []);
-  const report: CompileReport = {
-    model: plan.report.model,
-    device: { id: env.device.id, name: env.device.name, defaultPrecision: env.device.precision.default },
-    precision: env.precision,
-    inputFrom: plan.report.inputFrom,
-    prepare: plan.prepare,
-    ...plan.report.split,
-    sourceMacs: plan.report.sourceMacs,
-    stages,
-    check: compiled.check,
-    ...(compiled.quantization ? { quantization: compiled.quantization } : {}),
-    ...(compiled.fp16 ? { fp16: compiled.fp16 } : {}),
-    ...(compiled.latency ? { latency: compiled.latency } : {}),
-    ...(plan.section ? plan.section(pipeline, compiled.verify) : {}),
-    notes: reportNotes(plan, compiled, env, ext?.notes ?? []),
-  };
+  const report = buildReport(plan, env, compiled, { stages, pipeline, notes: ext?.notes ?? [] });
   const q = compiled.quantization;
   return writeCompiledBundle(env.opts, {
     kind: plan.kind,
@@ -88,6 +74,28 @@ export async function compilePlan(plan: FamilyPlan, env: CompileEnv): Promise<Co
     ...(q ? { quantization: { ...q, keptFloatNodes: q.keptFloat.map((k) => k.node) } } : {}),
     key: env.key,
   });
+}
+
+/** report.json: the plan's facts, the compiled stages and what each step did, then the notes. */
+function buildReport(plan: FamilyPlan, env: CompileEnv, compiled: CompiledStages, parts: { stages: StageReport[]; pipeline: CbnetPipeline | undefined; notes: readonly string[] }): CompileReport {
+  const { stages, pipeline } = parts;
+  return {
+    model: plan.report.model,
+    device: { id: env.device.id, name: env.device.name, defaultPrecision: env.device.precision.default },
+    precision: env.precision,
+    inputFrom: plan.report.inputFrom,
+    prepare: plan.prepare,
+    // In the family's own key order, so report.json stays byte-identical to what each family wrote before.
+    ...plan.report.split,
+    sourceMacs: plan.report.sourceMacs,
+    stages,
+    check: compiled.check,
+    ...(compiled.quantization ? { quantization: compiled.quantization } : {}),
+    ...(compiled.fp16 ? { fp16: compiled.fp16 } : {}),
+    ...(compiled.latency ? { latency: compiled.latency } : {}),
+    ...(plan.section ? plan.section(pipeline, compiled.verify) : {}),
+    notes: reportNotes(plan, compiled, env, parts.notes),
+  };
 }
 
 /** The report's notes: planning, precision steps, extension, device and preparation, then what is left to do. */
