@@ -4,6 +4,8 @@
 // quantised node's cost is measured (quantise everything but that node and re-run), the node whose
 // quantisation costs most stays float, and the loop repeats until every exit is within budget or
 // nothing is left to keep float. Measured, not guessed: sensitivity depends on the data.
+// "Exit" is each stage's exit of the chain by default; a model family whose stages feed each
+// other in other ways (CBNet) passes a QuantVerifier naming the outputs it is judged on.
 import { encodeModel, type OnnxModel } from '../../onnx/index.js';
 import { createSession, type ModelSession, type PlainTensor, type SessionOptions } from '../../backends/onnxruntime.js';
 import type { CalibrationData, StageRanges } from './calibrate.js';
