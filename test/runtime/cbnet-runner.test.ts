@@ -16,7 +16,7 @@ import { runCli } from '../cli/helpers.js';
 import { REPO, ZOO, argmax, fmnistImages, maxProb, normEntropy, referenceExit, referenceLogits, scratch, splitThreshold } from './helpers.js';
 
 const CBNET = path.join(REPO, 'models', 'fmnist-cbnet');
-const quiet = { threads: 1, onWarning: () => {} };
+const quiet = { threads: 1, onWarning: () => {}, allowUnsigned: true }; // unsigned test bundles, by choice
 
 let dir: string;
 let bundle: string;
