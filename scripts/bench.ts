@@ -190,7 +190,7 @@ for (const key of ['branchyF', 'branchyQ', 'cbnetF', 'cbnetQ', 'wideF', 'wideQ']
 }
 noteLoad('calibrated');
 
-const open = (b: string): Promise<BundleRunner> => loadBundle(b, { device: 'x86-host', threads: 1, onWarning: (l) => log(l) });
+const open = (b: string): Promise<BundleRunner> => loadBundle(b, { device: 'x86-host', threads: 1, allowUnsigned: true, onWarning: (l) => log(l) }); // bench bundles are compiled here, unsigned
 const runners = {
   fullF: await open(bundles.fullF),
   fullQ: await open(bundles.fullQ),

@@ -11,9 +11,10 @@ import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { InputError, ValidationError, formatProblem, type Problem } from '../util/errors.js';
 import { writeFileAtomic } from '../util/fs.js';
-import { MANIFEST_FILE, SIGNATURE_FILE, parseManifest, type Manifest } from './manifest.js';
+import { MANIFEST_FILE, SIGNATURE_FILE, parseManifest, parseSignature, type Manifest } from './manifest.js';
 import { checkSignature, loadPublicKey } from './signing.js';
 import { looksLikeTar, readTar, writeTar } from './tar.js';
+import { REVOKED_FILE, lookupKey, type TrustStore } from './trust.js';
 
 /**
  * Lower-case hex SHA-256 of `data`, as the manifest records every file.
@@ -207,10 +208,28 @@ export async function loadBundleFiles(p: string): Promise<LoadedBundle> {
 // ---- verifying ----
 
 export interface VerifyOptions {
-  /** Public key (PEM file path or key object). Given a key, a signature is required. */
+  /** Public key (PEM file path or key object): trust exactly this key. Given a key, a signature is required. */
   publicKey?: string | KeyObject;
-  /** Fail unless the bundle is signed and the signature checks out. */
+  /**
+   * Trust store (see trust.ts): a bundle signed with one of its keys is checked with that key;
+   * one signed with a key it revokes fails, even together with `publicKey`.
+   */
+  trust?: TrustStore;
+  /** Fail unless the bundle is signed and the signature checks out against a trusted key. */
   requireSignature?: boolean;
+}
+
+export interface VerifyResult {
+  source: string;
+  kind: 'folder' | 'archive';
+  manifest: Manifest;
+  /**
+   * valid: checked against a trusted key (`trustedBy` names the key file, or 'the given key');
+   * unchecked: signed, but with no key at hand to check it (`reason` says why);
+   * unsigned: no manifest.sig.
+   */
+  signature: { status: 'valid' | 'unchecked' | 'unsigned'; keyId?: string; trustedBy?: string; reason?: string };
+  files: VerifiedFile[];
 }
 
 export interface VerifiedFile {
@@ -218,15 +237,6 @@ export interface VerifiedFile {
   bytes: number;
   sha256: string;
   ok: boolean;
-}
-
-export interface VerifyResult {
-  source: string;
-  kind: 'folder' | 'archive';
-  manifest: Manifest;
-  /** valid: checked with a key; unchecked: signed, but no key was given; unsigned: no manifest.sig. */
-  signature: { status: 'valid' | 'unchecked' | 'unsigned'; keyId?: string };
-  files: VerifiedFile[];
 }
 
 /**
@@ -244,9 +254,54 @@ export async function verifyBundle(p: string, opts: VerifyOptions = {}): Promise
   return verifyLoadedBundle(bundle, opts);
 }
 
+const TRUST_FIX = 'trust the signer\'s key on this device (`edgeexit trust add <its .pub>`), or pass --key <public key>; --allow-unsigned runs it unchecked';
+const SIGN_FIX = 'sign it (compile or calibrate with --key <private key>); --allow-unsigned runs it unchecked';
+const TAMPER_FIX = 'never edit a signed manifest by hand: re-sign it with the publisher\'s key (calibrate or compile --key <private key>), or restore the original bundle';
+
+/** The key to check a signature with: the given one, else the store's key of that id; revoked ids are problems. */
+function keyFor(sigKeyId: string, key: KeyObject | undefined, trust: TrustStore | undefined): { key?: KeyObject; trustedBy?: string; problem?: Problem; reason?: string } {
+  const found = trust ? lookupKey(trust, sigKeyId) : undefined;
+  if (found?.status === 'revoked') {
+    return { problem: { where: SIGNATURE_FILE, message: `signed with key ${sigKeyId}, which is revoked in ${path.join(trust!.dir, REVOKED_FILE)}`, fix: 're-sign the bundle with a current key' } };
+  }
+  if (key) return { key, trustedBy: 'the given key' };
+  if (found?.status === 'trusted') return { key: found.key.key, trustedBy: found.key.file };
+  const reason = trust
+    ? `signed with key ${sigKeyId}, which is not in the trust store ${trust.dir}${trust.exists ? '' : ' (no such folder)'}`
+    : 'no public key or trust store was given to check it';
+  return { reason };
+}
+
+/** The signature part of verification: its status, and problems when it fails or is required and missing. */
+function checkBundleSignature(manifestBytes: Uint8Array, sigBytes: Uint8Array | undefined, opts: VerifyOptions, key: KeyObject | undefined): { signature: VerifyResult['signature']; problems: Problem[] } {
+  if (!sigBytes) {
+    const problems: Problem[] = key || opts.requireSignature ? [{ where: SIGNATURE_FILE, message: 'missing: the bundle is unsigned, so its signature was NOT checked', fix: SIGN_FIX }] : [];
+    return { signature: { status: 'unsigned' }, problems };
+  }
+  let sigKeyId: string;
+  try {
+    sigKeyId = parseSignature(sigBytes, SIGNATURE_FILE).keyId;
+  } catch (err) {
+    if (!(err instanceof ValidationError)) throw err;
+    return { signature: { status: 'unchecked', reason: `${SIGNATURE_FILE} is malformed` }, problems: err.problems };
+  }
+  const use = keyFor(sigKeyId, key, opts.trust);
+  if (use.problem) return { signature: { status: 'unchecked', keyId: sigKeyId, reason: use.problem.message! }, problems: [use.problem] };
+  if (!use.key) {
+    const problems: Problem[] = opts.requireSignature ? [{ where: SIGNATURE_FILE, message: `signature NOT checked: ${use.reason}`, fix: TRUST_FIX }] : [];
+    return { signature: { status: 'unchecked', keyId: sigKeyId, reason: use.reason! }, problems };
+  }
+  const r = checkSignature(manifestBytes, sigBytes, use.key, MANIFEST_FILE, SIGNATURE_FILE);
+  if (!r.ok) {
+    const fix = r.file === MANIFEST_FILE ? TAMPER_FIX : TRUST_FIX;
+    return { signature: { status: 'unchecked', keyId: sigKeyId, reason: r.reason }, problems: [{ where: r.file, message: r.reason, fix }] };
+  }
+  return { signature: { status: 'valid', keyId: r.keyId, trustedBy: use.trustedBy! }, problems: [] };
+}
+
 /**
  * Verify a bundle already read into memory (see loadBundleFiles): every hash, the file list, and the
- * signature when a key is given. Throws BundleIntegrityError listing every problem.
+ * signature when a key or a trust store is given. Throws BundleIntegrityError listing every problem.
  *
  * @example
  * ```ts
@@ -256,7 +311,6 @@ export async function verifyBundle(p: string, opts: VerifyOptions = {}): Promise
  * ```
  */
 export async function verifyLoadedBundle(bundle: LoadedBundle, opts: VerifyOptions = {}): Promise<VerifyResult> {
-  const problems: Problem[] = [];
   const manifestBytes = bundle.files.get(MANIFEST_FILE);
   if (!manifestBytes) {
     throw new BundleIntegrityError(bundle.source, [
@@ -266,25 +320,7 @@ export async function verifyLoadedBundle(bundle: LoadedBundle, opts: VerifyOptio
   const key = typeof opts.publicKey === 'string' ? await loadPublicKey(opts.publicKey) : opts.publicKey;
 
   // The signature first: if it fails, nothing else in the manifest can be trusted either.
-  const sigBytes = bundle.files.get(SIGNATURE_FILE);
-  let signature: VerifyResult['signature'] = { status: 'unsigned' };
-  if (sigBytes) {
-    if (key) {
-      try {
-        const r = checkSignature(manifestBytes, sigBytes, key, MANIFEST_FILE, SIGNATURE_FILE);
-        if (r.ok) signature = { status: 'valid', keyId: r.keyId };
-        else problems.push({ where: r.file, message: r.reason });
-      } catch (err) {
-        if (!(err instanceof ValidationError)) throw err;
-        problems.push(...err.problems);
-      }
-    } else {
-      signature = { status: 'unchecked' };
-      if (opts.requireSignature) problems.push({ where: SIGNATURE_FILE, message: 'the bundle is signed but no public key was given to check it', fix: 'pass --key <public key>' });
-    }
-  } else if (key || opts.requireSignature) {
-    problems.push({ where: SIGNATURE_FILE, message: 'missing: the bundle is unsigned', fix: 'compile with --key <private key> to sign it' });
-  }
+  const { signature, problems } = checkBundleSignature(manifestBytes, bundle.files.get(SIGNATURE_FILE), opts, key);
 
   let manifest: Manifest | undefined;
   try {
@@ -353,7 +389,9 @@ export async function rewriteArchive(file: string, files: readonly { name: strin
 }
 
 /**
- * Verify a bundle folder and write it as one tar archive (atomically), for flashing.
+ * Verify a bundle folder and write it as one tar archive (atomically), for flashing. `opts` are
+ * verifyBundle's: given a key or a trust store, a bad or revoked signature stops the pack, and
+ * `verified.signature` says whether the signature was actually checked.
  *
  * @example
  * ```ts
@@ -361,10 +399,10 @@ export async function rewriteArchive(file: string, files: readonly { name: strin
  * const { file, bytes, entries } = await packBundle('bundles/branchy-rpi4', 'bundles/branchy-rpi4.tar');
  * ```
  */
-export async function packBundle(bundleDir: string, outFile: string): Promise<{ file: string; bytes: number; entries: string[]; verified: VerifyResult }> {
+export async function packBundle(bundleDir: string, outFile: string, opts: VerifyOptions = {}): Promise<{ file: string; bytes: number; entries: string[]; verified: VerifyResult }> {
   const bundle = await loadBundleFiles(bundleDir);
   if (bundle.kind !== 'folder') throw new InputError(`${bundleDir}: is already an archive; expected a bundle folder`);
-  const verified = await verifyLoadedBundle(bundle);
+  const verified = await verifyLoadedBundle(bundle, opts);
   const top = path.basename(path.resolve(bundleDir));
   const { tar, order } = archiveOf(top, bundle.files, verified);
   const abs = path.resolve(outFile);

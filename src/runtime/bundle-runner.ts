@@ -9,6 +9,7 @@
 import type { KeyObject } from 'node:crypto';
 import os from 'node:os';
 import { loadBundleFiles, verifyLoadedBundle, type LoadedBundle, type VerifyResult } from '../bundle/files.js';
+import { defaultTrustDir, loadTrustStore } from '../bundle/trust.js';
 import type { Manifest } from '../bundle/manifest.js';
 import { loadDeviceProfile } from '../devices/load.js';
 import { InputError, UnsupportedError, formatProblem } from '../util/errors.js';
@@ -23,9 +24,20 @@ export { RUNNER_KINDS } from './families/registry.js';
 export type { BundleRunner, ClassifyItem, ClassifyOptions, ClassifyResult, FailedInput, Prediction } from './types.js';
 
 export interface LoadBundleOptions {
-  /** Public key (PEM path or key object); given one, the bundle must be signed with it. */
+  /**
+   * Public key (PEM path or key object): trust exactly this key (the trust store's revocations
+   * still apply). Without one, the bundle must be signed with a key in the trust store.
+   */
   publicKey?: string | KeyObject;
-  /** Refuse an unsigned bundle, or a signed one when no key is given to check it. */
+  /** Trust store folder (see `edgeexit trust`). Default: defaultTrustDir() ($EDGEEXIT_TRUST_DIR, else ~/.config/edgeexit/trust). */
+  trustDir?: string;
+  /**
+   * Load a bundle whose signature cannot be checked (unsigned, or signed with a key not trusted
+   * here), with a warning on every load. A signature that is checked and fails, or a revoked key,
+   * is refused all the same. Default false: an unchecked bundle is refused.
+   */
+  allowUnsigned?: boolean;
+  /** Signatures are required by default now; kept so older callers compile. Wins over allowUnsigned. */
   requireSignature?: boolean;
   /**
    * Device profile id or path whose executionProviders and threads the sessions use. Default:
@@ -49,13 +61,25 @@ interface Placement {
   threads: number | undefined;
 }
 
-/** Read the bundle and check every hash (and the signature) before anything of it is parsed as a model. */
-async function readVerified(pathOrTar: string, opts: LoadBundleOptions): Promise<{ files: LoadedBundle; verified: VerifyResult }> {
+/**
+ * Read the bundle and check every hash and the signature (against `publicKey` or the trust
+ * store) before anything of it is parsed as a model. Unless allowUnsigned, a signature that
+ * was not checked refuses the bundle; with it, every load warns.
+ */
+async function readVerified(pathOrTar: string, opts: LoadBundleOptions, warn: (l: string) => void): Promise<{ files: LoadedBundle; verified: VerifyResult }> {
+  const trust = await loadTrustStore(opts.trustDir ?? defaultTrustDir());
   const files = await loadBundleFiles(pathOrTar);
+  const required = opts.requireSignature === true || opts.allowUnsigned !== true;
   const verified = await verifyLoadedBundle(files, {
     ...(opts.publicKey !== undefined ? { publicKey: opts.publicKey } : {}),
-    ...(opts.requireSignature ? { requireSignature: true } : {}),
+    trust,
+    requireSignature: required,
   });
+  const sig = verified.signature;
+  if (sig.status !== 'valid') {
+    const why = sig.status === 'unsigned' ? 'the bundle is unsigned' : sig.reason;
+    warn(`warn: ${pathOrTar}: signature NOT checked (${why}); running it anyway because allowUnsigned (--allow-unsigned) was given — anyone who can write this bundle decides what this device runs`);
+  }
   return { files, verified };
 }
 
@@ -158,8 +182,9 @@ async function buildRunner(source: string, verified: VerifyResult, family: Runne
 }
 
 /**
- * Verify a bundle folder or archive and open it for inference: hashes (and the signature) are
- * checked before any model byte is parsed, one session per stage opens with the device
+ * Verify a bundle folder or archive and open it for inference: hashes and the signature are
+ * checked before any model byte is parsed (the signature against `publicKey`, else against the
+ * trust store; an unsigned or untrusted bundle is refused unless `allowUnsigned`), one session per stage opens with the device
  * profile's providers and threads, and every stage runs once on a blank image (`warmup`).
  * Throws BundleIntegrityError on a bad hash or signature, UnsupportedError for a manifest kind
  * this runtime has no runner for.
@@ -168,7 +193,7 @@ async function buildRunner(source: string, verified: VerifyResult, family: Runne
  * ```ts
  * import { loadBundle } from 'edgeexit/runtime';
  *
- * const runner = await loadBundle('fmnist-branchy.tar', { publicKey: 'keys/fleet.pub.pem', device: 'rpi4' });
+ * const runner = await loadBundle('fmnist-branchy.tar', { device: 'rpi4' }); // signed with a key in ~/.config/edgeexit/trust
  * const result = await runner.classify(['frame-0001.png']);
  * console.log(result.items[0]);
  * await runner.close();
@@ -176,7 +201,7 @@ async function buildRunner(source: string, verified: VerifyResult, family: Runne
  */
 export async function loadBundle(pathOrTar: string, opts: LoadBundleOptions = {}): Promise<BundleRunner> {
   const warn = opts.onWarning ?? ((line: string) => void process.stderr.write(line + '\n'));
-  const { files, verified } = await readVerified(pathOrTar, opts);
+  const { files, verified } = await readVerified(pathOrTar, opts, warn);
   const manifest = verified.manifest;
   const family = runnerFamily(manifest.kind, pathOrTar);
   family.check(manifest, pathOrTar);

@@ -130,7 +130,7 @@ describe('bundle manifest', () => {
 describe('verify-bundle', () => {
   it('accepts an intact signed bundle with its key', async () => {
     const r = await verifyBundle(signed, { publicKey: keys.publicKey, requireSignature: true });
-    expect(r.signature).toEqual({ status: 'valid', keyId: keys.keyId });
+    expect(r.signature).toEqual({ status: 'valid', keyId: keys.keyId, trustedBy: 'the given key' });
     expect(r.files.every((f) => f.ok)).toBe(true);
     const cli = await runCli('verify-bundle', signed, '--key', keys.publicKey);
     expect(cli.code).toBe(0);
@@ -181,28 +181,42 @@ describe('verify-bundle', () => {
     expect((await failure(copy, { publicKey: keys.publicKey })).problems.map((p) => p.where)).toEqual(['stage-9.onnx']);
   });
 
-  it('reports an unsigned bundle as unsigned (exit 0) unless a signature is required', async () => {
-    const ok = await runCli('verify-bundle', unsigned);
-    expect(ok.code).toBe(0);
-    expect(ok.out).toMatch(/signature\s+unsigned/);
-    const required = await runCli('verify-bundle', unsigned, '--require-signature');
-    expect(required.code).toBe(2);
-    expect(required.err).toMatch(/manifest\.sig: missing: the bundle is unsigned/);
+  it('fails (exit 2) on a bundle whose signature it cannot check, and says NOT checked under --allow-unsigned', async () => {
+    // Unsigned: refused, as a device would refuse it.
+    const refused = await runCli('verify-bundle', unsigned);
+    expect(refused.code).toBe(2);
+    expect(refused.out).toBe('');
+    expect(refused.err).toMatch(/manifest\.sig: missing: the bundle is unsigned, so its signature was NOT checked \(fix: sign it \(compile or calibrate with --key <private key>\); --allow-unsigned runs it unchecked\)/);
+    expect((await runCli('verify-bundle', unsigned, '--require-signature')).code).toBe(2);
+    const hashesOnly = await runCli('verify-bundle', unsigned, '--allow-unsigned');
+    expect(hashesOnly.code).toBe(0);
+    expect(hashesOnly.out).toMatch(/^signature {2}NOT checked: unsigned \(no manifest\.sig\)$/m);
+    expect(hashesOnly.out).toMatch(/^result {5}HASHES OK, SIGNATURE NOT CHECKED/m);
+    expect(hashesOnly.out).not.toMatch(/result\s+OK/);
     // Asking for a key check of an unsigned bundle fails too: a stripped signature must not pass.
     expect((await failure(unsigned, { publicKey: keys.publicKey })).problems.map((p) => p.where)).toEqual(['manifest.sig']);
-    // A signed bundle checked without a key is reported as such.
-    const unchecked = await runCli('verify-bundle', signed);
+    // Signed, but with a key this machine does not trust (the tests' store is empty): the same.
+    const untrusted = await runCli('verify-bundle', signed);
+    expect(untrusted.code).toBe(2);
+    expect(untrusted.err).toContain(`manifest.sig: signature NOT checked: signed with key ${keys.keyId}, which is not in the trust store`);
+    const unchecked = await runCli('verify-bundle', signed, '--allow-unsigned');
     expect(unchecked.code).toBe(0);
-    expect(unchecked.out).toMatch(/signature\s+present but not checked/);
+    expect(unchecked.out).toContain(`signature  NOT checked: signed with key ${keys.keyId}, which is not in the trust store`);
+    expect(unchecked.out).not.toMatch(/result\s+OK/);
   });
 });
 
 describe('pack', () => {
   it('packs a bundle into one tar that verify-bundle accepts, and catches tampering inside it', async () => {
     const tar = path.join(dir, 'resnet.tar');
-    const cli = await runCli('pack', signed, '--out', tar);
+    // Without a key it trusts, pack does not call the bundle signed; with --key it checked, it does.
+    const unchecked = await runCli('pack', signed, '--out', tar);
+    expect(unchecked.code).toBe(0);
+    expect(unchecked.out).toMatch(/6 files: manifest\.json, manifest\.sig, stage-0\.onnx, stage-1\.onnx, stage-2\.onnx, report\.json; signature NOT checked: signed with key sha256:[0-9a-f]{64}, which is not in the trust store/);
+    expect(unchecked.out).not.toMatch(/; signed/);
+    const cli = await runCli('pack', signed, '--out', tar, '--key', keys.publicKey);
     expect(cli.code).toBe(0);
-    expect(cli.out).toMatch(/packed .* 6 files: manifest\.json, manifest\.sig, stage-0\.onnx, stage-1\.onnx, stage-2\.onnx, report\.json; signed/);
+    expect(cli.out).toMatch(/packed .* 6 files: manifest\.json, manifest\.sig, stage-0\.onnx, stage-1\.onnx, stage-2\.onnx, report\.json; signed, valid \(key sha256:[0-9a-f]{64}, trusted by the given key\)/);
     const entries = readTar(new Uint8Array(await fsp.readFile(tar)));
     expect(entries.map((e) => e.name)).toEqual(['signed/manifest.json', 'signed/manifest.sig', 'signed/stage-0.onnx', 'signed/stage-1.onnx', 'signed/stage-2.onnx', 'signed/report.json']);
     for (const e of entries) {

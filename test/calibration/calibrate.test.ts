@@ -259,7 +259,7 @@ describe('calibrate a CBNet bundle (model latency, rpi4)', () => {
     expect(m.pipeline!.default).toBe(p.chosen);
     expect(r.predicted.meanMs).toBeLessThanOrEqual(target + 1e-9);
     // The runtime picks the written default when it is not told a policy.
-    const runner = await loadBundle(bundle, { threads: 1, onWarning: () => {} });
+    const runner = await loadBundle(bundle, { threads: 1, allowUnsigned: true, onWarning: () => {} });
     try {
       const res = await runner.classify({ data: new Float32Array(2 * 784), dims: [2, 1, 28, 28] });
       expect(res.policy).toBe(p.chosen);

@@ -239,7 +239,7 @@ describe('--backbone: the hybrid falls through to the multi-exit model\'s deeper
 
   it('with no thresholds the hybrid answers from the backbone\'s last exit: the same classes as the branchy model', async () => {
     const { loadBundle } = await import('../../src/runtime/bundle-runner.js');
-    const runner = await loadBundle(out, { threads: 1, onWarning: () => {} });
+    const runner = await loadBundle(out, { threads: 1, allowUnsigned: true, onWarning: () => {} });
     const folder = await scanImageFolder(CALIB);
     const files = folder.items.filter((_, i) => i % 30 === 0).map((it) => it.file);
     const prep = await prepareBatch(files, runner.manifest.input.preprocess);

@@ -8,14 +8,18 @@ import sharp from 'sharp';
 import { readModel, writeModel } from '../../src/onnx/index.js';
 import { compileModel } from '../../src/compiler/index.js';
 import { loadBundle } from '../../src/runtime/bundle-runner.js';
+import { generateKeyPair } from '../../src/bundle/index.js';
 import { SINGLE, scratch } from './helpers.js';
 
 const SPEC = { colorspace: 'gray', size: [12, 12], scale: 1 / 255, mean: [0.5], std: [0.5] };
 const LABELS = ['zero', 'one', 'two', 'three'];
 let dir: string;
+let keys: { privateKey: string; publicKey: string };
 
 beforeAll(async () => {
   dir = await scratch('metadata');
+  // Signed, so loading them needs no --allow-unsigned (whose warning would join the ones checked here).
+  keys = await generateKeyPair(path.join(dir, 'key'));
 });
 
 /** The single-exit fixture with its description in metadata_props. */
@@ -29,7 +33,7 @@ async function described(name: string, meta: Record<string, string>): Promise<st
 }
 
 async function compiled(file: string): Promise<Awaited<ReturnType<typeof compileModel>>> {
-  return compileModel({ model: file, device: 'x86-host', out: path.join(dir, `${path.basename(file, '.onnx')}-bundle`), latency: false });
+  return compileModel({ model: file, device: 'x86-host', out: path.join(dir, `${path.basename(file, '.onnx')}-bundle`), latency: false, key: keys.privateKey });
 }
 
 describe('edgeexit.model / edgeexit.version', () => {
@@ -57,7 +61,7 @@ describe('resize policy', () => {
     const r = await compiled(await described('stretch', { 'edgeexit.preprocess': JSON.stringify(SPEC) }));
     expect('resize' in r.manifest.input.preprocess).toBe(false);
     const warnings: string[] = [];
-    const runner = await loadBundle(r.out, { onWarning: (l) => warnings.push(l) });
+    const runner = await loadBundle(r.out, { publicKey: keys.publicKey, onWarning: (l) => warnings.push(l) });
     try {
       const first = await runner.classify([wide, wide], { batchSize: 1 });
       expect(first.items.every((i) => i.ok)).toBe(true);
@@ -81,7 +85,7 @@ describe('resize policy', () => {
     const stretch = await compiled(await described('stretch2', { 'edgeexit.preprocess': JSON.stringify(SPEC) }));
     const run = async (bundle: string): Promise<{ warnings: string[]; logits: number[] }> => {
       const warnings: string[] = [];
-      const runner = await loadBundle(bundle, { onWarning: (l) => warnings.push(l) });
+      const runner = await loadBundle(bundle, { publicKey: keys.publicKey, onWarning: (l) => warnings.push(l) });
       try {
         const res = await runner.classify([third]);
         const it = res.items[0]!;

@@ -83,7 +83,11 @@ describe('bring your own model: the guide end to end', () => {
 
     it('compiles int8 for rpi4, calibrates on the shipped images and runs', async () => {
       const bundle = path.join(dir, 'int8');
-      const c = await runCli('compile', model, '--device', 'rpi4', '--precision', 'int8', '--out', bundle, '--no-latency', '--calibration-limit', '300');
+      // As the guide does: sign with a fleet key, and the "device" (a trust store of its own here) trusts it.
+      const keys = path.join(dir, 'keys', 'fleet');
+      const trust = path.join(dir, 'trust');
+      expect((await runCli('keygen', '--out', keys)).code).toBe(0);
+      const c = await runCli('compile', model, '--device', 'rpi4', '--precision', 'int8', '--out', bundle, '--no-latency', '--calibration-limit', '300', '--key', `${keys}.key`);
       expect(c.code).toBe(0);
       expect(c.out).toMatch(/^verify {4}every exit within \d+ pp of fp32 on the calibration images/m);
       expect(c.out).not.toMatch(/^warn /m);
@@ -93,7 +97,7 @@ describe('bring your own model: the guide end to end', () => {
       expect((await manifest()).exitPolicy.thresholds).toBeNull();
 
       const report = path.join(dir, 'calibration');
-      const cal = await runCli('calibrate', bundle, '--data', CALIBRATION, '--latency-source', 'model', '--max-accuracy-drop', '50', '--limit', '300', '--out', report);
+      const cal = await runCli('calibrate', bundle, '--data', CALIBRATION, '--latency-source', 'model', '--max-accuracy-drop', '50', '--limit', '300', '--out', report, '--key', `${keys}.key`);
       expect(cal.code).toBe(0);
       expect(cal.out).toMatch(/^bundle {4}.*manifest updated/m);
       const thresholds = (await manifest()).exitPolicy.thresholds;
@@ -102,7 +106,8 @@ describe('bring your own model: the guide end to end', () => {
 
       const images = path.join(CALIBRATION, 'bag');
       const count = (await fsp.readdir(images)).filter((f) => f.endsWith('.png')).length;
-      const run = await runCli('run', bundle, images, '--json');
+      expect((await runCli('trust', 'add', `${keys}.pub`, '--trust-dir', trust)).code).toBe(0);
+      const run = await runCli('run', bundle, images, '--json', '--trust-dir', trust);
       expect(run.code).toBe(0);
       const rows = run.out.trim().split('\n').map((l) => JSON.parse(l) as { label: string; exit: number });
       expect(rows).toHaveLength(count);

@@ -11,6 +11,7 @@ import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { compileModel } from '../../src/compiler/index.js';
+import { trustedSigner } from '../runtime/helpers.js';
 import { connectMqtt, decodePayload, parseTopic, type MqttConnection } from '../../src/telemetry/index.js';
 import { MOSQUITTO, startBroker, type Broker } from '../telemetry/mqtt/broker.js';
 
@@ -102,6 +103,8 @@ describe('the packed package in a scratch project', () => {
   let work: string;
   let project: string;
   let bundle: string;
+  /** The device's trust store, trusting the key the bundle is signed with (as EDGEEXIT_TRUST_DIR). */
+  let trustDir: string;
   let broker: Broker;
   let sub: MqttConnection;
   const messages: { topic: string; payload: Buffer }[] = [];
@@ -111,9 +114,11 @@ describe('the packed package in a scratch project', () => {
     work = await fsp.mkdtemp(path.join(os.tmpdir(), 'edgeexit-pack-'));
     project = path.join(work, 'device-app');
     bundle = path.join(work, 'branchy-rpi4');
+    const signer = await trustedSigner(work);
+    trustDir = signer.trustDir;
     const [tarball] = await Promise.all([
       packPackage(work),
-      compileModel({ model: MODEL, device: 'rpi4', precision: 'fp32', out: bundle, latency: false, calibrationLimit: 32 }),
+      compileModel({ model: MODEL, device: 'rpi4', precision: 'fp32', out: bundle, latency: false, calibrationLimit: 32, key: signer.privateKey }),
     ]);
     await installInto(project, tarball);
     broker = await startBroker();
@@ -132,7 +137,7 @@ describe('the packed package in a scratch project', () => {
     const framesDir = path.join(project, 'frames');
     const names = await frames(framesDir);
     await fsp.writeFile(path.join(project, 'loop.mjs'), readmeExample());
-    const r = ok(await run(process.execPath, ['loop.mjs', bundle, framesDir, broker.url], project), 'the README example');
+    const r = ok(await run(process.execPath, ['loop.mjs', bundle, framesDir, broker.url], project, { EDGEEXIT_TRUST_DIR: trustDir }), 'the README example');
 
     const labels = (JSON.parse(readFileSync(path.join(bundle, 'manifest.json'), 'utf8')) as { labels: string[] }).labels;
     const lines = r.stdout.trim().split('\n');
@@ -208,14 +213,15 @@ describe('the packed package in a scratch project', () => {
         '// @ts-expect-error the root is the device side: the compiler is only a subpath',
         "import { compileModel as notAtTheRoot } from 'edgeexit';",
         'export async function app(): Promise<string[]> {',
-        "  const runner = await loadBundle('b');",
+        "  const runner = await loadBundle('b', { trustDir: '/etc/edgeexit/trust' });",
+        "  const unchecked = await loadFromRuntime('b', { allowUnsigned: true });",
         "  const t: DeviceTelemetry = await startDeviceTelemetry(runner, { url: 'mqtt://localhost' });",
         "  const items: ClassifyItem[] = (await runner.classify(['x.png'])).items;",
         '  const m: Manifest = runner.manifest;',
         "  const o: CompileOptions = { model: 'm.onnx', device: 'rpi4', out: 'o' };",
         '  // @ts-expect-error the types are real: a number is not a bundle path',
         '  await loadFromRuntime(42);',
-        '  void [verifyBundle, compileModel, calibrate, decodePayload, runAgentLoop, openFleetStore, notAtTheRoot, t, o];',
+        '  void [unchecked, verifyBundle, compileModel, calibrate, decodePayload, runAgentLoop, openFleetStore, notAtTheRoot, t, o];',
         '  return items.flatMap((it) => (it.ok ? [it.label, m.model.name] : []));',
         '}',
         '',

@@ -35,7 +35,8 @@ let images: string[];
 /** exits[k][i]: the original model's logits of image i at exit k. */
 let exits: number[][][];
 
-const quiet = { threads: 1, onWarning: () => {} };
+// Most tests load edited, unsigned copies: they opt out of the signature check explicitly.
+const quiet = { threads: 1, onWarning: () => {}, allowUnsigned: true };
 
 /** The error `p` rejects with (fails the test when it resolves). */
 async function failure(p: Promise<unknown>): Promise<Error> {
@@ -193,7 +194,7 @@ describe('loadBundle + classify (fmnist-branchy, fp32)', () => {
     expect(err).toBeInstanceOf(BundleIntegrityError);
     expect((err as Error).message).toMatch(/stage-1\.onnx: content does not match the manifest/);
     await expect(loadBundle(bundle, { ...quiet, publicKey: otherKeys.publicKey })).rejects.toThrow(BundleIntegrityError);
-    await expect(loadBundle(bundle, { ...quiet, requireSignature: true })).rejects.toThrow(/no public key was given/);
+    await expect(loadBundle(bundle, { ...quiet, requireSignature: true })).rejects.toThrow(/manifest\.sig: signature NOT checked: signed with key sha256:[0-9a-f]+, which is not in the trust store/);
   });
 });
 
@@ -238,7 +239,7 @@ describe('loading options', () => {
   it('warns once (not per stage) when a provider falls back, and when the target device is unknown', async () => {
     const lines: string[] = [];
     const cudaHere = availableExecutionProviders().find((p) => p.name === 'cuda')?.installed;
-    const r = await loadBundle(bundle, { threads: 1, executionProviders: ['cuda', 'cpu'], onWarning: (l) => lines.push(l) });
+    const r = await loadBundle(bundle, { threads: 1, executionProviders: ['cuda', 'cpu'], publicKey: keys.publicKey, onWarning: (l) => lines.push(l) });
     await r.close();
     if (!cudaHere) {
       expect(lines).toHaveLength(1);
@@ -247,12 +248,12 @@ describe('loading options', () => {
     }
     const copy = await editedCopy('unknown-device', (m) => (m.target.device = 'mystery-board'));
     const warned: string[] = [];
-    const u = await loadBundle(copy, { onWarning: (l) => warned.push(l) });
+    const u = await loadBundle(copy, { allowUnsigned: true, onWarning: (l) => warned.push(l) });
     await u.close();
     expect(u.device).toBeNull();
     expect(warned.join('\n')).toMatch(/device profile 'mystery-board' \(the bundle's target\) is not known here/);
-    await expect(loadBundle(bundle, { device: 'no-such-board' })).rejects.toThrow(/unknown device profile "no-such-board"/);
-    const x = await loadBundle(bundle, { device: 'x86-host', threads: 1, warmup: false });
+    await expect(loadBundle(bundle, { device: 'no-such-board', publicKey: keys.publicKey })).rejects.toThrow(/unknown device profile "no-such-board"/);
+    const x = await loadBundle(bundle, { device: 'x86-host', threads: 1, warmup: false, publicKey: keys.publicKey });
     await x.close();
     expect(x.device).toBe('x86-host');
   });

@@ -16,7 +16,7 @@ import { runCli } from '../cli/helpers.js';
 import { REPO, ZOO, argmax, fmnistImages, maxProb, normEntropy, referenceExit, referenceLogits, scratch, splitThreshold } from './helpers.js';
 
 const CBNET = path.join(REPO, 'models', 'fmnist-cbnet');
-const quiet = { threads: 1, onWarning: () => {} };
+const quiet = { threads: 1, onWarning: () => {}, allowUnsigned: true }; // unsigned test bundles, by choice
 
 let dir: string;
 let bundle: string;
@@ -190,7 +190,7 @@ describe('edgeexit run --policy', () => {
   it('cbnet bundle: --policy hybrid --threshold prints the exit point per image and the runs', async () => {
     const shirts = path.join(REPO, 'calibration', 'fashion-mnist', 'shirt');
     const files = (await fsp.readdir(shirts)).sort().slice(0, 5).map((f) => path.join(shirts, f));
-    const r = await runCli('run', bundle, ...files, '--policy', 'hybrid', '--threshold', '0.9', '--threads', '1', '--json');
+    const r = await runCli('run', bundle, '--allow-unsigned', ...files, '--policy', 'hybrid', '--threshold', '0.9', '--threads', '1', '--json');
     expect(r.code).toBe(0);
     const lines = r.out.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
     expect(lines).toHaveLength(5);
@@ -199,7 +199,7 @@ describe('edgeexit run --policy', () => {
       expect(l.exitName).toBe(['classifier<-image', 'classifier<-converter'][l.exit as number]);
       expect((l.runs as string[]).length).toBe((l.stageLatencyMs as number[]).length);
     }
-    const table = await runCli('run', bundle, ...files, '--policy', 'hybrid', '--threshold', '0.9', '--threads', '1');
+    const table = await runCli('run', bundle, '--allow-unsigned', ...files, '--policy', 'hybrid', '--threshold', '0.9', '--threads', '1');
     expect(table.code).toBe(0);
     expect(table.out).toContain('run order hybrid');
     expect(table.out).toMatch(/runs {6}classifier<-image [\d.]+ ms on 5 images/);
@@ -209,7 +209,7 @@ describe('edgeexit run --policy', () => {
     const multi = path.join(dir, 'multi');
     await compileModel({ model: ZOO, device: 'rpi4', precision: 'fp32', out: multi, latency: false });
     const img = images[0]!;
-    const r = await runCli('run', multi, img, '--policy', 'hybrid', '--threads', '1');
+    const r = await runCli('run', multi, '--allow-unsigned', img, '--policy', 'hybrid', '--threads', '1');
     expect(r.code).toBe(2);
     expect(r.err).toMatch(/--policy hybrid: only cbnet bundles take --policy \(cbnet or hybrid\).*multi-exit.*exit_0, exit_1, exit_2.*drop --policy/);
     const m = await loadBundle(multi, quiet);

@@ -3,11 +3,23 @@
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { createSession, asFloat32, type PlainTensor } from '../../src/backends/onnxruntime.js';
+import { addTrustedKey, generateKeyPair, type KeyPairFiles } from '../../src/bundle/index.js';
 import { mulberry32 } from '../../src/util/random.js';
 import { FIXTURES, REPO, ZOO, scratch } from '../compiler/helpers.js';
 
 export { FIXTURES, REPO, ZOO, scratch };
 export const FMNIST = path.join(REPO, 'calibration', 'fashion-mnist');
+
+/**
+ * A signing key pair under `dir` and a trust store that trusts it, as a device would: compile
+ * with `privateKey`, then run with `--trust-dir trustDir` (the default store is never touched).
+ */
+export async function trustedSigner(dir: string): Promise<KeyPairFiles & { trustDir: string }> {
+  const keys = await generateKeyPair(path.join(dir, 'signer'));
+  const trustDir = path.join(dir, 'trust');
+  await addTrustedKey(trustDir, keys.publicKey);
+  return { ...keys, trustDir };
+}
 
 /** The first `per` images (sorted) of every Fashion-MNIST class folder. */
 export async function fmnistImages(per: number): Promise<string[]> {

@@ -9,17 +9,20 @@ import { compileModel } from '../../src/compiler/index.js';
 import { readModel, writeModel } from '../../src/onnx/index.js';
 import { collectInputs, parseThresholds } from '../../src/cli/commands/run.js';
 import { runCli } from '../cli/helpers.js';
-import { FMNIST, ZOO, scratch } from './helpers.js';
+import { FMNIST, ZOO, scratch, trustedSigner } from './helpers.js';
 
 let dir: string;
 let bundle: string;
 let folder: string;
 let labels: string[];
+let trust: string;
 
 beforeAll(async () => {
   dir = await scratch('run-cmd');
   bundle = path.join(dir, 'bundle');
-  const r = await compileModel({ model: ZOO, device: 'rpi4', precision: 'fp32', out: bundle });
+  const signer = await trustedSigner(dir);
+  trust = signer.trustDir;
+  const r = await compileModel({ model: ZOO, device: 'rpi4', precision: 'fp32', out: bundle, key: signer.privateKey });
   labels = r.manifest.labels;
   // A folder with a nested sub-folder, a non-image file (skipped) and a PNG written by sharp.
   folder = path.join(dir, 'imgs');
@@ -34,7 +37,7 @@ beforeAll(async () => {
 
 describe('edgeexit run', () => {
   it('--json prints one object per input with file, label, exit, confidence and latencyMs', async () => {
-    const r = await runCli('run', bundle, folder, '--json', '--threshold', '0.9,0.9', '--threads', '1', '--batch', '2');
+    const r = await runCli('run', bundle, '--trust-dir', trust, folder, '--json', '--threshold', '0.9,0.9', '--threads', '1', '--batch', '2');
     // The only thing on stderr: the 40×30 image is stretched to the model's 28×28 (one line).
     expect(r.err).toBe(`warn: ${path.join(folder, 'c.png')} is 40×30 but the model reads 28×28: resize policy 'stretch' distorts its aspect ratio (fix: set "resize": "cover" or "contain" in the model's edgeexit.preprocess and compile again, or crop the images first)`);
     expect(r.code).toBe(0);
@@ -56,7 +59,7 @@ describe('edgeexit run', () => {
   });
 
   it('prints a table and a summary with the exit histogram and mean latency', async () => {
-    const r = await runCli('run', bundle, path.join(folder, 'a.png'), path.join(folder, 'b.png'), '--threads', '1');
+    const r = await runCli('run', bundle, '--trust-dir', trust, path.join(folder, 'a.png'), path.join(folder, 'b.png'), '--threads', '1');
     expect(r.code).toBe(0);
     expect(r.out).toMatch(/^file\s+label\s+confidence\s+exit\s+latency ms/);
     expect(r.out).toMatch(/a\.png\s+bag\s+[\d.]+\s+2 \(exit_2\)/);
@@ -68,7 +71,7 @@ describe('edgeexit run', () => {
   it('reports an unreadable image by name, classifies the rest and exits 2', async () => {
     const broken = path.join(dir, 'broken.png');
     await fsp.writeFile(broken, 'garbage');
-    const r = await runCli('run', bundle, path.join(folder, 'a.png'), broken, '--json', '--threads', '1');
+    const r = await runCli('run', bundle, '--trust-dir', trust, path.join(folder, 'a.png'), broken, '--json', '--threads', '1');
     expect(r.code).toBe(2);
     const lines = r.out.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
     expect(lines).toHaveLength(2);
@@ -79,16 +82,16 @@ describe('edgeexit run', () => {
   });
 
   it('refuses bad thresholds and a tampered bundle with clear errors', async () => {
-    let r = await runCli('run', bundle, folder, '--threshold', '0.9,1.5', '--threads', '1');
+    let r = await runCli('run', bundle, '--trust-dir', trust, folder, '--threshold', '0.9,1.5', '--threads', '1');
     expect(r.code).toBe(2);
     expect(r.err).toMatch(/threshold for exit 1 \(exit_1\): expected a number in \[0, 1\]/);
-    r = await runCli('run', bundle, folder, '--threshold', '0.9,x');
+    r = await runCli('run', bundle, '--trust-dir', trust, folder, '--threshold', '0.9,x');
     expect(r.code).toBe(2);
     expect(r.err).toMatch(/--threshold item 2/);
     const copy = path.join(dir, 'tampered');
     await fsp.cp(bundle, copy, { recursive: true });
     await fsp.appendFile(path.join(copy, 'stage-0.onnx'), 'x');
-    r = await runCli('run', copy, folder);
+    r = await runCli('run', copy, '--trust-dir', trust, folder);
     expect(r.code).toBe(2);
     expect(r.err).toMatch(/stage-0\.onnx: content does not match the manifest/);
   });

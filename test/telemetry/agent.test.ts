@@ -16,7 +16,7 @@ import { compileModel } from '../../src/compiler/index.js';
 import { startCollector, type Collector } from '../../src/fleet/index.js';
 import { Outbox } from '../../src/telemetry/outbox.js';
 import { runCli } from '../cli/helpers.js';
-import { fmnistImages, scratch, ZOO } from '../runtime/helpers.js';
+import { fmnistImages, scratch, trustedSigner, ZOO } from '../runtime/helpers.js';
 import { MOSQUITTO, startBroker, type Broker } from './mqtt/broker.js';
 
 const FLEET = 'lab';
@@ -47,11 +47,15 @@ let dir: string;
 let bundle: string;
 let manifestSha: string;
 let images: string[];
+/** The device's trust store: it trusts the key the bundle is signed with. */
+let trust: string;
 
 beforeAll(async () => {
   dir = await scratch('telemetry-e2e');
   bundle = path.join(dir, 'bundle');
-  await compileModel({ model: ZOO, device: 'rpi4', precision: 'fp32', out: bundle });
+  const signer = await trustedSigner(dir);
+  trust = signer.trustDir;
+  await compileModel({ model: ZOO, device: 'rpi4', precision: 'fp32', out: bundle, key: signer.privateKey });
   manifestSha = createHash('sha256').update(await fsp.readFile(path.join(bundle, 'manifest.json'))).digest('hex');
   images = await fmnistImages(3); // 30 PNGs, 3 per class folder
 }, 180_000);
@@ -60,7 +64,7 @@ describe("run --telemetry and agent to `collect`'s embedded aedes broker (MQTT 3
   it('run and agent negotiate 3.1.1 and land in the collector; a forced --mqtt-version 5 is refused with the fix; a bad version is refused', async () => {
     const collector = await startCollector({ dbFile: path.join(dir, 'aedes.db'), port: 0, host: '127.0.0.1', onLog: () => undefined });
     try {
-      const run = await runCli('run', bundle, ...images.slice(0, 7), '--threads', '1', '--telemetry', collector.url, '--device-id', 'pi-auto', '--state-dir', path.join(dir, 'state-auto'));
+      const run = await runCli('run', bundle, '--trust-dir', trust, ...images.slice(0, 7), '--threads', '1', '--telemetry', collector.url, '--device-id', 'pi-auto', '--state-dir', path.join(dir, 'state-auto'));
       expect(run.code, run.err).toBe(0);
       expect(run.err).toMatch(/telemetry: 1 window from default\/pi-auto to mqtt:\/\/127\.0\.0\.1:\d+, all acknowledged/);
       await until(() => collector.store.totals().find((t) => t.device === 'pi-auto')?.count === 7, '7 inferences stored');
@@ -71,7 +75,7 @@ describe("run --telemetry and agent to `collect`'s embedded aedes broker (MQTT 3
       const ac = new AbortController();
       let seen = 0;
       const done = agentCommand(
-        { bundle, watch, loop: true, telemetry: collector.url, deviceId: 'pi-agent-auto', stateDir: path.join(dir, 'state-agent-auto'), threads: 1, pollMs: 50, onItems: (items) => (seen += items.length) },
+        { bundle, trustDir: trust, watch, loop: true, telemetry: collector.url, deviceId: 'pi-agent-auto', stateDir: path.join(dir, 'state-agent-auto'), threads: 1, pollMs: 50, onItems: (items) => (seen += items.length) },
         { out: () => undefined, err: () => undefined },
         ac.signal,
       );
@@ -81,10 +85,10 @@ describe("run --telemetry and agent to `collect`'s embedded aedes broker (MQTT 3
       expect(a.telemetry.queued).toBe(0);
       await until(() => collector.store.totals().find((t) => t.device === 'pi-agent-auto')?.count === a.stats.classified, 'the agent inferences stored');
 
-      const v5 = await runCli('run', bundle, ...images.slice(0, 3), '--threads', '1', '--telemetry', collector.url, '--mqtt-version', '5', '--device-id', 'pi-v5', '--state-dir', path.join(dir, 'state-v5'), '--drain-timeout', '300ms');
+      const v5 = await runCli('run', bundle, '--trust-dir', trust, ...images.slice(0, 3), '--threads', '1', '--telemetry', collector.url, '--mqtt-version', '5', '--device-id', 'pi-v5', '--state-dir', path.join(dir, 'state-v5'), '--drain-timeout', '300ms');
       expect(v5.code).toBe(75);
       expect(v5.err).toMatch(/Unacceptable protocol version.*drop --mqtt-version to let the device negotiate it/);
-      const bad = await runCli('run', bundle, images[0]!, '--telemetry', collector.url, '--mqtt-version', '3');
+      const bad = await runCli('run', bundle, '--trust-dir', trust, images[0]!, '--telemetry', collector.url, '--mqtt-version', '3');
       expect(bad.code).toBe(2);
       expect(bad.err).toMatch(/--mqtt-version: expected 5 \(MQTT 5\) or 4 \(MQTT 3\.1\.1\), got 3/);
     } finally {
@@ -113,8 +117,7 @@ describe.skipIf(!MOSQUITTO)('device telemetry end to end (Mosquitto)', () => {
 
   it('run --telemetry: the collector stores what was classified, with the manifest hash in the birth and a clean death', async () => {
     const state = path.join(dir, 'state-run');
-    const r = await runCli(
-      'run', bundle, ...images, '--json', '--threshold', '0.9,0.9', '--threads', '1',
+    const r = await runCli('run', bundle, '--trust-dir', trust, ...images, '--json', '--threshold', '0.9,0.9', '--threads', '1',
       '--telemetry', broker.url, '--fleet', FLEET, '--device-id', 'pi-run', '--state-dir', state, '--window-count', '8',
     );
     expect(r.code, r.err).toBe(0);
@@ -149,7 +152,7 @@ describe.skipIf(!MOSQUITTO)('device telemetry end to end (Mosquitto)', () => {
     const err: string[] = [];
     const io = { out: () => undefined, err: (t: string) => void err.push(t) };
     const done = agentCommand(
-      { bundle, watch, telemetry: broker.url, fleet: FLEET, deviceId: 'pi-agent', stateDir: path.join(dir, 'state-agent'), threshold: '0.9,0.9', threads: 1, pollMs: 50, onItems: (items) => (seen += items.length) },
+      { bundle, trustDir: trust, watch, telemetry: broker.url, fleet: FLEET, deviceId: 'pi-agent', stateDir: path.join(dir, 'state-agent'), threshold: '0.9,0.9', threads: 1, pollMs: 50, onItems: (items) => (seen += items.length) },
       io,
       ac.signal,
     );
@@ -179,7 +182,7 @@ describe.skipIf(!MOSQUITTO)('device telemetry end to end (Mosquitto)', () => {
     const here = path.dirname(fileURLToPath(import.meta.url));
     const child = spawn(
       path.resolve(here, '../../node_modules/.bin/vite-node'),
-      [path.join(here, 'cli-child.ts'), 'agent', bundle, '--watch', watch, '--telemetry', broker.url, '--fleet', FLEET, '--device-id', 'pi-sig', '--state-dir', path.join(dir, 'state-sig'), '--window', '200ms', '--threads', '1'],
+      [path.join(here, 'cli-child.ts'), 'agent', bundle, '--trust-dir', trust, '--watch', watch, '--telemetry', broker.url, '--fleet', FLEET, '--device-id', 'pi-sig', '--state-dir', path.join(dir, 'state-sig'), '--window', '200ms', '--threads', '1'],
       { stdio: ['ignore', 'pipe', 'pipe'] },
     );
     let err = '';
@@ -212,7 +215,7 @@ describe.skipIf(!MOSQUITTO)('device telemetry end to end (Mosquitto)', () => {
     const ac = new AbortController();
     let seen = 0;
     const done = agentCommand(
-      { bundle, watch: folder, loop: true, telemetry: broker.url, fleet: FLEET, deviceId: 'pi-loop', stateDir: path.join(dir, 'state-loop'), threads: 1, onItems: (items) => (seen += items.length) },
+      { bundle, trustDir: trust, watch: folder, loop: true, telemetry: broker.url, fleet: FLEET, deviceId: 'pi-loop', stateDir: path.join(dir, 'state-loop'), threads: 1, onItems: (items) => (seen += items.length) },
       { out: () => undefined, err: () => undefined },
       ac.signal,
     );
@@ -227,7 +230,7 @@ describe.skipIf(!MOSQUITTO)('device telemetry end to end (Mosquitto)', () => {
   it('an unreachable broker: the run classifies, says where the windows wait, exits 75, and the next run delivers them', async () => {
     const state = path.join(dir, 'state-offline');
     const dead = `mqtt://127.0.0.1:${await closedPort()}`;
-    const a = await runCli('run', bundle, ...images.slice(0, 10), '--threads', '1', '--telemetry', dead, '--fleet', FLEET, '--device-id', 'pi-offline', '--state-dir', state, '--drain-timeout', '300ms');
+    const a = await runCli('run', bundle, '--trust-dir', trust, ...images.slice(0, 10), '--threads', '1', '--telemetry', dead, '--fleet', FLEET, '--device-id', 'pi-offline', '--state-dir', state, '--drain-timeout', '300ms');
     expect(a.code, a.err).toBe(75);
     expect(a.out).toMatch(/exits\s+0 \(/); // the results were printed all the same
     expect(a.err).toMatch(/error: --telemetry mqtt:\/\/127\.0\.0\.1:\d+: 1 of the telemetry windows were not acknowledged within 0\.3 s/);
@@ -239,7 +242,7 @@ describe.skipIf(!MOSQUITTO)('device telemetry end to end (Mosquitto)', () => {
     expect(box.peek(1)[0]!.body).toMatchObject({ device: 'pi-offline', count: 10 });
     await box.close();
 
-    const b = await runCli('run', bundle, ...images.slice(10, 14), '--threads', '1', '--telemetry', broker.url, '--fleet', FLEET, '--device-id', 'pi-offline', '--state-dir', state);
+    const b = await runCli('run', bundle, '--trust-dir', trust, ...images.slice(10, 14), '--threads', '1', '--telemetry', broker.url, '--fleet', FLEET, '--device-id', 'pi-offline', '--state-dir', state);
     expect(b.code, b.err).toBe(0);
     await until(() => totalsOf('pi-offline')?.count === 14, 'both runs stored');
     expect(totalsOf('pi-offline')!.windows).toBe(2);
@@ -247,27 +250,27 @@ describe.skipIf(!MOSQUITTO)('device telemetry end to end (Mosquitto)', () => {
 
   it('refuses a bad --window, device id, broker URL, TLS files or --watch folder, naming the flag', async () => {
     const img = images[0]!;
-    const w = await runCli('run', bundle, img, '--telemetry', broker.url, '--window', 'soon');
+    const w = await runCli('run', bundle, '--trust-dir', trust, img, '--telemetry', broker.url, '--window', 'soon');
     expect(w.code).toBe(2);
     expect(w.err).toMatch(/--window: expected a duration of at least 100 ms, like 10s, 500ms or 1m, got "soon"/);
-    const w0 = await runCli('run', bundle, img, '--telemetry', broker.url, '--window', '10ms');
+    const w0 = await runCli('run', bundle, '--trust-dir', trust, img, '--telemetry', broker.url, '--window', '10ms');
     expect(w0.code).toBe(2);
-    const d = await runCli('run', bundle, img, '--telemetry', broker.url, '--device-id', 'pi/7');
+    const d = await runCli('run', bundle, '--trust-dir', trust, img, '--telemetry', broker.url, '--device-id', 'pi/7');
     expect(d.code).toBe(2);
     expect(d.err).toMatch(/--device-id: device id "pi\/7" is not usable in an MQTT topic/);
-    const u = await runCli('run', bundle, img, '--telemetry', 'http://collector.local');
+    const u = await runCli('run', bundle, '--trust-dir', trust, img, '--telemetry', 'http://collector.local');
     expect(u.code).toBe(2);
     expect(u.err).toMatch(/--telemetry: expected a broker URL mqtt:\/\/host\[:port\]/);
-    const tls = await runCli('run', bundle, img, '--telemetry', broker.url.replace('mqtt:', 'mqtts:'), '--tls-cert', path.join(dir, 'client.pem'), '--state-dir', path.join(dir, 'state-tls'));
+    const tls = await runCli('run', bundle, '--trust-dir', trust, img, '--telemetry', broker.url.replace('mqtt:', 'mqtts:'), '--tls-cert', path.join(dir, 'client.pem'), '--state-dir', path.join(dir, 'state-tls'));
     expect(tls.code).toBe(2);
     expect(tls.err).toMatch(/--tls-key: missing: a client certificate needs its key and the other way round \(fix: give both --tls-cert and --tls-key\)/);
-    const ca = await runCli('run', bundle, img, '--telemetry', broker.url.replace('mqtt:', 'mqtts:'), '--tls-ca', path.join(dir, 'no-ca.pem'), '--state-dir', path.join(dir, 'state-tls'));
+    const ca = await runCli('run', bundle, '--trust-dir', trust, img, '--telemetry', broker.url.replace('mqtt:', 'mqtts:'), '--tls-ca', path.join(dir, 'no-ca.pem'), '--state-dir', path.join(dir, 'state-tls'));
     expect(ca.code).toBe(2);
     expect(ca.err).toMatch(/--tls-ca: cannot read .*no-ca\.pem \(ENOENT\) expected a PEM file/);
-    const missing = await runCli('agent', bundle, '--telemetry', broker.url);
+    const missing = await runCli('agent', bundle, '--trust-dir', trust, '--telemetry', broker.url);
     expect(missing.code).toBe(2);
     expect(missing.err).toMatch(/--watch: expected a folder images arrive in, got nothing/);
-    const notDir = await runCli('agent', bundle, '--telemetry', broker.url, '--watch', path.join(dir, 'no-such-folder'));
+    const notDir = await runCli('agent', bundle, '--trust-dir', trust, '--telemetry', broker.url, '--watch', path.join(dir, 'no-such-folder'));
     expect(notDir.code).toBe(2);
     expect(notDir.err).toMatch(/--watch: expected a folder images arrive in, got ".*no-such-folder" \(fix: create the folder/);
   });

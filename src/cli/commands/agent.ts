@@ -30,6 +30,8 @@ export interface AgentCommandOptions extends TelemetryCliOptions {
   batch?: number;
   key?: string;
   requireSignature?: boolean;
+  trustDir?: string;
+  allowUnsigned?: boolean;
   /** Device profile (providers, threads, energy sensor, power model); default: the bundle's target. */
   device?: string;
   threads?: number;
@@ -129,8 +131,10 @@ export function agentModule(io: CliIO): CommandBody<AgentCommandOptions> {
         .option('metric', { type: 'string', choices: EXIT_METRICS as unknown as string[], describe: 'Exit confidence metric (default: the manifest\'s)' })
         .option('policy', { type: 'string', choices: CBNET_POLICIES as unknown as string[], describe: 'cbnet bundles only: run order' })
         .option('batch', { type: 'number', describe: 'Images per cascade run (default 1)' })
-        .option('key', { type: 'string', describe: 'Public key (PEM) the bundle must be signed with' })
-        .option('require-signature', { type: 'boolean', describe: 'Refuse an unsigned bundle' })
+        .option('key', { type: 'string', describe: 'Public key (PEM) the bundle must be signed with (instead of the trust store)' })
+        .option('require-signature', { type: 'boolean', describe: 'Refuse an unsigned bundle (the default; kept for scripts)' })
+        .option('trust-dir', { type: 'string', describe: 'Trust store of accepted signing keys (default: $EDGEEXIT_TRUST_DIR, else ~/.config/edgeexit/trust)' })
+        .option('allow-unsigned', { type: 'boolean', describe: 'Run a bundle whose signature cannot be checked (unsigned or untrusted key), with a warning' })
         .option('device', { type: 'string', describe: "Device profile: providers, threads, energy sensor, power model (default: the bundle's target)" })
         .option('threads', { type: 'number', describe: 'Intra-op threads' })
         .example('$0 agent bundles/branchy-rpi4 --watch /var/spool/camera --telemetry mqtt://collector.local --fleet lab --device-id pi-07', '')

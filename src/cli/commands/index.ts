@@ -57,6 +57,12 @@ export const COMMANDS: readonly CommandEntry[] = [
     load: async (io) => (await import('./keygen.js')).keygenModule(io),
   },
   {
+    name: 'trust',
+    command: 'trust',
+    describe: "Manage this device's trust store of bundle-signing keys: add, list, revoke",
+    load: async (io) => (await import('./trust.js')).trustModule(io),
+  },
+  {
     name: 'verify-bundle',
     command: 'verify-bundle <bundle>',
     describe: 'Check a bundle folder or archive: every file against the manifest hashes, and the signature',

@@ -26,7 +26,7 @@ import { scanImageFolder } from '../../data/imagefolder.js';
 import { prepareBatch, toTensor, type PreprocessSpec, type TensorData } from '../../backends/image.js';
 import { loadBundle } from '../../runtime/bundle-runner.js';
 import { packageRoot } from '../../devices/load.js';
-import { generateKeyPair } from '../../bundle/index.js';
+import { addTrustedKey, generateKeyPair } from '../../bundle/index.js';
 import { startCollector } from '../../fleet/collector.js';
 import { fleetStatus } from '../../fleet/status.js';
 import { describeSummary } from '../../telemetry/device.js';
@@ -107,13 +107,18 @@ export async function quickstartCommand(opts: QuickstartOptions, io: CliIO): Pro
     throw new EdgeExitError(`quickstart: ${mismatches.length} exit(s) measured differently from their model card: ${mismatches.map((m) => `${m.model} ${m.exit}`).join(', ')}`);
   }
   const work = opts.out ?? path.join('.edgeexit', 'quickstart');
-  io.out(`\n== compile fmnist-branchy for rpi4 (int8), signed with a demo key, then verify ==`);
+  io.out(`\n== compile fmnist-branchy for rpi4 (int8), signed with a demo key this machine trusts (${path.join(work, 'trust')}), then verify ==`);
   await fsp.mkdir(work, { recursive: true });
   // A throwaway key so the demo shows signing; real fleets make theirs once with `edgeexit keygen`.
+  // This machine then plays the device: it trusts the demo key in a trust store of its own
+  // (never the user's ~/.config one), made afresh so an old demo key is not trusted any more.
   const keys = await generateKeyPair(path.join(work, 'demo-key'), { force: true });
+  const trustDir = path.join(work, 'trust');
+  await fsp.rm(trustDir, { recursive: true, force: true });
+  await addTrustedKey(trustDir, keys.publicKey);
   const bundle = path.join(work, 'fmnist-branchy-rpi4-int8');
   await compileCommand({ model: path.join(modelsDir(), 'fmnist-branchy', 'fmnist-branchy.onnx'), device: 'rpi4', out: bundle, precision: 'int8', key: keys.privateKey, ...(opts.calibrationLimit ? { calibrationLimit: opts.calibrationLimit } : {}) }, io);
-  await verifyBundleCommand({ bundle, key: keys.publicKey, requireSignature: true }, io);
+  await verifyBundleCommand({ bundle, trustDir }, io);
 
   io.out(`\n== calibrate exit thresholds: lowest latency within ${opts.maxAccuracyDrop ?? 0.5} pp of the last exit (stage latency measured on this machine) ==`);
   const calibrationDir = path.join(packageRoot(), 'calibration', 'fashion-mnist');
@@ -121,7 +126,7 @@ export async function quickstartCommand(opts: QuickstartOptions, io: CliIO): Pro
 
   const evalName = haveTest ? 'the Fashion-MNIST test set' : 'the calibration images (no test set installed)';
   io.out(`\n== run the calibrated bundle on ${evalName}: early exit vs every sample to the last exit (batch 1, model-only time) ==`);
-  const runner = await loadBundle(bundle, { publicKey: keys.publicKey, requireSignature: true, threads: 1 });
+  const runner = await loadBundle(bundle, { trustDir, threads: 1 });
   try {
     const { tensor, labels } = await evaluationTensor(runner.manifest.input.preprocess, runner.manifest.labels, haveTest, calibrationDir, opts.limit);
     const full = await runner.classify(tensor, { thresholds: null, batchSize: 1 });
@@ -141,7 +146,7 @@ export async function quickstartCommand(opts: QuickstartOptions, io: CliIO): Pro
   } finally {
     await runner.close();
   }
-  await quickstartTelemetry({ work, bundle, publicKey: keys.publicKey, images: calibrationDir, ...(opts.limit ? { limit: opts.limit } : {}) }, io);
+  await quickstartTelemetry({ work, bundle, trustDir, images: calibrationDir, ...(opts.limit ? { limit: opts.limit } : {}) }, io);
   io.out('\nNext: edgeexit inspect <model.onnx>, edgeexit eval <model.onnx> --data calibration, edgeexit compile <model.onnx> --device <id> --out <bundle>, edgeexit devices --show rpi4.');
   return rows;
 }
@@ -166,7 +171,7 @@ export function quickstartModule(io: CliIO): CommandBody<QuickstartOptions> {
  * (aedes) that the collector serves on a free loopback port, then `fleet status` from its
  * database. Database and device state start afresh so the status shows this run only.
  */
-async function quickstartTelemetry(o: { work: string; bundle: string; publicKey: string; images: string; limit?: number }, io: CliIO): Promise<void> {
+async function quickstartTelemetry(o: { work: string; bundle: string; trustDir: string; images: string; limit?: number }, io: CliIO): Promise<void> {
   io.out('\n== telemetry: run the bundle with telemetry to an embedded MQTT broker and the collector, then fleet status ==');
   const db = path.join(o.work, 'fleet.db');
   const state = path.join(o.work, 'device-state');
@@ -176,7 +181,7 @@ async function quickstartTelemetry(o: { work: string; bundle: string; publicKey:
   try {
     const files = (await collectInputs([o.images])).slice(0, o.limit ?? Infinity);
     const flags = telemetryFlags({ telemetry: collector.url, fleet: 'quickstart', deviceId: 'this-machine', stateDir: state, window: '1s' });
-    const runner = await loadBundle(o.bundle, { publicKey: o.publicKey, requireSignature: true, threads: 1, onWarning: (l) => io.err(l) });
+    const runner = await loadBundle(o.bundle, { trustDir: o.trustDir, threads: 1, onWarning: (l) => io.err(l) });
     let classified = 0;
     try {
       const telemetry = await startTelemetry(flags, runner, o.bundle, { onLog: (l) => io.err(l) });

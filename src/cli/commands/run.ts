@@ -37,6 +37,8 @@ export interface RunCommandOptions extends TelemetryCliOptions {
   policy?: CbnetPolicy;
   key?: string;
   requireSignature?: boolean;
+  trustDir?: string;
+  allowUnsigned?: boolean;
   device?: string;
   threads?: number;
 }
@@ -143,14 +145,19 @@ export function renderRun(r: RunCommandResult, exitNames: readonly string[] = r.
   return lines.join('\n');
 }
 
-/** The bundle as `run` and `agent` load it: verified (with --key / --require-signature), on --device's providers and --threads. */
+/**
+ * The bundle as `run` and `agent` load it: signed with --key or a key in the trust store
+ * (--trust-dir) unless --allow-unsigned, on --device's providers and --threads.
+ */
 export function loadBundleFromFlags(
-  opts: { bundle: string; key?: string; requireSignature?: boolean; device?: string; threads?: number },
+  opts: { bundle: string; key?: string; requireSignature?: boolean; trustDir?: string; allowUnsigned?: boolean; device?: string; threads?: number },
   io: CliIO,
 ): Promise<BundleRunner> {
   return loadBundle(opts.bundle, {
     ...(opts.key ? { publicKey: opts.key } : {}),
     ...(opts.requireSignature ? { requireSignature: true } : {}),
+    ...(opts.trustDir !== undefined ? { trustDir: opts.trustDir } : {}),
+    ...(opts.allowUnsigned ? { allowUnsigned: true } : {}),
     ...(opts.device ? { device: opts.device } : {}),
     ...(opts.threads !== undefined ? { threads: opts.threads } : {}),
     onWarning: (line) => io.err(line),
@@ -259,8 +266,10 @@ export function runModule(io: CliIO): CommandBody<RunCommandOptions> {
           choices: CBNET_POLICIES as unknown as string[],
           describe: "cbnet bundles only: cbnet (converter → classifier for every image) or hybrid (classifier on the image first; the converter only for samples under --threshold) (default: the manifest's)",
         })
-        .option('key', { type: 'string', describe: 'Public key (PEM) the bundle must be signed with' })
-        .option('require-signature', { type: 'boolean', describe: 'Refuse an unsigned bundle' })
+        .option('key', { type: 'string', describe: 'Public key (PEM) the bundle must be signed with (instead of the trust store)' })
+        .option('require-signature', { type: 'boolean', describe: 'Refuse an unsigned bundle (the default; kept for scripts)' })
+        .option('trust-dir', { type: 'string', describe: 'Trust store of accepted signing keys (default: $EDGEEXIT_TRUST_DIR, else ~/.config/edgeexit/trust)' })
+        .option('allow-unsigned', { type: 'boolean', describe: 'Run a bundle whose signature cannot be checked (unsigned or untrusted key), with a warning' })
         .option('device', { type: 'string', describe: "Device profile for execution providers and threads (default: the bundle's target)" })
         .option('threads', { type: 'number', describe: 'Intra-op threads (default: the device profile\'s, at most the cores here)' })
         .option('telemetry', { type: 'string', describe: 'Publish metric windows, birth and death to this MQTT broker (mqtt://host:1883, mqtts://…)' })
