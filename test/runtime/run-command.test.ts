@@ -102,7 +102,7 @@ describe('edgeexit run', () => {
     await fsp.mkdir(withFifo);
     await fsp.copyFile(path.join(folder, 'a.png'), path.join(withFifo, 'a.png'));
     execFileSync('mkfifo', [path.join(withFifo, 'b.png')]);
-    const r = await runCli('run', bundle, withFifo, '--json', '--threads', '1');
+    const r = await runCli('run', bundle, '--trust-dir', trust, withFifo, '--json', '--threads', '1');
     expect(r.code).toBe(0);
     expect(r.out.trim().split('\n').map((l) => path.basename((JSON.parse(l) as { file: string }).file))).toEqual(['a.png']);
     expect(r.err.trim().split('\n').filter((l) => l.includes('b.png'))).toEqual([`warning: skipping ${path.join(withFifo, 'b.png')}: not a regular file (a FIFO, socket or device)`]);
