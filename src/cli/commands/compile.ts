@@ -234,7 +234,7 @@ export function compileModule(io: CliIO): CommandBody<CompileCommandOptions> {
         .option('preprocess', { type: 'string', describe: 'Preprocess spec, JSON text or file (default: the model\'s edgeexit.preprocess metadata)' })
         .option('labels', { type: 'string', describe: 'Labels file, JSON array or one per line (default: the model\'s edgeexit.labels metadata)' })
         .option('key', { type: 'string', describe: 'ed25519 private key (PEM) to sign the manifest with (`edgeexit keygen`)' })
-        .option('calibration', { type: 'string', describe: 'ImageFolder of labelled images: int8 calibration and accuracy check (default calibration/fashion-mnist when the labels match); fp32: numeric check' })
+        .option('calibration', { type: 'string', describe: 'ImageFolder of labelled images: int8 calibration, and the int8/fp16 per-exit accuracy check against fp32 (default calibration/fashion-mnist when the labels match); also the numeric check at fp32/fp16' })
         .option('calibration-limit', { type: 'number', describe: 'Images of --calibration used, spread over the classes (default: all for int8, 256 for the fp32 check)' })
         .option('calibration-method', { type: 'string', choices: CALIBRATION_METHODS as unknown as string[], describe: `int8 activation ranges (default ${DEFAULT_CALIBRATION_METHOD})` })
         .option('max-accuracy-drop', { type: 'number', describe: `int8: largest top-1 loss per exit in percentage points (default ${DEFAULT_MAX_ACCURACY_DROP}); sensitive nodes stay float to meet it` })

@@ -28,7 +28,14 @@ import { planMultiExit } from './multi-exit.js';
 /** The files a CBNet folder must hold, by role. */
 export const CBNET_FILES = { converter: 'converter.onnx', classifier: 'classifier.onnx' } as const;
 const ROLE_META = 'edgeexit.role';
-const ROLES = { converter: 'cbnet-converter', classifier: 'cbnet-classifier' } as const;
+/**
+ * The `edgeexit.role` each file of a CBNet folder may carry (a swapped pair is refused).
+ *
+ * @example
+ * model.setMetadata('edgeexit.role', CBNET_ROLES.converter); // 'cbnet-converter'
+ */
+export const CBNET_ROLES = { converter: 'cbnet-converter', classifier: 'cbnet-classifier' } as const;
+const ROLES = CBNET_ROLES;
 
 /**
  * Whether `p` is a folder (a CBNet model) rather than one ONNX file.
