@@ -277,7 +277,11 @@ function chainVerifier(plan: StagesPlan, data: CalibrationData): QuantVerifier {
       }
       return chunks.map((c) => {
         const all = new Float32Array(c.reduce((a, x) => a + x.length, 0));
-        c.reduce((o, x) => (all.set(x, o), o + x.length), 0);
+        let o = 0;
+        for (const x of c) {
+          all.set(x, o);
+          o += x.length;
+        }
         return all;
       });
     },
