@@ -8,7 +8,7 @@ import type { PreprocessSpec } from '../backends/image.js';
 import { costPerOutput, type OnnxModel } from '../onnx/index.js';
 import { formatProblem } from '../util/errors.js';
 
-export type ContractRule = 'softmax-output' | 'cost-order' | 'static-batch';
+export type ContractRule = 'softmax-output' | 'cost-order' | 'static-batch' | 'converter-range';
 
 export interface ContractFinding {
   severity: 'warning' | 'error';
@@ -167,4 +167,109 @@ export async function contractInputOf(opts: {
  */
 export async function contractNotes(opts: Parameters<typeof contractInputOf>[0]): Promise<string[]> {
   return checkModelContract(await contractInputOf(opts)).map((f) => `${f.severity}: ${f.message}`);
+}
+
+// ---- CBNet ----
+
+/** Share of converter output values that may fall outside the image range before it reads as unnormalised. */
+const OUT_OF_RANGE_SHARE = 0.01;
+/** Slack around the preprocessed image range, as a share of its span (a converter need not hit it exactly). */
+const RANGE_SLACK = 0.1;
+
+/** What the CBNet contract is checked on: both files, their tensor names and, with --backbone, its exits' costs. */
+export interface CbnetContractInput {
+  converter: { model: OnnxModel; bytes: Uint8Array; file: string; input: string; output: string };
+  classifier: { model: OnnxModel; bytes: Uint8Array; file: string; input: string; exit: string };
+  preprocess: PreprocessSpec;
+  /** The backbone's deeper exits with what each costs in the backbone (cumulative MACs). */
+  backbone?: { file: string; exits: readonly { name: string; cumulativeMacs: number }[] };
+}
+
+/**
+ * The CBNet contract (docs/bring-your-own-model.md, "A CBNet pair"), checked on random images: the
+ * converter returns an image of the input's dims (an error naming the fix, since the classifier
+ * reads it as its input), in the range the preprocessing gives (its last step is the same
+ * normalisation), the classifier returns logits, and with a backbone the pair costs less than the
+ * backbone exit the hybrid falls through to next. Returns the warnings as report notes.
+ *
+ * @example
+ * notes.push(...(await cbnetContractNotes({ converter, classifier, preprocess })));
+ */
+export async function cbnetContractNotes(c: CbnetContractInput): Promise<string[]> {
+  const [{ createSession }, { randomImages }, { UnsupportedError }] = await Promise.all([import('../backends/onnxruntime.js'), import('./check.js'), import('../util/errors.js')]);
+  const images = randomImages(c.preprocess, 4, 11);
+  const run = async (bytes: Uint8Array, input: string, output: string): Promise<PlainTensor> => {
+    const session = await createSession(bytes);
+    try {
+      return (await session.run({ [input]: images }, [output]))[output]!;
+    } finally {
+      await session.close();
+    }
+  };
+  const conv = await run(c.converter.bytes, c.converter.input, c.converter.output);
+  if (conv.dims.join() !== images.dims.join()) {
+    throw new UnsupportedError(
+      formatProblem({
+        where: `${c.converter.file}: output '${c.converter.output}'`,
+        expected: `an image of the input's dims [${images.dims.join(', ')}] (the classifier reads it as its input)`,
+        got: `[${conv.dims.join(', ')}]`,
+        fix: 'make the converter end in an image of the input size (e.g. upsample back to it) and export again',
+      }),
+    );
+  }
+  const cls = await run(c.classifier.bytes, c.classifier.input, c.classifier.exit);
+  const warnings = checkModelContract({ file: c.classifier.file, inputName: c.classifier.input, batch: 'batch', exits: [], samples: [{ exit: c.classifier.exit, dims: cls.dims, data: cls.data as Float32Array }] });
+  const range = converterRangeFinding(c, conv.data as Float32Array);
+  if (range) warnings.push(range);
+  const order = cbnetCostFinding(c);
+  if (order) warnings.push(order);
+  return warnings.map((f) => `${f.severity}: ${f.message}`);
+}
+
+/** A warning when the converter's outputs fall outside the range preprocessed images take. */
+function converterRangeFinding(c: CbnetContractInput, out: Float32Array): ContractFinding | undefined {
+  // Pixels 0 and 255 through the preprocessing, over every channel: the range any image takes.
+  const { scale, mean, std } = c.preprocess;
+  const ends = mean.flatMap((m, k) => [0, 255 * scale].map((p) => (p - m) / (std[k] ?? std[0]!)));
+  const lo = Math.min(...ends);
+  const hi = Math.max(...ends);
+  const slack = (hi - lo) * RANGE_SLACK;
+  let outside = 0;
+  let oLo = Infinity;
+  let oHi = -Infinity;
+  for (const v of out) {
+    [oLo, oHi] = [Math.min(oLo, v), Math.max(oHi, v)];
+    if (!(v >= lo - slack && v <= hi + slack)) outside++;
+  }
+  const share = out.length ? outside / out.length : 0;
+  if (share <= OUT_OF_RANGE_SHARE) return undefined;
+  const f = (x: number): string => x.toPrecision(3);
+  return {
+    severity: 'warning',
+    rule: 'converter-range',
+    message: formatProblem({
+      where: `${c.converter.file}: output '${c.converter.output}'`,
+      message: `${(share * 100).toFixed(1)}% of its values on random images lie outside [${f(lo)}, ${f(hi)}], the range preprocessed images take (got [${f(oLo)}, ${f(oHi)}]); the classifier reads it as a preprocessed image;`,
+      expected: 'a converted image normalised like the input (the preprocessing\'s scale, then (x − mean)/std)',
+      fix: 'end the converter with the same normalisation as the preprocessing (e.g. sigmoid, then (x − mean)/std) and export again',
+    }),
+  };
+}
+
+/** With --backbone: a warning when the pair costs more than the backbone exit the hybrid tries after it. */
+function cbnetCostFinding(c: CbnetContractInput): ContractFinding | undefined {
+  const next = c.backbone?.exits[0];
+  if (!next) return undefined;
+  const pair = costPerOutput(c.converter.model).reduce((a, x) => Math.max(a, x.cumulativeMacs), 0) + costPerOutput(c.classifier.model).reduce((a, x) => Math.max(a, x.cumulativeMacs), 0);
+  if (pair <= next.cumulativeMacs) return undefined;
+  return {
+    severity: 'warning',
+    rule: 'cost-order',
+    message: formatProblem({
+      where: `${c.backbone!.file}: exit '${next.name}'`,
+      message: `converter → classifier (${macs(pair)} MACs) costs more than the backbone's exit '${next.name}' (${macs(next.cumulativeMacs)} MACs), which the hybrid tries after it, so a sample pays for the converter where the backbone would answer for less;`,
+      expected: 'the pair cheaper than the backbone exit after the classifier',
+      fix: 'use a smaller converter, or compile the backbone alone (a multi-exit bundle) instead of --backbone',
+    }),
+  };
 }

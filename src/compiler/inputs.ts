@@ -10,7 +10,7 @@ import { packageRoot } from '../devices/index.js';
 import { folderNameForLabel, foldersCoverLabels } from '../data/imagefolder.js';
 import { META_LABELS, META_PREPROCESS, parseLabels } from '../model/describe.js';
 import { parsePreprocessSpec, type PreprocessSpec } from '../backends/image.js';
-import { DEFAULT_CALIBRATION } from './options.js';
+import { DEFAULT_CALIBRATION, DEFAULT_VERIFY_LIMIT, type Precision } from './options.js';
 
 
 export async function readSourceModel(file: string): Promise<{ model: OnnxModel; bytes: Uint8Array }> {
@@ -156,6 +156,35 @@ export async function resolveCalibrationDir(flag: string | undefined, labels: re
   throw new InputError(`--precision int8 needs calibration images: ${file}'s labels are not those of ${DEFAULT_CALIBRATION}; pass --calibration <ImageFolder> with labelled images (one subfolder per label)`, [
     { where: '--calibration', message: 'required for int8', expected: `an ImageFolder with subfolders ${labels.slice(0, 4).map((l) => `'${folderNameForLabel(l)}'`).join(', ')}${labels.length > 4 ? ', …' : ''}` },
   ]);
+}
+
+/**
+ * The labelled images a compile verifies on: int8 needs them (an error names the flag), fp16 and
+ * a `wanted` fp32 verify on them when they are at hand, else a note says what was not verified.
+ *
+ * @example
+ * const { images, notes } = await labelledImages({ flag: opts.calibration, limit: opts.calibrationLimit, precision, labels, file });
+ */
+export async function labelledImages(o: {
+  flag: string | undefined;
+  limit: number | undefined;
+  precision: Precision;
+  labels: readonly string[];
+  file: string;
+  /** Verify at fp32 too (CBNet: the verify table of its paths). */
+  atFp32?: boolean;
+  /** What goes unverified without images, for the note. */
+  what?: string;
+}): Promise<{ images?: { dir: string; limit?: number }; notes: string[] }> {
+  if (o.precision === 'fp32' && !o.atFp32) return { notes: [] };
+  try {
+    const dir = await resolveCalibrationDir(o.flag, o.labels, o.file);
+    const limit = o.limit ?? (o.precision === 'int8' ? undefined : DEFAULT_VERIFY_LIMIT);
+    return { images: { dir, ...(limit !== undefined ? { limit } : {}) }, notes: [] };
+  } catch (err) {
+    if (o.precision === 'int8') throw err;
+    return { notes: [`no labelled images for these labels (pass --calibration <ImageFolder>), so ${o.what ?? `the ${o.precision} exits`} were not verified on images`] };
+  }
 }
 
 /** A source file read once: the graph and the bytes the hash and reference session use. */

@@ -16,6 +16,8 @@ export type Precision = (typeof PRECISIONS)[number];
 export const SUPPORTED_PRECISIONS: readonly Precision[] = ['fp32', 'fp16', 'int8'];
 /** Max |logit diff| an fp16 stage may show against the float model (measured ~1.6e-2 on fmnist-branchy, logits up to ~33). */
 export const FP16_TOLERANCE = 0.1;
+/** Images of the calibration folder verified at fp32/fp16 when --calibration-limit is not given (int8 uses all). */
+export const DEFAULT_VERIFY_LIMIT = 256;
 /** Calibration images used when the model's labels are Fashion-MNIST's and no --calibration is given. */
 export const DEFAULT_CALIBRATION = path.join('calibration', 'fashion-mnist');
 /** Default calibration method: percentile measured best on the zoo model (see the quantiser report). */
@@ -162,8 +164,19 @@ export interface CompileResult {
 export interface CbnetReport {
   sources: { role: 'converter' | 'classifier' | 'backbone'; file: string; sha256: string; macs: number }[];
   pipeline: CbnetPipeline;
-  /** Float vs compiled on the calibration images, per path (absent when no labelled images were at hand). */
-  verify?: { source: string; images: number; maxAccuracyDropPp: number; paths: ExitVerification[] };
+  /**
+   * Float vs compiled on the calibration images, per exit point: the two paths, then (with
+   * --backbone) each backbone exit as `backbone:<exit>` (absent when no labelled images were at hand).
+   */
+  verify?: ImageVerification;
+}
+
+/** Compiled vs float top-1 per exit on labelled images: what int8 and fp16 are held to. */
+export interface ImageVerification {
+  source: string;
+  images: number;
+  maxAccuracyDropPp: number;
+  paths: ExitVerification[];
 }
 
 /** fp16 conversion in report.json: what was converted, kept float32, clamped, and the check of the fp16 stages. */
@@ -172,6 +185,8 @@ export interface Fp16Report {
   converted: number;
   keptFloat32: { node: string; op: string; reason: string }[];
   clamped: number;
+  /** Per exit: fp32 vs fp16 top-1 on the calibration images, as int8 reports it (absent without labelled images). */
+  verify?: ImageVerification;
 }
 
 /** Reject options no family can compile, before any file is read. */

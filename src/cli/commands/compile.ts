@@ -100,6 +100,28 @@ export function renderPrepare(p: CompileReport['prepare']): string {
   return parts.join('; ');
 }
 
+function verifyRows(paths: NonNullable<CompileReport['quantization']>['verify']): (string | number)[][] {
+  return paths.map((e) => [e.exit, pct(e.floatTop1, 2), pct(e.compiledTop1, 2), e.dropPp.toFixed(2), pct(e.agreement, 1), e.maxLogitError.toFixed(3)]);
+}
+
+/**
+ * The one check line: what was compared, against what tolerance. At fp16 two checks ran (the fp32
+ * split against the source, then the fp16 stages against the source), each with its own
+ * tolerance; the line names both, with the fp16 stages' largest difference per exit.
+ */
+export function checkLine(rep: CompileReport): string {
+  const c = rep.check;
+  const cal = (rep.fp16?.check ?? c).calibration;
+  const on = `on ${c.random.samples} ${c.random.source}${cal ? ` and ${cal.samples} images of ${cal.source}${cal.skipped?.length ? ` (${cal.skipped.length} unreadable, skipped)` : ''}` : ''}`;
+  const f = rep.fp16?.check;
+  if (!f) return `${c.passed ? 'passed' : 'FAILED'}: max |stage − source| within tolerance ${c.tolerance.toExponential()} ${on}`;
+  const worst = f.random.exits.map((e, k) => Math.max(e.maxAbsDiff, f.calibration?.exits[k]?.maxAbsDiff ?? 0).toExponential(2)).join(' / ');
+  return (
+    `${c.passed && f.passed ? 'passed' : 'FAILED'}: fp32 split within tolerance ${c.tolerance.toExponential()} of the source; ` +
+    `fp16 stages within tolerance ${f.tolerance.toExponential()} (max |fp16 − source| ${worst} per exit) ${on}`
+  );
+}
+
 export function renderCompile(r: CompileResult): string {
   const rep = r.report;
   const m = r.manifest;
@@ -111,7 +133,10 @@ export function renderCompile(r: CompileResult): string {
   );
   lines.push(`prepare   ${renderPrepare(rep.prepare)}`);
   lines.push('');
-  const cal = rep.check.calibration;
+  // The diff columns show the check of the stages as written: the fp16 check at fp16 (the fp32
+  // split's is 0 there by construction), the fp32 split's at fp32 and int8 (int8 has its own table).
+  const shown = rep.fp16?.check ?? rep.check;
+  const cal = shown.calibration;
   const quant = rep.precision === 'int8';
   const header = ['stage', 'file', 'inputs → outputs', 'MACs', 'cumulative', ...(quant ? ['fp32 bytes'] : []), 'bytes', `${quant ? 'fp32 split' : rep.precision} max|diff| random`];
   if (cal) header.push('max|diff| calib', 'top-1 agree calib');
@@ -129,7 +154,7 @@ export function renderCompile(r: CompileResult): string {
           count(s.cumulativeMacs),
           ...(quant ? [bytes(s.floatBytes)] : []),
           bytes(s.bytes),
-          diff(rep.check.random.exits[k]?.maxAbsDiff),
+          diff(shown.random.exits[k]?.maxAbsDiff),
         ];
         if (cal) row.push(diff(cal.exits[k]?.maxAbsDiff), pct(cal.exits[k]?.top1Agreement ?? 0, 1));
         const l = lat?.stages[k];
@@ -144,9 +169,7 @@ export function renderCompile(r: CompileResult): string {
   const extra = total - rep.sourceMacs;
   const recomputed = rep.recompute?.length ? ` + ${count(extra)} recomputed (stage ${rep.recompute.join(', ')})` : extra === 0 ? '' : ' (MISMATCH)';
   lines.push(`MACs      stages ${count(total)} = source ${count(rep.sourceMacs)}${recomputed}`);
-  let check = `${rep.check.passed ? 'passed' : 'FAILED'} (tolerance ${rep.check.tolerance.toExponential()}) on ${rep.check.random.samples} ${rep.check.random.source}`;
-  if (cal) check += ` and ${cal.samples} images of ${cal.source}${cal.skipped?.length ? ` (${cal.skipped.length} unreadable, skipped)` : ''}`;
-  lines.push(`check     ${check}`);
+  lines.push(`check     ${checkLine(rep)}`);
   if (lat) lines.push(`latency   median of ${lat.runs} interleaved runs per stage after ${lat.warmup} warm-up, batch ${lat.batch}, ${lat.threads} thread: ${lat.machine}`);
   const cb = rep.cbnet;
   if (cb) {
@@ -162,11 +185,18 @@ export function renderCompile(r: CompileResult): string {
     lines.push(
       table(
         ['exit', 'fp32 top-1', 'int8 top-1', 'drop (pp)', 'agreement', 'max |logit err|'],
-        q.verify.map((v) => [v.exit, pct(v.floatTop1, 2), pct(v.compiledTop1, 2), v.dropPp.toFixed(2), pct(v.agreement, 1), v.maxLogitError.toFixed(3)]),
+        verifyRows(q.verify),
       ),
     );
     lines.push('');
     lines.push(`verify    every exit within ${q.maxAccuracyDropPp} pp of fp32 on the calibration images${q.keptFloat.length ? `, with ${q.keptFloat.length} node(s) kept float` : ''}`);
+  }
+  const f16 = rep.fp16?.verify;
+  if (f16 && !cb) {
+    lines.push('');
+    lines.push(table(['exit', 'fp32 top-1', 'fp16 top-1', 'drop (pp)', 'agreement', 'max |logit err|'], verifyRows(f16.paths)));
+    lines.push('');
+    lines.push(`verify    every exit within ${f16.maxAccuracyDropPp} pp of fp32 on ${f16.images} images of ${f16.source}`);
   }
   if (q && cb) {
     const fb = rep.stages.reduce((a, s) => a + s.floatBytes, 0);
@@ -179,11 +209,11 @@ export function renderCompile(r: CompileResult): string {
     lines.push(
       table(
         ['path', 'fp32 top-1', `${rep.precision} top-1`, 'drop (pp)', 'agreement', 'max |logit err|'],
-        v.paths.map((e) => [e.exit, pct(e.floatTop1, 2), pct(e.compiledTop1, 2), e.dropPp.toFixed(2), pct(e.agreement, 1), e.maxLogitError.toFixed(3)]),
+        verifyRows(v.paths),
       ),
     );
     lines.push('');
-    lines.push(`verify    both paths within ${v.maxAccuracyDropPp} pp of fp32 on ${v.images} images of ${v.source}`);
+    lines.push(`verify    ${v.paths.length > 2 ? `all ${v.paths.length} exit points` : 'both paths'} within ${v.maxAccuracyDropPp} pp of fp32 on ${v.images} images of ${v.source}`);
   }
   // Contract breaches (src/compiler/contract.ts) come as notes starting "warning: "; show them as such.
   for (const n of rep.notes) lines.push(n.startsWith('warning: ') ? `warn      ${n.slice('warning: '.length)}` : `note      ${n}`);
@@ -204,7 +234,7 @@ export function compileModule(io: CliIO): CommandBody<CompileCommandOptions> {
         .option('preprocess', { type: 'string', describe: 'Preprocess spec, JSON text or file (default: the model\'s edgeexit.preprocess metadata)' })
         .option('labels', { type: 'string', describe: 'Labels file, JSON array or one per line (default: the model\'s edgeexit.labels metadata)' })
         .option('key', { type: 'string', describe: 'ed25519 private key (PEM) to sign the manifest with (`edgeexit keygen`)' })
-        .option('calibration', { type: 'string', describe: 'ImageFolder of labelled images: int8 calibration and accuracy check (default calibration/fashion-mnist when the labels match); fp32: numeric check' })
+        .option('calibration', { type: 'string', describe: 'ImageFolder of labelled images: int8 calibration, and the int8/fp16 per-exit accuracy check against fp32 (default calibration/fashion-mnist when the labels match); also the numeric check at fp32/fp16' })
         .option('calibration-limit', { type: 'number', describe: 'Images of --calibration used, spread over the classes (default: all for int8, 256 for the fp32 check)' })
         .option('calibration-method', { type: 'string', choices: CALIBRATION_METHODS as unknown as string[], describe: `int8 activation ranges (default ${DEFAULT_CALIBRATION_METHOD})` })
         .option('max-accuracy-drop', { type: 'number', describe: `int8: largest top-1 loss per exit in percentage points (default ${DEFAULT_MAX_ACCURACY_DROP}); sensitive nodes stay float to meet it` })

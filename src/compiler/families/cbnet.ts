@@ -17,19 +17,25 @@ import { sha256Hex } from '../../bundle/files.js';
 import type { CbnetPipeline } from '../../bundle/manifest.js';
 import { calibrateStages, type CalibrationData, type QuantVerifier } from '../quantize/index.js';
 import { randomImages } from '../check.js';
+import { cbnetContractNotes } from '../contract.js';
 import { prepareModel, type PrepareReport } from '../prepare.js';
 import { splitModel } from '../split.js';
-import { checkExitWidths, checkInput, isProblem, readSourceModel, requireDescription, resolveCalibrationDir, resolveLabels, resolvePreprocess, type SourceModel } from '../inputs.js';
-import type { CompileOptions } from '../options.js';
-import type { CompileEnv, Extension, FamilyPlan, ImagePlan, ModelFamily, PlannedStage } from './family.js';
+import { checkExitWidths, checkInput, isProblem, labelledImages, readSourceModel, requireDescription, resolveLabels, resolvePreprocess, type SourceModel } from '../inputs.js';
+import type { CompileOptions, Precision } from '../options.js';
+import type { CompileEnv, Extension, FamilyPlan, ModelFamily, PlannedStage, VerifyResult } from './family.js';
 import { planMultiExit } from './multi-exit.js';
 
 /** The files a CBNet folder must hold, by role. */
 export const CBNET_FILES = { converter: 'converter.onnx', classifier: 'classifier.onnx' } as const;
 const ROLE_META = 'edgeexit.role';
-const ROLES = { converter: 'cbnet-converter', classifier: 'cbnet-classifier' } as const;
-/** Images of the calibration folder verified at fp32/fp16 when --calibration-limit is not given (int8 uses all, as multi-exit does). */
-const DEFAULT_VERIFY_LIMIT = 256;
+/**
+ * The `edgeexit.role` each file of a CBNet folder may carry (a swapped pair is refused).
+ *
+ * @example
+ * model.setMetadata('edgeexit.role', CBNET_ROLES.converter); // 'cbnet-converter'
+ */
+export const CBNET_ROLES = { converter: 'cbnet-converter', classifier: 'cbnet-classifier' } as const;
+const ROLES = CBNET_ROLES;
 
 /**
  * Whether `p` is a folder (a CBNet model) rather than one ONNX file.
@@ -215,7 +221,8 @@ async function planBackbone(env: CompileEnv, want: { inputName: string; labels: 
   const file = env.opts.backbone!;
   if (await isCbnetFolder(file)) throw new InputError(`--backbone ${file}: expected one multi-exit .onnx model (the one the CBNet classifier is the first exit of), got a folder`);
   const opts = backboneOptions(env.opts);
-  const plan = await planMultiExit({ ...env, opts });
+  // Its exits are verified on the images at every precision: they join the CBNet's verify table.
+  const plan = await planMultiExit({ ...env, opts }, { verifyAtFp32: true });
   const problems: Problem[] = [];
   if (plan.stages.length < 2) problems.push({ where: `--backbone ${file}`, expected: 'a multi-exit model (two exits or more)', got: `${plan.stages.length} exit` });
   if (JSON.stringify(plan.labels) !== JSON.stringify(want.labels)) problems.push({ where: `--backbone ${file}: labels`, expected: JSON.stringify(want.labels), got: JSON.stringify(plan.labels) });
@@ -236,25 +243,15 @@ async function planBackbone(env: CompileEnv, want: { inputName: string; labels: 
     from: 1,
     notes: (own) => [
       `backbone ${path.basename(file)}: stages ${deeper.map((s) => s.exit).join(', ')} added as the hybrid's last fall-through (the first recomputes the classifier's trunk from the image)`,
-      ...own.filter((n) => !/uncalibrated|hand nothing on/.test(n)).map((n) => `backbone: ${n}`),
+      // A warning keeps its prefix first, so the console still shows it as one.
+      // What the CBNet's own notes say already (thresholds, recompute, the device and fp16 notes) is not repeated.
+      ...own.filter((n) => !/uncalibrated|hand nothing on|defaults to|CUDA\/TensorRT/.test(n)).map((n) => (n.startsWith('warning: ') ? `warning: backbone: ${n.slice('warning: '.length)}` : `backbone: ${n}`)),
     ],
+    exitName: (exit) => `backbone:${exit}`,
   };
 }
 
 type Described = Awaited<ReturnType<typeof describePair>>;
-
-/** The labelled images: int8 needs them; at fp32/fp16 they give the verify table when at hand. */
-async function labelledImages(env: CompileEnv, labels: readonly string[]): Promise<{ images?: ImagePlan; notes: string[] }> {
-  const { opts, precision } = env;
-  try {
-    const dir = await resolveCalibrationDir(opts.calibration, labels, opts.model);
-    const limit = opts.calibrationLimit ?? (precision === 'int8' ? undefined : DEFAULT_VERIFY_LIMIT);
-    return { images: { dir, ...(limit !== undefined ? { limit } : {}) }, notes: [] };
-  } catch (err) {
-    if (precision === 'int8') throw err;
-    return { notes: ['no labelled images for these labels (pass --calibration <ImageFolder>), so the two paths were not verified on images'] };
-  }
-}
 
 /** The two stages: each file prepared and cut at its one output. */
 function planPair(pair: Awaited<ReturnType<typeof readPair>>, d: Described, withBackbone: boolean): { stages: PlannedStage[]; prepare: PrepareReport } {
@@ -323,6 +320,33 @@ function pairIdentity(dir: string, pair: Awaited<ReturnType<typeof readPair>>) {
   return { shas, sha, name, version };
 }
 
+/** The CBNet contract on the pair (and the backbone's next exit), as report notes. */
+async function pairContract(pair: Awaited<ReturnType<typeof readPair>>, sources: Uint8Array[], d: Described, backbone: Extension | undefined): Promise<string[]> {
+  const deeper = backbone ? backbone.plan.stages.slice(backbone.from) : [];
+  // The first deeper stage recomputes the trunk, so the running sum is what each exit costs in the backbone.
+  let sum = 0;
+  const exits = deeper.map((s) => ({ name: s.exit, cumulativeMacs: (sum += s.macs) }));
+  return cbnetContractNotes({
+    converter: { model: pair.conv.model, bytes: sources[0]!, file: pair.convFile, input: d.convIn.name, output: d.names.converted },
+    classifier: { model: pair.cls.model, bytes: sources[1]!, file: pair.clsFile, input: d.clsIn.name, exit: d.names.exit },
+    preprocess: d.preprocess,
+    ...(backbone ? { backbone: { file: backbone.plan.where, exits } } : {}),
+  });
+}
+
+/** A warning when converter → classifier answers worse on the labelled images than the classifier alone. */
+export function pairAccuracyNotes(dir: string, verify: VerifyResult, precision: Precision): string[] {
+  const alone = verify.paths.find((p) => p.exit === 'classifier<-image');
+  const pair = verify.paths.find((p) => p.exit === 'classifier<-converter');
+  if (!alone || !pair || !(pair.compiledTop1 < alone.compiledTop1)) return [];
+  const pct = (x: number): string => `${(x * 100).toFixed(2)}%`;
+  return [
+    `warning: ${dir}: converter → classifier is less accurate than the classifier alone on ${verify.images} images of ${verify.source}: ` +
+      `${pct(pair.compiledTop1)} vs ${pct(alone.compiledTop1)} top-1 at ${precision} (−${((alone.compiledTop1 - pair.compiledTop1) * 100).toFixed(2)} pp), so the cbnet policy (the default) answers worse than the classifier would alone; ` +
+      `fix: check that the converter ends with the classifier's normalisation and was trained against this classifier, or run the hybrid policy once \`calibrate\` has set its threshold (it keeps the classifier's confident answers)`,
+  ];
+}
+
 /** Plan a CBNet folder: read and check the pair, plan its two stages and, with --backbone, the fall-through. */
 export async function planCbnet(env: CompileEnv): Promise<FamilyPlan> {
   const { opts } = env;
@@ -330,10 +354,11 @@ export async function planCbnet(env: CompileEnv): Promise<FamilyPlan> {
   if (opts.exits?.length) throw new InputError(`--exits: does not apply to a CBNet folder (${dir}); its exits are fixed: the classifier on the image, and converter → classifier`);
   const pair = await readPair(dir);
   const d = await describePair(dir, pair, opts);
-  const { images, notes } = await labelledImages(env, d.labels);
+  const { images, notes } = await labelledImages({ flag: opts.calibration, limit: opts.calibrationLimit, precision: env.precision, labels: d.labels, file: dir, atFp32: true, what: 'the two paths' });
   const backbone = opts.backbone !== undefined ? await planBackbone(env, { inputName: d.convIn.name, labels: d.labels, preprocess: d.preprocess, taken: [d.names.converted, d.names.exit] }) : undefined;
   const { stages, prepare } = planPair(pair, d, backbone !== undefined);
   const sources = [pair.conv, pair.cls].map((s) => (s.model.externalTensors.length > 0 ? encodeModel(s.model) : s.bytes));
+  notes.push(...(await pairContract(pair, sources, d, backbone)));
   const { shas, sha, name, version } = pairIdentity(dir, pair);
   const deeperMacs = (backbone ? backbone.plan.stages.slice(backbone.from) : []).reduce((a, s) => a + s.macs, 0);
   return {
@@ -350,6 +375,7 @@ export async function planCbnet(env: CompileEnv): Promise<FamilyPlan> {
     ],
     ...(images ? { images } : {}),
     ...pairHooks(stages, d),
+    verifyNotes: (verify, precision) => pairAccuracyNotes(dir, verify, precision),
     notes,
     closingNotes: [
       'hybrid threshold is uncalibrated (null): until `calibrate` sets it, run the cbnet policy (converter → classifier)',

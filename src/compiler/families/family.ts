@@ -10,9 +10,9 @@ import type { DeviceProfile } from '../../devices/index.js';
 import type { PreprocessSpec } from '../../backends/image.js';
 import type { PlainTensor } from '../../backends/onnxruntime.js';
 import type { CbnetPipeline, Manifest } from '../../bundle/manifest.js';
-import type { CalibrationData, CalibrationOptions, ExitVerification, QuantVerifier, StageRanges } from '../quantize/index.js';
+import type { CalibrationData, CalibrationOptions, QuantVerifier, StageRanges } from '../quantize/index.js';
 import type { PrepareReport } from '../prepare.js';
-import type { CompileOptions, CompileReport, Precision } from '../options.js';
+import type { CompileOptions, CompileReport, ImageVerification, Precision } from '../options.js';
 import type { StageShape } from '../writer.js';
 
 /** What every step of one compile knows: the options, the device profile and the precision it resolved to. */
@@ -70,6 +70,8 @@ export interface StagesPlan {
   calibrationDetail?(data: CalibrationData): string;
   /** What int8 and the labelled-image check are measured on (default: each exit of the chain). */
   verifier?(data: CalibrationData): QuantVerifier;
+  /** Report notes (warnings) the family draws from the labelled-image verification. */
+  verifyNotes?(verify: VerifyResult, precision: Precision): string[];
   /** Feeds per stage for the latency table, and the batch they hold. */
   latencyFeeds(floatBytes: readonly Uint8Array[]): Promise<{ batch: number; feeds: Record<string, PlainTensor>[] }>;
   /** Notes known from planning, first in the report. */
@@ -88,6 +90,8 @@ export interface Extension {
   from: number;
   /** Report notes about the extension, given its own notes. */
   notes(own: readonly string[]): string[];
+  /** The name an exit of its verification takes in the bundle's (e.g. `backbone:exit_1`). */
+  exitName(exit: string): string;
 }
 
 /** Everything a family plans: the stages, what the bundle says about them, and any extension. */
@@ -114,12 +118,7 @@ export interface FamilyPlan extends StagesPlan {
 }
 
 /** The labelled-image verification of compiled vs float outputs. */
-export interface VerifyResult {
-  source: string;
-  images: number;
-  maxAccuracyDropPp: number;
-  paths: ExitVerification[];
-}
+export type VerifyResult = ImageVerification;
 
 /**
  * A model family: recognises its models and plans their stages.

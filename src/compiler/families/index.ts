@@ -24,6 +24,6 @@ export async function familyOf(model: string): Promise<ModelFamily> {
   return multiExitFamily;
 }
 
-export { cbnetFamily, isCbnetFolder, CBNET_FILES } from './cbnet.js';
+export { cbnetFamily, isCbnetFolder, CBNET_FILES, CBNET_ROLES } from './cbnet.js';
 export { multiExitFamily } from './multi-exit.js';
 export type { ModelFamily, FamilyPlan, StagesPlan, CompileEnv, PlannedStage, CheckGroup, Extension } from './family.js';

@@ -13,7 +13,7 @@ import { sha256Hex } from '../../bundle/files.js';
 import { randomImages } from '../check.js';
 import { prepareModel } from '../prepare.js';
 import { chooseRecompute, resolveExits, splitModel, type SplitResult } from '../split.js';
-import { checkExitWidths, checkInput, readSourceModel, requireDescription, resolveCalibrationDir, resolveLabels, resolvePreprocess } from '../inputs.js';
+import { checkExitWidths, checkInput, readSourceModel, requireDescription, labelledImages, resolveLabels, resolvePreprocess } from '../inputs.js';
 import type { CompileOptions } from '../options.js';
 import type { CompileEnv, FamilyPlan, ModelFamily } from './family.js';
 
@@ -82,8 +82,12 @@ export async function chainFeeds(
   return out;
 }
 
-/** Plan a multi-exit model: read and check it, prepare it, split it into one stage per exit. */
-export async function planMultiExit(env: CompileEnv): Promise<FamilyPlan> {
+/**
+ * Plan a multi-exit model: read and check it, prepare it, split it into one stage per exit.
+ * `verifyAtFp32` loads the labelled images at fp32 too (a CBNet backbone: its exits join the
+ * CBNet's verify table at every precision).
+ */
+export async function planMultiExit(env: CompileEnv, how: { verifyAtFp32?: boolean } = {}): Promise<FamilyPlan> {
   const { opts, precision } = env;
   if (opts.backbone !== undefined) {
     throw new InputError(`--backbone: applies to a CBNet folder (converter.onnx + classifier.onnx); ${opts.model} is one model, whose own exits already run in stage order`);
@@ -94,7 +98,7 @@ export async function planMultiExit(env: CompileEnv): Promise<FamilyPlan> {
   const d = requireDescription(`${file}: the model`, await resolvePreprocess(model, file, opts.preprocess), await resolveLabels(model, file, opts.labels));
   const input = checkInput(model, file, d.preprocess);
   checkExitWidths(model, file, exits, d.labels, d.labFrom);
-  const calibrationDir = precision === 'int8' ? await resolveCalibrationDir(opts.calibration, d.labels, file) : undefined;
+  const labelled = await labelledImages({ flag: opts.calibration, limit: opts.calibrationLimit || undefined, precision, labels: d.labels, file, atFp32: how.verifyAtFp32 ?? false });
 
   const { model: prepared, report: prepare } = prepareModel(model);
   const { split, recompute, notes } = splitWithRecompute(prepared, exits, opts.recompute);
@@ -105,6 +109,7 @@ export async function planMultiExit(env: CompileEnv): Promise<FamilyPlan> {
   const name = model.getMetadata('edgeexit.model') ?? path.basename(file, path.extname(file));
   const version = model.getMetadata('edgeexit.version') ?? (model.modelVersion ? String(model.modelVersion) : '0');
   notes.push(...(await contractNotes({ model, bytes: checkSource, file, exits, input, preprocess: d.preprocess })));
+  notes.push(...labelled.notes);
   if (model.getMetadata('edgeexit.model') === undefined) notes.push(`the bundle is named '${name}' ${version} after the file: the model has no edgeexit.model metadata (fix: add edgeexit.model and edgeexit.version to metadata_props; see docs/bring-your-own-model.md)`);
   return {
     kind: 'multi-exit',
@@ -115,9 +120,7 @@ export async function planMultiExit(env: CompileEnv): Promise<FamilyPlan> {
     labels: d.labels,
     stages,
     checks: [{ source: checkSource, inputName: input.name, stages: stages.map((_, k) => k) }],
-    ...(calibrationDir !== undefined
-      ? { images: { dir: calibrationDir, ...(opts.calibrationLimit ? { limit: opts.calibrationLimit } : {}), ...(input.fixedBatch !== undefined ? { fixedBatch: input.fixedBatch } : {}) } }
-      : {}),
+    ...(labelled.images ? { images: { ...labelled.images, ...(input.fixedBatch !== undefined ? { fixedBatch: input.fixedBatch } : {}) } } : {}),
     carryParams: true,
     async latencyFeeds(floatBytes) {
       // A model exported with a fixed batch size only runs at that size, so it is timed at it.
