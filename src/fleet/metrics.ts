@@ -32,6 +32,7 @@ const RESULT_LABEL: Record<Exclude<CounterName, 'gaps'>, string> = {
   duplicates: 'duplicate',
   staleDeaths: 'stale_death',
   foreignTopic: 'foreign_topic',
+  fleetMismatch: 'fleet_mismatch',
 };
 
 /**
