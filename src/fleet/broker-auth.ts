@@ -175,8 +175,14 @@ export async function enrol(dir: string, who: Principal, opts: { rotate?: boolea
 
 /**
  * Remove a credential from `<dir>/passwd` (and a collector's block from the ACL). Returns false
- * when it was not there. Mosquitto checks passwords on CONNECT: a client already connected
- * stays until it reconnects or the broker restarts.
+ * when it was not there. It applies when the broker reloads its files (SIGHUP); Mosquitto 2 then
+ * also disconnects a client whose credential is gone (tested).
+ *
+ * @example
+ * ```ts
+ * import { parseDeviceRef, revoke } from 'edgeexit/fleet';
+ * await revoke('mosquitto', parseDeviceRef('lab/pi-07')); // then: kill -HUP <mosquitto pid>
+ * ```
  */
 export async function revoke(dir: string, who: Principal): Promise<boolean> {
   const passwordFile = path.join(dir, BROKER_FILES.passwd);

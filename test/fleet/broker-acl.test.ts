@@ -226,11 +226,16 @@ describe.skipIf(!MOSQUITTO)('broker ACL from `fleet broker-config` and `fleet en
     expect(again.err).toMatch(/lab\/pi-b is already enrolled.*--rotate/);
     const old = creds.b!;
     const rotated = await enrolCli(dir, 'lab/pi-b', '--rotate');
+    const before = await client(old);
     await reload(async () => !(await canConnect(old)));
+    // The reload also ends the session that logged in with the replaced password.
+    await until(() => before.closed, 'the old session closed');
     expect(await canConnect(rotated)).toBe(true);
+    const live = await client(rotated);
     const r = await runCli('fleet', 'revoke', 'lab/pi-b', '--dir', dir);
     expect(r.code).toBe(0);
     await reload(async () => !(await canConnect(rotated)));
+    await until(() => live.closed, 'the revoked session closed');
     expect(await passwordFileUsers(path.join(dir, 'passwd'))).not.toContain('lab/pi-b');
     expect(await canConnect(creds.a!)).toBe(true);
     expect((await runCli('fleet', 'revoke', 'lab/pi-b', '--dir', dir)).code).toBe(2);

@@ -112,7 +112,7 @@ export async function fleetRevokeCommand(opts: { device?: string; collector?: st
   const name = who.kind === 'device' ? `${who.fleet}/${who.device}` : who.name;
   if (!(await revoke(dir, who)))
     throw new InputError(formatProblem({ where: dir, message: `${name} is not enrolled here`, fix: 'check --dir and the name (`<fleet>/<device>` or --collector <name>)' }));
-  io.out(`revoked ${who.kind} ${name}; reload the broker (kill -HUP <pid>) and restart it to drop a connection already open`);
+  io.out(`revoked ${who.kind} ${name}; reload the broker to apply (kill -HUP <mosquitto pid>, or systemctl reload mosquitto): Mosquitto 2 then disconnects it`);
 }
 
 /** `fleet broker-config`: mosquitto.conf and acl (passwd kept) in one folder. */
