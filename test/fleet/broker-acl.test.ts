@@ -268,7 +268,13 @@ describe('fleet enroll: bad input', () => {
     expect(user).toBe('lab/pi-07');
     expect(verifyMosquittoPassword(pw, hash!)).toBe(true);
     expect((await fsp.readdir(dir)).sort()).toEqual(['acl', 'passwd']);
-    // The store side of (fleet, device): nothing else but the refusal counter differs.
+    await fsp.rm(dir, { recursive: true, force: true });
+  });
+});
+
+describe('fleet store: devices are (fleet, device)', () => {
+  it('refuses and counts a birth, death or window for the device id in another fleet, changing nothing else', async () => {
+    const dir = await tempDir('fleet-mismatch');
     const store = openFleetStore(path.join(dir, 'f.db'));
     try {
       const birth = (fleet: string) => ({ device: 'pi-07', fleet, bdSeq: 1, seq: 0, ...BIRTH_INFO, at: 1 });
