@@ -62,7 +62,15 @@ export function parseDeviceRef(ref: string): Principal {
   return { kind: 'device', fleet, device };
 }
 
-/** A collector's username, checked: an id without "/" (devices have one). */
+/**
+ * A collector's username, checked: an id without "/" (devices have one).
+ *
+ * @example
+ * ```ts
+ * import { collectorPrincipal, enrol } from 'edgeexit/fleet';
+ * await enrol('mosquitto', collectorPrincipal('collector-1'));
+ * ```
+ */
 export function collectorPrincipal(name: string): Principal {
   if (!NAME_RE.test(name))
     throw new InputError(formatProblem({ where: '--collector', expected: '1–64 characters [A-Za-z0-9._-] starting with a letter or digit', got: show(name), fix: 'pick a plain name such as collector-1' }));
@@ -86,7 +94,15 @@ export function mosquittoPasswordHash(password: string, opts: { salt?: Buffer; i
   return `$7$${iterations}$${salt.toString('base64')}$${digest.toString('base64')}`;
 }
 
-/** Whether `password` matches a `$7$` hash (the check the broker makes; for tests and tooling). */
+/**
+ * Whether `password` matches a `$7$` hash (the check the broker makes; for tests and tooling).
+ *
+ * @example
+ * ```ts
+ * import { mosquittoPasswordHash, verifyMosquittoPassword } from 'edgeexit/fleet';
+ * verifyMosquittoPassword('s3cret', mosquittoPasswordHash('s3cret')); // true
+ * ```
+ */
 export function verifyMosquittoPassword(password: string, hash: string): boolean {
   const m = /^\$7\$(\d+)\$([A-Za-z0-9+/=]+)\$([A-Za-z0-9+/=]+)$/.exec(hash);
   if (!m) return false;
@@ -95,7 +111,15 @@ export function verifyMosquittoPassword(password: string, hash: string): boolean
   return want.length > 0 && timingSafeEqual(want, got);
 }
 
-/** A fresh random password: 24 bytes as base64url (32 characters, safe unquoted in a shell). */
+/**
+ * A fresh random password: 24 bytes as base64url (32 characters, safe unquoted in a shell).
+ *
+ * @example
+ * ```ts
+ * import { newPassword } from 'edgeexit/fleet';
+ * newPassword().length; // 32
+ * ```
+ */
 export function newPassword(): string {
   return randomBytes(24).toString('base64url');
 }
@@ -132,7 +156,15 @@ async function writePasswordFile(file: string, pf: PasswordFile, lines: string[]
   await writeFileAtomic(file, lines.length ? lines.join('\n') + '\n' : '', { mode: pf.mode, ...(pf.owner ? { owner: pf.owner } : {}) });
 }
 
-/** Usernames in a password file (missing file: none). */
+/**
+ * Usernames in a password file (missing file: none).
+ *
+ * @example
+ * ```ts
+ * import { passwordFileUsers } from 'edgeexit/fleet';
+ * await passwordFileUsers('mosquitto/passwd'); // ['collector', 'lab/pi-07']
+ * ```
+ */
 export async function passwordFileUsers(file: string): Promise<string[]> {
   return (await readPasswordFile(file)).lines.map(userOf).filter((u): u is string => u !== undefined);
 }
@@ -240,6 +272,12 @@ export interface BrokerConfigOptions {
 /**
  * mosquitto.conf for the fleet: no anonymous clients, the password file and ACL next to it, a
  * loopback listener, and commented-out TLS lines for devices on other machines.
+ *
+ * @example
+ * ```ts
+ * import { renderMosquittoConf } from 'edgeexit/fleet';
+ * renderMosquittoConf('/etc/mosquitto/edgeexit', { listen: { host: '127.0.0.1', port: 1884 } });
+ * ```
  */
 export function renderMosquittoConf(dir: string, opts: BrokerConfigOptions = {}): string {
   const abs = path.resolve(dir);
