@@ -3,8 +3,9 @@
 // stand in. The one implementation is src/fleet/store.ts.
 import type { Birth, Death, MetricsWindow } from '../telemetry/payloads.js';
 
+// fleetMismatch: a device id already recorded in another fleet (refused, never moved).
 // clockSkew, outOfRange and tooManyExits: schema-valid messages refused by the collector's limits (src/fleet/bounds.ts).
-export const COUNTER_NAMES = ['malformed', 'invalid', 'oversized', 'unknownDevice', 'duplicates', 'gaps', 'staleDeaths', 'foreignTopic', 'clockSkew', 'outOfRange', 'tooManyExits'] as const;
+export const COUNTER_NAMES = ['malformed', 'invalid', 'oversized', 'unknownDevice', 'duplicates', 'gaps', 'staleDeaths', 'foreignTopic', 'clockSkew', 'outOfRange', 'tooManyExits', 'fleetMismatch'] as const;
 export type CounterName = (typeof COUNTER_NAMES)[number];
 export type Counters = Record<CounterName, number>;
 
@@ -65,15 +66,27 @@ export interface WindowOutcome {
   gap: number;
   /** No birth was ever seen for the device; the window is stored anyway and counted. */
   unknownDevice: boolean;
+  /** Present when the device is recorded in another fleet: nothing was stored, fleetMismatch went up. */
+  fleetMismatch?: true;
 }
 
-export type DeathOutcome = 'offline' | 'stale' | 'unknown';
+/**
+ * 'fleetMismatch': the device id is recorded in another fleet, so the message was refused and
+ * counted. Devices are (fleet, device): a birth on another fleet must not move a device, with its
+ * windows, out of the fleet it was in (one spoofed birth used to do that).
+ */
+export type BirthOutcome = 'online' | 'fleetMismatch';
+export type DeathOutcome = 'offline' | 'stale' | 'unknown' | 'fleetMismatch';
 
 export interface FleetStore {
   readonly file: string;
-  recordBirth(b: Birth, seenAt: number): void;
-  /** Offline only when the death's bdSeq is the device's current one; otherwise counted as stale. */
-  recordDeath(d: Death, seenAt: number): DeathOutcome;
+  /** Refused ('fleetMismatch', counted) when the device is recorded in a fleet other than `b.fleet`. */
+  recordBirth(b: Birth, seenAt: number): BirthOutcome;
+  /**
+   * Offline only when the death's bdSeq is the device's current one; otherwise counted as stale.
+   * `fleet` (the topic's): refused and counted when the device is recorded in another fleet.
+   */
+  recordDeath(d: Death, seenAt: number, fleet?: string): DeathOutcome;
   recordWindow(w: MetricsWindow, fleet: string, seenAt: number): WindowOutcome;
   /**
    * A window that arrived but was refused (src/fleet/bounds.ts): it still used up its (bdSeq, seq),

@@ -171,18 +171,20 @@ export function handleMessage(store: FleetStore, m: MqttMessage, seenAt: number,
   }
   if (kind === 'birth') {
     const b = decodedAs<'birth'>(payload);
-    store.recordBirth(b, seenAt);
+    if (store.recordBirth(b, seenAt) === 'fleetMismatch') return void log(fleetMismatchLine(m.topic, b.device, t.fleet));
     guard.born(b);
     log(`birth: ${b.device} online (bdSeq ${b.bdSeq}, ${b.bundle.name} ${b.bundle.version})`);
   } else if (kind === 'death') {
     const d = decodedAs<'death'>(payload);
-    const r = store.recordDeath(d, seenAt);
-    if (r === 'offline') log(`death: ${d.device} offline (bdSeq ${d.bdSeq}, ${d.clean ? 'clean' : 'last will'})`);
+    const r = store.recordDeath(d, seenAt, t.fleet);
+    if (r === 'fleetMismatch') log(fleetMismatchLine(m.topic, d.device, t.fleet));
+    else if (r === 'offline') log(`death: ${d.device} offline (bdSeq ${d.bdSeq}, ${d.clean ? 'clean' : 'last will'})`);
     else if (r === 'stale') log(`stale death: ${d.device} bdSeq ${d.bdSeq} is not the current session; still online`);
     else log(`unknownDevice: death from ${d.device}, which never sent a birth`);
   } else {
     const w = decodedAs<'metrics'>(payload);
     const r = store.recordWindow(w, t.fleet, seenAt);
+    if (r.fleetMismatch) return void log(fleetMismatchLine(m.topic, w.device, t.fleet));
     if (!r.stored) log(`duplicate: ${w.device} window ${w.id} already stored`);
     if (r.gap > 0) log(`gap: ${w.device} missed ${r.gap} message${r.gap === 1 ? '' : 's'} before seq ${w.seq} (bdSeq ${w.bdSeq})`);
     if (r.unknownDevice && r.stored) log(`unknownDevice: window ${w.id} from ${w.device}, which never sent a birth (stored)`);
@@ -195,6 +197,11 @@ function limitBreach(store: FleetStore, kind: 'birth' | 'death' | 'metrics', pay
   if (kind === 'death') return undefined;
   const w = decodedAs<'metrics'>(payload);
   return checkWindowBounds(w, seenAt, guard.exitsOf(store, w.device), guard.limits);
+}
+
+// Ids in the topic passed parseTopic's id pattern, so the line holds no terminal escapes.
+function fleetMismatchLine(topic: string, device: string, fleet: string): string {
+  return `fleetMismatch: ${topic}: device ${device} is recorded in another fleet, not ${fleet}; refused (device ids are unique across fleets: enrol it under another id)`;
 }
 
 // decodePayload's kind is a runtime value here, so its result is a union; the branch fixes it.

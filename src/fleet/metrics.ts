@@ -35,6 +35,7 @@ const RESULT_LABEL: Record<Exclude<CounterName, 'gaps'>, string> = {
   clockSkew: 'clock_skew',
   outOfRange: 'out_of_range',
   tooManyExits: 'too_many_exits',
+  fleetMismatch: 'fleet_mismatch',
 };
 
 /**

@@ -10,7 +10,7 @@ import path from 'node:path';
 import Database from 'better-sqlite3';
 import type { Birth, Death, MetricsWindow } from '../telemetry/payloads.js';
 import { InputError } from '../util/errors.js';
-import { COUNTER_NAMES, type CounterName, type Counters, type DeathOutcome, type DeviceRow, type DeviceTotals, type FleetStore, type WindowOutcome, type WindowRow } from './fleet-store.js';
+import { COUNTER_NAMES, type CounterName, type BirthOutcome, type Counters, type DeathOutcome, type DeviceRow, type DeviceTotals, type FleetStore, type WindowOutcome, type WindowRow } from './fleet-store.js';
 
 export * from './fleet-store.js';
 
@@ -127,6 +127,7 @@ function migrate(db: Database.Database, file: string): void {
 
 /** A device's state inside one transaction; `add` is what its stored windows add to the running totals. */
 interface PendingDevice {
+  fleet: string;
   hasBirth: boolean;
   bdSeq: number | null;
   seq: number | null;
@@ -184,14 +185,15 @@ class SqliteFleetStore implements FleetStore {
     this.q = {
       device: db.prepare<[string], DeviceDbRow>('SELECT * FROM devices WHERE device = ?'),
       // recordWindow runs per message: it reads only what it compares, not the birth document.
-      windowState: db.prepare<[string], { has_birth: number; last_metrics_bd_seq: number | null; last_metrics_seq: number | null }>(
-        'SELECT birth IS NOT NULL AS has_birth, last_metrics_bd_seq, last_metrics_seq FROM devices WHERE device = ?',
+      windowState: db.prepare<[string], { fleet: string; has_birth: number; last_metrics_bd_seq: number | null; last_metrics_seq: number | null }>(
+        'SELECT fleet, birth IS NOT NULL AS has_birth, last_metrics_bd_seq, last_metrics_seq FROM devices WHERE device = ?',
       ),
       upsertBirth: db.prepare(
         `INSERT INTO devices (device, fleet, online, birth, bd_seq, last_metrics_bd_seq, last_metrics_seq, last_seen)
          VALUES (@device, @fleet, 1, @birth, @bdSeq, @bdSeq, @seq, @seen)
-         ON CONFLICT (device) DO UPDATE SET fleet = excluded.fleet, online = 1, birth = excluded.birth, bd_seq = excluded.bd_seq,
-           last_metrics_bd_seq = excluded.last_metrics_bd_seq, last_metrics_seq = excluded.last_metrics_seq, last_seen = excluded.last_seen`,
+         ON CONFLICT (device) DO UPDATE SET online = 1, birth = excluded.birth, bd_seq = excluded.bd_seq,
+           last_metrics_bd_seq = excluded.last_metrics_bd_seq, last_metrics_seq = excluded.last_metrics_seq, last_seen = excluded.last_seen
+         WHERE devices.fleet = excluded.fleet`,
       ),
       setOffline: db.prepare('UPDATE devices SET online = 0, last_seen = ? WHERE device = ?'),
       touch: db.prepare('UPDATE devices SET last_seen = MAX(last_seen, ?) WHERE device = ?'),
@@ -234,16 +236,24 @@ class SqliteFleetStore implements FleetStore {
     };
   }
 
-  recordBirth(b: Birth, seenAt: number): void {
+  recordBirth(b: Birth, seenAt: number): BirthOutcome {
     // The birth resets the device's session state; windows kept from before must land first.
     this.flushPending();
-    this.q.upsertBirth.run({ device: b.device, fleet: b.fleet, birth: JSON.stringify(b), bdSeq: b.bdSeq, seq: b.seq, seen: seenAt });
+    // The upsert's WHERE leaves a row of another fleet alone (no change): that is the refusal.
+    const r = this.q.upsertBirth.run({ device: b.device, fleet: b.fleet, birth: JSON.stringify(b), bdSeq: b.bdSeq, seq: b.seq, seen: seenAt });
+    if (r.changes > 0) return 'online';
+    this.q.bump.run('fleetMismatch', 1);
+    return 'fleetMismatch';
   }
 
-  recordDeath(d: Death, seenAt: number): DeathOutcome {
+  recordDeath(d: Death, seenAt: number, fleet?: string): DeathOutcome {
     this.flushPending();
     return this.atomically((): DeathOutcome => {
       const row = this.q.device.get(d.device);
+      if (row && fleet !== undefined && row.fleet !== fleet) {
+        this.q.bump.run('fleetMismatch', 1);
+        return 'fleetMismatch';
+      }
       if (!row || row.bd_seq === null) {
         this.q.bump.run('unknownDevice', 1);
         return 'unknown';
@@ -261,6 +271,10 @@ class SqliteFleetStore implements FleetStore {
   recordWindow(w: MetricsWindow, fleet: string, seenAt: number): WindowOutcome {
     return this.atomically((): WindowOutcome => {
       const state = this.sessionState(w.device, fleet, seenAt, true)!;
+      if (state.fleet !== fleet) {
+        this.q.bump.run('fleetMismatch', 1);
+        return { stored: false, gap: 0, unknownDevice: false, fleetMismatch: true };
+      }
       const unknownDevice = !state.hasBirth;
       if (unknownDevice) this.q.bump.run('unknownDevice', 1);
       // Positional: binding by name costs ~3 µs a message, a tenth of the write (ingest benchmark).
@@ -311,6 +325,7 @@ class SqliteFleetStore implements FleetStore {
       row = this.q.windowState.get(device)!;
     }
     state = {
+      fleet: row.fleet,
       hasBirth: row.has_birth !== 0,
       bdSeq: row.last_metrics_bd_seq,
       seq: row.last_metrics_seq,

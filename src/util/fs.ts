@@ -3,13 +3,22 @@ import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 
-/** Write `data` to `file` atomically (temporary file in the same folder, fsync, rename). */
-export async function writeFileAtomic(file: string, data: string | Uint8Array): Promise<void> {
+/**
+ * Write `data` to `file` atomically (temporary file in the same folder, fsync, rename). `mode`:
+ * the file's permissions, set before any byte is written so a secret is never readable by others.
+ * `owner`: keep a replaced file's owner (a file a service reads as its own user); only root may
+ * give a file away, so for anyone else it is left as it is.
+ */
+export async function writeFileAtomic(file: string, data: string | Uint8Array, opts: { mode?: number; owner?: { uid: number; gid: number } } = {}): Promise<void> {
   const dir = path.dirname(file);
   await fsp.mkdir(dir, { recursive: true });
   const tmp = path.join(dir, `.${path.basename(file)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
   const handle = await fsp.open(tmp, 'w');
   try {
+    if (opts.mode !== undefined) await handle.chmod(opts.mode);
+    if (opts.owner) await handle.chown(opts.owner.uid, opts.owner.gid).catch((err: NodeJS.ErrnoException) => {
+      if (err.code !== 'EPERM') throw err;
+    });
     await handle.writeFile(data);
     await handle.sync();
   } finally {

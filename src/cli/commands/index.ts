@@ -107,7 +107,7 @@ export const COMMANDS: readonly CommandEntry[] = [
   {
     name: 'fleet',
     command: 'fleet',
-    describe: 'Fleet telemetry recorded by `edgeexit collect`',
+    describe: 'Fleet telemetry recorded by `edgeexit collect` (status), and broker credentials: broker-config, enroll, revoke',
     load: async (io) => (await import('./fleet.js')).fleetModule(io),
   },
   {
