@@ -3,7 +3,7 @@
 import { fleetStatus, type FleetStatus } from '../../fleet/status.js';
 import { openFleetStore } from '../../fleet/store.js';
 import type { CliIO } from '../io.js';
-import type { CommandBody } from '../command.js';
+import { defineCommand, type AnyCommandBody } from '../command.js';
 import { pct, table } from '../format.js';
 import { DEFAULT_DB } from './collect.js';
 
@@ -45,22 +45,29 @@ export function renderFleetStatus(s: FleetStatus): string {
   return `${table(['device', 'status', 'bundle', 'p95 ms', 'exit rates', 'J/inference', 'accuracy', 'temp °C', 'last seen'], rows)}\n\ncounters  ${c || 'none'}`;
 }
 
-export function fleetModule(io: CliIO): CommandBody<object> {
-  return {
+function fleetStatusModule(io: CliIO): AnyCommandBody {
+  return defineCommand({
     builder: (y) =>
       y
-        .command<FleetStatusOptions>({
+        .option('db', { type: 'string', describe: 'Fleet database file', default: DEFAULT_DB })
+        .option('json', { type: 'boolean', describe: 'Machine-readable output' }),
+    handler: async (args: FleetStatusOptions) => {
+      await fleetStatusCommand(args, io);
+    },
+  });
+}
+
+export function fleetModule(io: CliIO): AnyCommandBody {
+  return defineCommand({
+    builder: (y) =>
+      y
+        .command({
           command: 'status',
           describe: 'One row per device: online, bundle, p95 latency, exit rates, J per inference, accuracy, temperature, last seen',
-          builder: (yy) =>
-            yy
-              .option('db', { type: 'string', describe: 'Fleet database file', default: DEFAULT_DB })
-              .option('json', { type: 'boolean', describe: 'Machine-readable output' }) as never,
-          handler: async (args) => {
-            await fleetStatusCommand(args, io);
-          },
+          ...fleetStatusModule(io),
         })
-        .demandCommand(1, 'Name a fleet subcommand, e.g. `edgeexit fleet status`.') as never,
-    handler: async () => undefined,
-  };
+        .demandCommand(1, 'Name a fleet subcommand, e.g. `edgeexit fleet status`.'),
+    // The subcommand's handler does the work; `fleet` alone is refused by demandCommand.
+    handler: async (_args: object) => undefined,
+  });
 }

@@ -2,7 +2,7 @@
 // MACs per exit — read with our own ONNX codec, no onnxruntime session needed.
 import { describeModel, type ModelDescription } from '../../model/describe.js';
 import type { CliIO } from '../io.js';
-import type { CommandBody } from '../command.js';
+import { defineCommand, type AnyCommandBody } from '../command.js';
 import { count, table } from '../format.js';
 
 export interface InspectOptions {
@@ -55,15 +55,15 @@ export function renderInspect(d: ModelDescription): string {
   return lines.join('\n');
 }
 
-export function inspectModule(io: CliIO): CommandBody<InspectOptions> {
-  return {
+export function inspectModule(io: CliIO): AnyCommandBody {
+  return defineCommand({
     builder: (y) =>
       y
         .positional('model', { type: 'string', describe: 'Path of an .onnx file', demandOption: true })
         .option('json', { type: 'boolean', describe: 'Machine-readable output' })
-        .example('$0 inspect models/fmnist-branchy/fmnist-branchy.onnx', '') as never,
-    handler: async (args) => {
+        .example('$0 inspect models/fmnist-branchy/fmnist-branchy.onnx', ''),
+    handler: async (args: InspectOptions) => {
       await inspectCommand(args, io);
     },
-  };
+  });
 }

@@ -2,7 +2,7 @@
 // (hashes only; the signature travels inside), so a damaged bundle is never packed.
 import { packBundle } from '../../bundle/index.js';
 import type { CliIO } from '../io.js';
-import type { CommandBody } from '../command.js';
+import { defineCommand, type AnyCommandBody } from '../command.js';
 import { bytes } from '../format.js';
 
 export interface PackOptions {
@@ -19,16 +19,16 @@ export async function packCommand(opts: PackOptions, io: CliIO): Promise<{ file:
   return { file: r.file, bytes: r.bytes, entries: r.entries };
 }
 
-export function packModule(io: CliIO): CommandBody<PackOptions> {
-  return {
+export function packModule(io: CliIO): AnyCommandBody {
+  return defineCommand({
     builder: (y) =>
       y
         .positional('bundle', { type: 'string', describe: 'Bundle folder made by `edgeexit compile`', demandOption: true })
         .option('out', { type: 'string', describe: 'Archive to write, e.g. branchy-rpi4.tar', demandOption: true })
         .option('json', { type: 'boolean', describe: 'Machine-readable output' })
-        .example('$0 pack build/branchy-rpi4 --out branchy-rpi4.tar', '') as never,
-    handler: async (args) => {
+        .example('$0 pack build/branchy-rpi4 --out branchy-rpi4.tar', ''),
+    handler: async (args: PackOptions) => {
       await packCommand(args, io);
     },
-  };
+  });
 }

@@ -3,7 +3,7 @@
 // bundle is reported as such and passes unless --require-signature (or --key) asks for one.
 import { verifyBundle, type VerifyResult } from '../../bundle/index.js';
 import type { CliIO } from '../io.js';
-import type { CommandBody } from '../command.js';
+import { defineCommand, type AnyCommandBody } from '../command.js';
 import { bytes, table } from '../format.js';
 
 export interface VerifyBundleOptions {
@@ -43,17 +43,17 @@ export function renderVerify(r: VerifyResult): string {
   return lines.join('\n');
 }
 
-export function verifyBundleModule(io: CliIO): CommandBody<VerifyBundleOptions> {
-  return {
+export function verifyBundleModule(io: CliIO): AnyCommandBody {
+  return defineCommand({
     builder: (y) =>
       y
         .positional('bundle', { type: 'string', describe: 'Bundle folder, or a .tar made by `edgeexit pack`', demandOption: true })
         .option('key', { type: 'string', describe: 'ed25519 public key (PEM); the bundle must then be signed with its private key' })
         .option('require-signature', { type: 'boolean', describe: 'Fail when the bundle is unsigned or the signature is not checked' })
         .option('json', { type: 'boolean', describe: 'Machine-readable output' })
-        .example('$0 verify-bundle build/branchy-rpi4 --key keys/fleet.pub', '') as never,
-    handler: async (args) => {
+        .example('$0 verify-bundle build/branchy-rpi4 --key keys/fleet.pub', ''),
+    handler: async (args: VerifyBundleOptions) => {
       await verifyBundleCommand(args, io);
     },
-  };
+  });
 }
