@@ -2,7 +2,7 @@
 // sessions (CPU), constants clamp into range, blocked ops stay float32 behind Casts, graph IO
 // types follow keepIoFloat32, and split stages still chain after conversion.
 import { describe, expect, it } from 'vitest';
-import { existsSync, promises as fsp } from 'node:fs';
+import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import {
   DataType,
@@ -159,7 +159,7 @@ describe('convertToFp16 on the compiler fixtures', () => {
   }
 });
 
-describe.skipIf(!existsSync(ZOO))('convertToFp16 on the zoo model (fmnist-branchy, 3 exits)', () => {
+describe('convertToFp16 on the zoo model (fmnist-branchy, 3 exits)', () => {
   it('halves the file, keeps every exit within fp16 tolerance and top-1 on calibration images', async () => {
     const file = await zooCopy(await scratch('fp16-zoo'));
     const source = await readModel(file);

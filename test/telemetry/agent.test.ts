@@ -75,7 +75,7 @@ describe('run --telemetry to the embedded aedes broker (MQTT 3.1.1 only)', () =>
   });
 });
 
-describe.skipIf(!MOSQUITTO)('device telemetry end to end (Mosquitto)', () => {
+MOSQUITTO.describe('device telemetry end to end (Mosquitto)', () => {
   let broker: Broker;
   let collector: Collector;
   const logs: string[] = [];
