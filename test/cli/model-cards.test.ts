@@ -1,6 +1,6 @@
 // The model cards' accuracy figures must reproduce with `edgeexit eval` on the full Fashion-MNIST
 // test set (Debian's dataset-fashion-mnist, installed by .ci/run).
-import { describe, expect, it } from 'vitest';
+import { expect, it } from 'vitest';
 import { promises as fsp } from 'node:fs';
 import { runCli } from './helpers.js';
 import { FASHION_MNIST } from '../support/require.js';

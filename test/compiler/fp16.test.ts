@@ -22,7 +22,7 @@ import { checkStages, randomImages } from '../../src/compiler/check.js';
 import { createSession, type PlainTensor } from '../../src/backends/onnxruntime.js';
 import { parsePreprocessSpec, prepareBatch, type PreprocessSpec, type TensorData } from '../../src/backends/image.js';
 import { buildModel, node, tensorValueInfo } from '../onnx/helpers.js';
-import { REPO, RESNET, RESNET_PRE, SINGLE, SINGLE_PRE, ZOO, scratch, zooCopy } from './helpers.js';
+import { REPO, RESNET, RESNET_PRE, SINGLE, SINGLE_PRE, scratch, zooCopy } from './helpers.js';
 
 const CALIBRATION = path.join(REPO, 'calibration', 'fashion-mnist');
 const SESSION = { intraOpNumThreads: 1, interOpNumThreads: 1 } as const;
