@@ -52,7 +52,28 @@ function sleep(ms: number, signal: AbortSignal): Promise<void> {
   });
 }
 
-/** Run until `signal` aborts; the caller closes telemetry and the runner. */
+/**
+ * Run until `signal` aborts; the caller closes telemetry and the runner.
+ *
+ * @example
+ * ```ts
+ * import { loadBundle, runAgentLoop, startDeviceTelemetry } from 'edgeexit';
+ * import { readdir } from 'node:fs/promises';
+ * import path from 'node:path';
+ *
+ * const runner = await loadBundle('bundles/branchy-rpi4');
+ * const telemetry = await startDeviceTelemetry(runner, { url: 'mqtt://broker.local' });
+ * const stop = new AbortController();
+ * process.once('SIGTERM', () => stop.abort());
+ * const stats = await runAgentLoop({
+ *   runner, telemetry, folder: '/var/spool/camera', classify: {}, chunk: 64, onLog: console.error,
+ *   list: async (dir) => (await readdir(dir)).sort().map((f) => path.join(dir, f)),
+ *   labelOf: () => undefined,
+ * }, stop.signal);
+ * await telemetry.close();
+ * await runner.close();
+ * ```
+ */
 export async function runAgentLoop(o: AgentLoopOptions, signal: AbortSignal): Promise<AgentStats> {
   const st = await fsp.stat(o.folder).catch(() => undefined);
   if (!st?.isDirectory()) throw new InputError(formatProblem({ where: '--watch', expected: 'a folder to take images from', got: o.folder, fix: 'create it, or point --watch at an existing folder' }));

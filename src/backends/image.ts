@@ -295,19 +295,46 @@ export async function decodeImage(
   options: DecodeOptions,
   name?: string,
 ): Promise<RawPixels> {
+  return (await decodeImageFrom(input, options, name)).pixels;
+}
+
+/** An image's size as stored (after EXIF rotation), before it was fitted to the model's size. */
+export interface SourceSize {
+  width: number;
+  height: number;
+}
+
+/**
+ * decodeImage that also says how large the image was before fitting, so a caller can tell that
+ * a stretch changed its aspect ratio. The size is read only under the stretch policy (the only
+ * one that distorts); otherwise `source` is undefined.
+ *
+ * @example
+ * const { pixels, source } = await decodeImageFrom('frame.jpg', { colorspace: 'gray', width: 28, height: 28 });
+ * if (source && aspectDiffers(source, 28, 28)) console.warn('frame.jpg was stretched');
+ */
+export async function decodeImageFrom(
+  input: string | Uint8Array | RawPixels,
+  options: DecodeOptions,
+  name?: string,
+): Promise<{ pixels: RawPixels; source?: SourceSize }> {
+  const stretch = (options.resize ?? 'stretch') === 'stretch';
   const label =
     name ?? (typeof input === 'string' ? input : input instanceof Uint8Array ? 'image bytes' : 'raw pixels');
   const want = channelsOf(options.colorspace);
   const bg = options.background ?? { r: 0, g: 0, b: 0 };
   let pipeline: Sharp;
+  let source: SourceSize | undefined;
   try {
     if (typeof input === 'string') input = await readImageFile(input);
     if (input instanceof Uint8Array) {
       const fast = pngFastPath ? decodePngDirect(input, options) : null;
-      if (fast) return fast;
+      // The fast path takes only images already at the model's size.
+      if (fast) return { pixels: fast, ...(stretch ? { source: { width: options.width, height: options.height } } : {}) };
       // 'error', not sharp's default 'warning': camera JPEGs often carry harmless warnings
       // (extra bytes after EOI), while truncated or corrupt data is still refused.
       pipeline = (await loadSharp())(input, { failOn: 'error' });
+      if (stretch) source = sourceSize(await pipeline.metadata());
     } else {
       if (input.data.length !== input.width * input.height * input.channels) {
         throw new Error(
@@ -317,6 +344,7 @@ export async function decodeImage(
       pipeline = (await loadSharp())(input.data, {
         raw: { width: input.width, height: input.height, channels: input.channels as 1 | 2 | 3 | 4 },
       });
+      if (stretch) source = { width: input.width, height: input.height };
     }
     pipeline = pipeline.rotate().flatten({ background: bg });
     pipeline = options.colorspace === 'gray' ? pipeline.grayscale() : pipeline.toColourspace('srgb');
@@ -328,11 +356,31 @@ export async function decodeImage(
         `sharp returned ${info.width}×${info.height}×${info.channels}, expected ${options.width}×${options.height}×${want}`,
       );
     }
-    return { data: new Uint8Array(data.buffer, data.byteOffset, data.byteLength), width: info.width, height: info.height, channels: info.channels };
+    const pixels = { data: new Uint8Array(data.buffer, data.byteOffset, data.byteLength), width: info.width, height: info.height, channels: info.channels };
+    return { pixels, ...(source ? { source } : {}) };
   } catch (err) {
     if (err instanceof InputError) throw err;
     throw decodeError(label, err);
   }
+}
+
+// EXIF orientations 5–8 turn the image by 90°, which swaps what the model sees as width and height.
+function sourceSize(meta: { width?: number; height?: number; orientation?: number }): SourceSize | undefined {
+  if (!meta.width || !meta.height) return undefined;
+  return (meta.orientation ?? 1) >= 5 ? { width: meta.height, height: meta.width } : { width: meta.width, height: meta.height };
+}
+
+/** Aspect ratios further apart than this (relative) count as different: rounding to whole pixels stays below it. */
+const ASPECT_TOLERANCE = 0.01;
+
+/**
+ * Whether an image of `source` size would be distorted by stretching it to `width`×`height`.
+ *
+ * @example
+ * aspectDiffers({ width: 640, height: 480 }, 28, 28); // → true
+ */
+export function aspectDiffers(source: SourceSize, width: number, height: number): boolean {
+  return Math.abs((source.width * height) / (source.height * width) - 1) > ASPECT_TOLERANCE;
 }
 
 /** Run `fn` over `items` with at most `limit` in flight; results keep the input order. */
@@ -366,6 +414,8 @@ export interface PreparedBatch {
   /** `indices[row]` is the position in `inputs` of tensor row `row`. */
   indices: number[];
   failures: { index: number; name: string; error: InputError }[];
+  /** Inputs whose aspect ratio differed from the model's and were stretched (policy `stretch`). */
+  stretched: { index: number; name: string; width: number; height: number }[];
 }
 
 function describe(e: unknown, name: string): InputError {
@@ -423,7 +473,8 @@ function prepareDirectSync(inputs: readonly ImageInput[], spec: PreprocessSpec, 
       return null;
     }
   }
-  return { tensor: { data, dims: [inputs.length, c, h, w] }, indices: Array.from({ length: inputs.length }, (_, i) => i), failures: [] };
+  // Every input here is already the model's size: nothing stretched.
+  return { tensor: { data, dims: [inputs.length, c, h, w] }, indices: Array.from({ length: inputs.length }, (_, i) => i), failures: [], stretched: [] };
 }
 
 /**
@@ -442,12 +493,16 @@ export async function prepareBatch(
     colorspace: spec.colorspace,
     width: w,
     height: h,
-    resize: options.resize ?? 'stretch',
+    resize: options.resize ?? spec.resize ?? 'stretch',
     background: options.background,
   };
   const sync = options.concurrency === undefined ? prepareDirectSync(inputs, spec, decodeOpts) : null;
   if (sync) return sync;
-  type Ready = { px: RawPixels } | { tensor: Float32Array };
+  type Ready = { px: RawPixels; source?: SourceSize } | { tensor: Float32Array };
+  const decoded = async (x: string | Uint8Array | RawPixels, name: string): Promise<Ready> => {
+    const d = await decodeImageFrom(x, decodeOpts, name);
+    return { px: d.pixels, ...(d.source ? { source: d.source } : {}) };
+  };
   const results = await mapBounded<ImageInput, ItemResult<Ready>>(
     inputs,
     options.concurrency ?? defaultDecodeConcurrency(),
@@ -455,9 +510,9 @@ export async function prepareBatch(
       const name = inputName(input, i);
       try {
         if (typeof input === 'string' || input instanceof Uint8Array) {
-          return { ok: true, value: { px: await decodeImage(input, decodeOpts, name) } };
+          return { ok: true, value: await decoded(input, name) };
         }
-        if (input.kind === 'encoded') return { ok: true, value: { px: await decodeImage(input.bytes, decodeOpts, name) } };
+        if (input.kind === 'encoded') return { ok: true, value: await decoded(input.bytes, name) };
         if (input.kind === 'raw') {
           const px = input.pixels;
           // Raw frames are taken as the model's colour space: a frame with other channels is
@@ -469,7 +524,7 @@ export async function prepareBatch(
             checkPixels(px, spec, name);
             return { ok: true, value: { px } };
           }
-          return { ok: true, value: { px: await decodeImage(px, decodeOpts, name) } };
+          return { ok: true, value: await decoded(px, name) };
         }
         const t = input.tensor;
         const dims = t.dims.length === 4 && t.dims[0] === 1 ? t.dims.slice(1) : t.dims;
@@ -494,16 +549,20 @@ export async function prepareBatch(
   const data = new Float32Array(okCount * per);
   const indices: number[] = [];
   const failures: PreparedBatch['failures'] = [];
+  const stretched: PreparedBatch['stretched'] = [];
   results.forEach((r, i) => {
     if (!r.ok) {
       failures.push({ index: i, name: r.name, error: r.error });
       return;
+    }
+    if ('source' in r.value && r.value.source && aspectDiffers(r.value.source, w, h)) {
+      stretched.push({ index: i, name: inputName(inputs[i]!, i), ...r.value.source });
     }
     const offset = indices.length * per;
     if ('px' in r.value) toTensorInto(r.value.px, spec, data, offset, inputName(inputs[i]!, i));
     else data.set(r.value.tensor, offset);
     indices.push(i);
   });
-  return { tensor: { data, dims: [okCount, c, h, w] }, indices, failures };
+  return { tensor: { data, dims: [okCount, c, h, w] }, indices, failures, stretched };
 }
 

@@ -15,11 +15,33 @@ import { MANIFEST_FILE, SIGNATURE_FILE, parseManifest, type Manifest } from './m
 import { checkSignature, loadPublicKey } from './signing.js';
 import { looksLikeTar, readTar, writeTar } from './tar.js';
 
+/**
+ * Lower-case hex SHA-256 of `data`, as the manifest records every file.
+ *
+ * @example
+ * ```ts
+ * import { sha256Hex } from 'edgeexit/bundle';
+ * sha256Hex(new TextEncoder().encode('abc')); // 'ba7816bf…'
+ * ```
+ */
 export function sha256Hex(data: Uint8Array): string {
   return createHash('sha256').update(data).digest('hex');
 }
 
-/** A bundle failed verification: a hash, the signature, or the file list. Every problem names its file. */
+/**
+ * A bundle failed verification: a hash, the signature, or the file list. Every problem names its file.
+ *
+ * @example
+ * ```ts
+ * import { BundleIntegrityError, loadBundle } from 'edgeexit';
+ * try {
+ *   await loadBundle('bundles/branchy-rpi4');
+ * } catch (err) {
+ *   if (err instanceof BundleIntegrityError) console.error(err.problems.map((p) => p.where)); // the files at fault
+ *   else throw err;
+ * }
+ * ```
+ */
 export class BundleIntegrityError extends InputError {
   constructor(source: string, problems: Problem[]) {
     super(`${source}: bundle verification failed:\n` + problems.map((p) => '  - ' + formatProblem(p)).join('\n'), problems);
@@ -31,6 +53,12 @@ export class BundleIntegrityError extends InputError {
 /**
  * Refuse an --out that is not ours to replace: a file, or a non-empty folder without a
  * manifest.json (`--out ~` must never delete a home folder). Returns whether a bundle is there.
+ *
+ * @example
+ * ```ts
+ * import { checkBundleTarget } from 'edgeexit/bundle';
+ * const { exists } = await checkBundleTarget('bundles/new'); // throws for a file or a foreign folder
+ * ```
  */
 export async function checkBundleTarget(out: string): Promise<{ exists: boolean }> {
   const st = await fsp.lstat(out).catch(() => undefined);
@@ -78,7 +106,15 @@ export interface WriteBundleOptions {
   beforeCommit?: (tmpDir: string) => Promise<void>;
 }
 
-/** Write `files` as the bundle folder `out`, atomically (see the header). */
+/**
+ * Write `files` as the bundle folder `out`, atomically (see the header).
+ *
+ * @example
+ * ```ts
+ * import { writeBundleAtomic } from 'edgeexit/bundle';
+ * const { replaced } = await writeBundleAtomic('bundles/copy', [{ name: 'manifest.json', data: manifestBytes }, { name: 'stage0.onnx', data: stage0 }]);
+ * ```
+ */
 export async function writeBundleAtomic(out: string, files: readonly { name: string; data: Uint8Array }[], opts: WriteBundleOptions = {}): Promise<{ replaced: boolean }> {
   const abs = path.resolve(out);
   const parent = path.dirname(abs);
@@ -127,7 +163,16 @@ export interface LoadedBundle {
   folders: string[];
 }
 
-/** Read every file of a bundle folder or a bundle archive (made by `edgeexit pack`) into memory. */
+/**
+ * Read every file of a bundle folder or a bundle archive (made by `edgeexit pack`) into memory.
+ *
+ * @example
+ * ```ts
+ * import { loadBundleFiles } from 'edgeexit/bundle';
+ * const bundle = await loadBundleFiles('bundles/branchy-rpi4.tar'); // a folder works too
+ * console.log([...bundle.files.keys()]); // ['manifest.json', 'stage0.onnx', …]
+ * ```
+ */
 export async function loadBundleFiles(p: string): Promise<LoadedBundle> {
   const st = await fsp.stat(p).catch((err: NodeJS.ErrnoException) => {
     throw new InputError(`${p}: ${err.code === 'ENOENT' ? 'no such file or folder' : `cannot read (${err.code})`}; expected a bundle folder or a .tar made by \`edgeexit pack\``, [], { cause: err });
@@ -184,12 +229,32 @@ export interface VerifyResult {
   files: VerifiedFile[];
 }
 
-/** Verify a bundle folder or archive; throws BundleIntegrityError listing every problem. */
+/**
+ * Verify a bundle folder or archive; throws BundleIntegrityError listing every problem.
+ *
+ * @example
+ * ```ts
+ * import { verifyBundle } from 'edgeexit/bundle';
+ * const r = await verifyBundle('bundles/branchy-rpi4', { publicKey: 'keys/fleet.pub', requireSignature: true });
+ * console.log(r.manifest.model.name, r.signature.status); // 'fmnist-branchy' 'valid'
+ * ```
+ */
 export async function verifyBundle(p: string, opts: VerifyOptions = {}): Promise<VerifyResult> {
   const bundle = await loadBundleFiles(p);
   return verifyLoadedBundle(bundle, opts);
 }
 
+/**
+ * Verify a bundle already read into memory (see loadBundleFiles): every hash, the file list, and the
+ * signature when a key is given. Throws BundleIntegrityError listing every problem.
+ *
+ * @example
+ * ```ts
+ * import { loadBundleFiles, verifyLoadedBundle } from 'edgeexit/bundle';
+ * const files = await loadBundleFiles('bundles/branchy-rpi4');
+ * const { manifest } = await verifyLoadedBundle(files); // then use files.files, the bytes just checked
+ * ```
+ */
 export async function verifyLoadedBundle(bundle: LoadedBundle, opts: VerifyOptions = {}): Promise<VerifyResult> {
   const problems: Problem[] = [];
   const manifestBytes = bundle.files.get(MANIFEST_FILE);
@@ -287,6 +352,15 @@ export async function rewriteArchive(file: string, files: readonly { name: strin
   await writeFileAtomic(file, archiveOf(top, map, verified).tar);
 }
 
+/**
+ * Verify a bundle folder and write it as one tar archive (atomically), for flashing.
+ *
+ * @example
+ * ```ts
+ * import { packBundle } from 'edgeexit/bundle';
+ * const { file, bytes, entries } = await packBundle('bundles/branchy-rpi4', 'bundles/branchy-rpi4.tar');
+ * ```
+ */
 export async function packBundle(bundleDir: string, outFile: string): Promise<{ file: string; bytes: number; entries: string[]; verified: VerifyResult }> {
   const bundle = await loadBundleFiles(bundleDir);
   if (bundle.kind !== 'folder') throw new InputError(`${bundleDir}: is already an archive; expected a bundle folder`);

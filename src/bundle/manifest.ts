@@ -33,6 +33,10 @@ export const PreprocessSchema = z
       .min(1)
       .max(3)
       .describe('Divides after the mean: one value, or one per channel.'),
+    resize: z
+      .enum(['stretch', 'cover', 'contain'])
+      .optional()
+      .describe('How an image of another aspect ratio is fitted: stretch (default; ignores aspect), cover (scale, centre-crop), contain (scale, letterbox in black).'),
   })
   .describe('x = (pixel × scale − mean[c]) / std[c], NCHW float32.');
 
@@ -333,7 +337,15 @@ function formatVersionProblem(json: unknown, file: string): Problem | null {
   };
 }
 
-/** Validate a manifest object; throws ValidationError listing every problem. */
+/**
+ * Validate a manifest object; throws ValidationError listing every problem.
+ *
+ * @example
+ * ```ts
+ * import { validateManifest } from 'edgeexit/bundle';
+ * const manifest = validateManifest(JSON.parse(text), 'bundles/x/manifest.json');
+ * ```
+ */
 export function validateManifest(json: unknown, file = MANIFEST_FILE): Manifest {
   try {
     return validate(ManifestSchema, json, file);
@@ -345,17 +357,46 @@ export function validateManifest(json: unknown, file = MANIFEST_FILE): Manifest 
   }
 }
 
-/** Parse manifest.json text (bytes as UTF-8). */
+/**
+ * Parse manifest.json text (bytes as UTF-8).
+ *
+ * @example
+ * ```ts
+ * import { readFile } from 'node:fs/promises';
+ * import { parseManifest } from 'edgeexit/bundle';
+ * const m = parseManifest(await readFile('bundles/branchy-rpi4/manifest.json'));
+ * console.log(m.kind, m.labels, m.exitPolicy.thresholds);
+ * ```
+ */
 export function parseManifest(text: string | Uint8Array, file = MANIFEST_FILE): Manifest {
   const s = typeof text === 'string' ? text : new TextDecoder('utf-8', { fatal: false }).decode(text);
   return validateManifest(parseJson(s, file), file);
 }
 
-/** The exact bytes written as manifest.json (what the signature covers). */
+/**
+ * The exact bytes written as manifest.json (what the signature covers).
+ *
+ * @example
+ * ```ts
+ * import { encodeManifest, parseManifest } from 'edgeexit/bundle';
+ * const m = parseManifest(text);
+ * const bytes = encodeManifest({ ...m, exitPolicy: { ...m.exitPolicy, thresholds: [0.9, 0.9] } }); // then re-sign
+ * ```
+ */
 export function encodeManifest(m: Manifest): Uint8Array {
   return new TextEncoder().encode(JSON.stringify(m, null, 2) + '\n');
 }
 
+/**
+ * Parse and validate manifest.sig (algorithm, key id, base64 signature).
+ *
+ * @example
+ * ```ts
+ * import { readFile } from 'node:fs/promises';
+ * import { parseSignature } from 'edgeexit/bundle';
+ * const { keyId } = parseSignature(await readFile('bundles/branchy-rpi4/manifest.sig'));
+ * ```
+ */
 export function parseSignature(text: string | Uint8Array, file = SIGNATURE_FILE): SignatureFile {
   const s = typeof text === 'string' ? text : new TextDecoder().decode(text);
   return validate(SignatureSchema, parseJson(s, file), file);
@@ -365,7 +406,15 @@ export function encodeSignature(sig: SignatureFile): Uint8Array {
   return new TextEncoder().encode(JSON.stringify(sig, null, 2) + '\n');
 }
 
-/** JSON Schema of the manifest, for editors and other languages' readers. */
+/**
+ * JSON Schema of the manifest, for editors and other languages' readers.
+ *
+ * @example
+ * ```ts
+ * import { manifestJsonSchema } from 'edgeexit/bundle';
+ * await writeFile('manifest.schema.json', JSON.stringify(manifestJsonSchema(), null, 2));
+ * ```
+ */
 export function manifestJsonSchema(): unknown {
   return z.toJSONSchema(ManifestSchema, { io: 'input', unrepresentable: 'any' });
 }

@@ -22,13 +22,35 @@ export interface PreprocessSpec {
   /** One value for every channel, or one per channel. */
   mean: number[];
   std: number[];
+  /**
+   * How images of another aspect ratio are fitted (default `stretch`, which is what bundles
+   * without the key have always done).
+   */
+  resize?: ResizePolicy;
 }
 
+/**
+ * Channels of a colour space: 1 for gray, 3 for rgb.
+ *
+ * @example
+ * ```ts
+ * import { channelsOf } from 'edgeexit/bundle';
+ * channelsOf(manifest.input.preprocess.colorspace); // 1 for fmnist-branchy
+ * ```
+ */
 export function channelsOf(colorspace: ColorSpace): number {
   return colorspace === 'gray' ? 1 : 3;
 }
 
-/** Validate a preprocess spec (an object, or the JSON string stored in the model's metadata). */
+/**
+ * Validate a preprocess spec (an object, or the JSON string stored in the model's metadata).
+ *
+ * @example
+ * ```ts
+ * import { parsePreprocessSpec } from 'edgeexit/bundle';
+ * const spec = parsePreprocessSpec({ size: [28, 28], colorspace: 'gray', scale: 1 / 255, mean: [0.286], std: [0.353], resize: 'fill' });
+ * ```
+ */
 export function parsePreprocessSpec(value: unknown, where = 'edgeexit.preprocess'): PreprocessSpec {
   let v = value;
   if (typeof v === 'string') {
@@ -68,6 +90,9 @@ export function parsePreprocessSpec(value: unknown, where = 'edgeexit.preprocess
       problems.push({ where: `${where}: std`, expected: 'non-zero values (they divide)', got: show(arr) });
     }
   }
+  if (o.resize !== undefined && !RESIZE_POLICIES.includes(o.resize as ResizePolicy)) {
+    problems.push({ where: `${where}: resize`, expected: RESIZE_POLICIES.map((r) => `"${r}"`).join(', ') + ' (or leave it out for "stretch")', got: show(o.resize) });
+  }
   if (problems.length > 0) throw new ValidationError(where, problems);
   return {
     colorspace: colorspace as ColorSpace,
@@ -75,6 +100,8 @@ export function parsePreprocessSpec(value: unknown, where = 'edgeexit.preprocess
     scale: o.scale as number,
     mean: [...(o.mean as number[])],
     std: [...(o.std as number[])],
+    // Only when given, so specs (and manifests) without it stay byte-identical.
+    ...(o.resize !== undefined ? { resize: o.resize as ResizePolicy } : {}),
   };
 }
 

@@ -13,7 +13,15 @@ import { encodeSignature, parseSignature, SIGNATURE_FILE, type SignatureFile } f
 export const PRIVATE_KEY_SUFFIX = '.key';
 export const PUBLIC_KEY_SUFFIX = '.pub';
 
-/** `sha256:<hex>` of the public key's DER (SPKI) encoding. */
+/**
+ * `sha256:<hex>` of the public key's DER (SPKI) encoding.
+ *
+ * @example
+ * ```ts
+ * import { keyId, loadPublicKey } from 'edgeexit/bundle';
+ * console.log(keyId(await loadPublicKey('keys/fleet.pub'))); // 'sha256:…', as manifest.sig names it
+ * ```
+ */
 export function keyId(key: KeyObject): string {
   const pub = key.type === 'private' ? createPublicKey(key) : key;
   return 'sha256:' + createHash('sha256').update(pub.export({ type: 'spki', format: 'der' })).digest('hex');
@@ -32,7 +40,15 @@ function notEd25519(file: string, key: KeyObject): InputError {
   return new InputError(`${file}: is a ${key.asymmetricKeyType ?? key.type} key; expected an ed25519 key (\`edgeexit keygen\` makes one)`);
 }
 
-/** Load a PEM private key; refuses public keys and non-ed25519 keys with a message naming the file. */
+/**
+ * Load a PEM private key; refuses public keys and non-ed25519 keys with a message naming the file.
+ *
+ * @example
+ * ```ts
+ * import { loadPrivateKey, signManifest } from 'edgeexit/bundle';
+ * const sig = signManifest(manifestBytes, await loadPrivateKey('keys/fleet.key'));
+ * ```
+ */
 export async function loadPrivateKey(file: string): Promise<KeyObject> {
   const pem = await readKeyFile(file, 'the private key');
   if (/-----BEGIN PUBLIC KEY-----/.test(pem)) {
@@ -48,7 +64,15 @@ export async function loadPrivateKey(file: string): Promise<KeyObject> {
   return key;
 }
 
-/** Load a PEM public key (a private key is accepted too: its public half is used). */
+/**
+ * Load a PEM public key (a private key is accepted too: its public half is used).
+ *
+ * @example
+ * ```ts
+ * import { loadBundle, loadPublicKey } from 'edgeexit';
+ * const runner = await loadBundle('bundles/branchy-rpi4', { publicKey: await loadPublicKey('keys/fleet.pub') });
+ * ```
+ */
 export async function loadPublicKey(file: string): Promise<KeyObject> {
   const pem = await readKeyFile(file, 'the public key');
   let key: KeyObject;
@@ -61,7 +85,16 @@ export async function loadPublicKey(file: string): Promise<KeyObject> {
   return key;
 }
 
-/** The signature file for `manifest` bytes. */
+/**
+ * The signature file for `manifest` bytes.
+ *
+ * @example
+ * ```ts
+ * import { encodeManifest, loadPrivateKey, signManifest } from 'edgeexit/bundle';
+ * const manifestBytes = encodeManifest(manifest);
+ * await writeFile('bundle/manifest.sig', signManifest(manifestBytes, await loadPrivateKey('keys/fleet.key')));
+ * ```
+ */
 export function signManifest(manifest: Uint8Array, key: KeyObject): Uint8Array {
   const sig: SignatureFile = { algorithm: 'ed25519', keyId: keyId(key), signature: sign(null, manifest, key).toString('base64') };
   return encodeSignature(sig);
@@ -75,6 +108,13 @@ export type SignatureCheck =
  * Check a signature file against manifest bytes and a public key. A key mismatch is reported on
  * manifest.sig (it was made with another key); a failing signature with the right key on
  * manifest.json (the manifest changed after signing).
+ *
+ * @example
+ * ```ts
+ * import { checkSignature, loadPublicKey } from 'edgeexit/bundle';
+ * const r = checkSignature(manifestBytes, sigBytes, await loadPublicKey('keys/fleet.pub'), 'manifest.json', 'manifest.sig');
+ * if (!r.ok) console.error(`${r.file}: ${r.reason}`);
+ * ```
  */
 export function checkSignature(manifest: Uint8Array, signatureFile: Uint8Array, key: KeyObject, manifestName: string, signatureName: string): SignatureCheck {
   const sig = parseSignature(signatureFile, signatureName);
@@ -132,7 +172,15 @@ async function writeNew(file: string, data: string, mode: number, force: boolean
   }
 }
 
-/** Make an ed25519 key pair: `<prefix>.key` (PKCS#8 PEM, mode 0600) and `<prefix>.pub` (SPKI PEM). */
+/**
+ * Make an ed25519 key pair: `<prefix>.key` (PKCS#8 PEM, mode 0600) and `<prefix>.pub` (SPKI PEM).
+ *
+ * @example
+ * ```ts
+ * import { generateKeyPair } from 'edgeexit/bundle';
+ * const { privateKey, publicKey, keyId } = await generateKeyPair('keys/fleet'); // keys/fleet.key, keys/fleet.pub
+ * ```
+ */
 export async function generateKeyPair(prefix: string, opts: { force?: boolean } = {}): Promise<KeyPairFiles> {
   const { privateKey, publicKey } = generateKeyPairSync('ed25519');
   const priv = prefix + PRIVATE_KEY_SUFFIX;

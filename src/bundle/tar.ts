@@ -64,7 +64,16 @@ function header(name: string, size: number, type: '0' | '5', mode: number, mtime
   return h;
 }
 
-/** An archive holding `entries` in order, with a folder entry for each parent folder. */
+/**
+ * An archive holding `entries` in order, with a folder entry for each parent folder.
+ *
+ * @example
+ * ```ts
+ * import { readTar, writeTar } from 'edgeexit/bundle';
+ * const tar = writeTar([{ name: 'b/manifest.json', data: new TextEncoder().encode('{}') }]);
+ * readTar(tar).map((e) => e.name); // ['b/manifest.json']
+ * ```
+ */
 export function writeTar(entries: readonly TarEntry[]): Uint8Array {
   const chunks: Uint8Array[] = [];
   const dirs = new Set<string>();
@@ -122,6 +131,13 @@ function readOctal(h: Uint8Array, offset: number, length: number, what: string, 
  * Read every regular file of a ustar (or GNU/pax-compatible plain) archive. Folders are
  * accepted and skipped; pax global headers are skipped; links, devices and per-file pax
  * headers are refused.
+ *
+ * @example
+ * ```ts
+ * import { readFile } from 'node:fs/promises';
+ * import { readTar } from 'edgeexit/bundle';
+ * for (const { name, data } of readTar(await readFile('bundles/branchy-rpi4.tar'), 'branchy-rpi4.tar')) console.log(name, data.length);
+ * ```
  */
 export function readTar(bytes: Uint8Array, source = 'archive'): { name: string; data: Uint8Array; mode: number }[] {
   const out: { name: string; data: Uint8Array; mode: number }[] = [];
@@ -167,7 +183,15 @@ export function readTar(bytes: Uint8Array, source = 'archive'): { name: string; 
   return out;
 }
 
-/** Whether the bytes start like a tar archive (a ustar magic or a valid header checksum). */
+/**
+ * Whether the bytes start like a tar archive (a ustar magic or a valid header checksum).
+ *
+ * @example
+ * ```ts
+ * import { looksLikeTar } from 'edgeexit/bundle';
+ * const kind = looksLikeTar(bytes) ? 'archive (edgeexit pack)' : 'not a tar file';
+ * ```
+ */
 export function looksLikeTar(bytes: Uint8Array): boolean {
   if (bytes.length < BLOCK) return false;
   const magic = String.fromCharCode(...bytes.subarray(257, 262));

@@ -26,7 +26,9 @@ import { createSession, type ModelSession, type PlainTensor } from '../backends/
 import { InputError, UnsupportedError, formatProblem } from '../util/errors.js';
 import { writeFileAtomic } from '../util/fs.js';
 import { mulberry32 } from '../util/random.js';
-import { measureLatencyProfile, modelLatencyProfile, readLatencyProfile, stageLatencyFrom, type LatencyProfile, type StageStat } from './latency.js';
+import { loadDeviceProfile } from '../devices/load.js';
+import type { DeviceProfile } from '../devices/schema.js';
+import { hostMatchesDevice, measureLatencyProfile, modelLatencyProfile, readLatencyProfile, stageLatencyFrom, type LatencyProfile, type StageStat } from './latency.js';
 import { accuracyLossStderrPp, evaluatePolicy, fitTemperature, searchThresholds, type PolicyPoint, type SearchData, type SearchResult, type SearchTarget } from './search.js';
 import { frontierSvg } from './svg.js';
 
@@ -45,7 +47,16 @@ function backboneStageOf(m: Manifest, point: string): number {
   return k;
 }
 
-/** Run every stage on every image (batches of 64) and keep every exit's logits. */
+/**
+ * Run every stage on every image (batches of 64) and keep every exit's logits.
+ *
+ * @example
+ * ```ts
+ * import { collectObservations } from 'edgeexit/calibration';
+ * const { manifest, obs } = await collectObservations('bundles/branchy-rpi4', 'calibration/fashion-mnist', { limit: 500 });
+ * console.log(obs.labels.length, manifest.stages.length); // images, exits
+ * ```
+ */
 export async function collectObservations(bundle: string, data: string, opts: { limit?: number; threads?: number } = {}): Promise<{ manifest: Manifest; obs: Observations }> {
   const loaded = await loadBundleFiles(bundle);
   const { manifest } = await verifyLoadedBundle(loaded);
@@ -171,8 +182,11 @@ export interface CalibrateOptions {
   bundle: string;
   data: string;
   target: SearchTarget;
-  /** 'measure', 'model', or a latency profile file. */
-  latencySource: string;
+  /**
+   * 'measure', 'model', or a latency profile file. Default: 'measure' when this host can stand in
+   * for the bundle's device (hostMatchesDevice), else 'model' (the device's cost model).
+   */
+  latencySource?: string;
   /** Device profile for 'model' (default: the bundle's target). */
   device?: string;
   holdout?: number;
@@ -191,14 +205,21 @@ export interface CalibrateOptions {
   /** Timed runs per stage for 'measure' (default 200). */
   runs?: number;
   seed?: number;
+  /**
+   * Write the thresholds even when the held-out check misses the target. Without it a miss leaves
+   * the bundle as it was (the report is still written and says so).
+   */
+  allowMiss?: boolean;
   onProgress?: (line: string) => void;
+  /** Things the user must see (a miss, timings from another machine); default: onProgress. */
+  onWarning?: (line: string) => void;
 }
 
 export interface CalibrationReport {
   bundle: string;
   data: string;
   images: { fit: number; heldOut: number };
-  latency: { source: string; description: string; batch: number; stat: string; stageMs: number[]; cumulativeMs: number[] };
+  latency: { source: string; description: string; batch: number; stat: string; stageMs: number[]; cumulativeMs: number[]; /** Why this source. */ why: string };
   target: SearchTarget;
   temperatures: number[];
   thresholds: number[];
@@ -213,10 +234,43 @@ export interface CalibrationReport {
   /** --max-accuracy-drop: the budget the search aimed at after the safety margin. */
   aimedDropPp?: { budgetPp: number; marginStderrs: number; stderrPp: number; aimedPp: number };
   signature: 'resigned' | 'unsigned';
+  /** How the held-out result misses the target; absent when it meets it. */
+  miss?: string;
+  /** False when a miss (without allowMiss) left the bundle as it was. */
+  bundleUpdated: boolean;
+  /** Every warning given on the console, repeated in the report. */
+  warnings: string[];
   files: { markdown: string; json: string; svg: string };
 }
 
-async function latencyFor(o: CalibrateOptions, manifest: Manifest, stat: StageStat, batch: number): Promise<{ profile: LatencyProfile; label: string }> {
+/**
+ * Which latency source to use and why: the one asked for, else 'measure' when this host can stand
+ * in for the bundle's device and 'model' when not. Measuring for another machine is allowed when
+ * asked for, with a warning, since thresholds then fit this machine's timings.
+ *
+ * @example (await chooseLatencySource(undefined, jetsonManifest)).source // 'model' on an x86 laptop
+ */
+export async function chooseLatencySource(asked: string | undefined, manifest: Manifest): Promise<{ source: string; why: string; warning?: string }> {
+  let device: DeviceProfile | undefined;
+  try {
+    device = await loadDeviceProfile(manifest.target.device);
+  } catch {
+    device = undefined;
+  }
+  const m = device ? hostMatchesDevice(device) : undefined;
+  if (asked !== undefined) {
+    const warning =
+      asked === 'measure' && m && !m.same
+        ? `warning: --latency-source measure times this host (${m.host}), but the bundle targets ${m.device}: the thresholds will fit this machine's timings, not the device's (fix: --latency-source model for its cost model, or a profile file from \`edgeexit profile\` run on the device)`
+        : undefined;
+    return { source: asked, why: 'as asked (--latency-source)', ...(warning ? { warning } : {}) };
+  }
+  if (!m) return { source: 'measure', why: `default: the bundle's device '${manifest.target.device}' has no profile here to compare with or to model` };
+  if (m.same) return { source: 'measure', why: `default: this host (${m.host}) matches the bundle's device ${m.device}` };
+  return { source: 'model', why: `default: the bundle targets ${m.device}, not this host (${m.host}); --latency-source measure times this host instead, a profile file from the device is best` };
+}
+
+async function latencyFor(o: CalibrateOptions & { latencySource: string }, manifest: Manifest, stat: StageStat, batch: number): Promise<{ profile: LatencyProfile; label: string }> {
   const src = o.latencySource;
   if (src === 'measure') return { profile: await measureLatencyProfile(o.bundle, { batches: [batch], runs: o.runs ?? 200 }), label: 'measure' };
   if (src === 'model') return { profile: await modelLatencyProfile(o.bundle, o.device ?? manifest.target.device, [batch]), label: 'model' };
@@ -229,7 +283,19 @@ async function latencyFor(o: CalibrateOptions, manifest: Manifest, stat: StageSt
   return { profile: p, label: `file ${src}` };
 }
 
-/** See the header. */
+/**
+ * See the header.
+ *
+ * @example
+ * ```ts
+ * import { calibrate } from 'edgeexit/calibration';
+ * const report = await calibrate({
+ *   bundle: 'bundles/branchy-rpi4', data: 'calibration/fashion-mnist',
+ *   target: { kind: 'latency', targetMs: 2, percentile: 95 }, latencySource: 'model',
+ * });
+ * console.log(report.thresholds, report.achieved.accuracy, report.files.markdown);
+ * ```
+ */
 export async function calibrate(o: CalibrateOptions): Promise<CalibrationReport> {
   const progress = o.onProgress ?? (() => {});
   const holdout = o.holdout ?? 0.3;
@@ -246,9 +312,16 @@ export async function calibrate(o: CalibrateOptions): Promise<CalibrationReport>
   const percentile = o.target.kind === 'latency' ? o.target.percentile : undefined;
   const stat: StageStat = percentile === undefined ? 'mean' : percentile <= 50 ? 50 : percentile <= 90 ? 90 : percentile <= 95 ? 95 : 99;
   const { manifest: current } = await verifyLoadedBundle(loaded);
-  progress(`latency (${o.latencySource})…`);
-  const { profile, label } = await latencyFor(o, current, stat, batch);
-  const bundleStageMs = stageLatencyFrom(profile, batch, stat, o.latencySource);
+  const warnings: string[] = [];
+  const warn = (line: string): void => {
+    warnings.push(line);
+    (o.onWarning ?? progress)(line);
+  };
+  const chosen = await chooseLatencySource(o.latencySource, current);
+  progress(`latency source ${chosen.source} (${chosen.why})…`);
+  if (chosen.warning) warn(chosen.warning);
+  const { profile, label } = await latencyFor({ ...o, latencySource: chosen.source }, current, stat, batch);
+  const bundleStageMs = stageLatencyFrom(profile, batch, stat, chosen.source);
   const pipe = current.pipeline;
   // What each exit point adds: a stage (multi-exit), or the classifier and, for the converted
   // image, the converter too (cbnet hybrid).
@@ -314,6 +387,16 @@ export async function calibrate(o: CalibrateOptions): Promise<CalibrationReport>
     progress(`policy ${policy.chosen}: cbnet ${(cb.accuracy * 100).toFixed(2)}% at ${cost.toFixed(3)} ms vs hybrid ${(hy.accuracy * 100).toFixed(2)}% at ${hy.latencyMs.toFixed(3)} ms (fit split)`);
   }
 
+  const miss = missOf(o.target, achieved, heldData);
+  const write = !miss || o.allowMiss === true;
+  if (miss) {
+    warn(
+      write
+        ? `warning: calibration missed its target on the held-out images: ${miss}; thresholds written anyway (--allow-miss)`
+        : `warning: calibration missed its target on the held-out images: ${miss}; the bundle is left as it was (fix: a looser target, more calibration images, --margin for accuracy budgets, or --allow-miss to write these thresholds anyway)`,
+    );
+  }
+
   const next: Manifest = validateManifest({
     ...manifest,
     exitPolicy: { metric: 'max-prob', thresholds, temperatures: temps },
@@ -324,8 +407,8 @@ export async function calibrate(o: CalibrateOptions): Promise<CalibrationReport>
   files.push({ name: MANIFEST_FILE, data: manifestBytes });
   if (key) files.push({ name: SIGNATURE_FILE, data: signManifest(manifestBytes, key) });
   // A packed bundle (`edgeexit pack`) is rewritten as an archive, a folder as a folder.
-  if (loaded.kind === 'archive') await rewriteArchive(o.bundle, files);
-  else await writeBundleAtomic(o.bundle, files);
+  if (write && loaded.kind === 'archive') await rewriteArchive(o.bundle, files);
+  else if (write) await writeBundleAtomic(o.bundle, files);
 
   const outDir = o.out ?? `${o.bundle.replace(/[\\/]+$/, '').replace(/\.tar$/, '')}-calibration`;
   await fsp.mkdir(outDir, { recursive: true });
@@ -333,7 +416,7 @@ export async function calibrate(o: CalibrateOptions): Promise<CalibrationReport>
     bundle: o.bundle,
     data: o.data,
     images: { fit: fit.length, heldOut: held.length },
-    latency: { source: label, description: profile.host.description, batch, stat: String(stat), stageMs, cumulativeMs: res.cumulativeMs },
+    latency: { source: label, description: profile.host.description, batch, stat: String(stat), stageMs, cumulativeMs: res.cumulativeMs, why: chosen.why },
     target: o.target,
     temperatures: temps,
     thresholds,
@@ -346,6 +429,9 @@ export async function calibrate(o: CalibrateOptions): Promise<CalibrationReport>
     search: { strategy: res.strategy, evaluated: res.evaluated, ms: res.searchMs },
     ...(aimed ? { aimedDropPp: aimed } : {}),
     signature: key ? 'resigned' : 'unsigned',
+    ...(miss ? { miss } : {}),
+    bundleUpdated: write,
+    warnings,
     files: { markdown: path.join(outDir, 'calibration.md'), json: path.join(outDir, 'calibration.json'), svg: path.join(outDir, 'frontier.svg') },
   };
   const latencyWord = percentile === undefined ? 'mean latency' : `p${percentile} latency`;
@@ -367,16 +453,47 @@ export async function calibrate(o: CalibrateOptions): Promise<CalibrationReport>
   return report;
 }
 
+/**
+ * How the held-out result misses the target, or undefined when it meets it: the constrained
+ * latency above the budget, or an accuracy loss against the last exit (on the same held-out
+ * images) above the allowed drop.
+ *
+ * @example missOf({ kind: 'latency', targetMs: 0.08, percentile: 95 }, achieved, held) // 'held-out p95 latency 0.096 ms > target 0.08 ms'
+ */
+export function missOf(target: SearchTarget, achieved: PolicyPoint, held: SearchData): string | undefined {
+  if (target.kind === 'latency') {
+    const stat = target.percentile === undefined ? 'mean' : `p${target.percentile}`;
+    return achieved.latencyMs > target.targetMs * (1 + 1e-9) ? `held-out ${stat} latency ${achieved.latencyMs.toFixed(3)} ms > target ${target.targetMs} ms` : undefined;
+  }
+  const last = held.correct[held.correct.length - 1]!;
+  let right = 0;
+  for (let i = 0; i < last.length; i++) right += last[i] ? 1 : 0;
+  const lastAcc = right / Math.max(1, last.length);
+  const dropPp = (lastAcc - achieved.accuracy) * 100;
+  return dropPp > target.maxDropPp + 1e-9 ? `held-out accuracy ${p2(achieved.accuracy)} is ${dropPp.toFixed(2)} pp under the last exit's ${p2(lastAcc)} > allowed ${target.maxDropPp} pp` : undefined;
+}
+
 const p2 = (x: number): string => `${(x * 100).toFixed(2)}%`;
 const m3 = (x: number): string => `${x.toFixed(3)} ms`;
 
+/**
+ * The calibration report as markdown (what `edgeexit calibrate` writes next to the JSON and SVG).
+ *
+ * @example
+ * ```ts
+ * import { calibrate, renderMarkdown } from 'edgeexit/calibration';
+ * console.log(renderMarkdown(await calibrate(options)));
+ * ```
+ */
 export function renderMarkdown(r: CalibrationReport): string {
   const tgt = r.target.kind === 'latency' ? `${r.target.percentile === undefined ? 'mean' : `p${r.target.percentile}`} latency ≤ ${r.target.targetMs} ms` : `accuracy within ${r.target.maxDropPp} pp of the last exit`;
   return [
     `# Calibration of ${r.bundle}`,
     '',
+    ...(r.miss ? [`**MISSED the target on the held-out images: ${r.miss}.** ${r.bundleUpdated ? 'Thresholds written anyway (--allow-miss).' : 'The bundle was left as it was.'}`, ''] : []),
+    ...r.warnings.filter((w) => !/missed its target/.test(w)).map((w) => `> ${w}\n`),
     `- target: ${tgt}`,
-    `- latency source: **${r.latency.source}** — ${r.latency.description} (batch ${r.latency.batch}, per-stage ${r.latency.stat})`,
+    `- latency source: **${r.latency.source}** — ${r.latency.description} (batch ${r.latency.batch}, per-stage ${r.latency.stat}); ${r.latency.why}`,
     `- per-stage latency: ${r.latency.stageMs.map(m3).join(', ')}`,
     `- images: ${r.images.fit} fit, ${r.images.heldOut} held out (${r.data})`,
     `- temperatures: ${r.temperatures.join(', ')}`,

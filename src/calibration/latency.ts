@@ -58,7 +58,15 @@ function pathText(p: readonly PropertyKey[]): string {
   return out;
 }
 
-/** Validate a profile object; throws ValidationError naming the file and every bad field. */
+/**
+ * Validate a profile object; throws ValidationError naming the file and every bad field.
+ *
+ * @example
+ * ```ts
+ * import { validateLatencyProfile } from 'edgeexit/calibration';
+ * const profile = validateLatencyProfile(await response.json(), 'profile from pi-07');
+ * ```
+ */
 export function validateLatencyProfile(json: unknown, file: string): LatencyProfile {
   const r = LatencyProfileSchema.safeParse(json);
   if (r.success) return r.data;
@@ -71,6 +79,15 @@ export function validateLatencyProfile(json: unknown, file: string): LatencyProf
   throw new ValidationError(file, problems);
 }
 
+/**
+ * Read and validate a latency profile file (written by `edgeexit profile --out` or writeLatencyProfile).
+ *
+ * @example
+ * ```ts
+ * import { readLatencyProfile, stageLatencyFrom } from 'edgeexit/calibration';
+ * const stageMs = stageLatencyFrom(await readLatencyProfile('profiles/pi-07.json'));
+ * ```
+ */
 export async function readLatencyProfile(file: string): Promise<LatencyProfile> {
   const text = await fsp.readFile(file, 'utf8').catch((err: NodeJS.ErrnoException) => {
     throw new InputError(`${file}: cannot read the latency profile (${err.code})`, [], { cause: err });
@@ -84,6 +101,15 @@ export async function readLatencyProfile(file: string): Promise<LatencyProfile> 
   return validateLatencyProfile(json, file);
 }
 
+/**
+ * Validate a latency profile and write it as JSON, atomically.
+ *
+ * @example
+ * ```ts
+ * import { measureLatencyProfile, writeLatencyProfile } from 'edgeexit/calibration';
+ * await writeLatencyProfile('profiles/this-host.json', await measureLatencyProfile('bundles/branchy-rpi4'));
+ * ```
+ */
 export async function writeLatencyProfile(file: string, p: LatencyProfile): Promise<void> {
   await writeFileAtomic(file, JSON.stringify(validateLatencyProfile(p, file), null, 2) + '\n');
 }
@@ -129,6 +155,17 @@ export function modelStageLatency(manifest: Manifest, device: DeviceProfile, bat
   };
 }
 
+/**
+ * A latency profile estimated from a device profile's cost model (per-run overhead plus time per
+ * MAC), for planning before the board is at hand.
+ *
+ * @example
+ * ```ts
+ * import { modelLatencyProfile, renderLatencyProfile } from 'edgeexit/calibration';
+ * const profile = await modelLatencyProfile('bundles/branchy-rpi4', 'rpi4', [1, 8]);
+ * console.log(renderLatencyProfile(profile).join('\n'));
+ * ```
+ */
 export async function modelLatencyProfile(bundle: string, deviceId: string, batches: readonly number[] = [1]): Promise<LatencyProfile> {
   const files = await loadBundleFiles(bundle);
   const { manifest } = await verifyLoadedBundle(files);
@@ -154,6 +191,22 @@ export interface MeasureOptions {
   threads?: number;
 }
 
+/**
+ * Whether this machine can stand in for `device` when timing stages: the same CPU architecture
+ * and the same number of CPUs. Anything else (an x86 laptop for a Pi or a Jetson) times a
+ * different machine, so its numbers do not describe the device.
+ *
+ * @example hostMatchesDevice(await loadDeviceProfile('rpi4')) // { same: false, host: 'x64, 2 CPUs', device: 'rpi4 (arm64, 4 cores)' } on an x86 laptop
+ */
+export function hostMatchesDevice(device: DeviceProfile): { same: boolean; host: string; device: string } {
+  const cpus = os.availableParallelism();
+  return {
+    same: device.cpu.arch === process.arch && device.cpu.cores === cpus,
+    host: `${process.arch}, ${cpus} CPU${cpus === 1 ? '' : 's'}`,
+    device: `${device.id} (${device.cpu.arch}, ${device.cpu.cores} core${device.cpu.cores === 1 ? '' : 's'})`,
+  };
+}
+
 export function hostDescription(): string {
   const cpu = os.cpus()[0]?.model?.trim() ?? 'unknown CPU';
   return `this host: ${cpu}, ${os.availableParallelism()} cores, ${os.platform()} ${os.release()}, node ${process.version}`;
@@ -163,6 +216,13 @@ export function hostDescription(): string {
  * Time every stage here. Each stage is fed what the earlier stages hand over for a blank image
  * batch, so inputs have the real shapes; stages run interleaved per round so that a change in
  * machine load hits all stages alike.
+ *
+ * @example
+ * ```ts
+ * import { measureLatencyProfile } from 'edgeexit/calibration';
+ * const profile = await measureLatencyProfile('bundles/branchy-rpi4', { batches: [1, 8], runs: 200 });
+ * console.log(profile.stages.map((s) => s.batches[0]!.p95Ms));
+ * ```
  */
 export async function measureLatencyProfile(bundle: string, opts: MeasureOptions = {}): Promise<LatencyProfile> {
   const files = await loadBundleFiles(bundle);
@@ -216,6 +276,12 @@ export type StageStat = 'mean' | 50 | 90 | 95 | 99;
  * Per-stage latency at `batch` from a profile. For a percentile target the stage's own percentile
  * is used where the profile has it: summing per-stage percentiles is conservative (exact only
  * when stage times move together), which suits a latency budget.
+ *
+ * @example
+ * ```ts
+ * import { readLatencyProfile, stageLatencyFrom } from 'edgeexit/calibration';
+ * const p95 = stageLatencyFrom(await readLatencyProfile('profiles/pi-07.json'), 1, 95); // ms per stage
+ * ```
  */
 export function stageLatencyFrom(p: LatencyProfile, batch = 1, stat: StageStat = 'mean', where = 'latency profile'): number[] {
   return p.stages.map((s) => {
@@ -227,6 +293,15 @@ export function stageLatencyFrom(p: LatencyProfile, batch = 1, stat: StageStat =
   });
 }
 
+/**
+ * A latency profile as aligned text rows (stage, batch, mean, p50, p90, p95, p99, runs).
+ *
+ * @example
+ * ```ts
+ * import { modelLatencyProfile, renderLatencyProfile } from 'edgeexit/calibration';
+ * for (const line of renderLatencyProfile(await modelLatencyProfile('bundles/branchy-rpi4', 'rpi4'))) console.log(line);
+ * ```
+ */
 export function renderLatencyProfile(p: LatencyProfile): string[] {
   const rows: string[][] = [];
   for (const s of p.stages) for (const b of s.batches) rows.push([s.stage, String(b.batch), b.meanMs.toFixed(3), b.p50Ms.toFixed(3), b.p90Ms.toFixed(3), b.p95Ms.toFixed(3), b.p99Ms.toFixed(3), String(b.runs)]);

@@ -67,7 +67,19 @@ export interface SearchResult {
   searchMs: number;
 }
 
-/** Raised when the target cannot be met by any policy; `reachableMs` is the least reachable. */
+/**
+ * Raised when the target cannot be met by any policy; `reachableMs` is the least reachable.
+ *
+ * @example
+ * ```ts
+ * import { TargetUnreachableError, searchThresholds } from 'edgeexit/calibration';
+ * try {
+ *   searchThresholds(data, stageMs, { kind: 'latency', targetMs: 0.1 });
+ * } catch (err) {
+ *   if (err instanceof TargetUnreachableError) console.error(`best reachable: ${err.reachableMs} ms`);
+ * }
+ * ```
+ */
 export class TargetUnreachableError extends InputError {
   constructor(
     message: string,
@@ -355,7 +367,17 @@ function round6(x: number): number {
   return Math.round(x * 1e6) / 1e6;
 }
 
-/** Search thresholds; see the header. Throws TargetUnreachableError when the target is out of reach. */
+/**
+ * Search thresholds; see the header. Throws TargetUnreachableError when the target is out of reach.
+ *
+ * @example
+ * ```ts
+ * import { searchThresholds } from 'edgeexit/calibration';
+ * const data = { scores: [[0.99, 0.4], [0.97, 0.8]], correct: [[1, 0], [1, 1]], direction: 'at-least' as const };
+ * const r = searchThresholds(data, [0.5, 1.5], { kind: 'latency', targetMs: 1.5 });
+ * console.log(r.chosen.thresholds, r.chosen.accuracy, r.chosen.meanMs);
+ * ```
+ */
 export function searchThresholds(data: SearchData, stageMs: readonly number[], target: SearchTarget, opts: SearchOptions = {}): SearchResult {
   const t0 = performance.now();
   const p = prepare(data, stageMs, opts.candidates ?? DEFAULT_CANDIDATES);
@@ -488,6 +510,13 @@ function exitTaken(data: SearchData, thresholds: readonly number[], i: number): 
  * Apply thresholds to observations the way the runtime does (first exit whose score clears its
  * threshold, else the last): accuracy, mean and percentile latency, exit fractions. Used to check
  * a policy on held-out data.
+ *
+ * @example
+ * ```ts
+ * import { evaluatePolicy } from 'edgeexit/calibration';
+ * const heldOut = evaluatePolicy(data, [0.5, 1.5], [0.9], 95);
+ * console.log(heldOut.accuracy, heldOut.latencyMs, heldOut.exitFractions);
+ * ```
  */
 export function evaluatePolicy(data: SearchData, stageMs: readonly number[], thresholds: readonly number[], percentile?: number): PolicyPoint {
   const K = data.scores.length;
@@ -555,6 +584,13 @@ export function nll(logits: ArrayLike<number>, labels: ArrayLike<number>, classe
 /**
  * The temperature minimising NLL (Guo et al. 2017), by golden-section search on log T in
  * [0.05, 20]: NLL is convex in 1/T, hence unimodal in log T, which golden section needs.
+ *
+ * @example
+ * ```ts
+ * import { fitTemperature } from 'edgeexit/calibration';
+ * // logits: N × classes, row-major; labels: N class indices
+ * const T = fitTemperature(logits, labels, 10); // then softmax(logits / T) is calibrated
+ * ```
  */
 export function fitTemperature(logits: ArrayLike<number>, labels: ArrayLike<number>, classes: number, opts: { lo?: number; hi?: number; tol?: number } = {}): number {
   let a = Math.log(opts.lo ?? 0.05);

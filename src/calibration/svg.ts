@@ -28,6 +28,20 @@ const R = 20;
 const T = 40;
 const B = 60;
 
+/**
+ * An SVG plot of the accuracy/latency frontier with the chosen policy, no-exit and oracle points
+ * and the target line.
+ *
+ * @example
+ * ```ts
+ * import { frontierSvg } from 'edgeexit/calibration';
+ * const svg = frontierSvg({
+ *   frontier: [{ x: 0.8, y: 0.88 }, { x: 1.2, y: 0.9 }], chosen: { x: 1.2, y: 0.9 },
+ *   noExit: { x: 2, y: 0.91 }, oracle: { x: 0.6, y: 0.95 }, target: 1.5,
+ *   xLabel: 'mean latency (ms)', yLabel: 'accuracy', title: 'fmnist-branchy on rpi4',
+ * });
+ * ```
+ */
 export function frontierSvg(p: FrontierPlot): string {
   const pts = [...p.frontier, p.chosen, p.noExit, p.oracle];
   const xs = pts.map((q) => q.x).concat(p.target !== undefined ? [p.target] : []);

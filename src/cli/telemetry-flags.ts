@@ -8,6 +8,7 @@ import type { CbnetPolicy } from '../runtime/cbnet-cascade.js';
 import { DEFAULT_DRAIN_MS, DeviceTelemetry, checkBrokerUrl, checkIdOption, defaultDeviceId, parseDurationMs } from '../telemetry/device.js';
 import type { WindowInput } from '../telemetry/mqtt/publisher.js';
 import { InputError, formatProblem, show } from '../util/errors.js';
+import { matcherFor } from '../data/labels.js';
 
 /** The telemetry flags as yargs hands them over; telemetry is on when `telemetry` (the broker URL) is given. */
 export interface TelemetryCliOptions {
@@ -29,7 +30,7 @@ export interface TelemetryCliOptions {
   tlsKey?: string;
   /** How long to wait at the end for the broker to acknowledge the windows (default 10 s). */
   drainTimeout?: string;
-  /** MQTT protocol: 5 (default) or 4 (3.1.1). */
+  /** MQTT protocol: 5 or 4 (3.1.1); default: 5, falling back to 3.1.1 when the broker refuses 5. */
   mqttVersion?: number;
   /** Root for /sys (energy sensors, thermal zones); tests point it at a fixture tree. */
   sysRoot?: string;
@@ -108,10 +109,13 @@ export function startTelemetry(
   });
 }
 
-/** The label index an ImageFolder path implies (`…/<class>/x.png`), when its folder is one of the bundle's labels. */
+/**
+ * The label index an ImageFolder path implies (`…/<class>/x.png`), when its folder matches one of
+ * the bundle's labels under the rule eval, compile and calibrate use (src/data/labels.ts), so a
+ * folder `T-shirt_top` counts for the label 'T-shirt/top' here as it does there.
+ */
 export function labelFromPath(file: string, labels: readonly string[]): number | undefined {
-  const i = labels.indexOf(path.basename(path.dirname(file)));
-  return i >= 0 ? i : undefined;
+  return matcherFor(labels).indexOf(path.basename(path.dirname(file)));
 }
 
 /** Files per classify call when telemetry is on: small enough that windows close on time. */
@@ -170,6 +174,6 @@ export const telemetryYargsOptions = {
   'tls-ca': { type: 'string', describe: 'PEM CA file to trust for mqtts:// (a private broker CA)' },
   'tls-cert': { type: 'string', describe: 'PEM client certificate for brokers that authenticate devices by certificate' },
   'tls-key': { type: 'string', describe: 'PEM key of --tls-cert' },
-  'mqtt-version': { type: 'number', describe: 'MQTT protocol: 5, or 4 (3.1.1) for brokers without MQTT 5 such as `edgeexit collect`\'s embedded one (default 5)' },
-  'drain-timeout': { type: 'string', describe: 'At exit, wait this long for the broker to acknowledge the windows; the rest stay in the outbox (default 10s)' },
+  'mqtt-version': { type: 'number', describe: 'MQTT protocol: 5 or 4 (3.1.1) only (default: 5, falling back to 3.1.1 when the broker refuses 5, as `edgeexit collect`\'s embedded one does)' },
+  'drain-timeout': { type: 'string', describe: 'At exit, wait this long for the broker to acknowledge the windows; the rest stay in the outbox and `run` exits 75 (default 10s)' },
 } as const;

@@ -142,7 +142,15 @@ async function compileBackbone(
   }
 }
 
-/** Whether `p` is a folder (a CBNet model) rather than one ONNX file. */
+/**
+ * Whether `p` is a folder (a CBNet model) rather than one ONNX file.
+ *
+ * @example
+ * ```ts
+ * import { compileCbnet, compileModel, isCbnetFolder } from 'edgeexit/compiler';
+ * const compile = (await isCbnetFolder(model)) ? compileCbnet : compileModel;
+ * ```
+ */
 export async function isCbnetFolder(p: string): Promise<boolean> {
   const st = await fsp.stat(p).catch(() => undefined);
   return st?.isDirectory() ?? false;
@@ -241,6 +249,16 @@ async function runPaths(
   }
 }
 
+/**
+ * Compile a CBNet folder (converter + light classifier, optionally a multi-exit backbone) into
+ * one bundle whose pipeline section describes the cbnet and hybrid run orders.
+ *
+ * @example
+ * ```ts
+ * import { compileCbnet } from 'edgeexit/compiler';
+ * const { out, report } = await compileCbnet({ model: 'models/fmnist-cbnet', device: 'jetson-orin-nano', precision: 'fp16', out: 'bundles/cbnet-orin' });
+ * ```
+ */
 export async function compileCbnet(opts: CompileOptions): Promise<CompileResult> {
   const dir = opts.model;
   if (opts.exits?.length) throw new InputError(`--exits: does not apply to a CBNet folder (${dir}); its exits are fixed: the classifier on the image, and converter → classifier`);

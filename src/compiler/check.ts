@@ -46,13 +46,34 @@ export interface CheckResult {
   calibration?: CheckSet;
 }
 
-/** The compiled stages disagree with the source model by more than the tolerance. */
+/**
+ * The compiled stages disagree with the source model by more than the tolerance.
+ *
+ * @example
+ * ```ts
+ * import { CheckFailedError, compileModel } from 'edgeexit/compiler';
+ * try {
+ *   await compileModel(options);
+ * } catch (err) {
+ *   if (err instanceof CheckFailedError) console.error(err.message); // which exit, by how much
+ *   else throw err;
+ * }
+ * ```
+ */
 export class CheckFailedError extends EdgeExitError {}
 
 /** Seeded uniform [0, 1) source (see src/util/random.ts); kept under this name for the check's callers. */
 export const rng = mulberry32;
 
-/** `batch` images of uniformly random pixels, preprocessed as the model expects. */
+/**
+ * `batch` images of uniformly random pixels, preprocessed as the model expects.
+ *
+ * @example
+ * ```ts
+ * import { randomImages } from 'edgeexit/compiler';
+ * const batch = randomImages(manifest.input.preprocess, 4, 42); // { data: Float32Array, dims: [4, 1, 28, 28] }
+ * ```
+ */
 export function randomImages(spec: PreprocessSpec, batch: number, seed: number): TensorData {
   const next = rng(seed);
   const [h, w] = spec.size;
@@ -66,7 +87,17 @@ export function randomImages(spec: PreprocessSpec, batch: number, seed: number):
   return toTensor(pixels, spec);
 }
 
-/** Sessions for a chain of stages, run the way the device runs them (minus the early stop). */
+/**
+ * Sessions for a chain of stages, run the way the device runs them (minus the early stop).
+ *
+ * @example
+ * ```ts
+ * import { StageRunner } from 'edgeexit/compiler';
+ * const runner = await StageRunner.open(stages); // CheckStage[]: stage bytes, inputs, outputs
+ * const outputs = await runner.runAll({ input: image }); // every stage's outputs, handed over in turn
+ * await runner.close();
+ * ```
+ */
 export class StageRunner {
   private constructor(
     readonly stages: readonly CheckStage[],
@@ -192,7 +223,16 @@ function spread<T>(items: readonly T[], limit: number): T[] {
   return Array.from({ length: limit }, (_, i) => items[Math.floor((i * items.length) / limit)]!);
 }
 
-/** Compare the stages with the source model; does not throw on a mismatch (see `passed`). */
+/**
+ * Compare the stages with the source model; does not throw on a mismatch (see `passed`).
+ *
+ * @example
+ * ```ts
+ * import { checkStages } from 'edgeexit/compiler';
+ * const r = await checkStages({ source: modelBytes, inputName: 'input', preprocess: spec, stages, tolerance: 1e-5 });
+ * if (!r.passed) console.error('the stages disagree with the source model');
+ * ```
+ */
 export async function checkStages(opts: CheckOptions): Promise<CheckResult> {
   const tolerance = opts.tolerance ?? 1e-5;
   const session = { graphOptimizationLevel: 'all', ...opts.session } as SessionOptions;

@@ -12,7 +12,7 @@ import { InputError, UnsupportedError, ValidationError, type Problem } from '../
 import { OnnxGraph, costPerOutput, decodeModel, encodeModel, inferShapes, valueInfoShape, type OnnxModel } from '../onnx/index.js';
 import { DataType } from '../onnx/dtype.js';
 import { loadDeviceProfile, packageRoot, type DeviceProfile } from '../devices/index.js';
-import { folderNameForLabel } from '../data/imagefolder.js';
+import { folderNameForLabel, foldersCoverLabels } from '../data/imagefolder.js';
 import {
   CALIBRATION_METHODS,
   calibrateStages,
@@ -36,6 +36,7 @@ import { convertToFp16 } from './fp16.js';
 import { measureStageLatency, type LatencyReport } from './latency.js';
 import { compileCbnet, isCbnetFolder, type CbnetReport } from './cbnet.js';
 import { randomImages } from './check.js';
+import { contractNotes } from './contract.js';
 import { createSession, type PlainTensor } from '../backends/onnxruntime.js';
 
 export const PRECISIONS = ['fp32', 'fp16', 'int8'] as const;
@@ -51,7 +52,20 @@ export const DEFAULT_CALIBRATION_METHOD: CalibrationMethod = 'percentile';
 /** Default allowed top-1 loss per exit, percentage points. */
 export const DEFAULT_MAX_ACCURACY_DROP = 1;
 
-/** An int8 compile lost more accuracy than allowed on some exit. */
+/**
+ * An int8 compile lost more accuracy than allowed on some exit.
+ *
+ * @example
+ * ```ts
+ * import { AccuracyDropError, compileModel } from 'edgeexit/compiler';
+ * try {
+ *   await compileModel({ model: 'm.onnx', device: 'rpi4', out: 'b', precision: 'int8', maxAccuracyDrop: 0.5 });
+ * } catch (err) {
+ *   if (!(err instanceof AccuracyDropError)) throw err;
+ *   await compileModel({ model: 'm.onnx', device: 'rpi4', out: 'b', precision: 'fp32' }); // fall back to float
+ * }
+ * ```
+ */
 export class AccuracyDropError extends CheckFailedError {}
 
 export interface CompileOptions {
@@ -225,7 +239,16 @@ export async function resolvePreprocess(model: OnnxModel, file: string, flag: st
   };
 }
 
-/** Labels from a file: a JSON array, or one label per line. */
+/**
+ * Labels from a file: a JSON array, or one label per line.
+ *
+ * @example
+ * ```ts
+ * import { parseLabelsText } from 'edgeexit/compiler';
+ * parseLabelsText('cat\ndog\n', 'labels.txt'); // ['cat', 'dog']
+ * parseLabelsText('["cat","dog"]', 'labels.json'); // the same
+ * ```
+ */
 export function parseLabelsText(text: string, where: string): string[] {
   const t = text.trim();
   let labels: unknown;
@@ -329,8 +352,7 @@ export async function resolveCalibrationDir(flag: string | undefined, labels: re
   const dir = path.join(packageRoot(), DEFAULT_CALIBRATION);
   try {
     const folders = (await fsp.readdir(dir, { withFileTypes: true })).filter((e) => e.isDirectory()).map((e) => e.name).sort();
-    const want = labels.map(folderNameForLabel).sort();
-    if (folders.length === want.length && folders.every((f, i) => f === want[i])) return dir;
+    if (foldersCoverLabels(folders, labels)) return dir;
   } catch {
     // No bundled calibration set: fall through to the error below.
   }
@@ -339,6 +361,20 @@ export async function resolveCalibrationDir(flag: string | undefined, labels: re
   ]);
 }
 
+/**
+ * Compile a multi-exit float ONNX model into a bundle for a device: prepare, split at the exits,
+ * quantise (int8 within `maxAccuracyDrop`, fp16, or fp32), check every exit against the source,
+ * and write the stages, manifest and report atomically (signed when `key` is given).
+ *
+ * @example
+ * ```ts
+ * import { compileModel } from 'edgeexit/compiler';
+ * const { out, manifest, report } = await compileModel({
+ *   model: 'models/fmnist-branchy/fmnist-branchy.onnx', device: 'rpi4', precision: 'int8', out: 'bundles/branchy-rpi4',
+ * });
+ * console.log(manifest.stages.map((s) => s.file), report.stages.length);
+ * ```
+ */
 export async function compileModel(opts: CompileOptions): Promise<CompileResult> {
   if (opts.precision !== undefined && opts.precision !== 'device' && !PRECISIONS.includes(opts.precision)) {
     throw new InputError(`--precision ${String(opts.precision)}: unknown; expected one of ${PRECISIONS.join(', ')}`);
@@ -398,6 +434,7 @@ export async function compileModel(opts: CompileOptions): Promise<CompileResult>
 
   // The check (and the fp16 re-check) runs the source as onnxruntime reads it: with its external data inlined.
   const checkSource = model.externalTensors.length > 0 ? encodeModel(model) : sourceBytes;
+  notes.push(...(await contractNotes({ model, bytes: checkSource, file, exits, input, preprocess })));
   const check = await checkStages({
     source: checkSource,
     inputName: input.name,
@@ -495,6 +532,7 @@ export async function compileModel(opts: CompileOptions): Promise<CompileResult>
   const sha = sha256Hex(sourceBytes);
   const name = model.getMetadata('edgeexit.model') ?? path.basename(file, path.extname(file));
   const version = model.getMetadata('edgeexit.version') ?? (model.modelVersion ? String(model.modelVersion) : '0');
+  if (model.getMetadata('edgeexit.model') === undefined) notes.push(`the bundle is named '${name}' ${version} after the file: the model has no edgeexit.model metadata (fix: add edgeexit.model and edgeexit.version to metadata_props; see docs/bring-your-own-model.md)`);
   let cumulative = 0;
   const stages: StageReport[] = split.stages.map((s, k) => {
     cumulative += s.macs;

@@ -11,7 +11,8 @@
 //    laptop) with float16 storage between nodes, and natively in half precision on CUDA.
 //  - onnxconverter-common's converter clips constants into a finite range, leaves 0/NaN/±Inf
 //    alone, keeps Resize/Upsample/Range/TopK/NonMaxSuppression/... in float32 and can keep graph
-//    inputs/outputs float32. We follow the same ideas with our own rules (see DEFAULT_BLOCK_OPS).
+//    inputs/outputs float32. We follow the same ideas with our own rules: each op's fp16 policy in
+//    src/onnx/ops (collected in DEFAULT_BLOCK_OPS).
 //
 // Only the main graph is converted; nodes carrying subgraphs (If/Loop/Scan) stay float32.
 import { clone, create } from '@bufbuild/protobuf';
@@ -29,7 +30,7 @@ import {
   type TensorProto,
   type ValueInfoProto,
 } from '../onnx/gen/onnx_pb.js';
-import { DataType, OnnxGraph, OnnxModel, arrayToTensor, inferShapes, tensorDims, tensorToArray, numberToFloat16Bits } from '../onnx/index.js';
+import { DataType, OPS, OnnxGraph, OnnxModel, arrayToTensor, fp16KeepReasons, inferShapes, tensorDims, tensorToArray, numberToFloat16Bits } from '../onnx/index.js';
 import { freshName } from './graph-edit.js';
 
 const F32 = DataType.FLOAT;
@@ -41,38 +42,16 @@ export const FP16_MAX = 65504;
 export const FP16_MIN_POSITIVE = 2 ** -24;
 
 /**
- * Ops kept float32 unless the caller passes its own list, with the reason each one is there.
- * Everything else in the default ONNX domain is converted; ops of other domains always stay.
+ * Ops kept float32 unless the caller passes its own list, with the reason each one is there (the
+ * fp16 policy of each op's entry in src/onnx/ops). Everything else in the default ONNX domain is
+ * converted; ops of other domains always stay.
  */
-export const DEFAULT_BLOCK_OPS: Readonly<Record<string, string>> = Object.freeze({
-  // Coordinate arithmetic: half precision misplaces sample positions on large images, and the
-  // `scales` input must be float32 whatever the data type.
-  Resize: 'sampling coordinates lose precision in float16; scales input must stay float32',
-  Upsample: 'sampling coordinates lose precision in float16; scales input must stay float32',
-  GridSample: 'sampling coordinates lose precision in float16',
-  RoiAlign: 'box coordinates lose precision in float16',
-  // The ONNX schema has no float16 variant (the model would not load).
-  Range: 'the ONNX schema has no float16 Range',
-  NonMaxSuppression: 'the ONNX schema has no float16 NonMaxSuppression',
-  // Accumulations and selections whose float16 result differs visibly from float32.
-  CumSum: 'running sums overflow or lose small terms in float16',
-  TopK: 'float16 ties change which indices are selected',
-  // Output type chosen by an attribute or random: keep them exact.
-  RandomNormal: 'random generator; output dtype set by attribute',
-  RandomUniform: 'random generator; output dtype set by attribute',
-  RandomNormalLike: 'random generator; output dtype set by attribute',
-  RandomUniformLike: 'random generator; output dtype set by attribute',
-  Multinomial: 'random generator; output dtype set by attribute',
-  Bernoulli: 'random generator; output dtype set by attribute',
-  EyeLike: 'output dtype set by attribute',
-  // Quantisation ops: scales must stay float32 before opset 19.
-  QuantizeLinear: 'quantisation scales must stay float32',
-  DequantizeLinear: 'quantisation scales must stay float32',
-  DynamicQuantizeLinear: 'quantisation scales must stay float32',
-});
+export const DEFAULT_BLOCK_OPS: Readonly<Record<string, string>> = fp16KeepReasons();
 
-/** Inputs that must stay float32 even when the node is converted. */
-const FLOAT32_ONLY_INPUTS: Readonly<Record<string, readonly number[]>> = { Resize: [2], Upsample: [1] };
+/** Inputs that must stay float32 even when the node is converted (Resize's scales). */
+function float32Inputs(opType: string): readonly number[] {
+  return OPS.get(opType)?.fp16.float32Inputs ?? [];
+}
 
 export interface Fp16Options {
   /** Keep graph inputs and outputs float32, with Casts inside the graph (default true). */
@@ -236,7 +215,7 @@ export function convertToFp16(model: OnnxModel, opts: Fp16Options = {}): Fp16Res
     s.add(dtype);
   };
   const slotType = (n: { index: number; opType: string }, slot: number): number =>
-    converted.has(n.index) && !(FLOAT32_ONLY_INPUTS[n.opType] ?? []).includes(slot) ? F16 : F32;
+    converted.has(n.index) && !float32Inputs(n.opType).includes(slot) ? F16 : F32;
   for (const n of graph.nodes) {
     n.inputs.forEach((t, slot) => {
       if (isF32(t)) want(t, slotType(n, slot));

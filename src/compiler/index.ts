@@ -24,3 +24,4 @@ export { CALIBRATION_METHODS, type CalibrationMethod } from './quantize/index.js
 export { prepareModel, countOps, type PrepareReport } from './prepare.js';
 export { splitModel, chooseRecompute, resolveExits, type SplitResult, type StagePlan, type SplitOptions } from './split.js';
 export { checkStages, StageRunner, randomImages, CheckFailedError, type CheckResult, type CheckSet, type CheckStage, type ExitComparison, type CheckOptions } from './check.js';
+export { checkModelContract, contractInputOf, contractNotes, looksLikeProbabilities, type ContractFinding, type ContractInput, type ContractRule, type ContractSample } from './contract.js';

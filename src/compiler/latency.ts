@@ -37,6 +37,15 @@ export const DEFAULT_LATENCY_RUNS = 200;
 export const DEFAULT_LATENCY_WARMUP = 20;
 export const LATENCY_NOTE = "this machine's numbers (the compiling host), not the target device's";
 
+/**
+ * Median of `values` (NaN for none); the input is not reordered.
+ *
+ * @example
+ * ```ts
+ * import { median } from 'edgeexit/compiler';
+ * median([3, 1, 2]); // 2
+ * ```
+ */
 export function median(values: readonly number[]): number {
   if (values.length === 0) return NaN;
   const s = [...values].sort((a, b) => a - b);
@@ -50,7 +59,15 @@ async function timeOnce(session: ModelSession, feeds: Record<string, PlainTensor
   return Number(process.hrtime.bigint() - t0) / 1e6;
 }
 
-/** Time every stage float vs compiled; sessions are opened one stage at a time and closed after. */
+/**
+ * Time every stage float vs compiled; sessions are opened one stage at a time and closed after.
+ *
+ * @example
+ * ```ts
+ * import { measureStageLatency } from 'edgeexit/compiler';
+ * const report = await measureStageLatency([{ name: 'exit0', float: floatBytes, compiled: int8Bytes, feeds: { input: image } }], { runs: 100 });
+ * ```
+ */
 export async function measureStageLatency(stages: readonly LatencyStage[], opts: { runs?: number; warmup?: number; machine?: string; /** Batch size of the feeds, for the report (default 1). */ batch?: number } = {}): Promise<LatencyReport> {
   const runs = Math.max(1, opts.runs ?? DEFAULT_LATENCY_RUNS);
   const warmup = Math.max(0, opts.warmup ?? DEFAULT_LATENCY_WARMUP);

@@ -48,7 +48,17 @@ export interface PrepareReport {
   unusedInitializers: number;
 }
 
-/** Prepare a copy of `model` (the input is not changed). */
+/**
+ * Prepare a copy of `model` (the input is not changed).
+ *
+ * @example
+ * ```ts
+ * import { prepareModel } from 'edgeexit/compiler';
+ * // source: an OnnxModel (src/onnx readModel); it is left as it was
+ * const { model, report } = prepareModel(source);
+ * console.log(report);
+ * ```
+ */
 export function prepareModel(model: OnnxModel): { model: OnnxModel; report: PrepareReport } {
   const proto = clone(ModelProtoSchema, model.proto);
   const out = new OnnxModel(proto, model.source, model.baseDir);
@@ -346,7 +356,16 @@ function foldBatchNorms(g: GraphProto, source: string, report: PrepareReport): v
   g.valueInfo = g.valueInfo.filter((v) => !goneNames.has(v.name));
 }
 
-/** How many nodes of an op type (default domain) the model holds. */
+/**
+ * How many nodes of an op type (default domain) the model holds.
+ *
+ * @example
+ * ```ts
+ * import { countOps, prepareModel } from 'edgeexit/compiler';
+ * const { model } = prepareModel(source);
+ * countOps(model, 'BatchNormalization'); // 0: folded into the convolutions
+ * ```
+ */
 export function countOps(model: OnnxModel, opType: string): number {
   return model.graph.node.filter((n) => n.opType === opType && (n.domain === '' || n.domain === 'ai.onnx')).length;
 }

@@ -7,6 +7,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import zlib from 'node:zlib';
 import { InputError, formatProblem, type Problem } from '../util/errors.js';
+import { LABEL_MATCH_RULE, labelMatcher } from './labels.js';
 
 const gunzip = promisify(zlib.gunzip);
 
@@ -272,4 +273,39 @@ export async function loadFashionMnist(split: 'train' | 'test', dir: string = FA
     });
   }
   return { ...ds, split, classes: FASHION_MNIST_CLASSES };
+}
+
+/**
+ * Where each Fashion-MNIST class lands among a model's labels: `map[fashionMnistIndex]` is the
+ * model's logit index. Matched by name under the label rule (src/data/labels.ts), never by
+ * position, so a model trained with its labels in another order is scored right. Refuses labels
+ * that name no Fashion-MNIST class, two labels for one class, and classes the model lacks.
+ *
+ * @example fashionMnistLabelMap(['Trouser', 'tshirt_top', …], 'model.onnx')[0] // 1
+ */
+export function fashionMnistLabelMap(labels: readonly string[], where: string): Int32Array {
+  const fm = labelMatcher(FASHION_MNIST_CLASSES);
+  const map = new Int32Array(FASHION_MNIST_CLASSES.length).fill(-1);
+  const unknown: string[] = [];
+  const twice: string[] = [];
+  labels.forEach((label, i) => {
+    const k = fm.indexOf(label);
+    if (k === undefined) unknown.push(label);
+    else if (map[k] !== -1) twice.push(`${JSON.stringify(labels[map[k]!])} and ${JSON.stringify(label)} both name ${JSON.stringify(FASHION_MNIST_CLASSES[k])}`);
+    else map[k] = i;
+  });
+  const missing = FASHION_MNIST_CLASSES.filter((_, k) => map[k] === -1);
+  if (unknown.length === 0 && twice.length === 0 && missing.length === 0) return map;
+  const problems = [
+    unknown.length ? `label${unknown.length === 1 ? '' : 's'} ${unknown.map((l) => JSON.stringify(l)).join(', ')} name${unknown.length === 1 ? 's' : ''} no Fashion-MNIST class` : '',
+    ...twice,
+    missing.length ? `no label for ${missing.map((l) => JSON.stringify(l)).join(', ')}` : '',
+  ].filter(Boolean);
+  throw fail({
+    where: `${where}: edgeexit.labels`,
+    message: `cannot map the model's labels onto the Fashion-MNIST classes by name: ${problems.join('; ')} (${LABEL_MATCH_RULE})`,
+    expected: `the 10 Fashion-MNIST classes in any order: ${FASHION_MNIST_CLASSES.map((l) => JSON.stringify(l)).join(', ')}`,
+    got: labels.map((l) => JSON.stringify(l)).join(', '),
+    fix: 'name the labels after the Fashion-MNIST classes when exporting the model, or evaluate on an ImageFolder whose subfolders are named after its labels (--data <folder>)',
+  });
 }

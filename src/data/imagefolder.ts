@@ -4,6 +4,9 @@
 import { promises as fsp, type Dirent } from 'node:fs';
 import path from 'node:path';
 import { InputError, formatProblem, show, type Problem } from '../util/errors.js';
+import { LABEL_MATCH_RULE, folderNameForLabel, labelMatcher, renameHints } from './labels.js';
+
+export { folderNameForLabel } from './labels.js';
 
 /** File extensions read as images (compared case-insensitively). */
 export const IMAGE_EXTENSIONS: readonly string[] = Object.freeze(['.png', '.jpg', '.jpeg', '.webp']);
@@ -39,11 +42,15 @@ function fail(p: Problem): InputError {
 }
 
 /**
- * The folder name a label is expected under. Labels may contain characters a folder name
- * cannot (Fashion-MNIST has 'T-shirt/top'), so path separators become '_'.
+ * True when the folders and the labels pair up one to one under the label rule: each folder
+ * matches a label, and each label has exactly one folder.
+ *
+ * @example foldersCoverLabels(['tshirt_top', 'Trouser'], ['T-shirt/top', 'trouser']) // true
  */
-export function folderNameForLabel(label: string): string {
-  return label.replace(/[/\\]/g, '_');
+export function foldersCoverLabels(folders: readonly string[], labels: readonly string[]): boolean {
+  const m = labelMatcher(labels);
+  const hits = folders.map((f) => m.indexOf(f));
+  return folders.length === labels.length && hits.every((i) => i !== undefined) && new Set(hits).size === labels.length;
 }
 
 // Plain code-unit comparison: localeCompare depends on the machine's ICU/locale and would make
@@ -128,25 +135,23 @@ export async function scanImageFolder(root: string, options: ImageFolderOptions 
   const folderOfClass = new Map<string, number>();
   if (options.labels) {
     classes = [...options.labels];
-    classes.forEach((label, i) => {
-      folderOfClass.set(label, i);
-      folderOfClass.set(folderNameForLabel(label), i);
-    });
-    const unknown = folders.filter((f) => !folderOfClass.has(f));
+    const matcher = labelMatcher(classes);
+    const unknown: string[] = [];
+    for (const f of folders) {
+      const i = matcher.indexOf(f);
+      if (i === undefined) unknown.push(f);
+      else folderOfClass.set(f, i);
+    }
     if (unknown.length > 0) {
       const expected = classes.map(folderNameForLabel);
-      const hints = unknown
-        .map((f) => [f, expected.find((x) => x.toLowerCase() === f.toLowerCase())] as const)
-        .filter(([, x]) => x !== undefined)
-        .map(([f, x]) => `rename ${show(f)} to ${show(x)}`);
       throw fail({
         where: root,
         message: `subfolder${unknown.length === 1 ? '' : 's'} ${unknown.map((f) => show(f)).join(', ')} ${
-          unknown.length === 1 ? 'is' : 'are'
-        } not a label of the model`,
+          unknown.length === 1 ? 'matches' : 'match'
+        } no label of the model (${LABEL_MATCH_RULE})`,
         expected: `subfolders named after the labels: ${expected.map((x) => show(x, 40)).join(', ')}`,
         got: folders.map((f) => show(f, 40)).join(', '),
-        fix: hints.length > 0 ? hints.join('; ') : 'rename or remove those subfolders',
+        fix: renameHints(unknown, classes, folders).join('; '),
       });
     }
   } else {

@@ -1,7 +1,7 @@
 // Accuracy of every exit of an early-exit model on a labelled dataset, plus the "oracle" view:
 // for each sample, the cheapest exit that already gets it right. The oracle distribution is the
 // upper bound any exit policy can reach, so it tells whether calibrating thresholds is worth it.
-import { loadFashionMnist } from '../data/idx.js';
+import { fashionMnistLabelMap, loadFashionMnist } from '../data/idx.js';
 import { scanImageFolder } from '../data/imagefolder.js';
 import { InputError, UnsupportedError, formatProblem } from '../util/errors.js';
 import {
@@ -31,7 +31,10 @@ export interface EvaluateOptions {
   data: EvalData;
   /** The model's `edgeexit.preprocess` (read from its metadata by the ONNX codec). */
   preprocess: PreprocessSpec;
-  /** The model's `edgeexit.labels`, in logit order; ImageFolder subfolders are matched against them. */
+  /**
+   * The model's `edgeexit.labels`, in logit order. ImageFolder subfolders and Fashion-MNIST's
+   * classes are matched against them by name (src/data/labels.ts), so their order is the model's.
+   */
   labels?: readonly string[];
   batchSize?: number;
   /** Evaluate only this many samples: the first N of an IDX split, N evenly spaced ImageFolder images. */
@@ -106,6 +109,10 @@ function evenlySpaced(total: number, limit: number | undefined): number[] {
   return Array.from({ length: limit }, (_, i) => Math.floor((i * total) / limit));
 }
 
+function modelName(model: string | Uint8Array): string {
+  return typeof model === 'string' ? model : '<model bytes>';
+}
+
 /** Evaluate every exit of `model` on `data`. */
 export async function evaluateModel(options: EvaluateOptions): Promise<EvaluationResult> {
   const started = performance.now();
@@ -139,6 +146,8 @@ export async function evaluateModel(options: EvaluateOptions): Promise<Evaluatio
         }),
       );
     }
+    // By name, not by position: the model's labels may be in any order.
+    const toModel = options.labels ? fashionMnistLabelMap(options.labels, modelName(options.model)) : undefined;
     classes = options.labels ?? fm.classes;
     dataset = `${fm.imagesFile} (${fm.split})`;
     total = Math.min(images.count, options.limit ?? images.count);
@@ -152,7 +161,7 @@ export async function evaluateModel(options: EvaluateOptions): Promise<Evaluatio
         // A view, not a copy: IDX pixels are already the gray HWC bytes toTensor wants.
         const px = { data: images.pixels.subarray(i * plane, (i + 1) * plane), width: images.cols, height: images.rows, channels: 1 };
         toTensorInto(px, spec, data, (i - start) * per, `${fm.imagesFile}#${i}`);
-        lab.push(labels[i]!);
+        lab.push(toModel ? toModel[labels[i]!]! : labels[i]!);
         src.push(i);
       }
       return { tensor: { data, dims: [n, c, h, w] }, labels: lab, sources: src, attempted: n, skipped: [] };
@@ -168,7 +177,8 @@ export async function evaluateModel(options: EvaluateOptions): Promise<Evaluatio
       const prepared = await prepareBatch(
         items.map((it) => it.file),
         spec,
-        { resize: options.resize ?? 'stretch', concurrency: options.concurrency },
+        // Unset, the spec's own policy applies (stretch when it names none).
+        { resize: options.resize, concurrency: options.concurrency },
       );
       return {
         tensor: prepared.tensor,

@@ -97,6 +97,19 @@ async function startEmbeddedBroker(port: number, host: string | undefined): Prom
   };
 }
 
+/**
+ * Start the fleet collector: subscribe to the telemetry namespace on a broker (or start an
+ * embedded one), validate, de-duplicate and store every message in SQLite, and optionally serve
+ * /metrics and the dashboard.
+ *
+ * @example
+ * ```ts
+ * import { startCollector } from 'edgeexit/fleet';
+ * const collector = await startCollector({ dbFile: 'fleet.db', port: 1883, http: { host: '127.0.0.1', port: 9464 }, onLog: console.error });
+ * console.log(`devices publish to ${collector.url}; dashboard at ${collector.httpUrl}`);
+ * process.once('SIGINT', () => void collector.close());
+ * ```
+ */
 export async function startCollector(opts: CollectorOptions): Promise<Collector> {
   const now = opts.now ?? Date.now;
   const store = openFleetStore(opts.dbFile);

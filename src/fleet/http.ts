@@ -145,6 +145,17 @@ function route(method: string, rawUrl: string, store: FleetStore, now: number): 
   throw new HttpError(404, `no such path ${JSON.stringify(p)}: try / (dashboard), /metrics, /api/fleet or /api/devices/<id>/windows`);
 }
 
+/**
+ * Serve a fleet store over HTTP: Prometheus /metrics, the dashboard at /, and the JSON API
+ * (/api/fleet, /api/devices/<id>/windows).
+ *
+ * @example
+ * ```ts
+ * import { openFleetStore, startFleetHttp } from 'edgeexit/fleet';
+ * const server = await startFleetHttp({ store: openFleetStore('fleet.db', { mustExist: true }), host: '127.0.0.1', port: 0, onLog: console.error });
+ * console.log(`${server.url}/metrics`);
+ * ```
+ */
 export async function startFleetHttp(opts: FleetHttpOptions): Promise<FleetHttpServer> {
   const now = opts.now ?? Date.now;
   const server = http.createServer((req, res) => {
@@ -196,7 +207,17 @@ export async function startFleetHttp(opts: FleetHttpOptions): Promise<FleetHttpS
   };
 }
 
-/** `--http` value: `host:port`, `[v6]:port`, a bare port (loopback) or `off`. */
+/**
+ * `--http` value: `host:port`, `[v6]:port`, a bare port (loopback) or `off`.
+ *
+ * @example
+ * ```ts
+ * import { parseHttpListen } from 'edgeexit/fleet';
+ * parseHttpListen('0.0.0.0:9464'); // { host: '0.0.0.0', port: 9464 }
+ * parseHttpListen('9464'); // { host: '127.0.0.1', port: 9464 }
+ * parseHttpListen('off'); // false
+ * ```
+ */
 export function parseHttpListen(value: string): HttpListen | false {
   const v = value.trim();
   if (v === 'off' || v === 'false' || v === 'none') return false;

@@ -1,8 +1,19 @@
-// Fleet side of telemetry: the store, the collector that fills it, the status computed from it
-// and the collector's HTTP side (Prometheus /metrics, dashboard).
-export * from './collector.js';
+// Public surface of the fleet (operator side): the collector that fills the store from MQTT, the
+// SQLite store, fleet status computed from it, and the collector's HTTP side (Prometheus
+// /metrics, the dashboard and its JSON API).
+export { startCollector, SHARE_GROUP, type Collector, type CollectorOptions } from './collector.js';
 export * from './fleet-store.js';
-export * from './http.js';
-export * from './metrics.js';
-export * from './status.js';
-export { SCHEMA_VERSION, openFleetStore, type OpenStoreOptions } from './store.js';
+export { openFleetStore, SCHEMA_VERSION, type OpenStoreOptions } from './store.js';
+export { fleetStatus, LATEST_WINDOWS, type DeviceStatus, type FleetStatus } from './status.js';
+export {
+  startFleetHttp,
+  parseHttpListen,
+  DEFAULT_HTTP,
+  type HttpListen,
+  type FleetHttpOptions,
+  type FleetHttpServer,
+  type FleetApi,
+  type FleetApiDevice,
+  type WindowsApi,
+} from './http.js';
+export { renderMetrics, escapeLabelValue, METRICS_CONTENT_TYPE } from './metrics.js';

@@ -34,7 +34,15 @@ const RESULT_LABEL: Record<Exclude<CounterName, 'gaps'>, string> = {
   foreignTopic: 'foreign_topic',
 };
 
-/** Label values may hold any UTF-8; the format escapes only backslash, double quote and newline. */
+/**
+ * Label values may hold any UTF-8; the format escapes only backslash, double quote and newline.
+ *
+ * @example
+ * ```ts
+ * import { escapeLabelValue } from 'edgeexit/fleet';
+ * `edgeexit_device_online{device="${escapeLabelValue('pi "7"')}"} 1`; // device="pi \"7\""
+ * ```
+ */
 export function escapeLabelValue(v: string): string {
   return v.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n');
 }
@@ -65,7 +73,16 @@ export function renderFamilies(families: readonly Family[]): string {
   return out.join('\n') + '\n';
 }
 
-/** The whole exposition; reads the store (a few indexed queries per device). */
+/**
+ * The whole exposition; reads the store (a few indexed queries per device).
+ *
+ * @example
+ * ```ts
+ * import { METRICS_CONTENT_TYPE, openFleetStore, renderMetrics } from 'edgeexit/fleet';
+ * const store = openFleetStore('fleet.db', { mustExist: true });
+ * res.writeHead(200, { 'content-type': METRICS_CONTENT_TYPE }).end(renderMetrics(store));
+ * ```
+ */
 export function renderMetrics(store: FleetStore): string {
   const devices = store.devices();
   const totals = new Map(store.totals().map((t) => [t.device, t]));

@@ -36,6 +36,17 @@ export interface FleetStatus {
   counters: ReturnType<FleetStore['counters']>;
 }
 
+/**
+ * Per device: online, bundle, latency percentiles, exit rates, energy per inference and last seen,
+ * from the latest `latest` windows; plus the ingest error counters (what `edgeexit fleet status` prints).
+ *
+ * @example
+ * ```ts
+ * import { fleetStatus, openFleetStore } from 'edgeexit/fleet';
+ * const { devices, counters } = fleetStatus(openFleetStore('fleet.db', { mustExist: true }));
+ * for (const d of devices) console.log(d.device, d.online);
+ * ```
+ */
 export function fleetStatus(store: FleetStore, latest = LATEST_WINDOWS): FleetStatus {
   const totals = new Map(store.totals().map((t) => [t.device, t]));
   const devices = store.devices().map((d): DeviceStatus => {

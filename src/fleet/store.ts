@@ -85,6 +85,17 @@ export interface OpenStoreOptions {
   mustExist?: boolean;
 }
 
+/**
+ * Open (or create and migrate) the fleet SQLite database.
+ *
+ * @example
+ * ```ts
+ * import { openFleetStore } from 'edgeexit/fleet';
+ * const store = openFleetStore('fleet.db', { mustExist: true });
+ * console.log(store.devices().length);
+ * store.close();
+ * ```
+ */
 export function openFleetStore(file: string, opts: OpenStoreOptions = {}): FleetStore {
   if (opts.mustExist && !existsSync(file))
     throw new InputError(`${file}: no fleet database here`, [{ where: file, expected: 'a database written by `edgeexit collect`', got: 'no such file', fix: 'run `edgeexit collect --db <file>` first or pass --db' }]);

@@ -1,14 +1,15 @@
 // Compute cost of a model and of each of its exits, from static shapes at batch 1. The compiler
 // uses the incremental cost of each exit (what a stage adds on top of the earlier exits) to
-// decide where early exits pay off, so MACs are counted the way papers count them: Conv is
-// out elements × (Cin/group) × kernel area, ConvTranspose in elements × (Cout/group) × kernel area,
-// Gemm/MatMul M×N×K; bias adds, activations and pooling are reported separately as
-// elementwise work.
+// decide where early exits pay off, so MACs are counted the way papers count them (each op's
+// rule is in its entry of src/onnx/ops); bias adds, activations and pooling are reported
+// separately as elementwise work.
 import { DataType } from './dtype.js';
-import { OnnxGraph, attrInt, attrTensor, type GraphNode } from './graph.js';
+import { OnnxGraph, attrTensor, type GraphNode } from './graph.js';
 import type { OnnxModel } from './model.js';
 import { inferShapes, type ShapeOptions, type ShapeResult } from './shapes.js';
 import { elementCount, tensorDims } from './tensor.js';
+import { opSpec, type MacRule } from './ops/index.js';
+import { ELEMENTWISE } from './ops/spec.js';
 
 export interface NodeCost {
   index: number;
@@ -48,44 +49,6 @@ export interface OutputCost {
   incrementalNodes: number;
 }
 
-const MAC_OPS = new Set(['Conv', 'ConvTranspose', 'Gemm', 'MatMul', 'ConvInteger', 'QLinearConv', 'MatMulInteger', 'QLinearMatMul']);
-
-/** Ops that only move or describe data. */
-const NO_COMPUTE = new Set([
-  'Reshape', 'Flatten', 'Squeeze', 'Unsqueeze', 'Transpose', 'Identity', 'Dropout', 'Shape', 'Size', 'Gather', 'Concat',
-  'Split', 'Slice', 'Constant', 'ConstantOfShape', 'Cast', 'CastLike', 'Expand', 'Tile', 'Pad', 'Range', 'DepthToSpace',
-  'SpaceToDepth',
-]);
-
-/** Inputs that carry shapes, axes or indices rather than weights. */
-const SHAPE_SLOTS: Readonly<Record<string, readonly number[]>> = {
-  Reshape: [1],
-  Expand: [1],
-  Tile: [1],
-  Slice: [1, 2, 3, 4],
-  Pad: [1, 2, 3],
-  Resize: [1, 2, 3],
-  Upsample: [1],
-  Unsqueeze: [1],
-  Squeeze: [1],
-  ConstantOfShape: [0],
-  TopK: [1],
-  Split: [1],
-  Range: [0, 1, 2],
-  Gather: [1],
-  ReduceMean: [1],
-  ReduceSum: [1],
-  ReduceMax: [1],
-  ReduceMin: [1],
-  ReduceProd: [1],
-  ReduceL1: [1],
-  ReduceL2: [1],
-  ReduceLogSum: [1],
-  ReduceLogSumExp: [1],
-  ReduceSumSquare: [1],
-  Clip: [1, 2],
-};
-
 /** Integer shape/index tensors are never weights; quantised weights (int8, uint8, 4-bit) are. */
 const NON_PARAM_TYPES = new Set<number>([DataType.INT64, DataType.INT32, DataType.BOOL, DataType.STRING, DataType.UNDEFINED]);
 
@@ -112,7 +75,7 @@ function constantElements(graph: OnnxGraph, name: string): { dtype: number; coun
 
 function nodeWeights(graph: OnnxGraph, node: GraphNode): Map<string, number> {
   const out = new Map<string, number>();
-  const skip = node.domain === '' ? (SHAPE_SLOTS[node.opType] ?? []) : [];
+  const skip = opSpec(node.domain, node.opType)?.cost.shapeInputs ?? [];
   node.inputs.forEach((name, i) => {
     if (!name || skip.includes(i)) return;
     const c = constantElements(graph, name);
@@ -121,41 +84,13 @@ function nodeWeights(graph: OnnxGraph, node: GraphNode): Map<string, number> {
   return out;
 }
 
-function macsOf(node: GraphNode, shapes: ShapeResult): number | string {
-  const shape = (i: number) => (node.inputs[i] ? shapes.tensors.get(node.inputs[i]!)?.shape : undefined);
-  const out = node.outputs[0] ? shapes.tensors.get(node.outputs[0])?.shape : undefined;
-  switch (node.opType) {
-    case 'Conv':
-    case 'ConvInteger':
-    case 'QLinearConv': {
-      const w = shape(node.opType === 'QLinearConv' ? 3 : 1);
-      if (!out || !w) return 'output or weight shape unknown';
-      // w is [Cout, Cin/group, k...]: w[1] is already Cin/group.
-      return elementCount(out) * elementCount(w.slice(1));
-    }
-    case 'ConvTranspose': {
-      const x = shape(0);
-      const w = shape(1);
-      if (!x || !w) return 'input or weight shape unknown';
-      // w is [Cin, Cout/group, k...].
-      return elementCount(x) * elementCount(w.slice(1));
-    }
-    case 'Gemm': {
-      const a = shape(0);
-      if (!out || !a) return 'input or output shape unknown';
-      const k = attrInt(node, 'transA', 0) ? a[0]! : a[1]!;
-      return elementCount(out) * k;
-    }
-    case 'MatMul':
-    case 'MatMulInteger':
-    case 'QLinearMatMul': {
-      const a = shape(0);
-      if (!out || !a) return 'input or output shape unknown';
-      return elementCount(out) * a[a.length - 1]!;
-    }
-    default:
-      return 0;
-  }
+/** The node's MACs; when its shapes are unknown, 0 and the node is listed as unresolved. */
+function macsOf(node: GraphNode, rule: MacRule, shapes: ShapeResult): number {
+  const shape = (name: string | undefined) => (name ? shapes.tensors.get(name)?.shape : undefined);
+  const m = rule(node, (i) => shape(node.inputs[i]), shape(node.outputs[0]));
+  if (typeof m === 'number') return m;
+  if (!shapes.unresolved.some((u) => u.node === node.name)) shapes.unresolved.push({ node: node.name, opType: node.opType, reason: m });
+  return 0;
 }
 
 function compute(model: OnnxModel, opts: ShapeOptions): Costing {
@@ -167,19 +102,14 @@ function compute(model: OnnxModel, opts: ShapeOptions): Costing {
     const outShape = node.outputs[0] ? shapes.tensors.get(node.outputs[0])?.shape : undefined;
     const w = nodeWeights(graph, node);
     weights[node.index] = w;
-    let macs = 0;
-    if (node.domain === '' && MAC_OPS.has(node.opType)) {
-      const m = macsOf(node, shapes);
-      if (typeof m === 'number') macs = m;
-      else if (!shapes.unresolved.some((u) => u.node === node.name)) shapes.unresolved.push({ node: node.name, opType: node.opType, reason: m });
-    }
-    const computes = !(node.domain === '' && (MAC_OPS.has(node.opType) || NO_COMPUTE.has(node.opType)));
+    // Ops missing from the table (and ops of other domains) count as elementwise work.
+    const rule = opSpec(node.domain, node.opType)?.cost ?? ELEMENTWISE;
     const cost: NodeCost = {
       index: node.index,
       node: node.name,
       opType: node.opType,
-      macs,
-      elementwise: computes && outShape ? elementCount(outShape) : 0,
+      macs: rule.macs ? macsOf(node, rule.macs, shapes) : 0,
+      elementwise: rule.work === 'elementwise' && outShape ? elementCount(outShape) : 0,
       params: [...w.values()].reduce((a, b) => a + b, 0),
     };
     if (outShape) cost.outputShape = outShape;

@@ -1,5 +1,5 @@
 // Public entry point of edgeexit's ONNX layer: file codec, tensors, graph index, subgraph
-// extraction, shape inference and cost. The generated protobuf types are re-exported for the
+// extraction, the op table, shape inference and cost. The generated protobuf types are re-exported for the
 // few callers that need a field the helpers do not cover.
 export {
   OnnxModel,
@@ -64,6 +64,19 @@ export {
 } from './graph.js';
 export { extractSubgraph, type ExtractOptions } from './extract.js';
 export { inferShapes, broadcastShapes, valueInfoShape, type ShapeOptions, type ShapeResult, type TensorShapeInfo } from './shapes.js';
+export {
+  OPS,
+  opSpec,
+  opsWithQuantRole,
+  fp16KeepReasons,
+  type OpSpec,
+  type ShapeRule,
+  type ShapeCtx,
+  type MacRule,
+  type CostRule,
+  type Fp16Policy,
+  type QuantRole,
+} from './ops/index.js';
 export {
   modelCost,
   nodeCosts,

@@ -57,6 +57,17 @@ export const EXIT_POLICIES: Readonly<Record<ExitMetric, ExitPolicyInfo>> = Objec
   margin: { ...EXIT_METRIC_INFO.margin, score: margin },
 });
 
+/**
+ * The exit metric's policy by name (how a score is computed from probabilities, which way it
+ * exits, its valid range); throws InputError naming the known metrics for any other name.
+ *
+ * @example
+ * ```ts
+ * import { exitPolicy } from 'edgeexit/runtime';
+ * const p = exitPolicy('entropy');
+ * p.exitWhen; // 'at-most': a sample leaves when its normalised entropy is at most the threshold
+ * ```
+ */
 export function exitPolicy(metric: string): ExitPolicyInfo {
   const p = (EXIT_POLICIES as Record<string, ExitPolicyInfo | undefined>)[metric];
   if (!p) {
@@ -131,7 +142,16 @@ export function scoreRow(policy: ExitPolicyInfo, logits: ArrayLike<number>, offs
   return policy.score(probs);
 }
 
-/** softmax(logits / T) as a new array (convenience for tests and callers outside the cascade). */
+/**
+ * softmax(logits / T) as a new array (convenience for tests and callers outside the cascade).
+ *
+ * @example
+ * ```ts
+ * import { softmax } from 'edgeexit/runtime';
+ * softmax([2, 1, 0]); // Float64Array [0.665, 0.245, 0.090]
+ * softmax([2, 1, 0], 2); // temperature 2: flatter
+ * ```
+ */
 export function softmax(logits: ArrayLike<number>, temperature = 1): Float64Array {
   const out = new Float64Array(logits.length);
   softmaxInto(logits, 0, logits.length, temperature, out);

@@ -18,10 +18,10 @@ import { edgeexitVersion } from '../bundle/version.js';
 import { MANIFEST_FILE, type Manifest } from '../bundle/manifest.js';
 import { loadDeviceProfile } from '../devices/load.js';
 import type { DeviceProfile } from '../devices/schema.js';
-import { InputError, formatProblem, show } from '../util/errors.js';
+import { EdgeExitError, InputError, formatProblem, show } from '../util/errors.js';
 import { detectEnergyMeter } from './energy/detect.js';
 import type { EnergyMeter } from './energy/meter.js';
-import type { MqttTls } from './mqtt/client.js';
+import { isProtocolRefusal, type MqttTls } from './mqtt/client.js';
 import { TelemetryPublisher, type Backoff, type BirthInfo, type WindowInput } from './mqtt/publisher.js';
 import { checkId } from './payloads.js';
 import { BusyTime, DEFAULT_WINDOW_MS, WindowAggregator, thermalReader, type InferenceRecord } from './window.js';
@@ -139,8 +139,8 @@ export interface DeviceTelemetryOptions {
   sysRoot?: string;
   /** Use this meter instead of detecting one. */
   meter?: EnergyMeter;
-  /** MQTT 5 (default) or 3.1.1 (brokers without 5, such as the embedded aedes one). */
-  protocolVersion?: 4 | 5;
+  /** MQTT 5, 3.1.1 (4), or 'auto' (default: 5, and 3.1.1 when the broker refuses 5, as `collect`'s embedded one does). */
+  protocolVersion?: 4 | 5 | 'auto';
   backoff?: Partial<Backoff>;
   connectTimeoutMs?: number;
   /** Warnings and connection trouble, one line each. */
@@ -163,6 +163,23 @@ export interface TelemetrySummary {
   meter: string;
 }
 
+/**
+ * A device's telemetry session (see the header): birth, metric windows from what is recorded,
+ * the outbox, the energy meter and a clean death on close. From a loaded bundle,
+ * startDeviceTelemetry is the short way to start one.
+ *
+ * @example
+ * ```ts
+ * import { DeviceTelemetry, loadBundle } from 'edgeexit';
+ * const runner = await loadBundle('bundles/branchy-rpi4');
+ * const telemetry = await DeviceTelemetry.start({
+ *   url: 'mqtts://broker.example:8883', fleet: 'lab', device: 'pi-07', bundle: runner.source, manifest: runner.manifest,
+ *   tls: { ca: 'ca.pem' }, windowMs: 30_000, onLog: console.error,
+ * });
+ * telemetry.record({ exit: 0, stageLatencyMs: [0.3], latencyMs: 0.3 }, true);
+ * console.log(await telemetry.close(5_000)); // { windows, acked, queued, … }
+ * ```
+ */
 export class DeviceTelemetry {
   private lastError: string | undefined;
   private readonly logged = new Set<string>();
@@ -294,12 +311,47 @@ export class DeviceTelemetry {
     // A broker that is down fails every retry the same way; one line per distinct cause is enough.
     if (this.logged.has(msg) || this.logged.size > 20) return;
     this.logged.add(msg);
-    const hint = /unacceptable protocol version/i.test(msg) ? '; this broker does not speak MQTT 5: add --mqtt-version 4' : '';
+    const hint = isProtocolRefusal(err) ? '; this broker refuses the MQTT version asked for: drop --mqtt-version to let the device negotiate it' : '';
     log(`telemetry: ${msg} (windows stay in the outbox; retrying${hint})`);
   }
 }
 
-/** One line for stderr after a session: where the windows went, or where they wait. */
+/**
+ * A session ended with windows the broker did not acknowledge. They are safe in the outbox, so
+ * the exit code is EX_TEMPFAIL (75): the work is done, its report is not, and a retry sends it.
+ *
+ * @example if (summary.queued > 0) throw new TelemetryUndeliveredError('3 windows wait in the outbox');
+ */
+export class TelemetryUndeliveredError extends EdgeExitError {
+  override readonly exitCode = 75;
+}
+
+/**
+ * The error for a summary with unacknowledged windows, or undefined when all went out.
+ *
+ * @example const e = undeliveredError(await telemetry.close(drainMs), drainMs); if (e) throw e;
+ */
+export function undeliveredError(s: TelemetrySummary, drainMs: number): TelemetryUndeliveredError | undefined {
+  if (s.queued === 0) return undefined;
+  const outbox = path.join(s.stateDir, 'outbox');
+  return new TelemetryUndeliveredError(
+    formatProblem({
+      where: `--telemetry ${s.url}`,
+      message: `${s.queued} of the telemetry windows were not acknowledged within ${(drainMs / 1000).toFixed(1)} s${s.lastError ? ` (last error: ${s.lastError})` : ''}; they wait in ${outbox}`,
+      fix: `check that the broker is up and reachable, then send them with the next \`edgeexit run\` or \`edgeexit agent\` with --state-dir ${s.stateDir}, or give the broker longer with --drain-timeout`,
+    }),
+  );
+}
+
+/**
+ * One line for stderr after a session: where the windows went, or where they wait.
+ *
+ * @example
+ * ```ts
+ * import { describeSummary } from 'edgeexit/telemetry';
+ * console.error(describeSummary(await telemetry.close(10_000), 10_000));
+ * ```
+ */
 export function describeSummary(s: TelemetrySummary, drainMs: number): string {
   const base = `telemetry: ${s.windows} window${s.windows === 1 ? '' : 's'} from ${s.fleet}/${s.device} to ${s.url}`;
   if (s.queued === 0) return `${base}, all acknowledged (energy: ${s.meter})`;

@@ -74,6 +74,21 @@ function isRecord(r: unknown): r is LogRecord {
   }
 }
 
+/**
+ * A persistent FIFO of JSON entries in one folder (an append-only log, fsynced, compacted now and
+ * then): what the publisher has not had acknowledged survives a crash or a power cut. Bounded
+ * by entries and bytes; beyond the bounds the oldest are dropped and counted.
+ *
+ * @example
+ * ```ts
+ * import { Outbox } from 'edgeexit/telemetry';
+ * const box = await Outbox.open<{ n: number }>('.state/outbox', { maxEntries: 1000 });
+ * const id = await box.enqueue({ n: 1 });
+ * for (const e of box.peek(16)) console.log(e.id, e.body);
+ * await box.ack([id]);
+ * await box.close();
+ * ```
+ */
 export class Outbox<T = unknown> {
   private readonly live = new Map<number, { body: T; bytes: number }>();
   private liveBytes = 0;

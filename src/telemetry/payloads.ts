@@ -98,7 +98,19 @@ export const PAYLOAD_SCHEMAS = { birth: BirthSchema, death: DeathSchema, metrics
 export type PayloadKind = keyof typeof PAYLOAD_SCHEMAS;
 export type PayloadOf<K extends PayloadKind> = z.infer<(typeof PAYLOAD_SCHEMAS)[K]>;
 
-/** A payload over the size limit; refused before it reaches the outbox or the broker. */
+/**
+ * A payload over the size limit; refused before it reaches the outbox or the broker.
+ *
+ * @example
+ * ```ts
+ * import { PayloadTooLargeError, encodePayload } from 'edgeexit/telemetry';
+ * try {
+ *   encodePayload('metrics', window, 1024);
+ * } catch (err) {
+ *   if (err instanceof PayloadTooLargeError) console.error(err.message);
+ * }
+ * ```
+ */
 export class PayloadTooLargeError extends InputError {}
 
 function pathOf(p: readonly PropertyKey[]): string {
@@ -122,13 +134,31 @@ function issuesToProblems(where: string, issues: readonly z.core.$ZodIssue[], in
   });
 }
 
-/** Validate `value` as a `kind` payload; ValidationError lists every problem with path, expected and got. */
+/**
+ * Validate `value` as a `kind` payload; ValidationError lists every problem with path, expected and got.
+ *
+ * @example
+ * ```ts
+ * import { validatePayload } from 'edgeexit/telemetry';
+ * const death = validatePayload('death', { device: 'pi-07', bdSeq: 3, clean: true });
+ * ```
+ */
 export function validatePayload<K extends PayloadKind>(kind: K, value: unknown, where: string = kind): PayloadOf<K> {
   const r = PAYLOAD_SCHEMAS[kind].safeParse(value);
   if (!r.success) throw new ValidationError(where, issuesToProblems(where, r.error.issues, value));
   return r.data as PayloadOf<K>;
 }
 
+/**
+ * Validate a metrics window without its session fields (bdSeq, seq), as the outbox stores it;
+ * ValidationError lists every problem.
+ *
+ * @example
+ * ```ts
+ * import { validateMetricsBody } from 'edgeexit/telemetry';
+ * const body = validateMetricsBody(JSON.parse(line), 'outbox entry 12');
+ * ```
+ */
 export function validateMetricsBody(value: unknown, where = 'metrics window'): MetricsWindowBody {
   const r = MetricsWindowBodySchema.safeParse(value);
   if (!r.success) throw new ValidationError(where, issuesToProblems(where, r.error.issues, value));
@@ -142,7 +172,15 @@ export function checkSize(bytes: number, where: string, limit = MAX_PAYLOAD_BYTE
     ]);
 }
 
-/** Validate and serialise; refuses payloads over `limit` bytes. */
+/**
+ * Validate and serialise; refuses payloads over `limit` bytes.
+ *
+ * @example
+ * ```ts
+ * import { encodePayload, topicFor } from 'edgeexit/telemetry';
+ * await conn.publish(topicFor('lab', 'pi-07', 'death'), encodePayload('death', { device: 'pi-07', bdSeq: 3, clean: true }), { qos: 1 });
+ * ```
+ */
 export function encodePayload<K extends PayloadKind>(kind: K, value: PayloadOf<K>, limit = MAX_PAYLOAD_BYTES): Buffer {
   const valid = validatePayload(kind, value);
   const buf = Buffer.from(JSON.stringify(valid), 'utf8');
@@ -150,7 +188,16 @@ export function encodePayload<K extends PayloadKind>(kind: K, value: PayloadOf<K
   return buf;
 }
 
-/** Parse bytes from the wire (the collector's side); InputError for non-JSON, ValidationError for schema failures. */
+/**
+ * Parse bytes from the wire (the collector's side); InputError for non-JSON, ValidationError for schema failures.
+ *
+ * @example
+ * ```ts
+ * import { decodePayload, parseTopic } from 'edgeexit/telemetry';
+ * const t = parseTopic(message.topic);
+ * if (t?.kind === 'metrics') console.log(t.device, decodePayload('metrics', message.payload).latencyMs.endToEnd.p95);
+ * ```
+ */
 export function decodePayload<K extends PayloadKind>(kind: K, bytes: Uint8Array | string, limit = MAX_PAYLOAD_BYTES): PayloadOf<K> {
   // The wire size, checked before decoding so an oversized payload is never turned into a string.
   checkSize(typeof bytes === 'string' ? Buffer.byteLength(bytes, 'utf8') : bytes.byteLength, kind, limit);
@@ -228,6 +275,16 @@ export function checkId(what: 'fleet' | 'device', id: string): void {
     ]);
 }
 
+/**
+ * The topic a device publishes `kind` on: `edgeexit/v1/<fleet>/<device>/<kind>`; refuses ids
+ * that are not topic-safe.
+ *
+ * @example
+ * ```ts
+ * import { topicFor } from 'edgeexit/telemetry';
+ * topicFor('lab', 'pi-07', 'metrics'); // 'edgeexit/v1/lab/pi-07/metrics'
+ * ```
+ */
 export function topicFor(fleet: string, device: string, kind: TopicKind): string {
   checkId('fleet', fleet);
   checkId('device', device);
@@ -235,7 +292,16 @@ export function topicFor(fleet: string, device: string, kind: TopicKind): string
   return `${TOPIC_ROOT}/${fleet}/${device}/${kind}`;
 }
 
-/** The topic's parts, or undefined when it is not in the edgeexit namespace. */
+/**
+ * The topic's parts, or undefined when it is not in the edgeexit namespace.
+ *
+ * @example
+ * ```ts
+ * import { parseTopic } from 'edgeexit/telemetry';
+ * parseTopic('edgeexit/v1/lab/pi-07/birth'); // { fleet: 'lab', device: 'pi-07', kind: 'birth' }
+ * parseTopic('other/topic'); // undefined
+ * ```
+ */
 export function parseTopic(topic: string): ParsedTopic | undefined {
   const parts = topic.split('/');
   if (parts.length < 5 || parts[0] !== 'edgeexit' || parts[1] !== 'v1') return undefined;
@@ -246,7 +312,16 @@ export function parseTopic(topic: string): ParsedTopic | undefined {
   return undefined;
 }
 
-/** Filter for a collector: one fleet, or every fleet. */
+/**
+ * Filter for a collector: one fleet, or every fleet.
+ *
+ * @example
+ * ```ts
+ * import { subscriptionFor } from 'edgeexit/telemetry';
+ * subscriptionFor(); // 'edgeexit/v1/+/+/#'
+ * subscriptionFor('lab'); // 'edgeexit/v1/lab/+/#'
+ * ```
+ */
 export function subscriptionFor(fleet?: string): string {
   if (fleet !== undefined) checkId('fleet', fleet);
   return `${TOPIC_ROOT}/${fleet ?? '+'}/+/#`;

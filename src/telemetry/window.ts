@@ -55,6 +55,14 @@ export function nearestRank(sorted: ArrayLike<number>, n: number, q: number): nu
 /**
  * Busy time of the runtime, shared between the aggregator (which adds each inference's latency)
  * and the power-model meter (which needs the utilisation since its previous reading).
+ *
+ * @example
+ * ```ts
+ * import { BusyTime, PowerModelMeter } from 'edgeexit/telemetry';
+ * const busy = new BusyTime();
+ * const meter = new PowerModelMeter({ power: { idleWatts: 2.7, busyWatts: 6.4 }, utilisation: () => busy.utilisation() });
+ * busy.totalMs += 12; // what an aggregator does for each inference's latency
+ * ```
  */
 export class BusyTime {
   totalMs = 0;
@@ -82,6 +90,13 @@ export const THERMAL_ZONES_GLOB = '/sys/class/thermal/thermal_zone*';
  * Reads the hottest thermal zone in °C (the hottest is the one that throttles), or undefined
  * where none is readable (containers, VMs). Zones are found once; a zone that fails to read is
  * skipped rather than failing the window.
+ *
+ * @example
+ * ```ts
+ * import { thermalReader } from 'edgeexit/telemetry';
+ * const hottest = thermalReader();
+ * console.log(await hottest()); // e.g. 52.1, or undefined in a container
+ * ```
  */
 export function thermalReader(root = '/'): () => Promise<number | undefined> {
   let zones: Promise<string[]> | undefined;
@@ -134,6 +149,23 @@ const round = (x: number, digits: number): number => {
   return Math.round(x * f) / f;
 };
 
+/**
+ * Folds inferences into metric windows: count, exit histogram, latency percentiles per stage and
+ * end to end, energy from the meter, temperature and accuracy; a window closes every `windowMs`
+ * or at `maxCount` inferences and goes to `onWindow`.
+ *
+ * @example
+ * ```ts
+ * import { PowerModelMeter, WindowAggregator } from 'edgeexit/telemetry';
+ * const agg = await WindowAggregator.start({
+ *   exits: 3, stages: 3, windowMs: 10_000,
+ *   meter: new PowerModelMeter({ power: { idleWatts: 2.7, busyWatts: 6.4 } }),
+ *   onWindow: (w) => console.log(w.count, w.exitHistogram),
+ * });
+ * agg.add({ exit: 1, stageLatencyMs: [0.2, 0.5], latencyMs: 0.7 }, true);
+ * await agg.close();
+ * ```
+ */
 export class WindowAggregator {
   readonly windowMs: number;
   readonly maxCount: number;

@@ -289,3 +289,52 @@ describe('parsePreprocessSpec', () => {
     expect(v.message.split('\n')[0]).toBe('model.onnx: edgeexit.preprocess: 5 problems');
   });
 });
+
+describe('preprocess spec: resize policy', () => {
+  const base = { colorspace: 'gray', size: [28, 28], scale: 1 / 255, mean: [0], std: [1] };
+
+  it('is read when given, absent (stretch) when not, and refused when unknown', () => {
+    expect(parsePreprocessSpec({ ...base, resize: 'cover' }).resize).toBe('cover');
+    expect('resize' in parsePreprocessSpec(base)).toBe(false);
+    let err: unknown;
+    try {
+      parsePreprocessSpec({ ...base, resize: 'crop' }, 'm.onnx: edgeexit.preprocess');
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(ValidationError);
+    expect((err as ValidationError).problems).toEqual([
+      expect.objectContaining({ where: 'm.onnx: edgeexit.preprocess: resize', got: '"crop"', expected: expect.stringContaining('"stretch", "cover", "contain"') }),
+    ]);
+  });
+
+  it("prepareBatch fits images by the spec's policy and lists the ones stretched to another aspect ratio", async () => {
+    // 84×28: three 28-wide bands 0 | 128 | 255; a 28×28 image of the same bands has the model's aspect.
+    const wide = await encode(columns(84, 28, (x) => (x < 28 ? 0 : x < 56 ? 128 : 255)));
+    const square = await encode(columns(30, 30, (x) => (x < 10 ? 0 : x < 20 ? 128 : 255)));
+    const spec = (resize?: 'stretch' | 'cover' | 'contain'): PreprocessSpec =>
+      parsePreprocessSpec({ ...base, ...(resize ? { resize } : {}) });
+
+    const stretched = await prepareBatch([wide, square], spec(), { concurrency: 1 });
+    expect(stretched.stretched).toEqual([{ index: 0, name: 'image #0', width: 84, height: 28 }]);
+    // Stretch keeps all three bands in one row; cover keeps only the middle one.
+    const row0 = (b: typeof stretched): number[] => Array.from(b.tensor.data.subarray(14 * 28, 15 * 28), (v) => Math.round(v * 255));
+    expect([2, 14, 25].map((x) => row0(stretched)[x])).toEqual([0, 128, 255]);
+
+    const cover = await prepareBatch([wide], spec('cover'), { concurrency: 1 });
+    expect(new Set(row0(cover))).toEqual(new Set([128]));
+    expect(cover.stretched).toEqual([]);
+    const contain = await prepareBatch([wide], spec('contain'), { concurrency: 1 });
+    expect(Array.from(contain.tensor.data.subarray(0, 28))).toEqual(new Array(28).fill(0));
+    expect(contain.stretched).toEqual([]);
+    // A per-call policy still overrides the spec's.
+    const override = await prepareBatch([wide], spec('cover'), { resize: 'stretch', concurrency: 1 });
+    expect(override.stretched).toHaveLength(1);
+  });
+
+  it('a raw frame of another aspect ratio counts as stretched; one of the same aspect does not', async () => {
+    const frame = (w: number, h: number): ImageInput => ({ kind: 'raw', pixels: columns(w, h, () => 50), name: `frame ${w}x${h}` });
+    const r = await prepareBatch([frame(64, 48), frame(56, 56)], parsePreprocessSpec(base));
+    expect(r.stretched).toEqual([{ index: 0, name: 'frame 64x48', width: 64, height: 48 }]);
+  });
+});

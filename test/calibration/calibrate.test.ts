@@ -3,10 +3,11 @@
 // thresholds written into the manifest, the held-out check, the report files and plot, the
 // unreachable-target error, signing, and the CLI.
 import { promises as fsp } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { calibrate, stratifiedSplit } from '../../src/calibration/calibrate.js';
-import { modelStageLatency } from '../../src/calibration/latency.js';
+import { hostMatchesDevice, modelStageLatency } from '../../src/calibration/latency.js';
 import { TargetUnreachableError } from '../../src/calibration/search.js';
 import { parseLatency, targetOf } from '../../src/cli/commands/calibrate.js';
 import { loadBundle } from '../../src/runtime/bundle-runner.js';
@@ -142,17 +143,80 @@ describe('calibrate (model latency, rpi4)', () => {
     }
   }, 120_000);
 
-  it('through the CLI: prints the table and the latency source', async () => {
+  it('through the CLI: prints the table and the latency source; a held-out miss is reported, leaves the bundle and exits 1 unless --allow-miss', async () => {
     const bundle = await copyBundle(signedBundle, path.join(dir, 'b4'), false);
+    const before = await fsp.readFile(path.join(bundle, 'manifest.json'));
+    // A p90 target halfway between stage 0 and the whole model: met on the 140 fit images, missed
+    // on the 60 held out (deterministic: cost-model latency, fixed split).
     const target = (stage0 + full) / 2;
-    const r = await runCli('calibrate', bundle, '--data', FMNIST, '--target-latency', `${target.toFixed(3)}ms`, '--percentile', '90', '--latency-source', 'model', '--limit', '200', '--out', path.join(dir, 'r4'));
-    expect(r.code, r.err).toBe(0);
+    const args = ['calibrate', bundle, '--data', FMNIST, '--target-latency', `${target.toFixed(3)}ms`, '--percentile', '90', '--latency-source', 'model', '--limit', '200', '--out', path.join(dir, 'r4')];
+    const r = await runCli(...args);
+    expect(r.code, r.err).toBe(1);
     expect(r.out).toMatch(/achieved \(held out\)/);
     expect(r.out).toMatch(/oracle bound/);
     expect(r.out).toMatch(/latency\s+model: estimate/);
+    expect(r.out).toMatch(/MISSED\s+held-out p90 latency 0\.\d+ ms > target 0\.\d+ ms/);
+    expect(r.out).toMatch(/left as it was \(the target was missed\)/);
+    expect(r.err).toMatch(/warning: calibration missed its target on the held-out images: held-out p90 latency/);
+    expect(r.err).toMatch(/error: calibrate .*: missed the target on the held-out images.*\(fix: loosen the target, calibrate on more images, or pass --allow-miss/);
+    expect(await fsp.readFile(path.join(bundle, 'manifest.json'))).toEqual(before);
+    const md = await fsp.readFile(path.join(dir, 'r4', 'calibration.md'), 'utf8');
+    expect(md).toMatch(/\*\*MISSED the target on the held-out images: held-out p90 latency .* The bundle was left as it was\./);
+    const json = JSON.parse(await fsp.readFile(path.join(dir, 'r4', 'calibration.json'), 'utf8')) as { miss?: string; bundleUpdated: boolean };
+    expect(json.bundleUpdated).toBe(false);
+    expect(json.miss).toMatch(/p90 latency/);
+
+    const allowed = await runCli(...args, '--allow-miss');
+    expect(allowed.code, allowed.err).toBe(0);
+    expect(allowed.err).toMatch(/warning: calibration missed its target.*thresholds written anyway \(--allow-miss\)/);
+    const m = parseManifest(await fsp.readFile(path.join(bundle, 'manifest.json')));
+    expect(m.exitPolicy.thresholds).toHaveLength(2);
+    expect(await fsp.readFile(path.join(dir, 'r4', 'calibration.md'), 'utf8')).toMatch(/Thresholds written anyway \(--allow-miss\)/);
+
     const bad = await runCli('calibrate', bundle, '--data', FMNIST, '--target-latency', 'soon');
     expect(bad.code).toBe(2);
     expect(bad.err).toMatch(/--target-latency/);
+  }, 120_000);
+
+  it('an accuracy budget missed on the held-out images is a miss too (calibrate() reports it and leaves the bundle)', async () => {
+    const bundle = await copyBundle(signedBundle, path.join(dir, 'b6'), false);
+    const before = await fsp.readFile(path.join(bundle, 'manifest.json'));
+    const r = await calibrate({ bundle, data: FMNIST, target: { kind: 'accuracy-drop', maxDropPp: 0.2 }, margin: 0, latencySource: 'model', limit: 200, out: path.join(dir, 'r6'), onProgress: () => undefined });
+    expect(r.miss).toMatch(/^held-out accuracy \d+\.\d+% is \d+\.\d+ pp under the last exit's \d+\.\d+% > allowed 0\.2 pp$/);
+    expect(r.bundleUpdated).toBe(false);
+    expect(r.warnings.some((w) => w.includes(r.miss!))).toBe(true);
+    expect(await fsp.readFile(path.join(bundle, 'manifest.json'))).toEqual(before);
+  }, 120_000);
+});
+
+const rpi4 = await loadDeviceProfile('rpi4');
+describe.skipIf(hostMatchesDevice(rpi4).same)('the latency source when the bundle is for another machine (rpi4 here)', () => {
+  it('hostMatchesDevice compares CPU architecture and count', () => {
+    const cpus = os.availableParallelism();
+    const like = (arch: 'arm64' | 'x64', cores: number) => ({ ...rpi4, cpu: { ...rpi4.cpu, arch, cores } });
+    const here = process.arch as 'arm64' | 'x64';
+    expect(hostMatchesDevice(like(here, cpus)).same).toBe(true);
+    expect(hostMatchesDevice(like(here, cpus + 1)).same).toBe(false);
+    expect(hostMatchesDevice(like(here === 'x64' ? 'arm64' : 'x64', cpus)).same).toBe(false);
+    expect(hostMatchesDevice(rpi4).device).toBe('rpi4 (arm64, 4 cores)');
+  });
+
+  it("defaults to the device's cost model and says so; measuring here needs asking and warns, on the console and in calibration.md", async () => {
+    const bundle = await copyBundle(signedBundle, path.join(dir, 'b5'), false);
+    const target = stage0 + 0.4 * (full - stage0); // in rpi4 cost-model ms: met on the held-out images at 600
+    const d = await runCli('calibrate', bundle, '--data', FMNIST, '--target-latency', `${target}ms`, '--limit', '600', '--out', path.join(dir, 'r5d'));
+    expect(d.code, d.err).toBe(0);
+    expect(d.out).toMatch(/latency\s+model: estimate from device profile rpi4 cost model/);
+    expect(d.out).toContain(`default: the bundle targets rpi4 (arm64, 4 cores), not this host (${hostMatchesDevice(rpi4).host})`);
+    expect(d.err).not.toMatch(/warning/);
+    expect(await fsp.readFile(path.join(dir, 'r5d', 'calibration.md'), 'utf8')).toMatch(/latency source: \*\*model\*\*.*default: the bundle targets rpi4/);
+
+    // This host's timings are not the target's: --allow-miss keeps the point on the warning.
+    const m = await runCli('calibrate', bundle, '--data', FMNIST, '--max-accuracy-drop', '5', '--limit', '200', '--latency-source', 'measure', '--runs', '5', '--allow-miss', '--out', path.join(dir, 'r5m'));
+    expect(m.code, m.err).toBe(0);
+    expect(m.out).toMatch(/latency\s+measure: this host/);
+    expect(m.err).toMatch(/warning: --latency-source measure times this host \(.*\), but the bundle targets rpi4 \(arm64, 4 cores\): the thresholds will fit this machine's timings, not the device's \(fix: --latency-source model/);
+    expect(await fsp.readFile(path.join(dir, 'r5m', 'calibration.md'), 'utf8')).toMatch(/> warning: --latency-source measure times this host/);
   }, 120_000);
 });
 

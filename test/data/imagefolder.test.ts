@@ -4,6 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import sharp from 'sharp';
 import { folderNameForLabel, scanImageFolder } from '../../src/data/imagefolder.js';
+import { LABEL_MATCH_RULE, labelMatcher, renameHints } from '../../src/data/labels.js';
 import { prepareBatch } from '../../src/backends/image.js';
 import { InputError } from '../../src/util/errors.js';
 
@@ -84,15 +85,29 @@ describe('scanImageFolder', () => {
     expect(f.items.map((i) => i.label)).toEqual([0, 1]);
   });
 
-  it('a folder that is not a label: error lists the labels and hints at a case fix', async () => {
+  it('a folder that is not a label: error states the rule, lists the labels and gives a hint for every such folder', async () => {
     const img = await png(10);
-    const dir = await tree('unknown', { 'Dark/1.png': img, 'light/1.png': img, 'cats/1.png': img });
-    const err = await rejection(scanImageFolder(dir, { labels: ['dark', 'light'] }));
+    const dir = await tree('unknown', { 'Dark/1.png': img, 'ligth/1.png': img, 'cats/1.png': img, 'ankle-boot/1.png': img });
+    const err = await rejection(scanImageFolder(dir, { labels: ['dark', 'light', 'Ankle boot', 'bag'] }));
     expect(err).toBeInstanceOf(InputError);
     expect(err.message).toBe(
-      `${dir}: subfolders "Dark", "cats" are not a label of the model expected subfolders named after the labels:` +
-        ` "dark", "light" got "Dark", "cats", "light" (fix: rename "Dark" to "dark")`,
+      `${dir}: subfolders "cats", "ligth" match no label of the model (${LABEL_MATCH_RULE})` +
+        ` expected subfolders named after the labels: "dark", "light", "Ankle boot", "bag" got "Dark", "ankle-boot", "cats", "ligth"` +
+        ` (fix: rename "cats" to one of "light", "bag" (labels with no folder) or remove it; rename "ligth" to "light")`,
     );
+  });
+
+  it('one rule: case, separators and punctuation do not matter; exact names win over loose ones', async () => {
+    const img = await png(10);
+    const labels = ['T-shirt/top', 'Ankle boot', 'a-b', 'ab'];
+    const dir = await tree('rule', { 'tshirt_top/1.png': img, 'ANKLE_BOOT/1.png': img, 'a-b/1.png': img, 'ab/1.png': img });
+    const f = await scanImageFolder(dir, { labels });
+    expect(f.counts).toEqual([1, 1, 1, 1]);
+    const m = labelMatcher(labels);
+    expect(['T-shirt_top', 'T-shirt top', 't_shirt-top', 'Ankle-Boot'].map((n) => m.indexOf(n))).toEqual([0, 0, 0, 1]);
+    // 'a-b' and 'ab' share a loose form: only their exact names tell them apart.
+    expect([m.indexOf('a-b'), m.indexOf('ab'), m.indexOf('A_B')]).toEqual([2, 3, undefined]);
+    expect(renameHints(['T-shirt', 'ankle'], labels)).toEqual(['rename "T-shirt" to "T-shirt_top"', 'rename "ankle" to "Ankle boot"']);
   });
 
   it('an empty class folder is named with what was expected', async () => {

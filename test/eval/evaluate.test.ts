@@ -4,7 +4,11 @@ import os from 'node:os';
 import path from 'node:path';
 import zlib from 'node:zlib';
 import sharp from 'sharp';
-import { encodeIdx } from '../../src/data/idx.js';
+import type { PreprocessSpec } from '../../src/backends/image.js';
+import { FASHION_MNIST_CLASSES, encodeIdx } from '../../src/data/idx.js';
+import { LABEL_MATCH_RULE } from '../../src/data/labels.js';
+import { writeRelabelled } from '../fixtures/data/relabel.js';
+import { REPO, ZOO } from '../compiler/helpers.js';
 import { evaluateModel, type EvalProgress, type EvaluationResult } from '../../src/eval/evaluate.js';
 import { InputError, UnsupportedError } from '../../src/util/errors.js';
 import {
@@ -79,12 +83,12 @@ describe('evaluateModel on IDX', () => {
       model: TWO_EXIT_MODEL,
       data: { kind: 'idx', split: 'test', dir: idxDir },
       preprocess: TWO_EXIT_SPEC,
-      labels: TWO_EXIT_LABELS,
       batchSize: 3, // 3+3+3+1: batches, including a short last one
       onProgress: (p) => progress.push(p),
     });
     expectHandComputed(r);
-    expect(r.classes).toEqual(['dark', 'light']);
+    // Without labels an IDX split keeps its own class indices (Fashion-MNIST's names).
+    expect(r.classes).toBe(FASHION_MNIST_CLASSES);
     expect(r.skipped).toEqual([]);
     expect(progress.map((p) => p.done)).toEqual([3, 6, 9, 10]);
     expect(progress.every((p) => p.total === 10 && p.skipped === 0)).toBe(true);
@@ -105,7 +109,6 @@ describe('evaluateModel on IDX', () => {
       model: TWO_EXIT_MODEL,
       data: { kind: 'idx', split: 'test', dir: idxDir },
       preprocess: TWO_EXIT_SPEC,
-      labels: TWO_EXIT_LABELS,
       limit: 5, // 4 'both' + 1 'first'
     });
     expect(r.count).toBe(5);
@@ -119,7 +122,6 @@ describe('evaluateModel on IDX', () => {
       model: TWO_EXIT_MODEL,
       data: { kind: 'idx', split: 'test', dir: idxDir },
       preprocess: TWO_EXIT_SPEC,
-      labels: TWO_EXIT_LABELS,
       exits: ['exit1', 'exit0'],
     });
     expect(r.exits.map((e) => [e.name, e.correct])).toEqual([
@@ -130,12 +132,27 @@ describe('evaluateModel on IDX', () => {
     expect(r.oracle.noneCount).toBe(2);
   });
 
-  it('labels that do not match the logits are refused', async () => {
+  it('labels that name no Fashion-MNIST class are refused, naming them, the rule and the fix', async () => {
     const run = evaluateModel({
       model: TWO_EXIT_MODEL,
       data: { kind: 'idx', split: 'test', dir: idxDir },
       preprocess: TWO_EXIT_SPEC,
-      labels: ['a', 'b', 'c'],
+      labels: TWO_EXIT_LABELS,
+    });
+    await expect(run).rejects.toBeInstanceOf(InputError);
+    await expect(run).rejects.toThrow(
+      `${TWO_EXIT_MODEL}: edgeexit.labels: cannot map the model's labels onto the Fashion-MNIST classes by name: labels "dark", "light" name no Fashion-MNIST class; no label for "T-shirt/top", "Trouser",`,
+    );
+    await expect(run).rejects.toThrow(LABEL_MATCH_RULE);
+    await expect(run).rejects.toThrow('(fix: name the labels after the Fashion-MNIST classes when exporting the model, or evaluate on an ImageFolder');
+  });
+
+  it('labels that do not match the logits are refused', async () => {
+    const run = evaluateModel({
+      model: TWO_EXIT_MODEL,
+      data: { kind: 'imagefolder', dir: folderDir },
+      preprocess: TWO_EXIT_SPEC,
+      labels: ['dark', 'light', 'grey'],
     });
     await expect(run).rejects.toBeInstanceOf(InputError);
     await expect(run).rejects.toThrow(`${TWO_EXIT_MODEL}: 3 labels given but output 'exit0' has 2 classes`);
@@ -210,5 +227,69 @@ describe('evaluateModel on an ImageFolder', () => {
     const run = evaluateModel({ model: TWO_EXIT_MODEL, data: { kind: 'imagefolder', dir }, preprocess: TWO_EXIT_SPEC });
     await expect(run).rejects.toBeInstanceOf(InputError);
     await expect(run).rejects.toThrow(`${dir}: no sample could be evaluated (1 unreadable, first: ${path.join(dir, 'dark', 'x.png')}: cannot decode image`);
+  });
+});
+
+describe('the built-in Fashion-MNIST set maps classes by label name, not by index', () => {
+  // The zoo model's labels are Fashion-MNIST's in its own order; the twin puts them in
+  // alphabetical order (as a torchvision ImageFolder export would) and permutes its logits to match.
+  const CALIB = path.join(REPO, 'calibration', 'fashion-mnist');
+  const FOLDER_CLASS: Record<string, number> = { tshirt_top: 0, trouser: 1, pullover: 2, dress: 3, coat: 4, sandal: 5, shirt: 6, sneaker: 7, bag: 8, ankle_boot: 9 };
+  let fmDir: string;
+  let twin: string;
+  let twinLabels: string[];
+  let zooLabels: string[];
+
+  beforeAll(async () => {
+    // A 200-image IDX test split from the committed calibration PNGs (20 per class).
+    fmDir = path.join(root, 'fm-idx');
+    await fsp.mkdir(fmDir, { recursive: true });
+    const pixels: number[] = [];
+    const labels: number[] = [];
+    for (const [folder, k] of Object.entries(FOLDER_CLASS)) {
+      const files = (await fsp.readdir(path.join(CALIB, folder))).filter((f) => f.endsWith('.png')).sort().slice(0, 20);
+      for (const f of files) {
+        const raw = await sharp(path.join(CALIB, folder, f)).greyscale().raw().toBuffer();
+        pixels.push(...raw);
+        labels.push(k);
+      }
+    }
+    await fsp.writeFile(path.join(fmDir, 't10k-images-idx3-ubyte'), encodeIdx([labels.length, 28, 28], Uint8Array.from(pixels)));
+    await fsp.writeFile(path.join(fmDir, 't10k-labels-idx1-ubyte'), encodeIdx([labels.length], Uint8Array.from(labels)));
+    zooLabels = JSON.parse((await import('../../src/onnx/index.js').then((m) => m.readModel(ZOO))).getMetadata('edgeexit.labels')!) as string[];
+    const alphabetical = zooLabels.map((_, i) => i).sort((a, b) => (zooLabels[a]! < zooLabels[b]! ? -1 : 1));
+    twin = path.join(root, 'zoo-alphabetical.onnx');
+    twinLabels = await writeRelabelled(ZOO, twin, { perm: alphabetical });
+  }, 60_000);
+
+  it('a model with its labels in another order scores the same as its reordered twin', async () => {
+    expect(twinLabels).not.toEqual(zooLabels);
+    expect(twinLabels[0]).toBe('ankle_boot');
+    const spec: PreprocessSpec = { colorspace: 'gray', size: [28, 28], scale: 1 / 255, mean: [0.286], std: [0.353] };
+    const data = { kind: 'idx', split: 'test', dir: fmDir } as const;
+    const a = await evaluateModel({ model: ZOO, data, preprocess: spec, labels: zooLabels });
+    const b = await evaluateModel({ model: twin, data, preprocess: spec, labels: twinLabels });
+    expect(a.count).toBe(200);
+    expect(b.exits.map((e) => e.correct)).toEqual(a.exits.map((e) => e.correct));
+    expect(Array.from(b.samples.correct)).toEqual(Array.from(a.samples.correct));
+    // A real score, not chance: the zoo model's last exit gets most of its training classes right.
+    expect(a.exits.at(-1)!.accuracy).toBeGreaterThan(0.6);
+    // Same answers under each model's own label names.
+    const names = (r: EvaluationResult) => Array.from(r.samples.predictions, (p) => r.classes[p]);
+    expect(names(b)).toEqual(names(a));
+  });
+
+  it("official Fashion-MNIST names ('T-shirt/top', 'Ankle boot') map too; an unknown label is refused", async () => {
+    const official = path.join(root, 'zoo-official-names.onnx');
+    await writeRelabelled(ZOO, official, { labels: FASHION_MNIST_CLASSES });
+    const spec: PreprocessSpec = { colorspace: 'gray', size: [28, 28], scale: 1 / 255, mean: [0.286], std: [0.353] };
+    const data = { kind: 'idx', split: 'test', dir: fmDir } as const;
+    const a = await evaluateModel({ model: ZOO, data, preprocess: spec, labels: zooLabels, limit: 50 });
+    const c = await evaluateModel({ model: official, data, preprocess: spec, labels: FASHION_MNIST_CLASSES, limit: 50 });
+    expect(c.exits.map((e) => e.correct)).toEqual(a.exits.map((e) => e.correct));
+    const bad = [...zooLabels.slice(0, 9), 'boot'];
+    await expect(evaluateModel({ model: ZOO, data, preprocess: spec, labels: bad })).rejects.toThrow(
+      /label "boot" names no Fashion-MNIST class; no label for "Ankle boot"/,
+    );
   });
 });

@@ -33,7 +33,8 @@ beforeAll(async () => {
 describe('edgeexit run', () => {
   it('--json prints one object per input with file, label, exit, confidence and latencyMs', async () => {
     const r = await runCli('run', bundle, folder, '--json', '--threshold', '0.9,0.9', '--threads', '1', '--batch', '2');
-    expect(r.err).toBe('');
+    // The only thing on stderr: the 40×30 image is stretched to the model's 28×28 (one line).
+    expect(r.err).toBe(`warn: ${path.join(folder, 'c.png')} is 40×30 but the model reads 28×28: resize policy 'stretch' distorts its aspect ratio (fix: set "resize": "cover" or "contain" in the model's edgeexit.preprocess and compile again, or crop the images first)`);
     expect(r.code).toBe(0);
     const lines = r.out.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
     expect(lines.map((l) => path.relative(folder, l.file as string))).toEqual(['a.png', 'b.png', 'c.png', path.join('sub', 'a.png')]);

@@ -1,6 +1,6 @@
 // The requirement helper: a missing program is reported with the apt package that brings it.
 import { describe, expect, it } from 'vitest';
-import { MOSQUITTO, need } from './require.js';
+import { need } from './require.js';
 
 describe('need', () => {
   it('names what is missing, where it looked and the apt-get line; get() throws it', () => {
@@ -15,7 +15,9 @@ describe('need', () => {
     expect(n.get()).toBe(process.execPath);
   });
 
-  it('mosquitto is looked for where Debian puts it', () => {
-    expect(MOSQUITTO.problem).toMatch(/\/usr\/sbin\/mosquitto.*apt-get install mosquitto /);
+  it('a path whose check fails counts as missing, with the reason', () => {
+    const n = need({ what: 'node with frob', apt: 'node-frob', paths: [process.execPath], check: () => 'cannot load frob' });
+    expect(n.path).toBeUndefined();
+    expect(n.problem).toBe('node with frob cannot load frob: apt-get install node-frob (.ci/run does)');
   });
 });

@@ -15,6 +15,8 @@ export interface Requirement {
   apt: string;
   /** Where to look; the first that exists is used. */
   paths: readonly string[];
+  /** A further check on the path found (e.g. that a module imports): the reason it fails, or undefined. */
+  check?: (path: string) => string | undefined;
 }
 
 /** A requirement as found on this machine, with suite wrappers that skip or fail when it is missing. */
@@ -42,8 +44,10 @@ export const IN_CI = !['', '0', 'false'].includes((process.env.CI ?? '').toLower
  * TOOL.describe('metrics exposition', () => { it('…', () => run(TOOL.get())); });
  */
 export function need(r: Requirement): Need {
-  const found = r.paths.find((p) => existsSync(p));
-  const problem = `${r.what} not found (looked at ${r.paths.join(', ')}): apt-get install ${r.apt} (.ci/run does)`;
+  const existing = r.paths.find((p) => existsSync(p));
+  const why = existing === undefined ? `not found (looked at ${r.paths.join(', ')})` : r.check?.(existing);
+  const found = why === undefined ? existing : undefined;
+  const problem = `${r.what} ${why ?? 'found'}: apt-get install ${r.apt} (.ci/run does)`;
   const fail = (): never => {
     throw new Error(problem);
   };

@@ -56,16 +56,34 @@ beforeAll(async () => {
   images = await fmnistImages(3); // 30 PNGs, 3 per class folder
 }, 180_000);
 
-describe('run --telemetry to the embedded aedes broker (MQTT 3.1.1 only)', () => {
-  it('lands in the collector with --mqtt-version 4; without it the warning says to add it', async () => {
+describe("run --telemetry and agent to `collect`'s embedded aedes broker (MQTT 3.1.1 only), no extra flags", () => {
+  it('run and agent negotiate 3.1.1 and land in the collector; a forced --mqtt-version 5 is refused with the fix; a bad version is refused', async () => {
     const collector = await startCollector({ dbFile: path.join(dir, 'aedes.db'), port: 0, host: '127.0.0.1', onLog: () => undefined });
     try {
-      const v5 = await runCli('run', bundle, ...images.slice(0, 3), '--threads', '1', '--telemetry', collector.url, '--device-id', 'pi-v5', '--state-dir', path.join(dir, 'state-v5'), '--drain-timeout', '300ms');
-      expect(v5.code).toBe(0);
-      expect(v5.err).toMatch(/Unacceptable protocol version.*add --mqtt-version 4/);
-      const v4 = await runCli('run', bundle, ...images.slice(0, 7), '--threads', '1', '--telemetry', collector.url, '--mqtt-version', '4', '--device-id', 'pi-v4', '--state-dir', path.join(dir, 'state-v4'));
-      expect(v4.code, v4.err).toBe(0);
-      await until(() => collector.store.totals().find((t) => t.device === 'pi-v4')?.count === 7, '7 inferences stored');
+      const run = await runCli('run', bundle, ...images.slice(0, 7), '--threads', '1', '--telemetry', collector.url, '--device-id', 'pi-auto', '--state-dir', path.join(dir, 'state-auto'));
+      expect(run.code, run.err).toBe(0);
+      expect(run.err).toMatch(/telemetry: 1 window from default\/pi-auto to mqtt:\/\/127\.0\.0\.1:\d+, all acknowledged/);
+      await until(() => collector.store.totals().find((t) => t.device === 'pi-auto')?.count === 7, '7 inferences stored');
+
+      const watch = path.join(dir, 'agent-auto-in');
+      await fsp.mkdir(watch, { recursive: true });
+      for (const f of images.slice(0, 3)) await fsp.copyFile(f, path.join(watch, path.basename(f)));
+      const ac = new AbortController();
+      let seen = 0;
+      const done = agentCommand(
+        { bundle, watch, loop: true, telemetry: collector.url, deviceId: 'pi-agent-auto', stateDir: path.join(dir, 'state-agent-auto'), threads: 1, pollMs: 50, onItems: (items) => (seen += items.length) },
+        { out: () => undefined, err: () => undefined },
+        ac.signal,
+      );
+      await until(() => seen >= 3, 'the agent classified the folder');
+      ac.abort();
+      const a = await done;
+      expect(a.telemetry.queued).toBe(0);
+      await until(() => collector.store.totals().find((t) => t.device === 'pi-agent-auto')?.count === a.stats.classified, 'the agent inferences stored');
+
+      const v5 = await runCli('run', bundle, ...images.slice(0, 3), '--threads', '1', '--telemetry', collector.url, '--mqtt-version', '5', '--device-id', 'pi-v5', '--state-dir', path.join(dir, 'state-v5'), '--drain-timeout', '300ms');
+      expect(v5.code).toBe(75);
+      expect(v5.err).toMatch(/Unacceptable protocol version.*drop --mqtt-version to let the device negotiate it/);
       const bad = await runCli('run', bundle, images[0]!, '--telemetry', collector.url, '--mqtt-version', '3');
       expect(bad.code).toBe(2);
       expect(bad.err).toMatch(/--mqtt-version: expected 5 \(MQTT 5\) or 4 \(MQTT 3\.1\.1\), got 3/);
@@ -206,11 +224,14 @@ MOSQUITTO.describe('device telemetry end to end (Mosquitto)', () => {
     await until(() => totalsOf('pi-loop')?.count === r.stats.classified, 'every inference stored');
   });
 
-  it('an unreachable broker: the run succeeds, says where the windows wait, and the next run delivers them', async () => {
+  it('an unreachable broker: the run classifies, says where the windows wait, exits 75, and the next run delivers them', async () => {
     const state = path.join(dir, 'state-offline');
     const dead = `mqtt://127.0.0.1:${await closedPort()}`;
     const a = await runCli('run', bundle, ...images.slice(0, 10), '--threads', '1', '--telemetry', dead, '--fleet', FLEET, '--device-id', 'pi-offline', '--state-dir', state, '--drain-timeout', '300ms');
-    expect(a.code, a.err).toBe(0);
+    expect(a.code, a.err).toBe(75);
+    expect(a.out).toMatch(/exits\s+0 \(/); // the results were printed all the same
+    expect(a.err).toMatch(/error: --telemetry mqtt:\/\/127\.0\.0\.1:\d+: 1 of the telemetry windows were not acknowledged within 0\.3 s/);
+    expect(a.err).toMatch(/\(fix: check that the broker is up and reachable, then send them with the next `edgeexit run` or `edgeexit agent` with --state-dir /);
     expect(a.err).toMatch(/warn: telemetry: 1 window from lab\/pi-offline to mqtt:\/\/127\.0\.0\.1:\d+: 1 not acknowledged within 0\.3 s \(last error: cannot connect to/);
     expect(a.err).toContain(`they stay in ${path.join(state, 'outbox')}`);
     const box = await Outbox.open(path.join(state, 'outbox'));

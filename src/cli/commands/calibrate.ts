@@ -4,7 +4,7 @@
 // src/calibration/calibrate.ts; this file parses flags and prints.
 import { calibrate, type CalibrationReport } from '../../calibration/calibrate.js';
 import type { SearchTarget } from '../../calibration/search.js';
-import { InputError, formatProblem, show } from '../../util/errors.js';
+import { EdgeExitError, InputError, formatProblem, show } from '../../util/errors.js';
 import type { CliIO } from '../io.js';
 import { defineCommand, type AnyCommandBody } from '../command.js';
 import { pct, table } from '../format.js';
@@ -24,6 +24,7 @@ export interface CalibrateCommandOptions {
   out?: string;
   limit?: number;
   runs?: number;
+  allowMiss?: boolean;
   json?: boolean;
 }
 
@@ -61,12 +62,14 @@ export function renderCalibration(r: CalibrationReport): string {
     '',
     `target    ${tgt}`,
     `latency   ${r.latency.source}: ${r.latency.description}; stages ${r.latency.stageMs.map(ms).join(', ')} ms (batch ${r.latency.batch}, ${r.latency.stat})`,
+    `          ${r.latency.why}`,
     `images    ${r.images.fit} fit, ${r.images.heldOut} held out`,
     `policy    max-prob thresholds ${r.thresholds.join(', ')}; temperatures ${r.temperatures.join(', ')}`,
     ...(r.policy ? [`run order ${r.policy.chosen} (cbnet ${(r.policy.cbnet.accuracy * 100).toFixed(2)}% at ${ms(r.policy.cbnet.meanMs)} ms; hybrid ${(r.policy.hybrid.accuracy * 100).toFixed(2)}% at ${ms(r.policy.hybrid.meanMs)} ms, fit split)`] : []),
     ...(r.aimedDropPp ? [`margin    budget ${r.aimedDropPp.budgetPp} pp, aimed at ${r.aimedDropPp.aimedPp.toFixed(2)} pp (${r.aimedDropPp.marginStderrs} × standard error ${r.aimedDropPp.stderrPp.toFixed(2)} pp)`] : []),
     `search    ${r.search.strategy}, ${r.search.evaluated} policies in ${r.search.ms.toFixed(1)} ms`,
-    `bundle    ${r.bundle}: manifest updated; ${r.signature === 'resigned' ? 're-signed' : 'unsigned'}`,
+    ...(r.miss ? [`MISSED    ${r.miss}`] : []),
+    r.bundleUpdated ? `bundle    ${r.bundle}: manifest updated; ${r.signature === 'resigned' ? 're-signed' : 'unsigned'}` : `bundle    ${r.bundle}: left as it was (the target was missed)`,
     `report    ${r.files.markdown}, ${r.files.json}, ${r.files.svg}`,
   ].join('\n');
 }
@@ -77,7 +80,8 @@ export async function calibrateCommand(o: CalibrateCommandOptions, io: CliIO): P
     bundle: o.bundle,
     data: o.data,
     target,
-    latencySource: o.latencySource ?? 'measure',
+    ...(o.latencySource !== undefined ? { latencySource: o.latencySource } : {}),
+    ...(o.allowMiss ? { allowMiss: true } : {}),
     ...(o.device !== undefined ? { device: o.device } : {}),
     ...(o.holdout !== undefined ? { holdout: o.holdout } : {}),
     ...(o.margin !== undefined ? { margin: o.margin } : {}),
@@ -89,6 +93,15 @@ export async function calibrateCommand(o: CalibrateCommandOptions, io: CliIO): P
     onProgress: (l) => io.err(l),
   });
   io.out(o.json ? JSON.stringify(r, null, 2) : renderCalibration(r));
+  if (r.miss && !o.allowMiss) {
+    throw new EdgeExitError(
+      formatProblem({
+        where: `calibrate ${o.bundle}`,
+        message: `missed the target on the held-out images: ${r.miss}; the bundle was left as it was (report: ${r.files.markdown})`,
+        fix: 'loosen the target, calibrate on more images, or pass --allow-miss to write these thresholds anyway',
+      }),
+    );
+  }
   return r;
 }
 
@@ -101,7 +114,7 @@ export function calibrateModule(io: CliIO): AnyCommandBody {
         .option('target-latency', { type: 'string', describe: 'Latency budget per image, e.g. 2ms (mean, or --percentile)' })
         .option('percentile', { type: 'number', describe: 'Constrain this percentile of per-image latency instead of the mean (e.g. 95)' })
         .option('max-accuracy-drop', { type: 'number', describe: 'Instead of a latency target: lowest latency within this many pp of the last exit' })
-        .option('latency-source', { type: 'string', describe: "measure (here), model (the device profile's cost model: an estimate), or a profile file from `edgeexit profile` (default measure)" })
+        .option('latency-source', { type: 'string', describe: "measure (here), model (the device profile's cost model: an estimate), or a profile file from `edgeexit profile` (default: measure when this host matches the bundle's device in CPU architecture and count, else model)" })
         .option('device', { type: 'string', describe: "Device profile for --latency-source model (default: the bundle's target)" })
         .option('holdout', { type: 'number', describe: 'Fraction held out for the check (default 0.3, stratified, fixed seed)' })
         .option('margin', { type: 'number', describe: '--max-accuracy-drop: aim this many paired standard errors under the budget, so it holds on new images (default 1; 0 aims at the budget)' })
@@ -110,6 +123,7 @@ export function calibrateModule(io: CliIO): AnyCommandBody {
         .option('out', { type: 'string', describe: 'Report folder (default <bundle>-calibration)' })
         .option('limit', { type: 'number', describe: 'Use at most this many images, spread over the classes' })
         .option('runs', { type: 'number', describe: 'Timed runs per stage for --latency-source measure (default 200)' })
+        .option('allow-miss', { type: 'boolean', describe: 'Write the thresholds and exit 0 even when the held-out check misses the target (default: report the miss, leave the bundle, exit 1)' })
         .option('json', { type: 'boolean', describe: 'Print the report as JSON' })
         .example('$0 calibrate build/branchy-rpi4 --data calibration/fashion-mnist --target-latency 0.5ms --latency-source model', ''),
     handler: async (args: CalibrateCommandOptions) => {

@@ -185,7 +185,8 @@ export function renderCompile(r: CompileResult): string {
     lines.push('');
     lines.push(`verify    both paths within ${v.maxAccuracyDropPp} pp of fp32 on ${v.images} images of ${v.source}`);
   }
-  for (const n of rep.notes) lines.push(`note      ${n}`);
+  // Contract breaches (src/compiler/contract.ts) come as notes starting "warning: "; show them as such.
+  for (const n of rep.notes) lines.push(n.startsWith('warning: ') ? `warn      ${n.slice('warning: '.length)}` : `note      ${n}`);
   const sig = r.signed ? `signed with key ${r.signed.keyId}` : 'unsigned (pass --key <private key> to sign)';
   lines.push(`bundle    ${r.out}${r.replaced ? ' (replaced the previous bundle)' : ''}: manifest.json, ${m.stages.length} stage${m.stages.length === 1 ? '' : 's'}, report.json; ${sig}`);
   return lines.join('\n');

@@ -1,6 +1,7 @@
 // `edgeexit inspect <model.onnx>`: what a model is — inputs, exits, opsets, ops, parameters and
 // MACs per exit — read with our own ONNX codec, no onnxruntime session needed.
 import { describeModel, type ModelDescription } from '../../model/describe.js';
+import { checkModelContract } from '../../compiler/contract.js';
 import type { CliIO } from '../io.js';
 import { defineCommand, type AnyCommandBody } from '../command.js';
 import { count, table } from '../format.js';
@@ -26,14 +27,15 @@ export function renderInspect(d: ModelDescription): string {
   for (const i of d.inputs) lines.push(`input       ${i.name} ${i.dtype} ${dims(i.dims)}`);
   if (d.preprocess) {
     const p = d.preprocess;
-    lines.push(`preprocess  ${p.colorspace} ${p.size[0]}x${p.size[1]}, x*${+p.scale.toFixed(8)}, mean ${p.mean.join('/')}, std ${p.std.join('/')}`);
+    lines.push(`preprocess  ${p.colorspace} ${p.size[0]}x${p.size[1]}, x*${+p.scale.toFixed(8)}, mean ${p.mean.join('/')}, std ${p.std.join('/')}, resize ${p.resize ?? 'stretch'}`);
   }
   if (d.labels) lines.push(`labels      ${d.labels.length}: ${d.labels.join(', ')}`);
   for (const p of d.metadataProblems) lines.push(`warning     ${p}`);
   lines.push(`parameters  ${d.params.toLocaleString('en-US')}`);
   lines.push(`MACs        ${d.totalMacs.toLocaleString('en-US')} per sample (whole graph)`);
   lines.push('');
-  lines.push(`exits (${d.outputs.length} graph outputs, cheapest first)`);
+  for (const w of contractWarnings(d)) lines.push(`warning     ${w}`);
+  lines.push(`exits (${d.outputs.length} graph outputs, in run order)`);
   const first = d.exits[0]?.cumulativeMacs || 1;
   lines.push(
     table(
@@ -53,6 +55,21 @@ export function renderInspect(d: ModelDescription): string {
   lines.push('');
   lines.push(`ops         ${d.histogram.map(([op, n]) => `${op} ${n}`).join(', ')}`);
   return lines.join('\n');
+}
+
+// What the model contract says from the graph alone (cost order, batch axis); whether exits
+// return logits needs a run, which compile does.
+function contractWarnings(d: ModelDescription): string[] {
+  const input = d.inputs[0];
+  if (!input) return [];
+  const batch = input.dims[0];
+  return checkModelContract({
+    file: d.file,
+    inputName: input.name,
+    batch: typeof batch === 'number' ? batch : String(batch ?? '?'),
+    exits: d.exits.map((e) => ({ name: e.output, cumulativeMacs: e.cumulativeMacs })),
+    samples: [],
+  }).map((f) => f.message);
 }
 
 export function inspectModule(io: CliIO): AnyCommandBody {

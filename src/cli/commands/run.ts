@@ -16,7 +16,7 @@ import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { IMAGE_EXTENSIONS } from '../../data/imagefolder.js';
 import { loadBundle, type BundleRunner, type ClassifyOptions, type ClassifyResult } from '../../runtime/bundle-runner.js';
-import { describeSummary, type DeviceTelemetry, type TelemetrySummary } from '../../telemetry/device.js';
+import { describeSummary, undeliveredError, type DeviceTelemetry, type TelemetrySummary } from '../../telemetry/device.js';
 import { CBNET_POLICIES, type CbnetPolicy } from '../../runtime/cbnet-cascade.js';
 import { EXIT_METRICS, type ExitMetric } from '../../runtime/exit-policy.js';
 import { InputError, formatProblem, show } from '../../util/errors.js';
@@ -221,6 +221,9 @@ export async function runCommand(opts: RunCommandOptions, io: CliIO): Promise<Ru
     for (const f of failed) if (!f.ok) io.err(`error: ${f.error.message}`);
     throw new InputError(`${failed.length} of ${result.items.length} input${result.items.length === 1 ? '' : 's'} could not be read: ${failed.map((f) => f.name).join(', ')}`);
   }
+  // A run that was asked to report and could not must not look like one that did.
+  const undelivered = summary ? undeliveredError(summary, tflags!.drainMs) : undefined;
+  if (undelivered) throw undelivered;
   return r;
 }
 

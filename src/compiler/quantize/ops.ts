@@ -4,13 +4,14 @@
 // int8 values without arithmetic, so onnxruntime keeps them in the quantised domain with the
 // output sharing the input's scale and zero-point. The same tables tell the calibrator which
 // tensors need ranges.
-import { DataType, OnnxGraph, type OnnxModel, type GraphNode } from '../../onnx/index.js';
+import { DataType, OnnxGraph, opsWithQuantRole, type OnnxModel, type GraphNode } from '../../onnx/index.js';
 
-export const WEIGHTED_OPS = new Set(['Conv', 'Gemm', 'MatMul']);
-export const ACTIVATION_OPS = new Set(['Add', 'AveragePool', 'GlobalAveragePool']);
-export const PASS_THROUGH_OPS = new Set(['MaxPool', 'Relu', 'Clip', 'Flatten', 'Reshape', 'Transpose', 'Squeeze', 'Unsqueeze']);
+// The roles live in the op table (src/onnx/ops), next to each op's shape and cost rules.
+export const WEIGHTED_OPS = opsWithQuantRole('weighted');
+export const ACTIVATION_OPS = opsWithQuantRole('activation');
+export const PASS_THROUGH_OPS = opsWithQuantRole('pass-through');
 /** Ops that carry no arithmetic worth a warning when they stay float. */
-export const SILENT_OPS = new Set(['Identity', 'Constant', 'Shape', 'Cast', 'ConstantOfShape']);
+export const SILENT_OPS = opsWithQuantRole('silent');
 
 export function isQuantisableOp(op: string): boolean {
   return WEIGHTED_OPS.has(op) || ACTIVATION_OPS.has(op) || PASS_THROUGH_OPS.has(op);

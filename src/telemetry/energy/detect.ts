@@ -143,6 +143,21 @@ async function probe(meter: EnergyMeter): Promise<string | null> {
   }
 }
 
+/**
+ * The best energy meter for this board: the profile's sensor, else one found by probing (Jetson
+ * INA3221, Pi 5 PMIC, RAPL, nvidia-smi), else the profile's power model; `warning` says why when
+ * it falls back.
+ *
+ * @example
+ * ```ts
+ * import { detectEnergyMeter } from 'edgeexit/telemetry';
+ * // No sensor named: probe for one, else use the power model
+ * const profile = { id: 'my-board', power: { idleWatts: 2.7, busyWatts: 6.4 }, energySensor: { kind: 'none' as const } };
+ * const { meter, warning } = await detectEnergyMeter({ profile });
+ * if (warning) console.error(warning);
+ * console.log(meter.describe(), await meter.read());
+ * ```
+ */
 export async function detectEnergyMeter(opts: DetectOptions): Promise<DetectResult> {
   const ctx: DetectContext = { root: opts.root ?? '/', exec: opts.exec ?? defaultExec(), now: opts.now ?? monotonicNow };
   const { profile } = opts;

@@ -42,6 +42,17 @@ export interface Ina3221IioOptions extends MeterOptions {
 
 export const INA3221_IIO_GLOB = '/sys/bus/i2c/drivers/ina3221x/*/iio:device*';
 
+/**
+ * Jetson (JetPack 4) INA3221 power monitor through its IIO sysfs files: instantaneous watts per
+ * rail, summed from the board's input rail when there is one.
+ *
+ * @example
+ * ```ts
+ * import { Ina3221IioMeter } from 'edgeexit/telemetry';
+ * const meter = new Ina3221IioMeter({ device: '/sys/bus/i2c/drivers/ina3221x/6-0040/iio:device0' });
+ * const { watts, rails } = await meter.read();
+ * ```
+ */
 export class Ina3221IioMeter implements EnergyMeter {
   readonly kind = 'ina3221-iio' as const;
   readonly source = 'sensor' as const;
@@ -104,6 +115,17 @@ export const INA3221_HWMON_GLOB = '/sys/bus/i2c/drivers/ina3221/*/hwmon/hwmon*';
 /** Label the driver gives an unconnected channel; its readings are noise. */
 const NOT_CONNECTED = 'NC';
 
+/**
+ * Jetson (JetPack 5 and later) INA3221 power monitor through hwmon: watts per labelled channel
+ * (unconnected `NC` channels skipped), the input rail's when there is one.
+ *
+ * @example
+ * ```ts
+ * import { Ina3221HwmonMeter } from 'edgeexit/telemetry';
+ * const meter = new Ina3221HwmonMeter({ hwmonGlob: '/sys/bus/i2c/drivers/ina3221/1-0040/hwmon/hwmon1' });
+ * console.log(meter.describe(), (await meter.read()).watts);
+ * ```
+ */
 export class Ina3221HwmonMeter implements EnergyMeter {
   readonly kind = 'ina3221-hwmon' as const;
   readonly source = 'sensor' as const;

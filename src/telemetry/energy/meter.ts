@@ -48,7 +48,19 @@ export function defaultExec(timeoutMs = 2000): Exec {
     });
 }
 
-/** A sensor that exists but cannot be read or returns something that is not a reading. */
+/**
+ * A sensor that exists but cannot be read or returns something that is not a reading.
+ *
+ * @example
+ * ```ts
+ * import { EnergySensorError, RaplMeter } from 'edgeexit/telemetry';
+ * try {
+ *   await new RaplMeter().read();
+ * } catch (err) {
+ *   if (err instanceof EnergySensorError) console.error(err.message); // which file, what came, the fix
+ * }
+ * ```
+ */
 export class EnergySensorError extends InputError {
   constructor(problem: Problem, options?: { cause?: unknown }) {
     const { where, message, expected, got, fix } = problem;

@@ -24,6 +24,18 @@ export function modelWatts(power: PowerModel, utilisation: number): number {
   return power.idleWatts * (1 - u) + power.busyWatts * u;
 }
 
+/**
+ * Energy from a device profile's power model when the board has no sensor: idle watts plus
+ * (busy − idle) × the utilisation since the previous reading.
+ *
+ * @example
+ * ```ts
+ * import { BusyTime, PowerModelMeter } from 'edgeexit/telemetry';
+ * const busy = new BusyTime();
+ * const meter = new PowerModelMeter({ power: { idleWatts: 2.7, busyWatts: 6.4 }, name: 'rpi4', utilisation: () => busy.utilisation() });
+ * const { watts, source } = await meter.read(); // source: 'model'
+ * ```
+ */
 export class PowerModelMeter implements EnergyMeter {
   readonly kind = 'model' as const;
   readonly source = 'model' as const;

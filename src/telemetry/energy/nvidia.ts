@@ -41,6 +41,16 @@ export function parseNvidiaSmi(output: string, withEnergy: boolean, where = 'nvi
   return rows;
 }
 
+/**
+ * GPU power (and total energy where the driver reports it) from `nvidia-smi --query-gpu`.
+ *
+ * @example
+ * ```ts
+ * import { NvidiaSmiMeter } from 'edgeexit/telemetry';
+ * const meter = new NvidiaSmiMeter({ deviceIndex: 0, energyField: 'total_energy_consumption' });
+ * const { watts, joules } = await meter.read();
+ * ```
+ */
 export class NvidiaSmiMeter implements EnergyMeter {
   readonly kind = 'nvml' as const;
   readonly source = 'sensor' as const;

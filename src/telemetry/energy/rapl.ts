@@ -15,6 +15,20 @@ export function raplRootOnlyMessage(file: string): string {
   return `${file} not readable (root-only since Linux 5.10)`;
 }
 
+/**
+ * Intel/AMD package energy from the powercap RAPL counter (cumulative joules, wrap-around
+ * handled); root-only on Linux 5.10 and later.
+ *
+ * @example
+ * ```ts
+ * import { RaplMeter } from 'edgeexit/telemetry';
+ * const meter = new RaplMeter();
+ * const a = await meter.read();
+ * // … work …
+ * const b = await meter.read();
+ * console.log(`${(b.joules! - a.joules!).toFixed(3)} J`);
+ * ```
+ */
 export class RaplMeter implements EnergyMeter {
   readonly kind = 'rapl' as const;
   readonly source = 'sensor' as const;

@@ -49,6 +49,17 @@ export interface Rpi5PmicOptions extends MeterOptions {
 
 export const RPI5_PMIC_COMMAND = ['vcgencmd', 'pmic_read_adc'] as const;
 
+/**
+ * Raspberry Pi 5 power from the PMIC's ADC (`vcgencmd pmic_read_adc`): the sum of the rails'
+ * volts × amps, or the board input when `inputEstimate` gives the correction.
+ *
+ * @example
+ * ```ts
+ * import { Rpi5PmicMeter } from 'edgeexit/telemetry';
+ * const meter = new Rpi5PmicMeter();
+ * const { watts, rails } = await meter.read(); // rails: watts per PMIC rail
+ * ```
+ */
 export class Rpi5PmicMeter implements EnergyMeter {
   readonly kind = 'rpi5-pmic' as const;
   readonly source = 'sensor' as const;

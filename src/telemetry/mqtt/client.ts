@@ -23,8 +23,11 @@ export interface MqttConnectOptions {
   password?: string;
   tls?: MqttTls;
   will?: { topic: string; payload: Buffer; qos: 0 | 1; retain?: boolean };
-  /** 4 (3.1.1) or 5 (default). */
-  protocolVersion?: 4 | 5;
+  /**
+   * 4 (3.1.1), 5, or 'auto' (default): MQTT 5, and 3.1.1 when the broker refuses 5's CONNECT as an
+   * unsupported protocol version (brokers that only speak 3.1.1, such as `collect`'s embedded one).
+   */
+  protocolVersion?: 4 | 5 | 'auto';
   keepaliveS?: number;
   connectTimeoutMs?: number;
   /** Keep the session on the broker (subscribers that must not miss messages while away). */
@@ -39,11 +42,25 @@ export interface MqttMessage {
   retain: boolean;
 }
 
-/** The broker or the connection failed; the caller decides whether to retry. */
+/**
+ * The broker or the connection failed; the caller decides whether to retry.
+ *
+ * @example
+ * ```ts
+ * import { MqttConnectionError, connectMqtt } from 'edgeexit/telemetry';
+ * try {
+ *   await connectMqtt({ url: 'mqtt://broker.local', clientId: 'probe', connectTimeoutMs: 2_000 });
+ * } catch (err) {
+ *   if (err instanceof MqttConnectionError) console.error(`broker unreachable: ${err.message}`);
+ * }
+ * ```
+ */
 export class MqttConnectionError extends EdgeExitError {}
 
 export interface MqttConnection {
   readonly clientId: string;
+  /** The protocol this connection speaks (what 'auto' settled on). */
+  readonly protocolVersion: 4 | 5;
   /** Resolves when the broker acknowledged (QoS 1) or the packet was written (QoS 0); rejects if the connection closes first. */
   publish(topic: string, payload: Buffer, opts?: { qos?: 0 | 1; retain?: boolean }): Promise<void>;
   subscribe(filter: string, qos?: 0 | 1): Promise<void>;
@@ -57,14 +74,50 @@ export interface MqttConnection {
   abort(): void;
 }
 
-/** Open one connection; rejects with MqttConnectionError if it is refused or times out. */
+/**
+ * True for a CONNACK that refuses the protocol level: 3.1.1's return code 1 ("unacceptable
+ * protocol version", what a 3.1.1-only broker answers an MQTT 5 CONNECT with) or MQTT 5's reason
+ * code 0x84 ("unsupported protocol version").
+ *
+ * @example await connectMqtt({ url, clientId, protocolVersion: 5 }).catch((e) => isProtocolRefusal(e)) // true on aedes
+ */
+export function isProtocolRefusal(err: unknown): boolean {
+  const cause = err instanceof MqttConnectionError ? err.cause : err;
+  const code = (cause as { code?: unknown } | undefined)?.code;
+  return code === 1 || code === 0x84;
+}
+
+/**
+ * Open one connection; rejects with MqttConnectionError if it is refused or times out. With
+ * protocolVersion 'auto' (the default) a broker that refuses MQTT 5 gets a second CONNECT in 3.1.1.
+ *
+ *
+ * @example
+ * ```ts
+ * import { connectMqtt, decodePayload, subscriptionFor } from 'edgeexit/telemetry';
+ * const conn = await connectMqtt({ url: 'mqtt://broker.local:1883', clientId: 'watcher' }); // conn.protocolVersion: 5 or 4
+ * conn.onMessage((m) => { if (m.topic.endsWith('/metrics')) console.log(decodePayload('metrics', m.payload).count); });
+ * await conn.subscribe(subscriptionFor('lab'), 1);
+ * ```
+ */
 export async function connectMqtt(opts: MqttConnectOptions): Promise<MqttConnection> {
+  const wanted = opts.protocolVersion ?? 'auto';
+  if (wanted !== 'auto') return connectAs(opts, wanted);
+  try {
+    return await connectAs(opts, 5);
+  } catch (err) {
+    if (!isProtocolRefusal(err)) throw err;
+    return connectAs(opts, 4);
+  }
+}
+
+async function connectAs(opts: MqttConnectOptions, protocolVersion: 4 | 5): Promise<MqttConnection> {
   // Loaded on first connect: `edgeexit run` without --telemetry never needs MQTT.
   const mqtt = (await import('mqtt')).default;
   const connectTimeout = opts.connectTimeoutMs ?? 10_000;
   const options: IClientOptions = {
     clientId: opts.clientId,
-    protocolVersion: opts.protocolVersion ?? 5,
+    protocolVersion,
     clean: !opts.persistentSession,
     keepalive: opts.keepaliveS ?? 30,
     connectTimeout,
@@ -104,12 +157,12 @@ export async function connectMqtt(opts: MqttConnectOptions): Promise<MqttConnect
       clearTimeout(timer);
       client.removeAllListeners('error');
       client.removeAllListeners('close');
-      resolve(wrap(client, opts.clientId));
+      resolve(wrap(client, opts.clientId, protocolVersion));
     });
   });
 }
 
-function wrap(client: MqttClient, clientId: string): MqttConnection {
+function wrap(client: MqttClient, clientId: string, protocolVersion: 4 | 5): MqttConnection {
   let closed = false;
   const closeHandlers: ((err?: Error) => void)[] = [];
   const pending = new Set<(err: Error) => void>();
@@ -133,6 +186,7 @@ function wrap(client: MqttClient, clientId: string): MqttConnection {
 
   return {
     clientId,
+    protocolVersion,
     get closed() {
       return closed;
     },

@@ -31,7 +31,16 @@ export interface Backoff {
 
 export const DEFAULT_BACKOFF: Backoff = { initialMs: 500, maxMs: 30_000, factor: 2, jitter: 0.5 };
 
-/** Delay before retry number `attempt` (0-based): exponential, capped, with jitter so a fleet does not reconnect in lockstep. */
+/**
+ * Delay before retry number `attempt` (0-based): exponential, capped, with jitter so a fleet does not reconnect in lockstep.
+ *
+ * @example
+ * ```ts
+ * import { backoffDelay } from 'edgeexit/telemetry';
+ * backoffDelay(0); // 250–500 ms
+ * backoffDelay(10); // capped: 15–30 s
+ * ```
+ */
 export function backoffDelay(attempt: number, b: Backoff = DEFAULT_BACKOFF, random: () => number = Math.random): number {
   const base = Math.min(b.maxMs, b.initialMs * b.factor ** Math.min(attempt, 60));
   return Math.round(base * (1 - b.jitter * random()));
@@ -54,7 +63,8 @@ export interface PublisherOptions {
   username?: string;
   password?: string;
   tls?: MqttTls;
-  protocolVersion?: 4 | 5;
+  /** 4, 5 or 'auto' (default: 5, else 3.1.1; what a first connection settles on is kept for reconnects). */
+  protocolVersion?: 4 | 5 | 'auto';
   keepaliveS?: number;
   connectTimeoutMs?: number;
   backoff?: Partial<Backoff>;
@@ -81,6 +91,23 @@ export interface PublisherStats {
   dropped: number;
 }
 
+/**
+ * The device-side publisher (see the header): birth on every connect, the last will as death,
+ * windows from the persistent outbox with QoS 1, reconnecting with backoff. DeviceTelemetry
+ * builds one; use it directly to publish windows you aggregate yourself.
+ *
+ * @example
+ * ```ts
+ * import { TelemetryPublisher } from 'edgeexit/telemetry';
+ * const pub = await TelemetryPublisher.start({
+ *   url: 'mqtt://broker.local', fleet: 'lab', device: 'pi-07', stateDir: '.edgeexit/agent/pi-07',
+ *   birth: { profile: 'rpi4', bundle: { name: 'fmnist-branchy', version: '1.0.0', manifestSha256: sha, precision: 'int8', thresholds: [0.9, 0.9] }, runtime: { edgeexit: '0.1.0', node: process.versions.node } },
+ * });
+ * await pub.enqueueWindow(window); // a WindowInput; kept on disk until the broker acknowledges it
+ * await pub.drained();
+ * await pub.close();
+ * ```
+ */
 export class TelemetryPublisher {
   private conn: MqttConnection | undefined;
   private bdSeq = -1;
@@ -92,6 +119,8 @@ export class TelemetryPublisher {
   private readonly stats = { sessions: 0, published: 0, acked: 0 };
   private readonly bdSeqFile: string;
   private readonly idleWaiters: (() => void)[] = [];
+  // Negotiated once: reconnects then skip the refused MQTT 5 CONNECT.
+  private protocolVersion: 4 | 5 | 'auto' | undefined;
 
   private constructor(
     private readonly opts: PublisherOptions,
@@ -187,7 +216,7 @@ export class TelemetryPublisher {
           username: this.opts.username,
           password: this.opts.password,
           tls: this.opts.tls,
-          protocolVersion: this.opts.protocolVersion,
+          protocolVersion: this.protocolVersion ?? this.opts.protocolVersion,
           keepaliveS: this.opts.keepaliveS,
           connectTimeoutMs: this.opts.connectTimeoutMs,
           will: { topic: this.topic('death'), payload: encodePayload('death', { device: this.opts.device, bdSeq, clean: false }), qos: 1 },
@@ -197,6 +226,7 @@ export class TelemetryPublisher {
       }
       if (conn) {
         attempt = 0;
+        this.protocolVersion = conn.protocolVersion;
         this.conn = conn;
         this.stats.sessions++;
         this.seq = 0;

@@ -4,6 +4,8 @@ import net from 'node:net';
 import { Aedes } from 'aedes';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MqttConnectionError, connectMqtt } from '../../../src/telemetry/index.js';
+import { isProtocolRefusal } from '../../../src/telemetry/mqtt/client.js';
+import { MOSQUITTO, startBroker } from './broker.js';
 
 let server: net.Server;
 let broker: Aedes;
@@ -47,5 +49,26 @@ describe('connectMqtt', () => {
     const c = await connectMqtt({ url, clientId: 'ok-1', protocolVersion: 4 });
     await expect(c.subscribe('ok/#', 1)).resolves.toBeUndefined();
     await c.end();
+  });
+
+  it('by default negotiates: MQTT 5 first, 3.1.1 when the broker refuses 5 (aedes); a forced 5 is refused', async () => {
+    const c = await connectMqtt({ url, clientId: 'auto-1' });
+    expect(c.protocolVersion).toBe(4);
+    await expect(c.publish('auto/x', Buffer.from('hi'), { qos: 1 })).resolves.toBeUndefined();
+    await c.end();
+    const err = await connectMqtt({ url, clientId: 'v5-1', protocolVersion: 5 }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(MqttConnectionError);
+    expect(isProtocolRefusal(err)).toBe(true);
+  });
+
+  MOSQUITTO.it('a broker that speaks MQTT 5 (Mosquitto) gets MQTT 5', async () => {
+    const b = await startBroker();
+    try {
+      const c = await connectMqtt({ url: b.url, clientId: 'auto-5' });
+      expect(c.protocolVersion).toBe(5);
+      await c.end();
+    } finally {
+      await b.dispose();
+    }
   });
 });
