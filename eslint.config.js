@@ -21,12 +21,9 @@ export default defineConfig(
   },
   // Tests edit parsed JSON into malformed shapes on purpose; `any` is the honest type there.
   { files: ['test/**/*.ts'], rules: { '@typescript-eslint/no-explicit-any': 'off' } },
-  // TEMPORARY, until the compile-pipeline rewrite lands (these files are being rewritten elsewhere):
-  // compile.ts has an unused import and a `let` that can be const; cbnet-cascade.ts a dead store.
-  {
-    files: ['src/compiler/compile.ts', 'src/runtime/cbnet-cascade.ts'],
-    rules: { '@typescript-eslint/no-unused-vars': 'off', 'prefer-const': 'off', 'no-useless-assignment': 'off' },
-  },
+  // TEMPORARY, while the CBNet runner is being rewritten elsewhere: a dead initial value
+  // (`let lastEnd = 0`, always assigned before it is read). Drop this block once that lands.
+  { files: ['src/runtime/cbnet-cascade.ts'], rules: { 'no-useless-assignment': 'off' } },
   // Plain-JavaScript files (the launcher, the module-count preload) run under Node.
   { files: ['**/*.js', '**/*.mjs'], languageOptions: { globals: { process: 'readonly', console: 'readonly' } } },
 );

@@ -40,5 +40,5 @@ export {
 export { generateKeyPair, loadPrivateKey, loadPublicKey, signManifest, checkSignature, keyId, PRIVATE_KEY_SUFFIX, PUBLIC_KEY_SUFFIX, type KeyPairFiles } from './signing.js';
 export { writeTar, readTar, looksLikeTar, type TarEntry } from './tar.js';
 export { EXIT_METRICS, EXIT_METRIC_INFO, type ExitMetric, type ExitMetricInfo } from './exit-metrics.js';
-export { RESIZE_POLICIES, channelsOf, parsePreprocessSpec, type ColorSpace, type PreprocessSpec, type ResizePolicy } from './preprocess.js';
+export { MAX_PREPROCESS_SIDE, RESIZE_POLICIES, channelsOf, parsePreprocessSpec, type ColorSpace, type PreprocessSpec, type ResizePolicy } from './preprocess.js';
 export { edgeexitVersion } from './version.js';

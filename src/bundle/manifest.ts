@@ -5,6 +5,7 @@
 import { z } from 'zod';
 import { ValidationError, show, type Problem } from '../util/errors.js';
 import { EXIT_METRICS, EXIT_METRIC_INFO } from './exit-metrics.js';
+import { MAX_PREPROCESS_SIDE } from './preprocess.js';
 
 export const MANIFEST_FILE = 'manifest.json';
 export const SIGNATURE_FILE = 'manifest.sig';
@@ -25,7 +26,7 @@ const tensorName = z.string().min(1);
 export const PreprocessSchema = z
   .strictObject({
     colorspace: z.enum(['gray', 'rgb']).describe('Colour space the model reads.'),
-    size: z.tuple([z.int().positive(), z.int().positive()]).describe('[height, width] of the NCHW input.'),
+    size: z.tuple([z.int().positive().max(MAX_PREPROCESS_SIDE), z.int().positive().max(MAX_PREPROCESS_SIDE)]).describe(`[height, width] of the NCHW input, each at most ${MAX_PREPROCESS_SIDE}.`),
     scale: z.number().positive().describe('Pixels (0..255) are multiplied by this first, e.g. 1/255.'),
     mean: z.array(z.number()).min(1).max(3).describe('Subtracted after scaling: one value, or one per channel.'),
     std: z

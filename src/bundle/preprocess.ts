@@ -13,6 +13,12 @@ export type ColorSpace = 'gray' | 'rgb';
 export type ResizePolicy = 'stretch' | 'cover' | 'contain';
 export const RESIZE_POLICIES: readonly ResizePolicy[] = Object.freeze(['stretch', 'cover', 'contain']);
 
+/**
+ * Largest height or width of a model input. Bigger is no edge model, and a forged size such as
+ * 100000×100000 would otherwise ask for a 40 GB tensor and die deep inside the image code.
+ */
+export const MAX_PREPROCESS_SIDE = 4096;
+
 /** The model's `edgeexit.preprocess` metadata: x = (pixel × scale − mean[c]) / std[c], NCHW float32. */
 export interface PreprocessSpec {
   colorspace: ColorSpace;
@@ -70,8 +76,8 @@ export function parsePreprocessSpec(value: unknown, where = 'edgeexit.preprocess
     problems.push({ where: `${where}: colorspace`, expected: '"gray" or "rgb"', got: show(colorspace) });
   }
   const size = o.size;
-  if (!Array.isArray(size) || size.length !== 2 || !size.every((n) => Number.isInteger(n) && n > 0)) {
-    problems.push({ where: `${where}: size`, expected: '[height, width] of positive integers', got: show(size) });
+  if (!Array.isArray(size) || size.length !== 2 || !size.every((n) => Number.isInteger(n) && n > 0 && n <= MAX_PREPROCESS_SIDE)) {
+    problems.push({ where: `${where}: size`, expected: `[height, width] of integers from 1 to ${MAX_PREPROCESS_SIDE}`, got: show(size) });
   }
   if (typeof o.scale !== 'number' || !Number.isFinite(o.scale) || o.scale <= 0) {
     problems.push({ where: `${where}: scale`, expected: 'a positive number (e.g. 1/255)', got: show(o.scale) });

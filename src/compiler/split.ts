@@ -11,6 +11,7 @@
 // not read is carried past it by the runtime, not routed through the stage. Carried
 // intermediate tensors get names that depend only on the graph's structure (`stage0/carry0`),
 // so manifests stay comparable across re-exports that renumber torch's `onnx::Conv_123` names.
+import path from 'node:path';
 import { clone } from '@bufbuild/protobuf';
 import { InputError, UnsupportedError } from '../util/errors.js';
 import { OnnxGraph, OnnxModel, extractSubgraph, modelCost, type GraphNode } from '../onnx/index.js';
@@ -244,7 +245,8 @@ export function splitModel(model: OnnxModel, opts: SplitOptions = {}): SplitResu
     if (!inputs.some((t) => graph.isGraphInput(t))) stage.setMetadata(META_PREPROCESS, undefined);
     for (const v of stage.graph.output) {
       const from = renamed[v.name];
-      if (from) v.docString = `carried tensor; '${from}' in ${src}`;
+      // The file name, not its path: a bundle names no folder of the machine it was compiled on.
+      if (from) v.docString = `carried tensor; '${from}' in ${path.basename(src)}`;
     }
     return {
       index: k,

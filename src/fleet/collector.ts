@@ -15,8 +15,12 @@
 // - Writes are batched, one transaction per batch (src/fleet/ingest.ts, which also says what a
 //   collector crash loses); `handled()` counts committed messages.
 // - With no brokerUrl an embedded aedes broker is started (MQTT 3.1.1 only, so a plain
-//   subscription), so the quick start needs no broker install.
-import { createHash } from 'node:crypto';
+//   subscription), so the quick start needs no broker install. It listens on 127.0.0.1 unless
+//   told another host, and on any other host it requires a user name and password from every
+//   client: an open broker on the LAN would let anyone speak for any device.
+// - Schema-valid messages are also checked against limits (src/fleet/bounds.ts); each refusal
+//   is counted under its reason.
+import { createHash, timingSafeEqual } from 'node:crypto';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -24,10 +28,11 @@ import { Aedes } from 'aedes';
 import { connectMqtt, type MqttConnection, type MqttMessage, type MqttTls } from '../telemetry/mqtt/client.js';
 import { DEFAULT_BACKOFF, backoffDelay, type Backoff } from '../telemetry/mqtt/publisher.js';
 import { subscriptionFor } from '../telemetry/payloads.js';
-import { EdgeExitError } from '../util/errors.js';
+import { EdgeExitError, InputError, formatProblem } from '../util/errors.js';
+import type { Limits } from './bounds.js';
 import type { Counters, FleetStore } from './fleet-store.js';
 import { openFleetStore } from './store.js';
-import { BatchedIngest, type BatchOptions } from './ingest.js';
+import { BatchedIngest, IngestGuard, type BatchOptions } from './ingest.js';
 import { startFleetHttp, type FleetHttpServer, type HttpListen } from './http.js';
 
 export const SHARE_GROUP = 'edgeexit-collectors';
@@ -40,10 +45,10 @@ export interface CollectorOptions {
   fleet?: string;
   /** Port of the embedded broker (default 1883; 0 picks a free one). */
   port?: number;
-  /** Host the embedded broker listens on (default all interfaces, so devices on the LAN reach it). */
+  /** Host the embedded broker listens on (default 127.0.0.1; any other needs username and password). */
   host?: string;
   clientId?: string;
-  /** Credentials and TLS for a broker that wants them (`--broker` only; the embedded one is open). */
+  /** Credentials and TLS for a broker that wants them; for the embedded broker, username and password are what it requires of every client. */
   username?: string;
   password?: string;
   tls?: MqttTls;
@@ -56,7 +61,9 @@ export interface CollectorOptions {
   /** How received messages are grouped into transactions (src/fleet/ingest.ts: what a crash loses). */
   batch?: BatchOptions;
   /** Serve /metrics and the dashboard here (src/fleet/http.ts); off unless given. */
-  http?: HttpListen | false;
+  http?: (HttpListen & { token?: string; allowedHosts?: readonly string[] }) | false;
+  /** What the collector accepts beyond the wire schema (defaults: DEFAULT_LIMITS). */
+  limits?: Partial<Limits>;
 }
 
 export interface Collector {
@@ -79,8 +86,23 @@ interface EmbeddedBroker {
   close(): Promise<void>;
 }
 
-async function startEmbeddedBroker(port: number, host: string | undefined): Promise<EmbeddedBroker> {
-  const aedes = await Aedes.createBroker();
+/** 127.0.0.1, ::1, localhost: reachable from this machine only. */
+export function isLoopbackHost(host: string): boolean {
+  const h = host.replace(/^\[(.*)\]$/, '$1');
+  return h === 'localhost' || h === '::1' || (net.isIPv4(h) && h.startsWith('127.'));
+}
+
+const sameSecret = (a: Buffer, b: Buffer): boolean => a.length === b.length && timingSafeEqual(a, b);
+
+async function startEmbeddedBroker(port: number, host: string, auth: { username: string; password: string } | undefined): Promise<EmbeddedBroker> {
+  const aedes = await Aedes.createBroker(
+    auth
+      ? {
+          authenticate: (_client, username, password, done) =>
+            done(null, username !== undefined && password !== undefined && sameSecret(Buffer.from(username), Buffer.from(auth.username)) && sameSecret(password, Buffer.from(auth.password))),
+        }
+      : {},
+  );
   const server = net.createServer(aedes.handle);
   await new Promise<void>((resolve, reject) => {
     server.once('error', (err) => reject(new EdgeExitError(`embedded broker cannot listen on port ${port}: ${err.message}`, [{ where: '--port', fix: 'pick a free port or pass --broker' }], { cause: err })));
@@ -129,7 +151,7 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
 
   // Store failures (disk full, locked file) are logged per message inside the ingest; the
   // subscriber itself never stops.
-  const ingest = new BatchedIngest(store, log, now, opts.batch);
+  const ingest = new BatchedIngest(store, log, now, opts.batch, new IngestGuard(opts.limits));
   const handle = (m: MqttMessage): void => ingest.push(m);
 
   try {
@@ -139,8 +161,15 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
       log(`dashboard at ${httpServer.url}/, Prometheus metrics at ${httpServer.url}/metrics`);
     }
     if (opts.brokerUrl === undefined) {
-      embedded = await startEmbeddedBroker(opts.port ?? 1883, opts.host);
-      log(`embedded MQTT broker listening on ${embedded.url.replace('127.0.0.1', opts.host ?? '0.0.0.0')}`);
+      const host = opts.host ?? '127.0.0.1';
+      const brokerAuth = opts.username !== undefined && opts.password !== undefined ? { username: opts.username, password: opts.password } : undefined;
+      if (!isLoopbackHost(host) && !brokerAuth)
+      {
+        const problem = { where: '--listen', expected: 'a loopback address, or --username with --password (or EDGEEXIT_MQTT_PASSWORD)', got: host, fix: `pass --listen ${host} --username <name> and set EDGEEXIT_MQTT_PASSWORD, or run Mosquitto and pass --broker` };
+        throw new InputError(`the embedded broker would take anonymous connections on ${host}: ${formatProblem(problem)}`, [problem]);
+      }
+      embedded = await startEmbeddedBroker(opts.port ?? 1883, host, brokerAuth);
+      log(`embedded MQTT broker listening on ${embedded.url.replace('127.0.0.1', host)}${brokerAuth ? ' (user name and password required)' : ''}`);
     }
     const url = opts.brokerUrl ?? embedded!.url;
 
@@ -151,7 +180,7 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
       ...(opts.tls ? { tls: opts.tls } : {}),
     };
     const connect = async (): Promise<{ c: MqttConnection; v: 4 | 5 }> => {
-      if (embedded) return { c: await connectMqtt({ url, clientId, protocolVersion: 4, persistentSession, onMessage: handle }), v: 4 };
+      if (embedded) return { c: await connectMqtt({ url, clientId, protocolVersion: 4, persistentSession, onMessage: handle, ...auth }), v: 4 };
       try {
         return { c: await connectMqtt({ url, clientId, protocolVersion: 5, persistentSession, onMessage: handle, ...auth }), v: 5 };
       } catch (err) {
@@ -178,7 +207,7 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
         await new Promise((r) => setTimeout(r, backoffDelay(attempt, backoff)));
         if (closing) return;
         try {
-          const c = await connectMqtt({ url, clientId, protocolVersion, persistentSession, onMessage: handle, ...(embedded ? {} : auth) });
+          const c = await connectMqtt({ url, clientId, protocolVersion, persistentSession, onMessage: handle, ...auth });
           if (closing) return void (await c.end());
           await attach(c);
           log(`reconnected to ${url}`);

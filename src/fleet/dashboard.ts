@@ -28,8 +28,10 @@ function svgEl(tag, attrs, text) {
 function fmt(v, digits) {
   return v === null || v === undefined || !isFinite(v) ? '-' : Number(v).toFixed(digits);
 }
+// A stored time outside the Date range must not stop the page: toISOString would throw for it.
 function time(ms) {
-  return new Date(ms).toISOString().replace('T', ' ').slice(0, 19);
+  var d = new Date(ms);
+  return isNaN(d.getTime()) ? '(time out of range)' : d.toISOString().replace('T', ' ').slice(0, 19);
 }
 
 var W = 360, H = 150, PL = 48, PR = 10, PT = 20, PB = 28;

@@ -3,7 +3,8 @@
 // stand in. The one implementation is src/fleet/store.ts.
 import type { Birth, Death, MetricsWindow } from '../telemetry/payloads.js';
 
-export const COUNTER_NAMES = ['malformed', 'invalid', 'oversized', 'unknownDevice', 'duplicates', 'gaps', 'staleDeaths', 'foreignTopic'] as const;
+// clockSkew, outOfRange and tooManyExits: schema-valid messages refused by the collector's limits (src/fleet/bounds.ts).
+export const COUNTER_NAMES = ['malformed', 'invalid', 'oversized', 'unknownDevice', 'duplicates', 'gaps', 'staleDeaths', 'foreignTopic', 'clockSkew', 'outOfRange', 'tooManyExits'] as const;
 export type CounterName = (typeof COUNTER_NAMES)[number];
 export type Counters = Record<CounterName, number>;
 
@@ -74,11 +75,19 @@ export interface FleetStore {
   /** Offline only when the death's bdSeq is the device's current one; otherwise counted as stale. */
   recordDeath(d: Death, seenAt: number): DeathOutcome;
   recordWindow(w: MetricsWindow, fleet: string, seenAt: number): WindowOutcome;
+  /**
+   * A window that arrived but was refused (src/fleet/bounds.ts): it still used up its (bdSeq, seq),
+   * so the next window does not count it as a gap. Returns the gap before it (counted too);
+   * a device with no row gets none, and 0 is returned.
+   */
+  noteRefusedWindow(w: Pick<MetricsWindow, 'device' | 'bdSeq' | 'seq'>, seenAt: number): number;
   bump(counter: CounterName, n?: number): void;
   /** Run `fn` as one transaction: record* calls inside it commit together (the collector's batches). */
   transaction<T>(fn: () => T): T;
   counters(): Counters;
   devices(): DeviceRow[];
+  /** The device's last birth on record, or null (no birth seen, or no such device). */
+  birthOf(device: string): Birth | null;
   /** Running totals per device, in device order; a device appears once a window of it was stored. */
   totals(): DeviceTotals[];
   /** Most recent windows of a device, newest first. */

@@ -2,9 +2,16 @@
 // and the JSON it draws from (`/api/fleet`, `/api/devices/<id>/windows`). Read-only over the
 // FleetStore. A bad request gets a 4xx that says what was wrong; no request can take the
 // collector down, since the HTTP server lives in the collector's process.
-import { createHash } from 'node:crypto';
+//
+// Two guards run before any route. The Host header must name this server (its listen address,
+// localhost, or a name given with allowedHosts): a web page the operator visits could otherwise
+// point its own DNS name at 127.0.0.1 (DNS rebinding) and read the fleet from the browser. And
+// with a token, every request must carry it (Authorization: Bearer, or the cookie that opening
+// `/?token=…` once sets, so the dashboard works in a browser).
+import { createHash, timingSafeEqual } from 'node:crypto';
 import http from 'node:http';
 import type net from 'node:net';
+import os from 'node:os';
 import { EdgeExitError, InputError } from '../util/errors.js';
 import { DASHBOARD_HTML, DASHBOARD_SCRIPT } from './dashboard.js';
 import type { FleetStore, WindowRow } from './fleet-store.js';
@@ -29,7 +36,15 @@ export interface FleetHttpOptions extends HttpListen {
   store: FleetStore;
   onLog: (line: string) => void;
   now?: () => number;
+  /** When given, every request needs it: `Authorization: Bearer <token>`, or the cookie `/?token=<token>` sets. */
+  token?: string;
+  /** Host names the Host header may carry besides the listen address and localhost (e.g. the machine's DNS name). */
+  allowedHosts?: readonly string[];
+  /** Cap on /metrics series (src/fleet/metrics.ts DEFAULT_MAX_SERIES). */
+  maxSeries?: number;
 }
+
+const TOKEN_COOKIE = 'edgeexit_token';
 
 export interface FleetHttpServer {
   /** Base URL, e.g. http://127.0.0.1:9464 (the real port when 0 was asked for). */
@@ -127,12 +142,49 @@ interface Reply {
 
 const json = (v: unknown, status = 200): Reply => ({ status, type: 'application/json; charset=utf-8', body: JSON.stringify(v) });
 
-function route(method: string, rawUrl: string, store: FleetStore, now: number): Reply {
+/** The names a Host header may carry for a server listening on `host`. */
+export function allowedHostNames(host: string, extra: readonly string[] = []): Set<string> {
+  const bare = (h: string) => h.replace(/^\[(.*)\]$/, '$1').toLowerCase();
+  const names = new Set(['localhost', '127.0.0.1', '::1', ...extra.map(bare)]);
+  // A wildcard listen address answers on every address of the machine.
+  if (host === '0.0.0.0' || host === '::' || host === '') for (const list of Object.values(os.networkInterfaces())) for (const a of list ?? []) names.add(bare(a.address));
+  else names.add(bare(host));
+  return names;
+}
+
+/** The host part of a Host header (`name`, `name:port`, `[v6]:port`), lower case. */
+function hostOf(header: string): string {
+  const m = /^\[([^\]]*)\](?::\d*)?$/.exec(header) ?? /^([^:]*)(?::\d*)?$/.exec(header);
+  return (m?.[1] ?? header).toLowerCase();
+}
+
+function checkAccess(req: http.IncomingMessage, url: URL, names: Set<string>, token: Buffer | undefined): Record<string, string> {
+  const host = hostOf(req.headers.host ?? '');
+  if (!names.has(host))
+    throw new HttpError(403, `Host ${JSON.stringify(req.headers.host ?? '')} is not a name of this collector: expected one of ${[...names].slice(0, 6).join(', ')}; start it with --http-allow-host ${host || '<name>'} to allow this name`);
+  if (!token) return {};
+  const offered: string[] = [];
+  const bearer = /^Bearer\s+(\S+)$/i.exec(req.headers.authorization ?? '');
+  if (bearer) offered.push(bearer[1]!);
+  for (const part of (req.headers.cookie ?? '').split(';')) {
+    const [k, ...v] = part.trim().split('=');
+    if (k === TOKEN_COOKIE) offered.push(decodeURIComponent(v.join('=')));
+  }
+  const query = url.pathname === '/' ? url.searchParams.get('token') : null;
+  if (query !== null) offered.push(query);
+  if (!offered.some((o) => sameToken(Buffer.from(o), token))) throw new HttpError(401, 'this collector wants its token: send Authorization: Bearer <token>, or open /?token=<token> once in the browser');
+  // Opened with ?token=: remember it for the dashboard's own requests (HttpOnly: the page's script never sees it).
+  return query !== null ? { 'Set-Cookie': `${TOKEN_COOKIE}=${encodeURIComponent(query)}; HttpOnly; SameSite=Strict; Path=/` } : {};
+}
+
+const sameToken = (a: Buffer, b: Buffer): boolean => a.length === b.length && timingSafeEqual(a, b);
+
+function route(method: string, rawUrl: string, store: FleetStore, now: number, maxSeries?: number): Reply {
   const url = new URL(rawUrl, 'http://collector.invalid');
   const p = url.pathname;
   if (method !== 'GET' && method !== 'HEAD') throw new HttpError(405, `method ${method} not allowed: this server is read-only; use GET`);
   if (p === '/' || p === '/index.html') return { status: 200, type: 'text/html; charset=utf-8', body: DASHBOARD_HTML, headers: { 'Content-Security-Policy': DASHBOARD_CSP } };
-  if (p === '/metrics') return { status: 200, type: METRICS_CONTENT_TYPE, body: renderMetrics(store) };
+  if (p === '/metrics') return { status: 200, type: METRICS_CONTENT_TYPE, body: renderMetrics(store, maxSeries !== undefined ? { maxSeries } : {}) };
   if (p === '/api/fleet') return json(fleetApi(store, now));
   const m = /^\/api\/devices\/([^/]*)\/windows$/.exec(p);
   if (m) {
@@ -158,11 +210,15 @@ function route(method: string, rawUrl: string, store: FleetStore, now: number): 
  */
 export async function startFleetHttp(opts: FleetHttpOptions): Promise<FleetHttpServer> {
   const now = opts.now ?? Date.now;
+  const names = allowedHostNames(opts.host, opts.allowedHosts);
+  const token = opts.token ? Buffer.from(opts.token) : undefined;
   const server = http.createServer((req, res) => {
     const method = req.method ?? 'GET';
     let reply: Reply;
     try {
-      reply = route(method, req.url ?? '/', opts.store, now());
+      const extra = checkAccess(req, new URL(req.url ?? '/', 'http://collector.invalid'), names, token);
+      reply = route(method, req.url ?? '/', opts.store, now(), opts.maxSeries);
+      reply.headers = { ...reply.headers, ...extra };
     } catch (err) {
       const status = err instanceof HttpError ? err.status : 500;
       const message = err instanceof HttpError ? err.message : `internal error: ${(err as Error).message}`;
@@ -170,6 +226,7 @@ export async function startFleetHttp(opts: FleetHttpOptions): Promise<FleetHttpS
       const api = (req.url ?? '').startsWith('/api/');
       reply = api ? json({ error: message }, status) : { status, type: 'text/plain; charset=utf-8', body: message + '\n' };
       if (status === 405) reply.headers = { Allow: 'GET, HEAD' };
+      if (status === 401) reply.headers = { 'WWW-Authenticate': 'Bearer' };
     }
     const body = Buffer.from(reply.body, 'utf8');
     res.writeHead(reply.status, {

@@ -13,8 +13,10 @@
 // — as it was before batching for messages still in the socket buffer — only longer. A clean
 // close() commits everything received first.
 import type { MqttMessage } from '../telemetry/mqtt/client.js';
-import { PayloadTooLargeError, decodePayload, parseTopic, type PayloadOf } from '../telemetry/payloads.js';
+import { PayloadTooLargeError, decodePayload, parseTopic, type Birth, type PayloadOf } from '../telemetry/payloads.js';
 import { ValidationError } from '../util/errors.js';
+import { safeText } from '../util/safe-text.js';
+import { DEFAULT_LIMITS, checkBirthBounds, checkWindowBounds, exitsOf, type Limits, type Rejection } from './bounds.js';
 import type { FleetStore } from './fleet-store.js';
 
 export interface BatchOptions {
@@ -25,6 +27,39 @@ export interface BatchOptions {
 }
 
 export const DEFAULT_BATCH: Required<BatchOptions> = { maxMessages: 500, maxDelayMs: 25 };
+
+/**
+ * The collector's limits (src/fleet/bounds.ts) plus, per device, the exits its birth announced:
+ * read from the store once per device, then kept up to date by the births this collector stores,
+ * so a window costs no extra query.
+ *
+ * @example
+ * const guard = new IngestGuard({ maxFutureSkewMs: 60_000 });
+ * handleMessage(store, message, Date.now(), console.log, guard);
+ */
+export class IngestGuard {
+  readonly limits: Limits;
+  private readonly exits = new Map<string, number | undefined>();
+
+  constructor(limits: Partial<Limits> = {}) {
+    this.limits = { ...DEFAULT_LIMITS, ...limits };
+  }
+
+  exitsOf(store: FleetStore, device: string): number | undefined {
+    if (!this.exits.has(device)) this.exits.set(device, exitsOf(store.birthOf(device)));
+    return this.exits.get(device);
+  }
+
+  /** After a birth was stored. */
+  born(b: Birth): void {
+    this.exits.set(b.device, exitsOf(b));
+  }
+
+  /** After a rollback: what was learnt inside it may not have been stored. */
+  forget(): void {
+    this.exits.clear();
+  }
+}
 
 export class BatchedIngest {
   private queue: { m: MqttMessage; seenAt: number }[] = [];
@@ -38,6 +73,7 @@ export class BatchedIngest {
     private readonly log: (line: string) => void,
     private readonly now: () => number = Date.now,
     opts: BatchOptions = {},
+    private readonly guard: IngestGuard = new IngestGuard(),
   ) {
     this.maxMessages = Math.max(1, opts.maxMessages ?? DEFAULT_BATCH.maxMessages);
     this.maxDelayMs = Math.max(0, opts.maxDelayMs ?? DEFAULT_BATCH.maxDelayMs);
@@ -70,17 +106,19 @@ export class BatchedIngest {
     const lines: string[] = [];
     try {
       this.store.transaction(() => {
-        for (const { m, seenAt } of batch) handleMessage(this.store, m, seenAt, (l) => lines.push(l));
+        for (const { m, seenAt } of batch) handleMessage(this.store, m, seenAt, (l) => lines.push(l), this.guard);
       });
       for (const l of lines) this.log(l);
     } catch {
+      this.guard.forget();
       // One failing message (disk full, locked file, a store bug) must not take the batch with it:
       // redo each in its own transaction so only the failing ones are lost, each logged.
       for (const { m, seenAt } of batch) {
         try {
-          this.store.transaction(() => handleMessage(this.store, m, seenAt, this.log));
+          this.store.transaction(() => handleMessage(this.store, m, seenAt, this.log, this.guard));
         } catch (err) {
-          this.log(`error: ${m.topic}: ${(err as Error).message}`);
+          this.guard.forget();
+          this.log(safeText(`error: ${m.topic}: ${(err as Error).message}`));
         }
       }
     }
@@ -93,8 +131,13 @@ export class BatchedIngest {
   }
 }
 
-/** Route one message to the store; every rejection is counted and logged in one line. */
-export function handleMessage(store: FleetStore, m: MqttMessage, seenAt: number, log: (line: string) => void): void {
+/**
+ * Route one message to the store; every rejection is counted and logged in one line. Log lines
+ * carry what devices sent (topics, bundle names), so each goes through safeText: a newline or an
+ * ANSI escape in a birth field cannot forge a line or reach the operator's terminal.
+ */
+export function handleMessage(store: FleetStore, m: MqttMessage, seenAt: number, sink: (line: string) => void, guard: IngestGuard = new IngestGuard()): void {
+  const log = (line: string): void => sink(safeText(line));
   const t = parseTopic(m.topic);
   if (!t || t.kind.startsWith('job/')) {
     store.bump('foreignTopic');
@@ -118,9 +161,18 @@ export function handleMessage(store: FleetStore, m: MqttMessage, seenAt: number,
     log(`invalid: ${m.topic}: payload names device ${payload.device}, not the topic's`);
     return;
   }
+  const breach = limitBreach(store, kind, payload, seenAt, guard);
+  if (breach) {
+    store.bump(breach.reason);
+    log(`${breach.reason}: ${m.topic}: ${breach.where}: expected ${breach.expected}, got ${breach.got}`);
+    // It arrived: its seq is used up, so the next window does not count it as missing.
+    if (kind === 'metrics') store.noteRefusedWindow(decodedAs<'metrics'>(payload), seenAt);
+    return;
+  }
   if (kind === 'birth') {
     const b = decodedAs<'birth'>(payload);
     store.recordBirth(b, seenAt);
+    guard.born(b);
     log(`birth: ${b.device} online (bdSeq ${b.bdSeq}, ${b.bundle.name} ${b.bundle.version})`);
   } else if (kind === 'death') {
     const d = decodedAs<'death'>(payload);
@@ -135,6 +187,14 @@ export function handleMessage(store: FleetStore, m: MqttMessage, seenAt: number,
     if (r.gap > 0) log(`gap: ${w.device} missed ${r.gap} message${r.gap === 1 ? '' : 's'} before seq ${w.seq} (bdSeq ${w.bdSeq})`);
     if (r.unknownDevice && r.stored) log(`unknownDevice: window ${w.id} from ${w.device}, which never sent a birth (stored)`);
   }
+}
+
+/** The first collector limit the message breaks (deaths carry nothing to bound). */
+function limitBreach(store: FleetStore, kind: 'birth' | 'death' | 'metrics', payload: unknown, seenAt: number, guard: IngestGuard): Rejection | undefined {
+  if (kind === 'birth') return checkBirthBounds(decodedAs<'birth'>(payload), seenAt, guard.limits);
+  if (kind === 'death') return undefined;
+  const w = decodedAs<'metrics'>(payload);
+  return checkWindowBounds(w, seenAt, guard.exitsOf(store, w.device), guard.limits);
 }
 
 // decodePayload's kind is a runtime value here, so its result is a union; the branch fixes it.

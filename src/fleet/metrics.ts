@@ -32,6 +32,9 @@ const RESULT_LABEL: Record<Exclude<CounterName, 'gaps'>, string> = {
   duplicates: 'duplicate',
   staleDeaths: 'stale_death',
   foreignTopic: 'foreign_topic',
+  clockSkew: 'clock_skew',
+  outOfRange: 'out_of_range',
+  tooManyExits: 'too_many_exits',
 };
 
 /**
@@ -74,16 +77,33 @@ export function renderFamilies(families: readonly Family[]): string {
 }
 
 /**
+ * Most series one scrape carries. Every device adds a dozen plus one per exit; past the cap whole
+ * devices are left out (counted in edgeexit_collector_devices_omitted), so no fleet, and no device
+ * stored before exit histograms were bounded, can swamp Prometheus.
+ */
+export const DEFAULT_MAX_SERIES = 20_000;
+// Series a device adds besides one per exit: 7 per-device families, 3 quantiles, power, dropped, temperature, info.
+const SERIES_PER_DEVICE = 14;
+
+export interface RenderOptions {
+  /** Cap on series (default DEFAULT_MAX_SERIES). */
+  maxSeries?: number;
+}
+
+/**
  * The whole exposition; reads the store (a few indexed queries per device).
  *
  * @example
  * ```ts
  * import { METRICS_CONTENT_TYPE, openFleetStore, renderMetrics } from 'edgeexit/fleet';
  * const store = openFleetStore('fleet.db', { mustExist: true });
- * res.writeHead(200, { 'content-type': METRICS_CONTENT_TYPE }).end(renderMetrics(store));
+ * res.writeHead(200, { 'content-type': METRICS_CONTENT_TYPE }).end(renderMetrics(store, { maxSeries: 5000 }));
  * ```
  */
-export function renderMetrics(store: FleetStore): string {
+export function renderMetrics(store: FleetStore, opts: RenderOptions = {}): string {
+  const maxSeries = opts.maxSeries ?? DEFAULT_MAX_SERIES;
+  let series = 0;
+  let omitted = 0;
   const devices = store.devices();
   const totals = new Map(store.totals().map((t) => [t.device, t]));
   const counters = store.counters();
@@ -113,6 +133,12 @@ export function renderMetrics(store: FleetStore): string {
   for (const d of devices) {
     const base = { device: d.device, fleet: d.fleet };
     const t = totals.get(d.device);
+    const need = SERIES_PER_DEVICE + (t?.exits.length ?? 0);
+    if (series + need > maxSeries) {
+      omitted++;
+      continue;
+    }
+    series += need;
     const latest = store.latestWindows(d.device, 1)[0];
     online.samples.push({ labels: base, value: d.online ? 1 : 0 });
     if (d.birth) info.samples.push({ labels: { ...base, bundle: d.birth.bundle.name, version: d.birth.bundle.version, precision: d.birth.bundle.precision, profile: d.birth.profile }, value: 1 });
@@ -138,6 +164,8 @@ export function renderMetrics(store: FleetStore): string {
   for (const [name, result] of Object.entries(RESULT_LABEL)) messages.samples.push({ labels: { result }, value: counters[name as CounterName] });
   const gaps = fam('edgeexit_window_gaps_total', 'counter', 'Metrics messages that never arrived, from per-session sequence numbers.');
   gaps.samples.push({ labels: {}, value: counters.gaps });
+  const omittedFam = fam('edgeexit_collector_devices_omitted', 'gauge', `Devices left out of this exposition because it reached its cap of ${maxSeries} series.`);
+  omittedFam.samples.push({ labels: {}, value: omitted });
 
-  return renderFamilies([latency, inferences, exits, energy, power, labelled, correct, temperature, online, info, windows, dropped, lastSeen, messages, gaps]);
+  return renderFamilies([latency, inferences, exits, energy, power, labelled, correct, temperature, online, info, windows, dropped, lastSeen, messages, gaps, omittedFam]);
 }

@@ -205,6 +205,7 @@ class SqliteFleetStore implements FleetStore {
       bump: db.prepare('INSERT INTO counters (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = value + excluded.value'),
       counters: db.prepare<[], { name: string; value: number }>('SELECT name, value FROM counters'),
       devices: db.prepare<[], DeviceDbRow>('SELECT * FROM devices ORDER BY device'),
+      birthOf: db.prepare<[string], { birth: string | null }>('SELECT birth FROM devices WHERE device = ?'),
       // Running totals (migration 3): written at commit from the per-device sums of the windows
       // the transaction stored (flushPending), so a duplicate adds nothing and a rollback nothing.
       addTotals: db.prepare(
@@ -259,25 +260,7 @@ class SqliteFleetStore implements FleetStore {
 
   recordWindow(w: MetricsWindow, fleet: string, seenAt: number): WindowOutcome {
     return this.atomically((): WindowOutcome => {
-      // Inside a transaction a device's session state is read once and kept (see `pending`);
-      // the row is updated once per device when the transaction commits.
-      let state = this.pending.get(w.device);
-      if (!state) {
-        let row = this.q.windowState.get(w.device);
-        if (!row) {
-          this.q.insertUnknown.run(w.device, fleet, seenAt);
-          row = this.q.windowState.get(w.device)!;
-        }
-        state = {
-          hasBirth: row.has_birth !== 0,
-          bdSeq: row.last_metrics_bd_seq,
-          seq: row.last_metrics_seq,
-          seenAt: -Infinity,
-          dirty: false,
-          add: { windows: 0, count: 0, joules: 0, labelled: 0, correct: 0, exits: [] },
-        };
-        this.pending.set(w.device, state);
-      }
+      const state = this.sessionState(w.device, fleet, seenAt, true)!;
       const unknownDevice = !state.hasBirth;
       if (unknownDevice) this.q.bump.run('unknownDevice', 1);
       // Positional: binding by name costs ~3 µs a message, a tenth of the write (ingest benchmark).
@@ -288,19 +271,7 @@ class SqliteFleetStore implements FleetStore {
         e2e.p50, e2e.p95, e2e.p99, w.energy.joules, w.energy.meanWatts, w.energy.source, w.droppedWindows, seenAt,
         w.temperatureC ?? null, w.accuracy?.correct ?? null, w.accuracy?.labelled ?? null,
       );
-      // Gaps are about transmissions, not windows: a window resent in a new session is a
-      // duplicate row but still used up its (bdSeq, seq). seq wraps at 256, so only messages of
-      // one bdSeq compare; the same (bdSeq, seq) again is a broker redelivery and changes nothing.
-      const sameSession = state.bdSeq === w.bdSeq && state.seq !== null;
-      const redelivery = sameSession && state.seq === w.seq;
-      const gap = sameSession && !redelivery ? (w.seq - state.seq! - 1 + 256) % 256 : 0;
-      if (gap > 0) this.q.bump.run('gaps', gap);
-      if (!redelivery) {
-        state.bdSeq = w.bdSeq;
-        state.seq = w.seq;
-      }
-      state.seenAt = Math.max(state.seenAt, seenAt);
-      state.dirty = true;
+      const gap = this.advanceSeq(state, w, seenAt);
       if (r.changes === 0) {
         this.q.bump.run('duplicates', 1);
         return { stored: false, gap, unknownDevice };
@@ -316,6 +287,57 @@ class SqliteFleetStore implements FleetStore {
       w.exitHistogram.forEach((n, k) => (add.exits[k] = (add.exits[k] ?? 0) + n));
       return { stored: true, gap, unknownDevice };
     });
+  }
+
+  noteRefusedWindow(w: Pick<MetricsWindow, 'device' | 'bdSeq' | 'seq'>, seenAt: number): number {
+    return this.atomically(() => {
+      const state = this.sessionState(w.device, '', seenAt, false);
+      return state ? this.advanceSeq(state, w, seenAt) : 0;
+    });
+  }
+
+  /**
+   * A device's session state as of this transaction. Inside a transaction it is read once and
+   * kept (see `pending`); the row is updated once per device when the transaction commits.
+   * Without `create`, a device with no row has none (undefined).
+   */
+  private sessionState(device: string, fleet: string, seenAt: number, create: boolean): PendingDevice | undefined {
+    let state = this.pending.get(device);
+    if (state) return state;
+    let row = this.q.windowState.get(device);
+    if (!row) {
+      if (!create) return undefined;
+      this.q.insertUnknown.run(device, fleet, seenAt);
+      row = this.q.windowState.get(device)!;
+    }
+    state = {
+      hasBirth: row.has_birth !== 0,
+      bdSeq: row.last_metrics_bd_seq,
+      seq: row.last_metrics_seq,
+      seenAt: -Infinity,
+      dirty: false,
+      add: { windows: 0, count: 0, joules: 0, labelled: 0, correct: 0, exits: [] },
+    };
+    this.pending.set(device, state);
+    return state;
+  }
+
+  /** Record that (bdSeq, seq) arrived; returns and counts the seq numbers missing before it. */
+  private advanceSeq(state: PendingDevice, w: Pick<MetricsWindow, 'bdSeq' | 'seq'>, seenAt: number): number {
+    // Gaps are about transmissions, not windows: a window resent in a new session is a
+    // duplicate row but still used up its (bdSeq, seq). seq wraps at 256, so only messages of
+    // one bdSeq compare; the same (bdSeq, seq) again is a broker redelivery and changes nothing.
+    const sameSession = state.bdSeq === w.bdSeq && state.seq !== null;
+    const redelivery = sameSession && state.seq === w.seq;
+    const gap = sameSession && !redelivery ? (w.seq - state.seq! - 1 + 256) % 256 : 0;
+    if (gap > 0) this.q.bump.run('gaps', gap);
+    if (!redelivery) {
+      state.bdSeq = w.bdSeq;
+      state.seq = w.seq;
+    }
+    state.seenAt = Math.max(state.seenAt, seenAt);
+    state.dirty = true;
+    return gap;
   }
 
   /** Write the kept session state back (once per device) and forget it: at commit, or before a birth/death reads or replaces it. */
@@ -371,6 +393,11 @@ class SqliteFleetStore implements FleetStore {
       bdSeq: r.bd_seq,
       lastSeen: r.last_seen,
     }));
+  }
+
+  birthOf(device: string): Birth | null {
+    const b = this.q.birthOf.get(device)?.birth;
+    return b ? (JSON.parse(b) as Birth) : null;
   }
 
   totals(): DeviceTotals[] {

@@ -2,7 +2,7 @@
 // from edgeexit's `metadata_props`, and its cost per exit. Every command that takes a model path
 // starts here, so a model without the metadata fails in one place with one clear message.
 import path from 'node:path';
-import { readModel, costPerOutput, modelCost, opHistogram, parameterCount, type OnnxModel, type OutputCost } from '../onnx/index.js';
+import { OnnxGraph, readModel, costPerOutput, modelCost, opHistogram, parameterCount, type ModelCost, type OnnxModel, type OutputCost } from '../onnx/index.js';
 import { parsePreprocessSpec, type PreprocessSpec } from '../backends/image.js';
 import { InputError, ValidationError, show } from '../util/errors.js';
 
@@ -26,6 +26,12 @@ export interface ModelDescription {
   /** Graph outputs = exits, cheapest first. */
   outputs: ModelIO[];
   exits: OutputCost[];
+  /** Per exit: false when it depends on a node whose cost is unknown (see `uncosted`); its MACs are then a lower bound. */
+  exitMacsKnown: boolean[];
+  /** false when some node could not be costed: totalMacs is then a lower bound. */
+  totalMacsKnown: boolean;
+  /** Nodes the cost model could not cost (an op it does not know, or unknown shapes), with the reason. */
+  uncosted: ModelCost['unresolved'];
   totalMacs: number;
   params: number;
   histogram: [string, number][];
@@ -74,6 +80,11 @@ export async function describeModel(file: string): Promise<ModelDescription> {
 }
 
 export function describeLoaded(model: OnnxModel, file: string): ModelDescription {
+  // Every command counts exits by graph outputs; with none there is nothing to run or cost.
+  if (model.graph.output.length === 0)
+    throw new InputError(`${file}: the graph has no outputs: expected at least one (each graph output is an exit) (fix: export the model with its exit logits as graph outputs)`, [
+      { where: `${file}: graph.output`, expected: 'at least one output', got: 'none' },
+    ]);
   const metadata = model.metadata;
   const metadataProblems: string[] = [];
   let preprocess: PreprocessSpec | undefined;
@@ -97,6 +108,9 @@ export function describeLoaded(model: OnnxModel, file: string): ModelDescription
     }
   }
   const cost = modelCost(model);
+  const uncosted = new Set(cost.unresolved.map((u) => `${u.opType}\u0000${u.node}`));
+  const graph = OnnxGraph.of(model);
+  const exitMacsKnown = model.graph.output.map((o) => !graph.requiredNodes([o.name]).some((n) => uncosted.has(`${n.opType}\u0000${n.name}`)));
   return {
     file,
     name: metadata['edgeexit.model'] ?? path.basename(file, '.onnx'),
@@ -106,6 +120,9 @@ export function describeLoaded(model: OnnxModel, file: string): ModelDescription
     inputs: ioOf(model, 'input'),
     outputs: ioOf(model, 'output'),
     exits: costPerOutput(model),
+    exitMacsKnown,
+    totalMacsKnown: cost.unresolved.length === 0,
+    uncosted: cost.unresolved,
     totalMacs: cost.macs,
     params: parameterCount(model),
     histogram: [...opHistogram(model).entries()].sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0])),

@@ -2,7 +2,7 @@
 // ModelProto, load and write external tensor data, and keep everything we do not understand
 // (unknown fields, newer enum values) so that a read → write round trip loses nothing.
 import { fromBinary, toBinary, create, isFieldSet } from '@bufbuild/protobuf';
-import { promises as fsp, openSync, readSync, closeSync, fstatSync } from 'node:fs';
+import { promises as fsp, openSync, readSync, closeSync, fstatSync, realpathSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { InputError, OnnxFormatError, UnsupportedError } from '../util/errors.js';
 import { writeFileAtomic } from '../util/fs.js';
@@ -315,7 +315,25 @@ function resolveLocation(baseDir: string, location: string, where: string, sourc
   if (path.isAbsolute(location) || norm === '..' || norm.startsWith('..' + path.sep)) {
     throw new InputError(`${source}: ${where} points to external data '${location}' outside the model's folder; expected a relative path such as 'model.onnx.data'`);
   }
-  return path.join(baseDir, norm);
+  const file = path.join(baseDir, norm);
+  // The name may stay inside while a symlink (the file, or a folder on the way) leads out: compare
+  // where it really is. A missing file is left for the open to report.
+  let real: string;
+  try {
+    real = realpathSync(file);
+  } catch {
+    return file;
+  }
+  const base = realpathSync(baseDir);
+  if (real !== base && !real.startsWith(base.endsWith(path.sep) ? base : base + path.sep)) {
+    throw new InputError(
+      `${source}: ${where} points to external data '${location}', a link to ${real}, outside the model's folder ${base}; expected the data file itself next to the model (fix: copy the file there instead of linking it)`,
+    );
+  }
+  // A FIFO or device would block the read or never end; only a plain file holds tensor bytes.
+  if (!statSync(real).isFile())
+    throw new InputError(`${source}: ${where} points to external data '${location}', which is not a regular file; expected the data file written with the model`);
+  return file;
 }
 
 function loadExternalData(proto: ModelProto, baseDir: string, source: string): ExternalTensorRef[] {

@@ -136,6 +136,31 @@ describe('compile a CBNet folder', () => {
     }
   });
 
+  it('int8 over a budget int8 alone misses: the mixed-precision fallback keeps the costliest node(s) float until both paths fit', async () => {
+    // minmax on 300 images loses a fraction of a point on one path; a 0 pp budget forces the search.
+    const out = path.join(dir, 'int8-mixed');
+    const r = await compileModel({ model, device: 'rpi4', out, precision: 'int8', calibrationLimit: 300, calibrationMethod: 'minmax', maxAccuracyDrop: 0, latency: false });
+    const q = r.report.quantization!;
+    expect(q.keptFloat.length).toBeGreaterThan(0);
+    expect(q.evaluations).toBeGreaterThan(1);
+    expect(q.verify.map((v) => v.exit)).toEqual(['classifier<-image', 'classifier<-converter']);
+    for (const v of q.verify) expect(v.dropPp, v.exit).toBeLessThanOrEqual(0);
+    expect(r.report.cbnet!.verify!.paths).toEqual(q.verify);
+    for (const k of q.keptFloat) {
+      expect(q.stages[k.stage]!.float).toContainEqual(expect.objectContaining({ node: k.node, reason: 'kept float (mixed precision)' }));
+      expect(r.report.notes).toContainEqual(expect.stringMatching(new RegExp(`^kept '${k.node}' .*float: costliest to quantise`)));
+    }
+    const v = await verifyBundle(out);
+    expect(v.manifest.provenance.quantization!.keptFloat).toEqual(q.keptFloat.map((k) => k.node));
+    // Without the fallback the same budget is missed, and nothing is written.
+    const err = await compileModel({ model, device: 'rpi4', out: path.join(dir, 'int8-nomixed'), precision: 'int8', calibrationLimit: 300, calibrationMethod: 'minmax', maxAccuracyDrop: 0, mixedPrecision: false, latency: false }).then(
+      () => undefined,
+      (e: unknown) => e as Error,
+    );
+    expect(err?.message).toMatch(/loses more than 0 pp top-1 on 300 images.*\n {2}- stage 1 exit 'classifier<-(image|converter)'/);
+    expect(await entries(dir)).not.toContain('int8-nomixed');
+  }, 120_000);
+
   it('fp16: both stages half-size, float32 at the boundaries, both paths within 1 pp', async () => {
     const r = await compileModel({ model, device: 'jetson-orin-nano', out: path.join(dir, 'fp16'), precision: 'fp16', calibrationLimit: 64, latency: false });
     expect(r.manifest).toMatchObject({ kind: 'cbnet', target: { precision: 'fp16' } });

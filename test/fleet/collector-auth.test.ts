@@ -1,6 +1,6 @@
 // The collector against a broker that wants credentials (Mosquitto with allow_anonymous false and a
 // password file): the right user and password collect, a wrong one fails naming the broker's
-// refusal, and credentials without --broker are refused as bad input.
+// refusal, and TLS files without --broker, or half a credential for the embedded broker, are refused as bad input.
 import { execFileSync } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
@@ -48,8 +48,11 @@ describe('collector with credentials', () => {
     const err = await startCollector({ brokerUrl: broker.url, dbFile: path.join(dir, 'bad.db'), username: 'collector', password: 'wrong', onLog: () => {} }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(Error);
     expect((err as Error).message).toMatch(new RegExp(`cannot connect to mqtt://127\\.0\\.0\\.1:${broker.port}: .*(Not authorized|Bad User Name or Password)`, 'i'));
-    const cli = await runCli('collect', '--db', path.join(dir, 'cli.db'), '--username', 'collector', '--http', 'off');
-    expect(cli.code).toBe(2);
-    expect(cli.err).toMatch(/--username\/--password\/--tls-\*: apply to --broker/);
+    const tls = await runCli('collect', '--db', path.join(dir, 'cli.db'), '--tls-ca', path.join(dir, 'ca.pem'), '--http', 'off');
+    expect(tls.code).toBe(2);
+    expect(tls.err).toMatch(/--tls-\*: apply to --broker/);
+    const half = await runCli('collect', '--db', path.join(dir, 'cli.db'), '--username', 'collector', '--http', 'off');
+    expect(half.code).toBe(2);
+    expect(half.err).toMatch(/--username: the embedded broker needs both a user name and a password.*EDGEEXIT_MQTT_PASSWORD/);
   });
 });

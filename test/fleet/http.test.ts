@@ -335,7 +335,9 @@ describe('collector /metrics across a retention prune', () => {
       // One more window after the prune, and the same one again (a duplicate adds nothing).
       const later = win(4, 4, { accuracy: { correct: 1, labelled: 2 } });
       const t = topicFor(FLEET, 'old-a', 'metrics');
-      await conn.publish(topicFor(FLEET, 'old-a', 'birth'), json({ device: 'old-a', fleet: FLEET, bdSeq: 2, seq: 0, ...BIRTH_INFO, at: now }));
+      // A four-exit bundle (three thresholds): the collector refuses histograms longer than the birth announced.
+      const birth4 = { ...BIRTH_INFO, bundle: { ...BIRTH_INFO.bundle, thresholds: [0.9, 0.8, 0.7] } };
+      await conn.publish(topicFor(FLEET, 'old-a', 'birth'), json({ device: 'old-a', fleet: FLEET, bdSeq: 2, seq: 0, ...birth4, at: now }));
       await conn.publish(t, json({ id: 4, bdSeq: 2, seq: 1, device: 'old-a', droppedWindows: 0, ...later }));
       await conn.publish(t, json({ id: 4, bdSeq: 2, seq: 1, device: 'old-a', droppedWindows: 0, ...later }));
       await until(() => c.counters().duplicates === 1, 'the duplicate');

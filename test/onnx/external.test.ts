@@ -2,7 +2,7 @@
 // from the side file, and round-trips both inlined and re-externalised with onnxruntime giving
 // identical outputs. Missing or short data files give an InputError naming model, tensor and file.
 import { equals } from '@bufbuild/protobuf';
-import { promises as fsp } from 'node:fs';
+import { existsSync, promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { InputError } from '../../src/util/errors.js';
@@ -17,6 +17,7 @@ import {
   tensorToArray,
   writeModel,
 } from '../../src/onnx/index.js';
+import { runCli } from '../cli/helpers.js';
 import { fixture, plain, randomFeeds, runFile, tempDir } from './helpers.js';
 
 const MODEL = fixture('external-data.onnx');
@@ -142,5 +143,41 @@ describe('external data', () => {
     })();
     expect(err).toBeInstanceOf(InputError);
     expect((err as Error).message).toMatch(/evil\.onnx: .*outside the model's folder/);
+  });
+});
+
+// Finding 6 of issue 12: a location that stays inside the folder by name but is a symlink out of
+// it must be refused like '../x' (onnxruntime refuses it too), by readModel and so by compile.
+describe('external data behind a symlink', () => {
+  let dir: string;
+  let outside: string;
+  beforeAll(async () => {
+    dir = await tempDir();
+    outside = await tempDir();
+    await fsp.copyFile(MODEL, path.join(dir, 'm.onnx'));
+    await fsp.copyFile(DATA, path.join(outside, 'secret.bin'));
+  });
+  afterAll(async () => {
+    await fsp.rm(dir, { recursive: true, force: true });
+    await fsp.rm(outside, { recursive: true, force: true });
+  });
+
+  it('refuses a data file that links out of the model folder, in readModel and in compile (exit 2)', async () => {
+    await fsp.symlink(path.join(outside, 'secret.bin'), path.join(dir, 'external-data.bin'));
+    const err = await readModel(path.join(dir, 'm.onnx')).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(InputError);
+    expect((err as Error).message).toMatch(/m\.onnx: tensor 'conv\.weight'.*'external-data\.bin', a link to .*secret\.bin, outside the model's folder.*fix: copy the file/);
+    const cli = await runCli('compile', path.join(dir, 'm.onnx'), '--device', 'rpi4', '--out', path.join(dir, 'bundle'));
+    expect(cli.code).toBe(2);
+    expect(cli.err).toMatch(/a link to .*secret\.bin, outside the model's folder/);
+    expect(existsSync(path.join(dir, 'bundle'))).toBe(false);
+  });
+
+  it('still follows a link that stays inside the folder', async () => {
+    await fsp.rm(path.join(dir, 'external-data.bin'), { force: true });
+    await fsp.copyFile(DATA, path.join(dir, 'real.bin'));
+    await fsp.symlink('real.bin', path.join(dir, 'external-data.bin'));
+    const model = await readModel(path.join(dir, 'm.onnx'));
+    expect(model.externalTensors.map((t) => t.name)).toEqual(['conv.weight', 'fc.weight']);
   });
 });

@@ -1,10 +1,12 @@
 // `edgeexit run` through the CLI's main(): --json shape, folder expansion (recursive, sorted),
 // the table and summary, unreadable files (reported, exit code 2), bad flags.
 import { beforeAll, describe, expect, it } from 'vitest';
+import { execFileSync } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import sharp from 'sharp';
 import { compileModel } from '../../src/compiler/index.js';
+import { readModel, writeModel } from '../../src/onnx/index.js';
 import { collectInputs, parseThresholds } from '../../src/cli/commands/run.js';
 import { runCli } from '../cli/helpers.js';
 import { FMNIST, ZOO, scratch } from './helpers.js';
@@ -89,6 +91,46 @@ describe('edgeexit run', () => {
     r = await runCli('run', copy, folder);
     expect(r.code).toBe(2);
     expect(r.err).toMatch(/stage-0\.onnx: content does not match the manifest/);
+  });
+
+  // Finding 6 of issue 12: opening a FIFO for reading blocks until a writer comes, i.e. forever.
+  it('skips a FIFO named like an image with a one-line warning instead of hanging', async () => {
+    const withFifo = path.join(dir, 'with-fifo');
+    await fsp.mkdir(withFifo);
+    await fsp.copyFile(path.join(folder, 'a.png'), path.join(withFifo, 'a.png'));
+    execFileSync('mkfifo', [path.join(withFifo, 'b.png')]);
+    const r = await runCli('run', bundle, withFifo, '--json', '--threads', '1');
+    expect(r.code).toBe(0);
+    expect(r.out.trim().split('\n').map((l) => path.basename((JSON.parse(l) as { file: string }).file))).toEqual(['a.png']);
+    expect(r.err.trim().split('\n').filter((l) => l.includes('b.png'))).toEqual([`warning: skipping ${path.join(withFifo, 'b.png')}: not a regular file (a FIFO, socket or device)`]);
+    // Named directly, too.
+    const warnings: string[] = [];
+    await expect(collectInputs([path.join(withFifo, 'b.png')], (l) => warnings.push(l))).resolves.toEqual([]);
+    expect(warnings).toHaveLength(1);
+  });
+
+  // Finding 6 of issue 12: a forged 100000×100000 input size died with a stack trace (exit 70).
+  it('a preprocess size of 100000×100000 in a manifest or in model metadata is bad input (exit 2) naming the field and the bound', async () => {
+    const copy = path.join(dir, 'huge-manifest');
+    await fsp.cp(bundle, copy, { recursive: true });
+    const file = path.join(copy, 'manifest.json');
+    const m = JSON.parse(await fsp.readFile(file, 'utf8')) as { input: { preprocess: { size: number[] } } };
+    m.input.preprocess.size = [100000, 100000];
+    await fsp.writeFile(file, JSON.stringify(m));
+    const r = await runCli('run', copy, folder);
+    expect(r.code).toBe(2);
+    expect(r.err).toMatch(/input\.preprocess\.size\[0\]: .*4096/);
+    expect(r.err).not.toMatch(/\n\s+at /);
+
+    const model = await readModel(ZOO);
+    const spec = JSON.parse(model.metadata['edgeexit.preprocess']!) as { size: number[] };
+    model.setMetadata('edgeexit.preprocess', JSON.stringify({ ...spec, size: [100000, 100000] }));
+    const huge = path.join(dir, 'huge-meta.onnx');
+    await writeModel(model, huge);
+    const e = await runCli('eval', huge, '--data', 'calibration', '--limit', '4');
+    expect(e.code).toBe(2);
+    expect(e.err).toMatch(/metadata_props edgeexit\.preprocess: size: expected \[height, width\] of integers from 1 to 4096, got \[100000,100000\]/);
+    expect(e.err).not.toMatch(/\n\s+at /);
   });
 
   it('parses thresholds and expands folders', async () => {

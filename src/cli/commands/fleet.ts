@@ -5,6 +5,7 @@ import { openFleetStore } from '../../fleet/store.js';
 import type { CliIO } from '../io.js';
 import { defineCommand, type AnyCommandBody } from '../command.js';
 import { pct, table } from '../format.js';
+import { safeText } from '../../util/safe-text.js';
 import { DEFAULT_DB } from './collect.js';
 
 export interface FleetStatusOptions {
@@ -27,22 +28,28 @@ export async function fleetStatusCommand(opts: FleetStatusOptions, io: CliIO): P
 
 export function renderFleetStatus(s: FleetStatus): string {
   if (s.devices.length === 0) return 'no devices recorded yet';
+  // Bundle names and versions are whatever the device's birth said: one inert line each.
   const rows = s.devices.map((d) => [
-    d.device,
+    safeText(d.device),
     d.online ? 'online' : 'offline',
-    d.bundle ? `${d.bundle.name} ${d.bundle.version}` : '-',
+    d.bundle ? safeText(`${d.bundle.name} ${d.bundle.version}`) : '-',
     d.p95LatencyMs === null ? '-' : d.p95LatencyMs.toFixed(1),
     d.exitRates.length ? d.exitRates.map((r) => pct(r, 0)).join(' / ') : '-',
     d.joulesPerInference === null ? '-' : d.joulesPerInference.toFixed(3),
     d.accuracy === null ? '-' : pct(d.accuracy, 1),
     d.temperatureC === null ? '-' : d.temperatureC.toFixed(1),
-    new Date(d.lastSeen).toISOString(),
+    isoOrDash(d.lastSeen),
   ]);
   const c = Object.entries(s.counters)
     .filter(([, v]) => v > 0)
     .map(([k, v]) => `${k} ${v}`)
     .join(', ');
   return `${table(['device', 'status', 'bundle', 'p95 ms', 'exit rates', 'J/inference', 'accuracy', 'temp °C', 'last seen'], rows)}\n\ncounters  ${c || 'none'}`;
+}
+
+function isoOrDash(ms: number): string {
+  const t = new Date(ms);
+  return Number.isNaN(t.getTime()) ? '-' : t.toISOString();
 }
 
 function fleetStatusModule(io: CliIO): AnyCommandBody {

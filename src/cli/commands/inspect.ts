@@ -32,7 +32,13 @@ export function renderInspect(d: ModelDescription): string {
   if (d.labels) lines.push(`labels      ${d.labels.length}: ${d.labels.join(', ')}`);
   for (const p of d.metadataProblems) lines.push(`warning     ${p}`);
   lines.push(`parameters  ${d.params.toLocaleString('en-US')}`);
-  lines.push(`MACs        ${d.totalMacs.toLocaleString('en-US')} per sample (whole graph)`);
+  // An op the cost model does not know is not free: say so rather than count it as 0.
+  if (d.totalMacsKnown) lines.push(`MACs        ${d.totalMacs.toLocaleString('en-US')} per sample (whole graph)`);
+  else {
+    const ops = [...new Set(d.uncosted.map((u) => u.opType))];
+    lines.push(`MACs        unknown: at least ${d.totalMacs.toLocaleString('en-US')} per sample (whole graph)`);
+    lines.push(`warning     MACs unknown for ${d.uncosted.length} node${d.uncosted.length === 1 ? '' : 's'} (${ops.slice(0, 5).join(', ')}${ops.length > 5 ? ', …' : ''}): no cost rule or unknown shapes; figures marked ≥ are lower bounds`);
+  }
   lines.push('');
   for (const w of contractWarnings(d)) lines.push(`warning     ${w}`);
   lines.push(`exits (${d.outputs.length} graph outputs, in run order)`);
@@ -44,9 +50,9 @@ export function renderInspect(d: ModelDescription): string {
         k,
         e.output,
         dims(d.outputs[k]?.dims ?? []),
-        count(e.incrementalMacs),
-        count(e.cumulativeMacs),
-        `${(e.cumulativeMacs / first).toFixed(1)}x`,
+        atLeast(d.exitMacsKnown[k], count(e.incrementalMacs)),
+        atLeast(d.exitMacsKnown[k], count(e.cumulativeMacs)),
+        d.exitMacsKnown[k] && d.exitMacsKnown[0] ? `${(e.cumulativeMacs / first).toFixed(1)}x` : '?',
         count(e.incrementalParams),
         e.incrementalNodes,
       ]),
@@ -71,6 +77,8 @@ function contractWarnings(d: ModelDescription): string[] {
     samples: [],
   }).map((f) => f.message);
 }
+
+const atLeast = (known: boolean | undefined, v: string): string => (known === false ? `≥ ${v}` : v);
 
 export function inspectModule(io: CliIO): AnyCommandBody {
   return defineCommand({

@@ -66,30 +66,47 @@ function byCodeUnit(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
 }
 
-export async function imagesUnder(dir: string): Promise<string[]> {
+/**
+ * Every image file under `dir`, recursively. Only regular files (or links to them) count: a FIFO
+ * or device named like an image would block the read forever, so it is skipped and `warn` gets one
+ * line naming it.
+ *
+ * @example
+ * const files = await imagesUnder('photos', (line) => console.error(line));
+ */
+export async function imagesUnder(dir: string, warn: (line: string) => void = () => undefined): Promise<string[]> {
   const out: string[] = [];
   for (const e of await fsp.readdir(dir, { withFileTypes: true })) {
     const p = path.join(dir, e.name);
-    if (e.isDirectory()) out.push(...(await imagesUnder(p)));
-    else if (IMAGE_EXTENSIONS.includes(path.extname(e.name).toLowerCase())) out.push(p);
+    if (e.isDirectory()) out.push(...(await imagesUnder(p, warn)));
+    else if (IMAGE_EXTENSIONS.includes(path.extname(e.name).toLowerCase()) && (await isRegularFile(p, warn))) out.push(p);
   }
   return out;
+}
+
+async function isRegularFile(p: string, warn: (line: string) => void): Promise<boolean> {
+  const st = await fsp.stat(p).catch(() => undefined);
+  if (st?.isFile()) return true;
+  warn(`warning: skipping ${p}: ${st ? 'not a regular file (a FIFO, socket or device)' : 'a broken link'}`);
+  return false;
 }
 
 /**
  * Expand the arguments: a folder → every image under it (recursively, code-unit sorted so the
  * order is the same on every machine); a file → itself, whatever its extension (a non-image is
- * then reported as unreadable rather than silently skipped).
+ * then reported as unreadable rather than silently skipped); a FIFO, socket or device → skipped
+ * with a warning, since reading it could block forever.
  */
-export async function collectInputs(args: readonly string[]): Promise<string[]> {
+export async function collectInputs(args: readonly string[], warn: (line: string) => void = () => undefined): Promise<string[]> {
   const files: string[] = [];
   for (const a of args) {
     const st = await fsp.stat(a).catch(() => undefined);
     if (st?.isDirectory()) {
-      const found = (await imagesUnder(a)).sort(byCodeUnit);
+      const found = (await imagesUnder(a, warn)).sort(byCodeUnit);
       if (found.length === 0) throw new InputError(formatProblem({ where: a, message: 'no images in this folder', expected: `files ending in ${IMAGE_EXTENSIONS.join(', ')}` }));
       files.push(...found);
-    } else files.push(a);
+    } else if (st && !st.isFile()) warn(`warning: skipping ${a}: not a regular file (a FIFO, socket or device)`);
+    else files.push(a);
   }
   return files;
 }
@@ -143,7 +160,7 @@ export function loadBundleFromFlags(
 export async function runCommand(opts: RunCommandOptions, io: CliIO): Promise<RunCommandResult> {
   const thresholds = parseThresholds(opts.threshold);
   const tflags = opts.telemetry !== undefined ? telemetryFlags({ ...opts, telemetry: opts.telemetry }) : undefined;
-  const files = await collectInputs(opts.inputs);
+  const files = await collectInputs(opts.inputs, (line) => io.err(line));
   const runner = await loadBundleFromFlags(opts, io);
   let result: ClassifyResult;
   let telemetry: DeviceTelemetry | undefined;

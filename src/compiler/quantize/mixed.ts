@@ -4,6 +4,8 @@
 // quantised node's cost is measured (quantise everything but that node and re-run), the node whose
 // quantisation costs most stays float, and the loop repeats until every exit is within budget or
 // nothing is left to keep float. Measured, not guessed: sensitivity depends on the data.
+// "Exit" is each stage's exit of the chain by default; a model family whose stages feed each
+// other in other ways (CBNet) passes a QuantVerifier naming the outputs it is judged on.
 import { encodeModel, type OnnxModel } from '../../onnx/index.js';
 import { createSession, type ModelSession, type PlainTensor, type SessionOptions } from '../../backends/onnxruntime.js';
 import type { CalibrationData, StageRanges } from './calibrate.js';
@@ -60,6 +62,28 @@ export interface QuantizeOptions {
   mixed?: boolean;
   session?: SessionOptions;
   onProgress?: (line: string) => void;
+  /** What the budget is measured on (default: the stages run as one chain, one output per exit). */
+  verifier?: QuantVerifier;
+  /**
+   * Quantise a stage's inputs with the parameters the stage before it gave the same tensor
+   * (default true: a chain hands tensors on). Off for stages compiled apart (CBNet's pair).
+   */
+  carryParams?: boolean;
+}
+
+/**
+ * The outputs an int8 compile is verified on, when they are not simply one per stage of a chain:
+ * a family whose stages feed each other in several ways (CBNet: the classifier on the image, and
+ * on the converter's output) names each output with the deepest stage it depends on, and runs them.
+ *
+ * @example
+ * const verifier: QuantVerifier = { outputs: [{ stage: 1, exit: 'classifier<-image' }], run: async (bytes) => [await logitsOf(bytes[1]!)] };
+ * await quantizeWithBudget(stages, { ...opts, verifier, carryParams: false });
+ */
+export interface QuantVerifier {
+  outputs: readonly { stage: number; exit: string }[];
+  /** Logits of every output, in `outputs` order, concatenated over the calibration batches. */
+  run(models: readonly Uint8Array[]): Promise<Float32Array[]>;
 }
 
 type Feeds = Record<string, PlainTensor>;
@@ -141,18 +165,21 @@ export function compareExit(stage: number, exit: string, ref: Float32Array, got:
   return { stage, exit, samples: n, floatTop1: fc / n, compiledTop1: cc / n, agreement: agree / n, maxLogitError: maxErr, dropPp: ((fc - cc) / n) * 100 };
 }
 
-/** Quantise every stage; keep nodes float, measured one at a time, until each exit is within budget. */
+/** Quantise every stage; keep nodes float, measured one at a time, until each verified output is within budget. */
 export async function quantizeWithBudget(stages: readonly QuantStage[], opts: QuantizeOptions): Promise<QuantizeResult> {
   const runner = new ChainRunner(stages, opts.inputName, opts.data.batches, opts.session);
-  const floatBytes = stages.map((s) => encodeModel(s.model));
-  const ref = (await runner.run(floatBytes)).logits;
+  const outputs = opts.verifier?.outputs ?? stages.map((s, k) => ({ stage: k, exit: s.exit }));
+  const runAll = async (bytes: readonly Uint8Array[], keepInputs = false) =>
+    opts.verifier ? { logits: await opts.verifier.run(bytes), inputs: [] } : runner.run(bytes, 0, stages.length - 1, undefined, keepInputs);
+  const ref = (await runAll(stages.map((s) => encodeModel(s.model)))).logits;
+  const compare = (logits: readonly Float32Array[], i: number) => compareExit(outputs[i]!.stage, outputs[i]!.exit, ref[i]!, logits[i]!, opts.data.labels);
   const keep = stages.map(() => new Set<string>());
-  /** Quantise stages in order, each reusing the parameters of the tensors earlier stages handed over. */
+  /** Quantise stages in order, each reusing (when carryParams) the parameters of the tensors earlier stages handed over. */
   const buildAll = (extra?: { stage: number; node: string }) => {
     const carried = new Map<string, QParams>();
     return stages.map((s, k) => {
       const keepFloat = extra?.stage === k ? new Set([...keep[k]!, extra.node]) : keep[k]!;
-      const built = quantizeStage(s.model, { scheme: opts.scheme, ranges: opts.ranges[k]!, keepFloat, inputParams: carried });
+      const built = quantizeStage(s.model, { scheme: opts.scheme, ranges: opts.ranges[k]!, keepFloat, ...(opts.carryParams === false ? {} : { inputParams: carried }) });
       for (const [t, p] of built.report.outputParams) carried.set(t, p);
       return built;
     });
@@ -162,9 +189,9 @@ export async function quantizeWithBudget(stages: readonly QuantStage[], opts: Qu
   for (;;) {
     const built = buildAll();
     const bytes = built.map((b) => encodeModel(b.model));
-    const base = await runner.run(bytes, 0, stages.length - 1, undefined, true);
+    const base = await runAll(bytes, true);
     evaluations++;
-    const verify = stages.map((s, k) => compareExit(k, s.exit, ref[k]!, base.logits[k]!, opts.data.labels));
+    const verify = outputs.map((_, i) => compare(base.logits, i));
     const failing = verify.filter((v) => v.dropPp > opts.maxDropPp);
     const result = (): QuantizeResult => ({ models: built.map((b) => b.model), reports: built.map((b) => b.report), verify, keptFloat, withinBudget: failing.length === 0, evaluations });
     if (failing.length === 0 || opts.mixed === false) return result();
@@ -175,19 +202,25 @@ export async function quantizeWithBudget(stages: readonly QuantStage[], opts: Qu
     opts.onProgress?.(`mixed precision: ${failing.map((f) => `${f.exit} −${f.dropPp.toFixed(2)} pp`).join(', ')} over the ${opts.maxDropPp} pp budget; measuring ${candidates.length} node(s)`);
     let best: { c: (typeof candidates)[number]; score: number; after: ExitVerification[] } | undefined;
     for (const c of candidates) {
-      // Everything before the node's stage is unchanged: start from the inputs the baseline fed it.
       const rebuilt = buildAll(c);
       const trial = bytes.map((b, k) => (k >= c.stage && k <= lastFailing ? encodeModel(rebuilt[k]!.model) : b));
-      const r = await runner.run(trial, c.stage, lastFailing, base.inputs);
+      let after: ExitVerification[];
+      if (opts.verifier) {
+        const logits = await opts.verifier.run(trial);
+        after = outputs.map((_, i) => compare(logits, i));
+      } else {
+        // Everything before the node's stage is unchanged: start from the inputs the baseline fed it.
+        const r = await runner.run(trial, c.stage, lastFailing, base.inputs);
+        after = verify.map((v, k) => (k >= c.stage && k <= lastFailing ? compare(r.logits, k) : v));
+      }
       evaluations++;
-      const after = verify.map((v, k) => (k >= c.stage && k <= lastFailing ? compareExit(k, v.exit, ref[k]!, r.logits[k]!, opts.data.labels) : v));
       const score = excess(after);
       if (!best || score < best.score) best = { c, score, after };
     }
     const { c, after } = best!;
     keep[c.stage]!.add(c.node);
     const worst = failing.reduce((a, b) => (b.dropPp > a.dropPp ? b : a));
-    const afterWorst = after[worst.stage]!;
+    const afterWorst = after[verify.indexOf(worst)]!;
     keptFloat.push({
       stage: c.stage,
       node: c.node,

@@ -1,0 +1,354 @@
+// The one compile pipeline every model family goes through. A family plans the stages
+// (families/); from there the steps are the same for all: check the float stages against their
+// sources, compile them to the precision asked for (fp16 with its own check, or int8 within the
+// accuracy budget, keeping the most sensitive nodes float when needed), verify them on labelled
+// images, time them, and write the report and the bundle. Nothing is written before every step
+// has passed, so a failed compile leaves nothing behind.
+import { encodeModel } from '../onnx/index.js';
+import { UnsupportedError } from '../util/errors.js';
+import { calibrateStages, compareExit, loadCalibrationImages, quantizeWithBudget, resolveScheme, type CalibrationData, type QuantizeResult } from './quantize/index.js';
+import { CheckFailedError, checkStages, type CheckResult } from './check.js';
+import { convertToFp16 } from './fp16.js';
+import { measureStageLatency, type LatencyReport } from './latency.js';
+import {
+  AccuracyDropError,
+  DEFAULT_CALIBRATION_METHOD,
+  DEFAULT_MAX_ACCURACY_DROP,
+  FP16_TOLERANCE,
+  SUPPORTED_PRECISIONS,
+  type CompileReport,
+  type CompileResult,
+  type Fp16Report,
+  type Precision,
+  type QuantizationReport,
+  type StageReport,
+} from './options.js';
+import { stageReports, writeCompiledBundle } from './writer.js';
+import type { CompileEnv, FamilyPlan, StagesPlan, VerifyResult } from './families/family.js';
+import type { CbnetPipeline } from '../bundle/manifest.js';
+
+/** Stages compiled to the target precision, with everything the report says about how. */
+export interface CompiledStages {
+  floatBytes: Uint8Array[];
+  stageBytes: Uint8Array[];
+  check: CheckResult;
+  quantization?: QuantizationReport;
+  fp16?: Fp16Report;
+  /** Compiled vs float on the labelled images (when the plan loads them). */
+  verify?: VerifyResult;
+  latency?: LatencyReport;
+  /** Notes of the precision steps, in order. */
+  notes: string[];
+}
+
+/**
+ * Compile one family's plan into a bundle at `env.opts.out`.
+ *
+ * @example
+ * const plan = await multiExitFamily.plan(env);
+ * const result = await compilePlan(plan, env);
+ */
+export async function compilePlan(plan: FamilyPlan, env: CompileEnv): Promise<CompileResult> {
+  const compiled = await compileStages(plan, env);
+  const ext = plan.extension ? await compileExtension(plan, env) : undefined;
+  const stages = [...stageReports(plan.stages, plan.stages.map((s) => s.file), { compiled: compiled.stageBytes, float: compiled.floatBytes }), ...(ext?.stages ?? [])];
+  const stageBytes = [...compiled.stageBytes, ...(ext?.bytes ?? [])];
+  const pipeline = plan.pipeline?.(ext?.stages ?? []);
+  const report = buildReport(plan, env, compiled, { stages, pipeline, notes: ext?.notes ?? [] });
+  const q = compiled.quantization;
+  return writeCompiledBundle(env.opts, {
+    kind: plan.kind,
+    name: plan.name,
+    version: plan.version,
+    device: env.device.id,
+    precision: env.precision,
+    input: { name: plan.input.name, shape: plan.input.shape },
+    preprocess: plan.preprocess,
+    labels: plan.labels,
+    stages,
+    stageBytes,
+    report,
+    ...(pipeline ? { pipeline } : {}),
+    exitPoints: plan.exitPoints(stages.length, pipeline),
+    source: plan.source,
+    ...(q ? { quantization: { ...q, keptFloatNodes: q.keptFloat.map((k) => k.node) } } : {}),
+    key: env.key,
+  });
+}
+
+/** report.json: the plan's facts, the compiled stages and what each step did, then the notes. */
+function buildReport(plan: FamilyPlan, env: CompileEnv, compiled: CompiledStages, parts: { stages: StageReport[]; pipeline: CbnetPipeline | undefined; notes: readonly string[] }): CompileReport {
+  const { stages, pipeline } = parts;
+  return {
+    model: plan.report.model,
+    device: { id: env.device.id, name: env.device.name, defaultPrecision: env.device.precision.default },
+    precision: env.precision,
+    inputFrom: plan.report.inputFrom,
+    prepare: plan.prepare,
+    // In the family's own key order, so report.json stays byte-identical to what each family wrote before.
+    ...plan.report.split,
+    sourceMacs: plan.report.sourceMacs,
+    stages,
+    check: compiled.check,
+    ...(compiled.quantization ? { quantization: compiled.quantization } : {}),
+    ...(compiled.fp16 ? { fp16: compiled.fp16 } : {}),
+    ...(compiled.latency ? { latency: compiled.latency } : {}),
+    ...(plan.section ? plan.section(pipeline, compiled.verify) : {}),
+    notes: reportNotes(plan, compiled, env, parts.notes),
+  };
+}
+
+/** The report's notes: planning, precision steps, extension, device and preparation, then what is left to do. */
+export function reportNotes(plan: StagesPlan, compiled: CompiledStages, env: CompileEnv, extension: readonly string[]): string[] {
+  const notes = [...plan.notes, ...compiled.notes, ...extension];
+  const def = env.device.precision.default;
+  if (def !== env.precision) {
+    notes.push(`${env.device.id} defaults to ${def}; this bundle is ${env.precision}${SUPPORTED_PRECISIONS.includes(def as Precision) ? '' : ` (${def} is not available yet)`}`);
+  }
+  const kept = plan.prepare.batchNormKept.length;
+  if (kept > 0) notes.push(`${kept} BatchNormalization node(s) could not be folded (see prepare.batchNormKept)`);
+  return [...notes, ...plan.closingNotes];
+}
+
+/** The extension's stages compiled by the same steps, and the part of them that joins the bundle. */
+async function compileExtension(plan: FamilyPlan, env: CompileEnv): Promise<{ stages: StageReport[]; bytes: Uint8Array[]; notes: string[] }> {
+  const ext = plan.extension!;
+  const extEnv: CompileEnv = { ...env, opts: ext.opts };
+  const compiled = await compileStages(ext.plan, extEnv);
+  const kept = ext.plan.stages.slice(ext.from);
+  const last = plan.stages.length;
+  const cumulative = plan.stages.reduce((a, s) => a + s.macs, 0);
+  const stages = stageReports(
+    kept,
+    kept.map((s) => s.file),
+    { compiled: compiled.stageBytes.slice(ext.from), float: compiled.floatBytes.slice(ext.from) },
+    { first: last, cumulative },
+  );
+  return { stages, bytes: compiled.stageBytes.slice(ext.from), notes: ext.notes(reportNotes(ext.plan, compiled, extEnv, [])) };
+}
+
+/**
+ * Check, convert or quantise, verify and time the planned stages; writes nothing.
+ *
+ * @example
+ * const c = await compileStages(await multiExitFamily.plan(env), env);
+ * console.log(c.stageBytes.map((b) => b.length), c.quantization?.keptFloat);
+ */
+export async function compileStages(plan: StagesPlan, env: CompileEnv): Promise<CompiledStages> {
+  const floatBytes = plan.stages.map((s) => encodeModel(s.model));
+  const check = await checkFloat(plan, env, floatBytes);
+  const data = plan.images ? await loadImages(plan, env) : undefined;
+  const notes: string[] = [];
+  let stageBytes = floatBytes;
+  let quantization: QuantizationReport | undefined;
+  let fp16: Fp16Report | undefined;
+  let verify: VerifyResult | undefined;
+  if (env.precision === 'int8') {
+    const q = await quantize(plan, env, floatBytes, data!);
+    ({ stageBytes, quantization, verify } = q);
+    notes.push(...q.notes);
+  } else {
+    if (env.precision === 'fp16') {
+      const c = await toFp16(plan, env);
+      ({ stageBytes, fp16 } = c);
+      notes.push(...c.notes);
+    }
+    if (data) verify = await verifyOnImages(plan, env, data, floatBytes, stageBytes);
+  }
+  const latency = (env.opts.latency ?? true) ? await timeStages(plan, env, floatBytes, stageBytes) : undefined;
+  return { floatBytes, stageBytes, check, ...(quantization ? { quantization } : {}), ...(fp16 ? { fp16 } : {}), ...(verify ? { verify } : {}), ...(latency ? { latency } : {}), notes };
+}
+
+// ---- the float check ----
+
+/** Run each check group's stages against its source; one result for the whole plan. */
+async function runChecks(plan: StagesPlan, env: CompileEnv, bytes: readonly Uint8Array[], precision: 'fp32' | 'fp16', tolerance: number | undefined, withImages: boolean): Promise<CheckResult> {
+  const { opts } = env;
+  const calibration = withImages && opts.calibration ? { calibration: { dir: opts.calibration, labels: plan.labels, ...(opts.calibrationLimit ? { limit: opts.calibrationLimit } : {}) } } : {};
+  const results = await Promise.all(
+    plan.checks.map((g) =>
+      checkStages({
+        source: g.source,
+        inputName: g.inputName,
+        preprocess: plan.preprocess,
+        stages: g.stages.map((k) => {
+          const s = plan.stages[k]!;
+          return { bytes: bytes[k]!, inputs: s.inputs, outputs: s.outputs, exit: s.exit, carry: s.carry };
+        }),
+        precision,
+        ...(plan.input.fixedBatch !== undefined ? { batchSizes: [plan.input.fixedBatch] } : {}),
+        ...(tolerance !== undefined ? { tolerance } : {}),
+        ...calibration,
+      }),
+    ),
+  );
+  return results.length === 1 ? results[0]! : mergeChecks(results, plan.checks.map((g) => g.stages));
+}
+
+/** One check per group, with each group's stage numbers mapped to the plan's. */
+function mergeChecks(checks: CheckResult[], groups: readonly number[][]): CheckResult {
+  const renumber = (set: CheckResult['random'] | undefined, g: number) => (set?.exits ?? []).map((e) => ({ ...e, stage: groups[g]![e.stage]! }));
+  const first = checks[0]!;
+  const cal = checks.every((c) => c.calibration) ? checks.map((c) => c.calibration!) : undefined;
+  return {
+    precision: first.precision,
+    tolerance: first.tolerance,
+    passed: checks.every((c) => c.passed),
+    random: { source: first.random.source, samples: first.random.samples, exits: checks.flatMap((c, g) => renumber(c.random, g)) },
+    ...(cal
+      ? { calibration: { source: cal[0]!.source, samples: cal[0]!.samples, exits: checks.flatMap((c, g) => renumber(c.calibration, g)), skipped: cal.flatMap((c) => c.skipped ?? []) } }
+      : {}),
+  };
+}
+
+/** Every exit over the tolerance, one line each. */
+function checkFailures(check: CheckResult, plan: StagesPlan): string[] {
+  return [...check.random.exits.map((e) => ({ ...e, on: 'random inputs' })), ...(check.calibration?.exits ?? []).map((e) => ({ ...e, on: 'calibration images' }))]
+    .filter((e) => !(e.maxAbsDiff <= check.tolerance))
+    .map((e) => `  - stage ${e.stage} (${plan.stages[e.stage]?.file}) exit '${e.exit}' on ${e.on}: max |diff| ${e.maxAbsDiff.toExponential(2)}, top-1 agreement ${(e.top1Agreement * 100).toFixed(1)}%`);
+}
+
+/** The float stages must reproduce their sources; int8 is held to the accuracy budget later. */
+async function checkFloat(plan: StagesPlan, env: CompileEnv, floatBytes: readonly Uint8Array[]): Promise<CheckResult> {
+  const check = await runChecks(plan, env, floatBytes, 'fp32', env.opts.tolerance, env.precision !== 'int8');
+  if (!check.passed) {
+    throw new CheckFailedError(
+      `${plan.where}: the compiled stages do not reproduce ${plan.sourceNoun} (fp32, tolerance ${check.tolerance}):\n` +
+        checkFailures(check, plan).join('\n') +
+        `\nno bundle was written; this is a compiler bug or an op the preparation does not handle — please report it with the model`,
+    );
+  }
+  return check;
+}
+
+// ---- labelled images ----
+
+async function loadImages(plan: StagesPlan, _env: CompileEnv): Promise<CalibrationData> {
+  const img = plan.images!;
+  return loadCalibrationImages(img.dir, plan.preprocess, plan.labels, {
+    ...(img.limit !== undefined ? { limit: img.limit } : {}),
+    ...(img.fixedBatch !== undefined ? { batchSize: img.fixedBatch, exactBatch: true } : {}),
+  });
+}
+
+/** Compiled vs float on the labelled images, each output within the accuracy budget (fp32 and fp16). */
+async function verifyOnImages(plan: StagesPlan, env: CompileEnv, data: CalibrationData, floatBytes: Uint8Array[], stageBytes: Uint8Array[]): Promise<VerifyResult | undefined> {
+  // Without its own verifier a family's stages are checked by the fp32 check alone at this precision.
+  const verifier = plan.verifier?.(data);
+  if (!verifier) return undefined;
+  const ref = await verifier.run(floatBytes);
+  const got = stageBytes === floatBytes ? ref : await verifier.run(stageBytes);
+  const paths = verifier.outputs.map((o, i) => compareExit(o.stage, o.exit, ref[i]!, got[i]!, data.labels));
+  const maxDrop = env.opts.maxAccuracyDrop ?? DEFAULT_MAX_ACCURACY_DROP;
+  const failing = paths.filter((v) => v.dropPp > maxDrop);
+  if (failing.length > 0) {
+    throw new AccuracyDropError(
+      `${plan.where}: ${env.precision} loses more than ${maxDrop} pp top-1 on ${data.count} images of ${plan.images!.dir}:\n` +
+        failing.map((v) => `  - ${v.exit}: float ${(v.floatTop1 * 100).toFixed(2)}% → ${env.precision} ${(v.compiledTop1 * 100).toFixed(2)}% (−${v.dropPp.toFixed(2)} pp)`).join('\n') +
+        `\nno bundle was written; allow more with --max-accuracy-drop, or compile --precision fp32`,
+      failing.map((v) => ({ where: v.exit, message: `loses ${v.dropPp.toFixed(2)} pp top-1`, expected: `at most ${maxDrop} pp` })),
+    );
+  }
+  return { source: plan.images!.dir, images: data.count, maxAccuracyDropPp: maxDrop, paths };
+}
+
+// ---- int8 ----
+
+async function quantize(
+  plan: StagesPlan,
+  env: CompileEnv,
+  floatBytes: readonly Uint8Array[],
+  data: CalibrationData,
+): Promise<{ stageBytes: Uint8Array[]; quantization: QuantizationReport; verify: VerifyResult; notes: string[] }> {
+  const { opts, device } = env;
+  const schemeKey = device.precision.quantScheme;
+  if (!schemeKey) throw new UnsupportedError(`${device.id}: the device profile names no precision.quantScheme, so int8 has no target scheme; add one (see \`edgeexit devices\`)`);
+  const scheme = resolveScheme(schemeKey);
+  const method = opts.calibrationMethod ?? DEFAULT_CALIBRATION_METHOD;
+  const maxDrop = opts.maxAccuracyDrop ?? DEFAULT_MAX_ACCURACY_DROP;
+  const progress = opts.onProgress ?? (() => {});
+  const dir = plan.images!.dir;
+  progress(`calibrating on ${dir} (${method})${plan.calibrationDetail?.(data) ?? ''}`);
+  const calOpts = { method, symmetric: scheme.activationSymmetric };
+  const cal = plan.calibrate
+    ? await plan.calibrate(data, calOpts, floatBytes)
+    : await calibrateStages(plan.stages, plan.input.name, data, calOpts).then((c) => ({ ranges: c.ranges, images: c.images, notes: [] as string[] }));
+  // Without the family's own verifier, quantizeWithBudget verifies each exit of the chain.
+  const verifier = plan.verifier?.(data);
+  const q = await quantizeWithBudget(plan.stages, {
+    scheme,
+    ranges: cal.ranges,
+    inputName: plan.input.name,
+    data,
+    maxDropPp: maxDrop,
+    mixed: opts.mixedPrecision ?? true,
+    onProgress: progress,
+    carryParams: plan.carryParams,
+    ...(verifier ? { verifier } : {}),
+  });
+  const quantization: QuantizationReport = {
+    scheme: scheme.key,
+    calibration: { source: dir, method, images: cal.images, skipped: data.skipped.length },
+    maxAccuracyDropPp: maxDrop,
+    verify: q.verify,
+    keptFloat: q.keptFloat,
+    stages: q.reports.map((r) => ({ quantized: r.quantized.length, passThrough: r.passThrough.length, float: r.float, biasAdjusted: r.biasAdjusted })),
+    warnings: q.reports.flatMap((r) => r.warnings),
+    evaluations: q.evaluations,
+  };
+  if (!q.withinBudget) throw overBudget(plan, env, { scheme: scheme.key, method, images: cal.images, maxDrop }, q);
+  const notes = [...quantization.warnings, ...q.keptFloat.map((k) => `kept '${k.node}' (${k.op}, stage ${k.stage}) float: ${k.reason}`), ...cal.notes];
+  const verify = { source: dir, images: data.count, maxAccuracyDropPp: maxDrop, paths: q.verify };
+  return { stageBytes: q.models.map((m) => encodeModel(m)), quantization, verify, notes };
+}
+
+/** The error of an int8 compile that stays over budget, naming each exit and what was kept float. */
+function overBudget(plan: StagesPlan, env: CompileEnv, how: { scheme: string; method: string; images: number; maxDrop: number }, q: QuantizeResult): AccuracyDropError {
+  const { maxDrop } = how;
+  const bad = q.verify.filter((v) => v.dropPp > maxDrop);
+  return new AccuracyDropError(
+    `${plan.where}: int8 (${how.scheme}, ${how.method} calibration) loses more than ${maxDrop} pp top-1 on ${how.images} images of ${plan.images!.dir}:\n` +
+      bad.map((v) => `  - stage ${v.stage} exit '${v.exit}': float ${(v.floatTop1 * 100).toFixed(2)}% → int8 ${(v.compiledTop1 * 100).toFixed(2)}% (−${v.dropPp.toFixed(2)} pp)`).join('\n') +
+      (q.keptFloat.length ? `\n  even with ${q.keptFloat.length} node(s) kept float (${q.keptFloat.map((k) => `'${k.node}'`).join(', ')})` : '') +
+      `\nno bundle was written; allow more with --max-accuracy-drop, ${env.opts.mixedPrecision === false ? 'allow mixed precision, ' : ''}try --calibration-method minmax, or compile --precision fp32`,
+    bad.map((v) => ({ where: `exit '${v.exit}'`, message: `loses ${v.dropPp.toFixed(2)} pp top-1`, expected: `at most ${maxDrop} pp` })),
+  );
+}
+
+// ---- fp16 ----
+
+/**
+ * Stage boundaries stay float32 (keepIoFloat32), so the runtime contract is the same as fp32;
+ * the check is repeated on the fp16 stages with a tolerance suited to half precision.
+ */
+async function toFp16(plan: StagesPlan, env: CompileEnv): Promise<{ stageBytes: Uint8Array[]; fp16: Fp16Report; notes: string[] }> {
+  const conv = plan.stages.map((s) => convertToFp16(s.model));
+  const stageBytes = conv.map((c) => encodeModel(c.model));
+  const tolerance = env.opts.tolerance ?? FP16_TOLERANCE;
+  const check = await runChecks(plan, env, stageBytes, 'fp16', tolerance, true);
+  if (!check.passed) {
+    throw new CheckFailedError(
+      `${plan.where}: the fp16 stages differ from ${plan.sourceNoun} by more than ${tolerance}:\n${checkFailures(check, plan).join('\n')}\n` +
+        `no bundle was written; raise --tolerance if that is acceptable, or compile --precision fp32`,
+    );
+  }
+  const kept = conv.flatMap((c) => c.report.keptFloat32);
+  const fp16: Fp16Report = { check, converted: conv.reduce((a, c) => a + c.report.converted, 0), keptFloat32: kept, clamped: conv.reduce((a, c) => a + c.report.clamped.reduce((x, y) => x + y.count, 0), 0) };
+  const notes = kept.map((k) => `kept '${k.node}' (${k.op}) float32 in fp16: ${k.reason}`);
+  if (fp16.clamped > 0) notes.push(`${fp16.clamped} constant value(s) clamped into the fp16 range`);
+  notes.push(
+    `fp16 check: max |diff| ${check.random.exits.map((e) => e.maxAbsDiff.toExponential(2)).join(' / ')} per exit vs float (tolerance ${tolerance}); onnxruntime's CPU provider computes most fp16 ops in fp32 — the speed-up needs CUDA/TensorRT`,
+  );
+  return { stageBytes, fp16, notes };
+}
+
+// ---- latency ----
+
+async function timeStages(plan: StagesPlan, env: CompileEnv, floatBytes: readonly Uint8Array[], stageBytes: readonly Uint8Array[]): Promise<LatencyReport> {
+  const { batch, feeds } = await plan.latencyFeeds(floatBytes);
+  return measureStageLatency(
+    plan.stages.map((s, k) => ({ name: s.file, float: floatBytes[k]!, compiled: stageBytes[k]!, feeds: feeds[k]! })),
+    { batch, ...(env.opts.latencyRuns !== undefined ? { runs: env.opts.latencyRuns } : {}) },
+  );
+}
+
