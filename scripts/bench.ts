@@ -35,7 +35,7 @@ import { calibrate, type CalibrationReport } from '../src/calibration/calibrate.
 import { FASHION_MNIST_DIR, loadFashionMnist } from '../src/data/idx.js';
 import { scanImageFolder } from '../src/data/imagefolder.js';
 import { loadDeviceProfile } from '../src/devices/load.js';
-import { prepareBatch, toTensorInto, type ImageInput, type TensorData } from '../src/backends/image.js';
+import { toTensorInto, type ImageInput, type TensorData } from '../src/backends/image.js';
 import { loadBundle, type BundleRunner, type ClassifyOptions, type ClassifyResult } from '../src/runtime/bundle-runner.js';
 import type { CbnetPolicy } from '../src/runtime/cbnet-cascade.js';
 import { mulberry32 } from '../src/util/random.js';

@@ -52,7 +52,7 @@ export const PROVIDER_PROBES: readonly ProviderProbe[] = Object.freeze([
       win32: ['onnxruntime_providers_shared.dll', 'onnxruntime_providers_cuda.dll'],
     },
     startFailure: /AppendExecutionProvider_Cuda|\bCUDA\b|cudart|cudnn|cublas/i,
-    fix: 'npm rebuild onnxruntime-node --onnxruntime-node-install=cuda12, with CUDA 12 and cuDNN 9; see README "GPU"',
+    fix: 'ONNXRUNTIME_NODE_INSTALL=cuda12 node node_modules/onnxruntime-node/script/install, with CUDA 12 and cuDNN 9; see README "GPU"',
   },
   {
     name: 'tensorrt',
@@ -61,7 +61,7 @@ export const PROVIDER_PROBES: readonly ProviderProbe[] = Object.freeze([
       win32: ['onnxruntime_providers_shared.dll', 'onnxruntime_providers_tensorrt.dll'],
     },
     startFailure: /AppendExecutionProvider_TensorRT|TensorRT|nvinfer/i,
-    fix: 'npm rebuild onnxruntime-node --onnxruntime-node-install=cuda12, with CUDA 12, cuDNN 9 and TensorRT 10; see README "GPU"',
+    fix: 'ONNXRUNTIME_NODE_INSTALL=cuda12 node node_modules/onnxruntime-node/script/install, with CUDA 12, cuDNN 9 and TensorRT 10; see README "GPU"',
   },
   {
     name: 'webgpu',

@@ -159,12 +159,6 @@ function prepare(data: SearchData, stageMs: readonly number[], candidates: numbe
   return { K, n, cand, q, corr, cum };
 }
 
-interface Eval {
-  c: number[];
-  correct: number;
-  hist: Float64Array;
-}
-
 type Objective = { value(e: { correct: number; meanMs: number; latencyMs: number }): number };
 
 class Searcher {

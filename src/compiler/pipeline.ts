@@ -230,7 +230,7 @@ async function checkFloat(plan: StagesPlan, env: CompileEnv, floatBytes: readonl
 
 // ---- labelled images ----
 
-async function loadImages(plan: StagesPlan, env: CompileEnv): Promise<CalibrationData> {
+async function loadImages(plan: StagesPlan, _env: CompileEnv): Promise<CalibrationData> {
   const img = plan.images!;
   return loadCalibrationImages(img.dir, plan.preprocess, plan.labels, {
     ...(img.limit !== undefined ? { limit: img.limit } : {}),

@@ -12,7 +12,7 @@ export type OrtNodePlatform = (typeof ORT_NODE_PLATFORMS)[number];
  * How an execution provider reaches an onnxruntime-node 1.30 install on one platform:
  * - `bundled`: inside the npm tarball, works after `npm install`;
  * - `cuda-download`: the provider library is fetched from NuGet by the package's postinstall
- *   (skipped with `--onnxruntime-node-install=skip`) and needs CUDA 12 / cuDNN 9 (and TensorRT
+ *   (denied in package.json's allowScripts; README "GPU" runs it by hand) and needs CUDA 12 / cuDNN 9 (and TensorRT
  *   for `tensorrt`) on the machine at run time;
  * - `source-build`: only with onnxruntime-node built from source against the local SDK (this
  *   is the Jetson case: no prebuilt linux-arm64 CUDA/TensorRT binding exists);

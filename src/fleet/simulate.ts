@@ -12,7 +12,7 @@
 import { appendFileSync, existsSync, ftruncateSync, closeSync, openSync, readFileSync, promises as fsp } from 'node:fs';
 import { createHash } from 'node:crypto';
 import path from 'node:path';
-import { loadDeviceProfile, packageRoot } from '../devices/load.js';
+import { loadDeviceProfile } from '../devices/load.js';
 import { modelWatts, type PowerModel } from '../telemetry/energy/model.js';
 import { TelemetryPublisher, type Backoff, type BirthInfo, type WindowInput } from '../telemetry/mqtt/publisher.js';
 import type { MetricsWindowBody } from '../telemetry/payloads.js';

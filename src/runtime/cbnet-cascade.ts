@@ -85,7 +85,7 @@ export async function runCbnetBatch(models: CbnetModels, order: readonly CbnetEx
   // inline rather than through a helper: each extra async hop is ~1 µs that lands outside the
   // runs, i.e. in the cascade's overhead, at batch 1 (where a run is ~40 µs).
   let t0 = -1;
-  let lastEnd = 0;
+  let lastEnd: number;
   let active: number[] = new Array<number>(n);
   for (let i = 0; i < n; i++) active[i] = i;
   let img = image;

@@ -4,6 +4,7 @@
 // moves, window title); bidi overrides would reorder what the operator reads.
 
 // C0 controls, DEL, C1 controls, and the Unicode bidi embeddings/overrides/isolates and marks.
+// eslint-disable-next-line no-control-regex -- matching control characters is this module's job
 const UNSAFE = /[\u0000-\u001f\u007f-\u009f\u200e\u200f\u202a-\u202e\u2066-\u2069]/g;
 const NAMED: Record<string, string> = { '\n': '\\n', '\r': '\\r', '\t': '\\t', '\u001b': '\\e' };
 

@@ -160,7 +160,7 @@ describe('execution-provider fallback', () => {
     try {
       expect(lines).toHaveLength(1);
       expect(lines[0]).toMatch(
-        /^warn: execution provider 'cuda' skipped: not available in this onnxruntime-node build \(.*libonnxruntime_providers_cuda\.so.* not installed; .*--onnxruntime-node-install=cuda12.*\) — using 'cpu'$/,
+        /^warn: execution provider 'cuda' skipped: not available in this onnxruntime-node build \(.*libonnxruntime_providers_cuda\.so.* not installed; .*ONNXRUNTIME_NODE_INSTALL=cuda12 node node_modules\/onnxruntime-node\/script\/install.*\) — using 'cpu'$/,
       );
       expect(s.executionProviders).toEqual(['cpu']);
       expect(s.skipped.map((x) => x.name)).toEqual(['cuda']);

@@ -1,8 +1,9 @@
 // The model cards' accuracy figures must reproduce with `edgeexit eval` on the full Fashion-MNIST
 // test set (Debian's dataset-fashion-mnist, installed by .ci/run).
-import { describe, expect, it } from 'vitest';
+import { expect, it } from 'vitest';
 import { promises as fsp } from 'node:fs';
 import { runCli } from './helpers.js';
+import { FASHION_MNIST } from '../support/require.js';
 
 async function results(name: string): Promise<Record<string, any>> {
   return JSON.parse(await fsp.readFile(`models/${name}/results.json`, 'utf8'));
@@ -15,7 +16,7 @@ async function evalTest(file: string): Promise<{ count: number; exits: { accurac
   return JSON.parse(r.out);
 }
 
-describe('model cards reproduce', () => {
+FASHION_MNIST.describe('model cards reproduce', () => {
   it.each(['fmnist-branchy', 'fmnist-branchy-wide'])('%s: every exit and the oracle distribution match results.json on all 10,000 test images', async (name) => {
     const rec = await results(name);
     const got = await evalTest(`models/${name}/${name}.onnx`);

@@ -2,7 +2,7 @@
 // sessions (CPU), constants clamp into range, blocked ops stay float32 behind Casts, graph IO
 // types follow keepIoFloat32, and split stages still chain after conversion.
 import { describe, expect, it } from 'vitest';
-import { existsSync, promises as fsp } from 'node:fs';
+import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import {
   DataType,
@@ -22,7 +22,7 @@ import { checkStages, randomImages } from '../../src/compiler/check.js';
 import { createSession, type PlainTensor } from '../../src/backends/onnxruntime.js';
 import { parsePreprocessSpec, prepareBatch, type PreprocessSpec, type TensorData } from '../../src/backends/image.js';
 import { buildModel, node, tensorValueInfo } from '../onnx/helpers.js';
-import { REPO, RESNET, RESNET_PRE, SINGLE, SINGLE_PRE, ZOO, scratch, zooCopy } from './helpers.js';
+import { REPO, RESNET, RESNET_PRE, SINGLE, SINGLE_PRE, scratch, zooCopy } from './helpers.js';
 
 const CALIBRATION = path.join(REPO, 'calibration', 'fashion-mnist');
 const SESSION = { intraOpNumThreads: 1, interOpNumThreads: 1 } as const;
@@ -159,7 +159,7 @@ describe('convertToFp16 on the compiler fixtures', () => {
   }
 });
 
-describe.skipIf(!existsSync(ZOO))('convertToFp16 on the zoo model (fmnist-branchy, 3 exits)', () => {
+describe('convertToFp16 on the zoo model (fmnist-branchy, 3 exits)', () => {
   it('halves the file, keeps every exit within fp16 tolerance and top-1 on calibration images', async () => {
     const file = await zooCopy(await scratch('fp16-zoo'));
     const source = await readModel(file);

@@ -2,7 +2,7 @@
 // rewritten by a training run while tests run), scratch folders, and folder fingerprints for
 // "left untouched" checks.
 import { createHash } from 'node:crypto';
-import { existsSync, promises as fsp } from 'node:fs';
+import { promises as fsp } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';

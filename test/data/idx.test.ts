@@ -1,11 +1,10 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { existsSync, promises as fsp } from 'node:fs';
+import { promises as fsp } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import zlib from 'node:zlib';
 import {
   FASHION_MNIST_CLASSES,
-  FASHION_MNIST_DIR,
   encodeIdx,
   loadFashionMnist,
   readIdxDataset,
@@ -13,6 +12,7 @@ import {
   readIdxLabels,
 } from '../../src/data/idx.js';
 import { InputError } from '../../src/util/errors.js';
+import { FASHION_MNIST } from '../support/require.js';
 
 let dir: string;
 beforeAll(async () => {
@@ -158,7 +158,7 @@ describe('loadFashionMnist', () => {
     expect(fm.labelsFile).toBe(path.join(d, 'train-labels-idx1-ubyte'));
   });
 
-  it.skipIf(!existsSync(path.join(FASHION_MNIST_DIR, 't10k-labels-idx1-ubyte.gz')))(
+  FASHION_MNIST.it(
     "reads Debian's Fashion-MNIST test split",
     async () => {
       const fm = await loadFashionMnist('test');

@@ -10,31 +10,28 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { describeModel } from '../../src/model/describe.js';
 import { runCli } from '../cli/helpers.js';
 import { REPO, scratch } from '../compiler/helpers.js';
+import { need } from '../support/require.js';
 
 // Debian's python (the pyenv one has no torch); EDGEEXIT_PYTHON points elsewhere, e.g. to check the CI failure.
 const PYTHON = process.env.EDGEEXIT_PYTHON ?? '/usr/bin/python3';
 const SCRIPT = path.join(REPO, 'docs', 'examples', 'export_my_model.py');
 const CALIBRATION = path.join(REPO, 'calibration', 'fashion-mnist');
-const APT = 'apt-get install python3-torch python3-onnx';
 const LABELS = ['tshirt_top', 'trouser', 'pullover', 'dress', 'coat', 'sandal', 'shirt', 'sneaker', 'bag', 'ankle_boot'];
 
-/** Whether Debian's python can import torch and onnx; the reason when not. */
-function torchAvailable(): { ok: true } | { ok: false; why: string } {
-  if (!existsSync(PYTHON)) return { ok: false, why: `${PYTHON} not found` };
-  const r = spawnSync(PYTHON, ['-c', 'import torch, onnx'], { encoding: 'utf8' });
-  return r.status === 0 ? { ok: true } : { ok: false, why: (r.stderr.trim().split('\n').at(-1) ?? `exit ${r.status}`) };
-}
-
-const torch = torchAvailable();
-const inCi = process.env.CI === 'true';
+/** Debian's python with torch and onnx importable (checked here only: the import takes seconds). */
+const TORCH = need({
+  what: `${PYTHON} with torch and onnx`,
+  apt: 'python3-torch python3-onnx',
+  paths: [PYTHON],
+  check: (python) => {
+    const r = spawnSync(python, ['-c', 'import torch, onnx'], { encoding: 'utf8' });
+    return r.status === 0 ? undefined : `cannot import torch and onnx (${r.stderr.trim().split('\n').at(-1) ?? `exit ${r.status}`})`;
+  },
+});
 
 describe('bring your own model: the guide end to end', () => {
-  it.runIf(inCi || torch.ok)('has Debian torch and onnx to run the guide with', () => {
-    // In CI the guide must run: a missing package is a broken CI image, not a reason to skip.
-    if (!torch.ok) throw new Error(`${PYTHON} cannot import torch and onnx (${torch.why}); fix: ${APT}`);
-  });
-
-  describe.runIf(torch.ok)('export → compile → calibrate → run', () => {
+  // In CI the guide must run: a missing package is a broken CI image, not a reason to skip.
+  TORCH.describe('export → compile → calibrate → run', () => {
     let dir: string;
     let model: string;
     beforeAll(async () => {

@@ -165,6 +165,7 @@ describe('collector bounds', () => {
     const before = collector.handled();
     await raw.publish(topicFor(FLEET, 'pi-8', 'birth'), json({ device: 'pi-8', fleet: FLEET, bdSeq: 0, seq: 0, ...forged, at: NOW }), { qos: 1 });
     await until(() => collector.handled() === before + 1, 'the birth handled');
+    // eslint-disable-next-line no-control-regex -- the test looks for forged control characters
     expect(logs.filter((l) => /\n|\r|\u001b|\u0007/.test(l))).toEqual([]);
     expect(logs.some((l) => /^\s*death: pi-07/.test(l))).toBe(false);
     expect(logs).toContain('birth: pi-8 online (bdSeq 0, mnist\\n death: pi-07 offline \\e[2J\\e[31m1.0)');
@@ -172,6 +173,7 @@ describe('collector bounds', () => {
     const status = await runCli('fleet', 'status', '--db', dbFile);
     expect(status.code).toBe(0);
     expect(status.out).not.toMatch(/^\s*death: pi-07 offline/m);
+    // eslint-disable-next-line no-control-regex -- the test looks for a forged ESC
     expect(status.out).not.toMatch(/\u001b/);
     expect(status.out).toMatch(/^pi-8 +online +mnist\\n death: pi-07 offline \\e\[2J\\e\[31m1\.0/m);
   });

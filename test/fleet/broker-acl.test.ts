@@ -13,10 +13,10 @@ import { startCollector, type Collector } from '../../src/fleet/index.js';
 import { openFleetStore } from '../../src/fleet/store.js';
 import { TelemetryPublisher, connectMqtt, encodePayload, topicFor, type MqttConnection, type MqttMessage } from '../../src/telemetry/index.js';
 import { runCli } from '../cli/helpers.js';
-import { MOSQUITTO, freePort } from '../telemetry/mqtt/broker.js';
+import { freePort } from '../telemetry/mqtt/broker.js';
+import { MOSQUITTO, MOSQUITTO_PASSWD } from '../support/require.js';
 import { BIRTH_INFO, tempDir, windowBody, windowInput } from '../telemetry/mqtt/fixtures.js';
 
-const HAS_PASSWD = spawnSync('mosquitto_passwd', ['-h']).error === undefined;
 
 async function until(pred: () => boolean, what: string, ms = 20_000): Promise<void> {
   const end = Date.now() + ms;
@@ -39,10 +39,10 @@ async function enrolCli(dir: string, ...args: string[]): Promise<Creds> {
 }
 
 describe('mosquitto password hash', () => {
-  it.skipIf(!HAS_PASSWD)('is the hash mosquitto_passwd writes, and checks against one it wrote', async () => {
+  MOSQUITTO_PASSWD.it('is the hash mosquitto_passwd writes, and checks against one it wrote', async () => {
     const dir = await tempDir('pwhash');
     const file = path.join(dir, 'passwd');
-    spawnSync('mosquitto_passwd', ['-c', '-b', file, 'lab/pi-07', 'open sesame']);
+    spawnSync(MOSQUITTO_PASSWD.get(), ['-c', '-b', file, 'lab/pi-07', 'open sesame']);
     const hash = (await fsp.readFile(file, 'utf8')).trim().split(':')[1]!;
     const [, , iterations, salt] = hash.split('$');
     expect(mosquittoPasswordHash('open sesame', { salt: Buffer.from(salt!, 'base64'), iterations: Number(iterations) })).toBe(hash);
@@ -53,7 +53,7 @@ describe('mosquitto password hash', () => {
   });
 });
 
-describe.skipIf(!MOSQUITTO)('broker ACL from `fleet broker-config` and `fleet enroll`', () => {
+MOSQUITTO.describe('broker ACL from `fleet broker-config` and `fleet enroll`', () => {
   let dir: string;
   let port: number;
   let url: string;
@@ -65,7 +65,7 @@ describe.skipIf(!MOSQUITTO)('broker ACL from `fleet broker-config` and `fleet en
   const opened: MqttConnection[] = [];
 
   async function startMosquitto(): Promise<void> {
-    const p = spawn(MOSQUITTO!, ['-c', path.join(dir, 'mosquitto.conf')], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const p = spawn(MOSQUITTO.get(), ['-c', path.join(dir, 'mosquitto.conf')], { stdio: ['ignore', 'ignore', 'pipe'] });
     broker = p;
     p.stderr?.on('data', (d: Buffer) => (brokerLog += d.toString()));
     const end = Date.now() + 10_000;

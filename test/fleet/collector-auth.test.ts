@@ -9,6 +9,7 @@ import { startCollector } from '../../src/fleet/collector.js';
 import { TelemetryPublisher } from '../../src/telemetry/index.js';
 import { runCli } from '../cli/helpers.js';
 import { startBroker, type Broker } from '../telemetry/mqtt/broker.js';
+import { MOSQUITTO_PASSWD } from '../support/require.js';
 import { BIRTH_INFO, tempDir, windowInput } from '../telemetry/mqtt/fixtures.js';
 
 let broker: Broker;
@@ -16,8 +17,8 @@ let dir: string;
 beforeAll(async () => {
   dir = await tempDir('collector-auth');
   const passwords = path.join(dir, 'passwd');
-  execFileSync('mosquitto_passwd', ['-c', '-b', passwords, 'collector', 's3cret']);
-  execFileSync('mosquitto_passwd', ['-b', passwords, 'pi-7', 'dev1ce']);
+  execFileSync(MOSQUITTO_PASSWD.get(), ['-c', '-b', passwords, 'collector', 's3cret']);
+  execFileSync(MOSQUITTO_PASSWD.get(), ['-b', passwords, 'pi-7', 'dev1ce']);
   // Started as root, mosquitto drops to its own user before reading the file: let it.
   await fsp.chmod(dir, 0o755);
   await fsp.chmod(passwords, 0o644);

@@ -2,15 +2,15 @@
 // real SQLite file, TelemetryPublisher devices): online state per device, one latency point per
 // stored window, the exit histogram equal to the stored exit counts, a refresh that picks up a new
 // window, and no console errors (which also catches a script blocked by the page's CSP).
-import { existsSync, promises as fsp } from 'node:fs';
+import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { chromium, type Browser, type Page } from 'playwright-core';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, expect, it } from 'vitest';
 import { startCollector, type Collector } from '../../src/fleet/index.js';
 import { TelemetryPublisher, connectMqtt, topicFor, type WindowInput } from '../../src/telemetry/index.js';
 import { BIRTH_INFO, tempDir, windowBody } from '../telemetry/mqtt/fixtures.js';
+import { CHROMIUM } from '../support/require.js';
 
-const CHROMIUM = '/usr/bin/chromium';
 const FAST = { initialMs: 100, maxMs: 400, factor: 2, jitter: 0.5 };
 const T0 = 1_700_000_000_000;
 
@@ -34,7 +34,7 @@ function win(i: number, hist: number[], p95: number): WindowInput {
   };
 }
 
-describe.skipIf(!existsSync(CHROMIUM))('fleet dashboard in headless Chromium', () => {
+CHROMIUM.describe('fleet dashboard in headless Chromium', () => {
   let dir: string;
   let collector: Collector;
   let browser: Browser;
@@ -65,7 +65,7 @@ describe.skipIf(!existsSync(CHROMIUM))('fleet dashboard in headless Chromium', (
     await until(() => collector.store.totals().reduce((n, t) => n + t.windows, 0) === 7, '7 windows');
     await until(() => collector.store.devices().find((d) => d.device === 'pi-old')?.online === false, 'pi-old offline');
 
-    browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--disable-background-networking'] });
+    browser = await chromium.launch({ executablePath: CHROMIUM.get(), args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--disable-background-networking'] });
     page = await browser.newPage();
     page.on('console', (m) => {
       if (m.type() === 'error') consoleErrors.push(m.text());

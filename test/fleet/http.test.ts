@@ -2,6 +2,7 @@
 // with its HTTP server on a free loopback port, devices publishing real windows (TelemetryPublisher
 // and a raw MQTT client), then /metrics fetched over HTTP and read with a strict exposition parser;
 // the JSON API; bad requests; and `edgeexit collect --http`.
+import { spawnSync } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
@@ -13,6 +14,7 @@ import { InputError } from '../../src/util/errors.js';
 import { runCli } from '../cli/helpers.js';
 import { BIRTH_INFO, tempDir, windowBody } from '../telemetry/mqtt/fixtures.js';
 import { PromParseError, parseExposition, sampleValue } from './prom-parse.js';
+import { PROMTOOL } from '../support/require.js';
 
 const FAST = { initialMs: 100, maxMs: 400, factor: 2, jitter: 0.5 };
 const FLEET = 'lab';
@@ -119,6 +121,19 @@ describe('collector /metrics and JSON API', () => {
     await raw?.end();
     await collector?.close();
     await fsp.rm(dir, { recursive: true, force: true });
+  });
+
+  // A parser this repo did not write: Prometheus' own promtool (Debian prometheus) parses and lints
+  // the scrape, escaped label values included. A corrupted copy must fail, so the pass means something.
+  PROMTOOL.it('/metrics passes `promtool check metrics` (parse and lint, no findings)', async () => {
+    const r = await get(`${collector.httpUrl}/metrics`);
+    expect(r.status).toBe(200);
+    const check = (text: string) => spawnSync(PROMTOOL.get(), ['check', 'metrics'], { input: text, encoding: 'utf8' });
+    const ok = check(r.body);
+    expect({ status: ok.status, out: ok.stdout + ok.stderr }).toEqual({ status: 0, out: '' });
+    const broken = check(r.body.replace(/^(edgeexit_inferences_total\{[^}]*\}) /m, '$1 not-a-number '));
+    expect(broken.status).not.toBe(0);
+    expect(broken.stdout + broken.stderr).toMatch(/error while linting|parse|invalid|expected/i);
   });
 
   it('serves /metrics in exposition format 0.0.4 with the values the devices sent', async () => {

@@ -15,7 +15,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, expect, it } from 'vitest';
 import { startCollector, type Collector } from '../../src/fleet/collector.js';
 import { FleetSimulator, ledgerTotals, loadSimProfile, readSentLedger, type SentTotals } from '../../src/fleet/simulate.js';
 import { MOSQUITTO, startBroker, startGate, type Broker, type Gate } from '../telemetry/mqtt/broker.js';
@@ -53,7 +53,7 @@ function startChild(url: string, stateDir: string): { proc: ChildProcess; stdout
   return { proc, stdout: () => out, stderr: () => err, exited };
 }
 
-describe.skipIf(!MOSQUITTO)('soak', () => {
+MOSQUITTO.describe('soak', () => {
   let broker: Broker | undefined;
   let gate: Gate | undefined;
   let collector: Collector | undefined;

@@ -97,7 +97,7 @@ describe("run --telemetry and agent to `collect`'s embedded aedes broker (MQTT 3
   });
 });
 
-describe.skipIf(!MOSQUITTO)('device telemetry end to end (Mosquitto)', () => {
+MOSQUITTO.describe('device telemetry end to end (Mosquitto)', () => {
   let broker: Broker;
   let collector: Collector;
   const logs: string[] = [];

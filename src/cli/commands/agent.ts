@@ -12,7 +12,7 @@ import { describeSummary, type DeviceTelemetry, type TelemetrySummary } from '..
 import type { WindowInput } from '../../telemetry/mqtt/publisher.js';
 import { InputError, formatProblem, show } from '../../util/errors.js';
 import type { CliIO } from '../io.js';
-import type { CommandBody } from '../command.js';
+import { defineCommand, type AnyCommandBody } from '../command.js';
 import { TELEMETRY_CHUNK, labelFromPath, startTelemetry, telemetryFlags, telemetryYargsOptions, type TelemetryCliOptions } from '../telemetry-flags.js';
 import { imagesUnder, loadBundleFromFlags, parseThresholds } from './run.js';
 import { untilStopped } from '../signals.js';
@@ -118,8 +118,8 @@ export async function agentCommand(opts: AgentCommandOptions, io: CliIO, signal:
   return { stats, telemetry: summary! };
 }
 
-export function agentModule(io: CliIO): CommandBody<AgentCommandOptions> {
-  return {
+export function agentModule(io: CliIO): AnyCommandBody {
+  return defineCommand({
     builder: (y) =>
       y
         .positional('bundle', { type: 'string', describe: 'Bundle folder or .tar', demandOption: true })
@@ -128,8 +128,8 @@ export function agentModule(io: CliIO): CommandBody<AgentCommandOptions> {
         .option('loop', { type: 'boolean', describe: 'Re-run every image in the folder, pass after pass, instead of waiting for new ones' })
         .options(telemetryYargsOptions)
         .option('threshold', { type: 'string', describe: 'Thresholds t0,t1,… or "none" (default: the manifest\'s)' })
-        .option('metric', { type: 'string', choices: EXIT_METRICS as unknown as string[], describe: 'Exit confidence metric (default: the manifest\'s)' })
-        .option('policy', { type: 'string', choices: CBNET_POLICIES as unknown as string[], describe: 'cbnet bundles only: run order' })
+        .option('metric', { type: 'string', choices: EXIT_METRICS, describe: 'Exit confidence metric (default: the manifest\'s)' })
+        .option('policy', { type: 'string', choices: CBNET_POLICIES, describe: 'cbnet bundles only: run order' })
         .option('batch', { type: 'number', describe: 'Images per cascade run (default 1)' })
         .option('key', { type: 'string', describe: 'Public key (PEM) the bundle must be signed with (instead of the trust store)' })
         .option('require-signature', { type: 'boolean', describe: 'Refuse an unsigned bundle (the default; kept for scripts)' })
@@ -138,9 +138,10 @@ export function agentModule(io: CliIO): CommandBody<AgentCommandOptions> {
         .option('device', { type: 'string', describe: "Device profile: providers, threads, energy sensor, power model (default: the bundle's target)" })
         .option('threads', { type: 'number', describe: 'Intra-op threads' })
         .example('$0 agent bundles/branchy-rpi4 --watch /var/spool/camera --telemetry mqtt://collector.local --fleet lab --device-id pi-07', '')
-        .example('$0 agent bundles/branchy-rpi4 --watch calibration/fashion-mnist --loop --telemetry mqtt://127.0.0.1:1883', 'soak test') as never,
-    handler: async (args) => {
+        .example('$0 agent bundles/branchy-rpi4 --watch calibration/fashion-mnist --loop --telemetry mqtt://127.0.0.1:1883', 'soak test'),
+    // sysRoot, pollMs and onItems are for programmatic callers (tests); the command line has no flag for them.
+    handler: async (args: Omit<AgentCommandOptions, 'sysRoot' | 'pollMs' | 'onItems'>) => {
       await untilStopped((signal) => agentCommand(args, io, signal));
     },
-  };
+  });
 }

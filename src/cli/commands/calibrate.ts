@@ -6,7 +6,7 @@ import { calibrate, type CalibrationReport } from '../../calibration/calibrate.j
 import type { SearchTarget } from '../../calibration/search.js';
 import { EdgeExitError, InputError, formatProblem, show } from '../../util/errors.js';
 import type { CliIO } from '../io.js';
-import type { CommandBody } from '../command.js';
+import { defineCommand, type AnyCommandBody } from '../command.js';
 import { pct, table } from '../format.js';
 
 export interface CalibrateCommandOptions {
@@ -105,8 +105,8 @@ export async function calibrateCommand(o: CalibrateCommandOptions, io: CliIO): P
   return r;
 }
 
-export function calibrateModule(io: CliIO): CommandBody<CalibrateCommandOptions> {
-  return {
+export function calibrateModule(io: CliIO): AnyCommandBody {
+  return defineCommand({
     builder: (y) =>
       y
         .positional('bundle', { type: 'string', describe: 'Bundle folder, or a .tar from `edgeexit pack` (its manifest is rewritten atomically either way)', demandOption: true })
@@ -125,9 +125,9 @@ export function calibrateModule(io: CliIO): CommandBody<CalibrateCommandOptions>
         .option('runs', { type: 'number', describe: 'Timed runs per stage for --latency-source measure (default 200)' })
         .option('allow-miss', { type: 'boolean', describe: 'Write the thresholds and exit 0 even when the held-out check misses the target (default: report the miss, leave the bundle, exit 1)' })
         .option('json', { type: 'boolean', describe: 'Print the report as JSON' })
-        .example('$0 calibrate build/branchy-rpi4 --data calibration/fashion-mnist --target-latency 0.5ms --latency-source model', '') as never,
-    handler: async (args) => {
+        .example('$0 calibrate build/branchy-rpi4 --data calibration/fashion-mnist --target-latency 0.5ms --latency-source model', ''),
+    handler: async (args: CalibrateCommandOptions) => {
       await calibrateCommand(args, io);
     },
-  };
+  });
 }

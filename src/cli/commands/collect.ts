@@ -6,7 +6,7 @@
 import { startCollector, type Collector } from '../../fleet/collector.js';
 import { DEFAULT_HTTP, parseHttpListen } from '../../fleet/http.js';
 import type { CliIO } from '../io.js';
-import type { CommandBody } from '../command.js';
+import { defineCommand, type AnyCommandBody } from '../command.js';
 import { untilStopped } from '../signals.js';
 import { readTls } from '../../telemetry/device.js';
 import { InputError, formatProblem } from '../../util/errors.js';
@@ -80,8 +80,8 @@ export async function collectCommand(opts: CollectOptions, io: CliIO, signal: Ab
   return counters;
 }
 
-export function collectModule(io: CliIO): CommandBody<CollectOptions> {
-  return {
+export function collectModule(io: CliIO): AnyCommandBody {
+  return defineCommand({
     builder: (y) =>
       y
         .option('broker', { type: 'string', describe: 'mqtt:// URL of an existing broker (default: start an embedded one)' })
@@ -100,9 +100,9 @@ export function collectModule(io: CliIO): CommandBody<CollectOptions> {
         .option('tls-cert', { type: 'string', describe: 'PEM client certificate, for brokers that authenticate by certificate' })
         .option('tls-key', { type: 'string', describe: 'PEM key of --tls-cert' })
         .example('$0 collect --db fleet.db', 'embedded broker on 127.0.0.1:1883, telemetry into fleet.db, dashboard on http://127.0.0.1:9464/')
-        .example('EDGEEXIT_MQTT_PASSWORD=… $0 collect --listen 0.0.0.0 --username fleet', 'embedded broker for devices on the LAN, password required') as never,
-    handler: async (args) => {
+        .example('EDGEEXIT_MQTT_PASSWORD=… $0 collect --listen 0.0.0.0 --username fleet', 'embedded broker for devices on the LAN, password required'),
+    handler: async (args: CollectOptions) => {
       await untilStopped((signal) => collectCommand(args, io, signal));
     },
-  };
+  });
 }

@@ -6,7 +6,7 @@
 import { CALIBRATION_METHODS, DEFAULT_CALIBRATION_METHOD, DEFAULT_MAX_ACCURACY_DROP, compileModel, PRECISIONS, type CalibrationMethod, type CompileReport, type CompileResult, type Precision } from '../../compiler/index.js';
 import { InputError, formatProblem, show } from '../../util/errors.js';
 import type { CliIO } from '../io.js';
-import type { CommandBody } from '../command.js';
+import { defineCommand, type AnyCommandBody } from '../command.js';
 import { bytes, count, pct, table } from '../format.js';
 
 export interface CompileCommandOptions {
@@ -222,21 +222,21 @@ export function renderCompile(r: CompileResult): string {
   return lines.join('\n');
 }
 
-export function compileModule(io: CliIO): CommandBody<CompileCommandOptions> {
-  return {
+export function compileModule(io: CliIO): AnyCommandBody {
+  return defineCommand({
     builder: (y) =>
       y
         .positional('model', { type: 'string', describe: 'Float ONNX model, one graph output per exit; or a CBNet folder holding converter.onnx and classifier.onnx', demandOption: true })
         .option('device', { type: 'string', describe: 'Device profile id (see `edgeexit devices`) or path', demandOption: true })
         .option('out', { type: 'string', describe: 'Bundle folder to write (replaced atomically if it is a bundle)', demandOption: true })
-        .option('precision', { type: 'string', choices: PRECISIONS as unknown as string[], describe: "Numeric precision (default: the device profile's)" })
+        .option('precision', { type: 'string', choices: PRECISIONS, describe: "Numeric precision (default: the device profile's)" })
         .option('exits', { type: 'string', describe: 'Exit outputs in stage order, comma-separated (default: every graph output)' })
         .option('preprocess', { type: 'string', describe: 'Preprocess spec, JSON text or file (default: the model\'s edgeexit.preprocess metadata)' })
         .option('labels', { type: 'string', describe: 'Labels file, JSON array or one per line (default: the model\'s edgeexit.labels metadata)' })
         .option('key', { type: 'string', describe: 'ed25519 private key (PEM) to sign the manifest with (`edgeexit keygen`)' })
         .option('calibration', { type: 'string', describe: 'ImageFolder of labelled images: int8 calibration, and the int8/fp16 per-exit accuracy check against fp32 (default calibration/fashion-mnist when the labels match); also the numeric check at fp32/fp16' })
         .option('calibration-limit', { type: 'number', describe: 'Images of --calibration used, spread over the classes (default: all for int8, 256 for the fp32 check)' })
-        .option('calibration-method', { type: 'string', choices: CALIBRATION_METHODS as unknown as string[], describe: `int8 activation ranges (default ${DEFAULT_CALIBRATION_METHOD})` })
+        .option('calibration-method', { type: 'string', choices: CALIBRATION_METHODS, describe: `int8 activation ranges (default ${DEFAULT_CALIBRATION_METHOD})` })
         .option('max-accuracy-drop', { type: 'number', describe: `int8: largest top-1 loss per exit in percentage points (default ${DEFAULT_MAX_ACCURACY_DROP}); sensitive nodes stay float to meet it` })
         .option('mixed-precision', { type: 'boolean', describe: 'int8: keep sensitive nodes float to meet --max-accuracy-drop (default true; --no-mixed-precision fails instead)' })
         .option('tolerance', { type: 'number', describe: 'Largest accepted |stage − source| on any exit (default 1e-5 at fp32)' })
@@ -254,9 +254,9 @@ export function compileModule(io: CliIO): CommandBody<CompileCommandOptions> {
         .example('$0 compile models/fmnist-branchy/fmnist-branchy.onnx --device rpi4 --out build/branchy-rpi4', 'int8 (the Pi 4 default), calibrated on calibration/fashion-mnist')
         .example('$0 compile models/fmnist-branchy/fmnist-branchy.onnx --device rpi4 --precision fp32 --out build/branchy-rpi4-fp32', '')
         .example('$0 compile models/fmnist-cbnet --device rpi4 --out build/cbnet-rpi4', 'CBNet: converter + light classifier in one bundle (kind cbnet)')
-        .example('$0 compile models/fmnist-cbnet --backbone models/fmnist-branchy/fmnist-branchy.onnx --device x86-host --out build/hybrid', 'CBNet whose hybrid falls through to the branchy model\'s deeper stages') as never,
-    handler: async (args) => {
+        .example('$0 compile models/fmnist-cbnet --backbone models/fmnist-branchy/fmnist-branchy.onnx --device x86-host --out build/hybrid', 'CBNet whose hybrid falls through to the branchy model\'s deeper stages'),
+    handler: async (args: CompileCommandOptions) => {
       await compileCommand(args, io);
     },
-  };
+  });
 }

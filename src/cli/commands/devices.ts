@@ -2,7 +2,7 @@
 import { listDeviceProfiles, loadDeviceProfile, deviceProfileJsonSchemaText } from '../../devices/index.js';
 import type { DeviceProfile } from '../../devices/index.js';
 import type { CliIO } from '../io.js';
-import type { CommandBody } from '../command.js';
+import { defineCommand, type AnyCommandBody } from '../command.js';
 import { table } from '../format.js';
 
 export interface DevicesOptions {
@@ -72,8 +72,8 @@ function isaFlags(p: DeviceProfile): string {
   return flags.length ? flags.join(',') : '-';
 }
 
-export function devicesModule(io: CliIO): CommandBody<DevicesOptions> {
-  return {
+export function devicesModule(io: CliIO): AnyCommandBody {
+  return defineCommand({
     builder: (y) =>
       y
         .option('show', { type: 'string', describe: 'Print one profile (id or path) with defaults filled in' })
@@ -81,7 +81,7 @@ export function devicesModule(io: CliIO): CommandBody<DevicesOptions> {
         .option('schema', { type: 'boolean', describe: 'Print the JSON Schema generated from the zod schema' })
         .option('json', { type: 'boolean', describe: 'Machine-readable output' })
         .example('$0 devices', 'table of all profiles')
-        .example('$0 devices --validate my-board.json', 'check a new profile before using it') as never,
-    handler: (args) => devicesCommand(args, io),
-  };
+        .example('$0 devices --validate my-board.json', 'check a new profile before using it'),
+    handler: (args: DevicesOptions) => devicesCommand(args, io),
+  });
 }

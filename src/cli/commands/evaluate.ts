@@ -7,7 +7,7 @@ import { evaluateModel, type EvalData, type EvaluationResult } from '../../eval/
 import { packageRoot } from '../../devices/load.js';
 import { InputError } from '../../util/errors.js';
 import type { CliIO } from '../io.js';
-import type { CommandBody } from '../command.js';
+import { defineCommand, type AnyCommandBody } from '../command.js';
 import { pct, progress, table } from '../format.js';
 
 export interface EvalOptions {
@@ -74,8 +74,8 @@ export function renderEval(r: EvaluationResult): string {
   return lines.join('\n');
 }
 
-export function evalModule(io: CliIO): CommandBody<EvalOptions> {
-  return {
+export function evalModule(io: CliIO): AnyCommandBody {
+  return defineCommand({
     builder: (y) =>
       y
         .positional('model', { type: 'string', describe: 'Path of an .onnx file carrying edgeexit.preprocess/labels metadata', demandOption: true })
@@ -89,9 +89,9 @@ export function evalModule(io: CliIO): CommandBody<EvalOptions> {
         .option('threads', { type: 'number', describe: 'onnxruntime intra-op threads' })
         .option('json', { type: 'boolean', describe: 'Machine-readable output' })
         .example('$0 eval models/fmnist-branchy/fmnist-branchy.onnx', 'all 10,000 test images')
-        .example('$0 eval models/fmnist-cbnet/pipeline.onnx --data calibration', 'the held-out calibration images') as never,
-    handler: async (args) => {
+        .example('$0 eval models/fmnist-cbnet/pipeline.onnx --data calibration', 'the held-out calibration images'),
+    handler: async (args: EvalOptions) => {
       await evalCommand(args, io);
     },
-  };
+  });
 }

@@ -17,7 +17,7 @@ import { parseHttpListen } from '../../fleet/http.js';
 import { fleetStatus, type FleetStatus } from '../../fleet/status.js';
 import { openFleetStore } from '../../fleet/store.js';
 import type { CliIO } from '../io.js';
-import type { CommandBody } from '../command.js';
+import { defineCommand, type AnyCommandBody } from '../command.js';
 import { pct, table } from '../format.js';
 import { safeText } from '../../util/safe-text.js';
 import { InputError, formatProblem } from '../../util/errors.js';
@@ -145,60 +145,85 @@ function parseListen(v: string): { host: string; port: number } {
   throw new InputError(formatProblem({ where: '--listen', expected: 'host:port or a port, e.g. 127.0.0.1:1883', got: JSON.stringify(v) }));
 }
 
-export function fleetModule(io: CliIO): CommandBody<object> {
-  return {
+function fleetStatusModule(io: CliIO): AnyCommandBody {
+  return defineCommand({
     builder: (y) =>
       y
-        .command<FleetStatusOptions>({
+        .option('db', { type: 'string', describe: 'Fleet database file', default: DEFAULT_DB })
+        .option('json', { type: 'boolean', describe: 'Machine-readable output' }),
+    handler: async (args: FleetStatusOptions) => {
+      await fleetStatusCommand(args, io);
+    },
+  });
+}
+
+function fleetEnrolModule(io: CliIO): AnyCommandBody {
+  return defineCommand({
+    builder: (y) =>
+      y
+        .positional('device', { type: 'string', describe: 'The device as <fleet>/<device>, e.g. lab/pi-07 (its MQTT username)' })
+        .option('collector', { type: 'string', describe: 'Enrol a collector with this name instead (reads every fleet)' })
+        .option('dir', { type: 'string', describe: 'Folder with the broker files (passwd, acl)', default: DEFAULT_BROKER_DIR })
+        .option('rotate', { type: 'boolean', describe: 'Replace an existing credential with a new password' })
+        .option('broker', { type: 'string', describe: 'Broker URL to show in the printed command line' })
+        .option('json', { type: 'boolean', describe: 'Machine-readable output (holds the password)' }),
+    handler: async (args: EnrolOptions) => {
+      await fleetEnrolCommand(args, io);
+    },
+  });
+}
+
+function fleetRevokeModule(io: CliIO): AnyCommandBody {
+  return defineCommand({
+    builder: (y) =>
+      y
+        .positional('device', { type: 'string', describe: 'The device as <fleet>/<device>' })
+        .option('collector', { type: 'string', describe: 'Revoke this collector instead' })
+        .option('dir', { type: 'string', describe: 'Folder with the broker files (passwd, acl)', default: DEFAULT_BROKER_DIR }),
+    handler: async (args: { device?: string; collector?: string; dir?: string }) => {
+      await fleetRevokeCommand(args, io);
+    },
+  });
+}
+
+function fleetBrokerConfigModule(io: CliIO): AnyCommandBody {
+  return defineCommand({
+    builder: (y) =>
+      y
+        .option('dir', { type: 'string', describe: 'Folder for mosquitto.conf, acl and passwd', default: DEFAULT_BROKER_DIR })
+        .option('listen', { type: 'string', describe: 'Plain MQTT listener host:port', default: `${DEFAULT_BROKER_LISTEN.host}:${DEFAULT_BROKER_LISTEN.port}` }),
+    handler: async (args: { dir?: string; listen?: string }) => {
+      await fleetBrokerConfigCommand(args, io);
+    },
+  });
+}
+
+export function fleetModule(io: CliIO): AnyCommandBody {
+  return defineCommand({
+    builder: (y) =>
+      y
+        .command({
           command: 'status',
           describe: 'One row per device: online, bundle, p95 latency, exit rates, J per inference, accuracy, temperature, last seen',
-          builder: (yy) =>
-            yy
-              .option('db', { type: 'string', describe: 'Fleet database file', default: DEFAULT_DB })
-              .option('json', { type: 'boolean', describe: 'Machine-readable output' }) as never,
-          handler: async (args) => {
-            await fleetStatusCommand(args, io);
-          },
+          ...fleetStatusModule(io),
         })
-        .command<EnrolOptions>({
+        .command({
           command: 'enroll [device]',
           describe: 'Issue an MQTT credential for a device (<fleet>/<device>) or a collector (--collector name) and print what it needs',
-          builder: (yy) =>
-            yy
-              .positional('device', { type: 'string', describe: 'The device as <fleet>/<device>, e.g. lab/pi-07 (its MQTT username)' })
-              .option('collector', { type: 'string', describe: 'Enrol a collector with this name instead (reads every fleet)' })
-              .option('dir', { type: 'string', describe: 'Folder with the broker files (passwd, acl)', default: DEFAULT_BROKER_DIR })
-              .option('rotate', { type: 'boolean', describe: 'Replace an existing credential with a new password' })
-              .option('broker', { type: 'string', describe: 'Broker URL to show in the printed command line' })
-              .option('json', { type: 'boolean', describe: 'Machine-readable output (holds the password)' }) as never,
-          handler: async (args) => {
-            await fleetEnrolCommand(args, io);
-          },
+          ...fleetEnrolModule(io),
         })
-        .command<{ device?: string; collector?: string; dir?: string }>({
+        .command({
           command: 'revoke [device]',
           describe: 'Remove the MQTT credential of a device (<fleet>/<device>) or a collector (--collector name)',
-          builder: (yy) =>
-            yy
-              .positional('device', { type: 'string', describe: 'The device as <fleet>/<device>' })
-              .option('collector', { type: 'string', describe: 'Revoke this collector instead' })
-              .option('dir', { type: 'string', describe: 'Folder with the broker files (passwd, acl)', default: DEFAULT_BROKER_DIR }) as never,
-          handler: async (args) => {
-            await fleetRevokeCommand(args, io);
-          },
+          ...fleetRevokeModule(io),
         })
-        .command<{ dir?: string; listen?: string }>({
+        .command({
           command: 'broker-config',
           describe: 'Write a Mosquitto configuration for the fleet: mosquitto.conf (no anonymous clients, loopback listener) and the topic ACL',
-          builder: (yy) =>
-            yy
-              .option('dir', { type: 'string', describe: 'Folder for mosquitto.conf, acl and passwd', default: DEFAULT_BROKER_DIR })
-              .option('listen', { type: 'string', describe: 'Plain MQTT listener host:port', default: `${DEFAULT_BROKER_LISTEN.host}:${DEFAULT_BROKER_LISTEN.port}` }) as never,
-          handler: async (args) => {
-            await fleetBrokerConfigCommand(args, io);
-          },
+          ...fleetBrokerConfigModule(io),
         })
-        .demandCommand(1, 'Name a fleet subcommand, e.g. `edgeexit fleet status`.') as never,
-    handler: async () => undefined,
-  };
+        .demandCommand(1, 'Name a fleet subcommand, e.g. `edgeexit fleet status`.'),
+    // The subcommand's handler does the work; `fleet` alone is refused by demandCommand.
+    handler: async (_args: object) => undefined,
+  });
 }

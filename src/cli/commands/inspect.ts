@@ -3,7 +3,7 @@
 import { describeModel, type ModelDescription } from '../../model/describe.js';
 import { checkModelContract } from '../../compiler/contract.js';
 import type { CliIO } from '../io.js';
-import type { CommandBody } from '../command.js';
+import { defineCommand, type AnyCommandBody } from '../command.js';
 import { count, table } from '../format.js';
 
 export interface InspectOptions {
@@ -80,15 +80,15 @@ function contractWarnings(d: ModelDescription): string[] {
 
 const atLeast = (known: boolean | undefined, v: string): string => (known === false ? `≥ ${v}` : v);
 
-export function inspectModule(io: CliIO): CommandBody<InspectOptions> {
-  return {
+export function inspectModule(io: CliIO): AnyCommandBody {
+  return defineCommand({
     builder: (y) =>
       y
         .positional('model', { type: 'string', describe: 'Path of an .onnx file', demandOption: true })
         .option('json', { type: 'boolean', describe: 'Machine-readable output' })
-        .example('$0 inspect models/fmnist-branchy/fmnist-branchy.onnx', '') as never,
-    handler: async (args) => {
+        .example('$0 inspect models/fmnist-branchy/fmnist-branchy.onnx', ''),
+    handler: async (args: InspectOptions) => {
       await inspectCommand(args, io);
     },
-  };
+  });
 }

@@ -2,7 +2,7 @@
 // and checking them (`verify-bundle --key`, devices).
 import { generateKeyPair, type KeyPairFiles } from '../../bundle/index.js';
 import type { CliIO } from '../io.js';
-import type { CommandBody } from '../command.js';
+import { defineCommand, type AnyCommandBody } from '../command.js';
 
 export interface KeygenOptions {
   out: string;
@@ -25,16 +25,16 @@ export async function keygenCommand(opts: KeygenOptions, io: CliIO): Promise<Key
   return r;
 }
 
-export function keygenModule(io: CliIO): CommandBody<KeygenOptions> {
-  return {
+export function keygenModule(io: CliIO): AnyCommandBody {
+  return defineCommand({
     builder: (y) =>
       y
         .option('out', { type: 'string', describe: 'Path prefix of the key files', demandOption: true })
         .option('force', { type: 'boolean', describe: 'Overwrite existing key files' })
         .option('json', { type: 'boolean', describe: 'Machine-readable output' })
-        .example('$0 keygen --out keys/fleet', 'writes keys/fleet.key and keys/fleet.pub') as never,
-    handler: async (args) => {
+        .example('$0 keygen --out keys/fleet', 'writes keys/fleet.key and keys/fleet.pub'),
+    handler: async (args: KeygenOptions) => {
       await keygenCommand(args, io);
     },
-  };
+  });
 }

@@ -4,7 +4,7 @@ import path from 'node:path';
 import { listZoo, recordedTestAccuracy, type ZooEntry } from '../../model/zoo.js';
 import { describeModel } from '../../model/describe.js';
 import type { CliIO } from '../io.js';
-import type { CommandBody } from '../command.js';
+import { defineCommand, type AnyCommandBody } from '../command.js';
 import { count, pct, table } from '../format.js';
 
 export interface ModelsOptions {
@@ -69,11 +69,11 @@ export async function modelsCommand(opts: ModelsOptions, io: CliIO): Promise<Zoo
   return rows;
 }
 
-export function modelsModule(io: CliIO): CommandBody<ModelsOptions> {
-  return {
-    builder: (y) => y.option('json', { type: 'boolean', describe: 'Machine-readable output' }) as never,
-    handler: async (args) => {
+export function modelsModule(io: CliIO): AnyCommandBody {
+  return defineCommand({
+    builder: (y) => y.option('json', { type: 'boolean', describe: 'Machine-readable output' }),
+    handler: async (args: ModelsOptions) => {
       await modelsCommand(args, io);
     },
-  };
+  });
 }

@@ -5,7 +5,7 @@
 // in the trust store; a bad or revoked signature stops the pack.
 import { defaultTrustDir, loadTrustStore, packBundle } from '../../bundle/index.js';
 import type { CliIO } from '../io.js';
-import type { CommandBody } from '../command.js';
+import { defineCommand, type AnyCommandBody } from '../command.js';
 import { bytes } from '../format.js';
 import { describeSignature } from './verify-bundle.js';
 
@@ -29,8 +29,8 @@ export async function packCommand(opts: PackOptions, io: CliIO): Promise<{ file:
   return { file: r.file, bytes: r.bytes, entries: r.entries };
 }
 
-export function packModule(io: CliIO): CommandBody<PackOptions> {
-  return {
+export function packModule(io: CliIO): AnyCommandBody {
+  return defineCommand({
     builder: (y) =>
       y
         .positional('bundle', { type: 'string', describe: 'Bundle folder made by `edgeexit compile`', demandOption: true })
@@ -38,9 +38,9 @@ export function packModule(io: CliIO): CommandBody<PackOptions> {
         .option('key', { type: 'string', describe: 'Public key (PEM) to check the signature with (instead of the trust store)' })
         .option('trust-dir', { type: 'string', describe: 'Trust store of accepted signing keys (default: $EDGEEXIT_TRUST_DIR, else ~/.config/edgeexit/trust)' })
         .option('json', { type: 'boolean', describe: 'Machine-readable output' })
-        .example('$0 pack build/branchy-rpi4 --out branchy-rpi4.tar --key keys/fleet.pub', '') as never,
-    handler: async (args) => {
+        .example('$0 pack build/branchy-rpi4 --out branchy-rpi4.tar --key keys/fleet.pub', ''),
+    handler: async (args: PackOptions) => {
       await packCommand(args, io);
     },
-  };
+  });
 }

@@ -4,7 +4,7 @@
 import { measureLatencyProfile, modelLatencyProfile, writeLatencyProfile, type LatencyProfile } from '../../calibration/latency.js';
 import { InputError, formatProblem, show } from '../../util/errors.js';
 import type { CliIO } from '../io.js';
-import type { CommandBody } from '../command.js';
+import { defineCommand, type AnyCommandBody } from '../command.js';
 import { table } from '../format.js';
 
 export interface ProfileCommandOptions {
@@ -47,8 +47,8 @@ export async function profileCommand(opts: ProfileCommandOptions, io: CliIO): Pr
   return p;
 }
 
-export function profileModule(io: CliIO): CommandBody<ProfileCommandOptions> {
-  return {
+export function profileModule(io: CliIO): AnyCommandBody {
+  return defineCommand({
     builder: (y) =>
       y
         .positional('bundle', { type: 'string', describe: 'Bundle folder or .tar', demandOption: true })
@@ -59,9 +59,9 @@ export function profileModule(io: CliIO): CommandBody<ProfileCommandOptions> {
         .option('model', { type: 'string', describe: "Estimate from this device profile's cost model instead of measuring" })
         .option('out', { type: 'string', describe: 'Write the latency profile (JSON) here' })
         .option('json', { type: 'boolean', describe: 'Print the profile as JSON' })
-        .example('$0 profile build/branchy-rpi4 --batch 1,8,32 --out profile.json', '') as never,
-    handler: async (args) => {
+        .example('$0 profile build/branchy-rpi4 --batch 1,8,32 --out profile.json', ''),
+    handler: async (args: ProfileCommandOptions) => {
       await profileCommand(args, io);
     },
-  };
+  });
 }

@@ -13,7 +13,7 @@ import { describeModel, requireSelfDescription } from '../../model/describe.js';
 import { evaluateModel } from '../../eval/evaluate.js';
 import { EdgeExitError } from '../../util/errors.js';
 import type { CliIO } from '../io.js';
-import type { CommandBody } from '../command.js';
+import { defineCommand, type AnyCommandBody } from '../command.js';
 import { count, pct, progress, table } from '../format.js';
 import { devicesCommand } from './devices.js';
 import { renderInspect } from './inspect.js';
@@ -151,18 +151,18 @@ export async function quickstartCommand(opts: QuickstartOptions, io: CliIO): Pro
   return rows;
 }
 
-export function quickstartModule(io: CliIO): CommandBody<QuickstartOptions> {
-  return {
+export function quickstartModule(io: CliIO): AnyCommandBody {
+  return defineCommand({
     builder: (y) =>
       y
         .option('limit', { type: 'number', describe: 'Evaluate only this many samples per model (faster, no card check)' })
         .option('out', { type: 'string', describe: 'Folder for the compiled bundle and the demo signing key', default: '.edgeexit/quickstart' })
         .option('calibration-limit', { type: 'number', describe: 'Calibration images for the int8 compile and threshold calibration (default: all)' })
-        .option('max-accuracy-drop', { type: 'number', describe: 'Accuracy budget (pp) for the calibrated thresholds', default: 0.5 }) as never,
-    handler: async (args) => {
+        .option('max-accuracy-drop', { type: 'number', describe: 'Accuracy budget (pp) for the calibrated thresholds', default: 0.5 }),
+    handler: async (args: QuickstartOptions) => {
       await quickstartCommand(args, io);
     },
-  };
+  });
 }
 
 /**

@@ -21,7 +21,7 @@ import { CBNET_POLICIES, type CbnetPolicy } from '../../runtime/cbnet-cascade.js
 import { EXIT_METRICS, type ExitMetric } from '../../runtime/exit-policy.js';
 import { InputError, formatProblem, show } from '../../util/errors.js';
 import type { CliIO } from '../io.js';
-import type { CommandBody } from '../command.js';
+import { defineCommand, type AnyCommandBody } from '../command.js';
 import { TELEMETRY_CHUNK, classifyFiles, labelFromPath, startTelemetry, telemetryFlags, telemetryYargsOptions, type TelemetryCliOptions } from '../telemetry-flags.js';
 import { pct, table } from '../format.js';
 
@@ -251,8 +251,8 @@ export async function runCommand(opts: RunCommandOptions, io: CliIO): Promise<Ru
   return r;
 }
 
-export function runModule(io: CliIO): CommandBody<RunCommandOptions> {
-  return {
+export function runModule(io: CliIO): AnyCommandBody {
+  return defineCommand({
     builder: (y) =>
       y
         .positional('bundle', { type: 'string', describe: 'Bundle folder or .tar', demandOption: true })
@@ -260,10 +260,10 @@ export function runModule(io: CliIO): CommandBody<RunCommandOptions> {
         .option('json', { type: 'boolean', describe: 'One JSON object per input (file, label, exit, confidence, latencyMs, …)' })
         .option('batch', { type: 'number', describe: 'Images per cascade run; exited samples are dropped after each stage (default 1)' })
         .option('threshold', { type: 'string', describe: 'Thresholds t0,t1,… one per exit but the last, or "none" to run to the last exit (default: the manifest\'s)' })
-        .option('metric', { type: 'string', choices: EXIT_METRICS as unknown as string[], describe: 'Exit confidence: max-prob (exit when ≥ t), entropy (normalised, exit when ≤ t), margin (top1 − top2, exit when ≥ t)' })
+        .option('metric', { type: 'string', choices: EXIT_METRICS, describe: 'Exit confidence: max-prob (exit when ≥ t), entropy (normalised, exit when ≤ t), margin (top1 − top2, exit when ≥ t)' })
         .option('policy', {
           type: 'string',
-          choices: CBNET_POLICIES as unknown as string[],
+          choices: CBNET_POLICIES,
           describe: "cbnet bundles only: cbnet (converter → classifier for every image) or hybrid (classifier on the image first; the converter only for samples under --threshold) (default: the manifest's)",
         })
         .option('key', { type: 'string', describe: 'Public key (PEM) the bundle must be signed with (instead of the trust store)' })
@@ -277,10 +277,11 @@ export function runModule(io: CliIO): CommandBody<RunCommandOptions> {
         .example('$0 run build/branchy-rpi4 calibration/fashion-mnist/bag --threshold 0.9,0.9', '')
         .example('$0 run build/branchy-rpi4 photo.png --json', '')
         .example('$0 run build/branchy-rpi4 calibration/fashion-mnist --telemetry mqtt://collector.local --fleet lab --device-id pi-07', '')
-        .example('$0 run build/cbnet-rpi4 calibration/fashion-mnist/shirt --policy hybrid --threshold 0.9', '') as never,
-    handler: async (args) => {
+        .example('$0 run build/cbnet-rpi4 calibration/fashion-mnist/shirt --policy hybrid --threshold 0.9', ''),
+    // sysRoot (the /sys tree for energy and thermal readings) is for programmatic callers; it has no flag.
+    handler: async (args: Omit<RunCommandOptions, 'sysRoot'>) => {
       await runCommand(args, io);
     },
-  };
+  });
 }
 

@@ -8,7 +8,7 @@ import { FleetSimulator, loadSimProfile, type SimSummary } from '../../fleet/sim
 import { openFleetStore } from '../../fleet/store.js';
 import { InputError, show } from '../../util/errors.js';
 import type { CliIO } from '../io.js';
-import type { CommandBody } from '../command.js';
+import { defineCommand, type AnyCommandBody } from '../command.js';
 import { untilStopped } from '../signals.js';
 
 export interface SimulateCliOptions {
@@ -102,8 +102,8 @@ export function formatSummary(s: SimSummary, maxRows = 20): string {
   return lines.join('\n');
 }
 
-export function simulateModule(io: CliIO): CommandBody<SimulateCliOptions> {
-  return {
+export function simulateModule(io: CliIO): AnyCommandBody {
+  return defineCommand({
     builder: (y) =>
       y
         .option('devices', { type: 'number', demandOption: true, describe: 'Number of virtual devices' })
@@ -121,9 +121,9 @@ export function simulateModule(io: CliIO): CommandBody<SimulateCliOptions> {
         .option('mqtt-version', { choices: [4, 5] as const, describe: 'MQTT protocol version (default 5 with --broker; 4 for the embedded aedes broker or `edgeexit collect` without --broker)' })
         .option('json', { type: 'boolean', describe: 'Print the summary as JSON' })
         .example('$0 simulate --devices 50 --duration 30', 'embedded broker + collector, 50 devices for 30 s')
-        .example('$0 simulate --devices 500 --broker mqtt://localhost:1883 --rate 1', 'against your broker, one window per second each') as never,
-    handler: async (args) => {
+        .example('$0 simulate --devices 500 --broker mqtt://localhost:1883 --rate 1', 'against your broker, one window per second each'),
+    handler: async (args: SimulateCliOptions) => {
       await untilStopped((signal) => simulateCommand(args, io, signal));
     },
-  };
+  });
 }

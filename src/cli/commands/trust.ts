@@ -5,7 +5,7 @@
 // comes back.
 import { addTrustedKey, defaultTrustDir, loadTrustStore, resolveKeyId, revokeKey, type TrustStore } from '../../bundle/index.js';
 import type { CliIO } from '../io.js';
-import type { CommandBody } from '../command.js';
+import { defineCommand, type AnyCommandBody } from '../command.js';
 import { table } from '../format.js';
 
 interface TrustCommon {
@@ -60,45 +60,53 @@ export async function trustRevokeCommand(opts: TrustRevokeOptions, io: CliIO): P
   return r;
 }
 
-export function trustModule(io: CliIO): CommandBody<object> {
-  const common = {
-    'trust-dir': { type: 'string', describe: 'Trust store folder (default: $EDGEEXIT_TRUST_DIR, else ~/.config/edgeexit/trust)' },
-    json: { type: 'boolean', describe: 'Machine-readable output' },
-  } as const;
-  return {
+const TRUST_COMMON = {
+  'trust-dir': { type: 'string', describe: 'Trust store folder (default: $EDGEEXIT_TRUST_DIR, else ~/.config/edgeexit/trust)' },
+  json: { type: 'boolean', describe: 'Machine-readable output' },
+} as const;
+
+function trustAddModule(io: CliIO): AnyCommandBody {
+  return defineCommand({
+    builder: (y) => y.positional('key', { type: 'string', describe: 'Public key file (PEM)', demandOption: true }).options(TRUST_COMMON),
+    handler: async (args: TrustAddOptions) => {
+      await trustAddCommand(args, io);
+    },
+  });
+}
+
+function trustListModule(io: CliIO): AnyCommandBody {
+  return defineCommand({
+    builder: (y) => y.options(TRUST_COMMON),
+    handler: async (args: TrustCommon) => {
+      await trustListCommand(args, io);
+    },
+  });
+}
+
+function trustRevokeModule(io: CliIO): AnyCommandBody {
+  return defineCommand({
     builder: (y) =>
       y
-        .command<TrustAddOptions>({
-          command: 'add <key>',
-          describe: 'Trust a public key (.pub from `edgeexit keygen`) for bundle signatures',
-          builder: (yy) => yy.positional('key', { type: 'string', describe: 'Public key file (PEM)', demandOption: true }).options(common) as never,
-          handler: async (args) => {
-            await trustAddCommand(args, io);
-          },
-        })
-        .command<TrustCommon>({
-          command: 'list',
-          describe: 'List trusted and revoked key ids',
-          builder: (yy) => yy.options(common) as never,
-          handler: async (args) => {
-            await trustListCommand(args, io);
-          },
-        })
-        .command<TrustRevokeOptions>({
-          command: 'revoke <key>',
-          describe: 'Refuse a key id from now on (even if its .pub is present) and remove its .pub',
-          builder: (yy) =>
-            yy
-              .positional('key', { type: 'string', describe: 'Key id (sha256:…, as `trust list` shows it) or its .pub file', demandOption: true })
-              .option('note', { type: 'string', describe: 'Why, kept next to the id (e.g. "leaked 2026-12-01")' })
-              .options(common) as never,
-          handler: async (args) => {
-            await trustRevokeCommand(args, io);
-          },
-        })
+        .positional('key', { type: 'string', describe: 'Key id (sha256:…, as `trust list` shows it) or its .pub file', demandOption: true })
+        .option('note', { type: 'string', describe: 'Why, kept next to the id (e.g. "leaked 2026-12-01")' })
+        .options(TRUST_COMMON),
+    handler: async (args: TrustRevokeOptions) => {
+      await trustRevokeCommand(args, io);
+    },
+  });
+}
+
+export function trustModule(io: CliIO): AnyCommandBody {
+  return defineCommand({
+    builder: (y) =>
+      y
+        .command({ command: 'add <key>', describe: 'Trust a public key (.pub from `edgeexit keygen`) for bundle signatures', ...trustAddModule(io) })
+        .command({ command: 'list', describe: 'List trusted and revoked key ids', ...trustListModule(io) })
+        .command({ command: 'revoke <key>', describe: 'Refuse a key id from now on (even if its .pub is present) and remove its .pub', ...trustRevokeModule(io) })
         .demandCommand(1, 'Name a trust subcommand, e.g. `edgeexit trust list`.')
         .example('$0 trust add keys/fleet.pub', '')
-        .example('$0 trust revoke sha256:3f…', '') as never,
-    handler: async () => undefined,
-  };
+        .example('$0 trust revoke sha256:3f…', ''),
+    // The subcommand's handler does the work; `trust` alone is refused by demandCommand.
+    handler: async (_args: object) => undefined,
+  });
 }

@@ -8,7 +8,7 @@
 // script doing `verify-bundle b && flash b` never passes a bundle the devices will refuse.
 import { defaultTrustDir, loadTrustStore, verifyBundle, type VerifyResult } from '../../bundle/index.js';
 import type { CliIO } from '../io.js';
-import type { CommandBody } from '../command.js';
+import { defineCommand, type AnyCommandBody } from '../command.js';
 import { bytes, table } from '../format.js';
 
 export interface VerifyBundleOptions {
@@ -57,8 +57,8 @@ export function renderVerify(r: VerifyResult): string {
   return lines.join('\n');
 }
 
-export function verifyBundleModule(io: CliIO): CommandBody<VerifyBundleOptions> {
-  return {
+export function verifyBundleModule(io: CliIO): AnyCommandBody {
+  return defineCommand({
     builder: (y) =>
       y
         .positional('bundle', { type: 'string', describe: 'Bundle folder, or a .tar made by `edgeexit pack`', demandOption: true })
@@ -68,9 +68,9 @@ export function verifyBundleModule(io: CliIO): CommandBody<VerifyBundleOptions> 
         .option('allow-unsigned', { type: 'boolean', describe: 'Check the hashes only when the signature cannot be checked (exit 0, says so)' })
         .option('json', { type: 'boolean', describe: 'Machine-readable output' })
         .example('$0 verify-bundle build/branchy-rpi4', 'against the trust store')
-        .example('$0 verify-bundle build/branchy-rpi4 --key keys/fleet.pub', '') as never,
-    handler: async (args) => {
+        .example('$0 verify-bundle build/branchy-rpi4 --key keys/fleet.pub', ''),
+    handler: async (args: VerifyBundleOptions) => {
       await verifyBundleCommand(args, io);
     },
-  };
+  });
 }

@@ -57,7 +57,7 @@ export async function globDirs(pattern: string): Promise<string[]> {
         continue;
       }
       const re = new RegExp('^' + part.split('*').map(escapeRe).join('.*') + '$');
-      let names: string[] = [];
+      let names: string[];
       try {
         names = await fsp.readdir(base);
       } catch {

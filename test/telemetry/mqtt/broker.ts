@@ -2,12 +2,13 @@
 // by the test, restartable on the same port (outage tests), plus a gate (TCP relay) that can hold
 // a client off the broker for a while.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, promises as fsp } from 'node:fs';
+import { promises as fsp } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import { MOSQUITTO } from '../../support/require.js';
 
-export const MOSQUITTO = ['/usr/sbin/mosquitto', '/usr/bin/mosquitto', '/usr/local/sbin/mosquitto'].find((p) => existsSync(p));
+export { MOSQUITTO };
 
 export interface Broker {
   port: number;
@@ -44,7 +45,7 @@ function accepts(port: number): Promise<boolean> {
 
 /** `config`: extra mosquitto.conf lines (e.g. queue limits for load tests). */
 export async function startBroker(opts: { persistence?: boolean; config?: string[] } = {}): Promise<Broker> {
-  if (!MOSQUITTO) throw new Error('mosquitto not installed');
+  const mosquitto = MOSQUITTO.get();
   const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'edgeexit-mosquitto-'));
   const port = await freePort();
   const conf = path.join(dir, 'mosquitto.conf');
@@ -68,7 +69,7 @@ export async function startBroker(opts: { persistence?: boolean; config?: string
     url: `mqtt://127.0.0.1:${port}`,
     dir,
     async start() {
-      const p = spawn(MOSQUITTO!, ['-c', conf], { stdio: ['ignore', 'ignore', 'pipe'] });
+      const p = spawn(mosquitto, ['-c', conf], { stdio: ['ignore', 'ignore', 'pipe'] });
       proc = p;
       p.stderr?.on('data', (d: Buffer) => (log += d.toString()));
       const deadline = Date.now() + 10_000;

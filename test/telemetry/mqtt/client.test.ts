@@ -61,7 +61,7 @@ describe('connectMqtt', () => {
     expect(isProtocolRefusal(err)).toBe(true);
   });
 
-  it.skipIf(!MOSQUITTO)('a broker that speaks MQTT 5 (Mosquitto) gets MQTT 5', async () => {
+  MOSQUITTO.it('a broker that speaks MQTT 5 (Mosquitto) gets MQTT 5', async () => {
     const b = await startBroker();
     try {
       const c = await connectMqtt({ url: b.url, clientId: 'auto-5' });

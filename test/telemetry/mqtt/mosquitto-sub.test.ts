@@ -2,17 +2,15 @@
 // subscribed to the documented namespace, receives a device's birth, metric windows and clean
 // death on the documented topics, each payload JSON that the shared wire schema accepts.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TelemetryPublisher, connectMqtt, decodePayload, parseTopic } from '../../../src/telemetry/index.js';
 import { startBroker, type Broker } from './broker.js';
 import { BIRTH_INFO, tempDir, windowInput } from './fixtures.js';
-
-const MOSQUITTO_SUB = ['/usr/bin/mosquitto_sub', '/usr/local/bin/mosquitto_sub'].find((p) => existsSync(p));
+import { MOSQUITTO_SUB } from '../../support/require.js';
 
 let broker: Broker;
 beforeAll(async () => {
-  if (!MOSQUITTO_SUB) throw new Error('mosquitto_sub not installed: apt-get install mosquitto-clients (.ci/run does)');
+  MOSQUITTO_SUB.get();
   broker = await startBroker();
 });
 afterAll(async () => {
@@ -24,7 +22,7 @@ afterAll(async () => {
  * came back, i.e. its subscription is live. Each message is one line, `topic payload`.
  */
 async function subscribe(): Promise<{ child: ChildProcess; lines: string[]; until(n: number): Promise<void> }> {
-  const child = spawn(MOSQUITTO_SUB!, ['-h', '127.0.0.1', '-p', String(broker.port), '-q', '1', '-t', 'edgeexit/v1/#', '-t', 'probe/mosquitto-sub', '-F', '%t %p'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(MOSQUITTO_SUB.get(), ['-h', '127.0.0.1', '-p', String(broker.port), '-q', '1', '-t', 'edgeexit/v1/#', '-t', 'probe/mosquitto-sub', '-F', '%t %p'], { stdio: ['ignore', 'pipe', 'pipe'] });
   const lines: string[] = [];
   let probes = 0;
   let buf = '';

@@ -68,7 +68,7 @@ describe('backoffDelay', () => {
   });
 });
 
-describe.skipIf(!MOSQUITTO)('TelemetryPublisher with mosquitto', () => {
+MOSQUITTO.describe('TelemetryPublisher with mosquitto', () => {
   let broker: Broker;
   const cleanup: (() => Promise<unknown>)[] = [];
   beforeAll(async () => {
@@ -147,7 +147,7 @@ describe.skipIf(!MOSQUITTO)('TelemetryPublisher with mosquitto', () => {
   });
 });
 
-describe.skipIf(!MOSQUITTO)('TelemetryPublisher across outages', () => {
+MOSQUITTO.describe('TelemetryPublisher across outages', () => {
   const cleanup: (() => Promise<unknown>)[] = [];
   afterEach(async () => {
     for (const c of cleanup.splice(0).reverse()) await c().catch(() => undefined);
