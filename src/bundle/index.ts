@@ -39,6 +39,7 @@ export {
 } from './files.js';
 export { generateKeyPair, loadPrivateKey, loadPublicKey, signManifest, checkSignature, keyId, PRIVATE_KEY_SUFFIX, PUBLIC_KEY_SUFFIX, type KeyPairFiles } from './signing.js';
 export { defaultTrustDir, loadTrustStore, lookupKey, addTrustedKey, revokeKey, resolveKeyId, TRUST_DIR_ENV, REVOKED_FILE, type TrustStore, type TrustedKey, type RevokedKey, type TrustLookup } from './trust.js';
+export { DEFAULT_BLOCK_SIZE, MIN_BLOCK_SIZE, MAX_BLOCK_SIZE, blockHashes, blockCount, listedFiles, withBlockHashes } from './blocks.js';
 export { writeTar, readTar, looksLikeTar, type TarEntry } from './tar.js';
 export { EXIT_METRICS, EXIT_METRIC_INFO, type ExitMetric, type ExitMetricInfo } from './exit-metrics.js';
 export { MAX_PREPROCESS_SIDE, RESIZE_POLICIES, channelsOf, parsePreprocessSpec, type ColorSpace, type PreprocessSpec, type ResizePolicy } from './preprocess.js';

@@ -132,6 +132,13 @@ export const ManifestSchema = z
       .array(z.strictObject({ file: fileName, sha256, bytes: z.int().nonnegative() }))
       .default([])
       .describe('Other files of the bundle (the compile report), hashed like the stages.'),
+    blocks: z
+      .strictObject({
+        size: z.int().min(1024).max(1024 * 1024).describe('Block size in bytes; the last block of a file may be shorter.'),
+        files: z.record(fileName, z.array(sha256).max(1 << 20)).describe('Per file (stages and files), the SHA-256 of each block in order.'),
+      })
+      .optional()
+      .describe('Per-block hashes, so a device downloading a file in pieces checks each piece before writing it (optional: bundles without it stay valid).'),
     exitPolicy: z
       .strictObject({
         // The runtime's registry is the one list of metrics, so a bundle never names one the device cannot score.
@@ -216,6 +223,20 @@ export const ManifestSchema = z
     names.forEach((f, i) => {
       if (names.indexOf(f) !== i) ctx.addIssue({ code: 'custom', path: i < n ? ['stages', i, 'file'] : ['files', i - n, 'file'], message: `'${f}' is listed twice`, input: f });
     });
+    if (m.blocks) {
+      // Every listed file has exactly its number of blocks, and nothing else is listed.
+      const { size, files } = m.blocks;
+      const sizes = new Map([...m.stages.map((s) => [s.file, s.bytes] as const), ...m.files.map((f) => [f.file, f.bytes] as const)]);
+      for (const [f, bytes] of sizes) {
+        const want = Math.ceil(bytes / size);
+        const got = files[f];
+        if (!got) ctx.addIssue({ code: 'custom', path: ['blocks', 'files', f], message: `missing: ${f} is listed, so it needs ${want} block hashes`, input: undefined });
+        else if (got.length !== want) ctx.addIssue({ code: 'custom', path: ['blocks', 'files', f], message: `expected ${want} block hashes (${bytes} bytes in blocks of ${size}), got ${got.length}`, input: got.length });
+      }
+      for (const f of Object.keys(files)) {
+        if (!sizes.has(f)) ctx.addIssue({ code: 'custom', path: ['blocks', 'files', f], message: 'not a file of this bundle (stages or files)', input: f });
+      }
+    }
     const channels = m.input.preprocess.colorspace === 'rgb' ? 3 : 1;
     for (const key of ['mean', 'std'] as const) {
       const len = m.input.preprocess[key].length;

@@ -8,6 +8,7 @@ import { edgeexitVersion } from '../bundle/version.js';
 import { sha256Hex, writeBundleAtomic } from '../bundle/files.js';
 import { MANIFEST_FILE, MANIFEST_FORMAT_VERSION, REPORT_FILE, SIGNATURE_FILE, encodeManifest, validateManifest, type CbnetPipeline, type Manifest } from '../bundle/manifest.js';
 import { keyId, signManifest } from '../bundle/signing.js';
+import { withBlockHashes } from '../bundle/blocks.js';
 import type { CompileOptions, CompileReport, CompileResult, Precision, StageReport } from './options.js';
 
 export function defaultCommand(o: CompileOptions): string {
@@ -90,15 +91,14 @@ export async function writeCompiledBundle(opts: CompileOptions, c: BundleContent
     },
     `${MANIFEST_FILE} (being written)`,
   );
-  const manifestBytes = encodeManifest(manifest);
-  const files = [
-    ...c.stages.map((s, k) => ({ name: s.file, data: c.stageBytes[k]! })),
-    { name: REPORT_FILE, data: reportBytes },
-    { name: MANIFEST_FILE, data: manifestBytes },
-  ];
+  const bodies = [...c.stages.map((s, k) => ({ name: s.file, data: c.stageBytes[k]! })), { name: REPORT_FILE, data: reportBytes }];
+  // Block hashes go into the manifest before it is signed: a device checks each downloaded block against them.
+  const signed = validateManifest(withBlockHashes(manifest, new Map(bodies.map((f) => [f.name, f.data]))), `${MANIFEST_FILE} (being written)`);
+  const manifestBytes = encodeManifest(signed);
+  const files = [...bodies, { name: MANIFEST_FILE, data: manifestBytes }];
   if (c.key) files.push({ name: SIGNATURE_FILE, data: signManifest(manifestBytes, c.key) });
   const { replaced } = await writeBundleAtomic(opts.out, files, opts.write);
-  return { out: opts.out, manifest, report: c.report, signed: c.key ? { keyId: keyId(c.key) } : null, replaced };
+  return { out: opts.out, manifest: signed, report: c.report, signed: c.key ? { keyId: keyId(c.key) } : null, replaced };
 }
 
 /** What a stage report is made of besides its compiled bytes. */

@@ -41,11 +41,12 @@ function portableReport(text: string): string {
 
 /** The manifest without what varies between runs and checkouts (see the header). */
 function stableManifest(text: string): string {
-  const m = JSON.parse(text) as { provenance: Record<string, unknown>; files: { file: string; sha256?: string; bytes?: number }[] };
+  const m = JSON.parse(text) as { provenance: Record<string, unknown>; files: { file: string; sha256?: string; bytes?: number }[]; blocks?: { files: Record<string, string[]> } };
   delete m.provenance.created;
   delete m.provenance.edgeexitVersion;
   delete m.provenance.command;
   m.files = m.files.map((f) => (f.file === REPORT_FILE ? { file: f.file } : f));
+  if (m.blocks) delete m.blocks.files[REPORT_FILE];
   return JSON.stringify(m);
 }
 
