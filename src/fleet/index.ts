@@ -37,3 +37,4 @@ export {
   type EnrolResult,
   type Principal,
 } from './broker-auth.js';
+export { startFileServer, type FileServer, type FileServerOptions, type FileServerStats } from './file-server.js';

@@ -46,7 +46,7 @@ export {
   type ParsedTopic,
 } from './payloads.js';
 export { Outbox, type OutboxOptions, type OutboxEntry, type OutboxRecovery } from './outbox.js';
-export { connectMqtt, MqttConnectionError, type MqttConnection, type MqttConnectOptions, type MqttMessage, type MqttTls } from './mqtt/client.js';
+export { connectMqtt, MqttConnectionError, type MqttConnection, type MqttConnectOptions, type MqttMessage, type MqttProperties, type MqttTls } from './mqtt/client.js';
 export {
   TelemetryPublisher,
   backoffDelay,

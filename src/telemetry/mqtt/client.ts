@@ -40,6 +40,33 @@ export interface MqttMessage {
   topic: string;
   payload: Buffer;
   retain: boolean;
+  /** MQTT 5 request/response properties, when the sender set them (file transfer uses them). */
+  properties?: MqttProperties;
+}
+
+/** The MQTT 5 properties edgeexit uses: request/response (response topic, correlation data) and user properties. */
+export interface MqttProperties {
+  responseTopic?: string;
+  correlationData?: Buffer;
+  userProperties?: Record<string, string>;
+}
+
+function propertiesOf(packet: { properties?: { responseTopic?: string; correlationData?: Buffer; userProperties?: Record<string, string | string[]> } }): MqttProperties | undefined {
+  const p = packet.properties;
+  if (!p) return undefined;
+  const out: MqttProperties = {};
+  if (p.responseTopic !== undefined) out.responseTopic = p.responseTopic;
+  if (p.correlationData !== undefined) out.correlationData = p.correlationData;
+  if (p.userProperties) {
+    // A repeated key arrives as a list; the last value wins, so a reader sees one string per key.
+    out.userProperties = Object.fromEntries(Object.entries(p.userProperties).map(([k, v]) => [k, Array.isArray(v) ? String(v.at(-1)) : v]));
+  }
+  return out;
+}
+
+function messageOf(topic: string, payload: Buffer, packet: { retain: boolean; properties?: Parameters<typeof propertiesOf>[0]['properties'] }): MqttMessage {
+  const properties = propertiesOf(packet);
+  return properties ? { topic, payload, retain: packet.retain, properties } : { topic, payload, retain: packet.retain };
 }
 
 /**
@@ -62,7 +89,7 @@ export interface MqttConnection {
   /** The protocol this connection speaks (what 'auto' settled on). */
   readonly protocolVersion: 4 | 5;
   /** Resolves when the broker acknowledged (QoS 1) or the packet was written (QoS 0); rejects if the connection closes first. */
-  publish(topic: string, payload: Buffer, opts?: { qos?: 0 | 1; retain?: boolean }): Promise<void>;
+  publish(topic: string, payload: Buffer, opts?: { qos?: 0 | 1; retain?: boolean; properties?: MqttProperties }): Promise<void>;
   subscribe(filter: string, qos?: 0 | 1): Promise<void>;
   onMessage(handler: (m: MqttMessage) => void): void;
   /** Called once, when the connection is gone for whatever reason. */
@@ -139,7 +166,7 @@ async function connectAs(opts: MqttConnectOptions, protocolVersion: 4 | 5): Prom
   }
   const client = mqtt.connect(opts.url, options);
   const onMessage = opts.onMessage;
-  if (onMessage) client.on('message', (topic, payload, packet) => onMessage({ topic, payload, retain: packet.retain }));
+  if (onMessage) client.on('message', (topic, payload, packet) => onMessage(messageOf(topic, payload, packet)));
   return new Promise((resolve, reject) => {
     let settled = false;
     const fail = (err: Error) => {
@@ -155,6 +182,8 @@ async function connectAs(opts: MqttConnectOptions, protocolVersion: 4 | 5): Prom
       if (settled) return;
       settled = true;
       clearTimeout(timer);
+      // Request/response (file transfer) waits on small packets; Nagle would hold each for a delayed ACK.
+      (client.stream as { setNoDelay?: (on: boolean) => void } | undefined)?.setNoDelay?.(true);
       client.removeAllListeners('error');
       client.removeAllListeners('close');
       resolve(wrap(client, opts.clientId, protocolVersion));
@@ -194,7 +223,8 @@ function wrap(client: MqttClient, clientId: string, protocolVersion: 4 | 5): Mqt
       if (closed) return Promise.reject(new MqttConnectionError(`connection ${clientId} is closed`));
       return new Promise<void>((resolve, reject) => {
         pending.add(reject);
-        client.publish(topic, payload, { qos: o.qos ?? 1, retain: o.retain ?? false }, (err) => {
+        const props = o.properties && protocolVersion === 5 ? { properties: o.properties } : {};
+        client.publish(topic, payload, { qos: o.qos ?? 1, retain: o.retain ?? false, ...props }, (err) => {
           if (!pending.delete(reject)) return;
           if (err) reject(new MqttConnectionError(`publish to ${topic} failed: ${err.message}`, [], { cause: err }));
           else resolve();
@@ -216,7 +246,7 @@ function wrap(client: MqttClient, clientId: string, protocolVersion: 4 | 5): Mqt
       });
     },
     onMessage(handler) {
-      client.on('message', (topic, payload, packet) => handler({ topic, payload, retain: packet.retain }));
+      client.on('message', (topic, payload, packet) => handler(messageOf(topic, payload, packet)));
     },
     onClose(handler) {
       if (closed) queueMicrotask(() => handler(lastError));
