@@ -9,6 +9,7 @@ import { pbkdf2Sync, randomBytes, timingSafeEqual } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { TOPIC_ROOT, checkId } from '../telemetry/payloads.js';
+import { FILES_ROOT } from '../agent/file-protocol.js';
 import { InputError, formatProblem, show } from '../util/errors.js';
 import { writeFileAtomic } from '../util/fs.js';
 
@@ -227,9 +228,14 @@ export async function revoke(dir: string, who: Principal): Promise<boolean> {
   return true;
 }
 
+// Operator services (the same usernames as collectors) may run the file server: read every
+// device's file requests and answer on the reply topics (the server answers only the requester's).
+const FILE_SERVER_LINES = [`topic read ${FILES_ROOT}/+/+/get`, `topic write ${FILES_ROOT}/+/+/reply`];
+
 /**
  * The acl_file: collectors (usernames without "/") read everything under the namespace; a device
- * (`<fleet>/<device>`) writes its own birth, death and metrics and reads its own job topics;
+ * (`<fleet>/<device>`) writes its own birth, death and metrics and reads its own job topics,
+ * and requests files on its own topic and reads its own replies (collectors may serve them);
  * nothing else is granted, so nobody else writes (Mosquitto denies what no line allows).
  *
  * @example
@@ -239,7 +245,7 @@ export async function revoke(dir: string, who: Principal): Promise<boolean> {
  * ```
  */
 export function renderAcl(collectors: readonly string[]): string {
-  const users = collectors.flatMap((c) => [`user ${c}`, `topic read ${TOPIC_ROOT}/#`, '']);
+  const users = collectors.flatMap((c) => [`user ${c}`, `topic read ${TOPIC_ROOT}/#`, ...FILE_SERVER_LINES, '']);
   return [
     '# Written by edgeexit (`fleet broker-config`, `fleet enroll`, `fleet revoke`); rewritten on each, so edit',
     '# the generator, not this file. See docs/security.md, "MQTT: who can publish and read what".',
@@ -253,6 +259,9 @@ export function renderAcl(collectors: readonly string[]): string {
     `pattern write ${TOPIC_ROOT}/%u/death`,
     `pattern write ${TOPIC_ROOT}/%u/metrics`,
     `pattern read ${TOPIC_ROOT}/%u/job/#`,
+    '# Bundle transfer: a device asks for files on its own request topic and reads only its own replies.',
+    `pattern write ${FILES_ROOT}/%u/get`,
+    `pattern read ${FILES_ROOT}/%u/reply`,
     '',
   ].join('\n');
 }
@@ -290,6 +299,8 @@ export function renderMosquittoConf(dir: string, opts: BrokerConfigOptions = {})
     'allow_anonymous false',
     `password_file ${path.join(abs, BROKER_FILES.passwd)}`,
     `acl_file ${path.join(abs, BROKER_FILES.acl)}`,
+    '# Bundle transfer is request/response: without this, each reply waits on a delayed ACK (Nagle).',
+    'set_tcp_nodelay true',
     '',
     '# Plain MQTT: passwords cross the network in clear, so keep it on loopback (or a private link).',
     `listener ${listen.port} ${listen.host}`,

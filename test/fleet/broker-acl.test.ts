@@ -13,6 +13,7 @@ import { startCollector, type Collector } from '../../src/fleet/index.js';
 import { openFleetStore } from '../../src/fleet/store.js';
 import { TelemetryPublisher, connectMqtt, encodePayload, topicFor, type MqttConnection, type MqttMessage } from '../../src/telemetry/index.js';
 import { runCli } from '../cli/helpers.js';
+import { fileReplyTopic, fileRequestTopic, fileServerSubscription } from '../../src/agent/file-protocol.js';
 import { freePort } from '../telemetry/mqtt/broker.js';
 import { MOSQUITTO, MOSQUITTO_PASSWD } from '../support/require.js';
 import { BIRTH_INFO, tempDir, windowBody, windowInput } from '../telemetry/mqtt/fixtures.js';
@@ -187,6 +188,29 @@ MOSQUITTO.describe('broker ACL from `fleet broker-config` and `fleet enroll`', (
     expect(seen).toEqual([topicFor('lab', 'pi-a', 'metrics')]);
     expect(collector.store.totals().map((t) => t.device)).toEqual(['pi-a']);
     expect(collector.store.devices().map((d) => `${d.fleet}/${d.device}`)).toEqual(['lab/pi-a']);
+  });
+
+  it('bundle transfer: a device requests files on its own topic and reads only its own replies; an operator service serves them', async () => {
+    const requests: string[] = [];
+    const replies = { a: [] as string[], b: [] as string[] };
+    const server = await client(creds.collector!, (m) => requests.push(m.topic));
+    await server.subscribe(fileServerSubscription(), 1);
+    const a = await client(creds.a!, (m) => replies.a.push(m.topic));
+    const b = await client(creds.b!, (m) => replies.b.push(m.topic));
+    await a.subscribe(fileReplyTopic('lab', 'pi-a'), 1);
+    await b.subscribe('edgeexit/files/v1/lab/+/reply', 1);
+    const ask = (topic: string) => a.publish(topic, Buffer.from('{}'), { qos: 1, properties: { responseTopic: fileReplyTopic('lab', 'pi-a'), correlationData: Buffer.from('1') } }).then(() => 'accepted', () => 'refused');
+    expect(await ask(fileRequestTopic('lab', 'pi-b'))).toBe('refused');
+    expect(await ask(fileRequestTopic('lab', 'pi-a'))).toBe('accepted');
+    await until(() => requests.length > 0, "pi-a's request at the file server");
+    expect(requests).toEqual([fileRequestTopic('lab', 'pi-a')]);
+    await server.publish(fileReplyTopic('lab', 'pi-a'), Buffer.from('for a'), { qos: 1 });
+    await server.publish(fileReplyTopic('lab', 'pi-b'), Buffer.from('for b'), { qos: 1 });
+    await until(() => replies.a.length > 0 && replies.b.length > 0, 'both replies');
+    // b's own reply came after a's from the same publisher: had b been given a's, it would be here.
+    expect(replies.b).toEqual([fileReplyTopic('lab', 'pi-b')]);
+    expect(replies.a).toEqual([fileReplyTopic('lab', 'pi-a')]);
+    expect(await b.publish(fileReplyTopic('lab', 'pi-a'), Buffer.from('forged'), { qos: 1 }).then(() => 'accepted', () => 'refused')).toBe('refused');
   });
 
   it('a device reads its own job topics only', async () => {
