@@ -22,21 +22,45 @@ export const MAX_REQUEST_BYTES = 512;
 /** Correlation data longer than this is refused (ours is 16 bytes). */
 export const MAX_CORRELATION_BYTES = 64;
 
-/** Topic a device publishes its file requests on. */
+/**
+ * Topic a device publishes its file requests on.
+ *
+ * @example
+ * ```ts
+ * import { fileRequestTopic } from 'edgeexit/agent';
+ * fileRequestTopic('lab', 'pi-07'); // 'edgeexit/files/v1/lab/pi-07/get'
+ * ```
+ */
 export function fileRequestTopic(fleet: string, device: string): string {
   checkId('fleet', fleet);
   checkId('device', device);
   return `${FILES_ROOT}/${fleet}/${device}/get`;
 }
 
-/** Topic a device receives its file replies on (the only response topic a server answers). */
+/**
+ * Topic a device receives its file replies on (the only response topic a server answers).
+ *
+ * @example
+ * ```ts
+ * import { fileReplyTopic } from 'edgeexit/agent';
+ * fileReplyTopic('lab', 'pi-07'); // 'edgeexit/files/v1/lab/pi-07/reply'
+ * ```
+ */
 export function fileReplyTopic(fleet: string, device: string): string {
   checkId('fleet', fleet);
   checkId('device', device);
   return `${FILES_ROOT}/${fleet}/${device}/reply`;
 }
 
-/** What a file server subscribes to (shared, so any instance can answer any request). */
+/**
+ * What a file server subscribes to (shared, so any instance can answer any request).
+ *
+ * @example
+ * ```ts
+ * import { fileServerSubscription } from 'edgeexit/agent';
+ * fileServerSubscription(); // '$share/edgeexit-files/edgeexit/files/v1/+/+/get'
+ * ```
+ */
 export function fileServerSubscription(shared = true): string {
   const filter = `${FILES_ROOT}/+/+/get`;
   return shared ? `$share/${FILE_SERVER_GROUP}/${filter}` : filter;

@@ -14,12 +14,28 @@ export const DEFAULT_BLOCK_SIZE = 63 * 1024;
 export const MIN_BLOCK_SIZE = 1024;
 export const MAX_BLOCK_SIZE = 1024 * 1024;
 
-/** Every file the manifest hashes (stages, then the other files), with its whole-file hash and size. */
+/**
+ * Every file the manifest hashes (stages, then the other files), with its whole-file hash and size.
+ *
+ * @example
+ * ```ts
+ * import { listedFiles } from 'edgeexit/bundle';
+ * listedFiles(manifest).map((f) => f.file); // ['stage-0.onnx', 'stage-1.onnx', 'report.json']
+ * ```
+ */
 export function listedFiles(m: Pick<Manifest, 'stages' | 'files'>): { file: string; sha256: string; bytes: number }[] {
   return [...m.stages.map((s) => ({ file: s.file, sha256: s.sha256, bytes: s.bytes })), ...m.files.map((f) => ({ file: f.file, sha256: f.sha256, bytes: f.bytes }))];
 }
 
-/** How many blocks of `size` a file of `bytes` has (an empty file has none). */
+/**
+ * How many blocks of `size` a file of `bytes` has (an empty file has none).
+ *
+ * @example
+ * ```ts
+ * import { blockCount } from 'edgeexit/bundle';
+ * blockCount(100_000, 64_512); // 2
+ * ```
+ */
 export function blockCount(bytes: number, size: number): number {
   return Math.ceil(bytes / size);
 }
