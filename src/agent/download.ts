@@ -180,6 +180,7 @@ class Requester {
     const maxAttempts = o.maxAttempts ?? 20;
     let last = '';
     for (let attempt = 0; attempt < maxAttempts; ) {
+      if (o.signal?.aborted) throw new DownloadError('canceled');
       const c = await this.connection();
       const corr = randomBytes(16);
       const id = corr.toString('hex');
@@ -346,6 +347,7 @@ async function downloadFile(rq: Requester, opts: DownloadOptions, m: Manifest, f
     const bad = new Map<number, number>();
     const worker = async (): Promise<void> => {
       for (let i = todo.shift(); i !== undefined; i = todo.shift()) {
+        if (opts.signal?.aborted) throw new DownloadError('canceled');
         const off = i * size;
         const len = Math.min(size, f.bytes - off);
         const data = await fetchRange(rq, opts, f.sha256, off, len, `${f.file} block ${i}`);

@@ -218,6 +218,17 @@ MOSQUITTO.describe('bundle transfer over MQTT 5 (file server ↔ downloader)', (
     }
   }, 60_000);
 
+  it('stops when canceled, with the reason, and keeps what it had for a later resume', async () => {
+    const stop = new AbortController();
+    const opts = await base(fx.small, { window: 2, signal: stop.signal, onProgress: (p) => p.blocksDone >= 10 && stop.abort() });
+    const err = await downloadBundle(opts).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(DownloadError);
+    expect((err as DownloadError).reason).toBe('canceled');
+    const { signal: _s, onProgress: _p, ...again } = opts;
+    const { stats } = await downloadBundle(again);
+    expect(stats.blocksResumed).toBeGreaterThanOrEqual(10);
+  });
+
   it('bounds every request field: wrong response topic dropped, bad ranges and unknown files answered with a status', async () => {
     const replies: { status?: string; reason?: string }[] = [];
     const c = await connectMqtt({ url: broker.url, clientId: 'prober', protocolVersion: 5, onMessage: (m) => replies.push(m.properties?.userProperties ?? {}) });
