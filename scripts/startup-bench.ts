@@ -111,7 +111,11 @@ const median = (xs: number[]): number => {
 const scratch = mkdtempSync(path.join(os.tmpdir(), 'edgeexit-startup-'));
 try {
   const bundle = path.join(scratch, 'bundle');
-  const c = spawnSync(process.execPath, [clis[0]!, 'compile', 'models/fmnist-branchy/fmnist-branchy.onnx', '--device', 'rpi4', '--precision', 'fp32', '--out', bundle], { encoding: 'utf8' });
+  // Signed, and checked with --key: devices refuse unsigned bundles, and older launchers know --key too.
+  const key = path.join(scratch, 'bench');
+  const k = spawnSync(process.execPath, [clis[0]!, 'keygen', '--out', key], { encoding: 'utf8' });
+  if (k.status !== 0) throw new Error(`keygen failed:\n${k.stderr}`);
+  const c = spawnSync(process.execPath, [clis[0]!, 'compile', 'models/fmnist-branchy/fmnist-branchy.onnx', '--device', 'rpi4', '--precision', 'fp32', '--out', bundle, '--key', `${key}.key`], { encoding: 'utf8' });
   if (c.status !== 0) throw new Error(`compile failed:\n${c.stderr}`);
   const image = path.join(scratch, 'one.png');
   copyFileSync(path.resolve('calibration/fashion-mnist/bag', spawnSync('ls', ['calibration/fashion-mnist/bag'], { encoding: 'utf8' }).stdout.split('\n')[0]!), image);
@@ -126,10 +130,10 @@ try {
   try {
     const scenarios: { name: string; run: (cli: string) => Promise<Sample> | Sample }[] = [
       { name: '--version', run: (cli) => timeCommand(cli, ['--version'], scratch) },
-      { name: 'run (1 image)', run: (cli) => timeCommand(cli, ['run', bundle, image, '--allow-unsigned'], scratch) },
+      { name: 'run (1 image)', run: (cli) => timeCommand(cli, ['run', bundle, image, '--key', `${key}.pub`], scratch) },
       {
         name: 'agent (until watching)',
-        run: (cli) => timeAgent(cli, ['agent', bundle, '--allow-unsigned', '--watch', watch, '--telemetry', `mqtt://127.0.0.1:${port}`, '--window', '1s', '--state-dir', path.join(scratch, `state-${Math.random().toString(36).slice(2)}`), '--device-id', 'bench'], scratch),
+        run: (cli) => timeAgent(cli, ['agent', bundle, '--key', `${key}.pub`, '--watch', watch, '--telemetry', `mqtt://127.0.0.1:${port}`, '--window', '1s', '--state-dir', path.join(scratch, `state-${Math.random().toString(36).slice(2)}`), '--device-id', 'bench'], scratch),
       },
     ];
     const results: Record<string, Record<string, Sample[]>> = {};

@@ -18,7 +18,9 @@ export async function main(argv: string[], io: CliIO = processIO()): Promise<num
     .strict()
     .demandCommand(1, 'Name a command (see the list above), e.g. `edgeexit models`.')
     .recommendCommands()
-    .wrap(Math.min(110, process.stdout.columns ?? 100))
+    // yargs renders the whole help text before every command's handler (to show it on a failure);
+    // laying it out to a width is a large share of a one-image `edgeexit run`, so only --help wraps.
+    .wrap(argv.includes('--help') ? Math.min(110, process.stdout.columns ?? 100) : null)
     .epilogue('Quick start: `npm run quickstart`. Docs: README.md. Every command has --help.')
     .fail((msg, err) => {
       failure = err ?? new UsageError(msg);
