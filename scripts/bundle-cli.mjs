@@ -8,6 +8,7 @@
 // bench:startup can still tell whether the device path loaded compiler or fleet code.
 import { build } from 'esbuild';
 import { rmSync } from 'node:fs';
+import path from 'node:path';
 
 const outdir = 'dist/bin';
 rmSync(outdir, { recursive: true, force: true });
@@ -23,6 +24,8 @@ await build({
   external: ['onnxruntime-node', 'sharp', 'better-sqlite3'],
   // Bundled CommonJS dependencies call require() for Node's built-ins.
   banner: { js: "import { createRequire as __edgeexitRequire } from 'node:module'; const require = __edgeexitRequire(import.meta.url);" },
+  // A staged copy without its own node_modules (the package test) names ours in NODE_PATH.
+  nodePaths: process.env.NODE_PATH ? process.env.NODE_PATH.split(path.delimiter) : [],
   metafile: true,
   logLevel: 'warning',
   legalComments: 'none',

@@ -1,6 +1,7 @@
 // The edgeexit command line: a thin yargs layer over typed async command functions. This is the
 // one place where errors become exit codes; nothing below it calls process.exit.
 import yargs, { type Argv } from 'yargs';
+import { edgeexitVersion } from '../bundle/version.js';
 import { EdgeExitError } from '../util/errors.js';
 import { COMMANDS, type CommandEntry } from './commands/index.js';
 import { processIO, type CliIO } from './io.js';
@@ -14,6 +15,8 @@ export async function main(argv: string[], io: CliIO = processIO()): Promise<num
   let failure: unknown;
   const parser: Argv = yargs(argv)
     .scriptName('edgeexit')
+    // Ours, not yargs' guess (it looks for package.json from the entry point, which a bundle moves).
+    .version(edgeexitVersion())
     .usage('$0 <command> [options]\n\nCompile, calibrate, flash and watch early-exit and CBNet models on edge devices.')
     .strict()
     .demandCommand(1, 'Name a command (see the list above), e.g. `edgeexit models`.')
