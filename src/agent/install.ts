@@ -151,6 +151,31 @@ export async function recoverStore(store: BundleStore, keep = DEFAULT_KEEP): Pro
   return out;
 }
 
+/**
+ * recoverStore under the install lock; when another process is installing right now, its job is
+ * not interrupted but live, so nothing is done. For the agent's start.
+ *
+ * @example
+ * ```ts
+ * import { BundleStore, recoverIfIdle } from 'edgeexit/agent';
+ * await recoverIfIdle(await BundleStore.open('/var/lib/edgeexit'));
+ * ```
+ */
+export async function recoverIfIdle(store: BundleStore, keep = DEFAULT_KEEP): Promise<JournalEntry[]> {
+  let release: () => Promise<void>;
+  try {
+    release = await store.lock();
+  } catch (err) {
+    if (err instanceof InputError) return [];
+    throw err;
+  }
+  try {
+    return await recoverStore(store, keep);
+  } finally {
+    await release();
+  }
+}
+
 function reasonOf(err: unknown): string {
   return err instanceof EdgeExitError || err instanceof Error ? err.message : String(err);
 }

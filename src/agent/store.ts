@@ -13,6 +13,7 @@
 //   <root>/install.lock                 the pid of the process installing, so two never interleave
 import { randomBytes } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { sha256Hex, writeBundleAtomic } from '../bundle/files.js';
 import { MANIFEST_FILE, parseManifest, type Manifest } from '../bundle/manifest.js';
@@ -40,6 +41,25 @@ export interface JournalEntry {
 }
 
 const ID = /^[0-9a-f]{64}$/;
+
+/** Environment variable that moves the bundle store (a `--root` flag wins over it). */
+export const STORE_ROOT_ENV = 'EDGEEXIT_STORE';
+
+/**
+ * Where the bundle store is when no `--root` is given: `$EDGEEXIT_STORE`, else
+ * `$XDG_DATA_HOME/edgeexit/store`, else `~/.local/share/edgeexit/store`.
+ *
+ * @example
+ * ```ts
+ * import { defaultStoreRoot } from 'edgeexit/agent';
+ * console.log(defaultStoreRoot()); // '/home/pi/.local/share/edgeexit/store'
+ * ```
+ */
+export function defaultStoreRoot(env: NodeJS.ProcessEnv = process.env): string {
+  if (env[STORE_ROOT_ENV]) return env[STORE_ROOT_ENV];
+  const data = env.XDG_DATA_HOME || path.join(os.homedir(), '.local', 'share');
+  return path.join(data, 'edgeexit', 'store');
+}
 
 /** The id of a bundle in the store: the SHA-256 of its manifest.json bytes. */
 export function bundleId(manifestBytes: Uint8Array): string {
