@@ -128,11 +128,13 @@ describe('installBundle', () => {
     expect(await store.previous()).toEqual([id]);
   });
 
-  it('refuses a bundle over its latency budget, and rolls back one whose trial fails', async () => {
+  it('refuses a bundle over its latency or memory budget, and rolls back one whose trial fails', async () => {
     const { root, store, id } = await freshStoreWith(v1);
     const slow = await installBundle(opts(root, v2, { latencyBudgetMs: 0 }));
     expect(slow.state).toBe('failed');
-    expect(slow.reason).toMatch(/stage 0 takes [\d.]+ ms on the golden batch here .*the budget is 0 ms/);
+    const fat = await installBundle(opts(root, v2, { memoryBudgetMiB: 0 }));
+    expect(fat.reason).toMatch(/self-test failed: the bundle takes [\d.]+ MiB of memory here; the budget is 0 MiB/);
+    expect(slow.reason).toMatch(/stage 0 takes [\d.]+ ms on one golden image here .*the budget is 0 ms/);
     let sawCurrent: string | null = null;
     const tried = await installBundle(
       opts(root, v2, {
