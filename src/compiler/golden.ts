@@ -20,8 +20,8 @@ const RTOL: Record<Manifest['target']['precision'], number> = { fp32: 1e-3, fp16
 
 /** Seeded images as the runtime would feed them: NCHW, normalised by the manifest's preprocess. */
 export function goldenInput(m: Pick<Manifest, 'input'>, samples = GOLDEN_SAMPLES, seed = GOLDEN_SEED): GoldenTensor {
+  // A model exported with a fixed batch size takes exactly that many samples.
   const dims = m.input.shape.map((d, i) => (typeof d === 'number' ? d : i === 0 ? samples : 1));
-  dims[0] = samples;
   const [, c = 1, h = 1, w = 1] = dims;
   const pre = m.input.preprocess;
   const rand = mulberry32(seed);
