@@ -192,13 +192,14 @@ async function verifyStaged(store: BundleStore, id: string, from: string | null,
     return { reason: reasonOf(err) };
   }
   const reasons = await checkCompatibility(manifest, o);
-  if (from) {
+  if (reasons.length) return { reason: `incompatible with this device: ${reasons.join('; ')}` };
+  if (from && !o.rollback) {
     const active = await store.manifestOf(from);
-    if (active.model.name === manifest.model.name && compareVersions(manifest.model.version, active.model.version) < 0 && !o.rollback) {
-      reasons.push(`model ${manifest.model.name} ${manifest.model.version} is older than the active ${active.model.version}; pass --rollback if that is what you mean`);
+    if (active.model.name === manifest.model.name && compareVersions(manifest.model.version, active.model.version) < 0) {
+      return { reason: `model ${manifest.model.name} ${manifest.model.version} is older than the active ${active.model.version}; pass --rollback if that is what you mean` };
     }
   }
-  return reasons.length ? { reason: `incompatible with this device: ${reasons.join('; ')}` } : { files, manifest };
+  return { files, manifest };
 }
 
 /**

@@ -38,7 +38,7 @@ describe('edgeexit install and agent --root', () => {
     expect(ok.out).toMatch(/^committed {2}[0-9a-f]{64}; self-test: golden I\/O of 3 stages matched/);
     const down = await runCli('install', v1, '--root', root, '--trust-dir', fx.trustDir);
     expect(down.code).toBe(1);
-    expect(down.err).toMatch(/not installed \(failed\): incompatible with this device: model \S+ 1\.0\.0 is older than the active 1\.1\.0/);
+    expect(down.err).toMatch(/not installed \(failed\): model \S+ 1\.0\.0 is older than the active 1\.1\.0/);
     const store = await BundleStore.open(root);
     expect((await store.manifestOf((await store.current())!)).model.version).toBe('1.1.0');
     const bad = await runCli('install', v1, '--root', root, '--trust-dir', fx.trustDir, '--keep', '-1');
