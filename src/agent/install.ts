@@ -69,7 +69,16 @@ export interface InstallResult {
   recovered: JournalEntry[];
 }
 
-/** Dotted numeric versions compare by number, anything else as text; negative when a < b. */
+/**
+ * Order two model versions: dotted numeric parts compare by number, anything else as text;
+ * negative when a < b, 0 when equal.
+ *
+ * @example
+ * ```ts
+ * import { compareVersions } from 'edgeexit/agent';
+ * compareVersions('1.10.0', '1.9.0') > 0; // true
+ * ```
+ */
 export function compareVersions(a: string, b: string): number {
   const pa = a.replace(/^v/, '').split(/[.+-]/);
   const pb = b.replace(/^v/, '').split(/[.+-]/);

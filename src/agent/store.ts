@@ -61,7 +61,16 @@ export function defaultStoreRoot(env: NodeJS.ProcessEnv = process.env): string {
   return path.join(data, 'edgeexit', 'store');
 }
 
-/** The id of a bundle in the store: the SHA-256 of its manifest.json bytes. */
+/**
+ * The id of a bundle in the store: the SHA-256 of its manifest.json bytes (which hashes every other file).
+ *
+ * @example
+ * ```ts
+ * import { readFile } from 'node:fs/promises';
+ * import { bundleId } from 'edgeexit/agent';
+ * const id = bundleId(await readFile('bundles/branchy-rpi4/manifest.json'));
+ * ```
+ */
 export function bundleId(manifestBytes: Uint8Array): string {
   return sha256Hex(manifestBytes);
 }

@@ -155,7 +155,17 @@ export async function runGoldenChain(manifest: Manifest, input: GoldenTensor, ru
   return { outputs, ms };
 }
 
-/** The worst element of `got` against `expected` under atol + rtol·|expected|: its excess over the bound (≤ 0 passes) and index. */
+/**
+ * Compare `got` with `expected` element by element under atol + rtol·|expected|: whether every
+ * element is within, the worst one's index, and the largest absolute difference. NaN fails.
+ *
+ * @example
+ * ```ts
+ * import { compareGolden } from 'edgeexit/bundle';
+ * const c = compareGolden(got, expected, 1e-3, 1e-3);
+ * if (!c.ok) console.error(`element ${c.worstIndex} off by up to ${c.maxAbsDiff}`);
+ * ```
+ */
 export function compareGolden(got: GoldenTensor, expected: GoldenTensor, atol: number, rtol: number): { ok: boolean; worstIndex: number; maxAbsDiff: number; reason?: string } {
   if (got.dims.join('x') !== expected.dims.join('x')) return { ok: false, worstIndex: -1, maxAbsDiff: Infinity, reason: `shape ${got.dims.join('x')}, expected ${expected.dims.join('x')}` };
   let worst = -1;
