@@ -1,7 +1,9 @@
-// kill -9 of the installing process at each step: afterwards `current` names the old or the new
+// kill -9 of the installing process at each step (the self-test both after loading and after
+// the golden comparison): afterwards `current` names the old or the new
 // bundle, never neither, and that bundle's slot verifies whole; recovery (as the next install or
 // the agent's start runs it) finishes the job as rolled back and leaves the old bundle current.
 import { spawn } from 'node:child_process';
+import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { beforeAll, describe, expect, it } from 'vitest';
@@ -41,7 +43,7 @@ async function wholeBundle(store: BundleStore, id: string): Promise<void> {
 }
 
 describe('kill -9 while installing', () => {
-  for (const step of ['staged', 'verified', 'self-test:loaded', 'active'] as const) {
+  for (const step of ['staged', 'verified', 'self-test:loaded', 'self-test:golden', 'active'] as const) {
     it(`after '${step}': the old or the new bundle is current, whole; recovery rolls the job back`, async () => {
       const root = await scratch('crash-store');
       const first = await installBundle({ root, bundle: v1, trustDir: fx.trustDir });
@@ -71,6 +73,19 @@ describe('kill -9 while installing', () => {
       expect(await store.previous()).toEqual([first.bundle]);
     }, 60_000);
   }
+
+  it('a slot left half-copied (killed inside the staging copy) is removed by recovery', async () => {
+    const root = await scratch('crash-store');
+    const first = await installBundle({ root, bundle: v1, trustDir: fx.trustDir });
+    const store = await BundleStore.open(root);
+    // What writeBundleAtomic leaves when killed before its rename: a hidden temporary folder.
+    const half = path.join(root, 'bundles', `.${'b'.repeat(64)}.tmp-1234-abcd`);
+    await fsp.mkdir(half);
+    await fsp.writeFile(path.join(half, 'stage-0.onnx'), 'partial');
+    await recoverStore(store);
+    expect(await fsp.readdir(path.join(root, 'bundles'))).toEqual([first.bundle]);
+    expect(await store.current()).toBe(first.bundle);
+  });
 
   it('on the first install (nothing current before), recovery leaves no bundle rather than an unchecked one', async () => {
     const root = await scratch('crash-store');
