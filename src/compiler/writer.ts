@@ -8,6 +8,7 @@ import { edgeexitVersion } from '../bundle/version.js';
 import { sha256Hex, writeBundleAtomic } from '../bundle/files.js';
 import { MANIFEST_FILE, MANIFEST_FORMAT_VERSION, REPORT_FILE, SIGNATURE_FILE, encodeManifest, validateManifest, type CbnetPipeline, type Manifest } from '../bundle/manifest.js';
 import { keyId, signManifest } from '../bundle/signing.js';
+import { recordGolden } from './golden.js';
 import type { CompileOptions, CompileReport, CompileResult, Precision, StageReport } from './options.js';
 
 export function defaultCommand(o: CompileOptions): string {
@@ -58,7 +59,7 @@ export interface BundleContents {
 export async function writeCompiledBundle(opts: CompileOptions, c: BundleContents): Promise<CompileResult> {
   const reportBytes = new TextEncoder().encode(JSON.stringify(c.report, null, 2) + '\n');
   const q = c.quantization;
-  const manifest = validateManifest(
+  const base = validateManifest(
     {
       formatVersion: MANIFEST_FORMAT_VERSION,
       model: { name: c.name, version: c.version },
@@ -90,10 +91,21 @@ export async function writeCompiledBundle(opts: CompileOptions, c: BundleContent
     },
     `${MANIFEST_FILE} (being written)`,
   );
+  // Recorded from the very stage bytes written, so the device checks what it received.
+  const recorded = await recordGolden(base, c.stageBytes);
+  const manifest = validateManifest(
+    {
+      ...base,
+      files: [...base.files, { file: recorded.golden.file, sha256: sha256Hex(recorded.bytes), bytes: recorded.bytes.length }],
+      golden: recorded.golden,
+    },
+    `${MANIFEST_FILE} (being written)`,
+  );
   const manifestBytes = encodeManifest(manifest);
   const files = [
     ...c.stages.map((s, k) => ({ name: s.file, data: c.stageBytes[k]! })),
     { name: REPORT_FILE, data: reportBytes },
+    { name: recorded.golden.file, data: recorded.bytes },
     { name: MANIFEST_FILE, data: manifestBytes },
   ];
   if (c.key) files.push({ name: SIGNATURE_FILE, data: signManifest(manifestBytes, c.key) });
