@@ -11,6 +11,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync, copyFileSync, mkdirSy
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { performance } from 'node:perf_hooks';
 
 const args = process.argv.slice(2);
@@ -21,16 +22,29 @@ if (clis.length === 0) clis.push(path.resolve('bin/edgeexit.js'));
 const jsonOut = flagAll('json')[0];
 const preload = path.resolve('scripts/count-modules.mjs');
 
+// Matched against source paths: a loaded file itself, or for a bundled CLI chunk (dist/bin/) the
+// source files esbuild put into it (dist/bin/meta.json), so a bundle cannot hide what it loads.
 const GROUPS: [string, RegExp][] = [
-  ['compiler', /\/dist\/compiler\//],
-  ['calibration', /\/dist\/calibration\//],
-  ['fleet', /\/dist\/fleet\//],
-  ['better-sqlite3', /node_modules\/better-sqlite3\//],
-  ['aedes', /node_modules\/aedes/],
-  ['mqtt', /node_modules\/mqtt\//],
-  ['onnxruntime', /node_modules\/onnxruntime-/],
-  ['sharp', /node_modules\/(sharp|@img)\//],
+  ['compiler', /(^|\/)dist\/compiler\//],
+  ['calibration', /(^|\/)dist\/calibration\//],
+  ['fleet', /(^|\/)dist\/fleet\//],
+  ['better-sqlite3', /(^|\/)node_modules\/better-sqlite3\//],
+  ['aedes', /(^|\/)node_modules\/aedes/],
+  ['mqtt', /(^|\/)node_modules\/mqtt\//],
+  ['onnxruntime', /(^|\/)node_modules\/onnxruntime-/],
+  ['sharp', /(^|\/)node_modules\/(sharp|@img)\//],
 ];
+
+/** What each bundled output file holds, from the launcher's dist/bin/meta.json (absent: not bundled). */
+function bundleInputs(cli: string): Map<string, string[]> {
+  const meta = path.join(path.dirname(path.dirname(cli)), 'dist', 'bin', 'meta.json');
+  const out = new Map<string, string[]>();
+  if (!existsSync(meta)) return out;
+  const m = JSON.parse(readFileSync(meta, 'utf8')) as { outputs: Record<string, { inputs: Record<string, unknown> }> };
+  const root = path.dirname(path.dirname(cli));
+  for (const [file, o] of Object.entries(m.outputs)) out.set(path.join(root, file), Object.keys(o.inputs));
+  return out;
+}
 
 interface Sample {
   ms: number;
@@ -39,12 +53,14 @@ interface Sample {
   groups: Record<string, number>;
 }
 
-function readLog(file: string): Omit<Sample, 'ms'> {
+function readLog(file: string, cli: string): Omit<Sample, 'ms'> {
   const lines = existsSync(file) ? readFileSync(file, 'utf8').split('\n').filter(Boolean) : [];
   const rssLine = lines.filter((l) => l.startsWith('rss ')).pop();
   const mods = new Set(lines.filter((l) => l.startsWith('file:')));
+  const bundled = bundleInputs(cli);
+  const sources = [...mods].flatMap((m) => bundled.get(fileURLToPath(m)) ?? [m]);
   const groups: Record<string, number> = {};
-  for (const [g, re] of GROUPS) groups[g] = [...mods].filter((m) => re.test(m)).length;
+  for (const [g, re] of GROUPS) groups[g] = sources.filter((m) => re.test(m)).length;
   return { rss: rssLine ? Number(rssLine.slice(4)) : NaN, modules: mods.size, groups };
 }
 
@@ -70,7 +86,7 @@ function timeCommand(cli: string, argv: string[], scratch: string): Sample {
   const r = spawnSync(process.execPath, [cli, ...argv], { env: env(log), encoding: 'utf8' });
   const ms = performance.now() - t0;
   if (r.status !== 0) throw new Error(`${cli} ${argv.join(' ')} exited ${r.status}:\n${r.stderr}`);
-  return { ms, ...readLog(log) };
+  return { ms, ...readLog(log, cli) };
 }
 
 /** Starts the agent; wall time until it says it is watching; stopped after its first window. */
@@ -99,7 +115,7 @@ async function timeAgent(cli: string, argv: string[], scratch: string): Promise<
     });
   });
   if (Number.isNaN(ready)) throw new Error(`agent never became ready:\n${err}`);
-  return { ...readLog(log), ms: ready, rss: hwm };
+  return { ...readLog(log, cli), ms: ready, rss: hwm };
 }
 
 const median = (xs: number[]): number => {
@@ -111,7 +127,11 @@ const median = (xs: number[]): number => {
 const scratch = mkdtempSync(path.join(os.tmpdir(), 'edgeexit-startup-'));
 try {
   const bundle = path.join(scratch, 'bundle');
-  const c = spawnSync(process.execPath, [clis[0]!, 'compile', 'models/fmnist-branchy/fmnist-branchy.onnx', '--device', 'rpi4', '--precision', 'fp32', '--out', bundle], { encoding: 'utf8' });
+  // Signed, and checked with --key: devices refuse unsigned bundles, and older launchers know --key too.
+  const key = path.join(scratch, 'bench');
+  const k = spawnSync(process.execPath, [clis[0]!, 'keygen', '--out', key], { encoding: 'utf8' });
+  if (k.status !== 0) throw new Error(`keygen failed:\n${k.stderr}`);
+  const c = spawnSync(process.execPath, [clis[0]!, 'compile', 'models/fmnist-branchy/fmnist-branchy.onnx', '--device', 'rpi4', '--precision', 'fp32', '--out', bundle, '--key', `${key}.key`], { encoding: 'utf8' });
   if (c.status !== 0) throw new Error(`compile failed:\n${c.stderr}`);
   const image = path.join(scratch, 'one.png');
   copyFileSync(path.resolve('calibration/fashion-mnist/bag', spawnSync('ls', ['calibration/fashion-mnist/bag'], { encoding: 'utf8' }).stdout.split('\n')[0]!), image);
@@ -126,10 +146,10 @@ try {
   try {
     const scenarios: { name: string; run: (cli: string) => Promise<Sample> | Sample }[] = [
       { name: '--version', run: (cli) => timeCommand(cli, ['--version'], scratch) },
-      { name: 'run (1 image)', run: (cli) => timeCommand(cli, ['run', bundle, image, '--allow-unsigned'], scratch) },
+      { name: 'run (1 image)', run: (cli) => timeCommand(cli, ['run', bundle, image, '--key', `${key}.pub`], scratch) },
       {
         name: 'agent (until watching)',
-        run: (cli) => timeAgent(cli, ['agent', bundle, '--allow-unsigned', '--watch', watch, '--telemetry', `mqtt://127.0.0.1:${port}`, '--window', '1s', '--state-dir', path.join(scratch, `state-${Math.random().toString(36).slice(2)}`), '--device-id', 'bench'], scratch),
+        run: (cli) => timeAgent(cli, ['agent', bundle, '--key', `${key}.pub`, '--watch', watch, '--telemetry', `mqtt://127.0.0.1:${port}`, '--window', '1s', '--state-dir', path.join(scratch, `state-${Math.random().toString(36).slice(2)}`), '--device-id', 'bench'], scratch),
       },
     ];
     const results: Record<string, Record<string, Sample[]>> = {};
@@ -137,7 +157,7 @@ try {
       for (const s of scenarios)
         for (const cli of clis) ((results[s.name] ??= {})[cli] ??= []).push(await s.run(cli));
     const rows: string[] = [];
-    rows.push(`| command | launcher | wall ms (median of ${runs}) | peak RSS MiB | modules | ${GROUPS.map(([g]) => g).join(' | ')} |`);
+    rows.push(`| command | launcher | wall ms (median of ${runs}) | peak RSS MiB | files loaded | source modules in them: ${GROUPS.map(([g]) => g).join(' | ')} |`);
     rows.push(`|---|---|---:|---:|---:|${GROUPS.map(() => '---:').join('|')}|`);
     const summary: unknown[] = [];
     for (const s of scenarios)

@@ -18,6 +18,7 @@ export {
   type Manifest,
   type ManifestInput,
   type ManifestStage,
+  type ManifestGolden,
   type CbnetPipeline,
   type CbnetExitPoint,
   type SignatureFile,
@@ -44,3 +45,4 @@ export { writeTar, readTar, looksLikeTar, type TarEntry } from './tar.js';
 export { EXIT_METRICS, EXIT_METRIC_INFO, type ExitMetric, type ExitMetricInfo } from './exit-metrics.js';
 export { MAX_PREPROCESS_SIDE, RESIZE_POLICIES, channelsOf, parsePreprocessSpec, type ColorSpace, type PreprocessSpec, type ResizePolicy } from './preprocess.js';
 export { edgeexitVersion } from './version.js';
+export { GOLDEN_FILE, encodeGolden, decodeGolden, runGoldenChain, compareGolden, type GoldenTensor, type GoldenRecord, type GoldenStageRun, type ChainTensor } from './golden.js';

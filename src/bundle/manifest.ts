@@ -105,6 +105,24 @@ export const CbnetPipelineSchema = z
 
 export type CbnetPipeline = z.output<typeof CbnetPipelineSchema>;
 
+export const GoldenSchema = z
+  .strictObject({
+    file: fileName.describe('The golden inputs and expected outputs (format: bundle/golden.ts); also listed, hashed, under files.'),
+    samples: z.int().positive().describe('Input samples recorded.'),
+    stages: z
+      .array(
+        z.strictObject({
+          stage: z.int().nonnegative().describe('Index into stages.'),
+          output: tensorName.describe('The output compared (the stage exit).'),
+          atol: z.number().nonnegative().describe('Absolute tolerance: |got − expected| ≤ atol + rtol·|expected| for every element.'),
+          rtol: z.number().nonnegative().describe('Relative tolerance.'),
+        }),
+      )
+      .min(1)
+      .describe('Per stage: the output the device self-test compares and how close it must be.'),
+  })
+  .describe('Golden I/O recorded by the compiler: a device runs these inputs through the stages before it switches to the bundle.');
+
 export const ManifestSchema = z
   .strictObject({
     formatVersion: z.literal(MANIFEST_FORMAT_VERSION).describe('Version of this manifest format.'),
@@ -132,6 +150,7 @@ export const ManifestSchema = z
       .array(z.strictObject({ file: fileName, sha256, bytes: z.int().nonnegative() }))
       .default([])
       .describe('Other files of the bundle (the compile report), hashed like the stages.'),
+    golden: GoldenSchema.optional(),
     blocks: z
       .strictObject({
         size: z.int().min(1024).max(1024 * 1024).describe('Block size in bytes; the last block of a file may be shorter.'),
@@ -219,6 +238,14 @@ export const ManifestSchema = z
         if (!p.classifier.inputFrom.includes(from)) ctx.addIssue({ code: 'custom', path: ['pipeline', 'policies', 'hybrid', i], message: `the classifier was not compiled to read the ${from} (inputFrom)`, input: e });
       });
     }
+    if (m.golden) {
+      if (!m.files.some((f) => f.file === m.golden!.file)) ctx.addIssue({ code: 'custom', path: ['golden', 'file'], message: 'must also be listed under files (so its hash is checked)', input: m.golden.file });
+      m.golden.stages.forEach((g, i) => {
+        const s = m.stages[g.stage];
+        if (!s) ctx.addIssue({ code: 'custom', path: ['golden', 'stages', i, 'stage'], message: `no stage ${g.stage} (the bundle has ${n})`, input: g.stage });
+        else if (!s.outputs.includes(g.output)) ctx.addIssue({ code: 'custom', path: ['golden', 'stages', i, 'output'], message: `stage ${g.stage} yields ${s.outputs.join(', ')}`, input: g.output });
+      });
+    }
     const names = [...m.stages.map((s) => s.file), ...m.files.map((f) => f.file)];
     names.forEach((f, i) => {
       if (names.indexOf(f) !== i) ctx.addIssue({ code: 'custom', path: i < n ? ['stages', i, 'file'] : ['files', i - n, 'file'], message: `'${f}' is listed twice`, input: f });
@@ -263,6 +290,7 @@ export const ManifestSchema = z
 export type Manifest = z.output<typeof ManifestSchema>;
 export type ManifestInput = z.input<typeof ManifestSchema>;
 export type ManifestStage = z.output<typeof StageSchema>;
+export type ManifestGolden = z.output<typeof GoldenSchema>;
 
 export const SignatureSchema = z
   .strictObject({

@@ -1,6 +1,7 @@
 // The edgeexit command line: a thin yargs layer over typed async command functions. This is the
 // one place where errors become exit codes; nothing below it calls process.exit.
 import yargs, { type Argv } from 'yargs';
+import { edgeexitVersion } from '../bundle/version.js';
 import { EdgeExitError } from '../util/errors.js';
 import { COMMANDS, type CommandEntry } from './commands/index.js';
 import { processIO, type CliIO } from './io.js';
@@ -14,11 +15,15 @@ export async function main(argv: string[], io: CliIO = processIO()): Promise<num
   let failure: unknown;
   const parser: Argv = yargs(argv)
     .scriptName('edgeexit')
+    // Ours, not yargs' guess (it looks for package.json from the entry point, which a bundle moves).
+    .version(edgeexitVersion())
     .usage('$0 <command> [options]\n\nCompile, calibrate, flash and watch early-exit and CBNet models on edge devices.')
     .strict()
     .demandCommand(1, 'Name a command (see the list above), e.g. `edgeexit models`.')
     .recommendCommands()
-    .wrap(Math.min(110, process.stdout.columns ?? 100))
+    // yargs renders the whole help text before every command's handler (to show it on a failure);
+    // laying it out to a width is a large share of a one-image `edgeexit run`, so only --help wraps.
+    .wrap(argv.includes('--help') ? Math.min(110, process.stdout.columns ?? 100) : null)
     .epilogue('Quick start: `npm run quickstart`. Docs: README.md. Every command has --help.')
     .fail((msg, err) => {
       failure = err ?? new UsageError(msg);

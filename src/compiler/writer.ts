@@ -9,6 +9,7 @@ import { sha256Hex, writeBundleAtomic } from '../bundle/files.js';
 import { MANIFEST_FILE, MANIFEST_FORMAT_VERSION, REPORT_FILE, SIGNATURE_FILE, encodeManifest, validateManifest, type CbnetPipeline, type Manifest } from '../bundle/manifest.js';
 import { keyId, signManifest } from '../bundle/signing.js';
 import { withBlockHashes } from '../bundle/blocks.js';
+import { recordGolden } from './golden.js';
 import type { CompileOptions, CompileReport, CompileResult, Precision, StageReport } from './options.js';
 
 export function defaultCommand(o: CompileOptions): string {
@@ -59,7 +60,7 @@ export interface BundleContents {
 export async function writeCompiledBundle(opts: CompileOptions, c: BundleContents): Promise<CompileResult> {
   const reportBytes = new TextEncoder().encode(JSON.stringify(c.report, null, 2) + '\n');
   const q = c.quantization;
-  const manifest = validateManifest(
+  const base = validateManifest(
     {
       formatVersion: MANIFEST_FORMAT_VERSION,
       model: { name: c.name, version: c.version },
@@ -91,14 +92,30 @@ export async function writeCompiledBundle(opts: CompileOptions, c: BundleContent
     },
     `${MANIFEST_FILE} (being written)`,
   );
-  const bodies = [...c.stages.map((s, k) => ({ name: s.file, data: c.stageBytes[k]! })), { name: REPORT_FILE, data: reportBytes }];
+  // Recorded from the very stage bytes written, so the device checks what it received.
+  const recorded = await recordGolden(base, c.stageBytes);
+  const bodies = [
+    ...c.stages.map((s, k) => ({ name: s.file, data: c.stageBytes[k]! })),
+    { name: REPORT_FILE, data: reportBytes },
+    { name: recorded.golden.file, data: recorded.bytes },
+  ];
   // Block hashes go into the manifest before it is signed: a device checks each downloaded block against them.
-  const signed = validateManifest(withBlockHashes(manifest, new Map(bodies.map((f) => [f.name, f.data]))), `${MANIFEST_FILE} (being written)`);
-  const manifestBytes = encodeManifest(signed);
+  const manifest = validateManifest(
+    withBlockHashes(
+      {
+        ...base,
+        files: [...base.files, { file: recorded.golden.file, sha256: sha256Hex(recorded.bytes), bytes: recorded.bytes.length }],
+        golden: recorded.golden,
+      },
+      new Map(bodies.map((f) => [f.name, f.data])),
+    ),
+    `${MANIFEST_FILE} (being written)`,
+  );
+  const manifestBytes = encodeManifest(manifest);
   const files = [...bodies, { name: MANIFEST_FILE, data: manifestBytes }];
   if (c.key) files.push({ name: SIGNATURE_FILE, data: signManifest(manifestBytes, c.key) });
   const { replaced } = await writeBundleAtomic(opts.out, files, opts.write);
-  return { out: opts.out, manifest: signed, report: c.report, signed: c.key ? { keyId: keyId(c.key) } : null, replaced };
+  return { out: opts.out, manifest, report: c.report, signed: c.key ? { keyId: keyId(c.key) } : null, replaced };
 }
 
 /** What a stage report is made of besides its compiled bytes. */

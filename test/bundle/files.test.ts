@@ -77,9 +77,10 @@ describe('bundle manifest', () => {
     });
     expect(m.stages.map((s) => s.file)).toEqual(['stage-0.onnx', 'stage-1.onnx', 'stage-2.onnx']);
     expect(m.stages.map((s) => s.exit)).toEqual(['head/aux:0', 'mid.logits', 'logits.final']);
-    expect(m.files.map((f) => f.file)).toEqual(['report.json']);
+    expect(m.files.map((f) => f.file)).toEqual(['report.json', 'golden.bin']);
+    expect(m.golden?.stages.map((g) => g.output)).toEqual(['head/aux:0', 'mid.logits', 'logits.final']);
     expect(m.provenance.command).toMatch(/^edgeexit compile .*resnet-exits\.onnx --device rpi4 --out /);
-    expect((await fsp.readdir(signed)).sort()).toEqual(['manifest.json', 'manifest.sig', 'report.json', 'stage-0.onnx', 'stage-1.onnx', 'stage-2.onnx']);
+    expect((await fsp.readdir(signed)).sort()).toEqual(['golden.bin', 'manifest.json', 'manifest.sig', 'report.json', 'stage-0.onnx', 'stage-1.onnx', 'stage-2.onnx']);
     const report = JSON.parse(await fsp.readFile(path.join(signed, 'report.json'), 'utf8')) as { stages: { macs: number }[]; sourceMacs: number; check: { passed: boolean } };
     expect(report.stages.reduce((a, s) => a + s.macs, 0)).toBe(report.sourceMacs);
     expect(report.check.passed).toBe(true);
@@ -212,13 +213,13 @@ describe('pack', () => {
     // Without a key it trusts, pack does not call the bundle signed; with --key it checked, it does.
     const unchecked = await runCli('pack', signed, '--out', tar);
     expect(unchecked.code).toBe(0);
-    expect(unchecked.out).toMatch(/6 files: manifest\.json, manifest\.sig, stage-0\.onnx, stage-1\.onnx, stage-2\.onnx, report\.json; signature NOT checked: signed with key sha256:[0-9a-f]{64}, which is not in the trust store/);
+    expect(unchecked.out).toMatch(/7 files: manifest\.json, manifest\.sig, stage-0\.onnx, stage-1\.onnx, stage-2\.onnx, report\.json, golden\.bin; signature NOT checked: signed with key sha256:[0-9a-f]{64}, which is not in the trust store/);
     expect(unchecked.out).not.toMatch(/; signed/);
     const cli = await runCli('pack', signed, '--out', tar, '--key', keys.publicKey);
     expect(cli.code).toBe(0);
-    expect(cli.out).toMatch(/packed .* 6 files: manifest\.json, manifest\.sig, stage-0\.onnx, stage-1\.onnx, stage-2\.onnx, report\.json; signed, valid \(key sha256:[0-9a-f]{64}, trusted by the given key\)/);
+    expect(cli.out).toMatch(/packed .* 7 files: manifest\.json, manifest\.sig, stage-0\.onnx, stage-1\.onnx, stage-2\.onnx, report\.json, golden\.bin; signed, valid \(key sha256:[0-9a-f]{64}, trusted by the given key\)/);
     const entries = readTar(new Uint8Array(await fsp.readFile(tar)));
-    expect(entries.map((e) => e.name)).toEqual(['signed/manifest.json', 'signed/manifest.sig', 'signed/stage-0.onnx', 'signed/stage-1.onnx', 'signed/stage-2.onnx', 'signed/report.json']);
+    expect(entries.map((e) => e.name)).toEqual(['signed/manifest.json', 'signed/manifest.sig', 'signed/stage-0.onnx', 'signed/stage-1.onnx', 'signed/stage-2.onnx', 'signed/report.json', 'signed/golden.bin']);
     for (const e of entries) {
       expect(Buffer.from(e.data).equals(await fsp.readFile(path.join(signed, e.name.slice('signed/'.length))))).toBe(true);
     }

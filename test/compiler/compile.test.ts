@@ -83,7 +83,7 @@ describe('edgeexit compile', () => {
     expect(res.manifest.stages).toEqual([expect.objectContaining({ exit: 'scores', inputs: ['pixels'], carry: [] })]);
     expect(res.manifest.labels).toEqual(['zero', 'one', 'two', 'three']);
     expect(res.report.inputFrom.preprocess).toBe('--preprocess');
-    expect((await fsp.readdir(out)).sort()).toEqual(['manifest.json', 'report.json', 'stage-0.onnx']);
+    expect((await fsp.readdir(out)).sort()).toEqual(['golden.bin', 'manifest.json', 'report.json', 'stage-0.onnx']);
   });
 
   it('keeps a fixed batch size and checks at that size only', async () => {
@@ -187,7 +187,7 @@ describe('edgeexit compile', () => {
         write: {
           beforeCommit: async (tmp) => {
             tmpSeen = tmp;
-            expect((await fsp.readdir(tmp)).sort()).toEqual(['manifest.json', 'report.json', 'stage-0.onnx', 'stage-1.onnx', 'stage-2.onnx']);
+            expect((await fsp.readdir(tmp)).sort()).toEqual(['golden.bin', 'manifest.json', 'report.json', 'stage-0.onnx', 'stage-1.onnx', 'stage-2.onnx']);
             throw new Error('disk full (simulated)');
           },
         },

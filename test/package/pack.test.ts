@@ -63,6 +63,8 @@ async function packPackage(work: string): Promise<string> {
   cpSync(ROOT, stage, { recursive: true, filter: (src) => !NOT_CHECKED_IN.has(path.relative(ROOT, src).split(path.sep)[0]!) });
   const tsc = path.join(ROOT, 'node_modules/typescript/bin/tsc');
   ok(await run(process.execPath, [tsc, '-p', path.join(ROOT, 'tsconfig.build.json'), '--outDir', path.join(stage, 'dist')], ROOT), 'tsc (build)');
+  // The CLI bundle, as `npm run build` makes it (the stage has no node_modules: ours resolve the bundled dependencies).
+  ok(await run(process.execPath, [path.join(ROOT, 'scripts/bundle-cli.mjs')], stage, { NODE_PATH: path.join(ROOT, 'node_modules') }), 'bundle the CLI');
   // Scripts off: `prepare` would build again, into the same dist we just built.
   const packed = ok(await run('npm', ['pack', '--ignore-scripts', '--json', '--pack-destination', work], stage), 'npm pack');
   const info = JSON.parse(packed.stdout) as { filename: string }[];

@@ -2,9 +2,14 @@
 // Classifies images as they appear in the folder (or re-runs it with --loop), publishes metric
 // windows over MQTT, and on SIGINT/SIGTERM (or the AbortSignal given to agentCommand) flushes the
 // open window to the outbox and closes with a clean death. The loop is src/fleet/agent.ts; the
-// telemetry session is src/telemetry/device.ts; this file resolves flags and prints.
+// telemetry session is src/telemetry/device.ts; this file resolves flags and prints. With --root
+// it runs the bundle store's current bundle and swaps its runner in place when an install moves
+// the pointer (src/agent/swappable.ts).
 import { promises as fsp } from 'node:fs';
 import { runAgentLoop, type AgentStats } from '../../agent/loop.js';
+import { BundleStore } from '../../agent/store.js';
+import { recoverIfIdle } from '../../agent/install.js';
+import { SwappableRunner } from '../../agent/swappable.js';
 import type { ClassifyItem } from '../../runtime/bundle-runner.js';
 import { CBNET_POLICIES, type CbnetPolicy } from '../../runtime/cbnet-cascade.js';
 import { EXIT_METRICS, type ExitMetric } from '../../runtime/exit-policy.js';
@@ -18,7 +23,12 @@ import { imagesUnder, loadBundleFromFlags, parseThresholds } from './run.js';
 import { untilStopped } from '../signals.js';
 
 export interface AgentCommandOptions extends TelemetryCliOptions {
-  bundle: string;
+  /** Bundle folder or .tar; or, with `root`, none: the store's current bundle. */
+  bundle?: string;
+  /** Bundle store (edgeexit install): run its current bundle and switch when an install moves it. */
+  root?: string;
+  /** How often (ms) the store's current pointer is checked (default 1000). */
+  storePollMs?: number;
   /** Folder the images arrive in (searched recursively). */
   watch: string;
   telemetry: string;
@@ -52,6 +62,51 @@ function windowLine(w: WindowInput): string {
   return `window: ${w.count} inferences, exits ${w.exitHistogram.join('/')}, p50/p95 ${e.p50.toFixed(3)}/${e.p95.toFixed(3)} ms, ${w.energy.joules.toFixed(3)} J (${w.energy.source})${w.temperatureC !== undefined ? `, ${w.temperatureC.toFixed(1)} °C` : ''}${acc}`;
 }
 
+/** The bundle to run: the one named, or the store's current one (after finishing an interrupted install). */
+async function bundleSource(opts: AgentCommandOptions): Promise<{ bundle: string; store?: BundleStore; id?: string }> {
+  if (opts.root === undefined) {
+    if (typeof opts.bundle !== 'string') throw new InputError(formatProblem({ where: 'agent', expected: 'a bundle folder or .tar, or --root <bundle store>', got: 'neither', fix: 'edgeexit agent <bundle> …, or edgeexit agent --root /var/lib/edgeexit …' }));
+    return { bundle: opts.bundle };
+  }
+  if (opts.bundle !== undefined) throw new InputError(formatProblem({ where: `agent ${opts.bundle} --root ${opts.root}`, message: 'give a bundle or a store, not both', fix: 'install the bundle into the store (`edgeexit install`), then run `edgeexit agent --root`' }));
+  const store = await BundleStore.open(opts.root);
+  await recoverIfIdle(store);
+  const id = await store.current();
+  if (!id) throw new InputError(formatProblem({ where: `--root ${opts.root}`, message: 'the bundle store has no current bundle', fix: `install one first: edgeexit install <bundle> --root ${opts.root}` }));
+  return { bundle: store.bundleDir(id), store, id };
+}
+
+/**
+ * Follow the store's current pointer: when an install moves it, load the new bundle (verified
+ * again) and swap it in; calls in flight finish on the old runner. A bundle that fails to load
+ * here is logged and the running one kept.
+ */
+function followStore(store: BundleStore, start: string, runner: SwappableRunner, opts: AgentCommandOptions, io: CliIO, signal: AbortSignal): { stop: () => Promise<void> } {
+  let running = start;
+  let busy: Promise<void> = Promise.resolve();
+  const check = async (): Promise<void> => {
+    const id = await store.current().catch(() => running);
+    if (!id || id === running) return;
+    try {
+      const next = await loadBundleFromFlags({ ...opts, bundle: store.bundleDir(id) }, io);
+      await runner.swap(next);
+      io.err(`agent: switched to ${next.manifest.model.name} ${next.manifest.model.version} (${id.slice(0, 12)}) without a restart`);
+    } catch (err) {
+      io.err(`agent: could not switch to ${id.slice(0, 12)}: ${(err as Error).message}; still running ${running.slice(0, 12)}`);
+    }
+    running = id;
+  };
+  const timer = setInterval(() => {
+    busy = busy.then(check);
+  }, opts.storePollMs ?? 1000);
+  const stop = async (): Promise<void> => {
+    clearInterval(timer);
+    await busy;
+  };
+  signal.addEventListener('abort', () => clearInterval(timer), { once: true });
+  return { stop };
+}
+
 /** Run the agent until `signal` aborts; resolves once the last window is in the outbox and the publisher is closed. */
 export async function agentCommand(opts: AgentCommandOptions, io: CliIO, signal: AbortSignal): Promise<AgentCommandResult> {
   if (typeof opts.telemetry !== 'string')
@@ -63,14 +118,17 @@ export async function agentCommand(opts: AgentCommandOptions, io: CliIO, signal:
     throw new InputError(formatProblem({ where: '--watch', expected: 'a folder images arrive in', got: opts.watch === undefined ? 'nothing' : show(opts.watch), fix: 'create the folder, or point --watch at an existing one' }));
   const thresholds = parseThresholds(opts.threshold);
   if (opts.batch !== undefined && !(Number.isInteger(opts.batch) && opts.batch >= 1)) throw new InputError(formatProblem({ where: '--batch', expected: 'a positive integer', got: String(opts.batch) }));
-  const runner = await loadBundleFromFlags(opts, io);
+  const source = await bundleSource(opts);
+  const loaded = await loadBundleFromFlags({ ...opts, bundle: source.bundle }, io);
+  const runner = new SwappableRunner(loaded);
+  const follow = source.store ? followStore(source.store, source.id!, runner, opts, io, signal) : undefined;
   let telemetry: DeviceTelemetry | undefined;
   let stats: AgentStats | undefined;
   let summary: TelemetrySummary | undefined;
   try {
     if (opts.policy !== undefined && runner.manifest.kind !== 'cbnet')
-      throw new InputError(formatProblem({ where: `--policy ${opts.policy}`, message: `only cbnet bundles take --policy; ${opts.bundle} is a ${runner.manifest.kind} bundle`, fix: 'drop --policy' }));
-    telemetry = await startTelemetry(flags, runner, opts.bundle, {
+      throw new InputError(formatProblem({ where: `--policy ${opts.policy}`, message: `only cbnet bundles take --policy; ${source.bundle} is a ${runner.manifest.kind} bundle`, fix: 'drop --policy' }));
+    telemetry = await startTelemetry(flags, runner, source.bundle, {
       ...(opts.device ? { profile: opts.device } : {}),
       ...(thresholds !== undefined ? { thresholds } : {}),
       ...(opts.policy ? { policy: opts.policy } : {}),
@@ -111,6 +169,7 @@ export async function agentCommand(opts: AgentCommandOptions, io: CliIO, signal:
         io.err(describeSummary(summary, flags.drainMs));
       }
     } finally {
+      await follow?.stop();
       await runner.close();
     }
   }
@@ -122,7 +181,8 @@ export function agentModule(io: CliIO): AnyCommandBody {
   return defineCommand({
     builder: (y) =>
       y
-        .positional('bundle', { type: 'string', describe: 'Bundle folder or .tar', demandOption: true })
+        .positional('bundle', { type: 'string', describe: 'Bundle folder or .tar (or --root)' })
+        .option('root', { type: 'string', describe: 'Bundle store (edgeexit install): run its current bundle, switching in place when an install moves it' })
         .option('watch', { type: 'string', describe: 'Folder new images arrive in (searched recursively)', demandOption: true })
         .option('telemetry', { type: 'string', describe: 'MQTT broker to publish to (mqtt://host:1883, mqtts://…)', demandOption: true })
         .option('loop', { type: 'boolean', describe: 'Re-run every image in the folder, pass after pass, instead of waiting for new ones' })
@@ -138,9 +198,10 @@ export function agentModule(io: CliIO): AnyCommandBody {
         .option('device', { type: 'string', describe: "Device profile: providers, threads, energy sensor, power model (default: the bundle's target)" })
         .option('threads', { type: 'number', describe: 'Intra-op threads' })
         .example('$0 agent bundles/branchy-rpi4 --watch /var/spool/camera --telemetry mqtt://collector.local --fleet lab --device-id pi-07', '')
+        .example('$0 agent --root /var/lib/edgeexit --watch /var/spool/camera --telemetry mqtt://collector.local', 'run what `edgeexit install` put there')
         .example('$0 agent bundles/branchy-rpi4 --watch calibration/fashion-mnist --loop --telemetry mqtt://127.0.0.1:1883', 'soak test'),
     // sysRoot, pollMs and onItems are for programmatic callers (tests); the command line has no flag for them.
-    handler: async (args: Omit<AgentCommandOptions, 'sysRoot' | 'pollMs' | 'onItems'>) => {
+    handler: async (args: Omit<AgentCommandOptions, 'sysRoot' | 'pollMs' | 'onItems' | 'storePollMs'>) => {
       await untilStopped((signal) => agentCommand(args, io, signal));
     },
   });

@@ -82,7 +82,7 @@ export const COMMANDS: readonly CommandEntry[] = [
   },
   {
     name: 'agent',
-    command: 'agent <bundle>',
+    command: 'agent [bundle]',
     describe: 'Device agent: classify images as they appear in a folder and publish telemetry until stopped',
     load: async (io) => (await import('./agent.js')).agentModule(io),
   },
@@ -97,6 +97,12 @@ export const COMMANDS: readonly CommandEntry[] = [
     command: 'calibrate <bundle>',
     describe: "Fit temperatures and exit thresholds to a latency target on labelled images, check them on held-out images, write them into the bundle's manifest",
     load: async (io) => (await import('./calibrate.js')).calibrateModule(io),
+  },
+  {
+    name: 'install',
+    command: 'install <bundle>',
+    describe: "Install a bundle into this device's store: verify, check it suits the device, self-test on golden I/O, switch atomically, keep the previous for rollback",
+    load: async (io) => (await import('./install.js')).installModule(io),
   },
   {
     name: 'collect',
