@@ -228,8 +228,9 @@ export async function revoke(dir: string, who: Principal): Promise<boolean> {
 }
 
 /**
- * The acl_file: collectors (usernames without "/") read everything under the namespace; a device
- * (`<fleet>/<device>`) writes its own birth, death and metrics and reads its own job topics;
+ * The acl_file: collectors (usernames without "/") read everything under the namespace and write
+ * acks; a device (`<fleet>/<device>`) writes its own birth, death and metrics and reads its own ack
+ * and job topics;
  * nothing else is granted, so nobody else writes (Mosquitto denies what no line allows).
  *
  * @example
@@ -239,19 +240,20 @@ export async function revoke(dir: string, who: Principal): Promise<boolean> {
  * ```
  */
 export function renderAcl(collectors: readonly string[]): string {
-  const users = collectors.flatMap((c) => [`user ${c}`, `topic read ${TOPIC_ROOT}/#`, '']);
+  const users = collectors.flatMap((c) => [`user ${c}`, `topic read ${TOPIC_ROOT}/#`, `topic write ${TOPIC_ROOT}/+/+/ack`, '']);
   return [
     '# Written by edgeexit (`fleet broker-config`, `fleet enroll`, `fleet revoke`); rewritten on each, so edit',
     '# the generator, not this file. See docs/security.md, "MQTT: who can publish and read what".',
     '# No topic lines before the first `user`: anonymous clients get nothing (and allow_anonymous is false).',
     '',
-    '# Collectors: read every fleet, write nothing.',
+    '# Collectors: read every fleet; write only the acks of stored windows (a device drops a window on its ack).',
     ...users,
     '# Devices log in as <fleet>/<device>; %u stands for those two topic levels. Pattern lines apply to',
     '# every user, but only a <fleet>/<device> username yields a telemetry topic.',
     `pattern write ${TOPIC_ROOT}/%u/birth`,
     `pattern write ${TOPIC_ROOT}/%u/death`,
     `pattern write ${TOPIC_ROOT}/%u/metrics`,
+    `pattern read ${TOPIC_ROOT}/%u/ack`,
     `pattern read ${TOPIC_ROOT}/%u/job/#`,
     '',
   ].join('\n');

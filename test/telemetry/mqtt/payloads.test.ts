@@ -24,7 +24,7 @@ describe('telemetry payload schema', () => {
   });
 
   it('names the failing field, what it expected and what came', () => {
-    const bad = { ...metrics(), energy: { ...metrics().energy, source: 'guess' }, seq: 256 };
+    const bad = { ...metrics(), energy: { ...metrics().energy, source: 'guess' }, seq: -1 };
     let err: unknown;
     try {
       validatePayload('metrics', bad);
