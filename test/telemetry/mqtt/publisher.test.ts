@@ -145,6 +145,35 @@ MOSQUITTO.describe('TelemetryPublisher with mosquitto', () => {
     expect(rec.of('metrics')[0]).toMatchObject({ id, bdSeq: 1, seq: 1 });
   });
 
+  it("keeps a window the broker PUBACKed until the collector acks it, resending it after ackTimeoutMs", async () => {
+    // A subscriber that records but does not ack: the broker's PUBACK alone must not empty the outbox.
+    const seen: number[] = [];
+    const mute = await connectMqtt({ url: broker.url, clientId: `mute-${Math.random().toString(36).slice(2)}`, protocolVersion: 4, onMessage: (m) => {
+      if (m.topic.endsWith('/metrics')) seen.push(decodePayload('metrics', m.payload).id);
+    } });
+    cleanup.push(() => mute.end());
+    await mute.subscribe(topicFor('lab', 'dev-2', 'metrics'), 1);
+    const pub = await publisher(await state(), { device: 'dev-2', ackTimeoutMs: 300 });
+    const id = await pub.enqueueWindow(windowInput(0));
+    const until = async (pred: () => boolean) => {
+      const end = Date.now() + 20_000;
+      while (!pred()) {
+        if (Date.now() > end) throw new Error(`timed out; seen ${JSON.stringify(seen)}`);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    };
+    await until(() => seen.length >= 2);
+    expect(seen.slice(0, 2)).toEqual([id, id]);
+    expect(pub.outbox.size()).toBe(1);
+    expect(pub.getStats()).toMatchObject({ acked: 0 });
+    expect(pub.getStats().resent).toBeGreaterThanOrEqual(1);
+    // Anything on the ack topic that is not an ack is ignored; the collector's ack empties it.
+    await mute.publish(topicFor('lab', 'dev-2', 'ack'), Buffer.from('{"ids":"all"}'), { qos: 1 });
+    await mute.publish(topicFor('lab', 'dev-2', 'ack'), Buffer.from(JSON.stringify({ ids: [id] })), { qos: 1 });
+    await pub.drained();
+    expect(pub.getStats()).toMatchObject({ acked: 1, queued: 0 });
+  });
+
   it('rejects a window failing the schema, naming the field', async () => {
     const pub = await publisher(await state());
     await expect(pub.enqueueWindow({ ...windowInput(0), count: -1 })).rejects.toThrow(/count/);
