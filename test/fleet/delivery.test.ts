@@ -215,9 +215,10 @@ async function run(s: Scenario): Promise<void> {
   expect(lost).toBe(0);
   expect([...stored.keys()].sort()).toEqual([...sent.keys()].sort());
   expect([counters.malformed, counters.invalid, counters.oversized]).toEqual([undefined, undefined, undefined]);
-  // The run did what it says: the backlog is in, and windows really were sent twice.
+  // The run did what it says: the backlog is in, and (with outboxes that keep everything) windows
+  // really were sent twice.
   expect(created).toBeGreaterThanOrEqual(BURST);
-  expect(counters.duplicates ?? 0).toBeGreaterThan(0);
+  if (s.maxOutbox >= PER_DEVICE * 10) expect(counters.duplicates ?? 0).toBeGreaterThan(0);
   if (s.maxOutbox < PER_DEVICE) expect(droppedN).toBeGreaterThan(0);
 }
 
@@ -228,6 +229,6 @@ MOSQUITTO.describe('end-to-end delivery', () => {
 
   // Outboxes smaller than the burst: the oldest windows are dropped, counted and reported.
   it('the same with a broker that keeps nothing across a restart (persistence off), and outboxes smaller than the burst', { timeout: TIMEOUT * 2 }, () =>
-    run({ persistence: false, deviceKill: false, maxOutbox: Math.floor(PER_DEVICE * 0.6) }),
+    run({ persistence: false, deviceKill: false, maxOutbox: Math.max(20, Math.floor(PER_DEVICE * 0.6)) }),
   );
 });
