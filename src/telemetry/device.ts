@@ -155,7 +155,7 @@ export interface TelemetrySummary {
   fleet: string;
   stateDir: string;
   windows: number;
-  /** Windows the broker acknowledged during this session (resends of older windows included). */
+  /** Windows the collector acknowledged (stored) during this session (resends of older windows included). */
   acked: number;
   /** Windows left in the outbox for the next start. */
   queued: number;

@@ -120,7 +120,7 @@ export interface PublisherStats {
  *   url: 'mqtt://broker.local', fleet: 'lab', device: 'pi-07', stateDir: '.edgeexit/agent/pi-07',
  *   birth: { profile: 'rpi4', bundle: { name: 'fmnist-branchy', version: '1.0.0', manifestSha256: sha, precision: 'int8', thresholds: [0.9, 0.9] }, runtime: { edgeexit: '0.1.0', node: process.versions.node } },
  * });
- * await pub.enqueueWindow(window); // a WindowInput; kept on disk until the broker acknowledges it
+ * await pub.enqueueWindow(window); // a WindowInput; kept on disk until the collector acknowledges it (stored)
  * await pub.drained();
  * await pub.close();
  * ```
