@@ -175,5 +175,5 @@ export const telemetryYargsOptions = {
   'tls-cert': { type: 'string', describe: 'PEM client certificate for brokers that authenticate devices by certificate' },
   'tls-key': { type: 'string', describe: 'PEM key of --tls-cert' },
   'mqtt-version': { type: 'number', describe: 'MQTT protocol: 5 or 4 (3.1.1) only (default: 5, falling back to 3.1.1 when the broker refuses 5, as `edgeexit collect`\'s embedded one does)' },
-  'drain-timeout': { type: 'string', describe: 'At exit, wait this long for the broker to acknowledge the windows; the rest stay in the outbox and `run` exits 75 (default 10s)' },
+  'drain-timeout': { type: 'string', describe: 'At exit, wait this long for the collector to acknowledge the windows (stored); the rest stay in the outbox and `run` exits 75 (default 10s)' },
 } as const;

@@ -233,9 +233,9 @@ export async function revoke(dir: string, who: Principal): Promise<boolean> {
 const FILE_SERVER_LINES = [`topic read ${FILES_ROOT}/+/+/get`, `topic write ${FILES_ROOT}/+/+/reply`];
 
 /**
- * The acl_file: collectors (usernames without "/") read everything under the namespace; a device
- * (`<fleet>/<device>`) writes its own birth, death and metrics and reads its own job topics,
- * and requests files on its own topic and reads its own replies (collectors may serve them);
+ * The acl_file: collectors (usernames without "/") read everything under the namespace and write
+ * acks; a device (`<fleet>/<device>`) writes its own birth, death and metrics, reads its own ack
+ * and job topics, and requests files on its own topic and reads its own replies (collectors may serve them);
  * nothing else is granted, so nobody else writes (Mosquitto denies what no line allows).
  *
  * @example
@@ -245,19 +245,20 @@ const FILE_SERVER_LINES = [`topic read ${FILES_ROOT}/+/+/get`, `topic write ${FI
  * ```
  */
 export function renderAcl(collectors: readonly string[]): string {
-  const users = collectors.flatMap((c) => [`user ${c}`, `topic read ${TOPIC_ROOT}/#`, ...FILE_SERVER_LINES, '']);
+  const users = collectors.flatMap((c) => [`user ${c}`, `topic read ${TOPIC_ROOT}/#`, `topic write ${TOPIC_ROOT}/+/+/ack`, ...FILE_SERVER_LINES, '']);
   return [
     '# Written by edgeexit (`fleet broker-config`, `fleet enroll`, `fleet revoke`); rewritten on each, so edit',
     '# the generator, not this file. See docs/security.md, "MQTT: who can publish and read what".',
     '# No topic lines before the first `user`: anonymous clients get nothing (and allow_anonymous is false).',
     '',
-    '# Collectors: read every fleet, write nothing.',
+    '# Collectors: read every fleet; write only the acks of stored windows (a device drops a window on its ack).',
     ...users,
     '# Devices log in as <fleet>/<device>; %u stands for those two topic levels. Pattern lines apply to',
     '# every user, but only a <fleet>/<device> username yields a telemetry topic.',
     `pattern write ${TOPIC_ROOT}/%u/birth`,
     `pattern write ${TOPIC_ROOT}/%u/death`,
     `pattern write ${TOPIC_ROOT}/%u/metrics`,
+    `pattern read ${TOPIC_ROOT}/%u/ack`,
     `pattern read ${TOPIC_ROOT}/%u/job/#`,
     '# Bundle transfer: a device asks for files on its own request topic and reads only its own replies.',
     `pattern write ${FILES_ROOT}/%u/get`,

@@ -10,10 +10,15 @@
 //   can deliver an old session's last will after the new session's birth.
 // - With MQTT 5 the subscription is shared ($share/edgeexit-collectors/…), so several collectors
 //   split the load; brokers that refuse MQTT 5 get a plain subscription over 3.1.1.
-// - Clean MQTT sessions: messages published while no collector is connected are not kept for it
-//   (see below why a persistent session is worse with shared subscriptions); run two collectors.
-// - Writes are batched, one transaction per batch (src/fleet/ingest.ts, which also says what a
-//   collector crash loses); `handled()` counts committed messages.
+// - A persistent MQTT session under a fixed client id (by default derived from host and database
+//   path): while the collector is down (crashed, or the connection lost) the broker queues its
+//   messages, and redelivers any it did not PUBACK; close() ends the session (MQTT 5). Mosquitto keeps at most `max_queued_messages` (default 1000) per client and drops
+//   the rest: raise it for the collector (README: collector deployment). What it drops is not
+//   lost (devices resend windows the collector has not acked) but costs resends.
+// - Writes are batched, one transaction per batch (src/fleet/ingest.ts). After each commit the
+//   stored windows are acked to their devices on `…/<device>/ack` (publisher.ts); a birth or death
+//   is committed before its PUBACK, so the broker redelivers it if the collector dies first.
+//   `handled()` counts committed messages.
 // - With no brokerUrl an embedded aedes broker is started (MQTT 3.1.1 only, so a plain
 //   subscription), so the quick start needs no broker install. It listens on 127.0.0.1 unless
 //   told another host, and on any other host it requires a user name and password from every
@@ -27,12 +32,12 @@ import path from 'node:path';
 import { Aedes } from 'aedes';
 import { connectMqtt, type MqttConnection, type MqttMessage, type MqttTls } from '../telemetry/mqtt/client.js';
 import { DEFAULT_BACKOFF, backoffDelay, type Backoff } from '../telemetry/mqtt/publisher.js';
-import { subscriptionFor } from '../telemetry/payloads.js';
+import { MAX_ACK_IDS, subscriptionFor, topicFor } from '../telemetry/payloads.js';
 import { EdgeExitError, InputError, formatProblem } from '../util/errors.js';
 import type { Limits } from './bounds.js';
 import type { Counters, FleetStore } from './fleet-store.js';
 import { openFleetStore } from './store.js';
-import { BatchedIngest, IngestGuard, type BatchOptions } from './ingest.js';
+import { BatchedIngest, IngestGuard, type BatchOptions, type SettledWindows } from './ingest.js';
 import { startFleetHttp, type FleetHttpServer, type HttpListen } from './http.js';
 
 export const SHARE_GROUP = 'edgeexit-collectors';
@@ -144,15 +149,34 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
   const filter = subscriptionFor(opts.fleet);
   const clientId = opts.clientId ?? defaultClientId(opts.dbFile);
   const backoff = { ...DEFAULT_BACKOFF, ...opts.backoff };
-  // Clean sessions on purpose: in a shared group the broker keeps handing a persistent session
-  // its share of messages after that collector is gone for good (seen with mosquitto 2), so they
-  // would sit in a dead queue. Availability comes from running two collectors in the group.
-  const persistentSession = false;
+  // Persistent, so the broker queues while the collector is away. In a shared group the broker
+  // keeps handing a persistent session its share after that collector is gone for good (seen with
+  // mosquitto 2): retire a collector by connecting once with its client id and a clean session,
+  // or let Mosquitto's persistent_client_expiration end it. Devices resend what sits there unacked.
+  const persistentSession = true;
 
   // Store failures (disk full, locked file) are logged per message inside the ingest; the
   // subscriber itself never stops.
-  const ingest = new BatchedIngest(store, log, now, opts.batch, new IngestGuard(opts.limits));
-  const handle = (m: MqttMessage): void => ingest.push(m);
+  const ingest = new BatchedIngest(store, log, now, opts.batch, new IngestGuard(opts.limits), (settled) => {
+    for (const s of settled) sendAck(s);
+  });
+  const sendAck = (s: SettledWindows): void => {
+    const c = conn;
+    // Not connected: the device times out and resends; the duplicate is acked then.
+    if (!c || c.closed) return;
+    for (let i = 0; i < s.ids.length; i += MAX_ACK_IDS) {
+      const payload = Buffer.from(JSON.stringify({ ids: s.ids.slice(i, i + MAX_ACK_IDS) }));
+      c.publish(topicFor(s.fleet, s.device, 'ack'), payload, { qos: 1 }).catch(() => undefined);
+    }
+  };
+  // Acks from other collectors in the group come back on the wildcard subscription: dropped unread.
+  const handle = (m: MqttMessage): void => {
+    if (!m.topic.endsWith('/ack')) ingest.push(m);
+  };
+  // A birth or death is stored before the broker hears it was received (see ingest.ts).
+  const beforeAck = (m: MqttMessage): void => {
+    if (m.topic.endsWith('/birth') || m.topic.endsWith('/death')) ingest.flush();
+  };
 
   try {
     // First, so a busy port fails the start before any broker connection is made.
@@ -180,12 +204,12 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
       ...(opts.tls ? { tls: opts.tls } : {}),
     };
     const connect = async (): Promise<{ c: MqttConnection; v: 4 | 5 }> => {
-      if (embedded) return { c: await connectMqtt({ url, clientId, protocolVersion: 4, persistentSession, onMessage: handle, ...auth }), v: 4 };
+      if (embedded) return { c: await connectMqtt({ url, clientId, protocolVersion: 4, persistentSession, onMessage: handle, beforeAck, ...auth }), v: 4 };
       try {
-        return { c: await connectMqtt({ url, clientId, protocolVersion: 5, persistentSession, onMessage: handle, ...auth }), v: 5 };
+        return { c: await connectMqtt({ url, clientId, protocolVersion: 5, persistentSession, onMessage: handle, beforeAck, ...auth }), v: 5 };
       } catch (err) {
         log(`MQTT 5 connect to ${url} failed (${(err as Error).message}); trying MQTT 3.1.1 with a plain subscription`);
-        return { c: await connectMqtt({ url, clientId, protocolVersion: 4, persistentSession, onMessage: handle, ...auth }), v: 4 };
+        return { c: await connectMqtt({ url, clientId, protocolVersion: 4, persistentSession, onMessage: handle, beforeAck, ...auth }), v: 4 };
       }
     };
     const first = await connect();
@@ -207,7 +231,7 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
         await new Promise((r) => setTimeout(r, backoffDelay(attempt, backoff)));
         if (closing) return;
         try {
-          const c = await connectMqtt({ url, clientId, protocolVersion, persistentSession, onMessage: handle, ...auth });
+          const c = await connectMqtt({ url, clientId, protocolVersion, persistentSession, onMessage: handle, beforeAck, ...auth });
           if (closing) return void (await c.end());
           await attach(c);
           log(`reconnected to ${url}`);
@@ -244,7 +268,9 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
         closing = true;
         if (pruneTimer) clearInterval(pruneTimer);
         await httpServer?.close();
-        await conn?.end();
+        // A clean stop ends the session: in a shared group the broker would otherwise keep handing
+        // this collector's share to a queue nobody reads. A crash keeps it (the broker queues).
+        await conn?.end({ endSession: true });
         await embedded?.close();
         ingest.close();
         store.close();
@@ -263,6 +289,7 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
 function defaultClientId(dbFile: string): string {
   const host = os.hostname().replace(/[^A-Za-z0-9._-]/g, '').slice(0, 32) || 'host';
   const db = createHash('sha256').update(path.resolve(dbFile)).digest('hex').slice(0, 8);
-  // pid too: the broker would disconnect the older of two clients with one id.
-  return `edgeexit-collector-${host}-${db}-${process.pid}`;
+  // Fixed across restarts, so a restarted collector resumes its persistent session. Two collectors
+  // on one host and database would share it (the broker disconnects the older): pass clientId.
+  return `edgeexit-collector-${host}-${db}`;
 }

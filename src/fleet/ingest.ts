@@ -3,15 +3,15 @@
 // ingest benchmark in the README). De-duplication and counters are unchanged: every message still
 // goes through handleMessage, in arrival order, inside the batch's transaction.
 //
-// What a crash costs: MQTT.js acknowledges a QoS 1 message to the broker as soon as the message
-// handler returns, which here is before the batch commits. A collector killed between receiving a
-// message and committing its batch loses that message (at most `maxDelayMs` worth of traffic, or
-// `maxMessages` messages): the broker counts it delivered, and with the collector's clean session
-// it would not resend it anyway, since a clean session drops in-flight messages of a client that
-// went away. The publisher's outbox does not help either: it is emptied by the broker's PUBACK,
-// which says nothing about subscribers. So the window for loss is "received, not yet committed"
-// — as it was before batching for messages still in the socket buffer — only longer. A clean
-// close() commits everything received first.
+// What a crash costs, and why nothing is lost:
+// - Windows: after a batch commits, `onCommitted` is told which windows of which device it settled
+//   (stored, a duplicate of one stored, or refused for good and counted), and the collector acks
+//   them to the device (payloads.ts, publisher.ts). A collector killed before the commit acks
+//   nothing, so the device sends those windows again.
+// - Births and deaths carry no id to ack: the collector commits the batch before it PUBACKs one
+//   (collector.ts, `beforeAck`), and its persistent session has the broker redeliver a message it
+//   never PUBACKed. A death must not be lost: it is what shows a device offline.
+// A clean close() commits everything received first.
 import type { MqttMessage } from '../telemetry/mqtt/client.js';
 import { PayloadTooLargeError, decodePayload, parseTopic, type Birth, type PayloadOf } from '../telemetry/payloads.js';
 import { ValidationError } from '../util/errors.js';
@@ -27,6 +27,13 @@ export interface BatchOptions {
 }
 
 export const DEFAULT_BATCH: Required<BatchOptions> = { maxMessages: 500, maxDelayMs: 25 };
+
+/** Windows of one device that a commit settled: what the collector acks on its ack topic. */
+export interface SettledWindows {
+  fleet: string;
+  device: string;
+  ids: number[];
+}
 
 /**
  * The collector's limits (src/fleet/bounds.ts) plus, per device, the exits its birth announced:
@@ -74,6 +81,8 @@ export class BatchedIngest {
     private readonly now: () => number = Date.now,
     opts: BatchOptions = {},
     private readonly guard: IngestGuard = new IngestGuard(),
+    /** Called after each commit with the windows it settled, per device (never for a rollback). */
+    private readonly onCommitted: (settled: SettledWindows[]) => void = () => undefined,
   ) {
     this.maxMessages = Math.max(1, opts.maxMessages ?? DEFAULT_BATCH.maxMessages);
     this.maxDelayMs = Math.max(0, opts.maxDelayMs ?? DEFAULT_BATCH.maxDelayMs);
@@ -104,18 +113,21 @@ export class BatchedIngest {
     this.queue = [];
     // Log lines wait for the commit, so a batch that rolls back and is redone one by one does not log twice.
     const lines: string[] = [];
+    const settled = new Settled();
     try {
       this.store.transaction(() => {
-        for (const { m, seenAt } of batch) handleMessage(this.store, m, seenAt, (l) => lines.push(l), this.guard);
+        for (const { m, seenAt } of batch) settled.add(handleMessage(this.store, m, seenAt, (l) => lines.push(l), this.guard));
       });
       for (const l of lines) this.log(l);
     } catch {
       this.guard.forget();
+      settled.clear();
       // One failing message (disk full, locked file, a store bug) must not take the batch with it:
-      // redo each in its own transaction so only the failing ones are lost, each logged.
+      // redo each in its own transaction so only the failing ones are lost, each logged (and not
+      // acked, so their devices send them again).
       for (const { m, seenAt } of batch) {
         try {
-          this.store.transaction(() => handleMessage(this.store, m, seenAt, this.log, this.guard));
+          settled.add(this.store.transaction(() => handleMessage(this.store, m, seenAt, this.log, this.guard)));
         } catch (err) {
           this.guard.forget();
           this.log(safeText(`error: ${m.topic}: ${(err as Error).message}`));
@@ -123,6 +135,7 @@ export class BatchedIngest {
       }
     }
     this.done += batch.length;
+    if (settled.size > 0) this.onCommitted(settled.list());
   }
 
   /** Commit what is queued and stop the timer; later pushes still work (and need another close). */
@@ -131,20 +144,57 @@ export class BatchedIngest {
   }
 }
 
+/** Settled windows grouped by device, in arrival order. */
+class Settled {
+  private readonly byDevice = new Map<string, SettledWindows>();
+
+  add(w: SettledWindow | undefined): void {
+    if (!w) return;
+    const key = `${w.fleet}/${w.device}`;
+    let s = this.byDevice.get(key);
+    if (!s) this.byDevice.set(key, (s = { fleet: w.fleet, device: w.device, ids: [] }));
+    s.ids.push(w.id);
+  }
+
+  clear(): void {
+    this.byDevice.clear();
+  }
+
+  get size(): number {
+    return this.byDevice.size;
+  }
+
+  list(): SettledWindows[] {
+    return [...this.byDevice.values()];
+  }
+}
+
+/** A window the collector is done with (stored, duplicate, or refused for good): the device may forget it. */
+export interface SettledWindow {
+  fleet: string;
+  device: string;
+  id: number;
+}
+
 /**
- * Route one message to the store; every rejection is counted and logged in one line. Log lines
+ * Route one message to the store; every rejection is counted and logged in one line. Returns the
+ * window when the message was a metrics window the collector is done with (to be acked after the
+ * commit); a payload that does not parse, or names another device than its topic, is not acked. Log lines
  * carry what devices sent (topics, bundle names), so each goes through safeText: a newline or an
  * ANSI escape in a birth field cannot forge a line or reach the operator's terminal.
  */
-export function handleMessage(store: FleetStore, m: MqttMessage, seenAt: number, sink: (line: string) => void, guard: IngestGuard = new IngestGuard()): void {
+export function handleMessage(store: FleetStore, m: MqttMessage, seenAt: number, sink: (line: string) => void, guard: IngestGuard = new IngestGuard()): SettledWindow | undefined {
   const log = (line: string): void => sink(safeText(line));
   const t = parseTopic(m.topic);
+  // The collectors' own acks come back on the wildcard subscription; they are not device input.
+  if (t?.kind === 'ack') return;
   if (!t || t.kind.startsWith('job/')) {
     store.bump('foreignTopic');
     log(`ignored ${m.topic}: not a telemetry topic`);
     return;
   }
   const kind = t.kind as 'birth' | 'death' | 'metrics';
+  const settled = (id: number): SettledWindow => ({ fleet: t.fleet, device: t.device, id });
   let payload;
   try {
     payload = decodePayload(kind, m.payload);
@@ -166,8 +216,11 @@ export function handleMessage(store: FleetStore, m: MqttMessage, seenAt: number,
     store.bump(breach.reason);
     log(`${breach.reason}: ${m.topic}: ${breach.where}: expected ${breach.expected}, got ${breach.got}`);
     // It arrived: its seq is used up, so the next window does not count it as missing.
-    if (kind === 'metrics') store.noteRefusedWindow(decodedAs<'metrics'>(payload), seenAt);
-    return;
+    if (kind !== 'metrics') return;
+    const w = decodedAs<'metrics'>(payload);
+    store.noteRefusedWindow(w, seenAt);
+    // Refused for good: resending it would be refused again, so the device may drop it.
+    return settled(w.id);
   }
   if (kind === 'birth') {
     const b = decodedAs<'birth'>(payload);
@@ -184,11 +237,17 @@ export function handleMessage(store: FleetStore, m: MqttMessage, seenAt: number,
   } else {
     const w = decodedAs<'metrics'>(payload);
     const r = store.recordWindow(w, t.fleet, seenAt);
-    if (r.fleetMismatch) return void log(fleetMismatchLine(m.topic, w.device, t.fleet));
+    if (r.fleetMismatch) {
+      log(fleetMismatchLine(m.topic, w.device, t.fleet));
+      return settled(w.id);
+    }
     if (!r.stored) log(`duplicate: ${w.device} window ${w.id} already stored`);
     if (r.gap > 0) log(`gap: ${w.device} missed ${r.gap} message${r.gap === 1 ? '' : 's'} before seq ${w.seq} (bdSeq ${w.bdSeq})`);
     if (r.unknownDevice && r.stored) log(`unknownDevice: window ${w.id} from ${w.device}, which never sent a birth (stored)`);
+    // A duplicate is acked too: the device resent it because the first ack did not reach it.
+    return settled(w.id);
   }
+  return undefined;
 }
 
 /** The first collector limit the message breaks (deaths carry nothing to bound). */

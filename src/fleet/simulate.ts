@@ -8,7 +8,7 @@
 // joules, exits), so a test can compare the collector's totals with what was sent. The ledger is
 // written right after the outbox accepted the window; a SIGKILL between the two leaves the window
 // in the outbox but not in the ledger, which reopening repairs from the outbox's live entries (an
-// entry cannot be acked before the ledger line: the ack needs a PUBACK, i.e. an event-loop turn).
+// entry cannot be acked before the ledger line: the ack needs the collector's reply, i.e. an event-loop turn).
 import { appendFileSync, existsSync, ftruncateSync, closeSync, openSync, readFileSync, promises as fsp } from 'node:fs';
 import { createHash } from 'node:crypto';
 import path from 'node:path';
@@ -291,13 +291,18 @@ export interface SimulateOptions {
   backoff?: Partial<Backoff>;
   /** fsync the outboxes (default false: a SIGKILL loses nothing without it; only power loss would). */
   fsync?: boolean;
+  /** Windows each outbox keeps at most; beyond it the oldest are dropped and counted (default 100 000). */
+  maxOutbox?: number;
+  /** Publisher tuning (publisher.ts): windows out unacknowledged, and how long before one is resent. */
+  maxInflight?: number;
+  ackTimeoutMs?: number;
   onLog?: (line: string) => void;
 }
 
 export interface SimDeviceSummary {
   device: string;
   sent: SentTotals;
-  /** Windows the broker acknowledged (sent − still queued − dropped). */
+  /** Windows the collector acknowledged (sent − still queued − dropped). */
   acked: number;
   queued: number;
   dropped: number;
@@ -374,8 +379,10 @@ export class FleetSimulator {
           stateDir,
           birth,
           protocolVersion,
-          outbox: { fsync: opts.fsync ?? false, maxEntries: 100_000 },
+          outbox: { fsync: opts.fsync ?? false, maxEntries: opts.maxOutbox ?? 100_000 },
           ...(opts.backoff ? { backoff: opts.backoff } : {}),
+          ...(opts.maxInflight !== undefined ? { maxInflight: opts.maxInflight } : {}),
+          ...(opts.ackTimeoutMs !== undefined ? { ackTimeoutMs: opts.ackTimeoutMs } : {}),
           onError: () => undefined,
         });
         const ledger = new SentLedger(stateDir, publisher.outbox.peek(Number.MAX_SAFE_INTEGER));
@@ -422,6 +429,20 @@ export class FleetSimulator {
       const t = setTimeout(done, ms);
       this.wakeAll.add(done);
     });
+  }
+
+  /** Enqueue `perDevice` windows on every device at once (a backlog, as after a long outage). */
+  async burst(perDevice: number): Promise<void> {
+    await Promise.all(
+      this.devices.map(async (d, i) => {
+        const rand = seededRandom(7_919 * (i + 1));
+        for (let k = 0; k < perDevice; k++) {
+          const at = Date.now();
+          const w = syntheticWindow(this.profile, rand, at, at, 20);
+          d.ledger.add(await d.publisher.enqueueWindow(w), w);
+        }
+      }),
+    );
   }
 
   /** Stop producing windows (publishing of what is queued goes on). */

@@ -195,7 +195,7 @@ class SqliteFleetStore implements FleetStore {
            last_metrics_bd_seq = excluded.last_metrics_bd_seq, last_metrics_seq = excluded.last_metrics_seq, last_seen = excluded.last_seen
          WHERE devices.fleet = excluded.fleet`,
       ),
-      setOffline: db.prepare('UPDATE devices SET online = 0, last_seen = ? WHERE device = ?'),
+      setOffline: db.prepare('UPDATE devices SET online = 0, bd_seq = ?, last_seen = ? WHERE device = ?'),
       touch: db.prepare('UPDATE devices SET last_seen = MAX(last_seen, ?) WHERE device = ?'),
       insertUnknown: db.prepare('INSERT INTO devices (device, fleet, online, last_seen) VALUES (?, ?, 0, ?)'),
       setLastMetrics: db.prepare('UPDATE devices SET last_metrics_bd_seq = ?, last_metrics_seq = ?, last_seen = MAX(last_seen, ?) WHERE device = ?'),
@@ -258,12 +258,15 @@ class SqliteFleetStore implements FleetStore {
         this.q.bump.run('unknownDevice', 1);
         return 'unknown';
       }
-      if (row.bd_seq !== d.bdSeq) {
+      // An older session's will can arrive after the new session's birth: stale. A newer one means
+      // that session's birth never reached the store (lost with a broker that had no persistence);
+      // the death is still the device's last word, so it goes offline either way.
+      if (d.bdSeq < row.bd_seq) {
         this.q.bump.run('staleDeaths', 1);
         this.q.touch.run(seenAt, d.device);
         return 'stale';
       }
-      this.q.setOffline.run(seenAt, d.device);
+      this.q.setOffline.run(d.bdSeq, seenAt, d.device);
       return 'offline';
     });
   }
@@ -339,12 +342,13 @@ class SqliteFleetStore implements FleetStore {
 
   /** Record that (bdSeq, seq) arrived; returns and counts the seq numbers missing before it. */
   private advanceSeq(state: PendingDevice, w: Pick<MetricsWindow, 'bdSeq' | 'seq'>, seenAt: number): number {
-    // Gaps are about transmissions, not windows: a window resent in a new session is a
-    // duplicate row but still used up its (bdSeq, seq). seq wraps at 256, so only messages of
-    // one bdSeq compare; the same (bdSeq, seq) again is a broker redelivery and changes nothing.
+    // Gaps are about transmissions, not windows: a window resent is a duplicate row but still
+    // used up its (bdSeq, seq). seq counts up without wrapping, so the gap is exact however many
+    // messages were lost; a step back within a session is a device from before that, whose seq
+    // wrapped at 256. The same (bdSeq, seq) again is a broker redelivery and changes nothing.
     const sameSession = state.bdSeq === w.bdSeq && state.seq !== null;
     const redelivery = sameSession && state.seq === w.seq;
-    const gap = sameSession && !redelivery ? (w.seq - state.seq! - 1 + 256) % 256 : 0;
+    const gap = !sameSession || redelivery ? 0 : w.seq > state.seq! ? w.seq - state.seq! - 1 : (w.seq - state.seq! - 1 + 256) % 256;
     if (gap > 0) this.q.bump.run('gaps', gap);
     if (!redelivery) {
       state.bdSeq = w.bdSeq;

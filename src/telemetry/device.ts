@@ -155,7 +155,7 @@ export interface TelemetrySummary {
   fleet: string;
   stateDir: string;
   windows: number;
-  /** Windows the broker acknowledged during this session (resends of older windows included). */
+  /** Windows the collector acknowledged (stored) during this session (resends of older windows included). */
   acked: number;
   /** Windows left in the outbox for the next start. */
   queued: number;
@@ -285,7 +285,7 @@ export class DeviceTelemetry {
   }
 
   /**
-   * Flush the open window, give the broker up to `drainMs` to acknowledge the outbox, then publish
+   * Flush the open window, give the collector up to `drainMs` to acknowledge the outbox, then publish
    * a clean death (when connected) and close. Unacknowledged windows stay in the state dir.
    */
   async close(drainMs = DEFAULT_DRAIN_MS): Promise<TelemetrySummary> {
@@ -338,7 +338,7 @@ export function undeliveredError(s: TelemetrySummary, drainMs: number): Telemetr
     formatProblem({
       where: `--telemetry ${s.url}`,
       message: `${s.queued} of the telemetry windows were not acknowledged within ${(drainMs / 1000).toFixed(1)} s${s.lastError ? ` (last error: ${s.lastError})` : ''}; they wait in ${outbox}`,
-      fix: `check that the broker is up and reachable, then send them with the next \`edgeexit run\` or \`edgeexit agent\` with --state-dir ${s.stateDir}, or give the broker longer with --drain-timeout`,
+      fix: `check that the broker is up and reachable and a collector (\`edgeexit collect\`) is running, then send them with the next \`edgeexit run\` or \`edgeexit agent\` with --state-dir ${s.stateDir}, or give it longer with --drain-timeout`,
     }),
   );
 }

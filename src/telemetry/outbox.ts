@@ -1,11 +1,12 @@
 // Persistent store-and-forward queue for telemetry: what the device produced survives broker
-// outages and agent restarts, and is removed only once the broker has acknowledged it.
+// outages and agent restarts, and is removed only once the collector has acknowledged it (it
+// stored the window; see publisher.ts for why the broker's PUBACK is not enough).
 //
 // Format: one append-only JSON-lines log, `<dir>/outbox.jsonl`, each record one line, appended and
 // fsync'd before the call returns:
 //   {"t":"h","next":N,"dropped":D}   header, first line after creation/compaction
 //   {"t":"e","id":N,"body":…}        enqueue
-//   {"t":"a","ids":[…]}              acknowledged by the broker
+//   {"t":"a","ids":[…]}              acknowledged (stored by the collector)
 //   {"t":"d","ids":[…]}              discarded (oldest first) because the outbox was full
 // State is the replay of the log. A SIGKILL can only leave a torn last line (the append did not
 // finish), which reopening truncates: that record's operation simply did not happen. An enqueue
@@ -256,15 +257,21 @@ export class Outbox<T = unknown> {
     return out;
   }
 
-  /** Remove entries the broker acknowledged; unknown or already-acked ids are ignored. */
-  ack(ids: readonly number[]): Promise<void> {
+  /** True while entry `id` is queued (not yet acked or dropped). */
+  has(id: number): boolean {
+    return this.live.has(id);
+  }
+
+  /** Remove acknowledged entries; unknown or already-acked ids are ignored. Resolves with the ids removed. */
+  ack(ids: readonly number[]): Promise<number[]> {
     return this.exclusive(async () => {
       const known = ids.filter((id) => this.live.has(id));
-      if (known.length === 0) return;
+      if (known.length === 0) return known;
       const rec: LogRecord = { t: 'a', ids: known };
       this.append([rec]);
       this.apply(rec);
       if (this.deadRecords >= this.compactAfter && this.deadRecords > this.live.size) await this.compact();
+      return known;
     });
   }
 

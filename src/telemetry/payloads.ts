@@ -5,7 +5,15 @@
 //
 // De-duplication key: every metrics window carries `id`, the outbox entry id, which is assigned once
 // at enqueue and survives restarts and resends; (device, id) is exact. (bdSeq, seq) identify one
-// transmission (Sparkplug-style gap detection) and change when a window is resent in a new session.
+// transmission (Sparkplug-style gap detection) and change when a window is resent.
+//
+// seq counts up from 0 in each session without wrapping (it was 8-bit: a burst of thousands of
+// lost messages then read as a few hundred). The collector still takes 0–255 wrapping from
+// devices of before, and reads a step back within a session as such a wrap.
+//
+// Acknowledgements go the other way: after a batch commits, the collector publishes `{ ids }` on
+// `edgeexit/v1/<fleet>/<device>/ack` (QoS 1), naming the windows it stored (or refused for good
+// and counted); only then does the device drop them from its outbox (see publisher.ts).
 import { z } from 'zod';
 import { InputError, ValidationError, show, type Problem } from '../util/errors.js';
 import type { EnergyMeterKind } from './energy/index.js';
@@ -24,7 +32,7 @@ const idSchema = z
 
 const uint = z.number().int().nonnegative();
 const epochMs = uint.describe('Unix time in milliseconds');
-const seq8 = z.number().int().min(0).max(255).describe('per-session message sequence 0–255, wrapping');
+const seq8 = uint.max(Number.MAX_SAFE_INTEGER).describe('per-session message sequence from 0 (devices before seq widening wrap at 255)');
 
 const METER_KINDS = ['ina3221-iio', 'ina3221-hwmon', 'rpi5-pmic', 'rapl', 'nvml', 'model'] as const satisfies readonly EnergyMeterKind[];
 // Fails to compile when energy/ grows a meter kind that the wire format does not list.
@@ -233,7 +241,7 @@ export function isPlainValidMetricsWindow(v: unknown): boolean {
   if (!isObj(v)) return false;
   for (const k of Object.keys(v)) if (!METRICS_KEYS.has(k)) return false;
   if (!isUint(v.id) || !isUint(v.bdSeq) || !isUint(v.windowStart) || !isUint(v.windowEnd) || !isUint(v.count) || !isUint(v.droppedWindows)) return false;
-  if (!Number.isSafeInteger(v.seq) || (v.seq as number) < 0 || (v.seq as number) > 255) return false;
+  if (!isUint(v.seq)) return false;
   if (typeof v.device !== 'string' || !ID_RE.test(v.device)) return false;
   if (v.windowEnd < v.windowStart) return false;
   const h = v.exitHistogram;
@@ -260,7 +268,33 @@ export function isPlainValidMetricsWindow(v: unknown): boolean {
 
 // ---- topics ----
 
-export type TopicKind = 'birth' | 'death' | 'metrics' | `job/${string}`;
+export type TopicKind = 'birth' | 'death' | 'metrics' | 'ack' | `job/${string}`;
+
+/** Most window ids in one ack message (the collector splits larger ones). */
+export const MAX_ACK_IDS = 1000;
+
+/** The collector's acknowledgement on `…/<device>/ack`: these windows are stored (or refused and counted). */
+export const AckSchema = z.strictObject({ ids: z.array(uint).min(1).max(MAX_ACK_IDS) });
+export type Ack = z.infer<typeof AckSchema>;
+
+/**
+ * Read an ack payload; undefined for anything that is not one (a device ignores it).
+ *
+ * @example
+ * ```ts
+ * import { decodeAck } from 'edgeexit/telemetry';
+ * decodeAck(Buffer.from('{"ids":[17,18]}')); // { ids: [17, 18] }
+ * ```
+ */
+export function decodeAck(bytes: Uint8Array): Ack | undefined {
+  if (bytes.byteLength > MAX_PAYLOAD_BYTES) return undefined;
+  try {
+    const r = AckSchema.safeParse(JSON.parse(Buffer.from(bytes).toString('utf8')));
+    return r.success ? r.data : undefined;
+  } catch {
+    return undefined;
+  }
+}
 
 export interface ParsedTopic {
   fleet: string;
@@ -307,7 +341,7 @@ export function parseTopic(topic: string): ParsedTopic | undefined {
   if (parts.length < 5 || parts[0] !== 'edgeexit' || parts[1] !== 'v1') return undefined;
   const [, , fleet, device, kind, ...rest] = parts as [string, string, string, string, string, ...string[]];
   if (!ID_RE.test(fleet) || !ID_RE.test(device)) return undefined;
-  if ((kind === 'birth' || kind === 'death' || kind === 'metrics') && rest.length === 0) return { fleet, device, kind };
+  if ((kind === 'birth' || kind === 'death' || kind === 'metrics' || kind === 'ack') && rest.length === 0) return { fleet, device, kind };
   if (kind === 'job' && rest.length > 0 && rest.every((r) => r.length > 0)) return { fleet, device, kind: `job/${rest.join('/')}` };
   return undefined;
 }

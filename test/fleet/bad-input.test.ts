@@ -57,7 +57,7 @@ describe('bad input', () => {
       [m, json({ ...metrics('pi-1', 3), count: '10' })],
       [m, json({ ...metrics('pi-1', 4), exitHistogram: { 0: 10 } })],
       [m, json({ ...metrics('pi-1', 5), energy: { joules: 'lots', meanWatts: 1, source: 'model', meter: 'model' } })],
-      [m, json({ ...metrics('pi-1', 6), seq: 256 })],
+      [m, json({ ...metrics('pi-1', 6), seq: -1 })],
       [topicFor(FLEET, 'pi-1', 'birth'), json({ ...birth('pi-1', 1), bdSeq: '1' })],
       [topicFor(FLEET, 'pi-1', 'death'), json({ device: 'pi-1', bdSeq: 0, clean: 'yes' })],
       [topicFor(FLEET, 'pi-2', 'metrics'), json(metrics('pi-1', 7))],

@@ -146,7 +146,8 @@ MOSQUITTO.describe('broker ACL from `fleet broker-config` and `fleet enroll`', (
     expect(creds.a!.username).toBe('lab/pi-a');
     expect(creds.a!.password).not.toBe(creds.b!.password);
     const acl = await fsp.readFile(path.join(dir, 'acl'), 'utf8');
-    expect(acl).toMatch(/^user collector\ntopic read edgeexit\/v1\/#$/m);
+    expect(acl).toMatch(/^user collector\ntopic read edgeexit\/v1\/#\ntopic write edgeexit\/v1\/\+\/\+\/ack$/m);
+    expect(acl).toMatch(/^pattern read edgeexit\/v1\/%u\/ack$/m);
   });
 
   it('refuses anonymous clients and wrong passwords', async () => {
@@ -168,7 +169,8 @@ MOSQUITTO.describe('broker ACL from `fleet broker-config` and `fleet enroll`', (
   it('device A cannot publish as B, nor into another fleet, nor into its own job topics', async () => {
     const seen: string[] = [];
     // The collector's credential, as a second reader of everything.
-    await client(creds.collector!, (m) => seen.push(m.topic)).then((c) => c.subscribe('edgeexit/v1/#', 1));
+    // (The collector's acks to pi-a are left out: they are the collector's, checked below.)
+    await client(creds.collector!, (m) => void (m.topic.endsWith('/ack') || seen.push(m.topic))).then((c) => c.subscribe('edgeexit/v1/#', 1));
     const a = await client(creds.a!);
     const forged = [
       [topicFor('lab', 'pi-b', 'metrics'), encodePayload('metrics', { id: 900, bdSeq: 1, seq: 1, ...windowBody(9, 'pi-b') })],
@@ -176,6 +178,9 @@ MOSQUITTO.describe('broker ACL from `fleet broker-config` and `fleet enroll`', (
       [topicFor('prod', 'pi-a', 'birth'), encodePayload('birth', { device: 'pi-a', fleet: 'prod', bdSeq: 1, seq: 0, ...BIRTH_INFO, at: 1_700_000_000_000 })],
       [topicFor('prod', 'pi-a', 'metrics'), encodePayload('metrics', { id: 901, bdSeq: 1, seq: 1, ...windowBody(9, 'pi-a') })],
       [topicFor('lab', 'pi-a', 'job/flash'), Buffer.from('{}')],
+      // A forged ack would make a device drop windows the collector never stored.
+      [topicFor('lab', 'pi-b', 'ack'), Buffer.from('{"ids":[1]}')],
+      [topicFor('lab', 'pi-a', 'ack'), Buffer.from('{"ids":[1]}')],
     ] as const;
     // MQTT 5: Mosquitto answers each with PUBACK "not authorised" (refused), never forwards it.
     const outcomes = await Promise.all(forged.map(([t, p]) => a.publish(t, p, { qos: 1 }).then(() => 'accepted', () => 'refused')));
@@ -223,6 +228,24 @@ MOSQUITTO.describe('broker ACL from `fleet broker-config` and `fleet enroll`', (
     await jobs.publish('edgeexit/v1/lab/pi-a/job/flash', Buffer.from('{"for":"a"}'), { qos: 1 });
     await until(() => got.length > 0, "pi-a's own job");
     expect(got).toEqual(['edgeexit/v1/lab/pi-a/job/flash']);
+  });
+
+  it('a device reads its own acks only, and the collector may write them', async () => {
+    const got: string[] = [];
+    const a = await client(creds.a!, (m) => got.push(`${m.topic} ${m.payload.toString()}`));
+    await a.subscribe('edgeexit/v1/lab/+/ack', 1);
+    const b = await TelemetryPublisher.start({ url, fleet: 'lab', device: 'pi-b', stateDir: path.join(dir, 'state-b'), birth: BIRTH_INFO, ...creds.b! });
+    const idB = await b.enqueueWindow(windowInput(7));
+    // Drained only once the collector's ack reached pi-b through the broker's ACL.
+    await b.drained();
+    await b.close();
+    const pub = await TelemetryPublisher.start({ url, fleet: 'lab', device: 'pi-a', stateDir: path.join(dir, 'state-a'), birth: BIRTH_INFO, ...creds.a! });
+    const idA = await pub.enqueueWindow(windowInput(8));
+    await pub.drained();
+    await pub.close();
+    await until(() => got.length > 0, "pi-a's ack");
+    expect(got).toEqual([`edgeexit/v1/lab/pi-a/ack {"ids":[${idA}]}`]);
+    expect(idB).not.toBe(idA);
   });
 
   it('a birth for the same device id in another fleet is refused and counted, not moving the device', async () => {

@@ -4,14 +4,11 @@
 // outbox is empty and the collector's totals per device (windows, inferences, joules, exits)
 // equal what the devices' ledgers say they sent: nothing lost, nothing counted twice.
 //
-// Two things the test sets up on purpose, because the system needs them:
-// - The collector uses a clean MQTT session, so a window published while it is not subscribed is
-//   acknowledged by the broker and lost to it. After the broker restart the devices are held off
-//   (a gate in front of the broker) until the collector has resubscribed; in production a second
-//   collector in the shared group covers that gap.
-// - Mosquitto queues at most 1000 QoS 1 messages per client by default and drops the rest. The
-//   fleet reconnecting after the outage sends its backlog at once, so the collector's broker
-//   needs the limit lifted (README: collector deployment).
+// Collector crashes, and the checks that every window is stored exactly once or counted as
+// dropped, are in delivery.test.ts. This test keeps its two precautions from before collector
+// acks (now they only save resends): the devices are held off after the broker restart until the
+// collector has resubscribed, and the collector's broker queue is unlimited (README: delivery
+// guarantees), since births and deaths that Mosquitto drops are not resent.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';

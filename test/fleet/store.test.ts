@@ -134,6 +134,26 @@ describe('SqliteFleetStore', () => {
     expect(store.counters()).toMatchObject({ staleDeaths: 1, unknownDevice: 1 });
   });
 
+  it("a death of a session whose birth never arrived (lost by a broker restarted without persistence) still takes the device offline", async () => {
+    const { store } = await fresh();
+    store.recordBirth(birth('x', 4), 1);
+    expect(store.recordDeath({ device: 'x', bdSeq: 6, clean: true }, 2)).toBe('offline');
+    expect(store.devices()[0]).toMatchObject({ online: false, bdSeq: 6 });
+    // The will of session 5, delivered late, is older than the death on record.
+    expect(store.recordDeath({ device: 'x', bdSeq: 5, clean: false }, 3)).toBe('stale');
+    expect(store.devices()[0]).toMatchObject({ online: false });
+  });
+
+  it('counts every lost message of a long run exactly: seq no longer wraps at 256', async () => {
+    const { store } = await fresh();
+    store.recordBirth(birth('a', 1), 1);
+    store.recordWindow(win('a', 1, 1, 1), 'lab', 2);
+    // 3,046 messages lost in a row (the 5,000-window burst of issue 12 read as 1,090 with 8-bit seq).
+    expect(store.recordWindow(win('a', 2, 1, 3_048), 'lab', 3).gap).toBe(3_046);
+    expect(store.recordWindow(win('a', 3, 1, 3_049), 'lab', 4).gap).toBe(0);
+    expect(store.counters().gaps).toBe(3_046);
+  });
+
   it('deletes windows older than the retention and returns latest windows newest first; totals keep the pruned ones', async () => {
     const { store } = await fresh();
     store.recordBirth(birth('a', 0), 0);

@@ -234,7 +234,7 @@ MOSQUITTO.describe('device telemetry end to end (Mosquitto)', () => {
     expect(a.code, a.err).toBe(75);
     expect(a.out).toMatch(/exits\s+0 \(/); // the results were printed all the same
     expect(a.err).toMatch(/error: --telemetry mqtt:\/\/127\.0\.0\.1:\d+: 1 of the telemetry windows were not acknowledged within 0\.3 s/);
-    expect(a.err).toMatch(/\(fix: check that the broker is up and reachable, then send them with the next `edgeexit run` or `edgeexit agent` with --state-dir /);
+    expect(a.err).toMatch(/\(fix: check that the broker is up and reachable and a collector \(`edgeexit collect`\) is running, then send them with the next `edgeexit run` or `edgeexit agent` with --state-dir /);
     expect(a.err).toMatch(/warn: telemetry: 1 window from lab\/pi-offline to mqtt:\/\/127\.0\.0\.1:\d+: 1 not acknowledged within 0\.3 s \(last error: cannot connect to/);
     expect(a.err).toContain(`they stay in ${path.join(state, 'outbox')}`);
     const box = await Outbox.open(path.join(state, 'outbox'));

@@ -27,6 +27,8 @@ export interface CollectOptions {
   /** Extra names the HTTP server answers to (the Host header), e.g. the machine's DNS name. */
   httpAllowHost?: string[];
   retentionDays?: number;
+  /** MQTT client id: fixed, so a restarted collector resumes its persistent session (default: from host name and --db). */
+  clientId?: string;
   /** `host:port`, a port, or `off`. The CLI defaults it to 127.0.0.1:9464; left out here it is off,
    *  so programmatic and test callers never contend for the fixed port. */
   http?: string | false;
@@ -72,6 +74,7 @@ export async function collectCommand(opts: CollectOptions, io: CliIO, signal: Ab
     ...(opts.maxSkew !== undefined ? { limits: { maxFutureSkewMs: opts.maxSkew * 1000 } } : {}),
     ...(opts.fleet !== undefined ? { fleet: opts.fleet } : {}),
     ...(opts.retentionDays !== undefined ? { retentionDays: opts.retentionDays } : {}),
+    ...(opts.clientId !== undefined ? { clientId: opts.clientId } : {}),
   });
   if (!signal.aborted) await new Promise<void>((resolve) => signal.addEventListener('abort', () => resolve(), { once: true }));
   const counters = c.counters();
@@ -94,6 +97,7 @@ export function collectModule(io: CliIO): AnyCommandBody {
         .option('http-token', { type: 'string', describe: 'Token the HTTP server requires (Authorization: Bearer, or open /?token=… once); or set EDGEEXIT_HTTP_TOKEN' })
         .option('http-allow-host', { type: 'string', array: true, describe: 'Another name the HTTP server answers to in the Host header (default: its address and localhost)' })
         .option('retention-days', { type: 'number', describe: 'Delete windows older than this many days' })
+        .option('client-id', { type: 'string', describe: 'MQTT client id; keep it fixed across restarts (the broker queues for it) and give each collector its own (default: from host name and --db)' })
         .option('username', { type: 'string', describe: 'MQTT user name for --broker, or the one the embedded broker requires' })
         .option('password', { type: 'string', describe: 'MQTT password to go with --username (or set EDGEEXIT_MQTT_PASSWORD, which `ps` does not show)' })
         .option('tls-ca', { type: 'string', describe: 'PEM CA file to trust for an mqtts:// --broker' })

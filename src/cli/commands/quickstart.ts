@@ -201,7 +201,7 @@ async function quickstartTelemetry(o: { work: string; bundle: string; trustDir: 
     } finally {
       await runner.close();
     }
-    // The broker acknowledged every window; the collector stores them a moment later.
+    // The collector acks a window only after its commit, so a drained outbox is stored; the wait covers a run that did not drain.
     const deadline = Date.now() + 10_000;
     const stored = () => collector.store.totals().reduce((a, t) => a + t.count, 0);
     while (stored() < classified && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));

@@ -34,6 +34,12 @@ export interface MqttConnectOptions {
   persistentSession?: boolean;
   /** Attached before CONNACK, so messages a resumed session delivers at once are not missed. */
   onMessage?: (m: MqttMessage) => void;
+  /**
+   * Called for each received message after onMessage and before its PUBACK is sent (the PUBACK
+   * waits for it to return): a subscriber that must store a message before the broker forgets it
+   * does so here. It must not throw (the PUBACK is sent regardless).
+   */
+  beforeAck?: (m: MqttMessage) => void;
 }
 
 export interface MqttMessage {
@@ -95,8 +101,11 @@ export interface MqttConnection {
   /** Called once, when the connection is gone for whatever reason. */
   onClose(handler: (err?: Error) => void): void;
   readonly closed: boolean;
-  /** Clean DISCONNECT: the broker does not publish the will. */
-  end(): Promise<void>;
+  /**
+   * Clean DISCONNECT: the broker does not publish the will. `endSession` (MQTT 5) also ends a
+   * persistent session, so the broker stops queueing for a client that is gone on purpose.
+   */
+  end(opts?: { endSession?: boolean }): Promise<void>;
   /** Drop the socket without DISCONNECT, as a crash or a cut cable would; the broker publishes the will. */
   abort(): void;
 }
@@ -167,6 +176,16 @@ async function connectAs(opts: MqttConnectOptions, protocolVersion: 4 | 5): Prom
   const client = mqtt.connect(opts.url, options);
   const onMessage = opts.onMessage;
   if (onMessage) client.on('message', (topic, payload, packet) => onMessage(messageOf(topic, payload, packet)));
+  const beforeAck = opts.beforeAck;
+  // MQTT.js sends a QoS 1 PUBACK once handleMessage calls back (after 'message' was emitted).
+  if (beforeAck)
+    client.handleMessage = (packet, callback) => {
+      try {
+        if (packet.cmd === 'publish') beforeAck(messageOf(packet.topic, Buffer.from(packet.payload), packet));
+      } finally {
+        callback();
+      }
+    };
   return new Promise((resolve, reject) => {
     let settled = false;
     const fail = (err: Error) => {
@@ -252,10 +271,11 @@ function wrap(client: MqttClient, clientId: string, protocolVersion: 4 | 5): Mqt
       if (closed) queueMicrotask(() => handler(lastError));
       else closeHandlers.push(handler);
     },
-    end() {
+    end(o = {}) {
       if (closed) return Promise.resolve();
+      const disconnect = o.endSession && protocolVersion === 5 ? { properties: { sessionExpiryInterval: 0 } } : {};
       return new Promise<void>((resolve) => {
-        client.end(false, {}, () => {
+        client.end(false, disconnect, () => {
           shutdown();
           resolve();
         });

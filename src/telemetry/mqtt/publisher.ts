@@ -1,9 +1,20 @@
 // Device-side telemetry publisher, Sparkplug-like: every connection attempt takes a new bdSeq
 // (persisted before CONNECT so a restart never reuses one), carries a death certificate with that
 // bdSeq as its last will, publishes a birth (seq 0) once connected, then drains the persistent
-// outbox in order with QoS 1. An entry is acked in the outbox only after its PUBACK; anything
-// not acked when the connection drops is sent again in the next session with new (bdSeq, seq)
-// but the same `id`, so delivery is at least once and the collector de-duplicates on (device, id).
+// outbox in order with QoS 1.
+//
+// End-to-end delivery: a window leaves the outbox only when the COLLECTOR says it stored it, not
+// on the broker's PUBACK. A PUBACK says the broker took the message; the broker may still lose it
+// (killed without persistence, its queue for the collector full, the collector killed after
+// receiving it but before its batch committed). So after each commit the collector publishes the
+// stored ids on `edgeexit/v1/<fleet>/<device>/ack`, which this publisher subscribes to. At most
+// `maxInflight` windows are out unacknowledged; one not acknowledged within `ackTimeoutMs` is sent
+// again, and so is everything unacknowledged after a reconnect, each time with the same `id` and a
+// new seq, so delivery is at least once and the collector de-duplicates on (device, id) (and acks
+// the duplicate too). The other design, the collector holding back its PUBACK until the commit,
+// only moves the problem into the broker: a broker restarted without persistence forgets the
+// message and the device, PUBACKed long ago, has nothing left to resend. The window bound on the
+// outbox still holds: beyond it the oldest windows are dropped and counted (droppedWindows).
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { InputError } from '../../util/errors.js';
@@ -13,6 +24,7 @@ import {
   MAX_PAYLOAD_BYTES,
   checkId,
   checkSize,
+  decodeAck,
   encodePayload,
   topicFor,
   validateMetricsBody,
@@ -68,13 +80,15 @@ export interface PublisherOptions {
   keepaliveS?: number;
   connectTimeoutMs?: number;
   backoff?: Partial<Backoff>;
-  /** Windows published before waiting for their PUBACKs (default 16). */
+  /** Windows sent and not yet acknowledged by the collector, at most (default 32). */
   maxInflight?: number;
+  /** A window the collector has not acknowledged this long after it was sent is sent again (default 10 000 ms). */
+  ackTimeoutMs?: number;
   outbox?: OutboxOptions;
   maxPayloadBytes?: number;
   /** Told about every failed attempt or publish; the publisher itself keeps retrying. */
   onError?: (err: unknown) => void;
-  /** Told which outbox ids the broker acknowledged (PUBACK) and in which session, once they are acked on disk. */
+  /** Told which outbox ids the collector acknowledged (stored) and in which session, once they are removed on disk. */
   onAck?: (ids: number[], bdSeq: number) => void;
   now?: () => number;
   random?: () => number;
@@ -86,7 +100,10 @@ export interface PublisherStats {
   /** Connections that reached CONNACK. */
   sessions: number;
   published: number;
+  /** Windows the collector acknowledged. */
   acked: number;
+  /** Windows sent again because no ack came within ackTimeoutMs (reconnects not counted). */
+  resent: number;
   queued: number;
   dropped: number;
 }
@@ -103,7 +120,7 @@ export interface PublisherStats {
  *   url: 'mqtt://broker.local', fleet: 'lab', device: 'pi-07', stateDir: '.edgeexit/agent/pi-07',
  *   birth: { profile: 'rpi4', bundle: { name: 'fmnist-branchy', version: '1.0.0', manifestSha256: sha, precision: 'int8', thresholds: [0.9, 0.9] }, runtime: { edgeexit: '0.1.0', node: process.versions.node } },
  * });
- * await pub.enqueueWindow(window); // a WindowInput; kept on disk until the broker acknowledges it
+ * await pub.enqueueWindow(window); // a WindowInput; kept on disk until the collector acknowledges it (stored)
  * await pub.drained();
  * await pub.close();
  * ```
@@ -116,7 +133,7 @@ export class TelemetryPublisher {
   private loop: Promise<void> | undefined;
   private wake: (() => void) | undefined;
   private readonly backoff: Backoff;
-  private readonly stats = { sessions: 0, published: 0, acked: 0 };
+  private readonly stats = { sessions: 0, published: 0, acked: 0, resent: 0 };
   private readonly bdSeqFile: string;
   private readonly idleWaiters: (() => void)[] = [];
   // Negotiated once: reconnects then skip the refused MQTT 5 CONNECT.
@@ -166,12 +183,13 @@ export class TelemetryPublisher {
       sessions: this.stats.sessions,
       published: this.stats.published,
       acked: this.stats.acked,
+      resent: this.stats.resent,
       queued: this.outbox.size(),
       dropped: this.outbox.dropped,
     };
   }
 
-  /** Resolves once the outbox is empty (everything acked). */
+  /** Resolves once the outbox is empty (everything acknowledged by the collector, or dropped). */
   drained(): Promise<void> {
     if (this.outbox.size() === 0) return Promise.resolve();
     return new Promise((resolve) => this.idleWaiters.push(resolve));
@@ -191,13 +209,13 @@ export class TelemetryPublisher {
     await this.outbox.close();
   }
 
-  private topic(kind: 'birth' | 'death' | 'metrics'): string {
+  private topic(kind: 'birth' | 'death' | 'metrics' | 'ack'): string {
     return topicFor(this.opts.fleet, this.opts.device, kind);
   }
 
   private nextSeq(): number {
     const s = this.seq;
-    this.seq = (this.seq + 1) & 0xff;
+    this.seq++;
     return s;
   }
 
@@ -255,37 +273,80 @@ export class TelemetryPublisher {
 
   private async session(conn: MqttConnection, bdSeq: number): Promise<void> {
     const now = this.opts.now ?? Date.now;
+    // id → when it was last sent (monotonic clock); acks of earlier sessions still count.
+    const inflight = new Map<number, number>();
+    const ackTopic = this.topic('ack');
+    conn.onMessage((m) => {
+      if (m.topic === ackTopic) this.collectorAck(m.payload, bdSeq, inflight);
+    });
+    // Subscribed before the first window goes out, so no ack can pass by unseen.
+    await conn.subscribe(ackTopic, 1);
     const birth: Birth = { device: this.opts.device, fleet: this.opts.fleet, bdSeq, seq: this.nextSeq(), ...this.opts.birth, at: now() };
     await conn.publish(this.topic('birth'), encodePayload('birth', birth), { qos: 1 });
     const limit = this.opts.maxPayloadBytes ?? MAX_PAYLOAD_BYTES;
-    const maxInflight = this.opts.maxInflight ?? 16;
+    const maxInflight = Math.max(1, this.opts.maxInflight ?? 32);
+    const ackTimeoutMs = this.opts.ackTimeoutMs ?? 10_000;
     while (!this.closing && !conn.closed) {
-      const batch = this.outbox.peek(maxInflight);
+      const t = performance.now();
+      for (const [id, sentAt] of inflight) {
+        if (!this.outbox.has(id)) inflight.delete(id);
+        else if (t - sentAt >= ackTimeoutMs) {
+          inflight.delete(id);
+          this.stats.resent++;
+        }
+      }
+      const room = maxInflight - inflight.size;
+      const batch = room > 0 ? this.outbox.peek(inflight.size + room).filter((e) => !inflight.has(e.id)).slice(0, room) : [];
       if (batch.length === 0) {
-        for (const w of this.idleWaiters.splice(0)) w();
-        await new Promise<void>((resolve) => {
-          this.wake = resolve;
-          if (this.closing || conn.closed || this.outbox.size() > 0) resolve();
-        });
-        this.wake = undefined;
+        if (this.outbox.size() === 0) for (const w of this.idleWaiters.splice(0)) w();
+        const oldest = Math.min(...inflight.values());
+        await this.waitFor(inflight.size > 0 ? oldest + ackTimeoutMs - t : undefined, () => this.closing || conn.closed || (inflight.size < maxInflight && this.outbox.size() > inflight.size));
         continue;
       }
+      // Marked before sending: the ack can come back before the PUBACK is handled.
+      for (const e of batch) inflight.set(e.id, t);
       // Published back to back over one connection, so the broker receives them in outbox order.
       const sends = batch.map((e) => {
         const payload = encodePayload('metrics', { id: e.id, bdSeq, seq: this.nextSeq(), ...e.body }, limit);
         this.stats.published++;
-        return conn.publish(this.topic('metrics'), payload, { qos: 1 }).then(() => e.id);
+        return conn.publish(this.topic('metrics'), payload, { qos: 1 });
       });
-      const results = await Promise.allSettled(sends);
-      const acked = results.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
-      if (acked.length > 0) {
-        await this.outbox.ack(acked);
-        this.stats.acked += acked.length;
-        this.opts.onAck?.(acked, bdSeq);
-      }
-      const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+      // The PUBACKs only pace the sending; the outbox waits for the collector's ack.
+      const failed = (await Promise.allSettled(sends)).find((r): r is PromiseRejectedResult => r.status === 'rejected');
       if (failed) throw failed.reason;
     }
+  }
+
+  /** The collector stored these windows: remove them from the outbox (on disk) and make room to send more. */
+  private collectorAck(payload: Buffer, bdSeq: number, inflight: Map<number, number>): void {
+    const ack = decodeAck(payload);
+    if (!ack) return void this.opts.onError?.(new InputError(`${this.topic('ack')}: not an ack payload ({"ids": [...]}); ignored`));
+    this.outbox.ack(ack.ids).then(
+      (removed) => {
+        for (const id of ack.ids) inflight.delete(id);
+        if (removed.length > 0) {
+          this.stats.acked += removed.length;
+          this.opts.onAck?.(removed, bdSeq);
+        }
+        if (this.outbox.size() === 0) for (const w of this.idleWaiters.splice(0)) w();
+        this.wake?.();
+      },
+      (err: unknown) => this.opts.onError?.(err),
+    );
+  }
+
+  /** Wait until woken with `ready()` true, or `ms` passed (no limit when undefined). */
+  private async waitFor(ms: number | undefined, ready: () => boolean): Promise<void> {
+    await new Promise<void>((resolve) => {
+      const timer = ms === undefined ? undefined : setTimeout(resolve, Math.max(0, ms));
+      this.wake = () => {
+        if (!ready()) return;
+        clearTimeout(timer);
+        resolve();
+      };
+      if (ready()) this.wake();
+    });
+    this.wake = undefined;
   }
 
   private sleep(ms: number): Promise<void> {

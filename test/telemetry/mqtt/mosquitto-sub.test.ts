@@ -63,7 +63,8 @@ describe('mosquitto_sub on edgeexit/v1/#', () => {
     try {
       await pub.enqueueWindow(windowInput(0));
       await pub.enqueueWindow(windowInput(1));
-      await pub.drained();
+      // No collector acks them here: wait for mosquitto_sub to see birth and both windows.
+      await sub.until(3);
     } finally {
       await pub.close();
     }

@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import {
   MAX_PAYLOAD_BYTES,
   PayloadTooLargeError,
+  decodeAck,
   decodePayload,
   encodePayload,
   parseTopic,
@@ -23,8 +24,16 @@ describe('telemetry payload schema', () => {
     expect(decodePayload('metrics', encodePayload('metrics', metrics()))).toEqual(metrics());
   });
 
+  it('takes seq beyond 255 (it no longer wraps), and reads acks on the ack topic', () => {
+    expect(validatePayload('metrics', { ...metrics(), seq: 70_000 }).seq).toBe(70_000);
+    expect(parseTopic('edgeexit/v1/lab/pi-07/ack')).toEqual({ fleet: 'lab', device: 'pi-07', kind: 'ack' });
+    expect(topicFor('lab', 'pi-07', 'ack')).toBe('edgeexit/v1/lab/pi-07/ack');
+    expect(decodeAck(Buffer.from('{"ids":[1,2]}'))).toEqual({ ids: [1, 2] });
+    for (const bad of ['{"ids":[]}', '{"ids":[-1]}', '{"ids":[1],"x":1}', 'nope']) expect(decodeAck(Buffer.from(bad)), bad).toBeUndefined();
+  });
+
   it('names the failing field, what it expected and what came', () => {
-    const bad = { ...metrics(), energy: { ...metrics().energy, source: 'guess' }, seq: 256 };
+    const bad = { ...metrics(), energy: { ...metrics().energy, source: 'guess' }, seq: -1 };
     let err: unknown;
     try {
       validatePayload('metrics', bad);

@@ -9,6 +9,7 @@ import {
   decodePayload,
   parseTopic,
   subscriptionFor,
+  topicFor,
   type MqttConnection,
   type MqttMessage,
   type PublisherOptions,
@@ -21,7 +22,11 @@ interface Seen {
   body: Record<string, unknown>;
 }
 
-/** A collector stand-in: records every message under edgeexit/v1/lab/#, decoded and validated. */
+/**
+ * A collector stand-in: records every message under edgeexit/v1/lab/#, decoded and validated, and
+ * acks each metrics window on the device's ack topic as the collector does once it stored it
+ * (the publisher keeps a window until then).
+ */
 class Recorder {
   readonly seen: Seen[] = [];
   conn: MqttConnection | undefined;
@@ -39,8 +44,11 @@ class Recorder {
   private record(m: MqttMessage): void {
     const t = parseTopic(m.topic);
     if (!t) throw new Error(`unexpected topic ${m.topic}`);
+    if (t.kind === 'ack') return; // its own acks, back through the wildcard subscription
     const kind = t.kind as 'birth' | 'death' | 'metrics';
-    this.seen.push({ kind, body: decodePayload(kind, m.payload) as Record<string, unknown> });
+    const body = decodePayload(kind, m.payload) as Record<string, unknown>;
+    this.seen.push({ kind, body });
+    if (kind === 'metrics') void this.conn?.publish(topicFor(t.fleet, t.device, 'ack'), Buffer.from(JSON.stringify({ ids: [body.id] })), { qos: 1 }).catch(() => undefined);
   }
   of(kind: string): Record<string, unknown>[] {
     return this.seen.filter((s) => s.kind === kind).map((s) => s.body);
@@ -81,7 +89,7 @@ MOSQUITTO.describe('TelemetryPublisher with mosquitto', () => {
     for (const c of cleanup.splice(0).reverse()) await c().catch(() => undefined);
   });
   async function publisher(stateDir: string, extra: Partial<PublisherOptions> = {}): Promise<TelemetryPublisher> {
-    const p = await TelemetryPublisher.start({ url: broker.url, fleet: 'lab', device: 'dev-1', stateDir, birth: BIRTH_INFO, backoff: FAST, ...extra });
+    const p = await TelemetryPublisher.start({ url: broker.url, fleet: 'lab', device: 'dev-1', stateDir, birth: BIRTH_INFO, backoff: FAST, ackTimeoutMs: 1_000, ...extra });
     cleanup.push(() => p.close());
     return p;
   }
@@ -137,6 +145,35 @@ MOSQUITTO.describe('TelemetryPublisher with mosquitto', () => {
     expect(rec.of('metrics')[0]).toMatchObject({ id, bdSeq: 1, seq: 1 });
   });
 
+  it("keeps a window the broker PUBACKed until the collector acks it, resending it after ackTimeoutMs", async () => {
+    // A subscriber that records but does not ack: the broker's PUBACK alone must not empty the outbox.
+    const seen: number[] = [];
+    const mute = await connectMqtt({ url: broker.url, clientId: `mute-${Math.random().toString(36).slice(2)}`, protocolVersion: 4, onMessage: (m) => {
+      if (m.topic.endsWith('/metrics')) seen.push(decodePayload('metrics', m.payload).id);
+    } });
+    cleanup.push(() => mute.end());
+    await mute.subscribe(topicFor('lab', 'dev-2', 'metrics'), 1);
+    const pub = await publisher(await state(), { device: 'dev-2', ackTimeoutMs: 300 });
+    const id = await pub.enqueueWindow(windowInput(0));
+    const until = async (pred: () => boolean) => {
+      const end = Date.now() + 20_000;
+      while (!pred()) {
+        if (Date.now() > end) throw new Error(`timed out; seen ${JSON.stringify(seen)}`);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    };
+    await until(() => seen.length >= 2);
+    expect(seen.slice(0, 2)).toEqual([id, id]);
+    expect(pub.outbox.size()).toBe(1);
+    expect(pub.getStats()).toMatchObject({ acked: 0 });
+    expect(pub.getStats().resent).toBeGreaterThanOrEqual(1);
+    // Anything on the ack topic that is not an ack is ignored; the collector's ack empties it.
+    await mute.publish(topicFor('lab', 'dev-2', 'ack'), Buffer.from('{"ids":"all"}'), { qos: 1 });
+    await mute.publish(topicFor('lab', 'dev-2', 'ack'), Buffer.from(JSON.stringify({ ids: [id] })), { qos: 1 });
+    await pub.drained();
+    expect(pub.getStats()).toMatchObject({ acked: 1, queued: 0 });
+  });
+
   it('rejects a window failing the schema, naming the field', async () => {
     const pub = await publisher(await state());
     await expect(pub.enqueueWindow({ ...windowInput(0), count: -1 })).rejects.toThrow(/count/);
@@ -153,7 +190,7 @@ MOSQUITTO.describe('TelemetryPublisher across outages', () => {
     for (const c of cleanup.splice(0).reverse()) await c().catch(() => undefined);
   });
 
-  it('broker killed mid-stream and restarted on the same port: every window is acked once and arrives', async () => {
+  it('broker killed mid-stream and restarted on the same port: every window is acked once and arrives', { timeout: 60_000 }, async () => {
     // The publisher reaches the broker through a gate that stays shut across the restart until the
     // recorder has subscribed again; otherwise the broker could drop what nobody subscribes to yet.
     const broker = await startBroker();
@@ -165,15 +202,9 @@ MOSQUITTO.describe('TelemetryPublisher across outages', () => {
     let rec = new Recorder(broker.url);
     await rec.connect();
     const acks = new Map<number, number>();
-    // Acked in session 0 = acknowledged by the first broker process (later attempts fail until the restart).
-    const ackedBeforeKill = new Set<number>();
     const pub = await TelemetryPublisher.start({
-      url: gate.url, fleet: 'lab', device: 'dev-1', stateDir: dir, birth: BIRTH_INFO, backoff: FAST, maxInflight: 4,
-      onAck: (ids, bdSeq) =>
-        ids.forEach((id) => {
-          acks.set(id, (acks.get(id) ?? 0) + 1);
-          if (bdSeq === 0) ackedBeforeKill.add(id);
-        }),
+      url: gate.url, fleet: 'lab', device: 'dev-1', stateDir: dir, birth: BIRTH_INFO, backoff: FAST, maxInflight: 4, ackTimeoutMs: 1_000,
+      onAck: (ids) => ids.forEach((id) => acks.set(id, (acks.get(id) ?? 0) + 1)),
     });
     cleanup.push(() => pub.close());
     const before = rec;
@@ -194,16 +225,16 @@ MOSQUITTO.describe('TelemetryPublisher across outages', () => {
       if (i % 5 === 0) await new Promise((r) => setTimeout(r, 10));
     }
     await pub.drained();
-    // The publisher's side: every window acknowledged by a broker, none acknowledged twice.
+    // The publisher's side: every window acknowledged by the subscriber, none removed twice.
     const base = Math.min(...acks.keys());
     expect([...acks.keys()].sort((a, b) => a - b)).toEqual(Array.from({ length: N }, (_, i) => base + i));
     expect([...acks.values()].every((n) => n === 1)).toBe(true);
     expect(pub.outbox.size()).toBe(0);
     expect(pub.getStats().sessions).toBeGreaterThanOrEqual(2);
-    // The subscriber's side: a broker without persistence may lose what it acked just before it
-    // died (its loss, not the device's); everything else arrives, and was sent in a later session.
+    // The subscriber's side: every window arrives. A broker without persistence loses what it had
+    // PUBACKed but not delivered when it died; the subscriber never acked those, so they were resent.
     const got = new Set([...before.of('metrics'), ...rec.of('metrics')].map((m) => m.id as number));
-    for (let id = base; id < base + N; id++) if (!ackedBeforeKill.has(id)) expect(got.has(id), `window ${id}`).toBe(true);
+    for (let id = base; id < base + N; id++) expect(got.has(id), `window ${id}`).toBe(true);
     expect(rec.of('metrics').every((m) => (m.bdSeq as number) >= 1)).toBe(true);
     const keys = [...before.of('metrics'), ...rec.of('metrics')].map((m) => `${m.bdSeq}/${m.seq}`);
     expect(new Set(keys).size).toBe(keys.length);
@@ -219,7 +250,7 @@ MOSQUITTO.describe('TelemetryPublisher across outages', () => {
     await rec.connect();
     cleanup.push(() => rec.close());
 
-    const first = await TelemetryPublisher.start({ url: broker.url, fleet: 'lab', device: 'dev-1', stateDir: dir, birth: BIRTH_INFO, backoff: FAST });
+    const first = await TelemetryPublisher.start({ url: broker.url, fleet: 'lab', device: 'dev-1', stateDir: dir, birth: BIRTH_INFO, backoff: FAST, ackTimeoutMs: 1_000 });
     await first.enqueueWindow(windowInput(0));
     await rec.until(() => rec.of('metrics').length === 1);
     await first.drained();
@@ -232,7 +263,7 @@ MOSQUITTO.describe('TelemetryPublisher across outages', () => {
     const rec2 = new Recorder(broker.url);
     await rec2.connect();
     cleanup.push(() => rec2.close());
-    const second = await TelemetryPublisher.start({ url: broker.url, fleet: 'lab', device: 'dev-1', stateDir: dir, birth: BIRTH_INFO, backoff: FAST });
+    const second = await TelemetryPublisher.start({ url: broker.url, fleet: 'lab', device: 'dev-1', stateDir: dir, birth: BIRTH_INFO, backoff: FAST, ackTimeoutMs: 1_000 });
     cleanup.push(() => second.close());
     expect(second.outbox.size()).toBe(3);
     await rec2.until(() => rec2.of('metrics').length === 3);
