@@ -36,7 +36,7 @@ function pairRows() {
         armMs: a.ms,
       };
       if (row.labelAgreement < 100 || row.exitAgreement < 100 || perExit.some((p) => p < 100)) {
-        problems.push(`${bundle} on ${row.cpu}: x86/Arm disagree (labels ${row.labelAgreement.toFixed(1)}%, exits ${row.exitAgreement.toFixed(1)}%); locate the first differing tensor with scripts/arm64/diverge.mjs`);
+        problems.push(`${bundle} on ${row.cpu}: x86/Arm disagree (labels ${row.labelAgreement.toFixed(1)}%, exits ${row.exitAgreement.toFixed(1)}%); see .arm64/work/diverge/${bundle}.txt for the first differing tensor`);
       }
       rows.push(row);
     }
@@ -66,6 +66,10 @@ function accuracyRows() {
 const pairs = pairRows();
 const accuracy = accuracyRows();
 const device = existsSync(path.join(work, 'device.json')) ? read(path.join(work, 'device.json')) : null;
+const divergeDir = path.join(work, 'diverge');
+const diverge = existsSync(divergeDir)
+  ? Object.fromEntries(readdirSync(divergeDir).filter((f) => f.endsWith('.txt')).sort().map((f) => [f.replace('.txt', ''), readFileSync(path.join(divergeDir, f), 'utf8').trim()]))
+  : {};
 const kernels = existsSync(path.join(work, 'kernels.json')) ? read(path.join(work, 'kernels.json')) : null;
 if (!pairs.length) problems.push(`no probe pairs in ${work}/probe: run scripts/arm64/test.sh`);
 if (device) for (const s of device.sharpImages) if (s.arm64.label !== s.x64.label || s.arm64.exit !== s.x64.exit) problems.push(`sharp path: ${s.file} arm64 ${s.arm64.label}/exit ${s.arm64.exit} vs x86 ${s.x64.label}/exit ${s.x64.exit}`);
@@ -86,6 +90,10 @@ if (accuracy.length) {
   md.push('| bundle | exit | images | report | Arm | Δ pp |', '|---|---|---|---|---|---|');
   for (const r of accuracy) md.push(`| ${r.bundle} | ${r.exit} | ${r.images} | ${r.reportTop1.toFixed(2)}% | ${r.armTop1.toFixed(2)}% | ${r.deltaPp.toFixed(2)} |`);
 }
+if (Object.keys(diverge).length) {
+  md.push('', 'First int8 tensor where x86 and Arm (the bundle\'s own CPU) part, over every QuantizeLinear output (diverge.mjs):', '');
+  for (const [b, line] of Object.entries(diverge)) md.push(`- ${b}: ${line}`);
+}
 if (kernels) {
   md.push('', 'Translated instructions (qemu -d in_asm, 20 calibration images through fmnist-branchy-rpi5):', '');
   for (const k of kernels) md.push(`- ${k.run}: ${k.sdot} SDOT, ${k.udot} UDOT, ${k.smull} SMULL, ${k.sadalp} SADALP`);
@@ -96,7 +104,7 @@ if (device) {
 }
 md.push('', problems.length ? `FAILED:\n${problems.map((p) => `- ${p}`).join('\n')}` : 'PASSED');
 const text = md.join('\n') + '\n';
-for (const [name, body] of [['summary.md', text], ['summary.json', JSON.stringify({ pairs, accuracy, kernels, device, problems }, null, 2)]]) {
+for (const [name, body] of [['summary.md', text], ['summary.json', JSON.stringify({ pairs, accuracy, diverge, kernels, device, problems }, null, 2)]]) {
   writeFileSync(path.join(work, `${name}.tmp`), body);
   renameSync(path.join(work, `${name}.tmp`), path.join(work, name));
 }

@@ -54,6 +54,19 @@ for m in "${models[@]}"; do
   done
 done
 
+echo "== where x86 and Arm int8 values first part (every QuantizeLinear output, 32 test images)"
+mkdir -p "$work/diverge"
+diverge_set=test:32; [[ "$test_set" == calibration ]] && diverge_set=calibration:32
+for m in "${models[@]}"; do
+  for d in rpi4 rpi5; do
+    b="$work/bundles/$m-$d" out="$work/diverge/$m-$d"
+    node scripts/arm64/diverge.mjs dump "$b" "$diverge_set" "$out.x64.json"
+    emu "$d" scripts/arm64/diverge.mjs dump "$b" "$diverge_set" "$out.$d.json"
+    node scripts/arm64/diverge.mjs compare "$out.x64.json" "$out.$d.json" >"$out.txt" || true
+    rm -f "$out.x64.json" "$out.$d.json"
+  done
+done
+
 echo "== device commands under arm64 Node"
 bash scripts/arm64/device-smoke.sh "$work"
 
