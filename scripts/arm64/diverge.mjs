@@ -89,21 +89,28 @@ async function dump(bundle, source, outFile) {
 function compare(a, b) {
   const x = JSON.parse(readFileSync(a, 'utf8'));
   const y = JSON.parse(readFileSync(b, 'utf8'));
+  let first = null;
+  let differing = 0;
+  let total = 0;
+  const outputs = [];
   for (const [i, run] of x.runs.entries()) {
     for (const [j, t] of run.tensors.entries()) {
       const u = y.runs[i].tensors[j].data;
       let n = 0;
       let max = 0;
       t.data.forEach((v, e) => { const d = Math.abs(v - u[e]); if (d > 0) { n++; max = Math.max(max, d); } });
-      if (n) {
-        console.log(`first difference (${x.arch} vs ${y.arch}): run ${run.run} (${run.file}), tensor ${t.tensor} written by ${t.op}: ${n} of ${t.data.length} elements, max |Δ| ${max}`);
-        return 1;
-      }
+      total++;
+      if (t.op.endsWith('(stage output)')) outputs.push(`${t.tensor} ${n ? `differs (${n} elements, max |Δ| ${max.toPrecision(3)})` : 'identical'}`);
+      if (!n) continue;
+      differing++;
+      first ??= `run ${run.run} (${run.file}), tensor ${t.tensor} written by ${t.op}: ${n} of ${t.data.length} elements, max |Δ| ${max}`;
     }
   }
-  const count = x.runs.reduce((s, r) => s + r.tensors.length, 0);
-  console.log(`no difference (${x.arch} vs ${y.arch}): ${count} quantised tensors over ${x.runs.length} stage runs, identical element for element`);
-  return 0;
+  const head = first
+    ? `first difference (${x.arch} vs ${y.arch}, ${x.source}): ${first}; ${differing} of ${total} tensors differ`
+    : `no difference (${x.arch} vs ${y.arch}, ${x.source}): ${total} tensors over ${x.runs.length} stage runs identical element for element`;
+  console.log(`${head}; stage outputs: ${outputs.join(', ')}`);
+  return first ? 1 : 0;
 }
 
 const [mode, ...rest] = process.argv.slice(2);

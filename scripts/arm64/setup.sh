@@ -13,6 +13,10 @@ cd "$(dirname "$0")/../.."
 root="$PWD"
 lane="$root/.arm64"
 mkdir -p "$lane"
+if ! unshare -m true 2>/dev/null; then
+  echo "scripts/arm64/setup.sh: 'unshare -m' is not permitted here (expected root with CAP_SYS_ADMIN, got $(id -un)); the lane bind-mounts a fake CPU topology in a private mount namespace. Fix: run as root, or in a container started with --cap-add SYS_ADMIN" >&2
+  exit 1
+fi
 
 # 1. qemu-user-static and the arm64 dpkg architecture (for apt-get download of :arm64 libs).
 if ! command -v qemu-aarch64-static >/dev/null; then
