@@ -25,8 +25,8 @@ models=(fmnist-branchy fmnist-branchy-wide fmnist-cbnet)
 ((quick)) && models=(fmnist-branchy)
 test_set=test:500
 if [[ ! -e /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz && ! -e /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte ]]; then
-  echo "test:arm64: Debian's dataset-fashion-mnist is not installed: using the calibration images for the x86/Arm comparison" >&2
-  test_set=calibration
+  echo "test:arm64: Debian's dataset-fashion-mnist is not installed: using 500 calibration images for the x86/Arm comparison. Fix: apt-get install dataset-fashion-mnist" >&2
+  test_set=calibration:500
 fi
 
 echo "== compile on x86 (int8, signed)"
@@ -56,7 +56,7 @@ done
 
 echo "== where x86 and Arm int8 values first part (every QuantizeLinear output, 32 test images)"
 mkdir -p "$work/diverge"
-diverge_set=test:32; [[ "$test_set" == calibration ]] && diverge_set=calibration:32
+diverge_set=test:32; [[ "$test_set" == calibration* ]] && diverge_set=calibration:32
 for m in "${models[@]}"; do
   for d in rpi4 rpi5; do
     b="$work/bundles/$m-$d" out="$work/diverge/$m-$d"
