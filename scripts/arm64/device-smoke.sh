@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `edgeexit run` and `edgeexit agent` under arm64 Node (emulated Pi 5 and Pi 4), publishing to a
-# Mosquitto on 127.0.0.1 (qemu-user shares the host's network), and sharp's arm64 build decoding
+# Mosquitto on 127.0.0.1 (qemu-user shares the host's network) with an x86 collector acknowledging
+# what it stores, and sharp's arm64 build decoding
 # a JPEG and an upscaled PNG (which skip the built-in PNG fast path). Writes $work/device.json.
 #   scripts/arm64/device-smoke.sh <work dir from test.sh>
 set -euo pipefail
@@ -25,6 +26,12 @@ mosquitto -c "$smoke/mosquitto.conf" >"$smoke/mosquitto.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 50); do mosquitto_sub -p "$port" -t x -C 1 -W 1 >/dev/null 2>&1 && break; [[ $? -eq 27 ]] && break; sleep 0.2; done
 url="mqtt://127.0.0.1:$port"
+# A collector on the host stores the windows and acknowledges them: a device's window leaves its
+# outbox only on the collector's ack, and `run` exits 75 when its windows were not acknowledged.
+node bin/edgeexit.js collect --broker "$url" --db "$smoke/fleet.db" --http off >"$smoke/collector.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 100); do grep -q '^collecting ' "$smoke/collector.log" 2>/dev/null && break; sleep 0.1; done
+grep -q '^collecting ' "$smoke/collector.log" || { cat "$smoke/collector.log" >&2; echo "device-smoke: the collector did not start" >&2; exit 1; }
 
 # Inputs for sharp: a JPEG at 4× and a PNG at 2× of two calibration images (made by the host's sharp).
 node --input-type=module -e '
