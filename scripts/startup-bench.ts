@@ -36,7 +36,16 @@ const GROUPS: [string, RegExp][] = [
 ];
 
 /** What each bundled output file holds, from the launcher's dist/bin/meta.json (absent: not bundled). */
+const bundleInputsCache = new Map<string, Map<string, string[]>>();
 function bundleInputs(cli: string): Map<string, string[]> {
+  const cached = bundleInputsCache.get(cli);
+  if (cached) return cached;
+  const out = readBundleInputs(cli);
+  bundleInputsCache.set(cli, out);
+  return out;
+}
+
+function readBundleInputs(cli: string): Map<string, string[]> {
   const meta = path.join(path.dirname(path.dirname(cli)), 'dist', 'bin', 'meta.json');
   const out = new Map<string, string[]>();
   if (!existsSync(meta)) return out;

@@ -18,7 +18,7 @@ import path from 'node:path';
 import { sha256Hex, writeBundleAtomic } from '../bundle/files.js';
 import { MANIFEST_FILE, parseManifest, type Manifest } from '../bundle/manifest.js';
 import { InputError, formatProblem } from '../util/errors.js';
-import { writeFileAtomic } from '../util/fs.js';
+import { syncDir, writeFileAtomic } from '../util/fs.js';
 
 /** States of an install job, in the order they are reached; the last three end it. */
 export const INSTALL_STATES = ['started', 'staged', 'verified', 'self-tested', 'active', 'committed', 'rolled-back', 'failed'] as const;
@@ -73,18 +73,6 @@ export function defaultStoreRoot(env: NodeJS.ProcessEnv = process.env): string {
  */
 export function bundleId(manifestBytes: Uint8Array): string {
   return sha256Hex(manifestBytes);
-}
-
-async function fsyncPath(p: string): Promise<void> {
-  const h = await fsp.open(p, 'r').catch(() => undefined);
-  if (!h) return;
-  try {
-    await h.sync();
-  } catch {
-    // Not every filesystem lets a folder be fsync'd.
-  } finally {
-    await h.close();
-  }
 }
 
 /**
@@ -162,12 +150,12 @@ export class BundleStore {
       if (!(await this.has(id))) throw new InputError(formatProblem({ where: this.bundleDir(id), message: 'not in the store', fix: 'stage it first' }));
       await writeFileAtomic(path.join(this.root, 'current'), id + '\n');
     }
-    await fsyncPath(this.root);
+    await syncDir(this.root);
   }
 
   async setPrevious(ids: readonly string[]): Promise<void> {
     await writeFileAtomic(path.join(this.root, 'previous'), ids.map((i) => i + '\n').join(''));
-    await fsyncPath(this.root);
+    await syncDir(this.root);
   }
 
   /** Append one line to the journal and fsync it before returning. */

@@ -10,7 +10,7 @@ import { createHash, randomBytes, type KeyObject } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { InputError, ValidationError, formatProblem, type Problem } from '../util/errors.js';
-import { writeFileAtomic } from '../util/fs.js';
+import { syncDir, writeFileAtomic } from '../util/fs.js';
 import { MANIFEST_FILE, SIGNATURE_FILE, parseManifest, parseSignature, type Manifest } from './manifest.js';
 import { checkSignature, loadPublicKey } from './signing.js';
 import { looksLikeTar, readTar, writeTar } from './tar.js';
@@ -84,19 +84,6 @@ async function writeSynced(file: string, data: Uint8Array): Promise<void> {
   try {
     await h.writeFile(data);
     await h.sync();
-  } finally {
-    await h.close();
-  }
-}
-
-async function syncDir(dir: string): Promise<void> {
-  // Makes the renames themselves durable; not every filesystem allows opening a folder.
-  const h = await fsp.open(dir, 'r').catch(() => undefined);
-  if (!h) return;
-  try {
-    await h.sync();
-  } catch {
-    // fsync on a folder is not supported everywhere (e.g. some network filesystems).
   } finally {
     await h.close();
   }

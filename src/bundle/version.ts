@@ -2,7 +2,7 @@
 // and in every device birth.
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
-import { packageRoot } from '../devices/load.js';
+import { packageRoot } from '../util/package.js';
 
 let versionCache: string | undefined;
 

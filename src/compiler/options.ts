@@ -97,15 +97,19 @@ export interface CompileOptions {
   write?: WriteBundleOptions;
 }
 
-export interface StageReport {
-  index: number;
-  file: string;
+/** What a stage report is made of besides its compiled bytes. */
+export interface StageShape {
   exit: string;
   inputs: string[];
   outputs: string[];
   carry: string[];
   nodes: number;
   macs: number;
+}
+
+export interface StageReport extends StageShape {
+  index: number;
+  file: string;
   /** MACs of this stage and all before it: what a sample leaving here cost. */
   cumulativeMacs: number;
   bytes: number;

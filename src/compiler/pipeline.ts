@@ -4,6 +4,7 @@
 // accuracy budget, keeping the most sensitive nodes float when needed), verify them on labelled
 // images, time them, and write the report and the bundle. Nothing is written before every step
 // has passed, so a failed compile leaves nothing behind.
+import { concatFloat32 } from '../util/arrays.js';
 import { encodeModel } from '../onnx/index.js';
 import { UnsupportedError } from '../util/errors.js';
 import { calibrateStages, compareExit, loadCalibrationImages, quantizeWithBudget, resolveScheme, type CalibrationData, type ExitVerification, type QuantizeResult, type QuantVerifier } from './quantize/index.js';
@@ -275,15 +276,7 @@ function chainVerifier(plan: StagesPlan, data: CalibrationData): QuantVerifier {
       } finally {
         await runner.close();
       }
-      return chunks.map((c) => {
-        const all = new Float32Array(c.reduce((a, x) => a + x.length, 0));
-        let o = 0;
-        for (const x of c) {
-          all.set(x, o);
-          o += x.length;
-        }
-        return all;
-      });
+      return chunks.map(concatFloat32);
     },
   };
 }

@@ -10,7 +10,7 @@ import { MANIFEST_FILE, MANIFEST_FORMAT_VERSION, REPORT_FILE, SIGNATURE_FILE, en
 import { keyId, signManifest } from '../bundle/signing.js';
 import { withBlockHashes } from '../bundle/blocks.js';
 import { recordGolden } from './golden.js';
-import type { CompileOptions, CompileReport, CompileResult, Precision, StageReport } from './options.js';
+import type { CompileOptions, CompileReport, CompileResult, Precision, StageReport, StageShape } from './options.js';
 
 export function defaultCommand(o: CompileOptions): string {
   const parts = ['edgeexit', 'compile', o.model, '--device', o.device, '--out', o.out];
@@ -116,16 +116,6 @@ export async function writeCompiledBundle(opts: CompileOptions, c: BundleContent
   if (c.key) files.push({ name: SIGNATURE_FILE, data: signManifest(manifestBytes, c.key) });
   const { replaced } = await writeBundleAtomic(opts.out, files, opts.write);
   return { out: opts.out, manifest, report: c.report, signed: c.key ? { keyId: keyId(c.key) } : null, replaced };
-}
-
-/** What a stage report is made of besides its compiled bytes. */
-export interface StageShape {
-  exit: string;
-  inputs: string[];
-  outputs: string[];
-  carry: string[];
-  nodes: number;
-  macs: number;
 }
 
 /**

@@ -2,50 +2,20 @@
 // profile comes back at once as one ValidationError whose problems name the file and JSON path,
 // what was expected, what came instead and how to fix it; wording comes from the schema's own
 // descriptions so the messages and the docs do not drift apart.
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import type { z } from 'zod';
 import { InputError, ValidationError, show, type Problem } from '../util/errors.js';
 import { writeFileAtomic } from '../util/fs.js';
+import { packageRoot } from '../util/package.js';
 import { DeviceProfileSchema, deviceProfileJsonSchemaText, type DeviceProfile } from './schema.js';
 
 export { deviceProfileJsonSchema, deviceProfileJsonSchemaText } from './schema.js';
+export { findPackageRoot, packageRoot } from '../util/package.js';
 
-const PACKAGE_NAME = 'edgeexit';
 /** File name of the generated JSON Schema inside devices/; not a profile. */
 export const DEVICE_SCHEMA_FILE = 'device-profile.schema.json';
-
-let cachedRoot: string | undefined;
-
-/**
- * The package root: the nearest folder above this module whose package.json is edgeexit's.
- * Walking up (rather than a fixed `../..`) keeps it right from src/devices under vitest, from
- * dist/devices after `tsc -p tsconfig.build.json` and from dist/src/devices after `tsc -p tsconfig.json`.
- */
-export function packageRoot(): string {
-  cachedRoot ??= findPackageRoot(path.dirname(fileURLToPath(import.meta.url)));
-  return cachedRoot;
-}
-
-/** The nearest folder at or above `startDir` holding edgeexit's package.json. */
-export function findPackageRoot(startDir: string): string {
-  let dir = path.resolve(startDir);
-  for (;;) {
-    const pkg = path.join(dir, 'package.json');
-    if (existsSync(pkg)) {
-      try {
-        if ((JSON.parse(readFileSync(pkg, 'utf8')) as { name?: unknown }).name === PACKAGE_NAME) return dir;
-      } catch {
-        // A broken package.json on the way up is somebody else's; keep looking.
-      }
-    }
-    const parent = path.dirname(dir);
-    if (parent === dir) throw new Error(`cannot find the ${PACKAGE_NAME} package root at or above ${startDir}`);
-    dir = parent;
-  }
-}
 
 /** Absolute path of the folder that holds the device profiles. */
 export function devicesDir(): string {

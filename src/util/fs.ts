@@ -4,6 +4,22 @@ import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 
 /**
+ * fsync a folder, which makes the renames and creations inside it durable. Not every filesystem
+ * lets a folder be opened or fsync'd (some network filesystems); there it does nothing.
+ */
+export async function syncDir(dir: string): Promise<void> {
+  const h = await fsp.open(dir, 'r').catch(() => undefined);
+  if (!h) return;
+  try {
+    await h.sync();
+  } catch {
+    // fsync on a folder is not supported everywhere.
+  } finally {
+    await h.close();
+  }
+}
+
+/**
  * Write `data` to `file` atomically (temporary file in the same folder, fsync, rename). `mode`:
  * the file's permissions, set before any byte is written so a secret is never readable by others.
  * `owner`: keep a replaced file's owner (a file a service reads as its own user); only root may

@@ -11,6 +11,7 @@ import { startCollector } from '../../src/fleet/index.js';
 import { runCli } from '../cli/helpers.js';
 import { fmnistImages, scratch } from '../runtime/helpers.js';
 import { compileFixture, newer, variant, type Fixture } from './helpers.js';
+import { until as waitUntil } from '../support/wait.js';
 
 let fx: Fixture;
 let v1: string;
@@ -22,13 +23,7 @@ beforeAll(async () => {
   v2 = await newer(fx.bundle, path.join(fx.dir, 'v2'), fx.privateKey, '1.1.0');
 }, 120_000);
 
-async function until(pred: () => boolean, what: string, ms = 60_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!pred()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
+const until = (pred: () => boolean, what: string, ms = 60_000): Promise<void> => waitUntil(pred, what, ms, 25);
 
 describe('edgeexit install and agent --root', () => {
   it('install prints the result; a refused bundle exits 1 with the reason and leaves current', async () => {

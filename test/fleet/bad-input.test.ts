@@ -10,19 +10,12 @@ import { BatchedIngest } from '../../src/fleet/ingest.js';
 import { openFleetStore, type FleetStore } from '../../src/fleet/store.js';
 import { connectMqtt, topicFor, type MqttConnection } from '../../src/telemetry/index.js';
 import { BIRTH_INFO, tempDir, windowBody } from '../telemetry/mqtt/fixtures.js';
+import { until } from '../support/wait.js';
 
 const FLEET = 'lab';
 const json = (v: unknown) => Buffer.from(JSON.stringify(v));
 const birth = (device: string, bdSeq: number) => ({ device, fleet: FLEET, bdSeq, seq: 0, ...BIRTH_INFO, at: 1_700_000_000_000 });
 const metrics = (device: string, i: number, seq = i) => ({ id: i, bdSeq: 0, seq, ...windowBody(i, device) });
-
-async function until(pred: () => boolean, what: string, ms = 20_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!pred()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 describe('bad input', () => {
   let dir: string;

@@ -19,6 +19,7 @@ import type { MetricsWindow } from '../../src/telemetry/payloads.js';
 import { runCli } from '../cli/helpers.js';
 import { BIRTH_INFO, tempDir } from '../telemetry/mqtt/fixtures.js';
 import { parseExposition, sampleValue } from './prom-parse.js';
+import { until } from '../support/wait.js';
 
 const CHROMIUM = '/usr/bin/chromium';
 const FLEET = 'lab';
@@ -41,14 +42,6 @@ function win(device: string, id: number, over: Partial<MetricsWindow> = {}): Met
     droppedWindows: 0,
     ...over,
   };
-}
-
-async function until(pred: () => boolean, what: string, ms = 20_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!pred()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
 }
 
 describe('collector bounds', () => {

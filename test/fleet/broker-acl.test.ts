@@ -17,15 +17,7 @@ import { fileReplyTopic, fileRequestTopic, fileServerSubscription } from '../../
 import { freePort } from '../telemetry/mqtt/broker.js';
 import { MOSQUITTO, MOSQUITTO_PASSWD } from '../support/require.js';
 import { BIRTH_INFO, tempDir, windowBody, windowInput } from '../telemetry/mqtt/fixtures.js';
-
-
-async function until(pred: () => boolean, what: string, ms = 20_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!pred()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
+import { until } from '../support/wait.js';
 
 interface Creds {
   username: string;

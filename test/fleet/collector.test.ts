@@ -10,17 +10,10 @@ import { collectCommand } from '../../src/cli/commands/collect.js';
 import { runCli } from '../cli/helpers.js';
 import { MOSQUITTO, startBroker, type Broker } from '../telemetry/mqtt/broker.js';
 import { BIRTH_INFO, tempDir, windowBody, windowInput } from '../telemetry/mqtt/fixtures.js';
+import { until } from '../support/wait.js';
 
 const FAST = { initialMs: 100, maxMs: 400, factor: 2, jitter: 0.5 };
 const FLEET = 'lab';
-
-async function until(pred: () => boolean, what: string, ms = 20_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!pred()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 function birth(device: string, bdSeq: number) {
   return { device, fleet: FLEET, bdSeq, seq: 0, ...BIRTH_INFO, at: 1_700_000_000_000 };

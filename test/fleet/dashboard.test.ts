@@ -10,17 +10,10 @@ import { startCollector, type Collector } from '../../src/fleet/index.js';
 import { TelemetryPublisher, connectMqtt, topicFor, type WindowInput } from '../../src/telemetry/index.js';
 import { BIRTH_INFO, tempDir, windowBody } from '../telemetry/mqtt/fixtures.js';
 import { CHROMIUM } from '../support/require.js';
+import { until } from '../support/wait.js';
 
 const FAST = { initialMs: 100, maxMs: 400, factor: 2, jitter: 0.5 };
 const T0 = 1_700_000_000_000;
-
-async function until(pred: () => boolean, what: string, ms = 20_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!pred()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 function win(i: number, hist: number[], p95: number): WindowInput {
   const count = hist.reduce((a, b) => a + b, 0);

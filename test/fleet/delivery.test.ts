@@ -16,6 +16,7 @@ import { openFleetStore } from '../../src/fleet/store.js';
 import { FleetSimulator, loadSimProfile, readSentLedger } from '../../src/fleet/simulate.js';
 import { MOSQUITTO, startBroker, type Broker } from '../telemetry/mqtt/broker.js';
 import { tempDir } from '../telemetry/mqtt/fixtures.js';
+import { until as waitUntil, sleep } from '../support/wait.js';
 
 const DEVICES = Number(process.env.EDGEEXIT_SOAK_DEVICES ?? 50);
 const BURST = 5_000;
@@ -26,15 +27,7 @@ const VITE_NODE = path.join(ROOT, 'node_modules', '.bin', 'vite-node');
 const CHILD_ID = 'child-0001';
 const TIMEOUT = 60_000 + DEVICES * 400;
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function until(pred: () => boolean, what: string, ms = 60_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!pred()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await sleep(50);
-  }
-}
+const until = (pred: () => boolean, what: string, ms = 60_000): Promise<void> => waitUntil(pred, what, ms, 50);
 
 interface Proc {
   proc: ChildProcess;

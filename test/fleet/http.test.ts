@@ -15,19 +15,12 @@ import { runCli } from '../cli/helpers.js';
 import { BIRTH_INFO, tempDir, windowBody } from '../telemetry/mqtt/fixtures.js';
 import { PromParseError, parseExposition, sampleValue } from './prom-parse.js';
 import { PROMTOOL } from '../support/require.js';
+import { until } from '../support/wait.js';
 
 const FAST = { initialMs: 100, maxMs: 400, factor: 2, jitter: 0.5 };
 const FLEET = 'lab';
 const T0 = 1_700_000_000_000;
 const ODD_BUNDLE = 'net "v2"\\ok\nline2';
-
-async function until(pred: () => boolean, what: string, ms = 20_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!pred()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 const json = (v: unknown) => Buffer.from(JSON.stringify(v));
 

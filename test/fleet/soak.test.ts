@@ -17,6 +17,7 @@ import { startCollector, type Collector } from '../../src/fleet/collector.js';
 import { FleetSimulator, ledgerTotals, loadSimProfile, readSentLedger, type SentTotals } from '../../src/fleet/simulate.js';
 import { MOSQUITTO, startBroker, startGate, type Broker, type Gate } from '../telemetry/mqtt/broker.js';
 import { tempDir } from '../telemetry/mqtt/fixtures.js';
+import { until as waitUntil, sleep } from '../support/wait.js';
 
 const FAST = { initialMs: 100, maxMs: 500, factor: 2, jitter: 0.5 };
 const FLEET = 'soak';
@@ -25,15 +26,7 @@ const RATE = 1; // windows per second per device
 const CHILD_ID = 'child-0001';
 const ROOT = path.resolve(import.meta.dirname, '../..');
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function until(pred: () => boolean, what: string, ms = 60_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!pred()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await sleep(50);
-  }
-}
+const until = (pred: () => boolean, what: string, ms = 60_000): Promise<void> => waitUntil(pred, what, ms, 50);
 
 function startChild(url: string, stateDir: string): { proc: ChildProcess; stdout: () => string; stderr: () => string; exited: Promise<number | null> } {
   const proc = spawn(

@@ -18,16 +18,11 @@ import { Outbox } from '../../src/telemetry/outbox.js';
 import { runCli } from '../cli/helpers.js';
 import { fmnistImages, scratch, trustedSigner, ZOO } from '../runtime/helpers.js';
 import { MOSQUITTO, startBroker, type Broker } from './mqtt/broker.js';
+import { until as waitUntil } from '../support/wait.js';
 
 const FLEET = 'lab';
 
-async function until(pred: () => boolean, what: string, ms = 30_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!pred()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
+const until = (pred: () => boolean, what: string, ms = 30_000): Promise<void> => waitUntil(pred, what, ms, 25);
 
 async function closedPort(): Promise<number> {
   return new Promise((resolve) => {

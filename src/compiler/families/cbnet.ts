@@ -7,6 +7,7 @@
 // mixed-precision fallback) is measured on. With --backbone, a multi-exit model's deeper stages
 // are planned by the multi-exit family and compiled by the same pipeline as the hybrid's last
 // fall-through.
+import { concatFloat32 } from '../../util/arrays.js';
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { InputError, UnsupportedError, type Problem } from '../../util/errors.js';
@@ -137,16 +138,6 @@ function mergePrepare(a: PrepareReport, b: PrepareReport): PrepareReport {
   };
 }
 
-function concat(chunks: Float32Array[]): Float32Array {
-  const all = new Float32Array(chunks.reduce((a, x) => a + x.length, 0));
-  let o = 0;
-  for (const x of chunks) {
-    all.set(x, o);
-    o += x.length;
-  }
-  return all;
-}
-
 /** Both paths over the batches: the classifier on the image, and converter → classifier. Also returns the converter's outputs. */
 async function runPaths(
   converter: Uint8Array,
@@ -174,7 +165,7 @@ async function runPaths(
       convertedBatches.push(cd);
       viaConv.push((await cls.run({ [names.classifierInput]: cd }))[names.exit]!.data as Float32Array);
     }
-    return { raw: concat(raw), converted: concat(viaConv), convertedBatches };
+    return { raw: concatFloat32(raw), converted: concatFloat32(viaConv), convertedBatches };
   } finally {
     await Promise.all(sessions.map((s) => s.close()));
   }

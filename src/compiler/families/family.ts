@@ -13,7 +13,7 @@ import type { CbnetPipeline, Manifest } from '../../bundle/manifest.js';
 import type { CalibrationData, CalibrationOptions, QuantVerifier, StageRanges } from '../quantize/index.js';
 import type { PrepareReport } from '../prepare.js';
 import type { CompileOptions, CompileReport, ImageVerification, Precision } from '../options.js';
-import type { StageShape } from '../writer.js';
+import type { StageShape } from '../options.js';
 
 /** What every step of one compile knows: the options, the device profile and the precision it resolved to. */
 export interface CompileEnv {

@@ -6,6 +6,7 @@
 // nothing is left to keep float. Measured, not guessed: sensitivity depends on the data.
 // "Exit" is each stage's exit of the chain by default; a model family whose stages feed each
 // other in other ways (CBNet) passes a QuantVerifier naming the outputs it is judged on.
+import { concatFloat32 } from '../../util/arrays.js';
 import { encodeModel, type OnnxModel } from '../../onnx/index.js';
 import { createSession, type ModelSession, type PlainTensor, type SessionOptions } from '../../backends/onnxruntime.js';
 import type { CalibrationData, StageRanges } from './calibrate.js';
@@ -125,15 +126,7 @@ class ChainRunner {
     } finally {
       await Promise.all(sessions.filter(Boolean).map((s) => s.close()));
     }
-    const logits = chunks.map((c) => {
-      const all = new Float32Array(c.reduce((a, x) => a + x.length, 0));
-      let o = 0;
-      for (const x of c) {
-        all.set(x, o);
-        o += x.length;
-      }
-      return all;
-    });
+    const logits = chunks.map(concatFloat32);
     return { logits, inputs };
   }
 }
