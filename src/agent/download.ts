@@ -19,6 +19,7 @@ import { connectMqtt, type MqttConnection, type MqttMessage, type MqttTls } from
 import { EdgeExitError, formatProblem } from '../util/errors.js';
 import { writeFileAtomic } from '../util/fs.js';
 import { MAX_CHUNK_BYTES, REPLY_OVERHEAD_BYTES, fileReplyTopic, fileRequestTopic, type FileRequest } from './file-protocol.js';
+import { DiskFullError, diskFullDuringWrite, ensureFreeSpace, isDiskFull } from './space.js';
 
 /** A file named by content, as a job names the manifest and its signature. */
 export interface FileRef {
@@ -345,8 +346,9 @@ async function downloadFile(rq: Requester, opts: DownloadOptions, m: Manifest, f
     }
     let done = p.n - todo.length;
     const bad = new Map<number, number>();
+    let failed = false;
     const worker = async (): Promise<void> => {
-      for (let i = todo.shift(); i !== undefined; i = todo.shift()) {
+      for (let i = todo.shift(); i !== undefined && !failed; i = todo.shift()) {
         if (opts.signal?.aborted) throw new DownloadError('canceled');
         const off = i * size;
         const len = Math.min(size, f.bytes - off);
@@ -368,7 +370,9 @@ async function downloadFile(rq: Requester, opts: DownloadOptions, m: Manifest, f
         opts.onProgress?.({ file: f.file, blocksDone: ++done, blocks: p.n });
       }
     };
-    await Promise.all(Array.from({ length: Math.max(1, opts.window ?? 8) }, worker));
+    // One worker failing stops the others at their next block, so none writes after the caller cleaned up.
+    const guarded = () => worker().catch((err: unknown) => ((failed = true), Promise.reject(err)));
+    await Promise.all(Array.from({ length: Math.max(1, opts.window ?? 8) }, guarded));
   } finally {
     await p.part.close();
     await p.map.close();
@@ -395,12 +399,16 @@ async function downloadFile(rq: Requester, opts: DownloadOptions, m: Manifest, f
  */
 export async function downloadBundle(opts: DownloadOptions): Promise<{ dir: string; verified: VerifyResult; stats: DownloadStats }> {
   const stats: DownloadStats = { requests: 0, bytesReceived: 0, blocksFetched: 0, blocksResumed: 0, badBlocks: 0, filesFetched: [], filesReused: [], reconnects: 0 };
-  await fsp.mkdir(opts.staging, { recursive: true });
   const rq = new Requester(opts, stats);
+  const what = `bundle ${opts.manifest.sha256.slice(0, 12)}`;
+  let needed = opts.manifest.bytes + (opts.signature?.bytes ?? 0);
   try {
+    await fsp.mkdir(opts.staging, { recursive: true });
     const manifestBytes = await smallFile(rq, opts, MANIFEST_FILE, opts.manifest, stats);
     const sigBytes = opts.signature ? await smallFile(rq, opts, SIGNATURE_FILE, opts.signature, stats) : undefined;
     const m = await checkManifest(manifestBytes, sigBytes, opts);
+    needed = await bytesToStage(opts.staging, m);
+    await ensureFreeSpace(opts.staging, needed, what);
     const local = await localCandidates(opts.have ?? []);
     for (const f of listedFiles(m)) {
       const target = path.join(opts.staging, f.file);
@@ -417,9 +425,31 @@ export async function downloadBundle(opts: DownloadOptions): Promise<{ dir: stri
     }
     const verified = await verifyStaged(opts, m, manifestBytes, sigBytes);
     return { dir: opts.staging, verified, stats };
+  } catch (err) {
+    if (!(err instanceof DiskFullError) && !isDiskFull(err)) throw err;
+    // A full disk also stops the journal and the outbox: give back what staging took, then refuse.
+    await fsp.rm(opts.staging, { recursive: true, force: true });
+    const full = err instanceof DiskFullError ? err : await diskFullDuringWrite(opts.staging, needed, what, err);
+    throw new DownloadError(full.reason, { cause: full });
   } finally {
     await rq.close();
   }
+}
+
+/**
+ * Bytes the staging folder still needs: every listed file not complete there, less what its
+ * partial file already holds on disk (blocks allocated, so a sparse partial file counts only its
+ * received blocks).
+ */
+async function bytesToStage(staging: string, m: Manifest): Promise<number> {
+  let n = 0;
+  for (const f of listedFiles(m)) {
+    const done = await fsp.stat(path.join(staging, f.file)).catch(() => undefined);
+    if (done?.size === f.bytes) continue;
+    const part = await fsp.stat(path.join(staging, `.${f.file}.part`)).catch(() => undefined);
+    n += Math.max(0, f.bytes - (part ? part.blocks * 512 : 0));
+  }
+  return n;
 }
 
 /** The staged bundle checked as a whole, exactly as a bundle read from disk would be. */
