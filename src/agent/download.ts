@@ -98,6 +98,9 @@ export class DownloadError extends EdgeExitError {
   }
 }
 
+/** A device's packet limit when it names none; compiled bundles' blocks (63 KiB) and a reply's headers fit it. */
+export const DEFAULT_MAX_PACKET_BYTES = 64 * 1024;
+
 const sha256 = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex');
 const MAX_SMALL_FILE = 4 * 1024 * 1024;
 
@@ -130,6 +133,8 @@ class Requester {
           clientId: `${o.fleet}.${o.device}.files.${randomBytes(3).toString('hex')}`,
           protocolVersion: 5,
           connectTimeoutMs: 5_000,
+          // The broker then never sends this device a packet over its limit.
+          maximumPacketSize: devicePacketLimit(o),
           ...(o.username !== undefined ? { username: o.username } : {}),
           ...(o.password !== undefined ? { password: o.password } : {}),
           ...(o.tls ? { tls: o.tls } : {}),
@@ -173,6 +178,21 @@ class Requester {
       },
     );
     return this.connecting;
+  }
+
+  /**
+   * File bytes one reply may carry: the device's packet limit or the broker's (from its CONNACK),
+   * whichever is smaller, less room for the reply's headers. Connects first, to know the broker's.
+   */
+  async chunkBytes(): Promise<number> {
+    const c = await this.connection();
+    const packet = Math.min(devicePacketLimit(this.opts), c.brokerMaximumPacketSize ?? Infinity);
+    const chunk = Math.min(MAX_CHUNK_BYTES, packet - REPLY_OVERHEAD_BYTES);
+    if (chunk < 256) {
+      const who = packet < devicePacketLimit(this.opts) ? `the broker's maximum packet size (CONNACK)` : 'maxPacketBytes';
+      throw new DownloadError(formatProblem({ where: who, expected: `at least ${REPLY_OVERHEAD_BYTES + 256} bytes`, got: String(packet), fix: 'raise it (mosquitto: max_packet_size)' }));
+    }
+    return chunk;
   }
 
   /** One range of one file, asked again on timeouts and disconnects within the attempt budget. */
@@ -234,16 +254,14 @@ class Requester {
   }
 }
 
-function chunkBytes(opts: DownloadOptions): number {
-  const packet = opts.maxPacketBytes ?? 64 * 1024;
-  const chunk = Math.min(MAX_CHUNK_BYTES, packet - REPLY_OVERHEAD_BYTES);
-  if (chunk < 256) throw new DownloadError(formatProblem({ where: 'maxPacketBytes', expected: `at least ${REPLY_OVERHEAD_BYTES + 256}`, got: String(packet) }));
-  return chunk;
+/** The largest packet this device takes (DownloadOptions.maxPacketBytes, default 64 KiB). */
+function devicePacketLimit(opts: DownloadOptions): number {
+  return opts.maxPacketBytes ?? DEFAULT_MAX_PACKET_BYTES;
 }
 
 /** Fetch a range [offset, offset + length) in chunks that fit the device's packet limit. */
-async function fetchRange(rq: Requester, opts: DownloadOptions, sha: string, offset: number, length: number, what: string): Promise<Buffer> {
-  const chunk = chunkBytes(opts);
+async function fetchRange(rq: Requester, sha: string, offset: number, length: number, what: string): Promise<Buffer> {
+  const chunk = await rq.chunkBytes();
   const parts: Buffer[] = [];
   for (let at = offset; at < offset + length; at += chunk) {
     parts.push(await rq.get({ sha256: sha, offset: at, length: Math.min(chunk, offset + length - at) }, what));
@@ -259,7 +277,7 @@ async function smallFile(rq: Requester, opts: DownloadOptions, name: string, ref
   const file = path.join(opts.staging, name);
   const have = await fsp.readFile(file).catch(() => undefined);
   if (have && sha256(have) === ref.sha256) return (stats.filesReused.push(name), new Uint8Array(have));
-  const data = await fetchRange(rq, opts, ref.sha256, 0, ref.bytes, name);
+  const data = await fetchRange(rq, ref.sha256, 0, ref.bytes, name);
   if (sha256(data) !== ref.sha256) throw new DownloadError(`${name}: the received file does not match the job's sha256 ${ref.sha256} (the file server sent other bytes)`);
   await writeFileAtomic(file, data);
   stats.filesFetched.push(name);
@@ -352,7 +370,7 @@ async function downloadFile(rq: Requester, opts: DownloadOptions, m: Manifest, f
         if (opts.signal?.aborted) throw new DownloadError('canceled');
         const off = i * size;
         const len = Math.min(size, f.bytes - off);
-        const data = await fetchRange(rq, opts, f.sha256, off, len, `${f.file} block ${i}`);
+        const data = await fetchRange(rq, f.sha256, off, len, `${f.file} block ${i}`);
         if (sha256(data) !== hashes[i]) {
           stats.badBlocks++;
           const n = (bad.get(i) ?? 0) + 1;
