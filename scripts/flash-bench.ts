@@ -1,13 +1,19 @@
-// Bundle transfer over MQTT 5: time and bytes on the wire to move a ~1 MB and a ~20 MB bundle to 1
-// and to 10 simulated devices through a local Mosquitto, and a thresholds-only update. The zoo
-// model fmnist-branchy (fp32, rpi4) is compiled, then padded with a synthetic random file listed
-// in the manifest to reach each size, and signed; the devices check the signature with a trust
-// store, as a real one would. Bytes on the wire are counted by a TCP relay between the devices and
+// Flashing over MQTT 5: time and bytes on the wire to flash a ~1 MB and a ~20 MB bundle to 1 and to
+// 100 simulated devices through a Mosquitto this script starts, and a thresholds-only update of
+// each. The zoo model fmnist-branchy (fp32, rpi4) is compiled, then padded with a synthetic random
+// file listed in the manifest to reach each size, and signed. Each simulated device has its own
+// store (BundleStore) and does what a device does between "job received" and "switched": download
+// into staging (signature checked against its trust store, every block against the signed
+// manifest, each block and bitmap mark fsync'd), verify the staged bundle whole, install it into
+// its store (content-addressed copy, fsync'd, journal lines, pointer switch) and remove staging.
+// The ML self-test is not part of it (it costs the same however the bundle arrived; `npm run
+// bench` measures inference). For the update a device offers its installed bundle as local files,
+// so only what changed moves. Bytes on the wire are counted by a TCP relay between the devices and
 // the broker (both directions, MQTT headers and acks included); the file server, the broker and
-// every downloader run on this one machine (downloaders in this process), so times are a bound
-// for a loopback link, not a network.
+// every device run on this one machine (devices in this process), so times are a bound for a
+// loopback link, not a network.
 //
-//   npm run bench:flash [-- --devices 1,10 --sizes 1,20 --json .bench/flash-bench.json]
+//   npm run bench:flash [-- --devices 1,100 --sizes 1,20 --json .bench/flash-bench.json]
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
@@ -17,8 +23,9 @@ import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { compileModel } from '../src/compiler/index.js';
 import { packageRoot } from '../src/devices/load.js';
-import { MANIFEST_FILE, SIGNATURE_FILE, addTrustedKey, encodeManifest, generateKeyPair, loadBundleFiles, loadPrivateKey, loadTrustStore, parseManifest, sha256Hex, signManifest, withBlockHashes, writeBundleAtomic } from '../src/bundle/index.js';
-import { downloadBundle, type DownloadStats } from '../src/agent/download.js';
+import { MANIFEST_FILE, SIGNATURE_FILE, addTrustedKey, encodeManifest, generateKeyPair, loadBundleFiles, loadPrivateKey, loadTrustStore, parseManifest, sha256Hex, signManifest, withBlockHashes, writeBundleAtomic, type TrustStore } from '../src/bundle/index.js';
+import { downloadBundle, type DownloadStats, type FileRef } from '../src/agent/download.js';
+import { BundleStore } from '../src/agent/store.js';
 import { startFileServer } from '../src/fleet/file-server.js';
 
 const args = process.argv.slice(2);
@@ -26,7 +33,7 @@ const flag = (name: string, dflt: string) => {
   const i = args.indexOf(`--${name}`);
   return i >= 0 ? args[i + 1]! : dflt;
 };
-const deviceCounts = flag('devices', '1,10').split(',').map(Number);
+const deviceCounts = flag('devices', '1,100').split(',').map(Number);
 const sizesMb = flag('sizes', '1,20').split(',').map(Number);
 const jsonOut = flag('json', '.bench/flash-bench.json');
 const log = (l: string) => process.stderr.write(l + '\n');
@@ -111,15 +118,55 @@ interface Row {
   case: string;
   bundleBytes: number;
   devices: number;
+  /** From the first request to the last device switched. */
   seconds: number;
+  /** Slowest single device, download and install. */
+  slowestDeviceSeconds: number;
   wireBytes: number;
   filePayloadBytes: number;
   requests: number;
   wirePerDeviceVsBundle: number;
 }
 
+/** One simulated device: its own store, staging under it, its own MQTT identity. */
+interface Device {
+  name: string;
+  store: BundleStore;
+}
+
+/**
+ * What a device does for one job: download and verify into staging, install into its store
+ * (journal, content-addressed copy, pointer switch, previous kept), remove staging.
+ */
+async function flashDevice(d: Device, refs: { manifest: FileRef; signature: FileRef }, brokerUrl: string, trust: TrustStore): Promise<{ stats: DownloadStats; seconds: number }> {
+  const t0 = performance.now();
+  const from = await d.store.current();
+  const staging = path.join(d.store.root, 'staging', refs.manifest.sha256.slice(0, 12));
+  const { stats } = await downloadBundle({ brokerUrl, fleet: 'bench', device: d.name, ...refs, staging, have: from ? [d.store.bundleDir(from)] : [], verify: { trust, requireSignature: true } });
+  const release = await d.store.lock();
+  try {
+    const job = randomBytes(8).toString('hex');
+    await d.store.record({ job, state: 'started', bundle: refs.manifest.sha256, from });
+    const id = await d.store.put((await loadBundleFiles(staging)).files);
+    await d.store.record({ job, state: 'staged', bundle: id, from });
+    await d.store.record({ job, state: 'active', bundle: id, from });
+    await d.store.setCurrent(id);
+    if (from) await d.store.setPrevious([from]);
+    await d.store.record({ job, state: 'committed', bundle: id, from });
+  } finally {
+    await release();
+  }
+  await fsp.rm(staging, { recursive: true, force: true });
+  return { stats, seconds: (performance.now() - t0) / 1000 };
+}
+
+const mosquittoVersion = (): string => (spawnSync(mosquittoBinary(), ['-h'], { encoding: 'utf8' }).stdout.split('\n')[0] ?? '').replace(/^mosquitto version /, 'Mosquitto ');
+const load = (): string => os.loadavg().map((l) => l.toFixed(2)).join(' ');
+
 const work = await fsp.mkdtemp(path.join(os.tmpdir(), 'edgeexit-flash-bench-'));
 const rows: Row[] = [];
+const loadBefore = load();
+const started = performance.now();
 let broker: ChildProcess | undefined;
 try {
   log(`compiling fmnist-branchy for rpi4 (fp32) into ${work} …`);
@@ -142,29 +189,41 @@ try {
   const mq = await startMosquitto(work);
   broker = mq.proc;
   const relay = await countingRelay(mq.port);
+  const brokerUrl = `mqtt://127.0.0.1:${relay.port}`;
   const server = await startFileServer({ brokerUrl: `mqtt://127.0.0.1:${mq.port}`, bundles: bundles.flatMap((b) => [b.dir, b.update]) });
-  let run = 0;
-  const flash = async (label: string, bundle: string, devices: number, have: (d: number) => string[]): Promise<string[]> => {
+  let fleetNo = 0;
+  const flash = async (label: string, bundle: string, devices: Device[]): Promise<void> => {
     const r = await refs(bundle);
     relay.reset();
-    const stagings = Array.from({ length: devices }, () => path.join(work, `staging-${++run}`));
     const t0 = performance.now();
-    const stats: DownloadStats[] = await Promise.all(
-      stagings.map((staging, d) =>
-        downloadBundle({ brokerUrl: `mqtt://127.0.0.1:${relay.port}`, fleet: 'bench', device: `d${run}-${d}`, ...r, staging, have: have(d), verify: { trust, requireSignature: true } }).then((x) => x.stats),
-      ),
-    );
+    const done = await Promise.all(devices.map((d) => flashDevice(d, r, brokerUrl, trust)));
     const seconds = (performance.now() - t0) / 1000;
     const size = await bundleBytes(bundle);
     const wire = relay.bytes();
-    rows.push({ case: label, bundleBytes: size, devices, seconds, wireBytes: wire, filePayloadBytes: stats.reduce((n, s) => n + s.bytesReceived, 0), requests: stats.reduce((n, s) => n + s.requests, 0), wirePerDeviceVsBundle: wire / devices / size });
-    log(`${label}: ${devices} device(s) in ${seconds.toFixed(2)} s`);
-    return stagings;
+    const stats = done.map((x) => x.stats);
+    rows.push({
+      case: label,
+      bundleBytes: size,
+      devices: devices.length,
+      seconds,
+      slowestDeviceSeconds: Math.max(...done.map((x) => x.seconds)),
+      wireBytes: wire,
+      filePayloadBytes: stats.reduce((n, x) => n + x.bytesReceived, 0),
+      requests: stats.reduce((n, x) => n + x.requests, 0),
+      wirePerDeviceVsBundle: wire / devices.length / size,
+    });
+    log(`${label}: ${devices.length} device(s) in ${seconds.toFixed(2)} s`);
   };
   for (const b of bundles) {
-    let last: string[] = [];
-    for (const n of deviceCounts) last = await flash(`full ${b.name}`, b.dir, n, () => []);
-    await flash(`thresholds-only ${b.name}`, b.update, last.length, (d) => [last[d]!]);
+    for (const n of deviceCounts) {
+      const fleet = ++fleetNo;
+      const devices: Device[] = [];
+      for (let i = 0; i < n; i++) devices.push({ name: `f${fleet}-d${i}`, store: await BundleStore.open(path.join(work, `fleet-${fleet}`, `d${i}`)) });
+      await flash(`full ${b.name}`, b.dir, devices);
+      await flash(`thresholds-only ${b.name}`, b.update, devices);
+      // Each fleet's stores go before the next: 100 devices × 20 MB × 2 bundles is disk enough.
+      await fsp.rm(path.join(work, `fleet-${fleet}`), { recursive: true, force: true });
+    }
   }
   await server.close();
   relay.close();
@@ -174,13 +233,15 @@ try {
 }
 
 const mb = (b: number) => (b / 1_000_000).toFixed(2);
-const head = ['case', 'bundle MB', 'devices', 'time s', 'MB on wire', 'file MB recv', 'requests', 'wire/device ÷ bundle'];
-const body = rows.map((r) => [r.case, mb(r.bundleBytes), String(r.devices), r.seconds.toFixed(2), mb(r.wireBytes), mb(r.filePayloadBytes), String(r.requests), r.wirePerDeviceVsBundle.toFixed(4)]);
+const head = ['case', 'bundle MB', 'devices', 'time s', 'slowest device s', 'MB on wire', 'file MB received', 'requests', 'wire per device ÷ bundle'];
+const body = rows.map((r) => [r.case, mb(r.bundleBytes), String(r.devices), r.seconds.toFixed(2), r.slowestDeviceSeconds.toFixed(2), mb(r.wireBytes), mb(r.filePayloadBytes), String(r.requests), r.wirePerDeviceVsBundle.toFixed(4)]);
+const numeric = head.map((_, i) => i > 0);
 const widths = head.map((h, i) => Math.max(h.length, ...body.map((r) => r[i]!.length)));
-const line = (cells: string[]) => '| ' + cells.map((c, i) => c.padEnd(widths[i]!)).join(' | ') + ' |';
+const line = (cells: string[]) => '| ' + cells.map((c, i) => (numeric[i] ? c.padStart(widths[i]!) : c.padEnd(widths[i]!))).join(' | ') + ' |';
+const cpu = os.cpus();
+console.log(`flash bench, ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC: ${cpu[0]?.model.trim() ?? 'unknown CPU'}, ${cpu.length} cores, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}, ${mosquittoVersion()}; load average (1/5/15 min) ${loadBefore} before, ${load()} after; ${((performance.now() - started) / 1000).toFixed(0)} s in all\n`);
 console.log(line(head));
-console.log('|' + widths.map((w) => '-'.repeat(w + 2)).join('|') + '|');
+console.log('|' + widths.map((w, i) => (numeric[i] ? '-'.repeat(w + 1) + ':' : '-'.repeat(w + 2))).join('|') + '|');
 for (const r of body) console.log(line(r));
-console.log(`\n${os.cpus()[0]?.model ?? 'unknown CPU'}, ${os.cpus().length} cores, Node ${process.version}, ${new Date().toISOString().slice(0, 10)}`);
 await fsp.mkdir(path.dirname(jsonOut), { recursive: true });
-await fsp.writeFile(jsonOut, JSON.stringify(rows, null, 2) + '\n');
+await fsp.writeFile(jsonOut, JSON.stringify({ machine: { cpu: cpu[0]?.model.trim(), cores: cpu.length, node: process.version, mosquitto: mosquittoVersion(), loadBefore, loadAfter: load() }, rows }, null, 2) + '\n');

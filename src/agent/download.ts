@@ -19,6 +19,7 @@ import { connectMqtt, type MqttConnection, type MqttMessage, type MqttTls } from
 import { EdgeExitError, formatProblem } from '../util/errors.js';
 import { writeFileAtomic } from '../util/fs.js';
 import { MAX_CHUNK_BYTES, REPLY_OVERHEAD_BYTES, fileReplyTopic, fileRequestTopic, type FileRequest } from './file-protocol.js';
+import { DiskFullError, diskFullDuringWrite, ensureFreeSpace, isDiskFull } from './space.js';
 
 /** A file named by content, as a job names the manifest and its signature. */
 export interface FileRef {
@@ -97,6 +98,9 @@ export class DownloadError extends EdgeExitError {
   }
 }
 
+/** A device's packet limit when it names none; compiled bundles' blocks (63 KiB) and a reply's headers fit it. */
+export const DEFAULT_MAX_PACKET_BYTES = 64 * 1024;
+
 const sha256 = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex');
 const MAX_SMALL_FILE = 4 * 1024 * 1024;
 
@@ -129,6 +133,8 @@ class Requester {
           clientId: `${o.fleet}.${o.device}.files.${randomBytes(3).toString('hex')}`,
           protocolVersion: 5,
           connectTimeoutMs: 5_000,
+          // The broker then never sends this device a packet over its limit.
+          maximumPacketSize: devicePacketLimit(o),
           ...(o.username !== undefined ? { username: o.username } : {}),
           ...(o.password !== undefined ? { password: o.password } : {}),
           ...(o.tls ? { tls: o.tls } : {}),
@@ -172,6 +178,21 @@ class Requester {
       },
     );
     return this.connecting;
+  }
+
+  /**
+   * File bytes one reply may carry: the device's packet limit or the broker's (from its CONNACK),
+   * whichever is smaller, less room for the reply's headers. Connects first, to know the broker's.
+   */
+  async chunkBytes(): Promise<number> {
+    const c = await this.connection();
+    const packet = Math.min(devicePacketLimit(this.opts), c.brokerMaximumPacketSize ?? Infinity);
+    const chunk = Math.min(MAX_CHUNK_BYTES, packet - REPLY_OVERHEAD_BYTES);
+    if (chunk < 256) {
+      const who = packet < devicePacketLimit(this.opts) ? `the broker's maximum packet size (CONNACK)` : 'maxPacketBytes';
+      throw new DownloadError(formatProblem({ where: who, expected: `at least ${REPLY_OVERHEAD_BYTES + 256} bytes`, got: String(packet), fix: 'raise it (mosquitto: max_packet_size)' }));
+    }
+    return chunk;
   }
 
   /** One range of one file, asked again on timeouts and disconnects within the attempt budget. */
@@ -233,16 +254,14 @@ class Requester {
   }
 }
 
-function chunkBytes(opts: DownloadOptions): number {
-  const packet = opts.maxPacketBytes ?? 64 * 1024;
-  const chunk = Math.min(MAX_CHUNK_BYTES, packet - REPLY_OVERHEAD_BYTES);
-  if (chunk < 256) throw new DownloadError(formatProblem({ where: 'maxPacketBytes', expected: `at least ${REPLY_OVERHEAD_BYTES + 256}`, got: String(packet) }));
-  return chunk;
+/** The largest packet this device takes (DownloadOptions.maxPacketBytes, default 64 KiB). */
+function devicePacketLimit(opts: DownloadOptions): number {
+  return opts.maxPacketBytes ?? DEFAULT_MAX_PACKET_BYTES;
 }
 
 /** Fetch a range [offset, offset + length) in chunks that fit the device's packet limit. */
-async function fetchRange(rq: Requester, opts: DownloadOptions, sha: string, offset: number, length: number, what: string): Promise<Buffer> {
-  const chunk = chunkBytes(opts);
+async function fetchRange(rq: Requester, sha: string, offset: number, length: number, what: string): Promise<Buffer> {
+  const chunk = await rq.chunkBytes();
   const parts: Buffer[] = [];
   for (let at = offset; at < offset + length; at += chunk) {
     parts.push(await rq.get({ sha256: sha, offset: at, length: Math.min(chunk, offset + length - at) }, what));
@@ -258,7 +277,7 @@ async function smallFile(rq: Requester, opts: DownloadOptions, name: string, ref
   const file = path.join(opts.staging, name);
   const have = await fsp.readFile(file).catch(() => undefined);
   if (have && sha256(have) === ref.sha256) return (stats.filesReused.push(name), new Uint8Array(have));
-  const data = await fetchRange(rq, opts, ref.sha256, 0, ref.bytes, name);
+  const data = await fetchRange(rq, ref.sha256, 0, ref.bytes, name);
   if (sha256(data) !== ref.sha256) throw new DownloadError(`${name}: the received file does not match the job's sha256 ${ref.sha256} (the file server sent other bytes)`);
   await writeFileAtomic(file, data);
   stats.filesFetched.push(name);
@@ -345,12 +364,13 @@ async function downloadFile(rq: Requester, opts: DownloadOptions, m: Manifest, f
     }
     let done = p.n - todo.length;
     const bad = new Map<number, number>();
+    let failed = false;
     const worker = async (): Promise<void> => {
-      for (let i = todo.shift(); i !== undefined; i = todo.shift()) {
+      for (let i = todo.shift(); i !== undefined && !failed; i = todo.shift()) {
         if (opts.signal?.aborted) throw new DownloadError('canceled');
         const off = i * size;
         const len = Math.min(size, f.bytes - off);
-        const data = await fetchRange(rq, opts, f.sha256, off, len, `${f.file} block ${i}`);
+        const data = await fetchRange(rq, f.sha256, off, len, `${f.file} block ${i}`);
         if (sha256(data) !== hashes[i]) {
           stats.badBlocks++;
           const n = (bad.get(i) ?? 0) + 1;
@@ -368,7 +388,9 @@ async function downloadFile(rq: Requester, opts: DownloadOptions, m: Manifest, f
         opts.onProgress?.({ file: f.file, blocksDone: ++done, blocks: p.n });
       }
     };
-    await Promise.all(Array.from({ length: Math.max(1, opts.window ?? 8) }, worker));
+    // One worker failing stops the others at their next block, so none writes after the caller cleaned up.
+    const guarded = () => worker().catch((err: unknown) => ((failed = true), Promise.reject(err)));
+    await Promise.all(Array.from({ length: Math.max(1, opts.window ?? 8) }, guarded));
   } finally {
     await p.part.close();
     await p.map.close();
@@ -395,12 +417,16 @@ async function downloadFile(rq: Requester, opts: DownloadOptions, m: Manifest, f
  */
 export async function downloadBundle(opts: DownloadOptions): Promise<{ dir: string; verified: VerifyResult; stats: DownloadStats }> {
   const stats: DownloadStats = { requests: 0, bytesReceived: 0, blocksFetched: 0, blocksResumed: 0, badBlocks: 0, filesFetched: [], filesReused: [], reconnects: 0 };
-  await fsp.mkdir(opts.staging, { recursive: true });
   const rq = new Requester(opts, stats);
+  const what = `bundle ${opts.manifest.sha256.slice(0, 12)}`;
+  let needed = opts.manifest.bytes + (opts.signature?.bytes ?? 0);
   try {
+    await fsp.mkdir(opts.staging, { recursive: true });
     const manifestBytes = await smallFile(rq, opts, MANIFEST_FILE, opts.manifest, stats);
     const sigBytes = opts.signature ? await smallFile(rq, opts, SIGNATURE_FILE, opts.signature, stats) : undefined;
     const m = await checkManifest(manifestBytes, sigBytes, opts);
+    needed = await bytesToStage(opts.staging, m);
+    await ensureFreeSpace(opts.staging, needed, what);
     const local = await localCandidates(opts.have ?? []);
     for (const f of listedFiles(m)) {
       const target = path.join(opts.staging, f.file);
@@ -417,9 +443,31 @@ export async function downloadBundle(opts: DownloadOptions): Promise<{ dir: stri
     }
     const verified = await verifyStaged(opts, m, manifestBytes, sigBytes);
     return { dir: opts.staging, verified, stats };
+  } catch (err) {
+    if (!(err instanceof DiskFullError) && !isDiskFull(err)) throw err;
+    // A full disk also stops the journal and the outbox: give back what staging took, then refuse.
+    await fsp.rm(opts.staging, { recursive: true, force: true });
+    const full = err instanceof DiskFullError ? err : await diskFullDuringWrite(opts.staging, needed, what, err);
+    throw new DownloadError(full.reason, { cause: full });
   } finally {
     await rq.close();
   }
+}
+
+/**
+ * Bytes the staging folder still needs: every listed file not complete there, less what its
+ * partial file already holds on disk (blocks allocated, so a sparse partial file counts only its
+ * received blocks).
+ */
+async function bytesToStage(staging: string, m: Manifest): Promise<number> {
+  let n = 0;
+  for (const f of listedFiles(m)) {
+    const done = await fsp.stat(path.join(staging, f.file)).catch(() => undefined);
+    if (done?.size === f.bytes) continue;
+    const part = await fsp.stat(path.join(staging, `.${f.file}.part`)).catch(() => undefined);
+    n += Math.max(0, f.bytes - (part ? part.blocks * 512 : 0));
+  }
+  return n;
 }
 
 /** The staged bundle checked as a whole, exactly as a bundle read from disk would be. */

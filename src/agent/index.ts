@@ -8,3 +8,4 @@ export { selfTestBundle, type SelfTestOptions, type SelfTestResult, type SelfTes
 export { SwappableRunner } from './swappable.js';
 export { downloadBundle, DownloadError, type DownloadOptions, type DownloadProgress, type DownloadStats, type FileRef } from './download.js';
 export { FILES_ROOT, FILE_SERVER_GROUP, MAX_CHUNK_BYTES, fileRequestTopic, fileReplyTopic, fileServerSubscription, type FileRequest, type FileReplyStatus } from './file-protocol.js';
+export { DiskFullError, SPACE_MARGIN_BYTES, diskFullDuringWrite, ensureFreeSpace, freeBytes, isDiskFull, spaceShortfall } from './space.js';

@@ -19,6 +19,7 @@ import type { DeviceProfile } from '../devices/schema.js';
 import { EdgeExitError, InputError, formatProblem } from '../util/errors.js';
 import { FINAL_STATES, BundleStore, bundleId, type InstallState, type JournalEntry } from './store.js';
 import { selfTestBundle, type SelfTestResult } from './selftest.js';
+import { diskFullDuringWrite, isDiskFull, spaceShortfall } from './space.js';
 
 /** Default number of earlier bundles kept for rollback. */
 export const DEFAULT_KEEP = 2;
@@ -236,10 +237,19 @@ export async function installBundle(o: InstallOptions): Promise<InstallResult> {
     const from = await store.current();
     const job = randomUUID();
     if (id === from) return { job, bundle: id, from, state: 'unchanged', reason: 'this bundle is already active', recovered };
+    // Refused before the journal's first line: a full disk must not cost the running bundle or the journal.
+    const full = (await store.has(id)) ? undefined : await spaceShortfall(store.bundlesDir, bytesOf(incoming), `bundle ${id.slice(0, 12)}`);
+    if (full) return { job, bundle: id, from, state: 'failed', reason: full.reason, recovered };
     return await runJob(store, { job, id, from, incoming, recovered }, o);
   } finally {
     await release();
   }
+}
+
+function bytesOf(b: LoadedBundle): number {
+  let n = 0;
+  for (const d of b.files.values()) n += d.length;
+  return n;
 }
 
 interface Job {
@@ -267,6 +277,7 @@ async function runJob(store: BundleStore, j: Job, o: InstallOptions): Promise<In
     await store.put(j.incoming.files);
   } catch (err) {
     // Disk full or unwritable: writeBundleAtomic left nothing half-written; `current` is untouched.
+    if (isDiskFull(err)) return fail((await diskFullDuringWrite(store.bundlesDir, bytesOf(j.incoming), `bundle ${id.slice(0, 12)}`, err)).reason);
     return fail(`staging: ${reasonOf(err)}`);
   }
   await step('staged');

@@ -98,6 +98,11 @@ export class BundleStore {
     return path.join(this.root, 'journal.jsonl');
   }
 
+  /** The folder holding one folder per bundle. */
+  get bundlesDir(): string {
+    return path.join(this.root, 'bundles');
+  }
+
   bundleDir(id: string): string {
     if (!ID.test(id)) throw new InputError(formatProblem({ where: `${this.root}: bundle id`, expected: 'a manifest SHA-256 (64 hex digits)', got: id }));
     return path.join(this.root, 'bundles', id);

@@ -15,6 +15,7 @@ import {
   MAX_CHUNK_BYTES,
   MAX_CORRELATION_BYTES,
   MAX_REQUEST_BYTES,
+  REPLY_OVERHEAD_BYTES,
   fileReplyTopic,
   fileServerSubscription,
   parseRequestTopic,
@@ -121,7 +122,9 @@ export async function startFileServer(opts: FileServerOptions): Promise<FileServ
     const { sha256, offset, length } = parsed.data;
     const data = index.get(sha256);
     if (!data) return (refuse('notFound'), reply(c, replyTopic, corr, 'not-found', Buffer.alloc(0), 'no such file here'));
-    if (length > maxChunk) return (refuse('length'), reply(c, replyTopic, corr, 'bad-request', Buffer.alloc(0), `length over ${maxChunk}`));
+    // A reply the broker would not take (its CONNACK limit) would cost this server its connection.
+    const limit = Math.min(maxChunk, (c.brokerMaximumPacketSize ?? Infinity) - REPLY_OVERHEAD_BYTES);
+    if (length > limit) return (refuse('length'), reply(c, replyTopic, corr, 'bad-request', Buffer.alloc(0), `length over ${limit}`));
     if (offset + length > data.length) return (refuse('range'), reply(c, replyTopic, corr, 'bad-request', Buffer.alloc(0), `range past the end (${data.length} bytes)`));
     const chunk = Buffer.from(data.buffer, data.byteOffset + offset, length);
     stats.served++;

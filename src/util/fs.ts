@@ -31,18 +31,19 @@ export async function writeFileAtomic(file: string, data: string | Uint8Array, o
   const tmp = path.join(dir, `.${path.basename(file)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
   const handle = await fsp.open(tmp, 'w');
   try {
-    if (opts.mode !== undefined) await handle.chmod(opts.mode);
-    if (opts.owner) await handle.chown(opts.owner.uid, opts.owner.gid).catch((err: NodeJS.ErrnoException) => {
-      if (err.code !== 'EPERM') throw err;
-    });
-    await handle.writeFile(data);
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-  try {
+    try {
+      if (opts.mode !== undefined) await handle.chmod(opts.mode);
+      if (opts.owner) await handle.chown(opts.owner.uid, opts.owner.gid).catch((err: NodeJS.ErrnoException) => {
+        if (err.code !== 'EPERM') throw err;
+      });
+      await handle.writeFile(data);
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
     await fsp.rename(tmp, file);
   } catch (err) {
+    // A write that failed (a full disk) must not leave its temp file taking the space.
     await fsp.rm(tmp, { force: true });
     throw err;
   }

@@ -32,6 +32,8 @@ export interface MqttConnectOptions {
   connectTimeoutMs?: number;
   /** Keep the session on the broker (subscribers that must not miss messages while away). */
   persistentSession?: boolean;
+  /** MQTT 5: the largest packet this client takes; the broker sends nothing larger (a device's limit). */
+  maximumPacketSize?: number;
   /** Attached before CONNACK, so messages a resumed session delivers at once are not missed. */
   onMessage?: (m: MqttMessage) => void;
   /**
@@ -94,6 +96,8 @@ export interface MqttConnection {
   readonly clientId: string;
   /** The protocol this connection speaks (what 'auto' settled on). */
   readonly protocolVersion: 4 | 5;
+  /** MQTT 5: the largest packet the broker accepts, from its CONNACK; undefined when it sets no limit. */
+  readonly brokerMaximumPacketSize: number | undefined;
   /** Resolves when the broker acknowledged (QoS 1) or the packet was written (QoS 0); rejects if the connection closes first. */
   publish(topic: string, payload: Buffer, opts?: { qos?: 0 | 1; retain?: boolean; properties?: MqttProperties }): Promise<void>;
   subscribe(filter: string, qos?: 0 | 1): Promise<void>;
@@ -162,6 +166,7 @@ async function connectAs(opts: MqttConnectOptions, protocolVersion: 4 | 5): Prom
     resubscribe: false,
   };
   if (opts.persistentSession && options.protocolVersion === 5) options.properties = { sessionExpiryInterval: 0xffffffff };
+  if (opts.maximumPacketSize !== undefined && protocolVersion === 5) options.properties = { ...options.properties, maximumPacketSize: opts.maximumPacketSize };
   if (opts.username !== undefined) options.username = opts.username;
   if (opts.password !== undefined) options.password = opts.password;
   if (opts.will) options.will = { topic: opts.will.topic, payload: opts.will.payload, qos: opts.will.qos, retain: opts.will.retain ?? false };
@@ -197,7 +202,7 @@ async function connectAs(opts: MqttConnectOptions, protocolVersion: 4 | 5): Prom
     const timer = setTimeout(() => fail(new Error(`no CONNACK within ${connectTimeout} ms`)), connectTimeout + 500);
     client.once('error', fail);
     client.once('close', () => fail(new Error('connection closed before CONNACK')));
-    client.once('connect', () => {
+    client.once('connect', (connack) => {
       if (settled) return;
       settled = true;
       clearTimeout(timer);
@@ -205,12 +210,12 @@ async function connectAs(opts: MqttConnectOptions, protocolVersion: 4 | 5): Prom
       (client.stream as { setNoDelay?: (on: boolean) => void } | undefined)?.setNoDelay?.(true);
       client.removeAllListeners('error');
       client.removeAllListeners('close');
-      resolve(wrap(client, opts.clientId, protocolVersion));
+      resolve(wrap(client, opts.clientId, protocolVersion, connack.properties?.maximumPacketSize));
     });
   });
 }
 
-function wrap(client: MqttClient, clientId: string, protocolVersion: 4 | 5): MqttConnection {
+function wrap(client: MqttClient, clientId: string, protocolVersion: 4 | 5, brokerMaximumPacketSize: number | undefined): MqttConnection {
   let closed = false;
   const closeHandlers: ((err?: Error) => void)[] = [];
   const pending = new Set<(err: Error) => void>();
@@ -235,6 +240,7 @@ function wrap(client: MqttClient, clientId: string, protocolVersion: 4 | 5): Mqt
   return {
     clientId,
     protocolVersion,
+    brokerMaximumPacketSize,
     get closed() {
       return closed;
     },
