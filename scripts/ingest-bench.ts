@@ -127,18 +127,18 @@ const cpuSeconds = (since: NodeJS.CpuUsage) => {
   return (u.user + u.system) / 1e6;
 };
 
-function direct(messages: number, devices: number, batch: { maxMessages?: number; maxDelayMs?: number }, label: string, dir: string): Row {
+async function direct(messages: number, devices: number, batch: { maxMessages?: number; maxDelayMs?: number }, label: string, dir: string): Promise<Row> {
   const msgs = payloads(messages, devices).map((m) => ({ ...m, retain: false }));
   const store = openFleetStore(path.join(dir, `${label.replace(/\W+/g, '-')}.db`));
   const ingest = new BatchedIngest(store, () => undefined, Date.now, batch);
   const c0 = process.cpuUsage();
   const t0 = performance.now();
   for (const m of msgs) ingest.push(m);
-  ingest.flush();
+  await ingest.flush();
   const seconds = (performance.now() - t0) / 1000;
   const cpu = cpuSeconds(c0);
-  const stored = store.totals().reduce((a, t) => a + t.windows, 0);
-  store.close();
+  const stored = (await store.totals()).reduce((a, t) => a + t.windows, 0);
+  await store.close();
   return { path: label, messages, devices, seconds, perS: messages / seconds, perCpuS: messages / cpu, stored };
 }
 
@@ -176,7 +176,7 @@ async function throughBroker(messages: number, devices: number, dir: string): Pr
     // collector handled everything in one go between polls cannot be timed this way.
     if (!first || end - first < 50) console.error(`through Mosquitto: ${messages} messages were handled in under 50 ms of polling — too few to time; use 20,000 or more`);
     const seconds = first && end - first >= 50 ? (end - first) / 1000 : NaN;
-    const stored = collector.store.totals().reduce((a, t) => a + t.windows, 0);
+    const stored = (await collector.store.totals()).reduce((a, t) => a + t.windows, 0);
     const publishedPerS = (JSON.parse(out.trim().split('\n').pop() ?? '{}') as { publishedPerS?: number }).publishedPerS ?? NaN;
     return { path: 'through Mosquitto (QoS 1, batched)', messages, devices, seconds, perS: messages / seconds, perCpuS: Number.isNaN(seconds) ? NaN : messages / cpu, stored, publishedPerS };
   } finally {
@@ -191,8 +191,8 @@ async function mainBench(): Promise<void> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'edgeexit-ingest-bench-'));
   const rows: Row[] = [];
   try {
-    rows.push(direct(Math.min(messages, 10_000), devices, { maxDelayMs: 0 }, 'direct, one commit per message', dir));
-    rows.push(direct(messages, devices, {}, `direct, batched (${DEFAULT_BATCH.maxMessages} msgs / ${DEFAULT_BATCH.maxDelayMs} ms)`, dir));
+    rows.push(await direct(Math.min(messages, 10_000), devices, { maxDelayMs: 0 }, 'direct, one commit per message', dir));
+    rows.push(await direct(messages, devices, {}, `direct, batched (${DEFAULT_BATCH.maxMessages} msgs / ${DEFAULT_BATCH.maxDelayMs} ms)`, dir));
     if (MOSQUITTO) rows.push(await throughBroker(messages, devices, dir));
     else console.error('mosquitto not installed: skipping the broker row');
   } finally {

@@ -74,7 +74,7 @@ try {
   const s0 = performance.now();
   const t = await DeviceTelemetry.start({ url: collector.url, fleet: 'bench', device: 'bench-host', stateDir: path.join(work, 'state'), bundle, manifest: runner.manifest, thresholds: [0.9, 0.9], windowMs, protocolVersion: 4, onLog: log });
   const bd = () => t.publisher.getStats();
-  while (!(bd().connected && collector.store.devices().some((d) => d.device === 'bench-host' && d.online && d.bdSeq === bd().bdSeq))) await new Promise((res) => setTimeout(res, 5));
+  while (!(bd().connected && (await collector.store.devices()).some((d) => d.device === 'bench-host' && d.online && d.bdSeq === bd().bdSeq))) await new Promise((res) => setTimeout(res, 5));
   sessionMs += performance.now() - s0;
   meter = t.meter.describe();
 
@@ -115,9 +115,9 @@ try {
   windows = sum.windows;
   acked = sum.acked;
   const deadline = Date.now() + 10_000;
-  const stored = () => collector.store.totals().reduce((a, x) => a + x.count, 0);
-  while (stored() < (pairs + 1) * n && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
-  const storedCount = stored();
+  const stored = async () => (await collector.store.totals()).reduce((a, x) => a + x.count, 0);
+  while ((await stored()) < (pairs + 1) * n && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+  const storedCount = await stored();
   const sample = (await runner.classify(chunks[0]!, classifyOptions)).items.filter((it) => it.ok) as InferenceRecord[];
 
   // The whole cost of one window, measured apart from inference (so the machine's noise does not

@@ -82,7 +82,7 @@ export interface Collector {
   readonly httpUrl: string | undefined;
   /** Messages handled and committed so far (valid or not). */
   handled(): number;
-  counters(): Counters;
+  counters(): Promise<Counters>;
   close(): Promise<void>;
 }
 
@@ -174,8 +174,9 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
     if (!m.topic.endsWith('/ack')) ingest.push(m);
   };
   // A birth or death is stored before the broker hears it was received (see ingest.ts).
-  const beforeAck = (m: MqttMessage): void => {
-    if (m.topic.endsWith('/birth') || m.topic.endsWith('/death')) ingest.flush();
+  const beforeAck = (m: MqttMessage): Promise<void> | undefined => {
+    if (m.topic.endsWith('/birth') || m.topic.endsWith('/death')) return ingest.flush();
+    return undefined;
   };
 
   try {
@@ -246,12 +247,12 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
 
     if (opts.retentionDays !== undefined) {
       const days = opts.retentionDays;
-      const prune = () => {
-        const n = store.prune(days, now());
+      const prune = async (): Promise<void> => {
+        const n = await store.prune(days, now());
         if (n > 0) log(`retention: deleted ${n} window${n === 1 ? '' : 's'} older than ${days} days`);
       };
-      prune();
-      pruneTimer = setInterval(prune, 3_600_000);
+      await prune();
+      pruneTimer = setInterval(() => prune().catch((err: Error) => log(`retention: prune failed: ${err.message}`)), 3_600_000);
       pruneTimer.unref();
     }
 
@@ -272,8 +273,8 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
         // this collector's share to a queue nobody reads. A crash keeps it (the broker queues).
         await conn?.end({ endSession: true });
         await embedded?.close();
-        ingest.close();
-        store.close();
+        await ingest.close();
+        await store.close();
       },
     };
   } catch (err) {
@@ -281,7 +282,7 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
     await httpServer?.close().catch(() => undefined);
     await conn?.end().catch(() => undefined);
     await embedded?.close().catch(() => undefined);
-    store.close();
+    await store.close();
     throw err;
   }
 }

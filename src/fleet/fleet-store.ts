@@ -1,6 +1,7 @@
-// What the collector and `fleet status` need from storage, kept apart from SQLite so the
-// policy code (collector, status) never touches a driver and a test or another backend can
-// stand in. The one implementation is src/fleet/store.ts.
+// What the collector and `fleet status` need from storage, kept apart from the drivers so the
+// policy code (collector, status) never touches one. Asynchronous, because a networked database
+// (PostgreSQL, src/fleet/pg-store.ts) answers later; the SQLite store (src/fleet/store.ts)
+// resolves at once.
 import type { Birth, Death, MetricsWindow } from '../telemetry/payloads.js';
 
 // fleetMismatch: a device id already recorded in another fleet (refused, never moved).
@@ -81,33 +82,37 @@ export type DeathOutcome = 'offline' | 'stale' | 'unknown' | 'fleetMismatch';
 export interface FleetStore {
   readonly file: string;
   /** Refused ('fleetMismatch', counted) when the device is recorded in a fleet other than `b.fleet`. */
-  recordBirth(b: Birth, seenAt: number): BirthOutcome;
+  recordBirth(b: Birth, seenAt: number): Promise<BirthOutcome>;
   /**
    * Offline only when the death's bdSeq is the device's current one; otherwise counted as stale.
    * `fleet` (the topic's): refused and counted when the device is recorded in another fleet.
    */
-  recordDeath(d: Death, seenAt: number, fleet?: string): DeathOutcome;
-  recordWindow(w: MetricsWindow, fleet: string, seenAt: number): WindowOutcome;
+  recordDeath(d: Death, seenAt: number, fleet?: string): Promise<DeathOutcome>;
+  recordWindow(w: MetricsWindow, fleet: string, seenAt: number): Promise<WindowOutcome>;
   /**
    * A window that arrived but was refused (src/fleet/bounds.ts): it still used up its (bdSeq, seq),
    * so the next window does not count it as a gap. Returns the gap before it (counted too);
    * a device with no row gets none, and 0 is returned.
    */
-  noteRefusedWindow(w: Pick<MetricsWindow, 'device' | 'bdSeq' | 'seq'>, seenAt: number): number;
-  bump(counter: CounterName, n?: number): void;
-  /** Run `fn` as one transaction: record* calls inside it commit together (the collector's batches). */
-  transaction<T>(fn: () => T): T;
-  counters(): Counters;
-  devices(): DeviceRow[];
+  noteRefusedWindow(w: Pick<MetricsWindow, 'device' | 'bdSeq' | 'seq'>, seenAt: number): Promise<number>;
+  bump(counter: CounterName, n?: number): Promise<void>;
+  /**
+   * Run `fn` as one transaction: record* calls made while it runs (awaited inside it) commit
+   * together (the collector's batches), or none do when it throws. Calls from outside wait for it
+   * (they are not part of it). Resolves after the commit.
+   */
+  transaction<T>(fn: () => Promise<T>): Promise<T>;
+  counters(): Promise<Counters>;
+  devices(): Promise<DeviceRow[]>;
   /** The device's last birth on record, or null (no birth seen, or no such device). */
-  birthOf(device: string): Birth | null;
+  birthOf(device: string): Promise<Birth | null>;
   /** Running totals per device, in device order; a device appears once a window of it was stored. */
-  totals(): DeviceTotals[];
+  totals(): Promise<DeviceTotals[]>;
   /** Most recent windows of a device, newest first. */
-  latestWindows(device: string, limit: number): WindowRow[];
+  latestWindows(device: string, limit: number): Promise<WindowRow[]>;
   /** Temperature of the device's most recent window that has one (same order as latestWindows); null when none does. */
-  latestTemperature(device: string): number | null;
+  latestTemperature(device: string): Promise<number | null>;
   /** Delete windows that ended more than `days` days before `now`; returns how many. totals() stays as it was. */
-  prune(days: number, now?: number): number;
-  close(): void;
+  prune(days: number, now?: number): Promise<number>;
+  close(): Promise<void>;
 }

@@ -60,7 +60,7 @@ export interface FleetApiDevice extends DeviceStatus {
 export interface FleetApi {
   generatedAt: number;
   devices: FleetApiDevice[];
-  counters: ReturnType<FleetStore['counters']>;
+  counters: Awaited<ReturnType<FleetStore['counters']>>;
 }
 
 export interface WindowsApi {
@@ -86,14 +86,14 @@ class HttpError extends Error {
   }
 }
 
-export function fleetApi(store: FleetStore, now: number): FleetApi {
-  const s = fleetStatus(store);
-  const exits = new Map(store.totals().map((t) => [t.device, t.exits]));
+export async function fleetApi(store: FleetStore, now: number): Promise<FleetApi> {
+  const s = await fleetStatus(store);
+  const exits = new Map((await store.totals()).map((t) => [t.device, t.exits]));
   return { generatedAt: now, devices: s.devices.map((d) => ({ ...d, exits: exits.get(d.device) ?? [] })), counters: s.counters };
 }
 
-export function windowsApi(store: FleetStore, device: string, limit: number): WindowsApi {
-  const rows = store.latestWindows(device, limit).reverse();
+export async function windowsApi(store: FleetStore, device: string, limit: number): Promise<WindowsApi> {
+  const rows = (await store.latestWindows(device, limit)).reverse();
   return {
     device,
     limit,
@@ -179,20 +179,20 @@ function checkAccess(req: http.IncomingMessage, url: URL, names: Set<string>, to
 
 const sameToken = (a: Buffer, b: Buffer): boolean => a.length === b.length && timingSafeEqual(a, b);
 
-function route(method: string, rawUrl: string, store: FleetStore, now: number, maxSeries?: number): Reply {
+async function route(method: string, rawUrl: string, store: FleetStore, now: number, maxSeries?: number): Promise<Reply> {
   const url = new URL(rawUrl, 'http://collector.invalid');
   const p = url.pathname;
   if (method !== 'GET' && method !== 'HEAD') throw new HttpError(405, `method ${method} not allowed: this server is read-only; use GET`);
   if (p === '/' || p === '/index.html') return { status: 200, type: 'text/html; charset=utf-8', body: DASHBOARD_HTML, headers: { 'Content-Security-Policy': DASHBOARD_CSP } };
-  if (p === '/metrics') return { status: 200, type: METRICS_CONTENT_TYPE, body: renderMetrics(store, maxSeries !== undefined ? { maxSeries } : {}) };
-  if (p === '/api/fleet') return json(fleetApi(store, now));
+  if (p === '/metrics') return { status: 200, type: METRICS_CONTENT_TYPE, body: await renderMetrics(store, maxSeries !== undefined ? { maxSeries } : {}) };
+  if (p === '/api/fleet') return json(await fleetApi(store, now));
   const m = /^\/api\/devices\/([^/]*)\/windows$/.exec(p);
   if (m) {
     const device = deviceParam(m[1]!);
     const limit = parseLimit(url.searchParams.get('limit'));
-    if (!store.devices().some((d) => d.device === device))
+    if (!(await store.devices()).some((d) => d.device === device))
       throw new HttpError(404, `no device ${JSON.stringify(device)} recorded: see /api/fleet for the devices this collector knows`);
-    return json(windowsApi(store, device, limit));
+    return json(await windowsApi(store, device, limit));
   }
   throw new HttpError(404, `no such path ${JSON.stringify(p)}: try / (dashboard), /metrics, /api/fleet or /api/devices/<id>/windows`);
 }
@@ -212,12 +212,13 @@ export async function startFleetHttp(opts: FleetHttpOptions): Promise<FleetHttpS
   const now = opts.now ?? Date.now;
   const names = allowedHostNames(opts.host, opts.allowedHosts);
   const token = opts.token ? Buffer.from(opts.token) : undefined;
-  const server = http.createServer((req, res) => {
+  const server = http.createServer((req, res) => void answer(req, res));
+  const answer = async (req: http.IncomingMessage, res: http.ServerResponse): Promise<void> => {
     const method = req.method ?? 'GET';
     let reply: Reply;
     try {
       const extra = checkAccess(req, new URL(req.url ?? '/', 'http://collector.invalid'), names, token);
-      reply = route(method, req.url ?? '/', opts.store, now(), opts.maxSeries);
+      reply = await route(method, req.url ?? '/', opts.store, now(), opts.maxSeries);
       reply.headers = { ...reply.headers, ...extra };
     } catch (err) {
       const status = err instanceof HttpError ? err.status : 500;
@@ -237,7 +238,7 @@ export async function startFleetHttp(opts: FleetHttpOptions): Promise<FleetHttpS
       ...reply.headers,
     });
     res.end(method === 'HEAD' ? undefined : body);
-  });
+  };
   // Garbage on the socket (not HTTP at all, oversized headers) is answered, never thrown.
   server.on('clientError', (_err, socket) => {
     if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');

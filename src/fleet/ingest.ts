@@ -12,6 +12,8 @@
 //   (collector.ts, `beforeAck`), and its persistent session has the broker redeliver a message it
 //   never PUBACKed. A death must not be lost: it is what shows a device offline.
 // A clean close() commits everything received first.
+// Batches commit one at a time, in arrival order: a batch's transaction starts only after the
+// previous one committed or rolled back, so acks leave in the order their windows were stored.
 import type { MqttMessage } from '../telemetry/mqtt/client.js';
 import { PayloadTooLargeError, decodePayload, parseTopic, type Birth, type PayloadOf } from '../telemetry/payloads.js';
 import { ValidationError } from '../util/errors.js';
@@ -42,7 +44,7 @@ export interface SettledWindows {
  *
  * @example
  * const guard = new IngestGuard({ maxFutureSkewMs: 60_000 });
- * handleMessage(store, message, Date.now(), console.log, guard);
+ * await handleMessage(store, message, Date.now(), console.log, guard);
  */
 export class IngestGuard {
   readonly limits: Limits;
@@ -52,8 +54,8 @@ export class IngestGuard {
     this.limits = { ...DEFAULT_LIMITS, ...limits };
   }
 
-  exitsOf(store: FleetStore, device: string): number | undefined {
-    if (!this.exits.has(device)) this.exits.set(device, exitsOf(store.birthOf(device)));
+  async exitsOf(store: FleetStore, device: string): Promise<number | undefined> {
+    if (!this.exits.has(device)) this.exits.set(device, exitsOf(await store.birthOf(device)));
     return this.exits.get(device);
   }
 
@@ -72,6 +74,8 @@ export class BatchedIngest {
   private queue: { m: MqttMessage; seenAt: number }[] = [];
   private timer: NodeJS.Timeout | undefined;
   private done = 0;
+  /** The last batch's commit (or rollback); the next one waits for it. */
+  private writing: Promise<void> = Promise.resolve();
   private readonly maxMessages: number;
   private readonly maxDelayMs: number;
 
@@ -91,8 +95,8 @@ export class BatchedIngest {
   /** Queue one received message; it is stored by the next commit. */
   push(m: MqttMessage): void {
     this.queue.push({ m, seenAt: this.now() });
-    if (this.maxDelayMs === 0 || this.queue.length >= this.maxMessages) this.flush();
-    else this.timer ??= setTimeout(() => this.flush(), this.maxDelayMs);
+    if (this.maxDelayMs === 0 || this.queue.length >= this.maxMessages) void this.flush();
+    else this.timer ??= setTimeout(() => void this.flush(), this.maxDelayMs);
   }
 
   /** Messages stored (or refused and counted) and committed so far. */
@@ -104,19 +108,27 @@ export class BatchedIngest {
     return this.queue.length;
   }
 
-  /** Commit everything queued now. */
-  flush(): void {
+  /**
+   * Commit everything queued now; resolves once it (and every batch before it) was committed and
+   * its windows handed to onCommitted. Never rejects: store failures are logged per message.
+   */
+  flush(): Promise<void> {
     if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;
     const batch = this.queue;
-    if (batch.length === 0) return;
+    if (batch.length === 0) return this.writing;
     this.queue = [];
+    this.writing = this.writing.then(() => this.commit(batch));
+    return this.writing;
+  }
+
+  private async commit(batch: { m: MqttMessage; seenAt: number }[]): Promise<void> {
     // Log lines wait for the commit, so a batch that rolls back and is redone one by one does not log twice.
     const lines: string[] = [];
     const settled = new Settled();
     try {
-      this.store.transaction(() => {
-        for (const { m, seenAt } of batch) settled.add(handleMessage(this.store, m, seenAt, (l) => lines.push(l), this.guard));
+      await this.store.transaction(async () => {
+        for (const { m, seenAt } of batch) settled.add(await handleMessage(this.store, m, seenAt, (l) => lines.push(l), this.guard));
       });
       for (const l of lines) this.log(l);
     } catch {
@@ -127,7 +139,7 @@ export class BatchedIngest {
       // acked, so their devices send them again).
       for (const { m, seenAt } of batch) {
         try {
-          settled.add(this.store.transaction(() => handleMessage(this.store, m, seenAt, this.log, this.guard)));
+          settled.add(await this.store.transaction(() => handleMessage(this.store, m, seenAt, this.log, this.guard)));
         } catch (err) {
           this.guard.forget();
           this.log(safeText(`error: ${m.topic}: ${(err as Error).message}`));
@@ -139,8 +151,8 @@ export class BatchedIngest {
   }
 
   /** Commit what is queued and stop the timer; later pushes still work (and need another close). */
-  close(): void {
-    this.flush();
+  close(): Promise<void> {
+    return this.flush();
   }
 }
 
@@ -183,13 +195,13 @@ export interface SettledWindow {
  * carry what devices sent (topics, bundle names), so each goes through safeText: a newline or an
  * ANSI escape in a birth field cannot forge a line or reach the operator's terminal.
  */
-export function handleMessage(store: FleetStore, m: MqttMessage, seenAt: number, sink: (line: string) => void, guard: IngestGuard = new IngestGuard()): SettledWindow | undefined {
+export async function handleMessage(store: FleetStore, m: MqttMessage, seenAt: number, sink: (line: string) => void, guard: IngestGuard = new IngestGuard()): Promise<SettledWindow | undefined> {
   const log = (line: string): void => sink(safeText(line));
   const t = parseTopic(m.topic);
   // The collectors' own acks come back on the wildcard subscription; they are not device input.
   if (t?.kind === 'ack') return;
   if (!t || t.kind.startsWith('job/')) {
-    store.bump('foreignTopic');
+    await store.bump('foreignTopic');
     log(`ignored ${m.topic}: not a telemetry topic`);
     return;
   }
@@ -200,43 +212,43 @@ export function handleMessage(store: FleetStore, m: MqttMessage, seenAt: number,
     payload = decodePayload(kind, m.payload);
   } catch (err) {
     const counter = err instanceof PayloadTooLargeError ? 'oversized' : err instanceof ValidationError ? 'invalid' : 'malformed';
-    store.bump(counter);
+    await store.bump(counter);
     const detail = err instanceof ValidationError && err.problems.length ? err.problems.map((p) => `${p.where}: expected ${p.expected ?? '?'}, got ${p.got ?? '?'}`).join('; ') : (err as Error).message;
     log(`${counter}: ${m.topic}: ${detail}`);
     return;
   }
   // The topic is what the broker's ACLs authorise; a payload naming another device is refused.
   if (payload.device !== t.device || (kind === 'birth' && (payload as { fleet: string }).fleet !== t.fleet)) {
-    store.bump('invalid');
+    await store.bump('invalid');
     log(`invalid: ${m.topic}: payload names device ${payload.device}, not the topic's`);
     return;
   }
-  const breach = limitBreach(store, kind, payload, seenAt, guard);
+  const breach = await limitBreach(store, kind, payload, seenAt, guard);
   if (breach) {
-    store.bump(breach.reason);
+    await store.bump(breach.reason);
     log(`${breach.reason}: ${m.topic}: ${breach.where}: expected ${breach.expected}, got ${breach.got}`);
     // It arrived: its seq is used up, so the next window does not count it as missing.
     if (kind !== 'metrics') return;
     const w = decodedAs<'metrics'>(payload);
-    store.noteRefusedWindow(w, seenAt);
+    await store.noteRefusedWindow(w, seenAt);
     // Refused for good: resending it would be refused again, so the device may drop it.
     return settled(w.id);
   }
   if (kind === 'birth') {
     const b = decodedAs<'birth'>(payload);
-    if (store.recordBirth(b, seenAt) === 'fleetMismatch') return void log(fleetMismatchLine(m.topic, b.device, t.fleet));
+    if ((await store.recordBirth(b, seenAt)) === 'fleetMismatch') return void log(fleetMismatchLine(m.topic, b.device, t.fleet));
     guard.born(b);
     log(`birth: ${b.device} online (bdSeq ${b.bdSeq}, ${b.bundle.name} ${b.bundle.version})`);
   } else if (kind === 'death') {
     const d = decodedAs<'death'>(payload);
-    const r = store.recordDeath(d, seenAt, t.fleet);
+    const r = await store.recordDeath(d, seenAt, t.fleet);
     if (r === 'fleetMismatch') log(fleetMismatchLine(m.topic, d.device, t.fleet));
     else if (r === 'offline') log(`death: ${d.device} offline (bdSeq ${d.bdSeq}, ${d.clean ? 'clean' : 'last will'})`);
     else if (r === 'stale') log(`stale death: ${d.device} bdSeq ${d.bdSeq} is not the current session; still online`);
     else log(`unknownDevice: death from ${d.device}, which never sent a birth`);
   } else {
     const w = decodedAs<'metrics'>(payload);
-    const r = store.recordWindow(w, t.fleet, seenAt);
+    const r = await store.recordWindow(w, t.fleet, seenAt);
     if (r.fleetMismatch) {
       log(fleetMismatchLine(m.topic, w.device, t.fleet));
       return settled(w.id);
@@ -251,11 +263,11 @@ export function handleMessage(store: FleetStore, m: MqttMessage, seenAt: number,
 }
 
 /** The first collector limit the message breaks (deaths carry nothing to bound). */
-function limitBreach(store: FleetStore, kind: 'birth' | 'death' | 'metrics', payload: unknown, seenAt: number, guard: IngestGuard): Rejection | undefined {
+async function limitBreach(store: FleetStore, kind: 'birth' | 'death' | 'metrics', payload: unknown, seenAt: number, guard: IngestGuard): Promise<Rejection | undefined> {
   if (kind === 'birth') return checkBirthBounds(decodedAs<'birth'>(payload), seenAt, guard.limits);
   if (kind === 'death') return undefined;
   const w = decodedAs<'metrics'>(payload);
-  return checkWindowBounds(w, seenAt, guard.exitsOf(store, w.device), guard.limits);
+  return checkWindowBounds(w, seenAt, await guard.exitsOf(store, w.device), guard.limits);
 }
 
 // Ids in the topic passed parseTopic's id pattern, so the line holds no terminal escapes.

@@ -98,16 +98,16 @@ export interface RenderOptions {
  * ```ts
  * import { METRICS_CONTENT_TYPE, openFleetStore, renderMetrics } from 'edgeexit/fleet';
  * const store = openFleetStore('fleet.db', { mustExist: true });
- * res.writeHead(200, { 'content-type': METRICS_CONTENT_TYPE }).end(renderMetrics(store, { maxSeries: 5000 }));
+ * res.writeHead(200, { 'content-type': METRICS_CONTENT_TYPE }).end(await renderMetrics(store, { maxSeries: 5000 }));
  * ```
  */
-export function renderMetrics(store: FleetStore, opts: RenderOptions = {}): string {
+export async function renderMetrics(store: FleetStore, opts: RenderOptions = {}): Promise<string> {
   const maxSeries = opts.maxSeries ?? DEFAULT_MAX_SERIES;
   let series = 0;
   let omitted = 0;
-  const devices = store.devices();
-  const totals = new Map(store.totals().map((t) => [t.device, t]));
-  const counters = store.counters();
+  const devices = await store.devices();
+  const totals = new Map((await store.totals()).map((t) => [t.device, t]));
+  const counters = await store.counters();
   const fam = (name: string, type: MetricType, help: string): Family => ({ name, type, help, samples: [] });
 
   // Latency: the device computes p50/p95/p99 over each window and sends only those, which is what a
@@ -140,7 +140,7 @@ export function renderMetrics(store: FleetStore, opts: RenderOptions = {}): stri
       continue;
     }
     series += need;
-    const latest = store.latestWindows(d.device, 1)[0];
+    const [latest] = await store.latestWindows(d.device, 1);
     online.samples.push({ labels: base, value: d.online ? 1 : 0 });
     if (d.birth) info.samples.push({ labels: { ...base, bundle: d.birth.bundle.name, version: d.birth.bundle.version, precision: d.birth.bundle.precision, profile: d.birth.profile }, value: 1 });
     lastSeen.samples.push({ labels: base, value: d.lastSeen / 1000 });
@@ -150,7 +150,7 @@ export function renderMetrics(store: FleetStore, opts: RenderOptions = {}): stri
     (t?.exits ?? []).forEach((n, k) => exits.samples.push({ labels: { ...base, exit: String(k) }, value: n }));
     labelled.samples.push({ labels: base, value: t?.labelled ?? 0 });
     correct.samples.push({ labels: base, value: t?.correct ?? 0 });
-    const celsius = store.latestTemperature(d.device);
+    const celsius = await store.latestTemperature(d.device);
     if (celsius !== null) temperature.samples.push({ labels: base, value: celsius });
     if (latest) {
       for (const [q, ms] of [['0.5', latest.latencyP50], ['0.95', latest.latencyP95], ['0.99', latest.latencyP99]] as const)

@@ -33,7 +33,7 @@ export interface DeviceStatus {
 
 export interface FleetStatus {
   devices: DeviceStatus[];
-  counters: ReturnType<FleetStore['counters']>;
+  counters: Awaited<ReturnType<FleetStore['counters']>>;
 }
 
 /**
@@ -43,18 +43,18 @@ export interface FleetStatus {
  * @example
  * ```ts
  * import { fleetStatus, openFleetStore } from 'edgeexit/fleet';
- * const { devices, counters } = fleetStatus(openFleetStore('fleet.db', { mustExist: true }));
+ * const { devices, counters } = await fleetStatus(openFleetStore('fleet.db', { mustExist: true }));
  * for (const d of devices) console.log(d.device, d.online);
  * ```
  */
-export function fleetStatus(store: FleetStore, latest = LATEST_WINDOWS): FleetStatus {
-  const totals = new Map(store.totals().map((t) => [t.device, t]));
-  const devices = store.devices().map((d): DeviceStatus => {
+export async function fleetStatus(store: FleetStore, latest = LATEST_WINDOWS): Promise<FleetStatus> {
+  const totals = new Map((await store.totals()).map((t) => [t.device, t]));
+  const devices = await Promise.all((await store.devices()).map(async (d): Promise<DeviceStatus> => {
     const t = totals.get(d.device);
     const inferences = t?.count ?? 0;
     const labelled = t?.labelled ?? 0;
     const correct = t?.correct ?? 0;
-    const recent = store.latestWindows(d.device, latest);
+    const [recent, temperatureC] = await Promise.all([store.latestWindows(d.device, latest), store.latestTemperature(d.device)]);
     const recentCount = recent.reduce((a, w) => a + w.count, 0);
     let p95: number | null = null;
     if (recent.length)
@@ -74,9 +74,9 @@ export function fleetStatus(store: FleetStore, latest = LATEST_WINDOWS): FleetSt
       labelled,
       correct,
       accuracy: labelled > 0 ? correct / labelled : null,
-      temperatureC: store.latestTemperature(d.device),
+      temperatureC,
       lastSeen: d.lastSeen,
     };
-  });
-  return { devices, counters: store.counters() };
+  }));
+  return { devices, counters: await store.counters() };
 }

@@ -3,8 +3,12 @@
 // and migrated forward on open. De-duplication is the UNIQUE (device, id) key with INSERT OR
 // IGNORE, so a window delivered twice (at-least-once MQTT, outbox resends) is stored once.
 // Each record* call is one transaction, so counters never disagree with the rows they describe.
+// The interface is asynchronous (PostgreSQL answers later) while better-sqlite3 is synchronous:
+// every call here runs at once, except that a transaction stays open across its function's
+// awaits, so calls from outside it wait until it ended instead of landing inside it.
 // Per-device totals are running sums kept beside the rows (device_totals, device_exit_totals):
 // they only grow, so a retention prune deletes windows without lowering any Prometheus counter.
+import { AsyncLocalStorage } from 'node:async_hooks';
 import { existsSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
@@ -92,8 +96,8 @@ export interface OpenStoreOptions {
  * ```ts
  * import { openFleetStore } from 'edgeexit/fleet';
  * const store = openFleetStore('fleet.db', { mustExist: true });
- * console.log(store.devices().length);
- * store.close();
+ * console.log((await store.devices()).length);
+ * await store.close();
  * ```
  */
 export function openFleetStore(file: string, opts: OpenStoreOptions = {}): FleetStore {
@@ -170,6 +174,11 @@ interface WindowDbRow {
 
 class SqliteFleetStore implements FleetStore {
   private readonly q;
+  /** The open transaction (settles when it ended) and the token its calls carry (see `inTx`). */
+  private open: { done: Promise<void>; token: object } | undefined;
+  /** Set while a transaction's function runs: tells its own calls from calls made elsewhere meanwhile. */
+  private readonly inTx = new AsyncLocalStorage<object>();
+  private savepoints = 0;
   /**
    * Per device, its metrics-session state as of this transaction: read once, updated in memory
    * by each window, written back once at commit. Per message that saves a SELECT and an UPDATE,
@@ -236,7 +245,11 @@ class SqliteFleetStore implements FleetStore {
     };
   }
 
-  recordBirth(b: Birth, seenAt: number): BirthOutcome {
+  recordBirth(b: Birth, seenAt: number): Promise<BirthOutcome> {
+    return this.now(() => this.birthNow(b, seenAt));
+  }
+
+  private birthNow(b: Birth, seenAt: number): BirthOutcome {
     // The birth resets the device's session state; windows kept from before must land first.
     this.flushPending();
     // The upsert's WHERE leaves a row of another fleet alone (no change): that is the refusal.
@@ -246,7 +259,11 @@ class SqliteFleetStore implements FleetStore {
     return 'fleetMismatch';
   }
 
-  recordDeath(d: Death, seenAt: number, fleet?: string): DeathOutcome {
+  recordDeath(d: Death, seenAt: number, fleet?: string): Promise<DeathOutcome> {
+    return this.now(() => this.deathNow(d, seenAt, fleet));
+  }
+
+  private deathNow(d: Death, seenAt: number, fleet?: string): DeathOutcome {
     this.flushPending();
     return this.atomically((): DeathOutcome => {
       const row = this.q.device.get(d.device);
@@ -271,7 +288,11 @@ class SqliteFleetStore implements FleetStore {
     });
   }
 
-  recordWindow(w: MetricsWindow, fleet: string, seenAt: number): WindowOutcome {
+  recordWindow(w: MetricsWindow, fleet: string, seenAt: number): Promise<WindowOutcome> {
+    return this.now(() => this.windowNow(w, fleet, seenAt));
+  }
+
+  private windowNow(w: MetricsWindow, fleet: string, seenAt: number): WindowOutcome {
     return this.atomically((): WindowOutcome => {
       const state = this.sessionState(w.device, fleet, seenAt, true)!;
       if (state.fleet !== fleet) {
@@ -306,11 +327,13 @@ class SqliteFleetStore implements FleetStore {
     });
   }
 
-  noteRefusedWindow(w: Pick<MetricsWindow, 'device' | 'bdSeq' | 'seq'>, seenAt: number): number {
-    return this.atomically(() => {
-      const state = this.sessionState(w.device, '', seenAt, false);
-      return state ? this.advanceSeq(state, w, seenAt) : 0;
-    });
+  noteRefusedWindow(w: Pick<MetricsWindow, 'device' | 'bdSeq' | 'seq'>, seenAt: number): Promise<number> {
+    return this.now(() =>
+      this.atomically(() => {
+        const state = this.sessionState(w.device, '', seenAt, false);
+        return state ? this.advanceSeq(state, w, seenAt) : 0;
+      }),
+    );
   }
 
   /**
@@ -372,13 +395,70 @@ class SqliteFleetStore implements FleetStore {
     this.pending.clear();
   }
 
-  bump(counter: CounterName, n = 1): void {
-    this.q.bump.run(counter, n);
+  bump(counter: CounterName, n = 1): Promise<void> {
+    return this.now(() => void this.q.bump.run(counter, n));
   }
 
-  transaction<T>(fn: () => T): T {
-    // Nested (a savepoint): the outer transaction writes the kept state back when it commits.
-    if (this.db.inTransaction) return this.db.transaction(fn)();
+  /** True when the caller runs inside the open transaction's function. */
+  private inside(): boolean {
+    return this.open !== undefined && this.inTx.getStore() === this.open.token;
+  }
+
+  /**
+   * Run the synchronous `op` now, or, when a transaction is open and the caller is not part of it,
+   * as soon as it ended. Nothing awaits between the last check and `op`, so no other transaction
+   * can open in between.
+   */
+  private async now<T>(op: () => T): Promise<T> {
+    while (this.open !== undefined && !this.inside()) await this.open.done;
+    return op();
+  }
+
+  async transaction<T>(fn: () => Promise<T>): Promise<T> {
+    if (this.inside()) return this.savepoint(fn);
+    while (this.open !== undefined) await this.open.done;
+    let ended!: () => void;
+    const open = { done: new Promise<void>((r) => (ended = r)), token: {} };
+    this.open = open;
+    try {
+      // IMMEDIATE: take the write lock now, so a second writer on the file waits (busy_timeout)
+      // instead of failing when a read transaction would have to become a write one.
+      this.db.exec('BEGIN IMMEDIATE');
+      const r = await this.inTx.run(open.token, fn);
+      this.flushPending();
+      this.db.exec('COMMIT');
+      return r;
+    } catch (err) {
+      if (this.db.inTransaction) this.db.exec('ROLLBACK');
+      throw err;
+    } finally {
+      // Rolled back: what was kept describes rows that no longer changed.
+      this.pending.clear();
+      this.open = undefined;
+      ended();
+    }
+  }
+
+  // Nested: the outer transaction writes the kept state back when it commits.
+  private async savepoint<T>(fn: () => Promise<T>): Promise<T> {
+    const name = `sp${++this.savepoints}`;
+    this.db.exec(`SAVEPOINT ${name}`);
+    try {
+      const r = await fn();
+      this.db.exec(`RELEASE ${name}`);
+      return r;
+    } catch (err) {
+      this.db.exec(`ROLLBACK TO ${name}`);
+      this.db.exec(`RELEASE ${name}`);
+      throw err;
+    }
+  }
+
+  // Inside a caller's transaction (a collector batch) a nested one would be a SAVEPOINT per
+  // message, about a quarter of the write cost; the caller's rollback already covers it.
+  // Outside one, a short synchronous transaction of its own.
+  private atomically<T>(fn: () => T): T {
+    if (this.db.inTransaction) return fn();
     try {
       return this.db.transaction(() => {
         const r = fn();
@@ -386,24 +466,25 @@ class SqliteFleetStore implements FleetStore {
         return r;
       })();
     } finally {
-      // Rolled back: what was kept describes rows that no longer changed.
       this.pending.clear();
     }
   }
 
-  // Inside a caller's transaction (a collector batch) a nested one would be a SAVEPOINT per
-  // message, about a quarter of the write cost; the caller's rollback already covers it.
-  private atomically<T>(fn: () => T): T {
-    return this.db.inTransaction ? fn() : this.transaction(fn);
+  counters(): Promise<Counters> {
+    return this.now(() => this.countersNow());
   }
 
-  counters(): Counters {
+  private countersNow(): Counters {
     const c = Object.fromEntries(COUNTER_NAMES.map((n) => [n, 0])) as Counters;
     for (const { name, value } of this.q.counters.all()) if ((COUNTER_NAMES as readonly string[]).includes(name)) c[name as CounterName] = value;
     return c;
   }
 
-  devices(): DeviceRow[] {
+  devices(): Promise<DeviceRow[]> {
+    return this.now(() => this.devicesNow());
+  }
+
+  private devicesNow(): DeviceRow[] {
     return this.q.devices.all().map((r) => ({
       device: r.device,
       fleet: r.fleet,
@@ -414,12 +495,18 @@ class SqliteFleetStore implements FleetStore {
     }));
   }
 
-  birthOf(device: string): Birth | null {
-    const b = this.q.birthOf.get(device)?.birth;
-    return b ? (JSON.parse(b) as Birth) : null;
+  birthOf(device: string): Promise<Birth | null> {
+    return this.now(() => {
+      const b = this.q.birthOf.get(device)?.birth;
+      return b ? (JSON.parse(b) as Birth) : null;
+    });
   }
 
-  totals(): DeviceTotals[] {
+  totals(): Promise<DeviceTotals[]> {
+    return this.now(() => this.totalsNow());
+  }
+
+  private totalsNow(): DeviceTotals[] {
     // Inside a transaction the sums so far are still in `pending`: write them first.
     if (this.db.inTransaction) this.flushPending();
     const exits = new Map<string, number[]>();
@@ -432,7 +519,11 @@ class SqliteFleetStore implements FleetStore {
     return this.q.totals.all().map((t) => ({ ...t, exits: exits.get(t.device) ?? [] }));
   }
 
-  latestWindows(device: string, limit: number): WindowRow[] {
+  latestWindows(device: string, limit: number): Promise<WindowRow[]> {
+    return this.now(() => this.latestNow(device, limit));
+  }
+
+  private latestNow(device: string, limit: number): WindowRow[] {
     return this.q.latest.all(device, limit).map((r) => ({
       device: r.device,
       id: r.id,
@@ -454,16 +545,19 @@ class SqliteFleetStore implements FleetStore {
     }));
   }
 
-  latestTemperature(device: string): number | null {
-    return this.q.latestTemperature.get(device)?.temperature_c ?? null;
+  latestTemperature(device: string): Promise<number | null> {
+    return this.now(() => this.q.latestTemperature.get(device)?.temperature_c ?? null);
   }
 
   // Deletes rows only: device_totals and device_exit_totals keep what the pruned windows added.
-  prune(days: number, now = Date.now()): number {
-    return this.q.prune.run(now - days * 86_400_000).changes;
+  prune(days: number, at = Date.now()): Promise<number> {
+    return this.now(() => this.q.prune.run(at - days * 86_400_000).changes);
   }
 
-  close(): void {
-    if (this.db.open) this.db.close();
+  // After an open transaction ended, so a close during a batch does not cut it off.
+  close(): Promise<void> {
+    return this.now(() => {
+      if (this.db.open) this.db.close();
+    });
   }
 }

@@ -67,27 +67,27 @@ describe('bad input', () => {
     for (const [topic, payload] of sends) await raw.publish(topic, payload, { qos: 1 });
     await until(() => collector.handled() === sends.length, `${sends.length} messages handled`);
 
-    expect(collector.counters()).toMatchObject({ malformed: 3, invalid: 10, oversized: 1, foreignTopic: 2, unknownDevice: 2, duplicates: 0 });
-    const totals = new Map(collector.store.totals().map((t) => [t.device, t]));
+    expect(await collector.counters()).toMatchObject({ malformed: 3, invalid: 10, oversized: 1, foreignTopic: 2, unknownDevice: 2, duplicates: 0 });
+    const totals = new Map((await collector.store.totals()).map((t) => [t.device, t]));
     expect(totals.get('pi-1')).toMatchObject({ windows: 2, count: 20 });
     expect(totals.get('ghost')).toMatchObject({ windows: 1, count: 10 });
-    expect(collector.store.devices().find((d) => d.device === 'pi-1')).toMatchObject({ online: true, bdSeq: 0 });
+    expect((await collector.store.devices()).find((d) => d.device === 'pi-1')).toMatchObject({ online: true, bdSeq: 0 });
     for (const kind of ['malformed', 'invalid', 'oversized', 'ignored', 'unknownDevice']) expect(logs.some((l) => l.startsWith(`${kind}:`) || l.startsWith(`${kind} `)), kind).toBe(true);
     expect(logs.every((l) => !l.includes('\n'))).toBe(true);
     expect(logs.find((l) => l.startsWith('invalid:') && l.includes('count') && l.includes('"10"'))).toBeDefined();
 
     // Still collecting afterwards.
     await raw.publish(m, json(metrics('pi-1', 10, 3)), { qos: 1 });
-    await until(() => collector.store.totals().find((t) => t.device === 'pi-1')?.windows === 3, 'a good window after the bad ones');
+    await until(async () => (await collector.store.totals()).find((t) => t.device === 'pi-1')?.windows === 3, 'a good window after the bad ones');
   });
 
   it('a store failure on one message of a batch loses only that message, logged', async () => {
     const store = openFleetStore(path.join(dir, 'failing.db'));
     const failing: FleetStore = Object.create(store, {
       recordWindow: {
-        value: (w: Parameters<FleetStore['recordWindow']>[0], fleet: string, at: number) => {
+        value: async (w: Parameters<FleetStore['recordWindow']>[0], fleet: string, at: number) => {
           if (w.id === 3) throw new Error('disk I/O error');
-          return store.recordWindow(w, fleet, at);
+          return await store.recordWindow(w, fleet, at);
         },
       },
     }) as FleetStore;
@@ -95,10 +95,10 @@ describe('bad input', () => {
     const ingest = new BatchedIngest(failing, (l) => lines.push(l), Date.now, { maxMessages: 100, maxDelayMs: 10_000 });
     for (let i = 1; i <= 5; i++) ingest.push({ topic: topicFor(FLEET, 'pi-9', 'metrics'), payload: json(metrics('pi-9', i)), retain: false });
     expect(ingest.pending()).toBe(5);
-    ingest.flush();
+    await ingest.flush();
     expect(ingest.handled()).toBe(5);
-    expect(store.totals()).toMatchObject([{ device: 'pi-9', windows: 4, count: 40 }]);
+    expect(await store.totals()).toMatchObject([{ device: 'pi-9', windows: 4, count: 40 }]);
     expect(lines.filter((l) => l.startsWith('error:'))).toEqual([`error: ${topicFor(FLEET, 'pi-9', 'metrics')}: disk I/O error`]);
-    store.close();
+    await store.close();
   });
 });

@@ -84,12 +84,12 @@ describe('collector bounds', () => {
     await fsp.rm(dir, { recursive: true, force: true });
   });
 
-  it('refuses every hostile window of finding 4, counted and logged by reason, and stores the good ones', () => {
+  it('refuses every hostile window of finding 4, counted and logged by reason, and stores the good ones', async () => {
     // Refused windows arrived: the good window after them (seq 8 after seq 1) counts no gap.
-    expect(collector.counters()).toMatchObject({ clockSkew: 2, outOfRange: 3, tooManyExits: 2, invalid: 0, unknownDevice: 0, gaps: 0 });
-    expect(collector.store.totals()).toEqual([expect.objectContaining({ device: 'pi-1', windows: 2, count: 20, joules: 3, exits: [12, 6, 2] })]);
+    expect(await collector.counters()).toMatchObject({ clockSkew: 2, outOfRange: 3, tooManyExits: 2, invalid: 0, unknownDevice: 0, gaps: 0 });
+    expect(await collector.store.totals()).toEqual([expect.objectContaining({ device: 'pi-1', windows: 2, count: 20, joules: 3, exits: [12, 6, 2] })]);
     // The refused window from a device with no birth did not even create a device row.
-    expect(collector.store.devices().map((d) => d.device)).toEqual(['pi-1']);
+    expect((await collector.store.devices()).map((d) => d.device)).toEqual(['pi-1']);
     const refused = logs.filter((l) => /^(clockSkew|outOfRange|tooManyExits):/.test(l));
     expect(refused).toEqual([
       expect.stringMatching(/^clockSkew: edgeexit\/v1\/lab\/pi-1\/metrics: windowEnd: expected at most 300 s after the receive time .*, got 9007199254740991 /),
@@ -122,7 +122,7 @@ describe('collector bounds', () => {
   it('keeps `fleet status`, /metrics and the dashboard working over rows an unchecked collector stored', async () => {
     // As an older collector would have stored them: straight into the store, past every check.
     const legacy = win('legacy', 1, { windowStart: 0, windowEnd: Number.MAX_SAFE_INTEGER, count: 30_000, exitHistogram: new Array<number>(30_000).fill(1) });
-    collector.store.recordWindow(legacy, FLEET, NOW);
+    await collector.store.recordWindow(legacy, FLEET, NOW);
 
     const status = await runCli('fleet', 'status', '--db', dbFile);
     expect(status.code).toBe(0);
@@ -133,7 +133,7 @@ describe('collector bounds', () => {
     const fams = parseExposition(await (await fetch(`${collector.httpUrl}/metrics`)).text());
     expect(sampleValue(fams, 'edgeexit_collector_devices_omitted')).toBe(1);
     expect(fams.get('edgeexit_exits_total')!.samples.map((s) => s.labels.device)).toEqual(['pi-1', 'pi-1', 'pi-1']);
-    const small = parseExposition(renderMetrics(collector.store, { maxSeries: 10 }));
+    const small = parseExposition(await renderMetrics(collector.store, { maxSeries: 10 }));
     expect(sampleValue(small, 'edgeexit_collector_devices_omitted')).toBe(2);
 
     if (!existsSync(CHROMIUM)) return;

@@ -154,8 +154,8 @@ MOSQUITTO.describe('broker ACL from `fleet broker-config` and `fleet enroll`', (
     await pub.enqueueWindow(windowInput(1));
     await pub.drained();
     await pub.close();
-    await until(() => collector.store.totals().some((t) => t.device === 'pi-a' && t.windows === 2), 'pi-a windows stored');
-    expect(collector.store.devices().find((d) => d.device === 'pi-a')).toMatchObject({ fleet: 'lab' });
+    await until(async () => (await collector.store.totals()).some((t) => t.device === 'pi-a' && t.windows === 2), 'pi-a windows stored');
+    expect((await collector.store.devices()).find((d) => d.device === 'pi-a')).toMatchObject({ fleet: 'lab' });
   });
 
   it('device A cannot publish as B, nor into another fleet, nor into its own job topics', async () => {
@@ -181,10 +181,10 @@ MOSQUITTO.describe('broker ACL from `fleet broker-config` and `fleet enroll`', (
     // it, anything forwarded before it would have arrived too (one publisher's messages stay in order).
     await a.publish(topicFor('lab', 'pi-a', 'metrics'), encodePayload('metrics', { id: 902, bdSeq: 9, seq: 0, ...windowBody(2, 'pi-a') }), { qos: 1 });
     await until(() => seen.includes(topicFor('lab', 'pi-a', 'metrics')), 'the allowed window');
-    await until(() => collector.store.totals().some((t) => t.device === 'pi-a' && t.windows === 3), 'the allowed window stored');
+    await until(async () => (await collector.store.totals()).some((t) => t.device === 'pi-a' && t.windows === 3), 'the allowed window stored');
     expect(seen).toEqual([topicFor('lab', 'pi-a', 'metrics')]);
-    expect(collector.store.totals().map((t) => t.device)).toEqual(['pi-a']);
-    expect(collector.store.devices().map((d) => `${d.fleet}/${d.device}`)).toEqual(['lab/pi-a']);
+    expect((await collector.store.totals()).map((t) => t.device)).toEqual(['pi-a']);
+    expect((await collector.store.devices()).map((d) => `${d.fleet}/${d.device}`)).toEqual(['lab/pi-a']);
   });
 
   it('bundle transfer: a device requests files on its own topic and reads only its own replies; an operator service serves them', async () => {
@@ -243,17 +243,17 @@ MOSQUITTO.describe('broker ACL from `fleet broker-config` and `fleet enroll`', (
   it('a birth for the same device id in another fleet is refused and counted, not moving the device', async () => {
     // prod/pi-a holds its own credential, so the broker lets it publish; the collector keys
     // devices by (fleet, device) and must not move lab's pi-a, with its windows, into prod.
-    const before = collector.store.totals().find((t) => t.device === 'pi-a')!.windows;
+    const before = (await collector.store.totals()).find((t) => t.device === 'pi-a')!.windows;
     const pub = await TelemetryPublisher.start({ url, fleet: 'prod', device: 'pi-a', stateDir: path.join(dir, 'state-prod-a'), birth: BIRTH_INFO, ...creds.prodA! });
     await pub.enqueueWindow(windowInput(50));
     await pub.drained();
     await pub.close();
     // birth, window, clean death: three messages refused.
-    await until(() => collector.counters().fleetMismatch === 3, 'three fleetMismatch counts');
-    const row = collector.store.devices().find((d) => d.device === 'pi-a')!;
+    await until(async () => (await collector.counters()).fleetMismatch === 3, 'three fleetMismatch counts');
+    const row = (await collector.store.devices()).find((d) => d.device === 'pi-a')!;
     expect(row.fleet).toBe('lab');
     expect(row.birth?.fleet).toBe('lab');
-    expect(collector.store.totals().find((t) => t.device === 'pi-a')!.windows).toBe(before);
+    expect((await collector.store.totals()).find((t) => t.device === 'pi-a')!.windows).toBe(before);
     const lines = logs.filter((l) => l.startsWith('fleetMismatch: edgeexit/v1/prod/pi-a/'));
     expect(lines.map((l) => l.split(':')[1]!.trim())).toEqual(['edgeexit/v1/prod/pi-a/birth', 'edgeexit/v1/prod/pi-a/metrics', 'edgeexit/v1/prod/pi-a/death']);
     expect(lines.every((l) => !l.includes('\n'))).toBe(true);
@@ -317,15 +317,15 @@ describe('fleet store: devices are (fleet, device)', () => {
     const store = openFleetStore(path.join(dir, 'f.db'));
     try {
       const birth = (fleet: string) => ({ device: 'pi-07', fleet, bdSeq: 1, seq: 0, ...BIRTH_INFO, at: 1 });
-      expect(store.recordBirth(birth('lab'), 1)).toBe('online');
-      expect(store.recordBirth(birth('prod'), 2)).toBe('fleetMismatch');
-      expect(store.recordDeath({ device: 'pi-07', bdSeq: 1, clean: true }, 3, 'prod')).toBe('fleetMismatch');
-      expect(store.recordWindow({ id: 1, bdSeq: 1, seq: 1, ...windowBody(0, 'pi-07') }, 'prod', 4)).toMatchObject({ stored: false, fleetMismatch: true });
-      expect(store.recordWindow({ id: 1, bdSeq: 1, seq: 1, ...windowBody(0, 'pi-07') }, 'lab', 4)).toEqual({ stored: true, gap: 0, unknownDevice: false });
-      expect(store.counters().fleetMismatch).toBe(3);
-      expect(store.devices()).toEqual([expect.objectContaining({ device: 'pi-07', fleet: 'lab', online: true })]);
+      expect(await store.recordBirth(birth('lab'), 1)).toBe('online');
+      expect(await store.recordBirth(birth('prod'), 2)).toBe('fleetMismatch');
+      expect(await store.recordDeath({ device: 'pi-07', bdSeq: 1, clean: true }, 3, 'prod')).toBe('fleetMismatch');
+      expect(await store.recordWindow({ id: 1, bdSeq: 1, seq: 1, ...windowBody(0, 'pi-07') }, 'prod', 4)).toMatchObject({ stored: false, fleetMismatch: true });
+      expect(await store.recordWindow({ id: 1, bdSeq: 1, seq: 1, ...windowBody(0, 'pi-07') }, 'lab', 4)).toEqual({ stored: true, gap: 0, unknownDevice: false });
+      expect((await store.counters()).fleetMismatch).toBe(3);
+      expect(await store.devices()).toEqual([expect.objectContaining({ device: 'pi-07', fleet: 'lab', online: true })]);
     } finally {
-      store.close();
+      await store.close();
     }
     await fsp.rm(dir, { recursive: true, force: true });
   });

@@ -37,8 +37,8 @@ describe('collector with credentials', () => {
       await pub.drained();
       await pub.close();
       const end = Date.now() + 20_000;
-      while (c.store.totals().length === 0 && Date.now() < end) await new Promise((r) => setTimeout(r, 25));
-      expect(c.store.totals()).toEqual([expect.objectContaining({ device: 'pi-7', windows: 1, count: 10 })]);
+      while ((await c.store.totals()).length === 0 && Date.now() < end) await new Promise((r) => setTimeout(r, 25));
+      expect(await c.store.totals()).toEqual([expect.objectContaining({ device: 'pi-7', windows: 1, count: 10 })]);
     } finally {
       await c.close();
     }

@@ -64,22 +64,22 @@ MOSQUITTO.describe('collector on mosquitto', () => {
     for (let i = 0; i < 5; i++) await a.enqueueWindow(windowInput(i));
     for (let i = 0; i < 3; i++) await b.enqueueWindow(windowInput(i));
     await Promise.all([a.drained(), b.drained()]);
-    await until(() => collector.store.totals().reduce((n, t) => n + t.windows, 0) === 8, '8 windows');
-    const totals = collector.store.totals();
+    await until(async () => (await collector.store.totals()).reduce((n, t) => n + t.windows, 0) === 8, '8 windows');
+    const totals = await collector.store.totals();
     expect(totals.map((t) => [t.device, t.windows, t.count, t.joules])).toEqual([
       ['pi-a', 5, 50, 7.5],
       ['pi-b', 3, 30, 4.5],
     ]);
     expect(totals[0]!.exits).toEqual([30, 15, 5]);
-    const devs = collector.store.devices();
+    const devs = await collector.store.devices();
     expect(devs.map((d) => [d.device, d.online, d.birth?.bundle.name])).toEqual([
       ['pi-a', true, 'mnist-exits'],
       ['pi-b', true, 'mnist-exits'],
     ]);
-    expect(collector.counters()).toMatchObject({ duplicates: 0, gaps: 0, unknownDevice: 0, malformed: 0, invalid: 0 });
+    expect(await collector.counters()).toMatchObject({ duplicates: 0, gaps: 0, unknownDevice: 0, malformed: 0, invalid: 0 });
 
     await a.close();
-    await until(() => collector.store.devices().find((d) => d.device === 'pi-a')?.online === false, 'pi-a offline');
+    await until(async () => (await collector.store.devices()).find((d) => d.device === 'pi-a')?.online === false, 'pi-a offline');
     await b.close();
   });
 
@@ -91,7 +91,7 @@ MOSQUITTO.describe('collector on mosquitto', () => {
     for (let i = 0; i < 3; i++) oldIds.push(await before.enqueueWindow(windowInput(i)));
     await before.drained();
     await before.close();
-    await until(() => collector.store.totals().find((t) => t.device === 'pi-w')?.windows === 3, '3 windows');
+    await until(async () => (await collector.store.totals()).find((t) => t.device === 'pi-w')?.windows === 3, '3 windows');
     await fsp.rm(opts.stateDir, { recursive: true, force: true }); // a reflashed SD card
     await new Promise((r) => setTimeout(r, 2)); // the clock moves on, as it does between a wipe and a reboot
     const after = await TelemetryPublisher.start(opts);
@@ -99,8 +99,8 @@ MOSQUITTO.describe('collector on mosquitto', () => {
     for (let i = 0; i < 3; i++) newIds.push(await after.enqueueWindow(windowInput(i)));
     expect(Math.min(...newIds)).toBeGreaterThan(Math.max(...oldIds));
     await after.drained();
-    await until(() => collector.store.totals().find((t) => t.device === 'pi-w')?.windows === 6, '6 windows');
-    expect(collector.counters().duplicates).toBe(0);
+    await until(async () => (await collector.store.totals()).find((t) => t.device === 'pi-w')?.windows === 6, '6 windows');
+    expect((await collector.counters()).duplicates).toBe(0);
     await after.close();
   });
 
@@ -113,8 +113,8 @@ MOSQUITTO.describe('collector on mosquitto', () => {
     // seq 2 and 3 never arrive.
     await raw.publish(topicFor(FLEET, 'dup-1', 'metrics'), json(metrics('dup-1', 8, 3, 4)));
     await until(() => collector.handled() === 4, '4 messages');
-    expect(collector.store.totals()).toMatchObject([{ device: 'dup-1', windows: 2, count: 20, joules: 3 }]);
-    expect(collector.counters()).toMatchObject({ duplicates: 1, gaps: 2 });
+    expect(await collector.store.totals()).toMatchObject([{ device: 'dup-1', windows: 2, count: 20, joules: 3 }]);
+    expect(await collector.counters()).toMatchObject({ duplicates: 1, gaps: 2 });
     expect(logs.some((l) => l.startsWith('duplicate: dup-1 window 7'))).toBe(true);
   });
 
@@ -128,8 +128,8 @@ MOSQUITTO.describe('collector on mosquitto', () => {
     await raw.publish(topicFor(FLEET, 'other', 'metrics'), json(metrics('bad-1', 3, 0, 3)));
     await raw.publish(t, json(metrics('bad-1', 4, 0, 1)));
     await until(() => collector.handled() === 6, '6 messages');
-    expect(collector.counters()).toMatchObject({ malformed: 1, invalid: 2, oversized: 1, gaps: 0 });
-    expect(collector.store.totals()).toMatchObject([{ device: 'bad-1', windows: 1, count: 10 }]);
+    expect(await collector.counters()).toMatchObject({ malformed: 1, invalid: 2, oversized: 1, gaps: 0 });
+    expect(await collector.store.totals()).toMatchObject([{ device: 'bad-1', windows: 1, count: 10 }]);
     for (const kind of ['malformed', 'invalid', 'oversized']) expect(logs.filter((l) => l.startsWith(`${kind}:`)).every((l) => !l.includes('\n'))).toBe(true);
     expect(logs.find((l) => l.startsWith('invalid:') && l.includes('count'))).toBeDefined();
   });
@@ -141,14 +141,14 @@ MOSQUITTO.describe('collector on mosquitto', () => {
     await raw.publish(topicFor(FLEET, 'late-1', 'death'), json({ device: 'late-1', bdSeq: 1, clean: false }));
     await raw.publish(topicFor(FLEET, 'ghost', 'metrics'), json(metrics('ghost', 1, 9, 5)));
     await until(() => collector.handled() === 4, '4 messages');
-    const late = () => collector.store.devices().find((d) => d.device === 'late-1')!;
-    expect(late()).toMatchObject({ online: true, bdSeq: 2 });
-    expect(collector.counters()).toMatchObject({ staleDeaths: 1, unknownDevice: 1 });
-    expect(collector.store.devices().find((d) => d.device === 'ghost')).toMatchObject({ online: false, birth: null });
-    expect(collector.store.totals().find((t) => t.device === 'ghost')).toMatchObject({ windows: 1 });
+    const late = async () => (await collector.store.devices()).find((d) => d.device === 'late-1')!;
+    expect(await late()).toMatchObject({ online: true, bdSeq: 2 });
+    expect(await collector.counters()).toMatchObject({ staleDeaths: 1, unknownDevice: 1 });
+    expect((await collector.store.devices()).find((d) => d.device === 'ghost')).toMatchObject({ online: false, birth: null });
+    expect((await collector.store.totals()).find((t) => t.device === 'ghost')).toMatchObject({ windows: 1 });
 
     await raw.publish(topicFor(FLEET, 'late-1', 'death'), json({ device: 'late-1', bdSeq: 2, clean: false }));
-    await until(() => late().online === false, 'late-1 offline');
+    await until(async () => (await late()).online === false, 'late-1 offline');
   });
 
   it('reconnects after a broker restart', async () => {
@@ -161,8 +161,8 @@ MOSQUITTO.describe('collector on mosquitto', () => {
     cleanups.push(() => pub.end());
     await pub.publish(topicFor(FLEET, 'r-1', 'birth'), json(birth('r-1', 0)));
     await pub.publish(topicFor(FLEET, 'r-1', 'metrics'), json(metrics('r-1', 1, 0, 1)));
-    await until(() => collector.store.totals().length === 1, 'window after reconnect');
-    expect(collector.store.devices()).toMatchObject([{ device: 'r-1', online: true }]);
+    await until(async () => (await collector.store.totals()).length === 1, 'window after reconnect');
+    expect(await collector.store.devices()).toMatchObject([{ device: 'r-1', online: true }]);
   });
 
   it('fleet status --json through the CLI shows the devices and counts', async () => {
@@ -229,18 +229,18 @@ describe('collector with the embedded aedes broker', () => {
       const p = await TelemetryPublisher.start({ url: c.url, fleet: 'home', device: 'jetson-1', stateDir: path.join(dir, 'dev'), birth: BIRTH_INFO, protocolVersion: 4, backoff: FAST });
       for (let i = 0; i < 3; i++) await p.enqueueWindow(windowInput(i));
       await p.drained();
-      await until(() => c.store.totals()[0]?.windows === 3, '3 windows');
-      expect(c.store.totals()).toMatchObject([{ device: 'jetson-1', windows: 3, count: 30, joules: 4.5 }]);
-      expect(c.store.devices()).toMatchObject([{ device: 'jetson-1', fleet: 'home', online: true }]);
+      await until(async () => (await c.store.totals())[0]?.windows === 3, '3 windows');
+      expect(await c.store.totals()).toMatchObject([{ device: 'jetson-1', windows: 3, count: 30, joules: 4.5 }]);
+      expect(await c.store.devices()).toMatchObject([{ device: 'jetson-1', fleet: 'home', online: true }]);
       await p.close();
-      await until(() => c.store.devices()[0]?.online === false, 'offline after clean death');
+      await until(async () => (await c.store.devices())[0]?.online === false, 'offline after clean death');
       await c.close();
 
       // The fixture windows are from 2023: a 30-day retention drops them on the next start. The
       // running totals keep them (they feed Prometheus counters, which must not go down).
       const again = await startCollector({ dbFile: c.store.file, port: 0, host: '127.0.0.1', retentionDays: 30, onLog: (l) => logs.push(l) });
-      expect(again.store.latestWindows('jetson-1', 10)).toEqual([]);
-      expect(again.store.totals()).toMatchObject([{ device: 'jetson-1', windows: 3, count: 30, joules: 4.5 }]);
+      expect(await again.store.latestWindows('jetson-1', 10)).toEqual([]);
+      expect(await again.store.totals()).toMatchObject([{ device: 'jetson-1', windows: 3, count: 30, joules: 4.5 }]);
       expect(logs).toContain('retention: deleted 3 windows older than 30 days');
       await again.close();
     } finally {

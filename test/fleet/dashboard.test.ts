@@ -55,8 +55,8 @@ CHROMIUM.describe('fleet dashboard in headless Chromium', () => {
     const raw = await connectMqtt({ url: collector.url, clientId: 'raw-dash', protocolVersion: 4 });
     await raw.publish(topicFor('yard', 'ghost', 'metrics'), Buffer.from(JSON.stringify({ id: 1, bdSeq: 0, seq: 0, ...windowBody(0, 'ghost') })));
     await raw.end();
-    await until(() => collector.store.totals().reduce((n, t) => n + t.windows, 0) === 7, '7 windows');
-    await until(() => collector.store.devices().find((d) => d.device === 'pi-old')?.online === false, 'pi-old offline');
+    await until(async () => (await collector.store.totals()).reduce((n, t) => n + t.windows, 0) === 7, '7 windows');
+    await until(async () => (await collector.store.devices()).find((d) => d.device === 'pi-old')?.online === false, 'pi-old offline');
 
     browser = await chromium.launch({ executablePath: CHROMIUM.get(), args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--disable-background-networking'] });
     page = await browser.newPage();
@@ -121,7 +121,7 @@ CHROMIUM.describe('fleet dashboard in headless Chromium', () => {
     const extra = win(4, [4, 4, 4], 9);
     await live.enqueueWindow(extra);
     await live.drained();
-    await until(() => collector.store.totals().find((t) => t.device === 'jetson-1')?.windows === 5, '5th window stored');
+    await until(async () => (await collector.store.totals()).find((t) => t.device === 'jetson-1')?.windows === 5, '5th window stored');
     // Waits for a fifth point to appear; the exact list is asserted below.
     await page.locator('section[data-device="jetson-1"] svg.chart-latency circle.pt').nth(4).waitFor();
     expect(Number(await page.getAttribute('body', 'data-renders'))).toBeGreaterThan(renders);

@@ -27,7 +27,7 @@ const VITE_NODE = path.join(ROOT, 'node_modules', '.bin', 'vite-node');
 const CHILD_ID = 'child-0001';
 const TIMEOUT = 60_000 + DEVICES * 400;
 
-const until = (pred: () => boolean, what: string, ms = 60_000): Promise<void> => waitUntil(pred, what, ms, 50);
+const until = (pred: () => boolean | Promise<boolean>, what: string, ms = 60_000): Promise<void> => waitUntil(pred, what, ms, 50);
 
 interface Proc {
   proc: ChildProcess;
@@ -153,19 +153,19 @@ async function run(s: Scenario): Promise<void> {
   await sim.close(); // clean deaths
 
   // Clean deaths delivered: offline, and still offline after the collector crashes once more.
-  const offline = () => {
+  const offline = async () => {
     const store = openFleetStore(db, { mustExist: true });
     try {
-      return store.devices().filter((d) => !d.online).length;
+      return (await store.devices()).filter(async (d) => !d.online).length;
     } finally {
-      store.close();
+      await store.close();
     }
   };
-  await until(() => offline() === sent.size, 'every device offline');
+  await until(async () => await offline() === sent.size, 'every device offline');
   await kill9(collector);
   await restartCollector();
   await sleep(500);
-  expect(offline()).toBe(sent.size);
+  expect(await offline()).toBe(sent.size);
   collector.proc.kill('SIGINT');
   await collector.exited;
 

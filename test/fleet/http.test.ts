@@ -101,10 +101,10 @@ describe('collector /metrics and JSON API', () => {
     await raw.publish(t, Buffer.from('{not json'));
     await raw.publish(t, json({ id: 3, bdSeq: 0, seq: 5, ...rawWindows[1], count: -1 }));
     await raw.publish(topicFor(FLEET, 'ghost', 'metrics'), json({ id: 9, bdSeq: 0, seq: 0, ...ghostWindow }));
-    await until(() => collector.counters().malformed === 1 && collector.counters().invalid === 1 && collector.counters().unknownDevice === 1, 'raw messages');
-    await until(() => collector.store.totals().reduce((n, x) => n + x.windows, 0) === 9, '9 stored windows');
+    await until(async () => (await collector.counters()).malformed === 1 && (await collector.counters()).invalid === 1 && (await collector.counters()).unknownDevice === 1, 'raw messages');
+    await until(async () => (await collector.store.totals()).reduce((n, x) => n + x.windows, 0) === 9, '9 stored windows');
     await b.close();
-    await until(() => collector.store.devices().find((d) => d.device === 'pi-b')?.online === false, 'pi-b offline');
+    await until(async () => (await collector.store.devices()).find((d) => d.device === 'pi-b')?.online === false, 'pi-b offline');
     // pi-a stays connected (online); it is closed in afterAll.
     afterAllClose.push(() => a.close());
   });
@@ -315,16 +315,18 @@ describe('collector /metrics across a retention prune', () => {
     // ended before T0 + 25 s are deleted when the collector starts.
     const earlier = [0, 1, 2, 3].map((i) => win(i, 3, PI_A_EXTRA[i]));
     const store = openFleetStore(dbFile);
-    store.recordBirth({ device: 'old-a', fleet: FLEET, bdSeq: 1, seq: 0, ...BIRTH_INFO, at: T0 }, T0);
-    store.transaction(() => earlier.forEach((w, i) => store.recordWindow({ id: i, bdSeq: 1, seq: i + 1, device: 'old-a', droppedWindows: 0, ...w }, FLEET, T0)));
-    store.close();
+    await store.recordBirth({ device: 'old-a', fleet: FLEET, bdSeq: 1, seq: 0, ...BIRTH_INFO, at: T0 }, T0);
+    await store.transaction(async () => {
+      for (const [i, w] of earlier.entries()) await store.recordWindow({ id: i, bdSeq: 1, seq: i + 1, device: 'old-a', droppedWindows: 0, ...w }, FLEET, T0);
+    });
+    await store.close();
     const logs: string[] = [];
     const now = T0 + 25_000 + 86_400_000;
     const c = await startCollector({ dbFile, port: 0, host: '127.0.0.1', http: { host: '127.0.0.1', port: 0 }, retentionDays: 1, now: () => now, onLog: (l) => logs.push(l) });
     const conn = await connectMqtt({ url: c.url, clientId: 'raw-http-retention', protocolVersion: 4 });
     try {
       expect(logs).toContain('retention: deleted 2 windows older than 1 days');
-      expect(c.store.latestWindows('old-a', 10).map((w) => w.id)).toEqual([3, 2]);
+      expect((await c.store.latestWindows('old-a', 10)).map((w) => w.id)).toEqual([3, 2]);
       // One more window after the prune, and the same one again (a duplicate adds nothing).
       const later = win(4, 4, { accuracy: { correct: 1, labelled: 2 } });
       const t = topicFor(FLEET, 'old-a', 'metrics');
@@ -333,7 +335,7 @@ describe('collector /metrics across a retention prune', () => {
       await conn.publish(topicFor(FLEET, 'old-a', 'birth'), json({ device: 'old-a', fleet: FLEET, bdSeq: 2, seq: 0, ...birth4, at: now }));
       await conn.publish(t, json({ id: 4, bdSeq: 2, seq: 1, device: 'old-a', droppedWindows: 0, ...later }));
       await conn.publish(t, json({ id: 4, bdSeq: 2, seq: 1, device: 'old-a', droppedWindows: 0, ...later }));
-      await until(() => c.counters().duplicates === 1, 'the duplicate');
+      await until(async () => (await c.counters()).duplicates === 1, 'the duplicate');
 
       const r = await get(`${c.httpUrl}/metrics`);
       expect(r.status).toBe(200);

@@ -86,8 +86,8 @@ describe('embedded broker', () => {
       await ok.publish(topicFor('lab', 'pi-1', 'metrics'), Buffer.from(JSON.stringify({ id: 1, bdSeq: 0, seq: 0, ...windowBody(0, 'pi-1') })), { qos: 1 });
       await ok.end();
       const end = Date.now() + 20_000;
-      while (c.store.totals().length === 0 && Date.now() < end) await new Promise((r) => setTimeout(r, 20));
-      expect(c.store.totals()).toEqual([expect.objectContaining({ device: 'pi-1', windows: 1 })]);
+      while ((await c.store.totals()).length === 0 && Date.now() < end) await new Promise((r) => setTimeout(r, 20));
+      expect(await c.store.totals()).toEqual([expect.objectContaining({ device: 'pi-1', windows: 1 })]);
     } finally {
       await c.close();
     }

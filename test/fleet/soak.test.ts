@@ -26,7 +26,7 @@ const RATE = 1; // windows per second per device
 const CHILD_ID = 'child-0001';
 const ROOT = path.resolve(import.meta.dirname, '../..');
 
-const until = (pred: () => boolean, what: string, ms = 60_000): Promise<void> => waitUntil(pred, what, ms, 50);
+const until = (pred: () => boolean | Promise<boolean>, what: string, ms = 60_000): Promise<void> => waitUntil(pred, what, ms, 50);
 
 function startChild(url: string, stateDir: string): { proc: ChildProcess; stdout: () => string; stderr: () => string; exited: Promise<number | null> } {
   const proc = spawn(
@@ -108,9 +108,9 @@ MOSQUITTO.describe('soak', () => {
     sent.set(CHILD_ID, ledgerTotals(readSentLedger(path.join(childDir, CHILD_ID))));
     const totalSent = [...sent.values()].reduce((a, t) => a + t.windows, 0);
     // Acked by the broker is not yet stored: wait for the collector's last batch.
-    await until(() => collector!.store.totals().reduce((a, t) => a + t.windows, 0) >= totalSent, `${totalSent} windows stored`, 30_000).catch(() => undefined);
+    await until(async () => (await collector!.store.totals()).reduce((a, t) => a + t.windows, 0) >= totalSent, `${totalSent} windows stored`, 30_000).catch(() => undefined);
 
-    const stored = new Map(collector.store.totals().map((t) => [t.device, t]));
+    const stored = new Map((await collector.store.totals()).map((t) => [t.device, t]));
     const mismatches: string[] = [];
     for (const [device, s] of sent) {
       const t = stored.get(device);
@@ -120,11 +120,11 @@ MOSQUITTO.describe('soak', () => {
     }
     expect(mismatches).toEqual([]);
     expect([...stored.keys()].sort()).toEqual([...sent.keys()].sort());
-    expect(collector.counters()).toMatchObject({ malformed: 0, invalid: 0, oversized: 0, unknownDevice: 0 });
+    expect(await collector.counters()).toMatchObject({ malformed: 0, invalid: 0, oversized: 0, unknownDevice: 0 });
     // The run did what it says: a real outage with a backlog, and the child really restarted.
     expect(totalSent).toBeGreaterThan(DEVICES * 5);
     expect(sent.get(CHILD_ID)!.windows).toBeGreaterThan(sentBeforeKill);
-    const devs = new Map(collector.store.devices().map((d) => [d.device, d]));
+    const devs = new Map((await collector.store.devices()).map((d) => [d.device, d]));
     expect(devs.get(CHILD_ID)!.bdSeq).toBeGreaterThanOrEqual(2);
   });
 });

@@ -29,19 +29,19 @@ describe('fleet status: accuracy and temperature', () => {
     const store = openFleetStore(file);
     try {
       // hot: labels in two windows, temperature in the first two only (the newest has none).
-      store.recordBirth(birth('hot'), 1);
-      store.recordWindow(win('hot', 1, { temperatureC: 70, accuracy: { correct: 2, labelled: 3 } }), 'lab', 2);
-      store.recordWindow(win('hot', 2, { temperatureC: 73.25 }), 'lab', 3);
-      store.recordWindow(win('hot', 3, { accuracy: { correct: 4, labelled: 5 } }), 'lab', 4);
+      await store.recordBirth(birth('hot'), 1);
+      await store.recordWindow(win('hot', 1, { temperatureC: 70, accuracy: { correct: 2, labelled: 3 } }), 'lab', 2);
+      await store.recordWindow(win('hot', 2, { temperatureC: 73.25 }), 'lab', 3);
+      await store.recordWindow(win('hot', 3, { accuracy: { correct: 4, labelled: 5 } }), 'lab', 4);
       // plain: neither, ever. labelled-zero: labels reported, but none in the windows.
-      store.recordBirth(birth('plain'), 1);
-      store.recordWindow(win('plain', 1, {}), 'lab', 2);
-      store.recordBirth(birth('zero'), 1);
-      store.recordWindow(win('zero', 1, { accuracy: { correct: 0, labelled: 0 }, temperatureC: -5 }), 'lab', 2);
+      await store.recordBirth(birth('plain'), 1);
+      await store.recordWindow(win('plain', 1, {}), 'lab', 2);
+      await store.recordBirth(birth('zero'), 1);
+      await store.recordWindow(win('zero', 1, { accuracy: { correct: 0, labelled: 0 }, temperatureC: -5 }), 'lab', 2);
       // idle: a birth and no window at all.
-      store.recordBirth(birth('idle'), 1);
+      await store.recordBirth(birth('idle'), 1);
     } finally {
-      store.close();
+      await store.close();
     }
     return file;
   }
@@ -51,7 +51,7 @@ describe('fleet status: accuracy and temperature', () => {
     const r = await runCli('fleet', 'status', '--db', file, '--json');
     expect(r.err).toBe('');
     expect(r.code).toBe(0);
-    const s = JSON.parse(r.out) as ReturnType<typeof fleetStatus>;
+    const s = JSON.parse(r.out) as Awaited<ReturnType<typeof fleetStatus>>;
     expect(s.devices.map((d) => [d.device, d.labelled, d.correct, d.accuracy, d.temperatureC])).toEqual([
       ['hot', 8, 6, 0.75, 73.25],
       ['idle', 0, 0, null, null],

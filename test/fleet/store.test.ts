@@ -48,21 +48,21 @@ describe('SqliteFleetStore', () => {
 
   it('creates the schema with user_version in WAL mode and keeps data across reopen', async () => {
     const { file, store } = await fresh();
-    store.recordBirth(birth('a', 1), 10);
-    store.recordWindow(win('a', 1, 1, 1), 'lab', 11);
-    store.close();
+    await store.recordBirth(birth('a', 1), 10);
+    await store.recordWindow(win('a', 1, 1, 1), 'lab', 11);
+    await store.close();
     const raw = new Database(file, { readonly: true });
     expect(raw.pragma('user_version', { simple: true })).toBe(SCHEMA_VERSION);
     expect(raw.pragma('journal_mode', { simple: true })).toBe('wal');
     raw.close();
     const again = openFleetStore(file, { mustExist: true });
     open.push(again);
-    expect(again.totals()).toMatchObject([{ device: 'a', windows: 1, count: 10 }]);
+    expect(await again.totals()).toMatchObject([{ device: 'a', windows: 1, count: 10 }]);
   });
 
   it('refuses a database from a newer edgeexit and a missing file when mustExist', async () => {
     const { file, store } = await fresh();
-    store.close();
+    await store.close();
     const raw = new Database(file);
     raw.pragma(`user_version = ${SCHEMA_VERSION + 1}`);
     raw.close();
@@ -72,19 +72,19 @@ describe('SqliteFleetStore', () => {
 
   it('stores (device, id) once, counts duplicates, gaps per bdSeq, and not across sessions', async () => {
     const { store } = await fresh();
-    store.recordBirth(birth('a', 1), 1);
-    expect(store.recordWindow(win('a', 1, 1, 1), 'lab', 2)).toEqual({ stored: true, gap: 0, unknownDevice: false });
+    await store.recordBirth(birth('a', 1), 1);
+    expect(await store.recordWindow(win('a', 1, 1, 1), 'lab', 2)).toEqual({ stored: true, gap: 0, unknownDevice: false });
     // The same outbox entry resent in a new session: new (bdSeq, seq), same id.
-    store.recordBirth(birth('a', 2), 3);
-    expect(store.recordWindow(win('a', 1, 2, 1), 'lab', 4)).toEqual({ stored: false, gap: 0, unknownDevice: false });
-    expect(store.recordWindow(win('a', 2, 2, 5), 'lab', 5)).toEqual({ stored: true, gap: 3, unknownDevice: false });
+    await store.recordBirth(birth('a', 2), 3);
+    expect(await store.recordWindow(win('a', 1, 2, 1), 'lab', 4)).toEqual({ stored: false, gap: 0, unknownDevice: false });
+    expect(await store.recordWindow(win('a', 2, 2, 5), 'lab', 5)).toEqual({ stored: true, gap: 3, unknownDevice: false });
     // seq wraps at 255 → 0 without a gap.
-    store.recordWindow(win('a', 3, 2, 255), 'lab', 6);
-    expect(store.recordWindow(win('a', 4, 2, 0), 'lab', 7).gap).toBe(0);
+    await store.recordWindow(win('a', 3, 2, 255), 'lab', 6);
+    expect((await store.recordWindow(win('a', 4, 2, 0), 'lab', 7)).gap).toBe(0);
     // Another device may reuse an id.
-    expect(store.recordWindow(win('b', 1, 0, 1), 'lab', 8)).toEqual({ stored: true, gap: 0, unknownDevice: true });
-    expect(store.counters()).toMatchObject({ duplicates: 1, gaps: 3 + 249, unknownDevice: 1 });
-    expect(store.totals().map((t) => [t.device, t.windows, t.count])).toEqual([
+    expect(await store.recordWindow(win('b', 1, 0, 1), 'lab', 8)).toEqual({ stored: true, gap: 0, unknownDevice: true });
+    expect(await store.counters()).toMatchObject({ duplicates: 1, gaps: 3 + 249, unknownDevice: 1 });
+    expect((await store.totals()).map((t) => [t.device, t.windows, t.count])).toEqual([
       ['a', 4, 40],
       ['b', 1, 10],
     ]);
@@ -92,91 +92,112 @@ describe('SqliteFleetStore', () => {
 
   it('inside one transaction (a collector batch) the session state is kept per device: same gaps, births and rollbacks as one by one', async () => {
     const { file, store } = await fresh();
-    store.recordBirth(birth('a', 1), 10);
+    await store.recordBirth(birth('a', 1), 10);
     // Seq 0, 1, then 3: one gap, counted inside the batch.
-    const outcomes = store.transaction(() => [store.recordWindow(win('a', 0, 1, 0), 'lab', 11), store.recordWindow(win('a', 1, 1, 1), 'lab', 12), store.recordWindow(win('a', 2, 1, 3), 'lab', 13)]);
+    const outcomes = await store.transaction(async () => [await store.recordWindow(win('a', 0, 1, 0), 'lab', 11), await store.recordWindow(win('a', 1, 1, 1), 'lab', 12), await store.recordWindow(win('a', 2, 1, 3), 'lab', 13)]);
     expect(outcomes.map((o) => o.gap)).toEqual([0, 0, 1]);
     // The state written back at commit: seq 4 follows seq 3 without a gap, in the next batch.
-    expect(store.transaction(() => store.recordWindow(win('a', 3, 1, 4), 'lab', 14)).gap).toBe(0);
+    expect((await store.transaction(async () => await store.recordWindow(win('a', 3, 1, 4), 'lab', 14))).gap).toBe(0);
     // A birth in the middle of a batch starts a new session: no false gap across it.
-    const mid = store.transaction(() => {
-      const before = store.recordWindow(win('a', 4, 1, 5), 'lab', 15);
-      store.recordBirth(birth('a', 2), 16);
-      return [before, store.recordWindow(win('a', 5, 2, 1), 'lab', 17)];
+    const mid = await store.transaction(async () => {
+      const before = await store.recordWindow(win('a', 4, 1, 5), 'lab', 15);
+      await store.recordBirth(birth('a', 2), 16);
+      return [before, await store.recordWindow(win('a', 5, 2, 1), 'lab', 17)];
     });
     expect(mid.map((o) => o.gap)).toEqual([0, 0]);
     // A rolled-back batch leaves no trace, in the table or in the kept state.
-    expect(() =>
-      store.transaction(() => {
-        store.recordWindow(win('a', 6, 2, 2), 'lab', 18);
+    await expect(
+      store.transaction(async () => {
+        await store.recordWindow(win('a', 6, 2, 2), 'lab', 18);
         throw new Error('disk full');
       }),
-    ).toThrow('disk full');
-    expect(store.recordWindow(win('a', 6, 2, 2), 'lab', 19)).toEqual({ stored: true, gap: 0, unknownDevice: false });
-    expect(store.counters()).toMatchObject({ gaps: 1, duplicates: 0 });
-    expect(store.totals()).toEqual([expect.objectContaining({ device: 'a', windows: 7 })]);
+    ).rejects.toThrow('disk full');
+    expect(await store.recordWindow(win('a', 6, 2, 2), 'lab', 19)).toEqual({ stored: true, gap: 0, unknownDevice: false });
+    expect(await store.counters()).toMatchObject({ gaps: 1, duplicates: 0 });
+    expect(await store.totals()).toEqual([expect.objectContaining({ device: 'a', windows: 7 })]);
     // What was kept in memory reached the file: last seen is the latest window's.
-    store.close();
+    await store.close();
     open.splice(open.indexOf(store), 1);
     const again = openFleetStore(file, { mustExist: true });
     open.push(again);
-    expect(again.devices()[0]).toMatchObject({ device: 'a', bdSeq: 2, lastSeen: 19 });
+    expect((await again.devices())[0]).toMatchObject({ device: 'a', bdSeq: 2, lastSeen: 19 });
   });
 
   it('applies a death only for the current bdSeq', async () => {
     const { store } = await fresh();
-    expect(store.recordDeath({ device: 'x', bdSeq: 0, clean: true }, 1)).toBe('unknown');
-    store.recordBirth(birth('x', 4), 2);
-    expect(store.recordDeath({ device: 'x', bdSeq: 3, clean: false }, 3)).toBe('stale');
-    expect(store.devices()[0]).toMatchObject({ online: true, bdSeq: 4, lastSeen: 3 });
-    expect(store.recordDeath({ device: 'x', bdSeq: 4, clean: false }, 4)).toBe('offline');
-    expect(store.devices()[0]).toMatchObject({ online: false, lastSeen: 4 });
-    expect(store.counters()).toMatchObject({ staleDeaths: 1, unknownDevice: 1 });
+    expect(await store.recordDeath({ device: 'x', bdSeq: 0, clean: true }, 1)).toBe('unknown');
+    await store.recordBirth(birth('x', 4), 2);
+    expect(await store.recordDeath({ device: 'x', bdSeq: 3, clean: false }, 3)).toBe('stale');
+    expect((await store.devices())[0]).toMatchObject({ online: true, bdSeq: 4, lastSeen: 3 });
+    expect(await store.recordDeath({ device: 'x', bdSeq: 4, clean: false }, 4)).toBe('offline');
+    expect((await store.devices())[0]).toMatchObject({ online: false, lastSeen: 4 });
+    expect(await store.counters()).toMatchObject({ staleDeaths: 1, unknownDevice: 1 });
   });
 
   it("a death of a session whose birth never arrived (lost by a broker restarted without persistence) still takes the device offline", async () => {
     const { store } = await fresh();
-    store.recordBirth(birth('x', 4), 1);
-    expect(store.recordDeath({ device: 'x', bdSeq: 6, clean: true }, 2)).toBe('offline');
-    expect(store.devices()[0]).toMatchObject({ online: false, bdSeq: 6 });
+    await store.recordBirth(birth('x', 4), 1);
+    expect(await store.recordDeath({ device: 'x', bdSeq: 6, clean: true }, 2)).toBe('offline');
+    expect((await store.devices())[0]).toMatchObject({ online: false, bdSeq: 6 });
     // The will of session 5, delivered late, is older than the death on record.
-    expect(store.recordDeath({ device: 'x', bdSeq: 5, clean: false }, 3)).toBe('stale');
-    expect(store.devices()[0]).toMatchObject({ online: false });
+    expect(await store.recordDeath({ device: 'x', bdSeq: 5, clean: false }, 3)).toBe('stale');
+    expect((await store.devices())[0]).toMatchObject({ online: false });
   });
 
   it('counts every lost message of a long run exactly: seq no longer wraps at 256', async () => {
     const { store } = await fresh();
-    store.recordBirth(birth('a', 1), 1);
-    store.recordWindow(win('a', 1, 1, 1), 'lab', 2);
+    await store.recordBirth(birth('a', 1), 1);
+    await store.recordWindow(win('a', 1, 1, 1), 'lab', 2);
     // 3,046 messages lost in a row (the 5,000-window burst of issue 12 read as 1,090 with 8-bit seq).
-    expect(store.recordWindow(win('a', 2, 1, 3_048), 'lab', 3).gap).toBe(3_046);
-    expect(store.recordWindow(win('a', 3, 1, 3_049), 'lab', 4).gap).toBe(0);
-    expect(store.counters().gaps).toBe(3_046);
+    expect((await store.recordWindow(win('a', 2, 1, 3_048), 'lab', 3)).gap).toBe(3_046);
+    expect((await store.recordWindow(win('a', 3, 1, 3_049), 'lab', 4)).gap).toBe(0);
+    expect((await store.counters()).gaps).toBe(3_046);
   });
 
   it('deletes windows older than the retention and returns latest windows newest first; totals keep the pruned ones', async () => {
     const { store } = await fresh();
-    store.recordBirth(birth('a', 0), 0);
-    for (let i = 0; i < 4; i++) store.recordWindow(win('a', i, 0, i + 1), 'lab', 0);
-    expect(store.latestWindows('a', 2).map((w) => w.id)).toEqual([3, 2]);
+    await store.recordBirth(birth('a', 0), 0);
+    for (let i = 0; i < 4; i++) await store.recordWindow(win('a', i, 0, i + 1), 'lab', 0);
+    expect((await store.latestWindows('a', 2)).map((w) => w.id)).toEqual([3, 2]);
     // windowBody(i) ends at 1_700_000_000_000 + (i + 1) × 10 s.
     const now = 1_700_000_000_000 + 25_000 + 86_400_000;
-    expect(store.prune(1, now)).toBe(2);
-    expect(store.latestWindows('a', 10).map((w) => w.id)).toEqual([3, 2]);
+    expect(await store.prune(1, now)).toBe(2);
+    expect((await store.latestWindows('a', 10)).map((w) => w.id)).toEqual([3, 2]);
     // Running totals: what the pruned windows added stays (Prometheus counters must not drop).
-    expect(store.totals()).toEqual([{ device: 'a', windows: 4, count: 40, joules: 6, exits: [24, 12, 4], labelled: 20, correct: 16 }]);
+    expect(await store.totals()).toEqual([{ device: 'a', windows: 4, count: 40, joules: 6, exits: [24, 12, 4], labelled: 20, correct: 16 }]);
+  });
+
+  it('a call made while a transaction is open elsewhere waits for it, and is not rolled back with it', async () => {
+    const { store } = await fresh();
+    await store.recordBirth(birth('a', 1), 1);
+    let release!: () => void;
+    const held = new Promise<void>((r) => (release = r));
+    const batch = store.transaction(async () => {
+      await store.recordWindow(win('a', 1, 1, 1), 'lab', 2);
+      await held;
+      throw new Error('disk full');
+    });
+    // Issued while the batch is open: it must neither join the batch nor see its window.
+    const outside = store.recordWindow(win('a', 2, 1, 2), 'lab', 3);
+    const read = store.totals();
+    release();
+    await expect(batch).rejects.toThrow('disk full');
+    // seq 1 was rolled back, so seq 2 follows a gap; the window itself survived the rollback.
+    expect(await outside).toEqual({ stored: true, gap: 1, unknownDevice: false });
+    expect(await read).toEqual([expect.objectContaining({ device: 'a', windows: 1, count: 10 })]);
+    expect((await store.latestWindows('a', 10)).map((w) => w.id)).toEqual([2]);
   });
 
   it('keeps totals, exit sums and /metrics counters monotonic across prunes, and equal to everything sent', async () => {
     const { store } = await fresh();
-    store.recordBirth(birth('a', 1), 1);
-    store.recordBirth(birth('b', 1), 1);
+    await store.recordBirth(birth('a', 1), 1);
+    await store.recordBirth(birth('b', 1), 1);
     // Windows that differ, so a per-exit or per-device mix-up shows; b has a longer histogram and no labels.
     const sent: MetricsWindow[] = [];
     for (let i = 0; i < 6; i++) sent.push({ ...win('a', i, 1, i + 1), count: 10 + i, exitHistogram: [5, 3 + i, 2], energy: { joules: 0.25 * (i + 1), meanWatts: 0.5, source: 'sensor', meter: 'ina3221-hwmon' }, accuracy: { correct: i, labelled: i + 1 } });
     for (let i = 0; i < 3; i++) sent.push({ ...bare('b', i, 1, i + 1), count: 4, exitHistogram: [1, 0, 0, 3] });
-    store.transaction(() => {
-      for (const w of sent) expect(store.recordWindow(w, 'lab', 2).stored).toBe(true);
+    await store.transaction(async () => {
+      for (const w of sent) expect((await store.recordWindow(w, 'lab', 2)).stored).toBe(true);
     });
     const want = (device: string) => {
       const ws = sent.filter((w) => w.device === device);
@@ -193,17 +214,17 @@ describe('SqliteFleetStore', () => {
       };
     };
     const all = [want('a'), want('b')];
-    expect(store.totals()).toEqual(all);
+    expect(await store.totals()).toEqual(all);
     expect(all[0]).toMatchObject({ windows: 6, count: 75, joules: 5.25, exits: [30, 33, 12], labelled: 21, correct: 15 });
 
-    const scrape = () => parseExposition(renderMetrics(store));
-    const before = scrape();
+    const scrape = async () => parseExposition(await renderMetrics(store));
+    const before = await scrape();
     // Prune in steps, down to no rows at all; nothing that feeds a counter may go down.
     const T = 1_700_000_000_000;
-    let last = store.totals();
+    let last = await store.totals();
     for (const ended of [25_000, 45_000, 1_000_000]) {
-      expect(store.prune(1, T + ended + 86_400_000)).toBeGreaterThan(0);
-      const now = store.totals();
+      expect(await store.prune(1, T + ended + 86_400_000)).toBeGreaterThan(0);
+      const now = await store.totals();
       expect(now).toEqual(all);
       for (const t of now) {
         const prev = last.find((p) => p.device === t.device)!;
@@ -212,10 +233,10 @@ describe('SqliteFleetStore', () => {
       }
       last = now;
     }
-    expect(store.latestWindows('a', 10)).toEqual([]);
-    expect(store.latestWindows('b', 10)).toEqual([]);
+    expect(await store.latestWindows('a', 10)).toEqual([]);
+    expect(await store.latestWindows('b', 10)).toEqual([]);
 
-    const fams = scrape();
+    const fams = await scrape();
     for (const e of all) {
       const d = { device: e.device, fleet: 'lab' };
       expect(sampleValue(fams, 'edgeexit_windows_total', d), e.device).toBe(e.windows);
@@ -238,53 +259,53 @@ describe('SqliteFleetStore', () => {
 
     // A window stored after the prunes adds to the totals; the same window again adds nothing.
     const more = { ...win('a', 100, 1, 7), exitHistogram: [6, 3, 1] };
-    expect(store.recordWindow(more, 'lab', 3).stored).toBe(true);
-    expect(store.recordWindow(more, 'lab', 4).stored).toBe(false);
-    expect(store.totals()[0]).toEqual({ ...all[0], windows: 7, count: 85, joules: 6.75, exits: [36, 36, 13], labelled: 26, correct: 19 });
-    expect(store.counters().duplicates).toBe(1);
+    expect((await store.recordWindow(more, 'lab', 3)).stored).toBe(true);
+    expect((await store.recordWindow(more, 'lab', 4)).stored).toBe(false);
+    expect((await store.totals())[0]).toEqual({ ...all[0], windows: 7, count: 85, joules: 6.75, exits: [36, 36, 13], labelled: 26, correct: 19 });
+    expect((await store.counters()).duplicates).toBe(1);
   });
 
   it('adds a duplicate window to no total, one by one or in a batch', async () => {
     const { store } = await fresh();
-    store.recordBirth(birth('a', 1), 1);
-    store.recordWindow(win('a', 1, 1, 1), 'lab', 2);
-    const once = store.totals();
+    await store.recordBirth(birth('a', 1), 1);
+    await store.recordWindow(win('a', 1, 1, 1), 'lab', 2);
+    const once = await store.totals();
     expect(once).toEqual([{ device: 'a', windows: 1, count: 10, joules: 1.5, exits: [6, 3, 1], labelled: 5, correct: 4 }]);
-    expect(store.recordWindow(win('a', 1, 1, 1), 'lab', 3).stored).toBe(false); // redelivery
-    store.recordBirth(birth('a', 2), 4);
-    store.transaction(() => {
-      expect(store.recordWindow(win('a', 1, 2, 1), 'lab', 5).stored).toBe(false); // outbox resend in a new session
-      expect(store.recordWindow(win('a', 1, 2, 2), 'lab', 6).stored).toBe(false);
+    expect((await store.recordWindow(win('a', 1, 1, 1), 'lab', 3)).stored).toBe(false); // redelivery
+    await store.recordBirth(birth('a', 2), 4);
+    await store.transaction(async () => {
+      expect((await store.recordWindow(win('a', 1, 2, 1), 'lab', 5)).stored).toBe(false); // outbox resend in a new session
+      expect((await store.recordWindow(win('a', 1, 2, 2), 'lab', 6)).stored).toBe(false);
     });
-    expect(store.totals()).toEqual(once);
-    expect(store.counters().duplicates).toBe(3);
+    expect(await store.totals()).toEqual(once);
+    expect((await store.counters()).duplicates).toBe(3);
   });
 
   it('stores temperature and accuracy when sent, leaves them absent when not, and sums labels per device', async () => {
     const { file, store } = await fresh();
-    store.recordBirth(birth('a', 1), 1);
-    store.recordWindow({ ...win('a', 1, 1, 1), temperatureC: -3.25, accuracy: { correct: 0, labelled: 7 } }, 'lab', 2);
-    store.recordWindow(bare('a', 2, 1, 2), 'lab', 3);
-    store.recordWindow({ ...win('a', 3, 1, 3), temperatureC: 61.125, accuracy: { correct: 9, labelled: 9 } }, 'lab', 4);
-    store.recordWindow(bare('a', 4, 1, 4), 'lab', 5); // the newest window has neither
-    store.recordWindow(bare('b', 1, 0, 1), 'lab', 6); // a device that never sent either
+    await store.recordBirth(birth('a', 1), 1);
+    await store.recordWindow({ ...win('a', 1, 1, 1), temperatureC: -3.25, accuracy: { correct: 0, labelled: 7 } }, 'lab', 2);
+    await store.recordWindow(bare('a', 2, 1, 2), 'lab', 3);
+    await store.recordWindow({ ...win('a', 3, 1, 3), temperatureC: 61.125, accuracy: { correct: 9, labelled: 9 } }, 'lab', 4);
+    await store.recordWindow(bare('a', 4, 1, 4), 'lab', 5); // the newest window has neither
+    await store.recordWindow(bare('b', 1, 0, 1), 'lab', 6); // a device that never sent either
 
-    const rows = store.latestWindows('a', 10);
+    const rows = await store.latestWindows('a', 10);
     expect(rows.map((w) => w.id)).toEqual([4, 3, 2, 1]);
     expect(rows[0]).not.toHaveProperty('temperatureC');
     expect(rows[0]).not.toHaveProperty('accuracy');
     expect(rows[1]).toMatchObject({ temperatureC: 61.125, accuracy: { correct: 9, labelled: 9 } });
     expect(rows[3]).toMatchObject({ temperatureC: -3.25, accuracy: { correct: 0, labelled: 7 } });
-    expect(store.latestTemperature('a')).toBe(61.125);
-    expect(store.latestTemperature('b')).toBeNull();
-    expect(store.latestTemperature('nobody')).toBeNull();
-    expect(store.totals()).toEqual([
+    expect(await store.latestTemperature('a')).toBe(61.125);
+    expect(await store.latestTemperature('b')).toBeNull();
+    expect(await store.latestTemperature('nobody')).toBeNull();
+    expect(await store.totals()).toEqual([
       expect.objectContaining({ device: 'a', windows: 4, labelled: 16, correct: 9 }),
       expect.objectContaining({ device: 'b', windows: 1, labelled: 0, correct: 0 }),
     ]);
 
     // NULL in the file, not 0: absent stays absent across a reopen.
-    store.close();
+    await store.close();
     const raw = new Database(file, { readonly: true });
     expect(raw.prepare("SELECT id, temperature_c, accuracy_correct, accuracy_labelled FROM windows WHERE device = 'a' ORDER BY id").all()).toEqual([
       { id: 1, temperature_c: -3.25, accuracy_correct: 0, accuracy_labelled: 7 },
@@ -295,46 +316,46 @@ describe('SqliteFleetStore', () => {
     raw.close();
     const again = openFleetStore(file, { mustExist: true });
     open.push(again);
-    expect(again.latestWindows('a', 1)[0]).not.toHaveProperty('accuracy');
-    expect(again.latestWindows('a', 2)[1]).toMatchObject({ temperatureC: 61.125, accuracy: { correct: 9, labelled: 9 } });
+    expect((await again.latestWindows('a', 1))[0]).not.toHaveProperty('accuracy');
+    expect((await again.latestWindows('a', 2))[1]).toMatchObject({ temperatureC: 61.125, accuracy: { correct: 9, labelled: 9 } });
   });
 
   it('sums labels inside a batch like one by one, and a rolled-back batch adds none', async () => {
     const { store } = await fresh();
-    store.recordBirth(birth('a', 1), 1);
+    await store.recordBirth(birth('a', 1), 1);
     // windowBody carries accuracy 4 of 5 and 51.5 °C.
-    store.transaction(() => {
-      for (let i = 1; i <= 3; i++) store.recordWindow(win('a', i, 1, i), 'lab', 1 + i);
-      store.recordWindow(win('a', 3, 1, 3), 'lab', 5); // redelivery: not summed twice
-    });
-    expect(store.totals()).toEqual([expect.objectContaining({ windows: 3, labelled: 15, correct: 12 })]);
-    expect(() =>
-      store.transaction(() => {
-        store.recordWindow({ ...win('a', 4, 1, 4), temperatureC: 80, accuracy: { correct: 1, labelled: 100 } }, 'lab', 6);
+    (await store.transaction(async () => {
+      for (let i = 1; i <= 3; i++) await store.recordWindow(win('a', i, 1, i), 'lab', 1 + i);
+      await store.recordWindow(win('a', 3, 1, 3), 'lab', 5); // redelivery: not summed twice
+    }));
+    expect(await store.totals()).toEqual([expect.objectContaining({ windows: 3, labelled: 15, correct: 12 })]);
+    await expect(
+      store.transaction(async () => {
+        await store.recordWindow({ ...win('a', 4, 1, 4), temperatureC: 80, accuracy: { correct: 1, labelled: 100 } }, 'lab', 6);
         throw new Error('disk full');
       }),
-    ).toThrow('disk full');
-    expect(store.totals()).toEqual([expect.objectContaining({ windows: 3, labelled: 15, correct: 12 })]);
-    expect(store.latestTemperature('a')).toBe(51.5);
+    ).rejects.toThrow('disk full');
+    expect(await store.totals()).toEqual([expect.objectContaining({ windows: 3, labelled: 15, correct: 12 })]);
+    expect(await store.latestTemperature('a')).toBe(51.5);
   });
 
   it('a rolled-back batch leaves the running totals and exit sums as they were, for every device it touched', async () => {
     const { file, store } = await fresh();
-    store.recordBirth(birth('a', 1), 1);
-    store.transaction(() => {
-      for (let i = 1; i <= 2; i++) store.recordWindow(win('a', i, 1, i), 'lab', 1 + i);
+    await store.recordBirth(birth('a', 1), 1);
+    await store.transaction(async () => {
+      for (let i = 1; i <= 2; i++) await store.recordWindow(win('a', i, 1, i), 'lab', 1 + i);
     });
-    const before = store.totals();
+    const before = await store.totals();
     expect(before).toEqual([{ device: 'a', windows: 2, count: 20, joules: 3, exits: [12, 6, 2], labelled: 10, correct: 8 }]);
-    expect(() =>
-      store.transaction(() => {
-        expect(store.recordWindow({ ...win('a', 3, 1, 3), exitHistogram: [1, 2, 3, 4], count: 10 }, 'lab', 4).stored).toBe(true);
-        expect(store.recordWindow(win('new', 1, 0, 1), 'lab', 5).stored).toBe(true); // a device first seen in the batch
-        expect(store.totals()).toHaveLength(2); // inside the batch it counted
+    await expect(
+      store.transaction(async () => {
+        expect((await store.recordWindow({ ...win('a', 3, 1, 3), exitHistogram: [1, 2, 3, 4], count: 10 }, 'lab', 4)).stored).toBe(true);
+        expect((await store.recordWindow(win('new', 1, 0, 1), 'lab', 5)).stored).toBe(true); // a device first seen in the batch
+        expect(await store.totals()).toHaveLength(2); // inside the batch it counted
         throw new Error('disk full');
       }),
-    ).toThrow('disk full');
-    expect(store.totals()).toEqual(before);
+    ).rejects.toThrow('disk full');
+    expect(await store.totals()).toEqual(before);
     const raw = new Database(file, { readonly: true });
     expect(raw.prepare('SELECT device, exit, n FROM device_exit_totals ORDER BY device, exit').all()).toEqual([
       { device: 'a', exit: 0, n: 12 },
@@ -343,8 +364,8 @@ describe('SqliteFleetStore', () => {
     ]);
     raw.close();
     // The same windows, sent again after the rollback, are new: they count once.
-    expect(store.recordWindow(win('a', 3, 1, 3), 'lab', 6).stored).toBe(true);
-    expect(store.totals()).toEqual([{ device: 'a', windows: 3, count: 30, joules: 4.5, exits: [18, 9, 3], labelled: 15, correct: 12 }]);
+    expect((await store.recordWindow(win('a', 3, 1, 3), 'lab', 6)).stored).toBe(true);
+    expect(await store.totals()).toEqual([{ device: 'a', windows: 3, count: 30, joules: 4.5, exits: [18, 9, 3], labelled: 15, correct: 12 }]);
   });
 
   it('upgrades a version 1 database in place: old rows kept without the new fields, new rows stored with them', async () => {
@@ -372,26 +393,26 @@ describe('SqliteFleetStore', () => {
     expect((raw.pragma('table_info(windows)') as { name: string }[]).map((c) => c.name).slice(-3)).toEqual(['temperature_c', 'accuracy_correct', 'accuracy_labelled']);
     raw.close();
 
-    const [kept] = store.latestWindows('old-1', 1);
+    const [kept] = await store.latestWindows('old-1', 1);
     expect(kept).toMatchObject({ device: 'old-1', id: 1, bdSeq: 3, seq: 7, count: 10, exitHistogram: [6, 3, 1], latencyP95: 7, joules: 1.5 });
     expect(kept).not.toHaveProperty('temperatureC');
     expect(kept).not.toHaveProperty('accuracy');
-    expect(store.latestTemperature('old-1')).toBeNull();
-    expect(store.totals()).toEqual([{ device: 'old-1', windows: 1, count: 10, joules: 1.5, exits: [6, 3, 1], labelled: 0, correct: 0 }]);
+    expect(await store.latestTemperature('old-1')).toBeNull();
+    expect(await store.totals()).toEqual([{ device: 'old-1', windows: 1, count: 10, joules: 1.5, exits: [6, 3, 1], labelled: 0, correct: 0 }]);
 
     // New rows after the upgrade, continuing the old session: no false gap, the kept id still a duplicate.
-    expect(store.recordWindow(win('old-1', 1, 3, 8), 'lab', 200)).toEqual({ stored: false, gap: 0, unknownDevice: false });
-    expect(store.recordWindow({ ...win('old-1', 2, 3, 9), temperatureC: 47.25, accuracy: { correct: 3, labelled: 4 } }, 'lab', 201)).toEqual({ stored: true, gap: 0, unknownDevice: false });
-    expect(store.latestWindows('old-1', 1)[0]).toMatchObject({ id: 2, temperatureC: 47.25, accuracy: { correct: 3, labelled: 4 } });
-    expect(store.latestTemperature('old-1')).toBe(47.25);
-    expect(store.totals()).toEqual([{ device: 'old-1', windows: 2, count: 20, joules: 3, exits: [12, 6, 2], labelled: 4, correct: 3 }]);
+    expect(await store.recordWindow(win('old-1', 1, 3, 8), 'lab', 200)).toEqual({ stored: false, gap: 0, unknownDevice: false });
+    expect(await store.recordWindow({ ...win('old-1', 2, 3, 9), temperatureC: 47.25, accuracy: { correct: 3, labelled: 4 } }, 'lab', 201)).toEqual({ stored: true, gap: 0, unknownDevice: false });
+    expect((await store.latestWindows('old-1', 1))[0]).toMatchObject({ id: 2, temperatureC: 47.25, accuracy: { correct: 3, labelled: 4 } });
+    expect(await store.latestTemperature('old-1')).toBe(47.25);
+    expect(await store.totals()).toEqual([{ device: 'old-1', windows: 2, count: 20, joules: 3, exits: [12, 6, 2], labelled: 4, correct: 3 }]);
 
     // Opening again migrates nothing twice.
-    store.close();
+    await store.close();
     open.splice(open.indexOf(store), 1);
     const again = openFleetStore(file, { mustExist: true });
     open.push(again);
-    expect(again.latestWindows('old-1', 5).map((w) => w.id)).toEqual([2, 1]);
+    expect((await again.latestWindows('old-1', 5)).map((w) => w.id)).toEqual([2, 1]);
   });
 
   it('upgrades a version 2 database in place with running totals backfilled from its rows, which a prune then leaves alone', async () => {
@@ -434,23 +455,23 @@ describe('SqliteFleetStore', () => {
       { device: 'd1', windows: 3, count: 30, joules: 4.5, exits: [20, 8, 2], labelled: 12, correct: 11 },
       { device: 'd2', windows: 2, count: 12, joules: 0.5, exits: [1, 2, 3, 6], labelled: 0, correct: 0 },
     ];
-    expect(store.totals()).toEqual(backfilled);
+    expect(await store.totals()).toEqual(backfilled);
     // The same numbers the SUMs over the old rows gave.
-    expect(store.totals().map(({ exits: _e, ...t }) => t)).toEqual(sums);
-    expect(store.latestWindows('d1', 10).map((w) => w.id)).toEqual([3, 2, 1]);
+    expect((await store.totals()).map(({ exits: _e, ...t }) => t)).toEqual(sums);
+    expect((await store.latestWindows('d1', 10)).map((w) => w.id)).toEqual([3, 2, 1]);
 
     // Pruning the old rows keeps the backfilled totals; a new window adds to them, a kept id does not.
-    expect(store.prune(1, T + 35_000 + 86_400_000)).toBe(4);
-    expect(store.totals()).toEqual(backfilled);
-    expect(store.recordWindow(win('d1', 3, 1, 3), 'lab', 200).stored).toBe(false); // still stored: a duplicate
-    expect(store.recordWindow(win('d2', 3, 1, 4), 'lab', 201).stored).toBe(true);
-    expect(store.totals()[1]).toEqual({ device: 'd2', windows: 3, count: 22, joules: 2, exits: [7, 5, 4, 6], labelled: 5, correct: 4 });
+    expect(await store.prune(1, T + 35_000 + 86_400_000)).toBe(4);
+    expect(await store.totals()).toEqual(backfilled);
+    expect((await store.recordWindow(win('d1', 3, 1, 3), 'lab', 200)).stored).toBe(false); // still stored: a duplicate
+    expect((await store.recordWindow(win('d2', 3, 1, 4), 'lab', 201)).stored).toBe(true);
+    expect((await store.totals())[1]).toEqual({ device: 'd2', windows: 3, count: 22, joules: 2, exits: [7, 5, 4, 6], labelled: 5, correct: 4 });
 
     // Opening again backfills nothing twice.
-    store.close();
+    await store.close();
     open.splice(open.indexOf(store), 1);
     const again = openFleetStore(file, { mustExist: true });
     open.push(again);
-    expect(again.totals()).toEqual([backfilled[0], { device: 'd2', windows: 3, count: 22, joules: 2, exits: [7, 5, 4, 6], labelled: 5, correct: 4 }]);
+    expect(await again.totals()).toEqual([backfilled[0], { device: 'd2', windows: 3, count: 22, joules: 2, exits: [7, 5, 4, 6], labelled: 5, correct: 4 }]);
   });
 });

@@ -22,7 +22,7 @@ import { until as waitUntil } from '../support/wait.js';
 
 const FLEET = 'lab';
 
-const until = (pred: () => boolean, what: string, ms = 30_000): Promise<void> => waitUntil(pred, what, ms, 25);
+const until = (pred: () => boolean | Promise<boolean>, what: string, ms = 30_000): Promise<void> => waitUntil(pred, what, ms, 25);
 
 async function closedPort(): Promise<number> {
   return new Promise((resolve) => {
@@ -62,7 +62,7 @@ describe("run --telemetry and agent to `collect`'s embedded aedes broker (MQTT 3
       const run = await runCli('run', bundle, '--trust-dir', trust, ...images.slice(0, 7), '--threads', '1', '--telemetry', collector.url, '--device-id', 'pi-auto', '--state-dir', path.join(dir, 'state-auto'));
       expect(run.code, run.err).toBe(0);
       expect(run.err).toMatch(/telemetry: 1 window from default\/pi-auto to mqtt:\/\/127\.0\.0\.1:\d+, all acknowledged/);
-      await until(() => collector.store.totals().find((t) => t.device === 'pi-auto')?.count === 7, '7 inferences stored');
+      await until(async () => (await collector.store.totals()).find((t) => t.device === 'pi-auto')?.count === 7, '7 inferences stored');
 
       const watch = path.join(dir, 'agent-auto-in');
       await fsp.mkdir(watch, { recursive: true });
@@ -78,7 +78,7 @@ describe("run --telemetry and agent to `collect`'s embedded aedes broker (MQTT 3
       ac.abort();
       const a = await done;
       expect(a.telemetry.queued).toBe(0);
-      await until(() => collector.store.totals().find((t) => t.device === 'pi-agent-auto')?.count === a.stats.classified, 'the agent inferences stored');
+      await until(async () => (await collector.store.totals()).find((t) => t.device === 'pi-agent-auto')?.count === a.stats.classified, 'the agent inferences stored');
 
       const v5 = await runCli('run', bundle, '--trust-dir', trust, ...images.slice(0, 3), '--threads', '1', '--telemetry', collector.url, '--mqtt-version', '5', '--device-id', 'pi-v5', '--state-dir', path.join(dir, 'state-v5'), '--drain-timeout', '300ms');
       expect(v5.code).toBe(75);
@@ -107,8 +107,8 @@ MOSQUITTO.describe('device telemetry end to end (Mosquitto)', () => {
     await broker?.dispose();
   });
 
-  const totalsOf = (device: string) => collector.store.totals().find((t) => t.device === device);
-  const deviceRow = (device: string) => collector.store.devices().find((d) => d.device === device);
+  const totalsOf = async (device: string) => (await collector.store.totals()).find((t) => t.device === device);
+  const deviceRow = async (device: string) => (await collector.store.devices()).find((d) => d.device === device);
 
   it('run --telemetry: the collector stores what was classified, with the manifest hash in the birth and a clean death', async () => {
     const state = path.join(dir, 'state-run');
@@ -122,12 +122,12 @@ MOSQUITTO.describe('device telemetry end to end (Mosquitto)', () => {
     expect(exitCounts.filter((n) => n > 0).length).toBeGreaterThan(1); // the thresholds do split the images
     expect(r.err).toMatch(/telemetry: 4 windows from lab\/pi-run to mqtt:\/\/127\.0\.0\.1:\d+, all acknowledged/);
 
-    await until(() => totalsOf('pi-run')?.count === 30, '30 inferences stored');
-    const t = totalsOf('pi-run')!;
+    await until(async () => (await totalsOf('pi-run'))?.count === 30, '30 inferences stored');
+    const t = (await totalsOf('pi-run'))!;
     expect(t.windows).toBe(4); // 8 + 8 + 8 + 6
     expect(t.exits).toEqual(exitCounts);
-    await until(() => deviceRow('pi-run')?.online === false, 'the clean death');
-    const d = deviceRow('pi-run')!;
+    await until(async () => (await deviceRow('pi-run'))?.online === false, 'the clean death');
+    const d = (await deviceRow('pi-run'))!;
     expect(d.birth?.bundle.manifestSha256).toBe(manifestSha);
     expect(d.birth?.bundle.thresholds).toEqual([0.9, 0.9]);
     expect(d.birth?.bundle.precision).toBe('fp32');
@@ -135,7 +135,7 @@ MOSQUITTO.describe('device telemetry end to end (Mosquitto)', () => {
     expect(d.birth?.runtime.onnxruntime).toMatch(/^\d+\.\d+/);
     expect(logs.some((l) => /death: pi-run offline \(bdSeq 0, clean\)/.test(l))).toBe(true);
     // Accuracy went out too: every image sits in its class's folder.
-    const w = collector.store.latestWindows('pi-run', 10);
+    const w = await collector.store.latestWindows('pi-run', 10);
     expect(w.reduce((a, x) => a + x.count, 0)).toBe(30);
   });
 
@@ -165,9 +165,9 @@ MOSQUITTO.describe('device telemetry end to end (Mosquitto)', () => {
     const r = await done;
     expect(r.stats).toMatchObject({ classified: 20, failed: 0 });
     expect(r.telemetry.queued).toBe(0);
-    await until(() => totalsOf('pi-agent')?.count === 20, '20 inferences stored');
-    await until(() => deviceRow('pi-agent')?.online === false, 'the clean death');
-    expect(deviceRow('pi-agent')!.birth?.bundle.manifestSha256).toBe(manifestSha);
+    await until(async () => (await totalsOf('pi-agent'))?.count === 20, '20 inferences stored');
+    await until(async () => (await deviceRow('pi-agent'))?.online === false, 'the clean death');
+    expect((await deviceRow('pi-agent'))!.birth?.bundle.manifestSha256).toBe(manifestSha);
     expect(err.join('')).toMatch(/agent stopped: 20 classified, 0 unreadable/);
   });
 
@@ -190,17 +190,17 @@ MOSQUITTO.describe('device telemetry end to end (Mosquitto)', () => {
         await fsp.rename(path.join(dir, `sig-${i}.png`), path.join(watch, `${path.basename(path.dirname(f))}-${i}.png`));
       }
       // 200 ms windows: the classified images reach the collector while the agent still runs.
-      await until(() => totalsOf('pi-sig')?.count === 5, '5 inferences stored');
-      expect(deviceRow('pi-sig')?.online).toBe(true);
+      await until(async () => (await totalsOf('pi-sig'))?.count === 5, '5 inferences stored');
+      expect((await deviceRow('pi-sig'))?.online).toBe(true);
       child.kill('SIGINT');
       expect(await exited).toBe(0);
     } finally {
       if (child.exitCode === null) child.kill('SIGKILL');
     }
     expect(err).toMatch(/agent stopped: 5 classified, 0 unreadable/);
-    await until(() => deviceRow('pi-sig')?.online === false, 'the clean death');
+    await until(async () => (await deviceRow('pi-sig'))?.online === false, 'the clean death');
     expect(logs.some((l) => /death: pi-sig offline \(bdSeq \d+, clean\)/.test(l))).toBe(true);
-    expect(totalsOf('pi-sig')!.count).toBe(5);
+    expect((await totalsOf('pi-sig'))!.count).toBe(5);
   });
 
   it('agent --loop re-runs the folder until stopped; the collector holds every inference', async () => {
@@ -219,7 +219,7 @@ MOSQUITTO.describe('device telemetry end to end (Mosquitto)', () => {
     const r = await done;
     expect(r.stats.classified).toBeGreaterThanOrEqual(15);
     expect(r.stats.passes).toBeGreaterThanOrEqual(3);
-    await until(() => totalsOf('pi-loop')?.count === r.stats.classified, 'every inference stored');
+    await until(async () => (await totalsOf('pi-loop'))?.count === r.stats.classified, 'every inference stored');
   });
 
   it('an unreachable broker: the run classifies, says where the windows wait, exits 75, and the next run delivers them', async () => {
@@ -239,8 +239,8 @@ MOSQUITTO.describe('device telemetry end to end (Mosquitto)', () => {
 
     const b = await runCli('run', bundle, '--trust-dir', trust, ...images.slice(10, 14), '--threads', '1', '--telemetry', broker.url, '--fleet', FLEET, '--device-id', 'pi-offline', '--state-dir', state);
     expect(b.code, b.err).toBe(0);
-    await until(() => totalsOf('pi-offline')?.count === 14, 'both runs stored');
-    expect(totalsOf('pi-offline')!.windows).toBe(2);
+    await until(async () => (await totalsOf('pi-offline'))?.count === 14, 'both runs stored');
+    expect((await totalsOf('pi-offline'))!.windows).toBe(2);
   });
 
   it('refuses a bad --window, device id, broker URL, TLS files or --watch folder, naming the flag', async () => {

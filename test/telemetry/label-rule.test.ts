@@ -52,9 +52,9 @@ describe("label 'T-shirt/top', folder 'T-shirt_top': counted everywhere", () => 
       const right = lines.filter((l) => FOLDERS.find((f) => f.folder === path.basename(path.dirname(l.file)))!.label === l.label).length;
       expect(right).toBeGreaterThan(PER); // the model gets most of them: the check below is not 0 = 0
       const deadline = Date.now() + 10_000;
-      const totals = () => collector.store.totals().find((t) => t.device === 'pi-labels');
-      while (totals()?.count !== lines.length && Date.now() < deadline) await new Promise((res) => setTimeout(res, 25));
-      expect(totals()).toMatchObject({ count: lines.length, labelled: lines.length, correct: right });
+      const totals = async () => (await collector.store.totals()).find((t) => t.device === 'pi-labels');
+      while ((await totals())?.count !== lines.length && Date.now() < deadline) await new Promise((res) => setTimeout(res, 25));
+      expect(await totals()).toMatchObject({ count: lines.length, labelled: lines.length, correct: right });
     } finally {
       await collector.close();
     }

@@ -77,7 +77,7 @@ export async function collectCommand(opts: CollectOptions, io: CliIO, signal: Ab
     ...(opts.clientId !== undefined ? { clientId: opts.clientId } : {}),
   });
   if (!signal.aborted) await new Promise<void>((resolve) => signal.addEventListener('abort', () => resolve(), { once: true }));
-  const counters = c.counters();
+  const counters = await c.counters();
   await c.close();
   io.err(`collector stopped after ${c.handled()} messages; counters ${JSON.stringify(counters)}`);
   return counters;

@@ -32,9 +32,9 @@ export async function fleetStatusCommand(opts: FleetStatusOptions, io: CliIO): P
   const store = openFleetStore(opts.db ?? DEFAULT_DB, { mustExist: true });
   let s: FleetStatus;
   try {
-    s = fleetStatus(store);
+    s = await fleetStatus(store);
   } finally {
-    store.close();
+    await store.close();
   }
   if (opts.json) io.out(JSON.stringify(s, null, 2));
   else io.out(renderFleetStatus(s));

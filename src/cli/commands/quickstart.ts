@@ -203,10 +203,10 @@ async function quickstartTelemetry(o: { work: string; bundle: string; trustDir: 
     }
     // The collector acks a window only after its commit, so a drained outbox is stored; the wait covers a run that did not drain.
     const deadline = Date.now() + 10_000;
-    const stored = () => collector.store.totals().reduce((a, t) => a + t.count, 0);
-    while (stored() < classified && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
-    io.out(`collector: ${stored()} of ${classified} inferences stored in ${db} (${collectorLog.length} messages logged)`);
-    io.out(renderFleetStatus(fleetStatus(collector.store)));
+    const stored = async () => (await collector.store.totals()).reduce((a, t) => a + t.count, 0);
+    while ((await stored()) < classified && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    io.out(`collector: ${await stored()} of ${classified} inferences stored in ${db} (${collectorLog.length} messages logged)`);
+    io.out(renderFleetStatus(await fleetStatus(collector.store)));
     io.out('(offline: the run ended with a clean death; `edgeexit agent` keeps a device online, and `edgeexit collect` + `edgeexit fleet status` do this across machines)');
   } finally {
     await collector.close();

@@ -70,18 +70,18 @@ export async function simulateCommand(opts: SimulateCliOptions, io: CliIO, signa
   await sim.close();
   const summary = sim.summary();
   // The own collector commits its last batch on close; read what it stored after that.
-  if (collector) summary.collected = readTotals(collector.store.file);
+  if (collector) summary.collected = await readTotals(collector.store.file);
   if (opts.json) io.out(JSON.stringify(summary, null, 2));
   else io.out(formatSummary(summary));
   return summary;
 }
 
-function readTotals(file: string): NonNullable<SimSummary['collected']> {
+async function readTotals(file: string): Promise<NonNullable<SimSummary['collected']>> {
   const store = openFleetStore(file, { mustExist: true });
   try {
-    return store.totals();
+    return await store.totals();
   } finally {
-    store.close();
+    await store.close();
   }
 }
 

@@ -38,10 +38,11 @@ export interface MqttConnectOptions {
   onMessage?: (m: MqttMessage) => void;
   /**
    * Called for each received message after onMessage and before its PUBACK is sent (the PUBACK
-   * waits for it to return): a subscriber that must store a message before the broker forgets it
-   * does so here. It must not throw (the PUBACK is sent regardless).
+   * waits for it to return, or for the promise it returns to settle): a subscriber that must store
+   * a message before the broker forgets it does so here. It must not throw (the PUBACK is sent
+   * regardless).
    */
-  beforeAck?: (m: MqttMessage) => void;
+  beforeAck?: (m: MqttMessage) => void | Promise<void>;
 }
 
 export interface MqttMessage {
@@ -184,11 +185,14 @@ async function connectAs(opts: MqttConnectOptions, protocolVersion: 4 | 5): Prom
   const beforeAck = opts.beforeAck;
   // MQTT.js sends a QoS 1 PUBACK once handleMessage calls back (after 'message' was emitted).
   if (beforeAck)
+    // MQTT.js reads the next packet only after the callback, so later messages wait too (order kept).
     client.handleMessage = (packet, callback) => {
+      let pending: void | Promise<void> = undefined;
       try {
-        if (packet.cmd === 'publish') beforeAck(messageOf(packet.topic, Buffer.from(packet.payload), packet));
+        if (packet.cmd === 'publish') pending = beforeAck(messageOf(packet.topic, Buffer.from(packet.payload), packet));
       } finally {
-        callback();
+        if (pending) pending.then(() => callback(), () => callback());
+        else callback();
       }
     };
   return new Promise((resolve, reject) => {
