@@ -22,6 +22,7 @@ export {
   DEFAULT_BROKER_DIR,
   DEFAULT_BROKER_LISTEN,
   collectorPrincipal,
+  operatorPrincipal,
   enrol,
   mosquittoPasswordHash,
   newPassword,
