@@ -84,7 +84,7 @@ export interface EnrolOptions {
 function principalOf(where: string, o: { device?: string; collector?: string; operator?: string }): Principal {
   const given = [o.device, o.collector, o.operator].filter((v) => v !== undefined).length;
   if (given !== 1)
-    throw new InputError(formatProblem({ where, expected: 'one of: a device as <fleet>/<device>, --collector <name>, --operator <name>', got: given === 0 ? 'none' : `${given} of them`, fix: `e.g. \`edgeexit fleet ${where} lab/pi-07\`` }));
+    throw new InputError(formatProblem({ where, expected: 'one of: a device as <fleet>/<device>, --collector <name>, --operator <name>', got: given === 0 ? 'neither' : given === 2 ? 'both' : 'all three', fix: `e.g. \`edgeexit fleet ${where} lab/pi-07\`` }));
   if (o.device !== undefined) return parseDeviceRef(o.device);
   return o.collector !== undefined ? collectorPrincipal(o.collector) : operatorPrincipal(o.operator!);
 }
