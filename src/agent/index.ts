@@ -29,3 +29,6 @@ export {
   type SignedJob,
   type JobCheck,
 } from './job-protocol.js';
+export { JobAgent, JOB_RECORD_FILE, DEFAULT_MAX_ATTEMPTS, type JobAgentOptions } from './jobs.js';
+export { LatencyWatch, type TrialPolicy, type TrialVerdict } from './trial.js';
+export { type ClassifyObservation } from './swappable.js';
