@@ -39,3 +39,4 @@ export {
   type Principal,
 } from './broker-auth.js';
 export { startFileServer, type FileServer, type FileServerOptions, type FileServerStats } from './file-server.js';
+export { stageBundleFiles, publishJobs, readJobs, cancelJob, jobFinished, type StagedBundle, type FlashTarget, type DeviceJob } from './jobs.js';
