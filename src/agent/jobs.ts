@@ -21,7 +21,7 @@ import { loadTrustStore } from '../bundle/trust.js';
 import { connectMqtt, type MqttConnection, type MqttTls } from '../telemetry/mqtt/client.js';
 import { writeFileAtomic } from '../util/fs.js';
 import { DownloadError, downloadBundle } from './download.js';
-import { checkCompatibility, compareVersions, installBundle, type InstallResult } from './install.js';
+import { checkCompatibility, compareVersions, installBundle, recoverIfIdle, type InstallResult } from './install.js';
 import { FINAL_JOB_STATES, JobStateSchema, checkSignedJob, jobTopics, type Job, type JobState, type JobStateReport, type JobStep } from './job-protocol.js';
 import { BundleStore } from './store.js';
 import type { LatencyWatch, TrialPolicy } from './trial.js';
@@ -67,10 +67,14 @@ interface JobRecord {
 /** A refusal found before anything was installed: reported as rejected, not failed. */
 class Refusal extends Error {}
 
-/** Publishes the newest state, retained at QoS 1, until the broker acknowledged it; reconnects. */
+/**
+ * Publishes states in order, retained at QoS 1, each until the broker acknowledged it (a state
+ * waiting is retried after every reconnect). Progress within one step replaces the step's last
+ * unsent state, so a slow link carries every step but not every percent.
+ */
 class JobLink {
   private conn: MqttConnection | undefined;
-  private latest: Buffer | undefined;
+  private readonly queue: { key: string; bytes: Buffer }[] = [];
   private inflight = false;
   private stopped = false;
   private idleWaiters: (() => void)[] = [];
@@ -114,19 +118,24 @@ class JobLink {
   }
 
   publish(r: JobStateReport): void {
-    this.latest = Buffer.from(JSON.stringify(r));
+    const key = `${r.job}/${r.state}/${r.step}`;
+    const bytes = Buffer.from(JSON.stringify(r));
+    const last = this.queue.at(-1);
+    // The head may be in flight; only a waiting entry is replaced.
+    if (last && last.key === key && (this.queue.length > 1 || !this.inflight)) last.bytes = bytes;
+    else this.queue.push({ key, bytes });
     void this.flush();
   }
 
   private async flush(): Promise<void> {
     const c = this.conn;
-    const b = this.latest;
-    if (this.inflight || !c || !b) return this.settle();
+    const head = this.queue[0];
+    if (this.inflight || !c || !head) return this.settle();
     this.inflight = true;
     let again = 0;
     try {
-      await c.publish(jobTopics(this.o.fleet, this.o.device).state, b, { qos: 1, retain: true });
-      if (this.latest === b) this.latest = undefined;
+      await c.publish(jobTopics(this.o.fleet, this.o.device).state, head.bytes, { qos: 1, retain: true });
+      this.queue.shift();
     } catch {
       // Closed: the reconnect flushes. Refused while connected (ACL): try again, not in a tight loop.
       again = c.closed ? 0 : 1_000;
@@ -138,13 +147,13 @@ class JobLink {
   }
 
   private settle(): void {
-    if (this.latest || this.inflight) return;
+    if (this.queue.length || this.inflight) return;
     for (const w of this.idleWaiters.splice(0)) w();
   }
 
-  /** Resolves once the newest state is acknowledged by the broker. */
+  /** Resolves once every state is acknowledged by the broker. */
   published(): Promise<void> {
-    if (!this.latest && !this.inflight) return Promise.resolve();
+    if (!this.queue.length && !this.inflight) return Promise.resolve();
     return new Promise((r) => this.idleWaiters.push(r));
   }
 
@@ -175,6 +184,7 @@ export class JobAgent {
   private busy = false;
   private running: { job: string; abort: AbortController } | undefined;
   private done: Promise<void> = Promise.resolve();
+  private reporting: Promise<unknown> = Promise.resolve();
 
   constructor(private readonly o: JobAgentOptions) {
     this.link = new JobLink(o, (p) => this.onDesired(p));
@@ -186,6 +196,8 @@ export class JobAgent {
 
   async start(): Promise<void> {
     this.store = await BundleStore.open(this.o.root);
+    // An install cut mid-way is rolled back first, so `current` is what really runs before the job resumes.
+    await recoverIfIdle(this.store, this.o.keep);
     this.record = await this.readRecord();
     const r = this.record;
     if (!r) this.link.publish(await this.stateOf(null, { state: 'idle', step: null, progress: 0, attempts: 0 }));
@@ -267,7 +279,14 @@ export class JobAgent {
   }
 
   /** Record (fsync'd) then publish: the device never reports a state it could forget. */
-  private async report(raw: string, job: Job | null, s: Parameters<JobAgent['stateOf']>[1]): Promise<JobStateReport> {
+  private report(raw: string, job: Job | null, s: Parameters<JobAgent['stateOf']>[1]): Promise<JobStateReport> {
+    // One at a time, in the order asked: progress callbacks do not wait, and must not overtake.
+    const next = this.reporting.then(() => this.reportNow(raw, job, s));
+    this.reporting = next.catch(() => undefined);
+    return next;
+  }
+
+  private async reportNow(raw: string, job: Job | null, s: Parameters<JobAgent['stateOf']>[1]): Promise<JobStateReport> {
     const r = await this.stateOf(job, s);
     if (job) {
       this.record = { raw, report: r };
@@ -330,12 +349,13 @@ export class JobAgent {
     if (job.manifest.sha256 !== job.bundle) return end('rejected', `job: manifest sha256 ${job.manifest.sha256} is not the bundle id ${job.bundle}; publish it again with \`edgeexit flash\``);
     if ((await this.store.current()) === job.bundle) return end('succeeded', 'this bundle is already active');
 
+    await step('in-progress', 'download', 0.05);
     const fetched = await this.download(job, signal, (p) => void step('in-progress', 'download', 0.05 + 0.75 * p));
     if (signal.aborted) return end('canceled', 'canceled by the operator during the download');
     if (!fetched.ok) return end(fetched.state, fetched.reason);
 
     await step('in-progress', 'verify', 0.82);
-    const r = await this.install(job, signal, (s, p) => void step('in-progress', s, p));
+    const r = await this.install(job, signal, (s, p) => step('in-progress', s, p));
     await this.o.switchNow?.();
     const [state, reason] = outcomeOf(r, signal.aborted);
     return end(state, reason);
@@ -381,7 +401,8 @@ export class JobAgent {
 
   /** The bundle suits this device, and is no older than the running one unless the job is a rollback. */
   private async admit(job: Job, m: Manifest): Promise<void> {
-    const reasons = await checkCompatibility(m, this.o.deviceProfile !== undefined ? { device: this.o.deviceProfile } : {});
+    const device = await this.deviceProfile();
+    const reasons = await checkCompatibility(m, device !== undefined ? { device } : {});
     if (reasons.length) throw new Refusal(`incompatible with this device: ${reasons.join('; ')}`);
     const cur = await this.store.current();
     if (!cur || job.rollback) return;
@@ -391,25 +412,33 @@ export class JobAgent {
     }
   }
 
+  /** This device's profile: as configured, else the one the running bundle was compiled for (it runs here). */
+  private async deviceProfile(): Promise<string | undefined> {
+    if (this.o.deviceProfile !== undefined) return this.o.deviceProfile;
+    const cur = await this.store.current();
+    return cur ? (await this.store.manifestOf(cur)).target.device : undefined;
+  }
+
   private async localBundles(): Promise<string[]> {
     const ids = [await this.store.current(), ...(await this.store.previous())].filter((i): i is string => i !== null);
     return ids.map((i) => this.store.bundleDir(i));
   }
 
-  private async install(job: Job, signal: AbortSignal, step: (s: JobStep, progress: number) => void): Promise<InstallResult> {
+  private async install(job: Job, signal: AbortSignal, step: (s: JobStep, progress: number) => Promise<unknown>): Promise<InstallResult> {
     const policy: TrialPolicy = { durationMs: job.trialMs ?? this.o.trial?.durationMs ?? 10_000, ...(this.o.trial?.maxP95Ratio !== undefined ? { maxP95Ratio: this.o.trial.maxP95Ratio } : {}), ...(this.o.trial?.minSamples !== undefined ? { minSamples: this.o.trial.minSamples } : {}) };
+    const device = await this.deviceProfile();
     return installBundle({
       root: this.o.root,
       bundle: this.staging(job),
       trustDir: this.o.trustDir,
-      ...(this.o.deviceProfile !== undefined ? { device: this.o.deviceProfile } : {}),
+      ...(device !== undefined ? { device } : {}),
       ...(this.o.threads !== undefined ? { threads: this.o.threads } : {}),
       ...(this.o.keep !== undefined ? { keep: this.o.keep } : {}),
       rollback: job.rollback,
       onStep: async (s) => {
-        if (s.startsWith('self-test')) step('self-test', 0.85);
-        else if (s === 'self-tested') step('switch', 0.9);
-        else if (s === 'active') step('trial', 0.92);
+        if (s === 'self-tested') await step('switch', 0.9);
+        else if (s.startsWith('self-test:')) await step('self-test', 0.85);
+        else if (s === 'active') await step('trial', 0.92);
       },
       trial: async (t) => {
         await this.o.switchNow?.();
@@ -417,7 +446,7 @@ export class JobAgent {
         const v = this.o.watch ? await this.o.watch.trial(before, t.dir, policy, signal) : await wait(policy.durationMs, signal).then(() => ({ ok: true as const }));
         if (signal.aborted) return { ok: false, reason: 'canceled by the operator during the trial' };
         if (!v.ok) return { ok: false, reason: v.reason ?? 'the trial failed' };
-        step('commit', 0.98);
+        await step('commit', 0.98);
         return { ok: true };
       },
     });

@@ -6,6 +6,8 @@ import type { ClassifyObservation, SwappableRunner } from './swappable.js';
 
 /** Calls kept per bundle for the comparison (a ring: the newest win). */
 const KEEP_SAMPLES = 512;
+/** First calls on a freshly loaded bundle left out: sessions warm up (allocations, caches) on them. */
+const WARMUP_CALLS = 5;
 
 export interface TrialPolicy {
   /** How long the new bundle serves before the verdict (ms). */
@@ -78,7 +80,7 @@ export class LatencyWatch {
   }
 
   judge(before: string | null, after: string, policy: TrialPolicy): TrialVerdict {
-    const now = this.samples.get(after) ?? [];
+    const now = (this.samples.get(after) ?? []).slice(WARMUP_CALLS);
     const errors = this.errors.get(after) ?? 0;
     const base = { calls: now.length, errors };
     if (errors > 0) return { ...base, ok: false, reason: `${errors} of ${now.length + errors} classify calls failed on the new bundle during the trial` };
