@@ -21,6 +21,7 @@ import { MOSQUITTO, startBroker, type Broker } from '../telemetry/mqtt/broker.js
 import { fmnistImages, scratch } from '../runtime/helpers.js';
 import { compileFixture, variant, type Fixture } from './helpers.js';
 import { until as waitUntil } from '../support/wait.js';
+import { runCli } from '../cli/helpers.js';
 
 const until = (pred: () => boolean, what: string, ms = 90_000): Promise<void> => waitUntil(pred, what, ms, 25);
 
@@ -243,4 +244,22 @@ MOSQUITTO.describe('flash jobs through Mosquitto', () => {
       await d.stop().catch(() => undefined);
     }
   }, 240_000);
+
+  it('the command line: flash --wait prints the verdicts, jobs --json lists them, cancel of an unknown id names the known ones', async () => {
+    const d = await device();
+    try {
+      const r = await runCli('flash', b.v2!, '--to', `lab/${d.id}`, '--key', fx.privateKey, '--files', files, '--broker', broker.url, '--trial-ms', '500', '--wait', '--wait-timeout', '120');
+      expect(r.code, r.err).toBe(0);
+      expect(r.out).toMatch(new RegExp(`lab/${d.id} +flash-\\S+ +\\S+ 1\\.1\\.0 +succeeded +done +100%`));
+      const list = await runCli('jobs', '--broker', broker.url, '--fleet', 'lab', '--json');
+      expect(list.code, list.err).toBe(0);
+      const mine = (JSON.parse(list.out) as { device: string; state?: { state: string }; desired?: { model: { version: string } } }[]).find((x) => x.device === d.id);
+      expect(mine).toMatchObject({ state: { state: 'succeeded' }, desired: { model: { version: '1.1.0' } } });
+      const cancel = await runCli('jobs', 'cancel', 'no-such-job', '--key', fx.privateKey, '--broker', broker.url);
+      expect(cancel.code).toBe(2);
+      expect(cancel.err).toMatch(/no device has job no-such-job.*published jobs: flash-/);
+    } finally {
+      await d.stop();
+    }
+  }, 180_000);
 });
