@@ -124,8 +124,8 @@ MOSQUITTO.describe('flash jobs through Mosquitto', () => {
     };
   }
 
-  const flash = (bundle: string, to: string, extra: { rollback?: boolean; key?: string; trialMs?: number } = {}) =>
-    flashCommand({ bundle, to: [`lab/${to}`], key: extra.key ?? fx.privateKey, files, broker: broker.url, ...(extra.rollback ? { rollback: true } : {}), ...(extra.trialMs !== undefined ? { trialMs: extra.trialMs } : {}) }, quiet);
+  const flash = (bundle: string, to: string, extra: { rollback?: boolean; key?: string; trialMs?: number; timeout?: number } = {}) =>
+    flashCommand({ bundle, to: [`lab/${to}`], key: extra.key ?? fx.privateKey, files, broker: broker.url, ...(extra.rollback ? { rollback: true } : {}), ...(extra.trialMs !== undefined ? { trialMs: extra.trialMs } : {}), ...(extra.timeout !== undefined ? { timeout: extra.timeout } : {}) }, quiet);
   const final = (id: string, job: string) => until(() => states.get(id)?.job === job && !['in-progress', 'queued'].includes(states.get(id)!.state), `${id}: ${job} finished`);
   const jobsTable = async (): Promise<string> => {
     let out = '';
@@ -244,6 +244,19 @@ MOSQUITTO.describe('flash jobs through Mosquitto', () => {
       await d.stop().catch(() => undefined);
     }
   }, 240_000);
+
+  it('a job past its --timeout stops where it is, rolls back, and reports timed-out', async () => {
+    const d = await device();
+    try {
+      const before = await d.store.current();
+      const [job] = await flash(b.v2!, d.id, { trialMs: 120_000, timeout: 3 });
+      await final(d.id, job!.job);
+      expect(states.get(d.id)).toMatchObject({ state: 'timed-out', active: before, reason: expect.stringMatching(/timed out during the (trial|download) \(deadline .*\); flash again with a longer --timeout/) });
+      expect(await d.store.current()).toBe(before);
+    } finally {
+      await d.stop();
+    }
+  }, 180_000);
 
   it('the command line: flash --wait prints the verdicts, jobs --json lists them, cancel of an unknown id names the known ones', async () => {
     const d = await device();
