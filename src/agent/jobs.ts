@@ -64,6 +64,9 @@ interface JobRecord {
   report: JobStateReport;
 }
 
+/** States waiting for the broker at most (a device offline for long does not grow without bound). */
+const MAX_QUEUED_STATES = 64;
+
 /** A refusal found before anything was installed: reported as rejected, not failed. */
 class Refusal extends Error {}
 
@@ -136,6 +139,8 @@ class JobLink {
     // The head may be in flight; only a waiting entry is replaced.
     if (last && last.key === key && (this.queue.length > 1 || !this.inflight)) last.bytes = bytes;
     else this.queue.push({ key, bytes });
+    // Offline for long: keep the head (maybe in flight) and the newest states, the retained one matters most.
+    if (this.queue.length > MAX_QUEUED_STATES) this.queue.splice(1, this.queue.length - MAX_QUEUED_STATES);
     void this.flush();
   }
 

@@ -268,6 +268,14 @@ MOSQUITTO.describe('flash jobs through Mosquitto', () => {
       expect(list.code, list.err).toBe(0);
       const mine = (JSON.parse(list.out) as { device: string; state?: { state: string }; desired?: { model: { version: string } } }[]).find((x) => x.device === d.id);
       expect(mine).toMatchObject({ state: { state: 'succeeded' }, desired: { model: { version: '1.1.0' } } });
+      // A collector started now has every device's state at once (retained, plain subscription beside its shared one).
+      const late = await startCollector({ brokerUrl: broker.url, dbFile: path.join(fx.dir, 'late.db'), clientId: 'late-collector', onLog: () => undefined });
+      try {
+        expect(late.protocolVersion).toBe(5);
+        await until(() => late.jobs.get('lab', d.id)?.state === 'succeeded', 'the late collector has the retained state');
+      } finally {
+        await late.close();
+      }
       const cancel = await runCli('jobs', 'cancel', 'no-such-job', '--key', fx.privateKey, '--broker', broker.url);
       expect(cancel.code).toBe(2);
       expect(cancel.err).toMatch(/no device has job no-such-job.*published jobs: flash-/);
