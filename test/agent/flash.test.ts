@@ -276,6 +276,14 @@ MOSQUITTO.describe('flash jobs through Mosquitto', () => {
       } finally {
         await late.close();
       }
+      // --group: every device of the fleet that reports a state (each agent does from its start).
+      const none = await runCli('flash', b.v2!, '--group', 'nosuch', '--key', fx.privateKey, '--files', files, '--broker', broker.url);
+      expect(none.code).toBe(2);
+      expect(none.err).toMatch(/got group nosuch with no device reporting/);
+      const group = await flashCommand({ bundle: b.v2!, group: 'lab', key: fx.privateKey, files, broker: broker.url }, quiet);
+      expect(group.map((j) => j.device).sort()).toEqual([...states.keys()].sort());
+      await final(d.id, group[0]!.job);
+      expect(states.get(d.id)).toMatchObject({ state: 'succeeded', reason: 'this bundle is already active' });
       const cancel = await runCli('jobs', 'cancel', 'no-such-job', '--key', fx.privateKey, '--broker', broker.url);
       expect(cancel.code).toBe(2);
       expect(cancel.err).toMatch(/no device has job no-such-job.*published jobs: flash-/);
