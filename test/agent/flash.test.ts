@@ -284,6 +284,11 @@ MOSQUITTO.describe('flash jobs through Mosquitto', () => {
       expect(group.map((j) => j.device).sort()).toEqual([...states.keys()].sort());
       await final(d.id, group[0]!.job);
       expect(states.get(d.id)).toMatchObject({ state: 'succeeded', reason: 'this bundle is already active' });
+      const keep = await runCli('agent', '--root', d.root, '--watch', watch, '--telemetry', broker.url, '--keep', '-1');
+      expect(keep.code).toBe(2);
+      expect(keep.err).toMatch(/--keep: expected an integer ≥ 0, got -1/);
+      const ratio = await runCli('agent', '--root', d.root, '--watch', watch, '--telemetry', broker.url, '--trial-max-p95-ratio', '0.5');
+      expect(ratio.err).toMatch(/--trial-max-p95-ratio: expected a factor ≥ 1/);
       const cancel = await runCli('jobs', 'cancel', 'no-such-job', '--key', fx.privateKey, '--broker', broker.url);
       expect(cancel.code).toBe(2);
       expect(cancel.err).toMatch(/no device has job no-such-job.*published jobs: flash-/);
