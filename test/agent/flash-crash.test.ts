@@ -5,7 +5,7 @@
 import { spawn } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, expect, it } from 'vitest';
 import { BundleStore, installBundle } from '../../src/agent/index.js';
 import { decodeJobState, jobTopics } from '../../src/agent/job-protocol.js';
 import { loadPrivateKey } from '../../src/bundle/signing.js';

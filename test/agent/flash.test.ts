@@ -6,7 +6,7 @@
 // version without --rollback, a canceled job (which stops and is not retried).
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, expect, it } from 'vitest';
 import { BundleStore, installBundle } from '../../src/agent/index.js';
 import { jobTopics, signJob, type Job, type JobStateReport, decodeJobState } from '../../src/agent/job-protocol.js';
 import { agentCommand } from '../../src/cli/commands/agent.js';
