@@ -10,10 +10,13 @@ import { runAgentLoop, type AgentStats } from '../../agent/loop.js';
 import { BundleStore } from '../../agent/store.js';
 import { recoverIfIdle } from '../../agent/install.js';
 import { SwappableRunner } from '../../agent/swappable.js';
+import { JobAgent } from '../../agent/jobs.js';
+import { LatencyWatch } from '../../agent/trial.js';
+import { defaultTrustDir } from '../../bundle/trust.js';
 import type { ClassifyItem } from '../../runtime/bundle-runner.js';
 import { CBNET_POLICIES, type CbnetPolicy } from '../../runtime/cbnet-cascade.js';
 import { EXIT_METRICS, type ExitMetric } from '../../runtime/exit-policy.js';
-import { describeSummary, type DeviceTelemetry, type TelemetrySummary } from '../../telemetry/device.js';
+import { describeSummary, readTls, type DeviceTelemetry, type TelemetrySummary } from '../../telemetry/device.js';
 import type { WindowInput } from '../../telemetry/mqtt/publisher.js';
 import { InputError, formatProblem, show } from '../../util/errors.js';
 import type { CliIO } from '../io.js';
@@ -47,6 +50,18 @@ export interface AgentCommandOptions extends TelemetryCliOptions {
   threads?: number;
   /** Folder poll interval in ms (default 250). */
   pollMs?: number;
+  /** With --root: run flash jobs from the broker (default true; --no-jobs turns it off). */
+  jobs?: boolean;
+  /** Earlier bundles a flash job keeps for rollback (default 2). */
+  keep?: number;
+  /** A flash job's self-test fails when a stage takes longer than this on one golden image here. */
+  latencyBudgetMs?: number;
+  /** A flash job's self-test fails when the bundle takes more memory than this here. */
+  memoryBudgetMib?: number;
+  /** Flash job trial length in ms when the job names none (default 10000). */
+  trialMs?: number;
+  /** Roll a flash job back when its p95 per image exceeds the previous bundle's by this factor (default 1.5). */
+  trialMaxP95Ratio?: number;
   /** Told after each classify call (tests wait on it). */
   onItems?: (items: readonly ClassifyItem[]) => void;
 }
@@ -81,7 +96,7 @@ async function bundleSource(opts: AgentCommandOptions): Promise<{ bundle: string
  * again) and swap it in; calls in flight finish on the old runner. A bundle that fails to load
  * here is logged and the running one kept.
  */
-function followStore(store: BundleStore, start: string, runner: SwappableRunner, opts: AgentCommandOptions, io: CliIO, signal: AbortSignal): { stop: () => Promise<void> } {
+function followStore(store: BundleStore, start: string, runner: SwappableRunner, opts: AgentCommandOptions, io: CliIO, signal: AbortSignal): { stop: () => Promise<void>; checkNow: () => Promise<void> } {
   let running = start;
   let busy: Promise<void> = Promise.resolve();
   const check = async (): Promise<void> => {
@@ -104,7 +119,45 @@ function followStore(store: BundleStore, start: string, runner: SwappableRunner,
     await busy;
   };
   signal.addEventListener('abort', () => clearInterval(timer), { once: true });
-  return { stop };
+  // A flash job switches at once (and its trial must measure the new bundle), not at the next poll.
+  const checkNow = (): Promise<void> => (busy = busy.then(check));
+  return { stop, checkNow };
+}
+
+function checkJobFlags(o: AgentCommandOptions): void {
+  const bad = (flag: string, v: number | undefined, ok: (n: number) => boolean, expected: string): void => {
+    if (v !== undefined && !ok(v)) throw new InputError(formatProblem({ where: flag, expected, got: String(v) }));
+  };
+  bad('--keep', o.keep, (n) => Number.isInteger(n) && n >= 0, 'an integer ≥ 0');
+  bad('--trial-ms', o.trialMs, (n) => Number.isInteger(n) && n >= 0 && n <= 3_600_000, 'whole milliseconds from 0 to 3600000');
+  bad('--latency-budget-ms', o.latencyBudgetMs, (n) => Number.isFinite(n) && n > 0, 'milliseconds > 0');
+  bad('--memory-budget-mib', o.memoryBudgetMib, (n) => Number.isFinite(n) && n > 0, 'MiB > 0');
+  bad('--trial-max-p95-ratio', o.trialMaxP95Ratio, (n) => Number.isFinite(n) && n >= 1, 'a factor ≥ 1 (1.5: 50 % slower is too slow)');
+}
+
+/** Flash jobs for this device over the telemetry broker, with the same credentials (see agent/jobs.ts). */
+async function startJobs(opts: AgentCommandOptions, flags: ReturnType<typeof telemetryFlags>, t: DeviceTelemetry, runner: SwappableRunner, checkNow: () => Promise<void>, io: CliIO): Promise<JobAgent> {
+  const tls = await readTls(flags.tls);
+  const jobs = new JobAgent({
+    root: opts.root!,
+    brokerUrl: flags.url,
+    fleet: t.info.fleet,
+    device: t.info.device,
+    ...(flags.username !== undefined ? { username: flags.username } : {}),
+    ...(flags.password !== undefined ? { password: flags.password } : {}),
+    ...(tls ? { tls } : {}),
+    trustDir: opts.trustDir ?? defaultTrustDir(),
+    ...(opts.device !== undefined ? { deviceProfile: opts.device } : {}),
+    ...(opts.threads !== undefined ? { threads: opts.threads } : {}),
+    ...(opts.keep !== undefined ? { keep: opts.keep } : {}),
+    selfTest: { ...(opts.latencyBudgetMs !== undefined ? { latencyBudgetMs: opts.latencyBudgetMs } : {}), ...(opts.memoryBudgetMib !== undefined ? { memoryBudgetMiB: opts.memoryBudgetMib } : {}) },
+    trial: { ...(opts.trialMs !== undefined ? { durationMs: opts.trialMs } : {}), ...(opts.trialMaxP95Ratio !== undefined ? { maxP95Ratio: opts.trialMaxP95Ratio } : {}) },
+    watch: new LatencyWatch(runner),
+    switchNow: checkNow,
+    onLog: (line) => io.err(line),
+  });
+  await jobs.start();
+  return jobs;
 }
 
 /** Run the agent until `signal` aborts; resolves once the last window is in the outbox and the publisher is closed. */
@@ -117,12 +170,14 @@ export async function agentCommand(opts: AgentCommandOptions, io: CliIO, signal:
   if (!st?.isDirectory())
     throw new InputError(formatProblem({ where: '--watch', expected: 'a folder images arrive in', got: opts.watch === undefined ? 'nothing' : show(opts.watch), fix: 'create the folder, or point --watch at an existing one' }));
   const thresholds = parseThresholds(opts.threshold);
+  checkJobFlags(opts);
   if (opts.batch !== undefined && !(Number.isInteger(opts.batch) && opts.batch >= 1)) throw new InputError(formatProblem({ where: '--batch', expected: 'a positive integer', got: String(opts.batch) }));
   const source = await bundleSource(opts);
   const loaded = await loadBundleFromFlags({ ...opts, bundle: source.bundle }, io);
   const runner = new SwappableRunner(loaded);
   const follow = source.store ? followStore(source.store, source.id!, runner, opts, io, signal) : undefined;
   let telemetry: DeviceTelemetry | undefined;
+  let jobs: JobAgent | undefined;
   let stats: AgentStats | undefined;
   let summary: TelemetrySummary | undefined;
   try {
@@ -136,6 +191,7 @@ export async function agentCommand(opts: AgentCommandOptions, io: CliIO, signal:
       onWindow: (w) => io.err(windowLine(w)),
     });
     const t = telemetry;
+    if (follow && opts.jobs !== false) jobs = await startJobs(opts, flags, t, runner, follow.checkNow, io);
     io.err(
       `agent: ${opts.loop ? 're-running' : 'watching'} ${opts.watch} with ${runner.manifest.model.name} ${runner.manifest.model.version}; ` +
         `telemetry to ${t.info.url} as ${t.info.fleet}/${t.info.device} every ${(t.aggregator.windowMs / 1000).toFixed(1)} s (state ${t.info.stateDir}); energy: ${t.meter.describe()}; stop with Ctrl-C`,
@@ -163,6 +219,7 @@ export async function agentCommand(opts: AgentCommandOptions, io: CliIO, signal:
       signal,
     );
   } finally {
+    await jobs?.close();
     try {
       if (telemetry) {
         summary = await telemetry.close(flags.drainMs);
@@ -197,6 +254,12 @@ export function agentModule(io: CliIO): AnyCommandBody {
         .option('allow-unsigned', { type: 'boolean', describe: 'Run a bundle whose signature cannot be checked (unsigned or untrusted key), with a warning' })
         .option('device', { type: 'string', describe: "Device profile: providers, threads, energy sensor, power model (default: the bundle's target)" })
         .option('threads', { type: 'number', describe: 'Intra-op threads' })
+        .option('jobs', { type: 'boolean', describe: 'With --root: run flash jobs published for this device (`edgeexit flash`); --no-jobs turns it off', default: true })
+        .option('keep', { type: 'number', describe: 'With --root: earlier bundles a flash job keeps for rollback (default 2)' })
+        .option('latency-budget-ms', { type: 'number', describe: "With --root: a flash job's self-test fails when a stage takes longer than this on one golden image here" })
+        .option('memory-budget-mib', { type: 'number', describe: "With --root: a flash job's self-test fails when the bundle takes more memory than this here" })
+        .option('trial-ms', { type: 'number', describe: 'Flash job trial length when the job names none (default 10000)' })
+        .option('trial-max-p95-ratio', { type: 'number', describe: "Roll a flash job back when the new bundle's p95 per image exceeds the previous one's by this factor (default 1.5)" })
         .example('$0 agent bundles/branchy-rpi4 --watch /var/spool/camera --telemetry mqtt://collector.local --fleet lab --device-id pi-07', '')
         .example('$0 agent --root /var/lib/edgeexit --watch /var/spool/camera --telemetry mqtt://collector.local', 'run what `edgeexit install` put there')
         .example('$0 agent bundles/branchy-rpi4 --watch calibration/fashion-mnist --loop --telemetry mqtt://127.0.0.1:1883', 'soak test'),
