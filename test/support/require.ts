@@ -6,6 +6,7 @@ import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { describe, it } from 'vitest';
 import { FASHION_MNIST_DIR } from '../../src/data/idx.js';
+import { postgresBinDirs } from './postgres.js';
 
 /** Something on disk the tests need and the Debian package that provides it. */
 export interface Requirement {
@@ -77,5 +78,12 @@ export const FASHION_MNIST = need({
   what: 'the Fashion-MNIST test set',
   apt: 'dataset-fashion-mnist',
   paths: [path.join(FASHION_MNIST_DIR, 't10k-labels-idx1-ubyte.gz')],
+});
+/** initdb and pg_ctl from Debian's `postgresql`, whatever its major version (tests start their own server: postgres.ts). */
+export const POSTGRES = need({
+  what: 'PostgreSQL server (initdb, pg_ctl)',
+  apt: 'postgresql',
+  paths: postgresBinDirs().map((d) => path.join(d, 'initdb')),
+  check: (p) => (existsSync(path.join(path.dirname(p), 'pg_ctl')) ? undefined : `no pg_ctl beside ${p}`),
 });
 export const TAR = need({ what: 'tar', apt: 'tar', paths: ['/usr/bin/tar', '/bin/tar'] });
