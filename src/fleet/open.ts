@@ -20,7 +20,10 @@ export function storeKind(db: string): StoreKind {
   // A scheme (two or more letters then ':'); one letter is a Windows drive (C:\fleet.db).
   const scheme = /^([a-z][a-z0-9+.-]+):/i.exec(db);
   if (scheme) {
-    const problem = { where: '--db', expected: 'a SQLite file path, or a postgres:// (postgresql://) URL', got: db.replace(/\/\/[^/@]*@/, '//…@'), fix: `use postgres://user@host/database for PostgreSQL; for a file whose name has a colon write ./${db}` };
+    // Credentials in the URL stay out of the message (it reaches logs and terminals).
+    const shown = db.replace(/\/\/[^/@]*@/, '//…@');
+    const file = db.includes('//') ? '' : `; for a file whose name has a colon write ./${shown}`;
+    const problem = { where: '--db', expected: 'a SQLite file path, or a postgres:// (postgresql://) URL', got: shown, fix: `use postgres://user@host/database for PostgreSQL${file}` };
     throw new InputError(`--db ${scheme[1]}: is not a database edgeexit can use: ${formatProblem(problem)}`, [problem]);
   }
   return 'sqlite';

@@ -91,6 +91,8 @@ export interface PgStoreOptions {
   poolSize?: number;
   /** How a batch's windows reach the table; 'copy' (COPY into a staging table) is kept for the benchmark that compares them. */
   writeMode?: 'insert' | 'copy';
+  /** Clock for the partitions made ready on open and hourly (tests). */
+  now?: () => number;
 }
 
 /** The connection URL without its password, for logs and `store.file`. */
@@ -125,8 +127,9 @@ export async function openPgStore(url: string, opts: PgStoreOptions = {}): Promi
   const where = redactUrl(url);
   try {
     await migrate(pool, where, opts.mustExist ?? false);
-    const store = new PgFleetStore(pool, where, opts.writeMode ?? 'insert');
-    await store.upkeep(Date.now());
+    const now = opts.now ?? Date.now;
+    const store = new PgFleetStore(pool, where, opts.writeMode ?? 'insert', now);
+    await store.upkeep();
     return store;
   } catch (err) {
     await pool.end().catch(() => undefined);
@@ -274,14 +277,16 @@ class PgFleetStore implements FleetStore {
     private readonly pool: Pool,
     readonly file: string,
     private readonly writeMode: 'insert' | 'copy',
+    private readonly now: () => number,
   ) {
-    this.timer = setInterval(() => void this.upkeep(Date.now()).catch(() => undefined), 3_600_000);
+    // A failed upkeep (lock timeout) is retried next hour; until then windows go to the default partition.
+    this.timer = setInterval(() => void this.upkeep().catch(() => undefined), 3_600_000);
     this.timer.unref();
   }
 
   /** Partitions for today and the next days, so the day's windows never land in the default one. */
-  async upkeep(now: number): Promise<void> {
-    const today = Math.floor(now / DAY_MS);
+  async upkeep(): Promise<void> {
+    const today = Math.floor(this.now() / DAY_MS);
     const c = await this.pool.connect();
     try {
       for (let day = today; day <= today + DAYS_AHEAD; day++) {
