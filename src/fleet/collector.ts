@@ -290,7 +290,8 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
 
 function defaultClientId(dbFile: string): string {
   const host = os.hostname().replace(/[^A-Za-z0-9._-]/g, '').slice(0, 32) || 'host';
-  const db = createHash('sha256').update(path.resolve(dbFile)).digest('hex').slice(0, 8);
+  // A URL as given (resolving it as a path would make the id depend on the working directory).
+  const db = createHash('sha256').update(/^postgres(ql)?:\/\//i.test(dbFile) ? dbFile : path.resolve(dbFile)).digest('hex').slice(0, 8);
   // Fixed across restarts, so a restarted collector resumes its persistent session. Two collectors
   // on one host and database would share it (the broker disconnects the older): pass clientId.
   return `edgeexit-collector-${host}-${db}`;
