@@ -17,7 +17,7 @@ import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { startCollector } from '../src/fleet/collector.js';
 import type { FleetStore } from '../src/fleet/fleet-store.js';
-import { BatchedIngest, DEFAULT_BATCH } from '../src/fleet/ingest.js';
+import { BatchedIngest, DEFAULT_BATCH, PG_BATCH } from '../src/fleet/ingest.js';
 import { openPgStore } from '../src/fleet/pg-store.js';
 import { openFleetStore } from '../src/fleet/store.js';
 import { topicFor } from '../src/telemetry/payloads.js';
@@ -253,8 +253,10 @@ async function mainBench(): Promise<void> {
     rows.push(await direct(Math.min(messages, 10_000), devices, { maxDelayMs: 0 }, 'SQLite, direct, one commit per message', sqlite('single')));
     rows.push(await direct(messages, devices, {}, `SQLite, direct, ${batched}`, sqlite('batched')));
     if (target) {
+      const pgBatched = `batched (${PG_BATCH.maxMessages} msgs / ${PG_BATCH.maxDelayMs} ms)`;
       rows.push(await direct(messages, devices, {}, `PostgreSQL, direct, ${batched}, multi-row INSERT`, async () => openPgStore(await target.fresh(), { writeMode: 'insert' })));
       rows.push(await direct(messages, devices, {}, `PostgreSQL, direct, ${batched}, COPY`, async () => openPgStore(await target.fresh(), { writeMode: 'copy' })));
+      rows.push(await direct(messages, devices, PG_BATCH, `PostgreSQL, direct, ${pgBatched} (the collector's default on PostgreSQL), multi-row INSERT`, async () => openPgStore(await target.fresh())));
     } else console.error('PostgreSQL not installed and no --db postgres://…: skipping the PostgreSQL rows');
     if (MOSQUITTO.path) {
       rows.push(await throughBroker(messages, devices, path.join(dir, 'broker.db'), 'SQLite, through Mosquitto (QoS 1, batched)'));
