@@ -1,5 +1,8 @@
-// Ingest benchmark (`npx vite-node scripts/ingest-bench.ts [messages] [devices]`): how many metric
-// windows per second the collector stores into its SQLite file. M pre-encoded valid windows from K
+// Ingest benchmark (`npm run bench:ingest -- [messages] [devices] [--db postgres://…]`): how many
+// metric windows per second the collector stores, into SQLite and into PostgreSQL, in one run. For
+// PostgreSQL it starts its own server (initdb in a temp folder, durable settings: fsync and
+// synchronous commit on) unless --db names one, where it creates and drops databases
+// edgeexit_bench_* (the role needs CREATEDB). M pre-encoded valid windows from K
 // devices go (1) straight into the collector's write path (decode, validate, de-duplicate, store),
 // committing every message alone and then in the collector's batches, and (2) through Mosquitto:
 // a child process publishes them with QoS 1 over K connections as fast as the broker takes them,
@@ -11,13 +14,24 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import pg from 'pg';
 import { startCollector } from '../src/fleet/collector.js';
-import { BatchedIngest, DEFAULT_BATCH } from '../src/fleet/ingest.js';
+import type { FleetStore } from '../src/fleet/fleet-store.js';
+import { BatchedIngest, DEFAULT_BATCH, PG_BATCH } from '../src/fleet/ingest.js';
+import { openPgStore } from '../src/fleet/pg-store.js';
 import { openFleetStore } from '../src/fleet/store.js';
 import { topicFor } from '../src/telemetry/payloads.js';
+import { postgresBinDirs, startPostgres, type Postgres } from '../test/support/postgres.js';
 import { MOSQUITTO, startBroker } from '../test/telemetry/mqtt/broker.js';
 
 const FLEET = 'bench';
+
+/**
+ * Windows end in the recent past (within the collector's clock-skew limit, and in today's day
+ * partition on PostgreSQL unless the run starts just after midnight UTC); the publisher child gets
+ * the same base so both paths send the same payloads.
+ */
+const BASE = Number(process.env.INGEST_BENCH_BASE ?? Math.floor((Date.now() - 2 * 3_600_000) / 5000) * 5000);
 
 function payloads(messages: number, devices: number): { topic: string; payload: Buffer }[] {
   const out: { topic: string; payload: Buffer }[] = [];
@@ -30,8 +44,8 @@ function payloads(messages: number, devices: number): { topic: string; payload: 
       bdSeq: 0,
       seq: (n + 1) % 256,
       device,
-      windowStart: 1_790_000_000_000 + n * 5000,
-      windowEnd: 1_790_000_000_000 + (n + 1) * 5000,
+      windowStart: BASE + n * 5000,
+      windowEnd: BASE + (n + 1) * 5000,
       count: 100,
       exitHistogram: [86, 7, 7],
       latencyMs: { endToEnd: { p50: 0.12, p95: 0.41, p99: 0.52 }, stages: [{ p50: 0.11, p95: 0.14, p99: 0.16 }, { p50: 0.35, p95: 0.45, p99: 0.5 }, { p50: 0.36, p95: 0.46, p99: 0.51 }] },
@@ -127,9 +141,9 @@ const cpuSeconds = (since: NodeJS.CpuUsage) => {
   return (u.user + u.system) / 1e6;
 };
 
-async function direct(messages: number, devices: number, batch: { maxMessages?: number; maxDelayMs?: number }, label: string, dir: string): Promise<Row> {
+async function direct(messages: number, devices: number, batch: { maxMessages?: number; maxDelayMs?: number }, label: string, open: () => Promise<FleetStore>): Promise<Row> {
   const msgs = payloads(messages, devices).map((m) => ({ ...m, retain: false }));
-  const store = openFleetStore(path.join(dir, `${label.replace(/\W+/g, '-')}.db`));
+  const store = await open();
   const ingest = new BatchedIngest(store, () => undefined, Date.now, batch);
   const c0 = process.cpuUsage();
   const t0 = performance.now();
@@ -142,11 +156,11 @@ async function direct(messages: number, devices: number, batch: { maxMessages?: 
   return { path: label, messages, devices, seconds, perS: messages / seconds, perCpuS: messages / cpu, stored };
 }
 
-async function throughBroker(messages: number, devices: number, dir: string): Promise<Row & { publishedPerS: number }> {
+async function throughBroker(messages: number, devices: number, db: string, label: string): Promise<Row & { publishedPerS: number }> {
   // A collector that falls behind gets a queue on the broker; mosquitto's default (1000 queued
   // messages per client) would drop the excess, so it is lifted as a collector's broker should be.
   const broker = await startBroker({ config: ['max_queued_messages 0', 'max_inflight_messages 0'] });
-  const collector = await startCollector({ brokerUrl: broker.url, dbFile: path.join(dir, 'broker.db'), fleet: FLEET, onLog: () => undefined });
+  const collector = await startCollector({ brokerUrl: broker.url, dbFile: db, fleet: FLEET, onLog: () => undefined });
   try {
     let first = 0;
     let c0 = process.cpuUsage();
@@ -159,7 +173,7 @@ async function throughBroker(messages: number, devices: number, dir: string): Pr
     const self = fileURLToPath(import.meta.url);
     // Compiled (npm run bench:ingest runs .bench/build/scripts/*.js): plain node; from source: vite-node.
     const cmd = self.endsWith('.js') ? process.execPath : path.resolve('node_modules', '.bin', 'vite-node');
-    const child = spawn(cmd, [self, 'publish', broker.url, String(messages), String(devices)], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const child = spawn(cmd, [self, 'publish', broker.url, String(messages), String(devices)], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, INGEST_BENCH_BASE: String(BASE) } });
     let out = '';
     child.stdout.on('data', (d: Buffer) => (out += d.toString()));
     const t0 = performance.now();
@@ -178,34 +192,88 @@ async function throughBroker(messages: number, devices: number, dir: string): Pr
     const seconds = first && end - first >= 50 ? (end - first) / 1000 : NaN;
     const stored = (await collector.store.totals()).reduce((a, t) => a + t.windows, 0);
     const publishedPerS = (JSON.parse(out.trim().split('\n').pop() ?? '{}') as { publishedPerS?: number }).publishedPerS ?? NaN;
-    return { path: 'through Mosquitto (QoS 1, batched)', messages, devices, seconds, perS: messages / seconds, perCpuS: Number.isNaN(seconds) ? NaN : messages / cpu, stored, publishedPerS };
+    return { path: label, messages, devices, seconds, perS: messages / seconds, perCpuS: Number.isNaN(seconds) ? NaN : messages / cpu, stored, publishedPerS };
   } finally {
     await collector.close();
     await broker.dispose();
   }
 }
 
+/** Fresh PostgreSQL databases for the runs: on a server of our own, or on the one --db names. */
+interface PgTarget {
+  where: string;
+  fresh(): Promise<string>;
+  close(): Promise<void>;
+}
+
+async function pgTarget(url: string | undefined): Promise<PgTarget | undefined> {
+  if (!url && !postgresBinDirs().length) return undefined;
+  const own: Postgres | undefined = url ? undefined : await startPostgres({ durable: true });
+  const admin = url ?? own!.url;
+  const made: string[] = [];
+  const exec = async (sql: string): Promise<void> => {
+    const c = new pg.Client({ connectionString: admin });
+    await c.connect();
+    try {
+      await c.query(sql);
+    } finally {
+      await c.end();
+    }
+  };
+  return {
+    where: url ? new URL(url).host : 'own server on loopback, fsync and synchronous_commit on',
+    async fresh() {
+      const name = `edgeexit_bench_${process.pid}_${made.length}`;
+      await exec(`CREATE DATABASE ${name}`);
+      made.push(name);
+      const u = new URL(admin);
+      u.pathname = `/${name}`;
+      return u.toString();
+    },
+    async close() {
+      if (own) return own.dispose();
+      for (const name of made) await exec(`DROP DATABASE IF EXISTS ${name}`);
+    },
+  };
+}
+
 async function mainBench(): Promise<void> {
-  const messages = Number(process.argv[2] ?? 100_000);
-  const devices = Number(process.argv[3] ?? 100);
+  const args = process.argv.slice(2);
+  const dbAt = args.indexOf('--db');
+  const dbUrl = dbAt >= 0 ? args.splice(dbAt, 2)[1] : undefined;
+  if (dbAt >= 0 && !/^postgres(ql)?:\/\//i.test(dbUrl ?? '')) throw new Error(`--db: expected a postgres:// URL, got ${dbUrl ?? 'nothing'}`);
+  const messages = Number(args[0] ?? 100_000);
+  const devices = Number(args[1] ?? 100);
   const dir = mkdtempSync(path.join(os.tmpdir(), 'edgeexit-ingest-bench-'));
+  const sqlite = (name: string) => async () => openFleetStore(path.join(dir, `${name}.db`));
+  const batched = `batched (${DEFAULT_BATCH.maxMessages} msgs / ${DEFAULT_BATCH.maxDelayMs} ms)`;
   const rows: Row[] = [];
+  const target = await pgTarget(dbUrl);
   try {
-    rows.push(await direct(Math.min(messages, 10_000), devices, { maxDelayMs: 0 }, 'direct, one commit per message', dir));
-    rows.push(await direct(messages, devices, {}, `direct, batched (${DEFAULT_BATCH.maxMessages} msgs / ${DEFAULT_BATCH.maxDelayMs} ms)`, dir));
-    if (MOSQUITTO) rows.push(await throughBroker(messages, devices, dir));
-    else console.error('mosquitto not installed: skipping the broker row');
+    rows.push(await direct(Math.min(messages, 10_000), devices, { maxDelayMs: 0 }, 'SQLite, direct, one commit per message', sqlite('single')));
+    rows.push(await direct(messages, devices, {}, `SQLite, direct, ${batched}`, sqlite('batched')));
+    if (target) {
+      const pgBatched = `batched (${PG_BATCH.maxMessages} msgs / ${PG_BATCH.maxDelayMs} ms)`;
+      rows.push(await direct(messages, devices, {}, `PostgreSQL, direct, ${batched}, multi-row INSERT`, async () => openPgStore(await target.fresh(), { writeMode: 'insert' })));
+      rows.push(await direct(messages, devices, {}, `PostgreSQL, direct, ${batched}, COPY`, async () => openPgStore(await target.fresh(), { writeMode: 'copy' })));
+      rows.push(await direct(messages, devices, PG_BATCH, `PostgreSQL, direct, ${pgBatched} (the collector's default on PostgreSQL), multi-row INSERT`, async () => openPgStore(await target.fresh())));
+    } else console.error('PostgreSQL not installed and no --db postgres://…: skipping the PostgreSQL rows');
+    if (MOSQUITTO.path) {
+      rows.push(await throughBroker(messages, devices, path.join(dir, 'broker.db'), 'SQLite, through Mosquitto (QoS 1, batched)'));
+      if (target) rows.push(await throughBroker(messages, devices, await target.fresh(), 'PostgreSQL, through Mosquitto (QoS 1, batched)'));
+    } else console.error('mosquitto not installed: skipping the broker rows');
   } finally {
+    await target?.close();
     rmSync(dir, { recursive: true, force: true });
   }
+  if (target) console.log(`PostgreSQL: ${target.where}`);
   const table = [
     '| path | messages | devices | seconds | messages/s stored | per collector CPU-second | stored |',
     '|---|---:|---:|---:|---:|---:|---:|',
     ...rows.map((r) => `| ${r.path} | ${r.messages} | ${r.devices} | ${r.seconds.toFixed(2)} | ${Math.round(r.perS)} | ${Math.round(r.perCpuS)} | ${r.stored} |`),
   ];
-  const broker = rows.find((r): r is Row & { publishedPerS: number } => 'publishedPerS' in r);
   console.log(table.join('\n'));
-  if (broker) console.log(`(publisher side: ${Math.round(broker.publishedPerS)} messages/s acknowledged by the broker)`);
+  for (const r of rows) if ('publishedPerS' in r) console.log(`(${r.path}: publisher side ${Math.round(r.publishedPerS as number)} messages/s acknowledged by the broker)`);
   const cpu = os.cpus()[0]?.model?.trim() ?? 'unknown CPU';
   mkdirSync('.edgeexit/bench', { recursive: true });
   writeFileSync('.edgeexit/bench/ingest.json', JSON.stringify({ date: new Date().toISOString(), host: `${cpu}, ${os.availableParallelism()} cores`, node: process.version, rows }, null, 2) + '\n');

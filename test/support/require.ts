@@ -4,8 +4,14 @@
 // .ci/run installs every package listed here.
 import { existsSync } from 'node:fs';
 import path from 'node:path';
-import { describe, it } from 'vitest';
+// vitest only inside a test run: the benchmarks (npm run bench*) import the broker and PostgreSQL
+// helpers, which find their programs here, and vitest refuses to load outside its runner.
+const { describe, it } = process.env.VITEST ? await import('vitest') : { describe: outsideVitest as never as typeof import('vitest').describe, it: outsideVitest as never as typeof import('vitest').it };
+function outsideVitest(): never {
+  throw new Error('test/support/require.ts: describe/it need the vitest runner');
+}
 import { FASHION_MNIST_DIR } from '../../src/data/idx.js';
+import { postgresBinDirs } from './postgres.js';
 
 /** Something on disk the tests need and the Debian package that provides it. */
 export interface Requirement {
@@ -77,5 +83,12 @@ export const FASHION_MNIST = need({
   what: 'the Fashion-MNIST test set',
   apt: 'dataset-fashion-mnist',
   paths: [path.join(FASHION_MNIST_DIR, 't10k-labels-idx1-ubyte.gz')],
+});
+/** initdb and pg_ctl from Debian's `postgresql`, whatever its major version (tests start their own server: postgres.ts). */
+export const POSTGRES = need({
+  what: 'PostgreSQL server (initdb, pg_ctl)',
+  apt: 'postgresql',
+  paths: postgresBinDirs().map((d) => path.join(d, 'initdb')),
+  check: (p) => (existsSync(path.join(path.dirname(p), 'pg_ctl')) ? undefined : `no pg_ctl beside ${p}`),
 });
 export const TAR = need({ what: 'tar', apt: 'tar', paths: ['/usr/bin/tar', '/bin/tar'] });
