@@ -38,3 +38,7 @@ export {
   type Principal,
 } from './broker-auth.js';
 export { startFileServer, type FileServer, type FileServerOptions, type FileServerStats } from './file-server.js';
+export { tableApi, DEFAULT_TABLE_LIMIT, MAX_TABLE_LIMIT, TABLE_SORT_KEYS, type TableApi, type TableQuery, type TableSortKey, type ClassAggregate } from './http.js';
+export { classDrift, driftFrom, baselineFromReport, classOf, DEFAULT_DRIFT_BOUNDS, type ClassDrift, type BaselineInput } from './drift.js';
+export { fleetLatencyProfile, parseFleetSource, FLEET_LATENCY_DEFAULTS, type FleetLatencyOptions } from './fleet-latency.js';
+export { recordSimulatedFleet, loadSimClasses, parseClassCounts, parseFault, applyFault, type SimClass, type SimFault, type RecordSimulatedOptions } from './simulate.js';
