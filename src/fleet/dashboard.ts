@@ -137,7 +137,11 @@ var COLUMNS = [
 var view = { sort: params.get('sort') || 'device', dir: params.get('dir') === 'desc' ? 'desc' : 'asc', q: params.get('q') || '', cls: '', online: '', offset: 0, limit: Math.min(500, Math.max(1, Number(params.get('limit')) || 100)) };
 var selected = null, selectedRow = null, seq = 0, timer = null;
 
-function rates(r) { return r.length ? r.map(function (x) { return fmt(100 * x, 1); }).join(' / ') : '-'; }
+// At most 8 exits in a cell: rows stored before exit histograms were bounded can hold thousands.
+function rates(r) {
+  if (!r.length) return '-';
+  return r.slice(0, 8).map(function (x) { return fmt(100 * x, 1); }).join(' / ') + (r.length > 8 ? ' … (' + r.length + ' exits)' : '');
+}
 
 // Each cell keeps its raw value in data-value, so what is shown can be checked against the store.
 function cell(tr, key, text, raw) {

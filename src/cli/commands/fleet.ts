@@ -51,7 +51,6 @@ export function renderFleetStatus(s: FleetStatus): string {
   // Bundle names and versions are whatever the device's birth said: one inert line each.
   const rows = s.devices.map((d) => [
     safeText(d.device),
-    d.deviceClass === null ? '-' : safeText(d.deviceClass),
     d.online ? 'online' : 'offline',
     d.bundle ? safeText(`${d.bundle.name} ${d.bundle.version}`) : '-',
     d.p95LatencyMs === null ? '-' : d.p95LatencyMs.toFixed(1),
@@ -60,12 +59,14 @@ export function renderFleetStatus(s: FleetStatus): string {
     d.accuracy === null ? '-' : pct(d.accuracy, 1),
     d.temperatureC === null ? '-' : d.temperatureC.toFixed(1),
     isoOrDash(d.lastSeen),
+    // Last, so the columns scripts already read keep their places.
+    d.deviceClass === null ? '-' : safeText(d.deviceClass),
   ]);
   const c = Object.entries(s.counters)
     .filter(([, v]) => v > 0)
     .map(([k, v]) => `${k} ${v}`)
     .join(', ');
-  return `${table(['device', 'class', 'status', 'bundle', 'p95 ms', 'exit rates', 'J/inference', 'accuracy', 'temp °C', 'last seen'], rows)}\n\ncounters  ${c || 'none'}${renderDrift(s.drift)}`;
+  return `${table(['device', 'status', 'bundle', 'p95 ms', 'exit rates', 'J/inference', 'accuracy', 'temp °C', 'last seen', 'class'], rows)}\n\ncounters  ${c || 'none'}${renderDrift(s.drift)}`;
 }
 
 /** One line per class with a baseline: DRIFT with the reasons, ok, or not enough windows yet. */
