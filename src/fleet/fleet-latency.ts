@@ -19,7 +19,11 @@ import type { FleetStore, StageLatencyWindow } from './fleet-store.js';
 
 export const FLEET_LATENCY_DEFAULTS = { minWindows: 20, minDevices: 3, limit: 20_000 } as const;
 
-/** `fleet:<fleet>[/<class>]` → its parts; undefined when `spec` is not a fleet source. */
+/**
+ * `fleet:<fleet>[/<class>]` → its parts; undefined when `spec` is not a fleet source.
+ *
+ * @example parseFleetSource('fleet:yard/rpi4') // { fleet: 'yard', deviceClass: 'rpi4' }
+ */
 export function parseFleetSource(spec: string): { fleet: string; deviceClass?: string } | undefined {
   if (!spec.startsWith('fleet:')) return undefined;
   const m = /^fleet:([A-Za-z0-9][A-Za-z0-9._-]{0,63})(?:\/([A-Za-z0-9][A-Za-z0-9._-]{0,63}))?$/.exec(spec);

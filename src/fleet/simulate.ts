@@ -437,7 +437,11 @@ function birthFor(p: SimProfile): BirthInfo {
   };
 }
 
-/** Every simulated device: its id, the profile it replays (its class's, fault applied) and its birth. */
+/**
+ * Every simulated device: its id, the profile it replays (its class's, fault applied) and its birth.
+ *
+ * @example fleetPlan({ devices: 0, profile, classes: await loadSimClasses('rpi4:2') }).map((d) => d.id) // ['sim-rpi4-0001', 'sim-rpi4-0002']
+ */
 export function fleetPlan(opts: Pick<SimulateOptions, 'devices' | 'prefix' | 'profile' | 'classes'>): { id: string; deviceClass: string; profile: SimProfile; birth: BirthInfo }[] {
   const prefix = opts.prefix ?? 'sim';
   if (!opts.classes?.length) {
