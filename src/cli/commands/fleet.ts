@@ -288,7 +288,7 @@ export function fleetModule(io: CliIO): AnyCommandBody {
       y
         .command({
           command: 'status',
-          describe: 'One row per device: online, bundle, p95 latency, exit rates, J per inference, accuracy, temperature, last seen',
+          describe: 'One row per device: online, bundle, p95 latency, exit rates, J per inference, accuracy, temperature, last seen, class; then drift per class with a baseline',
           ...fleetStatusModule(io),
         })
         .command({
