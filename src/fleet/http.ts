@@ -1,5 +1,5 @@
 // The collector's HTTP side (node:http only): Prometheus `/metrics`, the fleet dashboard at `/`
-// and the JSON it draws from (`/api/fleet`, `/api/devices/<id>/windows`). Read-only over the
+// and the JSON it draws from (`/api/table`, `/api/fleet`, `/api/devices/<id>/windows`). Read-only over the
 // FleetStore. A bad request gets a 4xx that says what was wrong; no request can take the
 // collector down, since the HTTP server lives in the collector's process.
 //
@@ -59,6 +59,10 @@ export interface FleetApiDevice extends DeviceStatus {
 
 export interface FleetApi {
   generatedAt: number;
+  /** Devices recorded; `devices` is the page [offset, offset + limit) of them, in device order. */
+  total: number;
+  offset: number;
+  limit: number;
   devices: FleetApiDevice[];
   counters: Awaited<ReturnType<FleetStore['counters']>>;
 }
@@ -274,10 +278,14 @@ class HttpError extends Error {
   }
 }
 
-export async function fleetApi(store: FleetStore, now: number): Promise<FleetApi> {
+/** Devices per /api/fleet reply unless ?limit= says fewer: a reply never grows with the fleet beyond this. */
+export const MAX_FLEET_LIMIT = 500;
+
+export async function fleetApi(store: FleetStore, now: number, page: { offset: number; limit: number } = { offset: 0, limit: MAX_FLEET_LIMIT }): Promise<FleetApi> {
   const s = await fleetStatus(store);
   const exits = new Map((await store.totals()).map((t) => [t.device, t.exits]));
-  return { generatedAt: now, devices: s.devices.map((d) => ({ ...d, exits: exits.get(d.device) ?? [] })), counters: s.counters };
+  const devices = s.devices.slice(page.offset, page.offset + page.limit).map((d) => ({ ...d, exits: exits.get(d.device) ?? [] }));
+  return { generatedAt: now, total: s.devices.length, offset: page.offset, limit: page.limit, devices, counters: s.counters };
 }
 
 export async function windowsApi(store: FleetStore, device: string, limit: number): Promise<WindowsApi> {
@@ -373,7 +381,10 @@ async function route(method: string, rawUrl: string, store: FleetStore, now: num
   if (method !== 'GET' && method !== 'HEAD') throw new HttpError(405, `method ${method} not allowed: this server is read-only; use GET`);
   if (p === '/' || p === '/index.html') return { status: 200, type: 'text/html; charset=utf-8', body: DASHBOARD_HTML, headers: { 'Content-Security-Policy': DASHBOARD_CSP } };
   if (p === '/metrics') return { status: 200, type: METRICS_CONTENT_TYPE, body: await renderMetrics(store, maxSeries !== undefined ? { maxSeries } : {}) };
-  if (p === '/api/fleet') return json(await fleetApi(store, now));
+  if (p === '/api/fleet') {
+    const t = parseTableQuery(url.searchParams);
+    return json(await fleetApi(store, now, { offset: t.offset, limit: url.searchParams.has('limit') ? t.limit : MAX_FLEET_LIMIT }));
+  }
   if (p === '/api/table') return json(await tableApi(store, parseTableQuery(url.searchParams), now));
   const m = /^\/api\/devices\/([^/]*)\/windows$/.exec(p);
   if (m) {

@@ -159,6 +159,12 @@ CHROMIUM.describe('fleet dashboard with 1,000 devices in headless Chromium', () 
     expect(page500.rows).toHaveLength(100);
     expect(page500.matched).toBe(1000);
     expect((await fetch(`${server.url}/api/table?sort=nope`)).status).toBe(400);
+    // The older per-fleet endpoint pages too: at most 500 devices a reply, with the total.
+    type Fleet = { total: number; offset: number; devices: { device: string }[] };
+    const first = (await (await fetch(`${server.url}/api/fleet`)).json()) as Fleet;
+    const rest = (await (await fetch(`${server.url}/api/fleet?offset=500&limit=500`)).json()) as Fleet;
+    expect([first.total, first.devices.length, rest.offset, rest.devices.length]).toEqual([1000, 500, 500, 500]);
+    expect([...first.devices, ...rest.devices].map((d) => d.device)).toEqual(status.devices.map((d) => d.device));
   });
 
   it('logged no console errors', () => {
