@@ -187,6 +187,11 @@ export interface CalibrateOptions {
    * for the bundle's device (hostMatchesDevice), else 'model' (the device's cost model).
    */
   latencySource?: string;
+  /**
+   * A latency profile already built (the fleet's, src/fleet/fleet-latency.ts): used instead of
+   * `latencySource`, which the calibration layer cannot resolve (the fleet store sits above it).
+   */
+  latencyProfile?: { profile: LatencyProfile; label: string; why: string };
   /** Device profile for 'model' (default: the bundle's target). */
   device?: string;
   holdout?: number;
@@ -317,10 +322,11 @@ export async function calibrate(o: CalibrateOptions): Promise<CalibrationReport>
     warnings.push(line);
     (o.onWarning ?? progress)(line);
   };
-  const chosen = await chooseLatencySource(o.latencySource, current);
+  const given = o.latencyProfile;
+  const chosen: { source: string; why: string; warning?: string } = given ? { source: given.label, why: given.why } : await chooseLatencySource(o.latencySource, current);
   progress(`latency source ${chosen.source} (${chosen.why})…`);
   if (chosen.warning) warn(chosen.warning);
-  const { profile, label } = await latencyFor({ ...o, latencySource: chosen.source }, current, stat, batch);
+  const { profile, label } = given ? { profile: given.profile, label: given.label } : await latencyFor({ ...o, latencySource: chosen.source }, current, stat, batch);
   const bundleStageMs = stageLatencyFrom(profile, batch, stat, chosen.source);
   const pipe = current.pipeline;
   // What each exit point adds: a stage (multi-exit), or the classifier and, for the converted

@@ -36,7 +36,7 @@ export const LatencyProfileSchema = z
   .strictObject({
     format: z.literal(LATENCY_PROFILE_FORMAT),
     version: z.literal(1),
-    source: z.enum(LATENCY_SOURCES).describe('measure: timed runs; model: a cost-model estimate.'),
+    source: z.enum([...LATENCY_SOURCES, 'fleet']).describe('measure: timed runs; model: a cost-model estimate; fleet: what devices reported in their telemetry windows.'),
     created: z.iso.datetime().describe('When (UTC, ISO 8601).'),
     bundle: z.strictObject({ model: z.string().min(1), manifestSha256: z.string().regex(/^[0-9a-f]{64}$/), precision: z.string().min(1) }),
     host: z

@@ -1,8 +1,10 @@
 // The fleet dashboard served by the collector at `/`: one self-contained page (inline CSS, JS and
-// SVG, nothing from a CDN: devices and collectors are often offline). It polls /api/fleet and
-// /api/devices/<id>/windows and draws per-device p95 latency and joules per inference over time
-// (with on-device accuracy and the latest temperature where devices report them),
-// the exit-rate histogram and the online state. All text goes in through textContent, because
+// SVG, nothing from a CDN: devices and collectors are often offline). Built for fleets of
+// thousands: a table of devices, one page at a time from /api/table (sorted and filtered on the
+// server, so neither the reply nor the page grows with the fleet), per-class aggregates, and the
+// classes drifting from their calibration. Clicking a device fetches /api/devices/<id>/windows and
+// draws its p95 latency and joules per inference over time (with on-device accuracy and the latest
+// temperature where devices report them), the exit-rate histogram and the online state. All text goes in through textContent, because
 // bundle names come from devices. The script is plain browser JS kept in its own string (no
 // backticks or template holes inside) so http.ts can allow exactly it by hash in the CSP.
 
@@ -96,9 +98,11 @@ function getJson(url) {
   });
 }
 
+function jobText(j) {
+  return (j.job || '-') + ': ' + j.state + (j.step && j.state === 'in-progress' ? ' (' + j.step + ', ' + Math.round(100 * j.progress) + ' %)' : '') + (j.reason ? ' · ' + j.reason : '');
+}
 function jobLine(j) {
-  var text = 'flash job ' + (j.job || '-') + ': ' + j.state + (j.step && j.state === 'in-progress' ? ' (' + j.step + ', ' + Math.round(100 * j.progress) + ' %)' : '') + (j.reason ? ' · ' + j.reason : '');
-  return el('p', { class: 'job job-' + j.state, 'data-job-state': j.state }, text);
+  return el('p', { class: 'job job-' + j.state, 'data-job-state': j.state }, 'flash job ' + jobText(j));
 }
 
 function deviceCard(d, w, j) {
@@ -123,19 +127,163 @@ function deviceCard(d, w, j) {
   return card;
 }
 
+// ---- the device table: one page from /api/table, sorted and filtered on the server ----
+
+var COLUMNS = [
+  { key: 'device', label: 'device' },
+  { key: 'fleet', label: 'fleet' },
+  { key: 'class', label: 'class' },
+  { key: 'bundle', label: 'bundle' },
+  { key: 'online', label: 'online' },
+  { key: 'p95', label: 'p95 ms' },
+  { key: 'exit0', label: 'exit rates %' },
+  { key: 'jpi', label: 'J/inference' },
+  { key: 'accuracy', label: 'accuracy %' },
+  { key: 'temperature', label: '°C' },
+  { key: 'lastSeen', label: 'last seen (UTC)' },
+  { key: 'job', label: 'flash job', unsorted: true }
+];
+var view = { sort: params.get('sort') || 'device', dir: params.get('dir') === 'desc' ? 'desc' : 'asc', q: params.get('q') || '', cls: '', online: '', offset: 0, limit: Math.min(500, Math.max(1, Number(params.get('limit')) || 100)) };
+var selected = null, selectedRow = null, seq = 0, timer = null;
+// The latest reported flash job per fleet/device, from /api/jobs (the collector keeps them in memory).
+var jobs = {};
+
+// At most 8 exits in a cell: rows stored before exit histograms were bounded can hold thousands.
+function rates(r) {
+  if (!r.length) return '-';
+  return r.slice(0, 8).map(function (x) { return fmt(100 * x, 1); }).join(' / ') + (r.length > 8 ? ' … (' + r.length + ' exits)' : '');
+}
+
+// Each cell keeps its raw value in data-value, so what is shown can be checked against the store.
+function cell(tr, key, text, raw) {
+  var td = el('td', { 'data-key': key, 'data-value': raw === null || raw === undefined ? '' : String(raw) }, text);
+  tr.appendChild(td);
+  return td;
+}
+
+function deviceRow(d) {
+  var tr = el('tr', { 'data-device': d.device, 'data-online': String(d.online), tabindex: '0' });
+  if (d.device === selected) tr.setAttribute('aria-selected', 'true');
+  cell(tr, 'device', d.device, d.device);
+  cell(tr, 'fleet', d.fleet, d.fleet);
+  cell(tr, 'class', d.deviceClass === null ? '-' : d.deviceClass, d.deviceClass);
+  cell(tr, 'bundle', d.bundle ? d.bundle.name + ' ' + d.bundle.version : 'no birth seen', d.bundle ? d.bundle.name + ' ' + d.bundle.version : null);
+  cell(tr, 'online', d.online ? 'online' : 'offline', d.online ? 1 : 0).className = 'state ' + (d.online ? 'on' : 'off');
+  cell(tr, 'p95', fmt(d.p95LatencyMs, 2), d.p95LatencyMs);
+  cell(tr, 'exit0', rates(d.exitRates), d.exitRates.length ? d.exitRates.join(',') : null);
+  cell(tr, 'jpi', fmt(d.joulesPerInference, 4), d.joulesPerInference);
+  cell(tr, 'accuracy', d.accuracy === null ? '-' : fmt(100 * d.accuracy, 1), d.accuracy);
+  cell(tr, 'temperature', fmt(d.temperatureC, 1), d.temperatureC);
+  cell(tr, 'lastSeen', time(d.lastSeen), d.lastSeen);
+  var j = jobs[d.fleet + '/' + d.device];
+  var jc = cell(tr, 'job', j ? jobText(j) : '-', j ? j.state : null);
+  if (j) { jc.className = 'job job-' + j.state; jc.setAttribute('data-job-state', j.state); }
+  function open() { selected = d.device; selectedRow = d; showDetail(); markSelected(); }
+  tr.addEventListener('click', open);
+  tr.addEventListener('keydown', function (e) { if (e.key === 'Enter') open(); });
+  return tr;
+}
+
+function markSelected() {
+  document.querySelectorAll('#devices tbody tr').forEach(function (tr) {
+    if (tr.getAttribute('data-device') === selected) tr.setAttribute('aria-selected', 'true');
+    else tr.removeAttribute('aria-selected');
+  });
+}
+
+function classRow(c) {
+  var tr = el('tr', { 'data-class': c.deviceClass === null ? '' : c.deviceClass, 'data-drifting': String(c.drifting) });
+  cell(tr, 'class', c.deviceClass === null ? '(no birth)' : c.deviceClass, c.deviceClass);
+  cell(tr, 'devices', String(c.devices), c.devices);
+  cell(tr, 'online', String(c.online), c.online);
+  cell(tr, 'meanP95', fmt(c.meanP95Ms, 2), c.meanP95Ms);
+  cell(tr, 'maxP95', fmt(c.maxP95Ms, 2), c.maxP95Ms);
+  cell(tr, 'exitRates', rates(c.exitRates), c.exitRates.join(','));
+  cell(tr, 'jpi', fmt(c.joulesPerInference, 4), c.joulesPerInference);
+  cell(tr, 'accuracy', c.accuracy === null ? '-' : fmt(100 * c.accuracy, 1), c.accuracy);
+  cell(tr, 'maxTemperature', fmt(c.maxTemperatureC, 1), c.maxTemperatureC);
+  cell(tr, 'drift', c.drifting ? 'DRIFT' : '', c.drifting ? 1 : 0);
+  return tr;
+}
+
+function header() {
+  var tr = el('tr');
+  COLUMNS.forEach(function (c) {
+    if (c.unsorted) { tr.appendChild(el('th', {}, c.label)); return; }
+    var th = el('th', { 'data-sort': c.key, 'aria-sort': view.sort === c.key ? (view.dir === 'asc' ? 'ascending' : 'descending') : 'none' });
+    var b = el('button', { type: 'button' }, c.label + (view.sort === c.key ? (view.dir === 'asc' ? ' ▲' : ' ▼') : ''));
+    b.addEventListener('click', function () {
+      if (view.sort === c.key) view.dir = view.dir === 'asc' ? 'desc' : 'asc';
+      else { view.sort = c.key; view.dir = 'asc'; }
+      view.offset = 0;
+      refresh();
+    });
+    th.appendChild(b);
+    tr.appendChild(th);
+  });
+  return tr;
+}
+
+function query() {
+  var p = new URLSearchParams({ sort: view.sort, dir: view.dir, offset: String(view.offset), limit: String(view.limit) });
+  if (view.q) p.set('q', view.q);
+  if (view.cls) p.set('class', view.cls);
+  if (view.online) p.set('online', view.online);
+  return p.toString();
+}
+
+function render(t, qs) {
+  document.querySelector('#devices thead').replaceChildren(header());
+  var body = document.querySelector('#devices tbody');
+  body.replaceChildren.apply(body, t.rows.map(deviceRow));
+  if (!t.rows.length) body.appendChild(el('tr', {}, t.total ? 'no device matches the filter' : 'no devices recorded yet'));
+  var cb = document.querySelector('#classes tbody');
+  cb.replaceChildren.apply(cb, t.classes.map(classRow));
+  var sel = document.getElementById('class');
+  var keep = view.cls;
+  sel.replaceChildren(el('option', { value: '' }, 'every class'));
+  t.classNames.forEach(function (n) { var o = el('option', { value: n }, n); if (n === keep) o.selected = true; sel.appendChild(o); });
+  var drift = document.getElementById('drift');
+  drift.replaceChildren.apply(drift, t.drift.filter(function (c) { return c.drifting; }).map(function (c) {
+    return el('li', { 'data-class': c.deviceClass, 'data-fleet': c.fleet }, c.fleet + '/' + c.deviceClass + ': ' + c.reasons.join('; '));
+  }));
+  var last = Math.min(t.matched, t.offset + t.rows.length);
+  document.getElementById('page').textContent = t.matched ? (t.offset + 1) + '–' + last + ' of ' + t.matched + (t.matched < t.total ? ' matching' : '') : '0 of ' + t.total;
+  document.getElementById('prev').disabled = t.offset === 0;
+  document.getElementById('next').disabled = last >= t.matched;
+  var online = t.classes.reduce(function (a, c) { return a + c.online; }, 0);
+  document.getElementById('summary').textContent = t.total + (t.total === 1 ? ' device, ' : ' devices, ') + (t.matched === t.total ? online + ' online' : t.matched + ' shown by the filter, ' + online + ' of them online') + ' · updated ' + time(t.generatedAt) + ' UTC · every ' + refreshS + ' s';
+  var c = Object.keys(t.counters).filter(function (k) { return t.counters[k] > 0; }).map(function (k) { return k + ' ' + t.counters[k]; });
+  document.getElementById('counters').textContent = 'collector counters: ' + (c.length ? c.join(', ') : 'none');
+  document.body.setAttribute('data-query', qs);
+  document.body.setAttribute('data-matched', String(t.matched));
+  var fresh = selected === null ? null : t.rows.filter(function (r) { return r.device === selected; })[0];
+  if (fresh) selectedRow = fresh;
+}
+
+// The charts of one device, fetched only while it is selected.
+function showDetail() {
+  var box = document.getElementById('detail');
+  if (selected === null) { box.replaceChildren(); return Promise.resolve(); }
+  var d = selectedRow;
+  return getJson('api/devices/' + encodeURIComponent(d.device) + '/windows').then(function (w) {
+    if (selected !== d.device) return;
+    var close = el('button', { type: 'button', class: 'close' }, 'close');
+    close.addEventListener('click', function () { selected = null; selectedRow = null; showDetail(); markSelected(); });
+    box.replaceChildren(close, deviceCard(selectedRow, w, jobs[d.fleet + '/' + d.device]));
+    box.setAttribute('data-device', d.device);
+  });
+}
+
 function refresh() {
-  return Promise.all([getJson('api/fleet'), getJson('api/jobs')]).then(function (both) {
-    var fleet = both[0];
-    var jobs = {};
+  var mine = ++seq, qs = query();
+  return Promise.all([getJson('api/table?' + qs), getJson('api/jobs')]).then(function (both) {
+    if (mine !== seq) return;
+    var t = both[0];
+    jobs = {};
     both[1].jobs.forEach(function (j) { jobs[j.fleet + '/' + j.device] = j; });
-    return Promise.all(fleet.devices.map(function (d) { return getJson('api/devices/' + encodeURIComponent(d.device) + '/windows'); })).then(function (ws) {
-      var list = document.getElementById('devices');
-      list.replaceChildren.apply(list, fleet.devices.map(function (d, i) { return deviceCard(d, ws[i], jobs[d.fleet + '/' + d.device]); }));
-      if (!fleet.devices.length) list.appendChild(el('p', { class: 'empty' }, 'no devices recorded yet'));
-      var online = fleet.devices.filter(function (d) { return d.online; }).length;
-      document.getElementById('summary').textContent = fleet.devices.length + (fleet.devices.length === 1 ? ' device, ' : ' devices, ') + online + ' online · updated ' + time(fleet.generatedAt) + ' UTC · every ' + refreshS + ' s';
-      var c = Object.keys(fleet.counters).filter(function (k) { return fleet.counters[k] > 0; }).map(function (k) { return k + ' ' + fleet.counters[k]; });
-      document.getElementById('counters').textContent = 'collector counters: ' + (c.length ? c.join(', ') : 'none');
+    render(t, qs);
+    return showDetail().then(function () {
       document.getElementById('error').textContent = '';
       renders++;
       document.body.setAttribute('data-renders', String(renders));
@@ -146,6 +294,16 @@ function refresh() {
     document.body.setAttribute('data-state', 'error');
   });
 }
+
+document.getElementById('filter').value = view.q;
+document.getElementById('filter').addEventListener('input', function (e) {
+  clearTimeout(timer);
+  timer = setTimeout(function () { view.q = e.target.value; view.offset = 0; refresh(); }, 150);
+});
+document.getElementById('class').addEventListener('change', function (e) { view.cls = e.target.value; view.offset = 0; refresh(); });
+document.getElementById('online').addEventListener('change', function (e) { view.online = e.target.value; view.offset = 0; refresh(); });
+document.getElementById('prev').addEventListener('click', function () { view.offset = Math.max(0, view.offset - view.limit); refresh(); });
+document.getElementById('next').addEventListener('click', function () { view.offset += view.limit; refresh(); });
 
 function loop() {
   refresh().then(function () { setTimeout(loop, refreshS * 1000); });
@@ -185,6 +343,16 @@ export const DASHBOARD_HTML = `<!doctype html>
   .chart .bar { fill: #5a8f3d; }
   .chart text { font-size: 10px; fill: #444; }
   .chart .ttl { font-weight: 600; }
+  h2 { font-size: 1rem; margin: 1rem 0 .3rem; }
+  table { border-collapse: collapse; background: #fff; font-variant-numeric: tabular-nums; }
+  th, td { border-bottom: 1px solid #eef0f3; padding: .15rem .5rem; text-align: left; white-space: nowrap; }
+  th button { font: inherit; font-weight: 600; background: none; border: 0; cursor: pointer; padding: 0; }
+  #devices tbody tr { cursor: pointer; }
+  #devices tbody tr:hover, #devices tbody tr[aria-selected="true"] { background: #eef4ff; }
+  #classes tr[data-drifting="true"] td, #drift li { color: #7a1c1c; font-weight: 600; }
+  #controls { display: flex; gap: .5rem; align-items: center; margin: .3rem 0; flex-wrap: wrap; }
+  #filter { min-width: 18rem; }
+  #detail .close { float: right; }
 </style>
 </head>
 <body data-state="loading">
@@ -192,8 +360,22 @@ export const DASHBOARD_HTML = `<!doctype html>
 <p id="summary">loading…</p>
 <p id="counters"></p>
 <p id="error" role="alert"></p>
-<main id="devices"></main>
-<noscript>This page needs JavaScript; the same data is at <a href="api/fleet">api/fleet</a> and <a href="metrics">metrics</a>.</noscript>
+<ul id="drift" aria-label="classes drifting from their calibration"></ul>
+<h2>per class</h2>
+<table id="classes">
+<thead><tr><th>class</th><th>devices</th><th>online</th><th>mean p95 ms</th><th>max p95 ms</th><th>exit rates %</th><th>J/inference</th><th>accuracy %</th><th>max °C</th><th>drift</th></tr></thead>
+<tbody></tbody>
+</table>
+<h2>devices</h2>
+<div id="controls">
+<input id="filter" type="search" placeholder="filter: device, fleet, class or bundle" aria-label="filter devices">
+<select id="class" aria-label="class"><option value="">every class</option></select>
+<select id="online" aria-label="online"><option value="">online and offline</option><option value="1">online</option><option value="0">offline</option></select>
+<button id="prev" type="button">previous</button> <span id="page"></span> <button id="next" type="button">next</button>
+</div>
+<table id="devices"><thead></thead><tbody></tbody></table>
+<section id="detail" aria-live="polite"></section>
+<noscript>This page needs JavaScript; the same data is at <a href="api/table">api/table</a> and <a href="metrics">metrics</a>.</noscript>
 <script>${DASHBOARD_SCRIPT}</script>
 </body>
 </html>

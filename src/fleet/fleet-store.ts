@@ -40,6 +40,60 @@ export interface WindowRow {
   temperatureC?: number;
   /** Labelled inferences in the window and how many were right; absent when the device had no labels. */
   accuracy?: { correct: number; labelled: number };
+  /** Per-stage latency quantiles the device sent (stage k over the inferences that ran it); absent when none. */
+  stages?: StageQuantiles[];
+  /** The manifest the device ran for this window (its birth of the same bdSeq); absent when unknown. */
+  manifestSha256?: string;
+}
+
+export interface StageQuantiles {
+  p50: number;
+  p95: number;
+  p99: number;
+}
+
+export interface StageLatencyQuery {
+  fleet: string;
+  /** The birth's device profile (hardware class); all classes when absent. */
+  deviceClass?: string;
+  /** Windows run with any of these manifests. */
+  manifestSha256: readonly string[];
+  /** Newest first, at most this many. */
+  limit: number;
+}
+
+/** One window's per-stage latency, for building a latency profile from what the fleet measured. */
+export interface StageLatencyWindow {
+  device: string;
+  deviceClass: string | null;
+  windowEnd: number;
+  count: number;
+  exitHistogram: number[];
+  stages: StageQuantiles[];
+  manifestSha256: string;
+}
+
+/**
+ * What a class's calibration predicted (exit shares, p95 latency), and how far the fleet may move
+ * from it before the collector reports drift (src/fleet/drift.ts). One per (fleet, class).
+ */
+export interface DriftBaseline {
+  fleet: string;
+  deviceClass: string;
+  /** Only devices running this manifest are compared; all of the class when absent. */
+  manifestSha256?: string;
+  exitRates: number[];
+  /** Predicted p95 end-to-end latency; null: no latency check (the calibration constrained another statistic). */
+  p95Ms: number | null;
+  /** Largest allowed |observed − predicted| exit share, in percentage points. */
+  maxExitShiftPp: number;
+  /** Largest allowed observed p95 / predicted p95. */
+  maxLatencyRatio: number;
+  /** Fewest recent windows in the class before drift is judged. */
+  minWindows: number;
+  /** Where the prediction came from (the calibration report). */
+  source: string;
+  setAt: number;
 }
 
 /**
@@ -118,6 +172,12 @@ export interface FleetStore {
   latestWindows(device: string, limit: number): Promise<WindowRow[]>;
   /** Temperature of the device's most recent window that has one (same order as latestWindows); null when none does. */
   latestTemperature(device: string): Promise<number | null>;
+  /** Windows with per-stage latency run with one of the given manifests, newest first (fleet latency profile). */
+  stageLatencyWindows(q: StageLatencyQuery): Promise<StageLatencyWindow[]>;
+  /** Set (replace) the drift baseline of (b.fleet, b.deviceClass). */
+  setDriftBaseline(b: DriftBaseline): Promise<void>;
+  /** Every drift baseline, by fleet then class. */
+  driftBaselines(): Promise<DriftBaseline[]>;
   /** Delete windows that ended more than `days` days before `now`; returns how many. totals() stays as it was. */
   prune(days: number, now?: number): Promise<number>;
   close(): Promise<void>;

@@ -1,5 +1,5 @@
 // The collector's HTTP side (node:http only): Prometheus `/metrics`, the fleet dashboard at `/`
-// and the JSON it draws from (`/api/fleet`, `/api/devices/<id>/windows`). Read-only over the
+// and the JSON it draws from (`/api/table`, `/api/fleet`, `/api/devices/<id>/windows`). Read-only over the
 // FleetStore. A bad request gets a 4xx that says what was wrong; no request can take the
 // collector down, since the HTTP server lives in the collector's process.
 //
@@ -17,7 +17,7 @@ import { EdgeExitError, InputError } from '../util/errors.js';
 import { DASHBOARD_HTML, DASHBOARD_SCRIPT } from './dashboard.js';
 import type { FleetStore, WindowRow } from './fleet-store.js';
 import { METRICS_CONTENT_TYPE, renderMetrics } from './metrics.js';
-import { fleetStatus, type DeviceStatus } from './status.js';
+import { fleetStatus, type DeviceStatus, type FleetStatus } from './status.js';
 
 /** Port 9464 is in Prometheus' exporter range; loopback unless the user says otherwise. */
 export const DEFAULT_HTTP = { host: '127.0.0.1', port: 9464 } as const;
@@ -62,6 +62,10 @@ export interface FleetApiDevice extends DeviceStatus {
 
 export interface FleetApi {
   generatedAt: number;
+  /** Devices recorded; `devices` is the page [offset, offset + limit) of them, in device order. */
+  total: number;
+  offset: number;
+  limit: number;
   devices: FleetApiDevice[];
   counters: Awaited<ReturnType<FleetStore['counters']>>;
 }
@@ -74,6 +78,194 @@ export interface WindowsApi {
     latencyMs: { p50: number; p95: number; p99: number };
     joulesPerInference: number | null;
   })[];
+}
+
+export const DEFAULT_TABLE_LIMIT = 100;
+export const MAX_TABLE_LIMIT = 500;
+export const TABLE_SORT_KEYS = ['device', 'fleet', 'class', 'bundle', 'online', 'p95', 'exit0', 'jpi', 'accuracy', 'temperature', 'lastSeen', 'inferences'] as const;
+export type TableSortKey = (typeof TABLE_SORT_KEYS)[number];
+
+export interface TableQuery {
+  sort: TableSortKey;
+  dir: 'asc' | 'desc';
+  /** Case-insensitive substring of device, fleet, class or bundle. */
+  q: string;
+  deviceClass?: string;
+  online?: boolean;
+  /** Only devices of a class that drifts. */
+  drifting?: boolean;
+  offset: number;
+  limit: number;
+}
+
+/** Per hardware class, over the devices the filter kept: counts, and sums turned into pooled rates. */
+export interface ClassAggregate {
+  deviceClass: string | null;
+  devices: number;
+  online: number;
+  inferences: number;
+  /** Mean over the class's devices of each one's recent p95 (null when none has a window). */
+  meanP95Ms: number | null;
+  /** Highest device p95 in the class. */
+  maxP95Ms: number | null;
+  /** Exits summed over inferences summed (the class as one device). */
+  exitRates: number[];
+  joulesPerInference: number | null;
+  accuracy: number | null;
+  maxTemperatureC: number | null;
+  drifting: boolean;
+}
+
+export interface TableApi {
+  generatedAt: number;
+  /** Devices recorded; `matched` of them pass the filter; `rows` is one page of those, sorted. */
+  total: number;
+  matched: number;
+  offset: number;
+  limit: number;
+  sort: TableSortKey;
+  dir: 'asc' | 'desc';
+  rows: FleetApiDevice[];
+  classes: ClassAggregate[];
+  /** Every class name recorded, for the filter's choices. */
+  classNames: string[];
+  drift: FleetStatus['drift'];
+  counters: FleetApi['counters'];
+}
+
+const sortValue = (d: FleetApiDevice, k: TableSortKey): string | number | null => {
+  switch (k) {
+    case 'device': return d.device;
+    case 'fleet': return d.fleet;
+    case 'class': return d.deviceClass;
+    case 'bundle': return d.bundle ? `${d.bundle.name} ${d.bundle.version}` : null;
+    case 'online': return d.online ? 1 : 0;
+    case 'p95': return d.p95LatencyMs;
+    case 'exit0': return d.exitRates.length ? d.exitRates[0]! : null;
+    case 'jpi': return d.joulesPerInference;
+    case 'accuracy': return d.accuracy;
+    case 'temperature': return d.temperatureC;
+    case 'lastSeen': return d.lastSeen;
+    case 'inferences': return d.inferences;
+  }
+};
+
+function compareRows(k: TableSortKey, dir: 'asc' | 'desc'): (a: FleetApiDevice, b: FleetApiDevice) => number {
+  const sign = dir === 'asc' ? 1 : -1;
+  return (a, b) => {
+    const x = sortValue(a, k);
+    const y = sortValue(b, k);
+    // Missing values last in either direction: a device with no window is not "fastest".
+    if (x === null || y === null) return x === y ? a.device.localeCompare(b.device) : x === null ? 1 : -1;
+    const c = typeof x === 'string' ? x.localeCompare(y as string) : x - (y as number);
+    return c !== 0 ? sign * c : a.device.localeCompare(b.device);
+  };
+}
+
+function aggregate(cls: string | null, ds: readonly FleetApiDevice[], drifting: boolean): ClassAggregate {
+  const p95s = ds.map((d) => d.p95LatencyMs).filter((v): v is number => v !== null);
+  const temps = ds.map((d) => d.temperatureC).filter((v): v is number => v !== null);
+  const inferences = ds.reduce((a, d) => a + d.inferences, 0);
+  const joules = ds.reduce((a, d) => a + d.joules, 0);
+  const labelled = ds.reduce((a, d) => a + d.labelled, 0);
+  const correct = ds.reduce((a, d) => a + d.correct, 0);
+  const exits: number[] = [];
+  for (const d of ds) d.exits.forEach((n, k) => (exits[k] = (exits[k] ?? 0) + n));
+  return {
+    deviceClass: cls,
+    devices: ds.length,
+    online: ds.filter((d) => d.online).length,
+    inferences,
+    meanP95Ms: p95s.length ? p95s.reduce((a, b) => a + b, 0) / p95s.length : null,
+    maxP95Ms: p95s.length ? Math.max(...p95s) : null,
+    exitRates: inferences > 0 ? Array.from(exits, (n) => (n ?? 0) / inferences) : [],
+    joulesPerInference: inferences > 0 ? joules / inferences : null,
+    accuracy: labelled > 0 ? correct / labelled : null,
+    maxTemperatureC: temps.length ? Math.max(...temps) : null,
+    drifting,
+  };
+}
+
+/**
+ * One page of the device table, sorted and filtered on the server so a reply stays bounded
+ * (`limit` ≤ MAX_TABLE_LIMIT rows) however large the fleet, with per-class aggregates over every
+ * device the filter kept.
+ *
+ * @example
+ * ```ts
+ * import { openFleetStore, tableApi } from 'edgeexit/fleet';
+ * const page = await tableApi(openFleetStore('fleet.db', { mustExist: true }), { sort: 'p95', dir: 'desc', q: '', offset: 0, limit: 20 }, Date.now());
+ * console.log(page.matched, page.rows[0]?.device, page.classes);
+ * ```
+ */
+export async function tableApi(store: FleetStore, t: TableQuery, now: number): Promise<TableApi> {
+  const s = await fleetStatus(store);
+  const exits = new Map((await store.totals()).map((x) => [x.device, x.exits]));
+  const all: FleetApiDevice[] = s.devices.map((d) => ({ ...d, exits: exits.get(d.device) ?? [] }));
+  const driftingClasses = new Set(s.drift.filter((c) => c.drifting).map((c) => `${c.fleet}\u0000${c.deviceClass}`));
+  const drifts = (d: FleetApiDevice): boolean => driftingClasses.has(`${d.fleet}\u0000${d.deviceClass}`);
+  const q = t.q.toLowerCase();
+  const kept = all.filter(
+    (d) =>
+      (q === '' || [d.device, d.fleet, d.deviceClass ?? '', d.bundle ? `${d.bundle.name} ${d.bundle.version}` : ''].some((v) => v.toLowerCase().includes(q))) &&
+      (t.deviceClass === undefined || (d.deviceClass ?? '') === t.deviceClass) &&
+      (t.online === undefined || d.online === t.online) &&
+      (t.drifting === undefined || drifts(d) === t.drifting),
+  );
+  kept.sort(compareRows(t.sort, t.dir));
+  const byClass = new Map<string | null, FleetApiDevice[]>();
+  for (const d of kept) byClass.set(d.deviceClass, [...(byClass.get(d.deviceClass) ?? []), d]);
+  const classes = [...byClass.entries()]
+    .sort(([a], [b]) => (a ?? '\uffff').localeCompare(b ?? '\uffff'))
+    .map(([cls, ds]) => aggregate(cls, ds, ds.some(drifts)));
+  return {
+    generatedAt: now,
+    total: all.length,
+    matched: kept.length,
+    offset: t.offset,
+    limit: t.limit,
+    sort: t.sort,
+    dir: t.dir,
+    rows: kept.slice(t.offset, t.offset + t.limit),
+    classes,
+    classNames: [...new Set(all.map((d) => d.deviceClass).filter((c): c is string => c !== null))].sort(),
+    drift: s.drift,
+    counters: s.counters,
+  };
+}
+
+function parseTableQuery(p: URLSearchParams): TableQuery {
+  const sort = p.get('sort') ?? 'device';
+  if (!(TABLE_SORT_KEYS as readonly string[]).includes(sort)) throw new HttpError(400, `bad sort ${JSON.stringify(sort)}: expected one of ${TABLE_SORT_KEYS.join(', ')}`);
+  const dir = p.get('dir') ?? 'asc';
+  if (dir !== 'asc' && dir !== 'desc') throw new HttpError(400, `bad dir ${JSON.stringify(dir)}: expected asc or desc`);
+  const int = (name: string, dflt: number, max: number, min: number): number => {
+    const raw = p.get(name);
+    if (raw === null) return dflt;
+    if (!/^\d{1,9}$/.test(raw) || Number(raw) < min || Number(raw) > max) throw new HttpError(400, `bad ${name} ${JSON.stringify(raw)}: expected an integer from ${min} to ${max}`);
+    return Number(raw);
+  };
+  const flag = (name: string): boolean | undefined => {
+    const raw = p.get(name);
+    if (raw === null || raw === '') return undefined;
+    if (raw !== '1' && raw !== '0') throw new HttpError(400, `bad ${name} ${JSON.stringify(raw)}: expected 1 or 0`);
+    return raw === '1';
+  };
+  const q = p.get('q') ?? '';
+  if (q.length > 200) throw new HttpError(400, `filter q is ${q.length} characters: expected at most 200`);
+  const cls = p.get('class');
+  const online = flag('online');
+  const drifting = flag('drifting');
+  return {
+    sort: sort as TableSortKey,
+    dir,
+    q,
+    ...(cls !== null && cls !== '' ? { deviceClass: cls } : {}),
+    ...(online !== undefined ? { online } : {}),
+    ...(drifting !== undefined ? { drifting } : {}),
+    offset: int('offset', 0, 1_000_000_000, 0),
+    limit: int('limit', DEFAULT_TABLE_LIMIT, MAX_TABLE_LIMIT, 1),
+  };
 }
 
 // The dashboard's one inline script is allowed by its hash, so nothing injected can run.
@@ -89,10 +281,14 @@ class HttpError extends Error {
   }
 }
 
-export async function fleetApi(store: FleetStore, now: number): Promise<FleetApi> {
+/** Devices per /api/fleet reply unless ?limit= says fewer: a reply never grows with the fleet beyond this. */
+export const MAX_FLEET_LIMIT = 500;
+
+export async function fleetApi(store: FleetStore, now: number, page: { offset: number; limit: number } = { offset: 0, limit: MAX_FLEET_LIMIT }): Promise<FleetApi> {
   const s = await fleetStatus(store);
   const exits = new Map((await store.totals()).map((t) => [t.device, t.exits]));
-  return { generatedAt: now, devices: s.devices.map((d) => ({ ...d, exits: exits.get(d.device) ?? [] })), counters: s.counters };
+  const devices = s.devices.slice(page.offset, page.offset + page.limit).map((d) => ({ ...d, exits: exits.get(d.device) ?? [] }));
+  return { generatedAt: now, total: s.devices.length, offset: page.offset, limit: page.limit, devices, counters: s.counters };
 }
 
 export async function windowsApi(store: FleetStore, device: string, limit: number): Promise<WindowsApi> {
@@ -188,7 +384,11 @@ async function route(method: string, rawUrl: string, store: FleetStore, now: num
   if (method !== 'GET' && method !== 'HEAD') throw new HttpError(405, `method ${method} not allowed: this server is read-only; use GET`);
   if (p === '/' || p === '/index.html') return { status: 200, type: 'text/html; charset=utf-8', body: DASHBOARD_HTML, headers: { 'Content-Security-Policy': DASHBOARD_CSP } };
   if (p === '/metrics') return { status: 200, type: METRICS_CONTENT_TYPE, body: await renderMetrics(store, maxSeries !== undefined ? { maxSeries } : {}) };
-  if (p === '/api/fleet') return json(await fleetApi(store, now));
+  if (p === '/api/fleet') {
+    const t = parseTableQuery(url.searchParams);
+    return json(await fleetApi(store, now, { offset: t.offset, limit: url.searchParams.has('limit') ? t.limit : MAX_FLEET_LIMIT }));
+  }
+  if (p === '/api/table') return json(await tableApi(store, parseTableQuery(url.searchParams), now));
   if (p === '/api/jobs') return json({ jobs: jobs?.() ?? [] });
   const m = /^\/api\/devices\/([^/]*)\/windows$/.exec(p);
   if (m) {
@@ -198,7 +398,7 @@ async function route(method: string, rawUrl: string, store: FleetStore, now: num
       throw new HttpError(404, `no device ${JSON.stringify(device)} recorded: see /api/fleet for the devices this collector knows`);
     return json(await windowsApi(store, device, limit));
   }
-  throw new HttpError(404, `no such path ${JSON.stringify(p)}: try / (dashboard), /metrics, /api/fleet, /api/jobs or /api/devices/<id>/windows`);
+  throw new HttpError(404, `no such path ${JSON.stringify(p)}: try / (dashboard), /metrics, /api/table, /api/fleet, /api/jobs or /api/devices/<id>/windows`);
 }
 
 /**

@@ -7,6 +7,7 @@
 // (de-duplication already happened), and a --retention-days prune does not lower them, since
 // Prometheus reads any drop as a counter reset and rate()/increase() over it would be wrong.
 // The gauges and the summary come from the latest stored window.
+import { classDrift } from './drift.js';
 import type { CounterName, FleetStore } from './fleet-store.js';
 
 export const METRICS_CONTENT_TYPE = 'text/plain; version=0.0.4; charset=utf-8';
@@ -168,5 +169,23 @@ export async function renderMetrics(store: FleetStore, opts: RenderOptions = {})
   const omittedFam = fam('edgeexit_collector_devices_omitted', 'gauge', `Devices left out of this exposition because it reached its cap of ${maxSeries} series.`);
   omittedFam.samples.push({ labels: {}, value: omitted });
 
-  return renderFamilies([latency, inferences, exits, energy, power, labelled, correct, temperature, online, info, windows, dropped, lastSeen, messages, gaps, omittedFam]);
+  return renderFamilies([latency, inferences, exits, energy, power, labelled, correct, temperature, online, info, windows, dropped, lastSeen, messages, gaps, omittedFam, ...(await driftFamilies(store))]);
+}
+
+// Per class with a baseline: a 0/1 gauge an alert rule fires on (edgeexit_class_drift == 1), and
+// the two measures it is judged by, so a dashboard can show how close a class is to its bounds.
+// A class without enough windows yet reports 0 and no measures.
+async function driftFamilies(store: FleetStore): Promise<Family[]> {
+  const drift = await classDrift(store);
+  const fam = (name: string, help: string): Family => ({ name, type: 'gauge', help, samples: [] });
+  const flag = fam('edgeexit_class_drift', '1 while the hardware class has moved beyond its drift bounds from what its calibration predicted (exit shares or p95 latency), else 0.');
+  const shift = fam('edgeexit_class_exit_share_shift_ratio', "Largest difference between a class's recent exit share and the share its calibration predicted (0.1 = 10 percentage points).");
+  const ratio = fam('edgeexit_class_p95_latency_ratio', "A class's recent p95 latency divided by the p95 its calibration predicted.");
+  for (const c of drift) {
+    const labels = { fleet: c.fleet, class: c.deviceClass };
+    flag.samples.push({ labels, value: c.drifting ? 1 : 0 });
+    if (c.enough && c.exitShiftPp !== null) shift.samples.push({ labels, value: c.exitShiftPp / 100 });
+    if (c.enough && c.latencyRatio !== null) ratio.samples.push({ labels, value: c.latencyRatio });
+  }
+  return [flag, shift, ratio];
 }

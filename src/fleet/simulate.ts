@@ -18,7 +18,7 @@ import { TelemetryPublisher, type Backoff, type BirthInfo, type WindowInput } fr
 import type { MetricsWindowBody } from '../telemetry/payloads.js';
 import { InputError, show } from '../util/errors.js';
 import { startCollector, type Collector } from './collector.js';
-import type { DeviceTotals } from './fleet-store.js';
+import type { DeviceTotals, FleetStore } from './fleet-store.js';
 import { mulberry32 } from '../util/random.js';
 import { edgeexitVersion } from '../bundle/version.js';
 
@@ -116,6 +116,95 @@ export async function loadSimProfile(spec = 'rpi4', powerFrom = 'rpi4'): Promise
     power: { idleWatts: device.power.idleWatts, busyWatts: device.power.busyWatts },
     bundle: { name: 'fmnist-branchy', manifestSha256: createHash('sha256').update('edgeexit-simulated-fmnist-branchy').digest('hex') },
   };
+}
+
+
+/** A fault given to every device of a class: slower stages and/or exits moving later. */
+export interface SimFault {
+  /** Every stage takes this many times as long (1 = as profiled). */
+  latencyX?: number;
+  /** Share of inferences moved from the first exit to the last (0.2: 20 percentage points). */
+  exitShift?: number;
+}
+
+/** One hardware class of a simulated fleet: `devices` devices replaying `profile`, maybe with a fault. */
+export interface SimClass {
+  name: string;
+  devices: number;
+  profile: SimProfile;
+  fault?: SimFault;
+}
+
+/**
+ * The profile a faulty device replays: stage times × latencyX, and exitShift of the first exit's
+ * share handed to the last exit (clamped so shares stay in [0, 1] and sum to 1).
+ *
+ * @example applyFault(profile, { latencyX: 2 }).stages[0].p50Ms // twice profile.stages[0].p50Ms
+ */
+export function applyFault(p: SimProfile, f: SimFault | undefined): SimProfile {
+  if (!f) return p;
+  const x = f.latencyX ?? 1;
+  const shares = [...p.exitShares];
+  const shift = Math.min(shares[0]!, Math.max(-shares[shares.length - 1]!, f.exitShift ?? 0));
+  if (shares.length > 1) {
+    shares[0]! -= shift;
+    shares[shares.length - 1]! += shift;
+  }
+  return { ...p, stages: p.stages.map((s) => ({ p50Ms: s.p50Ms * x, p95Ms: s.p95Ms * x })), exitShares: shares };
+}
+
+const CLASS_RE = /^([A-Za-z0-9][A-Za-z0-9._-]{0,63}):(\d+)$/;
+
+/**
+ * `--classes rpi4:100,rpi5:60,jetson-orin-nano:40` → class names (device profile ids) and device counts.
+ *
+ * @example parseClassCounts('rpi4:100,rpi5:60') // [{ name: 'rpi4', devices: 100 }, { name: 'rpi5', devices: 60 }]
+ */
+export function parseClassCounts(spec: string): { name: string; devices: number }[] {
+  const out = spec.split(',').map((part) => {
+    const m = CLASS_RE.exec(part.trim());
+    if (!m || Number(m[2]) < 1)
+      throw new InputError(`--classes: bad entry ${show(part)}`, [{ where: '--classes', expected: '<device profile id>:<devices ≥ 1>, comma separated', got: show(part), fix: 'e.g. --classes rpi4:100,rpi5:60,jetson-orin-nano:40' }]);
+    return { name: m[1]!, devices: Number(m[2]) };
+  });
+  const names = out.map((c) => c.name);
+  const twice = names.find((n, i) => names.indexOf(n) !== i);
+  if (twice) throw new InputError(`--classes: ${twice} is named twice`, [{ where: '--classes', expected: 'each class once', got: spec, fix: 'add the counts up into one entry' }]);
+  return out;
+}
+
+/**
+ * `--fault rpi5:latency=2x,exit-shift=0.2` → the class and its fault.
+ *
+ * @example parseFault('rpi5:latency=2x') // { name: 'rpi5', fault: { latencyX: 2 } }
+ */
+export function parseFault(spec: string): { name: string; fault: SimFault } {
+  const bad = (got: string): InputError =>
+    new InputError(`--fault: bad value ${show(spec)}`, [{ where: '--fault', expected: '<class>:latency=<k>x and/or exit-shift=<fraction in [-1, 1]>', got, fix: 'e.g. --fault rpi5:latency=2x or --fault rpi4:exit-shift=0.2' }]);
+  const m = /^([^:]+):(.+)$/.exec(spec.trim());
+  if (!m) throw bad(show(spec));
+  const fault: SimFault = {};
+  for (const kv of m[2]!.split(',')) {
+    const [k, v = ''] = kv.trim().split('=');
+    if (k === 'latency' && /^\d*\.?\d+x?$/.test(v) && Number(v.replace(/x$/, '')) > 0) fault.latencyX = Number(v.replace(/x$/, ''));
+    else if (k === 'exit-shift' && v !== '' && Math.abs(Number(v)) <= 1) fault.exitShift = Number(v);
+    else throw bad(show(kv));
+  }
+  return { name: m[1]!, fault };
+}
+
+/**
+ * Classes for a simulated fleet: each class name is a device profile id (its cost and power
+ * model), with the faults given for it; a fault for a class not in the list is refused.
+ *
+ * @example await loadSimClasses('rpi4:100,rpi5:60', ['rpi5:latency=2x'])
+ */
+export async function loadSimClasses(classes: string, faults: readonly string[] = []): Promise<SimClass[]> {
+  const counts = parseClassCounts(classes);
+  const byName = new Map(faults.map((f) => parseFault(f)).map((f) => [f.name, f.fault]));
+  for (const name of byName.keys())
+    if (!counts.some((c) => c.name === name)) throw new InputError(`--fault ${name}: no such class`, [{ where: '--fault', expected: `one of ${counts.map((c) => c.name).join(', ')}`, got: name, fix: 'name a class given in --classes' }]);
+  return Promise.all(counts.map(async (c) => ({ ...c, profile: await loadSimProfile(c.name), ...(byName.has(c.name) ? { fault: byName.get(c.name)! } : {}) })));
 }
 
 /** Seeded uniform [0, 1) source, so a simulated fleet repeats run to run. */
@@ -284,6 +373,11 @@ export interface SimulateOptions {
   /** Inferences per second per device, for window counts and utilisation (default 20). */
   inferencesPerS?: number;
   profile: SimProfile;
+  /**
+   * Hardware classes (each with its profile and fault); replaces `devices` and `profile`. Device
+   * ids are `<prefix>-<class>-0001`…, and each birth names the class as its device profile.
+   */
+  classes?: SimClass[];
   seed?: number;
   /** Collector database when the simulator starts its own (default `<stateDir>/fleet.db`). */
   dbFile?: string;
@@ -327,13 +421,94 @@ export function deviceId(prefix: string, i: number): string {
   return `${prefix}-${String(i + 1).padStart(4, '0')}`;
 }
 
+type SimDeviceState = SimDevice & { ledger: SentLedger; profile: SimProfile };
+
+function birthFor(p: SimProfile): BirthInfo {
+  return {
+    profile: p.deviceProfile,
+    bundle: {
+      name: p.bundle.name,
+      version: '0.0.0-sim',
+      manifestSha256: p.bundle.manifestSha256,
+      precision: p.precision,
+      thresholds: p.stages.slice(1).map(() => 0.75),
+    },
+    runtime: { edgeexit: edgeexitVersion(), node: process.versions.node },
+  };
+}
+
+/**
+ * Every simulated device: its id, the profile it replays (its class's, fault applied) and its birth.
+ *
+ * @example fleetPlan({ devices: 0, profile, classes: await loadSimClasses('rpi4:2') }).map((d) => d.id) // ['sim-rpi4-0001', 'sim-rpi4-0002']
+ */
+export function fleetPlan(opts: Pick<SimulateOptions, 'devices' | 'prefix' | 'profile' | 'classes'>): { id: string; deviceClass: string; profile: SimProfile; birth: BirthInfo }[] {
+  const prefix = opts.prefix ?? 'sim';
+  if (!opts.classes?.length) {
+    const birth = birthFor(opts.profile);
+    return Array.from({ length: opts.devices }, (_, i) => ({ id: deviceId(prefix, i), deviceClass: opts.profile.deviceProfile, profile: opts.profile, birth }));
+  }
+  return opts.classes.flatMap((c) => {
+    // The birth names the class (the device profile id) whatever profile file the numbers came from.
+    const profile = { ...applyFault(c.profile, c.fault), deviceProfile: c.name };
+    const birth = birthFor(profile);
+    return Array.from({ length: c.devices }, (_, i) => ({ id: deviceId(`${prefix}-${c.name}`, i), deviceClass: c.name, profile, birth }));
+  });
+}
+
+export interface RecordSimulatedOptions {
+  fleet?: string;
+  prefix?: string;
+  classes: SimClass[];
+  /** Windows per device (default 5), each `windowMs` long, the last ending at `endAt`. */
+  windows?: number;
+  windowMs?: number;
+  endAt?: number;
+  inferencesPerS?: number;
+  seed?: number;
+}
+
+/**
+ * A simulated fleet written straight into a store through the calls the collector makes (a birth
+ * per device, then its windows, one transaction): for tests and demos of the dashboard, drift and
+ * fleet latency at a scale where a thousand MQTT sessions would only slow the point down.
+ *
+ * @example
+ * ```ts
+ * import { loadSimClasses, openFleetStore, recordSimulatedFleet } from 'edgeexit/fleet';
+ * const store = openFleetStore('demo.db');
+ * await recordSimulatedFleet(store, { classes: await loadSimClasses('rpi4:600,rpi5:400', ['rpi5:latency=2x']) });
+ * ```
+ */
+export async function recordSimulatedFleet(store: FleetStore, o: RecordSimulatedOptions): Promise<{ devices: number; windows: number }> {
+  const fleet = o.fleet ?? 'sim';
+  const perDevice = o.windows ?? 5;
+  const windowMs = o.windowMs ?? 10_000;
+  const endAt = o.endAt ?? Date.now();
+  const plan = fleetPlan({ devices: 0, profile: o.classes[0]!.profile, classes: o.classes, ...(o.prefix !== undefined ? { prefix: o.prefix } : {}) });
+  let stored = 0;
+  await store.transaction(async () => {
+    for (const [i, d] of plan.entries()) {
+      const rand = seededRandom((o.seed ?? 1) * 100_003 + i);
+      const start = endAt - perDevice * windowMs;
+      await store.recordBirth({ device: d.id, fleet, bdSeq: 0, seq: 0, ...d.birth, at: start }, start);
+      for (let k = 0; k < perDevice; k++) {
+        const w = syntheticWindow(d.profile, rand, start + k * windowMs, start + (k + 1) * windowMs, o.inferencesPerS ?? 20);
+        const r = await store.recordWindow({ ...w, device: d.id, id: k + 1, bdSeq: 0, seq: k + 1, droppedWindows: 0 }, fleet, w.windowEnd);
+        if (r.stored) stored++;
+      }
+    }
+  });
+  return { devices: plan.length, windows: stored };
+}
+
 export class FleetSimulator {
   private generating = true;
   private readonly loops: Promise<void>[] = [];
   private readonly wakeAll = new Set<() => void>();
 
   private constructor(
-    readonly devices: (SimDevice & { ledger: SentLedger })[],
+    readonly devices: SimDeviceState[],
     readonly collector: Collector | undefined,
     readonly url: string,
     readonly profile: SimProfile,
@@ -346,7 +521,6 @@ export class FleetSimulator {
     if (!(rate > 0) || rate > 1000)
       throw new InputError(`--rate: expected windows per second per device in (0, 1000], got ${show(opts.rate)}`, [{ where: '--rate', expected: '0 < rate ≤ 1000', got: show(opts.rate), fix: 'e.g. --rate 0.2 for one window every 5 s' }]);
     const fleet = opts.fleet ?? 'sim';
-    const prefix = opts.prefix ?? 'sim';
     await fsp.mkdir(opts.stateDir, { recursive: true });
     let collector: Collector | undefined;
     let url = opts.url;
@@ -354,23 +528,10 @@ export class FleetSimulator {
       collector = await startCollector({ dbFile: opts.dbFile ?? path.join(opts.stateDir, 'fleet.db'), port: 0, host: '127.0.0.1', onLog: opts.onLog ?? (() => undefined) });
       url = collector.url;
     }
-    const p = opts.profile;
-    const birth: BirthInfo = {
-      profile: p.deviceProfile,
-      bundle: {
-        name: p.bundle.name,
-        version: '0.0.0-sim',
-        manifestSha256: p.bundle.manifestSha256,
-        precision: p.precision,
-        thresholds: p.stages.slice(1).map(() => 0.75),
-      },
-      runtime: { edgeexit: edgeexitVersion(), node: process.versions.node },
-    };
     const protocolVersion = opts.protocolVersion ?? (collector ? 4 : 5);
-    const devices: (SimDevice & { ledger: SentLedger })[] = [];
+    const devices: SimDeviceState[] = [];
     try {
-      for (let i = 0; i < opts.devices; i++) {
-        const id = deviceId(prefix, i);
+      for (const { id, profile, birth } of fleetPlan(opts)) {
         const stateDir = path.join(opts.stateDir, id);
         const publisher = await TelemetryPublisher.start({
           url,
@@ -386,21 +547,21 @@ export class FleetSimulator {
           onError: () => undefined,
         });
         const ledger = new SentLedger(stateDir, publisher.outbox.peek(Number.MAX_SAFE_INTEGER));
-        devices.push({ id, stateDir, publisher, ledger, sent: () => ledgerTotals(ledger.entries) });
+        devices.push({ id, stateDir, publisher, ledger, profile, sent: () => ledgerTotals(ledger.entries) });
       }
     } catch (err) {
       for (const d of devices) await d.publisher.close().catch(() => undefined);
       await collector?.close();
       throw err;
     }
-    const sim = new FleetSimulator(devices, collector, url, p);
+    const sim = new FleetSimulator(devices, collector, url, opts.profile);
     const periodMs = 1000 / rate;
     const seed = opts.seed ?? 1;
     for (const [i, d] of devices.entries()) sim.loops.push(sim.generate(d, periodMs, seededRandom(seed * 100_003 + i), opts.inferencesPerS ?? 20));
     return sim;
   }
 
-  private async generate(d: SimDevice & { ledger: SentLedger }, periodMs: number, rand: () => number, ips: number): Promise<void> {
+  private async generate(d: SimDeviceState, periodMs: number, rand: () => number, ips: number): Promise<void> {
     // Devices start at random phases so a fleet does not publish in lockstep.
     let next = Date.now() + rand() * periodMs;
     let windowStart = Date.now();
@@ -409,7 +570,7 @@ export class FleetSimulator {
       if (wait > 0) await this.sleep(wait);
       if (!this.generating) break;
       const windowEnd = Math.max(windowStart, Date.now());
-      const w = syntheticWindow(this.profile, rand, windowStart, windowEnd, ips);
+      const w = syntheticWindow(d.profile, rand, windowStart, windowEnd, ips);
       const id = await d.publisher.enqueueWindow(w);
       d.ledger.add(id, w);
       windowStart = windowEnd;
@@ -438,7 +599,7 @@ export class FleetSimulator {
         const rand = seededRandom(7_919 * (i + 1));
         for (let k = 0; k < perDevice; k++) {
           const at = Date.now();
-          const w = syntheticWindow(this.profile, rand, at, at, 20);
+          const w = syntheticWindow(d.profile, rand, at, at, 20);
           d.ledger.add(await d.publisher.enqueueWindow(w), w);
         }
       }),

@@ -3,6 +3,7 @@
 // merged exactly without the raw samples; recent windows say how the device runs now). Exit
 // rates, joules per inference and accuracy are over every window ever stored (the store's running
 // totals, which a retention prune does not lower); temperature is the latest a device reported.
+import { classOf, driftFrom, type ClassDrift, type DeviceRecent } from './drift.js';
 import type { FleetStore } from './fleet-store.js';
 
 export const LATEST_WINDOWS = 10;
@@ -10,6 +11,8 @@ export const LATEST_WINDOWS = 10;
 export interface DeviceStatus {
   device: string;
   fleet: string;
+  /** Hardware class: the device profile its last birth named (null before a birth). */
+  deviceClass: string | null;
   online: boolean;
   bundle: { name: string; version: string } | null;
   bdSeq: number | null;
@@ -33,6 +36,8 @@ export interface DeviceStatus {
 
 export interface FleetStatus {
   devices: DeviceStatus[];
+  /** Per class with a drift baseline (`edgeexit fleet baseline`): how far it moved from its calibration. */
+  drift: ClassDrift[];
   counters: Awaited<ReturnType<FleetStore['counters']>>;
 }
 
@@ -49,12 +54,14 @@ export interface FleetStatus {
  */
 export async function fleetStatus(store: FleetStore, latest = LATEST_WINDOWS): Promise<FleetStatus> {
   const totals = new Map((await store.totals()).map((t) => [t.device, t]));
+  const recents: DeviceRecent[] = [];
   const devices = await Promise.all((await store.devices()).map(async (d): Promise<DeviceStatus> => {
     const t = totals.get(d.device);
     const inferences = t?.count ?? 0;
     const labelled = t?.labelled ?? 0;
     const correct = t?.correct ?? 0;
     const [recent, temperatureC] = await Promise.all([store.latestWindows(d.device, latest), store.latestTemperature(d.device)]);
+    recents.push({ row: d, recent });
     const recentCount = recent.reduce((a, w) => a + w.count, 0);
     let p95: number | null = null;
     if (recent.length)
@@ -62,6 +69,7 @@ export async function fleetStatus(store: FleetStore, latest = LATEST_WINDOWS): P
     return {
       device: d.device,
       fleet: d.fleet,
+      deviceClass: classOf(d),
       online: d.online,
       bundle: d.birth ? { name: d.birth.bundle.name, version: d.birth.bundle.version } : null,
       bdSeq: d.bdSeq,
@@ -78,5 +86,5 @@ export async function fleetStatus(store: FleetStore, latest = LATEST_WINDOWS): P
       lastSeen: d.lastSeen,
     };
   }));
-  return { devices, counters: await store.counters() };
+  return { devices, drift: driftFrom(await store.driftBaselines(), recents), counters: await store.counters() };
 }

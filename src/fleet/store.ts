@@ -14,7 +14,7 @@ import path from 'node:path';
 import Database from 'better-sqlite3';
 import type { Birth, Death, MetricsWindow } from '../telemetry/payloads.js';
 import { InputError } from '../util/errors.js';
-import { COUNTER_NAMES, type CounterName, type BirthOutcome, type Counters, type DeathOutcome, type DeviceRow, type DeviceTotals, type FleetStore, type WindowOutcome, type WindowRow } from './fleet-store.js';
+import { COUNTER_NAMES, type CounterName, type BirthOutcome, type Counters, type DeathOutcome, type DeviceRow, type DeviceTotals, type FleetStore, type WindowOutcome, type WindowRow, type StageLatencyQuery, type StageLatencyWindow, type StageQuantiles, type DriftBaseline } from './fleet-store.js';
 
 export * from './fleet-store.js';
 
@@ -80,6 +80,19 @@ export const MIGRATIONS: readonly string[] = [
      FROM windows GROUP BY device;
    INSERT INTO device_exit_totals (device, exit, n)
      SELECT w.device, CAST(j.key AS INTEGER), SUM(j.value) FROM windows w, json_each(w.exit_histogram) j GROUP BY w.device, CAST(j.key AS INTEGER);`,
+  // 3 → 4: per-stage latency quantiles of each window (JSON [[p50, p95, p99], …], NULL when the
+  // device sent none), and the manifest the device ran for it (from the birth of the same bdSeq;
+  // NULL when unknown), so the fleet's latency profile and drift compare one bundle's windows.
+  // drift_baselines: what a class's calibration predicted, and how far the fleet may stray from it.
+  `ALTER TABLE windows ADD COLUMN stage_latency TEXT;
+   ALTER TABLE windows ADD COLUMN manifest_sha256 TEXT;
+   CREATE INDEX windows_manifest_end ON windows (manifest_sha256, window_end);
+   CREATE TABLE drift_baselines (
+     fleet TEXT NOT NULL,
+     device_class TEXT NOT NULL,
+     body TEXT NOT NULL,
+     PRIMARY KEY (fleet, device_class)
+   );`,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;
@@ -129,10 +142,22 @@ function migrate(db: Database.Database, file: string): void {
   }
 }
 
+// Stage quantiles as compact rows [p50, p95, p99]; NULL for a window that carried none.
+function stagesJson(stages: readonly { p50: number; p95: number; p99: number }[]): string | null {
+  return stages.length ? JSON.stringify(stages.map((q) => [q.p50, q.p95, q.p99])) : null;
+}
+
+function parseStages(text: string): StageQuantiles[] {
+  return (JSON.parse(text) as [number, number, number][]).map(([p50, p95, p99]) => ({ p50, p95, p99 }));
+}
+
 /** A device's state inside one transaction; `add` is what its stored windows add to the running totals. */
 interface PendingDevice {
   fleet: string;
   hasBirth: boolean;
+  /** The bdSeq of the last birth and the manifest it announced: a window of that session ran it. */
+  birthBdSeq: number | null;
+  manifest: string | null;
   bdSeq: number | null;
   seq: number | null;
   seenAt: number;
@@ -170,6 +195,8 @@ interface WindowDbRow {
   temperature_c: number | null;
   accuracy_correct: number | null;
   accuracy_labelled: number | null;
+  stage_latency: string | null;
+  manifest_sha256: string | null;
 }
 
 class SqliteFleetStore implements FleetStore {
@@ -194,8 +221,9 @@ class SqliteFleetStore implements FleetStore {
     this.q = {
       device: db.prepare<[string], DeviceDbRow>('SELECT * FROM devices WHERE device = ?'),
       // recordWindow runs per message: it reads only what it compares, not the birth document.
-      windowState: db.prepare<[string], { fleet: string; has_birth: number; last_metrics_bd_seq: number | null; last_metrics_seq: number | null }>(
-        'SELECT fleet, birth IS NOT NULL AS has_birth, last_metrics_bd_seq, last_metrics_seq FROM devices WHERE device = ?',
+      windowState: db.prepare<[string], { fleet: string; has_birth: number; last_metrics_bd_seq: number | null; last_metrics_seq: number | null; bd_seq: number | null; manifest: string | null }>(
+        `SELECT fleet, birth IS NOT NULL AS has_birth, last_metrics_bd_seq, last_metrics_seq, bd_seq,
+           json_extract(birth, '$.bundle.manifestSha256') AS manifest FROM devices WHERE device = ?`,
       ),
       upsertBirth: db.prepare(
         `INSERT INTO devices (device, fleet, online, birth, bd_seq, last_metrics_bd_seq, last_metrics_seq, last_seen)
@@ -210,8 +238,9 @@ class SqliteFleetStore implements FleetStore {
       setLastMetrics: db.prepare('UPDATE devices SET last_metrics_bd_seq = ?, last_metrics_seq = ?, last_seen = MAX(last_seen, ?) WHERE device = ?'),
       insertWindow: db.prepare(
         `INSERT OR IGNORE INTO windows (device, id, bd_seq, seq, window_start, window_end, count, exit_histogram, latency_p50, latency_p95,
-           latency_p99, joules, mean_watts, energy_source, dropped_windows, received_at, temperature_c, accuracy_correct, accuracy_labelled)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+           latency_p99, joules, mean_watts, energy_source, dropped_windows, received_at, temperature_c, accuracy_correct, accuracy_labelled,
+           stage_latency, manifest_sha256)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
       ),
       bump: db.prepare('INSERT INTO counters (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = value + excluded.value'),
       counters: db.prepare<[], { name: string; value: number }>('SELECT name, value FROM counters'),
@@ -242,6 +271,10 @@ class SqliteFleetStore implements FleetStore {
         'SELECT temperature_c FROM windows WHERE device = ? AND temperature_c IS NOT NULL ORDER BY window_end DESC, id DESC LIMIT 1',
       ),
       prune: db.prepare('DELETE FROM windows WHERE window_end < ?'),
+      setBaseline: db.prepare(
+        'INSERT INTO drift_baselines (fleet, device_class, body) VALUES (?, ?, ?) ON CONFLICT (fleet, device_class) DO UPDATE SET body = excluded.body',
+      ),
+      baselines: db.prepare<[], { body: string }>('SELECT body FROM drift_baselines ORDER BY fleet, device_class'),
     };
   }
 
@@ -308,6 +341,7 @@ class SqliteFleetStore implements FleetStore {
         w.device, w.id, w.bdSeq, w.seq, w.windowStart, w.windowEnd, w.count, histogram,
         e2e.p50, e2e.p95, e2e.p99, w.energy.joules, w.energy.meanWatts, w.energy.source, w.droppedWindows, seenAt,
         w.temperatureC ?? null, w.accuracy?.correct ?? null, w.accuracy?.labelled ?? null,
+        stagesJson(w.latencyMs.stages), state.birthBdSeq === w.bdSeq ? state.manifest : null,
       );
       const gap = this.advanceSeq(state, w, seenAt);
       if (r.changes === 0) {
@@ -353,6 +387,8 @@ class SqliteFleetStore implements FleetStore {
     state = {
       fleet: row.fleet,
       hasBirth: row.has_birth !== 0,
+      birthBdSeq: row.bd_seq,
+      manifest: row.manifest,
       bdSeq: row.last_metrics_bd_seq,
       seq: row.last_metrics_seq,
       seenAt: -Infinity,
@@ -542,7 +578,43 @@ class SqliteFleetStore implements FleetStore {
       droppedWindows: r.dropped_windows,
       ...(r.temperature_c !== null ? { temperatureC: r.temperature_c } : {}),
       ...(r.accuracy_correct !== null && r.accuracy_labelled !== null ? { accuracy: { correct: r.accuracy_correct, labelled: r.accuracy_labelled } } : {}),
+      ...(r.stage_latency !== null ? { stages: parseStages(r.stage_latency) } : {}),
+      ...(r.manifest_sha256 !== null ? { manifestSha256: r.manifest_sha256 } : {}),
     }));
+  }
+
+  stageLatencyWindows(q: StageLatencyQuery): Promise<StageLatencyWindow[]> {
+    return this.now(() => {
+      if (q.manifestSha256.length === 0) return [];
+      const marks = q.manifestSha256.map(() => '?').join(', ');
+      // Built per call: the list of manifests varies; class filters on the birth's device profile.
+      const rows = this.db
+        .prepare<unknown[], { device: string; device_class: string | null; window_end: number; count: number; exit_histogram: string; stage_latency: string; manifest_sha256: string }>(
+          `SELECT w.device, json_extract(d.birth, '$.profile') AS device_class, w.window_end, w.count, w.exit_histogram, w.stage_latency, w.manifest_sha256
+           FROM windows w JOIN devices d ON d.device = w.device
+           WHERE d.fleet = ? AND w.manifest_sha256 IN (${marks}) AND w.stage_latency IS NOT NULL
+             ${q.deviceClass !== undefined ? "AND json_extract(d.birth, '$.profile') = ?" : ''}
+           ORDER BY w.window_end DESC, w.id DESC LIMIT ?`,
+        )
+        .all(q.fleet, ...q.manifestSha256, ...(q.deviceClass !== undefined ? [q.deviceClass] : []), q.limit);
+      return rows.map((r) => ({
+        device: r.device,
+        deviceClass: r.device_class,
+        windowEnd: r.window_end,
+        count: r.count,
+        exitHistogram: JSON.parse(r.exit_histogram) as number[],
+        stages: parseStages(r.stage_latency),
+        manifestSha256: r.manifest_sha256,
+      }));
+    });
+  }
+
+  setDriftBaseline(b: DriftBaseline): Promise<void> {
+    return this.now(() => void this.q.setBaseline.run(b.fleet, b.deviceClass, JSON.stringify(b)));
+  }
+
+  driftBaselines(): Promise<DriftBaseline[]> {
+    return this.now(() => this.q.baselines.all().map((r) => JSON.parse(r.body) as DriftBaseline));
   }
 
   latestTemperature(device: string): Promise<number | null> {

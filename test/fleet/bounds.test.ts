@@ -145,8 +145,10 @@ describe('collector bounds', () => {
       await page.goto(`${collector.httpUrl}/?refresh=1`);
       await page.waitForSelector('body[data-state="ready"]', { timeout: 20_000 });
       expect(await page.textContent('#error')).toBe('');
-      expect(await page.$$eval('section.device', (els) => els.map((e) => e.getAttribute('data-device')))).toEqual(['legacy', 'pi-1']);
-      expect(await page.textContent('section[data-device="pi-1"] .stats')).toContain('20 inferences in 2 windows');
+      expect(await page.$$eval('#devices tbody tr', (els) => els.map((e) => e.getAttribute('data-device')))).toEqual(['legacy', 'pi-1']);
+      await page.click('#devices tr[data-device="pi-1"]');
+      await page.waitForSelector('#detail[data-device="pi-1"] .stats');
+      expect(await page.textContent('#detail .stats')).toContain('20 inferences in 2 windows');
       expect(errors).toEqual([]);
     } finally {
       await browser.close();

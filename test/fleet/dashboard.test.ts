@@ -1,6 +1,6 @@
 // The fleet dashboard in real headless Chromium against a real collector (embedded aedes broker,
-// real SQLite file, TelemetryPublisher devices): online state per device, one latency point per
-// stored window, the exit histogram equal to the stored exit counts, a refresh that picks up a new
+// real SQLite file, TelemetryPublisher devices): online state per device in the table, and for the
+// device clicked, one latency point per stored window, the exit histogram equal to the stored exit counts, a refresh that picks up a new
 // window, and no console errors (which also catches a script blocked by the page's CSP).
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
@@ -79,46 +79,64 @@ CHROMIUM.describe('fleet dashboard in headless Chromium', () => {
     await fsp.rm(dir, { recursive: true, force: true });
   });
 
-  it('shows every device with its online state', async () => {
-    const cards = await page.$$eval('section.device', (els) => els.map((e) => [e.getAttribute('data-device'), e.getAttribute('data-online'), e.querySelector('.state')!.textContent]));
-    expect(cards).toEqual([
+  async function open(device: string): Promise<void> {
+    await page.click(`#devices tr[data-device="${device}"]`);
+    await page.waitForSelector(`#detail[data-device="${device}"] section.device`);
+  }
+
+  it('shows every device with its online state, one table row each', async () => {
+    const rows = await page.$$eval('#devices tbody tr', (els) => els.map((e) => [e.getAttribute('data-device'), e.getAttribute('data-online'), e.querySelector('td[data-key="online"]')!.textContent]));
+    expect(rows).toEqual([
       ['ghost', 'false', 'offline'],
       ['jetson-1', 'true', 'online'],
       ['pi-old', 'false', 'offline'],
     ]);
-    expect(await page.textContent('section[data-device="ghost"] .meta')).toContain('no birth seen');
-    expect(await page.textContent('section[data-device="jetson-1"] .meta')).toContain('mnist-exits 1.2.0');
+    expect(await page.textContent('tr[data-device="ghost"] td[data-key="bundle"]')).toBe('no birth seen');
+    expect(await page.textContent('tr[data-device="jetson-1"] td[data-key="bundle"]')).toBe('mnist-exits 1.2.0');
     expect(await page.textContent('#summary')).toMatch(/^3 devices, 1 online/);
   });
 
   it('shows on-device accuracy and the latest temperature where the device reported them, nothing where not', async () => {
-    const stats = await page.textContent('section[data-device="jetson-1"] .stats');
+    expect(await page.textContent('tr[data-device="jetson-1"] td[data-key="accuracy"]')).toBe('80.0');
+    expect(await page.textContent('tr[data-device="jetson-1"] td[data-key="temperature"]')).toBe('51.5');
+    expect(await page.textContent('tr[data-device="pi-old"] td[data-key="accuracy"]')).toBe('-');
+    expect(await page.textContent('tr[data-device="pi-old"] td[data-key="temperature"]')).toBe('-');
+    await open('jetson-1');
+    const stats = await page.textContent('#detail .stats');
     expect(stats).toContain('accuracy 80.0 % of 10 labelled');
     expect(stats).toContain('51.5 °C');
-    const old = await page.textContent('section[data-device="pi-old"] .stats');
+    await open('pi-old');
+    const old = await page.textContent('#detail .stats');
     expect(old).not.toContain('accuracy');
     expect(old).not.toContain('°C');
   });
 
   it("shows each device's flash job state and reason, nothing for a device without one", async () => {
-    expect(await page.textContent('section[data-device="pi-old"] .job')).toBe('flash job flash-1: rolled-back · trial failed: latency regressed');
-    expect(await page.getAttribute('section[data-device="pi-old"] .job', 'data-job-state')).toBe('rolled-back');
-    expect(await page.$('section[data-device="jetson-1"] .job')).toBeNull();
+    const cell = 'tr[data-device="pi-old"] td[data-key="job"]';
+    expect(await page.textContent(cell)).toBe('flash-1: rolled-back · trial failed: latency regressed');
+    expect(await page.getAttribute(cell, 'data-job-state')).toBe('rolled-back');
+    expect(await page.textContent('tr[data-device="jetson-1"] td[data-key="job"]')).toBe('-');
+    await open('pi-old');
+    expect(await page.textContent('#detail .job')).toBe('flash job flash-1: rolled-back · trial failed: latency regressed');
+    await open('jetson-1');
+    expect(await page.$('#detail .job')).toBeNull();
   });
 
   it('draws one latency point per stored window, at the sent p95', async () => {
     for (const [device, ws] of Object.entries(sent)) {
-      const ys = await page.$$eval(`section[data-device="${device}"] svg.chart-latency circle.pt`, (els) => els.map((e) => Number(e.getAttribute('data-y'))));
+      await open(device);
+      const ys = await page.$$eval('#detail svg.chart-latency circle.pt', (els) => els.map((e) => Number(e.getAttribute('data-y'))));
       expect(ys, device).toEqual(ws.map((w) => w.latencyMs.endToEnd.p95));
-      const energy = await page.$$eval(`section[data-device="${device}"] svg.chart-energy circle.pt`, (els) => els.map((e) => Number(e.getAttribute('data-y'))));
+      const energy = await page.$$eval('#detail svg.chart-energy circle.pt', (els) => els.map((e) => Number(e.getAttribute('data-y'))));
       expect(energy, device).toEqual(ws.map((w) => expect.closeTo(w.energy.joules / w.count, 12)));
     }
   });
 
   it('draws the exit histogram from the stored exit counts', async () => {
     for (const [device, ws] of Object.entries(sent)) {
+      await open(device);
       const expected = ws[0]!.exitHistogram.map((_, k) => ws.reduce((a, w) => a + w.exitHistogram[k]!, 0));
-      const bars = await page.$$eval(`section[data-device="${device}"] svg.chart-exits rect.bar`, (els) => els.map((e) => [Number(e.getAttribute('data-exit')), Number(e.getAttribute('data-count')), Number(e.getAttribute('height'))]));
+      const bars = await page.$$eval('#detail svg.chart-exits rect.bar', (els) => els.map((e) => [Number(e.getAttribute('data-exit')), Number(e.getAttribute('data-count')), Number(e.getAttribute('height'))]));
       expect(bars.map(([k, n]) => [k, n]), device).toEqual(expected.map((n, k) => [k, n]));
       // Heights follow the shares: the largest count has the tallest bar.
       const tallest = bars.reduce((a, b) => (b[2]! > a[2]! ? b : a));
@@ -127,15 +145,16 @@ CHROMIUM.describe('fleet dashboard in headless Chromium', () => {
   });
 
   it('picks up a new window on its next refresh', async () => {
+    await open('jetson-1');
     const renders = Number(await page.getAttribute('body', 'data-renders'));
     const extra = win(4, [4, 4, 4], 9);
     await live.enqueueWindow(extra);
     await live.drained();
     await until(async () => (await collector.store.totals()).find((t) => t.device === 'jetson-1')?.windows === 5, '5th window stored');
     // Waits for a fifth point to appear; the exact list is asserted below.
-    await page.locator('section[data-device="jetson-1"] svg.chart-latency circle.pt').nth(4).waitFor();
+    await page.locator('#detail svg.chart-latency circle.pt').nth(4).waitFor();
     expect(Number(await page.getAttribute('body', 'data-renders'))).toBeGreaterThan(renders);
-    const ys = await page.$$eval('section[data-device="jetson-1"] svg.chart-latency circle.pt', (els) => els.map((e) => Number(e.getAttribute('data-y'))));
+    const ys = await page.$$eval('#detail svg.chart-latency circle.pt', (els) => els.map((e) => Number(e.getAttribute('data-y'))));
     expect(ys).toEqual([...sent['jetson-1']!, extra].map((w) => w.latencyMs.endToEnd.p95));
   });
 

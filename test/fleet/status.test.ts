@@ -65,7 +65,7 @@ describe('fleet status: accuracy and temperature', () => {
     const r = await runCli('fleet', 'status', '--db', file);
     expect(r.code).toBe(0);
     const lines = r.out.split('\n');
-    expect(lines[0]).toMatch(/^device\s+status\s+bundle\s+p95 ms\s+exit rates\s+J\/inference\s+accuracy\s+temp °C\s+last seen$/);
+    expect(lines[0]).toMatch(/^device\s+status\s+bundle\s+p95 ms\s+exit rates\s+J\/inference\s+accuracy\s+temp °C\s+last seen\s+class$/);
     const row = (device: string) => lines.find((l) => l.startsWith(device + ' '))!;
     expect(row('hot')).toMatch(/\s0\.150\s+75\.0%\s+73\.3\s+1970-/);
     expect(row('plain')).toMatch(/\s0\.150\s+-\s+-\s+1970-/);
@@ -77,8 +77,9 @@ describe('fleet status: accuracy and temperature', () => {
   it('renders from a FleetStatus value alone (quickstart uses it)', () => {
     const out = renderFleetStatus({
       devices: [
-        { device: 'd', fleet: 'f', online: true, bundle: null, bdSeq: 0, windows: 1, inferences: 10, joules: 1, p95LatencyMs: 2, exitRates: [1], joulesPerInference: 0.1, labelled: 3, correct: 1, accuracy: 1 / 3, temperatureC: 45, lastSeen: 0 },
+        { device: 'd', fleet: 'f', deviceClass: null, online: true, bundle: null, bdSeq: 0, windows: 1, inferences: 10, joules: 1, p95LatencyMs: 2, exitRates: [1], joulesPerInference: 0.1, labelled: 3, correct: 1, accuracy: 1 / 3, temperatureC: 45, lastSeen: 0 },
       ],
+      drift: [],
       counters: { malformed: 0, invalid: 0, oversized: 0, unknownDevice: 0, duplicates: 0, gaps: 0, staleDeaths: 0, foreignTopic: 0, clockSkew: 0, outOfRange: 0, tooManyExits: 0, fleetMismatch: 0 },
     });
     expect(out).toMatch(/\s33\.3%\s+45\.0\s+1970-/);

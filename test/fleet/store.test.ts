@@ -470,21 +470,24 @@ describe('SQLite store file: schema, WAL and upgrades', () => {
     open.push(store);
     const raw = new Database(file, { readonly: true });
     expect(raw.pragma('user_version', { simple: true })).toBe(SCHEMA_VERSION);
-    expect(SCHEMA_VERSION).toBe(3);
-    expect((raw.pragma('table_info(windows)') as { name: string }[]).map((c) => c.name).slice(-3)).toEqual(['temperature_c', 'accuracy_correct', 'accuracy_labelled']);
+    expect(SCHEMA_VERSION).toBe(4);
+    expect((raw.pragma('table_info(windows)') as { name: string }[]).map((c) => c.name).slice(-5)).toEqual(['temperature_c', 'accuracy_correct', 'accuracy_labelled', 'stage_latency', 'manifest_sha256']);
     raw.close();
 
     const [kept] = await store.latestWindows('old-1', 1);
     expect(kept).toMatchObject({ device: 'old-1', id: 1, bdSeq: 3, seq: 7, count: 10, exitHistogram: [6, 3, 1], latencyP95: 7, joules: 1.5 });
     expect(kept).not.toHaveProperty('temperatureC');
     expect(kept).not.toHaveProperty('accuracy');
+    // Schema 4's fields: a window stored before it has no stage latency and no known manifest.
+    expect(kept).not.toHaveProperty('stages');
+    expect(kept).not.toHaveProperty('manifestSha256');
     expect(await store.latestTemperature('old-1')).toBeNull();
     expect(await store.totals()).toEqual([{ device: 'old-1', windows: 1, count: 10, joules: 1.5, exits: [6, 3, 1], labelled: 0, correct: 0 }]);
 
     // New rows after the upgrade, continuing the old session: no false gap, the kept id still a duplicate.
     expect(await store.recordWindow(win('old-1', 1, 3, 8), 'lab', 200)).toEqual({ stored: false, gap: 0, unknownDevice: false });
     expect(await store.recordWindow({ ...win('old-1', 2, 3, 9), temperatureC: 47.25, accuracy: { correct: 3, labelled: 4 } }, 'lab', 201)).toEqual({ stored: true, gap: 0, unknownDevice: false });
-    expect((await store.latestWindows('old-1', 1))[0]).toMatchObject({ id: 2, temperatureC: 47.25, accuracy: { correct: 3, labelled: 4 } });
+    expect((await store.latestWindows('old-1', 1))[0]).toMatchObject({ id: 2, temperatureC: 47.25, accuracy: { correct: 3, labelled: 4 }, stages: win('old-1', 2, 3, 9).latencyMs.stages, manifestSha256: birth('old-1', 3).bundle.manifestSha256 });
     expect(await store.latestTemperature('old-1')).toBe(47.25);
     expect(await store.totals()).toEqual([{ device: 'old-1', windows: 2, count: 20, joules: 3, exits: [12, 6, 2], labelled: 4, correct: 3 }]);
 

@@ -3,6 +3,10 @@
 // images, write them into the bundle's manifest and a report. The work is in
 // src/calibration/calibrate.ts; this file parses flags and prints.
 import { calibrate, type CalibrationReport } from '../../calibration/calibrate.js';
+import type { LatencyProfile } from '../../calibration/latency.js';
+import { fleetLatencyProfile, parseFleetSource } from '../../fleet/fleet-latency.js';
+import { openStore } from '../../fleet/open.js';
+import { DEFAULT_DB } from './collect.js';
 import type { SearchTarget } from '../../calibration/search.js';
 import { EdgeExitError, InputError, formatProblem, show } from '../../util/errors.js';
 import type { CliIO } from '../io.js';
@@ -16,6 +20,8 @@ export interface CalibrateCommandOptions {
   percentile?: number;
   maxAccuracyDrop?: number;
   latencySource?: string;
+  /** Fleet database for --latency-source fleet:<fleet>[/<class>]. */
+  db?: string;
   device?: string;
   holdout?: number;
   margin?: number;
@@ -76,11 +82,12 @@ export function renderCalibration(r: CalibrationReport): string {
 
 export async function calibrateCommand(o: CalibrateCommandOptions, io: CliIO): Promise<CalibrationReport> {
   const target = targetOf(o);
+  const fleet = await fleetProfile(o, io);
   const r = await calibrate({
     bundle: o.bundle,
     data: o.data,
     target,
-    ...(o.latencySource !== undefined ? { latencySource: o.latencySource } : {}),
+    ...(fleet ? { latencyProfile: fleet } : o.latencySource !== undefined ? { latencySource: o.latencySource } : {}),
     ...(o.allowMiss ? { allowMiss: true } : {}),
     ...(o.device !== undefined ? { device: o.device } : {}),
     ...(o.holdout !== undefined ? { holdout: o.holdout } : {}),
@@ -105,6 +112,20 @@ export async function calibrateCommand(o: CalibrateCommandOptions, io: CliIO): P
   return r;
 }
 
+/** `--latency-source fleet:<fleet>[/<class>]`: the profile from the fleet database, before calibrating. */
+async function fleetProfile(o: CalibrateCommandOptions, io: CliIO): Promise<{ profile: LatencyProfile; label: string; why: string } | undefined> {
+  const src = o.latencySource !== undefined ? parseFleetSource(o.latencySource) : undefined;
+  if (!src) return undefined;
+  const store = await openStore(o.db ?? DEFAULT_DB, { mustExist: true });
+  try {
+    const r = await fleetLatencyProfile(store, o.bundle, src);
+    io.err(`fleet latency: ${r.profile.host.description}`);
+    return { profile: r.profile, label: `fleet:${src.fleet}${src.deviceClass !== undefined ? `/${src.deviceClass}` : ''}`, why: `as asked (--latency-source): what ${r.devices} devices reported in ${r.windows} windows` };
+  } finally {
+    await store.close();
+  }
+}
+
 export function calibrateModule(io: CliIO): AnyCommandBody {
   return defineCommand({
     builder: (y) =>
@@ -114,7 +135,8 @@ export function calibrateModule(io: CliIO): AnyCommandBody {
         .option('target-latency', { type: 'string', describe: 'Latency budget per image, e.g. 2ms (mean, or --percentile)' })
         .option('percentile', { type: 'number', describe: 'Constrain this percentile of per-image latency instead of the mean (e.g. 95)' })
         .option('max-accuracy-drop', { type: 'number', describe: 'Instead of a latency target: lowest latency within this many pp of the last exit' })
-        .option('latency-source', { type: 'string', describe: "measure (here), model (the device profile's cost model: an estimate), or a profile file from `edgeexit profile` (default: measure when this host matches the bundle's device in CPU architecture and count, else model)" })
+        .option('latency-source', { type: 'string', describe: "measure (here), model (the device profile's cost model: an estimate), fleet:<fleet>[/<class>] (what the fleet's devices reported running this bundle, from --db), or a profile file from `edgeexit profile` (default: measure when this host matches the bundle's device in CPU architecture and count, else model)" })
+        .option('db', { type: 'string', describe: `Fleet database for --latency-source fleet:<fleet>[/<class>] (default ${DEFAULT_DB})` })
         .option('device', { type: 'string', describe: "Device profile for --latency-source model (default: the bundle's target)" })
         .option('holdout', { type: 'number', describe: 'Fraction held out for the check (default 0.3, stratified, fixed seed)' })
         .option('margin', { type: 'number', describe: '--max-accuracy-drop: aim this many paired standard errors under the budget, so it holds on new images (default 1; 0 aims at the budget)' })

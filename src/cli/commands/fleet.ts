@@ -17,6 +17,11 @@ import {
 import { parseHttpListen } from '../../fleet/http.js';
 import { fleetStatus, type FleetStatus } from '../../fleet/status.js';
 import { openStore } from '../../fleet/open.js';
+import { DEFAULT_DRIFT_BOUNDS, baselineFromReport, type ClassDrift } from '../../fleet/drift.js';
+import type { DriftBaseline } from '../../fleet/fleet-store.js';
+import { loadBundleFiles, sha256Hex, verifyLoadedBundle } from '../../bundle/files.js';
+import { MANIFEST_FILE } from '../../bundle/manifest.js';
+import { parseLatency } from './calibrate.js';
 import type { CliIO } from '../io.js';
 import { defineCommand, type AnyCommandBody } from '../command.js';
 import { pct, table } from '../format.js';
@@ -55,12 +60,71 @@ export function renderFleetStatus(s: FleetStatus): string {
     d.accuracy === null ? '-' : pct(d.accuracy, 1),
     d.temperatureC === null ? '-' : d.temperatureC.toFixed(1),
     isoOrDash(d.lastSeen),
+    // Last, so the columns scripts already read keep their places.
+    d.deviceClass === null ? '-' : safeText(d.deviceClass),
   ]);
   const c = Object.entries(s.counters)
     .filter(([, v]) => v > 0)
     .map(([k, v]) => `${k} ${v}`)
     .join(', ');
-  return `${table(['device', 'status', 'bundle', 'p95 ms', 'exit rates', 'J/inference', 'accuracy', 'temp °C', 'last seen'], rows)}\n\ncounters  ${c || 'none'}`;
+  return `${table(['device', 'status', 'bundle', 'p95 ms', 'exit rates', 'J/inference', 'accuracy', 'temp °C', 'last seen', 'class'], rows)}\n\ncounters  ${c || 'none'}${renderDrift(s.drift)}`;
+}
+
+/** One line per class with a baseline: DRIFT with the reasons, ok, or not enough windows yet. */
+export function renderDrift(drift: readonly ClassDrift[]): string {
+  if (!drift.length) return '';
+  const lines = drift.map((c) => {
+    const who = `${safeText(c.fleet)}/${safeText(c.deviceClass)}`;
+    if (c.drifting) return `DRIFT     ${who}: ${c.reasons.join('; ')}`;
+    if (!c.enough) return `drift     ${who}: ${c.windows} of ${c.bounds.minWindows} windows needed, no verdict yet`;
+    const lat = c.latencyRatio === null ? '' : `, p95 ${c.latencyRatio.toFixed(2)}× predicted`;
+    return `drift     ${who}: within bounds (exit shares ${c.exitShiftPp === null ? '-' : c.exitShiftPp.toFixed(1)} pp from predicted${lat})`;
+  });
+  return '\n' + lines.join('\n');
+}
+
+export interface FleetBaselineOptions {
+  db?: string;
+  fleet: string;
+  class: string;
+  from: string;
+  bundle?: string;
+  p95?: string;
+  maxExitShift?: number;
+  maxLatencyRatio?: number;
+  minWindows?: number;
+}
+
+/** `fleet baseline`: store what a class's calibration predicted, for drift. */
+export async function fleetBaselineCommand(o: FleetBaselineOptions, io: CliIO): Promise<DriftBaseline> {
+  const manifestSha256 = o.bundle !== undefined ? await bundleManifestSha(o.bundle) : undefined;
+  const b = await baselineFromReport({
+    fleet: o.fleet,
+    deviceClass: o.class,
+    report: o.from,
+    ...(manifestSha256 !== undefined ? { manifestSha256 } : {}),
+    ...(o.p95 !== undefined ? { p95Ms: parseLatency(o.p95) } : {}),
+    ...(o.maxExitShift !== undefined ? { maxExitShiftPp: o.maxExitShift } : {}),
+    ...(o.maxLatencyRatio !== undefined ? { maxLatencyRatio: o.maxLatencyRatio } : {}),
+    ...(o.minWindows !== undefined ? { minWindows: o.minWindows } : {}),
+  });
+  const store = await openStore(o.db ?? DEFAULT_DB, { mustExist: true });
+  try {
+    await store.setDriftBaseline(b);
+  } finally {
+    await store.close();
+  }
+  io.out(
+    `baseline for ${b.fleet}/${b.deviceClass}: exit shares ${b.exitRates.map((r) => pct(r, 1)).join(' / ')}, p95 ${b.p95Ms === null ? 'not checked (the calibration constrained another statistic; pass --p95 <ms>)' : `${b.p95Ms.toFixed(3)} ms`}; ` +
+      `drift beyond ${b.maxExitShiftPp} pp or ${b.maxLatencyRatio}× once ${b.minWindows} windows are in${b.manifestSha256 ? `; devices running manifest ${b.manifestSha256.slice(0, 12)}… only` : ''}`,
+  );
+  return b;
+}
+
+async function bundleManifestSha(bundle: string): Promise<string> {
+  const files = await loadBundleFiles(bundle);
+  await verifyLoadedBundle(files);
+  return sha256Hex(files.files.get(MANIFEST_FILE)!);
 }
 
 function isoOrDash(ms: number): string {
@@ -162,6 +226,26 @@ function fleetStatusModule(io: CliIO): AnyCommandBody {
   });
 }
 
+function fleetBaselineModule(io: CliIO): AnyCommandBody {
+  return defineCommand({
+    builder: (y) =>
+      y
+        .option('db', { type: 'string', describe: 'Fleet database file', default: DEFAULT_DB })
+        .option('fleet', { type: 'string', describe: 'Fleet id', demandOption: true })
+        .option('class', { type: 'string', describe: 'Hardware class: the device profile id the births name (rpi4, rpi5, jetson-orin-nano, …)', demandOption: true })
+        .option('from', { type: 'string', describe: 'calibration.json written by `edgeexit calibrate` (its predicted exit shares and, for a p95 target, latency)', demandOption: true })
+        .option('bundle', { type: 'string', describe: 'The calibrated bundle: compare only devices running its manifest (default: every device of the class)' })
+        .option('p95', { type: 'string', describe: 'Predicted p95 latency (e.g. 4ms) when the calibration constrained another statistic' })
+        .option('max-exit-shift', { type: 'number', describe: `Drift when an exit share moves more than this many percentage points (default ${DEFAULT_DRIFT_BOUNDS.maxExitShiftPp})` })
+        .option('max-latency-ratio', { type: 'number', describe: `Drift when p95 exceeds the predicted by this factor (default ${DEFAULT_DRIFT_BOUNDS.maxLatencyRatio})` })
+        .option('min-windows', { type: 'number', describe: `Recent windows the class needs before a verdict (default ${DEFAULT_DRIFT_BOUNDS.minWindows})` })
+        .example('$0 fleet baseline --fleet yard --class rpi4 --from build/branchy-rpi4-calibration/calibration.json --bundle build/branchy-rpi4', ''),
+    handler: async (args: FleetBaselineOptions) => {
+      await fleetBaselineCommand(args, io);
+    },
+  });
+}
+
 function fleetEnrolModule(io: CliIO): AnyCommandBody {
   return defineCommand({
     builder: (y) =>
@@ -211,8 +295,13 @@ export function fleetModule(io: CliIO): AnyCommandBody {
       y
         .command({
           command: 'status',
-          describe: 'One row per device: online, bundle, p95 latency, exit rates, J per inference, accuracy, temperature, last seen',
+          describe: 'One row per device: online, bundle, p95 latency, exit rates, J per inference, accuracy, temperature, last seen, class; then drift per class with a baseline',
           ...fleetStatusModule(io),
+        })
+        .command({
+          command: 'baseline',
+          describe: "Store what a hardware class's calibration predicted (exit shares, p95), so the collector reports drift beyond set bounds",
+          ...fleetBaselineModule(io),
         })
         .command({
           command: 'enroll [device]',

@@ -4,7 +4,7 @@
 // gives the outboxes a moment to drain, closes every device cleanly and prints a summary.
 import os from 'node:os';
 import path from 'node:path';
-import { FleetSimulator, loadSimProfile, type SimSummary } from '../../fleet/simulate.js';
+import { FleetSimulator, loadSimClasses, loadSimProfile, type SimSummary } from '../../fleet/simulate.js';
 import { openStore } from '../../fleet/open.js';
 import { InputError, show } from '../../util/errors.js';
 import type { CliIO } from '../io.js';
@@ -12,7 +12,12 @@ import { defineCommand, type AnyCommandBody } from '../command.js';
 import { untilStopped } from '../signals.js';
 
 export interface SimulateCliOptions {
-  devices: number;
+  /** Required unless `classes` gives the counts. */
+  devices?: number;
+  /** `rpi4:100,rpi5:60`: hardware classes (device profile ids) and how many devices each. */
+  classes?: string;
+  /** `<class>:latency=<k>x,exit-shift=<f>`, per class. */
+  fault?: string[];
   broker?: string;
   duration?: number;
   rate?: number;
@@ -32,12 +37,18 @@ export interface SimulateCliOptions {
 export async function simulateCommand(opts: SimulateCliOptions, io: CliIO, signal: AbortSignal): Promise<SimSummary> {
   if (opts.duration !== undefined && !(opts.duration >= 0))
     throw new InputError(`--duration: expected seconds ≥ 0 (0 runs until Ctrl-C), got ${show(opts.duration)}`, [{ where: '--duration', expected: 'a number ≥ 0', got: show(opts.duration), fix: 'e.g. --duration 60' }]);
-  const profile = await loadSimProfile(opts.profile ?? 'rpi4');
+  const classes = opts.classes !== undefined ? await loadSimClasses(opts.classes, opts.fault ?? []) : undefined;
+  if (!classes && opts.fault?.length)
+    throw new InputError('--fault needs --classes', [{ where: '--fault', expected: 'a class named in --classes', got: opts.fault.join(' '), fix: 'e.g. --classes rpi4:100,rpi5:60 --fault rpi5:latency=2x' }]);
+  const devices = classes ? classes.reduce((a, c) => a + c.devices, 0) : opts.devices;
+  if (devices === undefined) throw new InputError('simulate needs --devices or --classes', [{ where: 'simulate', expected: '--devices N or --classes rpi4:100,…', got: 'neither', fix: 'e.g. --devices 50' }]);
+  const profile = classes ? classes[0]!.profile : await loadSimProfile(opts.profile ?? 'rpi4');
   const stateDir = opts.stateDir ?? path.join(os.tmpdir(), `edgeexit-simulate-${process.pid}`);
   const sim = await FleetSimulator.start({
-    devices: opts.devices,
+    devices,
     stateDir,
     profile,
+    ...(classes ? { classes } : {}),
     ...(opts.broker !== undefined ? { url: opts.broker } : {}),
     ...(opts.rate !== undefined ? { rate: opts.rate } : {}),
     ...(opts.inferences !== undefined ? { inferencesPerS: opts.inferences } : {}),
@@ -46,8 +57,9 @@ export async function simulateCommand(opts: SimulateCliOptions, io: CliIO, signa
     ...(opts.db !== undefined ? { dbFile: opts.db } : {}),
     ...(opts.mqttVersion !== undefined ? { protocolVersion: opts.mqttVersion } : {}),
   });
-  io.err(`simulating ${opts.devices} device${opts.devices === 1 ? '' : 's'} → ${sim.url}${sim.collector ? ` (embedded broker; collector writing ${sim.collector.store.file})` : ''}; state in ${stateDir}`);
-  io.err(`latency and energy from ${profile.source}`);
+  io.err(`simulating ${devices} device${devices === 1 ? '' : 's'} → ${sim.url}${sim.collector ? ` (embedded broker; collector writing ${sim.collector.store.file})` : ''}; state in ${stateDir}`);
+  if (classes) for (const c of classes) io.err(`class ${c.name}: ${c.devices} devices, ${c.profile.source}${c.fault ? `; fault ${JSON.stringify(c.fault)}` : ''}`);
+  else io.err(`latency and energy from ${profile.source}`);
   const started = Date.now();
   const progressMs = (opts.progress ?? 5) * 1000;
   const progress = () => {
@@ -106,7 +118,9 @@ export function simulateModule(io: CliIO): AnyCommandBody {
   return defineCommand({
     builder: (y) =>
       y
-        .option('devices', { type: 'number', demandOption: true, describe: 'Number of virtual devices' })
+        .option('devices', { type: 'number', describe: 'Number of virtual devices (one class, --profile)' })
+        .option('classes', { type: 'string', describe: 'Hardware classes and device counts, e.g. rpi4:100,rpi5:60,jetson-orin-nano:40 (device profile ids; replaces --devices and --profile)' })
+        .option('fault', { type: 'string', array: true, describe: 'Fault for every device of a class: <class>:latency=<k>x and/or exit-shift=<fraction moved from the first exit to the last>; repeatable' })
         .option('broker', { type: 'string', describe: 'mqtt:// URL of a broker (default: start an embedded broker and collector)' })
         .option('duration', { type: 'number', describe: 'Seconds to run (0: until Ctrl-C)', default: 0 })
         .option('rate', { type: 'number', describe: 'Metric windows per second per device', default: 0.2 })
@@ -121,6 +135,7 @@ export function simulateModule(io: CliIO): AnyCommandBody {
         .option('mqtt-version', { choices: [4, 5] as const, describe: 'MQTT protocol version (default 5 with --broker; 4 for the embedded aedes broker or `edgeexit collect` without --broker)' })
         .option('json', { type: 'boolean', describe: 'Print the summary as JSON' })
         .example('$0 simulate --devices 50 --duration 30', 'embedded broker + collector, 50 devices for 30 s')
+        .example('$0 simulate --classes rpi4:100,rpi5:60,jetson-orin-nano:40 --fault rpi5:latency=2x --duration 60', 'three hardware classes, rpi5 regressed')
         .example('$0 simulate --devices 500 --broker mqtt://localhost:1883 --rate 1', 'against your broker, one window per second each'),
     handler: async (args: SimulateCliOptions) => {
       await untilStopped((signal) => simulateCommand(args, io, signal));
