@@ -7,7 +7,7 @@
 import { concatFloat32 } from '../util/arrays.js';
 import { encodeModel } from '../onnx/index.js';
 import { UnsupportedError } from '../util/errors.js';
-import { calibrateStages, compareExit, loadCalibrationImages, quantizeWithBudget, resolveScheme, type CalibrationData, type ExitVerification, type QuantizeResult, type QuantVerifier } from './quantize/index.js';
+import { calibrateStages, compareExit, loadCalibrationImages, quantizeWithBudget, resolveScheme, type CalibrationData, type QuantScheme, type ExitVerification, type QuantizeResult, type QuantVerifier } from './quantize/index.js';
 import { CheckFailedError, StageRunner, checkStages, type CheckResult } from './check.js';
 import { convertToFp16 } from './fp16.js';
 import { measureStageLatency, type LatencyReport } from './latency.js';
@@ -313,6 +313,7 @@ async function quantize(
     mixed: opts.mixedPrecision ?? true,
     onProgress: progress,
     carryParams: plan.carryParams,
+    int8HandOver: handsOverCodes(scheme, device),
     ...(verifier ? { verifier } : {}),
   });
   const quantization: QuantizationReport = {
@@ -329,6 +330,18 @@ async function quantize(
   const notes = [...quantization.warnings, ...q.keptFloat.map((k) => `kept '${k.node}' (${k.op}, stage ${k.stage}) float: ${k.reason}`), ...cal.notes];
   const verify = { source: dir, images: data.count, maxAccuracyDropPp: maxDrop, paths: q.verify };
   return { stageBytes: q.models.map((m) => encodeModel(m)), quantization, verify, notes };
+}
+
+/**
+ * Whether stages hand carried tensors to each other as int8 codes on this device. uint8 codes suit
+ * every CPU. int8 codes only where onnxruntime keeps int8 QDQ groups as they are (Arm): on x86 it
+ * rewrites them to uint8, which it cannot do for a graph input or output, so the convolution
+ * next to an int8 boundary would run in float there. Symmetric schemes (TensorRT) keep float
+ * boundaries.
+ */
+function handsOverCodes(scheme: QuantScheme, device: CompileEnv['device']): boolean {
+  if (scheme.activationSymmetric) return false;
+  return scheme.activationType === 'uint8' || device.cpu.arch === 'arm64';
 }
 
 /** The error of an int8 compile that stays over budget, naming each exit and what was kept float. */
@@ -374,8 +387,10 @@ async function toFp16(plan: StagesPlan, env: CompileEnv): Promise<{ stageBytes: 
 
 async function timeStages(plan: StagesPlan, env: CompileEnv, floatBytes: readonly Uint8Array[], stageBytes: readonly Uint8Array[]): Promise<LatencyReport> {
   const { batch, feeds } = await plan.latencyFeeds(floatBytes);
+  // int8 stages may read what earlier stages hand over as int8 codes, so they are fed by their own chain.
+  const compiledFeeds = stageBytes === floatBytes ? feeds : (await plan.latencyFeeds(stageBytes)).feeds;
   return measureStageLatency(
-    plan.stages.map((s, k) => ({ name: s.file, float: floatBytes[k]!, compiled: stageBytes[k]!, feeds: feeds[k]! })),
+    plan.stages.map((s, k) => ({ name: s.file, float: floatBytes[k]!, compiled: stageBytes[k]!, feeds: feeds[k]!, compiledFeeds: compiledFeeds[k]! })),
     { batch, ...(env.opts.latencyRuns !== undefined ? { runs: env.opts.latencyRuns } : {}) },
   );
 }
