@@ -338,8 +338,11 @@ async function quantize(
  * rewrites them to uint8, which it cannot do for a graph input or output, so the convolution
  * next to an int8 boundary would run in float there. Symmetric schemes (TensorRT) keep float
  * boundaries.
+ *
+ * @example
+ * handsOverCodes(resolveScheme('s8s8-qdq'), rpi4); // true: Arm keeps int8 QDQ groups
  */
-function handsOverCodes(scheme: QuantScheme, device: CompileEnv['device']): boolean {
+export function handsOverCodes(scheme: QuantScheme, device: CompileEnv['device']): boolean {
   if (scheme.activationSymmetric) return false;
   return scheme.activationType === 'uint8' || device.cpu.arch === 'arm64';
 }
