@@ -313,7 +313,7 @@ async function quantize(
     mixed: opts.mixedPrecision ?? true,
     onProgress: progress,
     carryParams: plan.carryParams,
-    int8HandOver: handsOverCodes(scheme, device),
+    int8HandOver: handsOverCodes(scheme),
     ...(verifier ? { verifier } : {}),
   });
   const quantization: QuantizationReport = {
@@ -333,18 +333,18 @@ async function quantize(
 }
 
 /**
- * Whether stages hand carried tensors to each other as int8 codes on this device. uint8 codes suit
- * every CPU. int8 codes only where onnxruntime keeps int8 QDQ groups as they are (Arm): on x86 it
- * rewrites them to uint8, which it cannot do for a graph input or output, so the convolution
- * next to an int8 boundary would run in float there. Symmetric schemes (TensorRT) keep float
- * boundaries.
+ * Whether stages hand carried tensors to each other as int8 codes. uint8 codes: yes, onnxruntime
+ * reads and writes them as they are on every CPU. int8 codes (the Arm schemes): not by default.
+ * onnxruntime on x86 rewrites int8 QDQ groups to uint8, which it cannot do for a graph input or
+ * output, so the convolution next to an int8 boundary runs in float there, and an Arm bundle run
+ * on x86 got slower; on Arm (checked under qemu) the same stages keep every int8 kernel, but no
+ * Pi has timed them yet. Symmetric schemes (TensorRT) keep float boundaries.
  *
  * @example
- * handsOverCodes(resolveScheme('s8s8-qdq'), rpi4); // true: Arm keeps int8 QDQ groups
+ * handsOverCodes(resolveScheme('u8s8-qdq')); // true
  */
-export function handsOverCodes(scheme: QuantScheme, device: CompileEnv['device']): boolean {
-  if (scheme.activationSymmetric) return false;
-  return scheme.activationType === 'uint8' || device.cpu.arch === 'arm64';
+export function handsOverCodes(scheme: QuantScheme): boolean {
+  return !scheme.activationSymmetric && scheme.activationType === 'uint8';
 }
 
 /** The error of an int8 compile that stays over budget, naming each exit and what was kept float. */
