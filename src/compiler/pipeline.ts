@@ -314,6 +314,7 @@ async function quantize(
     onProgress: progress,
     carryParams: plan.carryParams,
     int8HandOver: handsOverCodes(scheme),
+    floatStages: new Set(floatStagesFor(plan, device)),
     ...(verifier ? { verifier } : {}),
   });
   const quantization: QuantizationReport = {
@@ -327,7 +328,13 @@ async function quantize(
     evaluations: q.evaluations,
   };
   if (!q.withinBudget) throw overBudget(plan, env, { scheme: scheme.key, method, images: cal.images, maxDrop }, q);
-  const notes = [...quantization.warnings, ...q.keptFloat.map((k) => `kept '${k.node}' (${k.op}, stage ${k.stage}) float: ${k.reason}`), ...cal.notes];
+  const floatStages = floatStagesFor(plan, device);
+  const notes = [
+    ...quantization.warnings,
+    ...floatStages.map((k) => `stage ${k} (${plan.stages[k]!.file}) kept float: it hands nothing on and holds ${((plan.stages[k]!.macs / plan.stages.reduce((a, s) => a + s.macs, 0)) * 100).toFixed(1)} % of the MACs, too few for int8 to pay on ${device.cpu.arch} (see floatStagesFor)`),
+    ...q.keptFloat.map((k) => `kept '${k.node}' (${k.op}, stage ${k.stage}) float: ${k.reason}`),
+    ...cal.notes,
+  ];
   const verify = { source: dir, images: data.count, maxAccuracyDropPp: maxDrop, paths: q.verify };
   return { stageBytes: q.models.map((m) => encodeModel(m)), quantization, verify, notes };
 }
@@ -345,6 +352,23 @@ async function quantize(
  */
 export function handsOverCodes(scheme: QuantScheme): boolean {
   return !scheme.activationSymmetric && scheme.activationType === 'uint8';
+}
+
+/**
+ * Stages of an int8 chain left float whole on x64 CPUs: a stage that hands nothing on (recomputed,
+ * see `chooseRecompute`) and holds at most `maxShare` of the MACs. onnxruntime's int8 path on x86
+ * pays per stage for quantising the image, two NHWC transposes and requantising every output,
+ * which such a stage's MACs do not earn back: fmnist-branchy's stage 0 alone took about twice its
+ * fp32 time there, and most images leave at its exit. Arm keeps int8 (not timed on a Pi yet).
+ *
+ * @example
+ * floatStagesFor(plan, x86Host); // [0] for fmnist-branchy
+ */
+export function floatStagesFor(plan: Pick<StagesPlan, 'stages' | 'carryParams'>, device: Pick<CompileEnv['device'], 'cpu'>, maxShare = 0.05): number[] {
+  if (device.cpu.arch !== 'x64' || plan.carryParams === false) return [];
+  const total = plan.stages.reduce((a, s) => a + s.macs, 0);
+  const last = plan.stages.length - 1;
+  return plan.stages.flatMap((s, k) => (k < last && s.outputs.length === 1 && total > 0 && s.macs / total <= maxShare ? [k] : []));
 }
 
 /** The error of an int8 compile that stays over budget, naming each exit and what was kept float. */

@@ -76,6 +76,8 @@ export interface QuantizeOptions {
    * over as float, re-quantised by the reader with the same parameters.
    */
   int8HandOver?: boolean;
+  /** Stages left float whole (every node kept float from the start, not measured one by one). */
+  floatStages?: ReadonlySet<number>;
 }
 
 /**
@@ -172,7 +174,8 @@ export async function quantizeWithBudget(stages: readonly QuantStage[], opts: Qu
     opts.verifier ? { logits: await opts.verifier.run(bytes), inputs: [] } : runner.run(bytes, 0, stages.length - 1, undefined, keepInputs);
   const ref = (await runAll(stages.map((s) => encodeModel(s.model)))).logits;
   const compare = (logits: readonly Float32Array[], i: number) => compareExit(outputs[i]!.stage, outputs[i]!.exit, ref[i]!, logits[i]!, opts.data.labels);
-  const keep = stages.map(() => new Set<string>());
+  const allNodes = (m: OnnxModel) => new Set(m.graph.node.map((n) => n.name));
+  const keep = stages.map((s, k) => (opts.floatStages?.has(k) ? allNodes(s.model) : new Set<string>()));
   /** Quantise stages in order, each reusing (when carryParams) the parameters of the tensors earlier stages handed over. */
   const buildAll = (extra?: { stage: number; node: string }) => {
     const carried = new Map<string, QParams>();

@@ -94,3 +94,17 @@ describe('int8 hand-over between stages (fmnist-branchy, every stage handing on)
     expect(handsOverCodes(resolveScheme('symmetric-s8-qdq'))).toBe(false);
   });
 });
+
+describe('floatStagesFor: tiny stages that hand nothing on stay float in x64 int8 chains', () => {
+  const stage = (macs: number, outputs: string[]) => ({ macs, outputs }) as never;
+  const plan = { carryParams: true, stages: [stage(144_000, ['exit_0']), stage(2_800_000, ['exit_1', 'c1']), stage(2_800_000, ['exit_2'])] };
+  it('fmnist-branchy-shaped: stage 0 (2.5 % of the MACs, recomputed) on x64; nothing on arm64 or for a pair compiled apart', async () => {
+    const { floatStagesFor } = await import('../../../src/compiler/pipeline.js');
+    expect(floatStagesFor(plan, { cpu: { arch: 'x64' } } as never)).toEqual([0]);
+    expect(floatStagesFor(plan, { cpu: { arch: 'arm64' } } as never)).toEqual([]);
+    expect(floatStagesFor({ ...plan, carryParams: false }, { cpu: { arch: 'x64' } } as never)).toEqual([]);
+    // A tiny stage that hands tensors on stays int8 (its reader expects what it hands over), and so does the last.
+    const handing = { carryParams: true, stages: [stage(144_000, ['exit_0', 'c0']), stage(2_800_000, ['exit_1']), stage(10, ['exit_2'])] };
+    expect(floatStagesFor(handing, { cpu: { arch: 'x64' } } as never)).toEqual([]);
+  });
+});
