@@ -6,12 +6,14 @@
 // they show what quantisation buys relative to float, not what the board will measure.
 import { createSession, type ModelSession, type PlainTensor } from '../backends/onnxruntime.js';
 
-/** One stage to time: both versions read the same inputs (by name) from `feeds`. */
+/** One stage to time: the float version reads `feeds`, the compiled one `compiledFeeds` (default: the same). */
 export interface LatencyStage {
   name: string;
   float: Uint8Array;
   compiled: Uint8Array;
   feeds: Record<string, PlainTensor>;
+  /** What the compiled stage reads when it differs from `feeds` (int8 codes handed over by int8 stages). */
+  compiledFeeds?: Record<string, PlainTensor>;
 }
 
 export interface StageLatency {
@@ -80,18 +82,19 @@ export async function measureStageLatency(stages: readonly LatencyStage[], opts:
     let c: ModelSession | undefined;
     try {
       c = await createSession(s.compiled, sessionOpts);
+      const cf = s.compiledFeeds ?? s.feeds;
       for (let i = 0; i < warmup; i++) {
         await f.run(s.feeds);
-        await c.run(s.feeds);
+        await c.run(cf);
       }
       const ft: number[] = [];
       const ct: number[] = [];
       for (let i = 0; i < runs; i++) {
         if (i % 2 === 0) {
           ft.push(await timeOnce(f, s.feeds));
-          ct.push(await timeOnce(c, s.feeds));
+          ct.push(await timeOnce(c, cf));
         } else {
-          ct.push(await timeOnce(c, s.feeds));
+          ct.push(await timeOnce(c, cf));
           ft.push(await timeOnce(f, s.feeds));
         }
       }

@@ -7,7 +7,7 @@
 import { concatFloat32 } from '../util/arrays.js';
 import { encodeModel } from '../onnx/index.js';
 import { UnsupportedError } from '../util/errors.js';
-import { calibrateStages, compareExit, loadCalibrationImages, quantizeWithBudget, resolveScheme, type CalibrationData, type ExitVerification, type QuantizeResult, type QuantVerifier } from './quantize/index.js';
+import { calibrateStages, compareExit, loadCalibrationImages, quantizeWithBudget, resolveScheme, type CalibrationData, type QuantScheme, type ExitVerification, type QuantizeResult, type QuantVerifier } from './quantize/index.js';
 import { CheckFailedError, StageRunner, checkStages, type CheckResult } from './check.js';
 import { convertToFp16 } from './fp16.js';
 import { measureStageLatency, type LatencyReport } from './latency.js';
@@ -313,6 +313,8 @@ async function quantize(
     mixed: opts.mixedPrecision ?? true,
     onProgress: progress,
     carryParams: plan.carryParams,
+    int8HandOver: handsOverCodes(scheme),
+    floatStages: new Set(floatStagesFor(plan, device)),
     ...(verifier ? { verifier } : {}),
   });
   const quantization: QuantizationReport = {
@@ -326,9 +328,47 @@ async function quantize(
     evaluations: q.evaluations,
   };
   if (!q.withinBudget) throw overBudget(plan, env, { scheme: scheme.key, method, images: cal.images, maxDrop }, q);
-  const notes = [...quantization.warnings, ...q.keptFloat.map((k) => `kept '${k.node}' (${k.op}, stage ${k.stage}) float: ${k.reason}`), ...cal.notes];
+  const floatStages = floatStagesFor(plan, device);
+  const notes = [
+    ...quantization.warnings,
+    ...floatStages.map((k) => `stage ${k} (${plan.stages[k]!.file}) kept float: it hands nothing on and holds ${((plan.stages[k]!.macs / plan.stages.reduce((a, s) => a + s.macs, 0)) * 100).toFixed(1)} % of the MACs, too few for int8 to pay on ${device.cpu.arch} (see floatStagesFor)`),
+    ...q.keptFloat.map((k) => `kept '${k.node}' (${k.op}, stage ${k.stage}) float: ${k.reason}`),
+    ...cal.notes,
+  ];
   const verify = { source: dir, images: data.count, maxAccuracyDropPp: maxDrop, paths: q.verify };
   return { stageBytes: q.models.map((m) => encodeModel(m)), quantization, verify, notes };
+}
+
+/**
+ * Whether stages hand carried tensors to each other as int8 codes. uint8 codes: yes, onnxruntime
+ * reads and writes them as they are on every CPU. int8 codes (the Arm schemes): not by default.
+ * onnxruntime on x86 rewrites int8 QDQ groups to uint8, which it cannot do for a graph input or
+ * output, so the convolution next to an int8 boundary runs in float there, and an Arm bundle run
+ * on x86 got slower; on Arm (checked under qemu) the same stages keep every int8 kernel, but no
+ * Pi has timed them yet. Symmetric schemes (TensorRT) keep float boundaries.
+ *
+ * @example
+ * handsOverCodes(resolveScheme('u8s8-qdq')); // true
+ */
+export function handsOverCodes(scheme: QuantScheme): boolean {
+  return !scheme.activationSymmetric && scheme.activationType === 'uint8';
+}
+
+/**
+ * Stages of an int8 chain left float whole on x64 CPUs: a stage that hands nothing on (recomputed,
+ * see `chooseRecompute`) and holds at most `maxShare` of the MACs. onnxruntime's int8 path on x86
+ * pays per stage for quantising the image, two NHWC transposes and requantising every output,
+ * which such a stage's MACs do not earn back: fmnist-branchy's stage 0 alone took about twice its
+ * fp32 time there, and most images leave at its exit. Arm keeps int8 (not timed on a Pi yet).
+ *
+ * @example
+ * floatStagesFor(plan, x86Host); // [0] for fmnist-branchy
+ */
+export function floatStagesFor(plan: Pick<StagesPlan, 'stages' | 'carryParams'>, device: Pick<CompileEnv['device'], 'cpu'>, maxShare = 0.05): number[] {
+  if (device.cpu.arch !== 'x64' || plan.carryParams === false) return [];
+  const total = plan.stages.reduce((a, s) => a + s.macs, 0);
+  const last = plan.stages.length - 1;
+  return plan.stages.flatMap((s, k) => (k < last && s.outputs.length === 1 && total > 0 && s.macs / total <= maxShare ? [k] : []));
 }
 
 /** The error of an int8 compile that stays over budget, naming each exit and what was kept float. */
@@ -374,8 +414,10 @@ async function toFp16(plan: StagesPlan, env: CompileEnv): Promise<{ stageBytes: 
 
 async function timeStages(plan: StagesPlan, env: CompileEnv, floatBytes: readonly Uint8Array[], stageBytes: readonly Uint8Array[]): Promise<LatencyReport> {
   const { batch, feeds } = await plan.latencyFeeds(floatBytes);
+  // int8 stages may read what earlier stages hand over as int8 codes, so they are fed by their own chain.
+  const compiledFeeds = stageBytes === floatBytes ? feeds : (await plan.latencyFeeds(stageBytes)).feeds;
   return measureStageLatency(
-    plan.stages.map((s, k) => ({ name: s.file, float: floatBytes[k]!, compiled: stageBytes[k]!, feeds: feeds[k]! })),
+    plan.stages.map((s, k) => ({ name: s.file, float: floatBytes[k]!, compiled: stageBytes[k]!, feeds: feeds[k]!, compiledFeeds: compiledFeeds[k]! })),
     { batch, ...(env.opts.latencyRuns !== undefined ? { runs: env.opts.latencyRuns } : {}) },
   );
 }

@@ -3,9 +3,11 @@
 // set (or, where Debian's dataset is absent, on the committed calibration images), check the
 // accuracy against what the model card records, then compile fmnist-branchy for a Raspberry Pi 4
 // at int8, signed, verify the bundle, calibrate its exit thresholds on the calibration images and
-// run it over the test set with and without early exit, printing accuracy and speed-up; last, a
-// telemetry run through an embedded MQTT broker into the collector, and `fleet status`; then the
-// calibrated bundle flashed to a device agent running beside it (quickstart-flash.ts).
+// run it over the test set with and without early exit and beside the unsplit model (the same
+// model compiled as one session computing only its last exit: what a user would otherwise
+// deploy), printing accuracy and speed-up against both; last, a telemetry run through an embedded
+// MQTT broker into the collector, and `fleet status`; then the calibrated bundle flashed to a
+// device agent running beside it (quickstart-flash.ts).
 import { promises as fsp } from 'node:fs';
 import { FASHION_MNIST_DIR } from '../../data/idx.js';
 import path from 'node:path';
@@ -26,6 +28,7 @@ import { fashionMnistLabelMap, loadFashionMnist } from '../../data/idx.js';
 import { scanImageFolder } from '../../data/imagefolder.js';
 import { prepareBatch, toTensor, type PreprocessSpec, type TensorData } from '../../backends/image.js';
 import { loadBundle } from '../../runtime/bundle-runner.js';
+import { compileModel } from '../../compiler/index.js';
 import { packageRoot } from '../../devices/load.js';
 import { addTrustedKey, generateKeyPair } from '../../bundle/index.js';
 import { startCollector } from '../../fleet/collector.js';
@@ -119,8 +122,15 @@ export async function quickstartCommand(opts: QuickstartOptions, io: CliIO): Pro
   await fsp.rm(trustDir, { recursive: true, force: true });
   await addTrustedKey(trustDir, keys.publicKey);
   const bundle = path.join(work, 'fmnist-branchy-rpi4-int8');
-  await compileCommand({ model: path.join(modelsDir(), 'fmnist-branchy', 'fmnist-branchy.onnx'), device: 'rpi4', out: bundle, precision: 'int8', key: keys.privateKey, ...(opts.calibrationLimit ? { calibrationLimit: opts.calibrationLimit } : {}) }, io);
+  const model = path.join(modelsDir(), 'fmnist-branchy', 'fmnist-branchy.onnx');
+  const calLimit = opts.calibrationLimit ? { calibrationLimit: opts.calibrationLimit } : {};
+  await compileCommand({ model, device: 'rpi4', out: bundle, precision: 'int8', key: keys.privateKey, ...calLimit }, io);
   await verifyBundleCommand({ bundle, trustDir }, io);
+  // The baseline early exit has to beat: the model unsplit, one session computing its last exit only.
+  const unsplit = path.join(work, 'fmnist-branchy-rpi4-int8-unsplit');
+  const lastExit = (await describeModel(model)).exits.at(-1)!.output;
+  await compileModel({ model, device: 'rpi4', out: unsplit, precision: 'int8', exits: [lastExit], key: keys.privateKey, latency: false, ...calLimit });
+  io.out(`compiled the unsplit baseline (exit '${lastExit}' only, one stage) → ${unsplit}`);
 
   io.out(`\n== calibrate exit thresholds: lowest latency within ${opts.maxAccuracyDrop ?? 0.5} pp of the last exit (stage latency measured on this machine) ==`);
   const calibrationDir = path.join(packageRoot(), 'calibration', 'fashion-mnist');
@@ -131,26 +141,31 @@ export async function quickstartCommand(opts: QuickstartOptions, io: CliIO): Pro
   await calibrateCommand({ bundle, data: calibrationDir, maxAccuracyDrop: opts.maxAccuracyDrop ?? 0.5, latencySource: 'measure', allowMiss: true, key: keys.privateKey, out: path.join(work, 'calibration'), ...(opts.calibrationLimit ? { limit: opts.calibrationLimit } : {}) }, io);
 
   const evalName = haveTest ? 'the Fashion-MNIST test set' : 'the calibration images (no test set installed)';
-  io.out(`\n== run the calibrated bundle on ${evalName}: early exit vs every sample to the last exit (batch 1, model-only time) ==`);
+  io.out(`\n== run the calibrated bundle on ${evalName}: early exit vs every sample to the last exit, and vs the unsplit model (batch 1, model-only time) ==`);
   const runner = await loadBundle(bundle, { trustDir, threads: 1 });
+  const baseline = await loadBundle(unsplit, { trustDir, threads: 1 });
   try {
     const { tensor, labels } = await evaluationTensor(runner.manifest.input.preprocess, runner.manifest.labels, haveTest, calibrationDir, opts.limit);
+    const one = await baseline.classify(tensor, { batchSize: 1 });
     const full = await runner.classify(tensor, { thresholds: null, batchSize: 1 });
     const early = await runner.classify(tensor, { batchSize: 1 });
     const acc = (r: typeof full): number => r.items.filter((it) => it.ok && it.classIndex === labels[it.index]).length / labels.length;
     const rows = [
-      ['every sample to the last exit', full],
+      ['unsplit model (one session, last exit only)', one],
+      ['split bundle, every sample to the last exit', full],
       [`early exit (thresholds ${early.thresholds?.map((t) => t.toFixed(3)).join(', ')})`, early],
     ] as const;
+    const x = (base: typeof full, r: typeof full): string => `${(base.timing.cascadeMs / r.timing.cascadeMs).toFixed(2)}x`;
     io.out(
       table(
-        ['policy', 'top-1', 'mean ms/image', 'speed-up', 'exits'],
-        rows.map(([name, r]) => [name, pct(acc(r)), (r.timing.cascadeMs / labels.length).toFixed(3), `${(full.timing.cascadeMs / r.timing.cascadeMs).toFixed(2)}x`, r.exitCounts.map((c) => pct(c / labels.length, 1)).join(' / ')]),
+        ['policy', 'top-1', 'mean ms/image', 'speed-up vs unsplit', 'vs split to last exit', 'exits'],
+        rows.map(([name, r]) => [name, pct(acc(r)), (r.timing.cascadeMs / labels.length).toFixed(3), x(one, r), x(full, r), r.exitCounts.map((c) => pct(c / labels.length, 1)).join(' / ')]),
       ),
     );
-    io.out(`(${labels.length.toLocaleString('en-US')} images, int8 bundle for rpi4 run on this machine's CPU with 1 thread; a Pi's numbers differ — calibrate there with --latency-source measure)`);
+    io.out(`(${labels.length.toLocaleString('en-US')} images, int8 bundles for rpi4 run on this machine's CPU with 1 thread; a Pi's numbers differ — calibrate there with --latency-source measure)`);
   } finally {
     await runner.close();
+    await baseline.close();
   }
   await quickstartTelemetry({ work, bundle, trustDir, images: calibrationDir, ...(opts.limit ? { limit: opts.limit } : {}) }, io);
   await quickstartFlash({ work, before: asCompiled, bundle, trustDir, key: keys.privateKey, images: calibrationDir }, io);

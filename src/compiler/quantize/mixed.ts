@@ -66,10 +66,18 @@ export interface QuantizeOptions {
   /** What the budget is measured on (default: the stages run as one chain, one output per exit). */
   verifier?: QuantVerifier;
   /**
-   * Quantise a stage's inputs with the parameters the stage before it gave the same tensor
-   * (default true: a chain hands tensors on). Off for stages compiled apart (CBNet's pair).
+   * Hand a stage's carried tensors to the next as int8 codes, with the parameters the producing
+   * stage fixed at compile time (default true: a chain hands tensors on). Off for stages compiled
+   * apart (CBNet's pair).
    */
   carryParams?: boolean;
+  /**
+   * With carryParams, hand carried tensors over as int8 codes (default true); false hands them
+   * over as float, re-quantised by the reader with the same parameters.
+   */
+  int8HandOver?: boolean;
+  /** Stages left float whole (every node kept float from the start, not measured one by one). */
+  floatStages?: ReadonlySet<number>;
 }
 
 /**
@@ -166,14 +174,20 @@ export async function quantizeWithBudget(stages: readonly QuantStage[], opts: Qu
     opts.verifier ? { logits: await opts.verifier.run(bytes), inputs: [] } : runner.run(bytes, 0, stages.length - 1, undefined, keepInputs);
   const ref = (await runAll(stages.map((s) => encodeModel(s.model)))).logits;
   const compare = (logits: readonly Float32Array[], i: number) => compareExit(outputs[i]!.stage, outputs[i]!.exit, ref[i]!, logits[i]!, opts.data.labels);
-  const keep = stages.map(() => new Set<string>());
+  const allNodes = (m: OnnxModel) => new Set(m.graph.node.map((n) => n.name));
+  const keep = stages.map((s, k) => (opts.floatStages?.has(k) ? allNodes(s.model) : new Set<string>()));
   /** Quantise stages in order, each reusing (when carryParams) the parameters of the tensors earlier stages handed over. */
   const buildAll = (extra?: { stage: number; node: string }) => {
     const carried = new Map<string, QParams>();
+    const codes = new Map<string, QParams>();
     return stages.map((s, k) => {
       const keepFloat = extra?.stage === k ? new Set([...keep[k]!, extra.node]) : keep[k]!;
-      const built = quantizeStage(s.model, { scheme: opts.scheme, ranges: opts.ranges[k]!, keepFloat, ...(opts.carryParams === false ? {} : { inputParams: carried }) });
+      // A chain hands its carried tensors on as int8 codes; the exit stays float logits.
+      const chain =
+        opts.carryParams === false ? {} : opts.int8HandOver === false ? { inputParams: carried } : { inputParams: carried, int8Inputs: codes, handOver: new Set(s.carry.filter((t) => t !== s.exit)) };
+      const built = quantizeStage(s.model, { scheme: opts.scheme, ranges: opts.ranges[k]!, keepFloat, ...chain });
       for (const [t, p] of built.report.outputParams) carried.set(t, p);
+      for (const [t, p] of built.report.int8Outputs) codes.set(t, p);
       return built;
     });
   };

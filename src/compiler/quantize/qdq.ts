@@ -2,16 +2,26 @@
 // TensorRT reads: activations get QuantizeLinear → DequantizeLinear pairs with calibrated scales,
 // weights are stored already quantised (int8 initializer → DequantizeLinear, per channel), biases
 // as int32 with zero-point 0 and scale = input scale × weight scale. onnxruntime's graph optimiser
-// then fuses DQ → Conv → Q into QLinearConv and friends; graph inputs and outputs stay float32, so
-// stages chain exactly as before. Nodes the pass cannot handle stay float with a one-line warning.
+// then fuses DQ → Conv → Q into QLinearConv and friends. Exits and the image stay float32; a tensor
+// one stage hands to the next may travel as its int8 codes instead (`handOver` / `int8Inputs`):
+// the producer's QuantizeLinear output is the graph output and the reader starts from its
+// DequantizeLinear, so no DequantizeLinear → QuantizeLinear pair (nor a float copy four times the
+// size) sits between two sessions. Nodes the pass cannot handle stay float with a one-line warning.
 import { clone, create } from '@bufbuild/protobuf';
 import { UnsupportedError } from '../../util/errors.js';
-import { OnnxGraph, OnnxModel, arrayToTensor, attrFloat, attrInt, tensorDims, tensorToArray, type GraphNode, type NodeProto, type TensorProto } from '../../onnx/index.js';
+import { DataType, OnnxGraph, OnnxModel, arrayToTensor, attrFloat, attrInt, tensorDims, tensorToArray, type GraphNode, type NodeProto, type TensorProto, type ValueInfoProto } from '../../onnx/index.js';
 import { AttributeProtoSchema, AttributeProto_AttributeType, ModelProtoSchema, NodeProtoSchema } from '../../onnx/gen/onnx_pb.js';
 import { freshName, removeDead } from '../graph-edit.js';
 import { ACTIVATION_OPS, PASS_THROUGH_OPS, SILENT_OPS, WEIGHTED_OPS, activationInputs } from './ops.js';
 import { activationQParams, quantizeBias, quantizeWeight, quantizeWeightWithScales, type QParams, type QuantScheme } from './qparams.js';
 import type { StageRanges } from './calibrate.js';
+
+/**
+ * Pass-through ops that ONNX defines on int8 and uint8 tensors. When one of them produces a tensor
+ * handed over as codes it runs on the codes directly: onnxruntime will not drop the Q/DQ pair
+ * around an op whose QuantizeLinear writes a graph output, so in QDQ form it would run in float.
+ */
+const CODE_OPS = new Set(['MaxPool', 'Flatten', 'Reshape', 'Transpose', 'Squeeze', 'Unsqueeze']);
 
 /** Per-channel DequantizeLinear (the axis attribute) arrived in opset 13. */
 export const MIN_QDQ_OPSET = 13;
@@ -29,6 +39,17 @@ export interface QuantizeStageOptions {
    * them makes re-quantising a carried tensor exact instead of rounding it a second time.
    */
   inputParams?: ReadonlyMap<string, QParams>;
+  /**
+   * Graph outputs to hand to later stages as int8 codes (the QuantizeLinear output) rather than
+   * float, where they are quantised; the report's `int8Outputs` says which were, with what
+   * parameters. Exits never are: they are scored as float logits.
+   */
+  handOver?: ReadonlySet<string>;
+  /**
+   * Graph inputs that arrive as int8 codes, with the parameters an earlier stage quantised them
+   * with (its `int8Outputs`): the stage reads them through a DequantizeLinear of its own.
+   */
+  int8Inputs?: ReadonlyMap<string, QParams>;
 }
 
 export interface NodeQuantInfo {
@@ -50,6 +71,10 @@ export interface QuantizeStageReport {
   opset: { from: number; to: number };
   /** Parameters of the graph outputs that were quantised (for the next stage's inputParams). */
   outputParams: Map<string, QParams>;
+  /** Graph outputs handed over as int8 codes, with their parameters (for the next stage's int8Inputs). */
+  int8Outputs: Map<string, QParams>;
+  /** Graph inputs read as int8 codes. */
+  int8Inputs: string[];
 }
 
 function attr(name: string, value: number): ReturnType<typeof create<typeof AttributeProtoSchema>> {
@@ -62,6 +87,11 @@ function node(op: string, name: string, inputs: string[], outputs: string[], axi
 
 function zpTensor(name: string, p: QParams, dims: number[]): TensorProto {
   return p.type === 'uint8' ? arrayToTensor(name, dims, 'uint8', Uint8Array.from(p.zeroPoint)) : arrayToTensor(name, dims, 'int8', Int8Array.from(p.zeroPoint));
+}
+
+/** Declare a graph input's or output's element type (its shape stays). */
+function setElemType(v: ValueInfoProto, elemType: DataType): void {
+  if (v.type?.value.case === 'tensorType') v.type.value.value.elemType = elemType;
 }
 
 /** Raise the default-domain opset to 13 when lower, refusing where that changes an op's meaning. */
@@ -113,7 +143,7 @@ export function quantizeStage(source: OnnxModel, opts: QuantizeStageOptions): { 
   const opset = ensureOpset(model, graph);
   const { scheme } = opts;
   const keep = opts.keepFloat ?? new Set<string>();
-  const report: QuantizeStageReport = { quantized: [], passThrough: [], float: [], warnings: [], biasAdjusted: [], opset, outputParams: new Map() };
+  const report: QuantizeStageReport = { quantized: [], passThrough: [], float: [], warnings: [], biasAdjusted: [], opset, outputParams: new Map(), int8Outputs: new Map(), int8Inputs: [] };
   const ranges = new Map(opts.ranges);
   const outputs = new Set(graph.outputNames);
   const order = graph.topologicalOrder();
@@ -121,6 +151,8 @@ export function quantizeStage(source: OnnxModel, opts: QuantizeStageOptions): { 
   // A Relu/Clip right after a quantised op lends that op's output its own (clipped) range, so the
   // op's int8 output already does the clipping (onnxruntime's adjust_tensor_ranges). Symmetric
   // schemes keep both ranges: a zero zero-point cannot express the clipped range.
+  /** Relu/Clip nodes whose input took their range. */
+  const clipped = new Set<GraphNode>();
   if (!scheme.activationSymmetric) {
     for (const n of order) {
       if ((n.opType !== 'Relu' && n.opType !== 'Clip') || keep.has(n.name)) continue;
@@ -129,16 +161,25 @@ export function quantizeStage(source: OnnxModel, opts: QuantizeStageOptions): { 
       if (!p || !(WEIGHTED_OPS.has(p.opType) || ACTIVATION_OPS.has(p.opType)) || keep.has(p.name)) continue;
       if (graph.consumers(x).length !== 1 || outputs.has(x)) continue;
       const r = ranges.get(n.outputs[0]!);
-      if (r) ranges.set(x, r);
+      if (r) {
+        ranges.set(x, r);
+        clipped.add(n);
+      }
     }
   }
 
   // 1. Decide, in topological order, which nodes run quantised and each tensor's parameters.
   const params = new Map<string, QParams>();
+  /** Graph inputs that arrive as int8 codes. */
+  const codesIn = new Set<string>();
   for (const t of graph.inputNames) {
-    const p = opts.inputParams?.get(t);
-    if (p && p.type === scheme.activationType) params.set(t, p);
+    const code = opts.int8Inputs?.get(t);
+    const p = code ?? opts.inputParams?.get(t);
+    if (code) codesIn.add(t);
+    if (p && (code || p.type === scheme.activationType)) params.set(t, p);
   }
+  /** Graph outputs handed over as codes: quantised, not exits (exits are not in handOver). */
+  const codesOut = (t: string) => opts.handOver?.has(t) === true && outputs.has(t) && !graph.isGraphInput(t);
   const quantNodes = new Set<GraphNode>();
   const paramsFor = (t: string): QParams | undefined => {
     if (!params.has(t)) {
@@ -197,11 +238,57 @@ export function quantizeStage(source: OnnxModel, opts: QuantizeStageOptions): { 
   const dq = new Map<string, string>();
   /** graph outputs renamed so that the DequantizeLinear can produce the original name. */
   const floatName = new Map<string, string>();
+  /** tensor → the tensor holding its int8 codes (its QuantizeLinear output, or itself when it is codes). */
+  const codes = new Map<string, string>();
+  /** Pass-through nodes that run on the codes of their input and write codes handed over. */
+  const direct = new Set<GraphNode>();
+  for (const n of quantNodes) {
+    const [x, y] = [n.inputs[0], n.outputs[0]];
+    const shared = x && y && params.get(x) !== undefined && params.get(x) === params.get(y);
+    if (CODE_OPS.has(n.opType) && n.domain === '' && n.outputs.filter(Boolean).length === 1 && shared && codesOut(y)) direct.add(n);
+  }
 
-  const qdqNodes = (t: string, p: QParams): NodeProto[] => {
+  // A clipped Relu/Clip between two quantised parts is left out of the rewritten graph: the
+  // producer's QuantizeLinear, with the Relu's range, already clips, so DQ → Relu → Q would
+  // compute nothing. onnxruntime fuses such a Relu into a Conv, but not after an Add (a ResNet's
+  // residual), nor when its QuantizeLinear writes a graph output (a stage boundary).
+  /** Left-out Relu/Clip → its input, which the producer now writes under the Relu's output name. */
+  const redundant = new Map<GraphNode, string>();
+  const alias = new Map<string, string>();
+  for (const n of clipped) {
+    const [x, y] = [n.inputs[0]!, n.outputs[0]!];
+    const p = graph.producer(x);
+    if (p && quantNodes.has(p) && quantNodes.has(n) && params.get(x) !== undefined && params.get(x) === params.get(y)) {
+      redundant.set(n, x);
+      alias.set(x, y);
+    }
+  }
+
+  const qdqNodes = (t: string, p: QParams, fromCodes = false): NodeProto[] => {
     const scale = freshName(taken, `${t}/scale`);
     const zp = freshName(taken, `${t}/zero_point`);
     newInits.push(arrayToTensor(scale, [], 'float32', Float32Array.of(p.scale[0]!)), zpTensor(zp, p, []));
+    if (codesIn.has(t) || fromCodes) {
+      // Codes in (or written as codes by a pass-through op): only the DequantizeLinear, which
+      // every reader reads (float readers too).
+      const dst = freshName(taken, `${t}/dequantized`);
+      dq.set(t, dst);
+      codes.set(t, t);
+      floatName.set(t, dst);
+      if (fromCodes) report.int8Outputs.set(t, p);
+      return [node('DequantizeLinear', freshName(taken, `${t}/DequantizeLinear`), [t, scale, zp], [dst])];
+    }
+    if (codesOut(t)) {
+      // Codes out: the QuantizeLinear writes the graph output; readers inside the stage read its
+      // DequantizeLinear (quantised ones) or the float original (float ones).
+      const src = freshName(taken, `${t}/float`);
+      const dst = freshName(taken, `${t}/dequantized`);
+      floatName.set(t, src);
+      dq.set(t, dst);
+      codes.set(t, t);
+      report.int8Outputs.set(t, p);
+      return [node('QuantizeLinear', freshName(taken, `${t}/QuantizeLinear`), [src, scale, zp], [t]), node('DequantizeLinear', freshName(taken, `${t}/DequantizeLinear`), [t, scale, zp], [dst])];
+    }
     const q = freshName(taken, `${t}/quantized`);
     let src = t;
     let dst: string;
@@ -213,6 +300,7 @@ export function quantizeStage(source: OnnxModel, opts: QuantizeStageOptions): { 
       dst = freshName(taken, `${t}/dequantized`);
     }
     dq.set(t, dst);
+    codes.set(t, q);
     return [node('QuantizeLinear', freshName(taken, `${t}/QuantizeLinear`), [src, scale, zp], [q]), node('DequantizeLinear', freshName(taken, `${t}/DequantizeLinear`), [q, scale, zp], [dst])];
   };
 
@@ -283,15 +371,20 @@ export function quantizeStage(source: OnnxModel, opts: QuantizeStageOptions): { 
   }
   const body: NodeProto[] = [];
   for (const n of order) {
-    body.push(n.proto);
+    if (!redundant.has(n)) body.push(n.proto);
     for (const o of n.outputs) {
-      const p = o ? params.get(o) : undefined;
-      if (p) body.push(...qdqNodes(o, p));
+      const p = o && !alias.has(o) ? params.get(o) : undefined;
+      if (p) body.push(...qdqNodes(o, p, direct.has(n)));
     }
   }
   // Rewire inputs: quantised nodes read dequantised tensors and weights; float readers of a
   // renamed graph output read its float original.
   for (const n of order) {
+    if (redundant.has(n)) continue;
+    if (direct.has(n)) {
+      n.proto.input = n.proto.input.map((t, i) => (i === 0 ? codes.get(t)! : t));
+      continue;
+    }
     const repl = weightReplacement.get(n);
     const quantised = quantNodes.has(n);
     n.proto.input = n.proto.input.map((t, i) => {
@@ -300,12 +393,23 @@ export function quantizeStage(source: OnnxModel, opts: QuantizeStageOptions): { 
       if (quantised && dq.has(t)) return dq.get(t)!;
       return floatName.get(t) ?? t;
     });
-    n.proto.output = n.proto.output.map((t) => floatName.get(t) ?? t);
+    n.proto.output = n.proto.output.map((t) => {
+      const u = alias.get(t) ?? t;
+      return floatName.get(u) ?? u;
+    });
   }
   for (const t of outputs) {
     const p = params.get(t);
-    if (p) report.outputParams.set(t, p);
+    if (p && !report.int8Outputs.has(t)) report.outputParams.set(t, p);
   }
+  // Inputs read as codes and outputs handed over as codes change their declared element type.
+  const codeType = (p: QParams) => (p.type === 'uint8' ? DataType.UINT8 : DataType.INT8);
+  for (const v of g.input) if (codesIn.has(v.name)) setElemType(v, codeType(params.get(v.name)!));
+  for (const v of g.output) {
+    const p = report.int8Outputs.get(v.name);
+    if (p) setElemType(v, codeType(p));
+  }
+  report.int8Inputs = graph.inputNames.filter((t) => codesIn.has(t));
   g.node = [...head, ...body];
   g.initializer.push(...newInits);
   removeDead(g, model.source);

@@ -85,12 +85,15 @@ describe('quantizeStage', () => {
     const bs = tensorToArray(init(q, 'conv.b/scale'), 'float32');
     bs.forEach((s, c) => expect(s).toBe(Math.fround(inScale * ws[c]!)));
     expect(Array.from(tensorToArray(init(q, 'conv.b/zero_point'), 'int32'))).toEqual([0, 0, 0, 0]);
-    // Activations int8; the conv output takes the Relu's range, so its zero-point is qmin.
+    // Activations int8; the conv output takes the Relu's range, so its zero-point is qmin and
+    // its QuantizeLinear does the Relu's clipping: the Relu is left out and the Conv writes its output.
     expect(tensorDType(init(q, 'x/zero_point'))).toBe('int8');
-    expect(tensorToArray(init(q, 'conv_out/zero_point'), 'int8')[0]).toBe(-128);
+    expect(tensorToArray(init(q, 'relu_out/zero_point'), 'int8')[0]).toBe(-128);
+    expect(g.nodes.some((n) => n.opType === 'Relu')).toBe(false);
     // The Conv reads the dequantised input and weights.
     const conv = g.nodes.find((n) => n.opType === 'Conv')!;
     expect(conv.inputs).toEqual(['x/dequantized', 'conv.w/dequantized', 'conv.b/dequantized']);
+    expect(conv.outputs).toEqual(['relu_out']);
     // Graph interface unchanged: float in, float logits out (the final DequantizeLinear produces them).
     expect(g.inputNames).toEqual(['x']);
     expect(g.outputNames).toEqual(['logits']);
