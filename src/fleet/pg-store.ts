@@ -23,7 +23,7 @@ import { AsyncLocalStorage } from 'node:async_hooks';
 import type { Pool, PoolClient } from 'pg';
 import type { Birth, Death, MetricsWindow } from '../telemetry/payloads.js';
 import { InputError } from '../util/errors.js';
-import { COUNTER_NAMES, type BirthOutcome, type CounterName, type Counters, type DeathOutcome, type DeviceRow, type DeviceTotals, type FleetStore, type WindowOutcome, type WindowRow } from './fleet-store.js';
+import { COUNTER_NAMES, type BirthOutcome, type CounterName, type Counters, type DeathOutcome, type DeviceRow, type DeviceTotals, type DriftBaseline, type FleetStore, type StageLatencyQuery, type StageLatencyWindow, type StageQuantiles, type WindowOutcome, type WindowRow } from './fleet-store.js';
 
 const DAY_MS = 86_400_000;
 /** Days of partitions kept ready ahead of today (windows may arrive a few minutes early at most). */
@@ -81,6 +81,20 @@ export const PG_MIGRATIONS: readonly string[] = [
      exit INTEGER NOT NULL,
      n BIGINT NOT NULL,
      PRIMARY KEY (device, exit)
+   );`,
+  // 1 → 2 (SQLite schema 4): per-stage latency quantiles of each window (JSON [[p50, p95, p99], …]
+  // as in the SQLite store, NULL when the device sent none) and the manifest the device ran for it
+  // (its birth of the same bdSeq; NULL when unknown), so the fleet latency profile and drift
+  // compare one bundle's windows. drift_baselines: one JSON body per (fleet, class), as in SQLite.
+  // Adding nullable columns to the partitioned parent adds them to every partition without a rewrite.
+  `ALTER TABLE windows ADD COLUMN stage_latency TEXT;
+   ALTER TABLE windows ADD COLUMN manifest_sha256 TEXT;
+   CREATE INDEX windows_manifest_end ON windows (manifest_sha256, window_end);
+   CREATE TABLE drift_baselines (
+     fleet TEXT NOT NULL,
+     device_class TEXT NOT NULL,
+     body TEXT NOT NULL,
+     PRIMARY KEY (fleet, device_class)
    );`,
 ];
 
@@ -168,6 +182,9 @@ async function migrate(pool: Pool, where: string, mustExist: boolean): Promise<v
 interface DeviceState {
   fleet: string;
   hasBirth: boolean;
+  /** The bdSeq of the last birth and the manifest it announced: a window of that session ran it. */
+  birthBdSeq: number | null;
+  manifest: string | null;
   bdSeq: number | null;
   seq: number | null;
   seenAt: number;
@@ -179,6 +196,8 @@ interface DeviceState {
 interface PendingWindow {
   w: MetricsWindow;
   seenAt: number;
+  /** Decided when the window arrived, from the birth the transaction saw then. */
+  manifest: string | null;
 }
 
 /** One open transaction: its connection and what it keeps until commit. */
@@ -225,9 +244,20 @@ interface WindowDbRow {
   temperature_c: number | null;
   accuracy_correct: number | null;
   accuracy_labelled: number | null;
+  stage_latency: string | null;
+  manifest_sha256: string | null;
 }
 
-const WINDOW_COLUMNS = 'device, id, bd_seq, seq, window_start, window_end, count, exit_histogram, latency_p50, latency_p95, latency_p99, joules, mean_watts, energy_source, dropped_windows, received_at, temperature_c, accuracy_correct, accuracy_labelled';
+const WINDOW_COLUMNS = 'device, id, bd_seq, seq, window_start, window_end, count, exit_histogram, latency_p50, latency_p95, latency_p99, joules, mean_watts, energy_source, dropped_windows, received_at, temperature_c, accuracy_correct, accuracy_labelled, stage_latency, manifest_sha256';
+
+// Stage quantiles as compact rows [p50, p95, p99], the same text the SQLite store keeps; NULL for none.
+function stagesJson(stages: readonly StageQuantiles[]): string | null {
+  return stages.length ? JSON.stringify(stages.map((q) => [q.p50, q.p95, q.p99])) : null;
+}
+
+function parseStages(text: string): StageQuantiles[] {
+  return (JSON.parse(text) as [number, number, number][]).map(([p50, p95, p99]) => ({ p50, p95, p99 }));
+}
 
 // What the windows just inserted add to the running totals and exit sums, in the same statement,
 // so a window another collector stored first (ON CONFLICT DO NOTHING) adds nothing.
@@ -251,10 +281,10 @@ const ADD_TOTALS = `
 const INSERT_WINDOWS = `
   WITH ins AS (
     INSERT INTO windows (${WINDOW_COLUMNS})
-    SELECT d, i, b, s, ws, we, c, h::bigint[], p50, p95, p99, j, mw, src, dr, ra, tc, ac, al
+    SELECT d, i, b, s, ws, we, c, h::bigint[], p50, p95, p99, j, mw, src, dr, ra, tc, ac, al, sl, ms
     FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[], $7::bigint[], $8::text[],
       $9::float8[], $10::float8[], $11::float8[], $12::float8[], $13::float8[], $14::text[], $15::bigint[], $16::bigint[],
-      $17::float8[], $18::bigint[], $19::bigint[]) AS u(d, i, b, s, ws, we, c, h, p50, p95, p99, j, mw, src, dr, ra, tc, ac, al)
+      $17::float8[], $18::bigint[], $19::bigint[], $20::text[], $21::text[]) AS u(d, i, b, s, ws, we, c, h, p50, p95, p99, j, mw, src, dr, ra, tc, ac, al, sl, ms)
     ON CONFLICT DO NOTHING
     RETURNING device, count, joules, accuracy_labelled, accuracy_correct, exit_histogram
   ), ${ADD_TOTALS}`;
@@ -376,14 +406,17 @@ class PgFleetStore implements FleetStore {
     if (!tx) return;
     const devices = [...new Set(keys.map((k) => k.device))].filter((d) => !tx.devices.has(d) && !tx.absent.has(d)).sort();
     if (devices.length) {
-      const r = await tx.client.query<{ device: string; fleet: string; has_birth: boolean; last_metrics_bd_seq: number | null; last_metrics_seq: number | null }>(
-        'SELECT device, fleet, birth IS NOT NULL AS has_birth, last_metrics_bd_seq, last_metrics_seq FROM devices WHERE device = ANY($1) ORDER BY device FOR UPDATE',
+      // The birth's bdSeq and manifest decide each window's manifest_sha256 (as in the SQLite store).
+      const r = await tx.client.query<{ device: string; fleet: string; has_birth: boolean; birth_bd_seq: number | null; manifest: string | null; last_metrics_bd_seq: number | null; last_metrics_seq: number | null }>(
+        `SELECT device, fleet, birth IS NOT NULL AS has_birth, ((birth::jsonb) ->> 'bdSeq')::bigint AS birth_bd_seq,
+           (birth::jsonb) -> 'bundle' ->> 'manifestSha256' AS manifest, last_metrics_bd_seq, last_metrics_seq
+         FROM devices WHERE device = ANY($1) ORDER BY device FOR UPDATE`,
         [devices],
       );
       for (const d of devices) tx.absent.add(d);
       for (const row of r.rows) {
         tx.absent.delete(row.device);
-        tx.devices.set(row.device, { fleet: row.fleet, hasBirth: row.has_birth, bdSeq: row.last_metrics_bd_seq, seq: row.last_metrics_seq, seenAt: -Infinity, dirty: false, isNew: false });
+        tx.devices.set(row.device, { fleet: row.fleet, hasBirth: row.has_birth, birthBdSeq: row.birth_bd_seq, manifest: row.manifest, bdSeq: row.last_metrics_bd_seq, seq: row.last_metrics_seq, seenAt: -Infinity, dirty: false, isNew: false });
       }
     }
     const ids = keys.filter((k): k is { device: string; id: number; windowEnd: number } => k.id !== undefined && k.windowEnd !== undefined && !tx.checked.has(keyOf(k.device, k.id)));
@@ -456,7 +489,7 @@ class PgFleetStore implements FleetStore {
       await this.prefetch([{ device: w.device, id: w.id, windowEnd: w.windowEnd }]);
       let state = tx.devices.get(w.device);
       if (!state) {
-        state = { fleet, hasBirth: false, bdSeq: null, seq: null, seenAt, dirty: true, isNew: true };
+        state = { fleet, hasBirth: false, birthBdSeq: null, manifest: null, bdSeq: null, seq: null, seenAt, dirty: true, isNew: true };
         tx.devices.set(w.device, state);
         tx.absent.delete(w.device);
       }
@@ -473,7 +506,7 @@ class PgFleetStore implements FleetStore {
         return { stored: false, gap, unknownDevice };
       }
       tx.stored.add(key);
-      tx.windows.push({ w, seenAt });
+      tx.windows.push({ w, seenAt, manifest: state.birthBdSeq === w.bdSeq ? state.manifest : null });
       return { stored: true, gap, unknownDevice };
     });
   }
@@ -564,6 +597,8 @@ class PgFleetStore implements FleetStore {
       col((p) => p.w.temperatureC ?? null),
       col((p) => p.w.accuracy?.correct ?? null),
       col((p) => p.w.accuracy?.labelled ?? null),
+      col((p) => stagesJson(p.w.latencyMs.stages)),
+      col((p) => p.manifest),
     ]);
     return r.rows[0]!.inserted;
   }
@@ -577,13 +612,14 @@ class PgFleetStore implements FleetStore {
     }
     const v = (x: number | string | null | undefined): string => (x === null || x === undefined ? '\\N' : String(x));
     const text = rows
-      .map(({ w, seenAt }) =>
-        [w.device, w.id, w.bdSeq, w.seq, w.windowStart, w.windowEnd, w.count, `{${w.exitHistogram.join(',')}}`, w.latencyMs.endToEnd.p50, w.latencyMs.endToEnd.p95, w.latencyMs.endToEnd.p99, w.energy.joules, w.energy.meanWatts, w.energy.source, w.droppedWindows, seenAt, w.temperatureC, w.accuracy?.correct, w.accuracy?.labelled]
+      .map(({ w, seenAt, manifest }) =>
+        [w.device, w.id, w.bdSeq, w.seq, w.windowStart, w.windowEnd, w.count, `{${w.exitHistogram.join(',')}}`, w.latencyMs.endToEnd.p50, w.latencyMs.endToEnd.p95, w.latencyMs.endToEnd.p99, w.energy.joules, w.energy.meanWatts, w.energy.source, w.droppedWindows, seenAt, w.temperatureC, w.accuracy?.correct, w.accuracy?.labelled, stagesJson(w.latencyMs.stages), manifest]
           .map(v)
           .join('\t'),
       )
       .join('\n');
-    // Device ids and enums are restricted to safe characters by the wire schema (no tabs, newlines or backslashes).
+    // Device ids and enums are restricted to safe characters by the wire schema (no tabs, newlines or
+    // backslashes); the stage JSON holds numbers only and a manifest hash is hex.
     const stream = c.query(copyFrom(`COPY windows_stage (${WINDOW_COLUMNS}) FROM STDIN`));
     await new Promise<void>((resolve, reject) => {
       stream.on('error', reject);
@@ -666,7 +702,44 @@ class PgFleetStore implements FleetStore {
       droppedWindows: r.dropped_windows,
       ...(r.temperature_c !== null ? { temperatureC: r.temperature_c } : {}),
       ...(r.accuracy_correct !== null && r.accuracy_labelled !== null ? { accuracy: { correct: r.accuracy_correct, labelled: r.accuracy_labelled } } : {}),
+      ...(r.stage_latency !== null ? { stages: parseStages(r.stage_latency) } : {}),
+      ...(r.manifest_sha256 !== null ? { manifestSha256: r.manifest_sha256 } : {}),
     }));
+  }
+
+  async stageLatencyWindows(q: StageLatencyQuery): Promise<StageLatencyWindow[]> {
+    if (q.manifestSha256.length === 0) return [];
+    // Class is the birth's device profile, as in the SQLite store; windows_manifest_end serves the filter and order.
+    const rows = await this.read<{ device: string; device_class: string | null; window_end: number; count: number; exit_histogram: number[]; stage_latency: string; manifest_sha256: string }>(
+      `SELECT w.device, (d.birth::jsonb) ->> 'profile' AS device_class, w.window_end, w.count, w.exit_histogram::float8[] AS exit_histogram, w.stage_latency, w.manifest_sha256
+       FROM windows w JOIN devices d ON d.device = w.device
+       WHERE d.fleet = $1 AND w.manifest_sha256 = ANY($2::text[]) AND w.stage_latency IS NOT NULL
+         AND ($3::text IS NULL OR (d.birth::jsonb) ->> 'profile' = $3::text)
+       ORDER BY w.window_end DESC, w.id DESC LIMIT $4`,
+      [q.fleet, [...q.manifestSha256], q.deviceClass ?? null, q.limit],
+    );
+    return rows.map((r) => ({
+      device: r.device,
+      deviceClass: r.device_class,
+      windowEnd: r.window_end,
+      count: r.count,
+      exitHistogram: r.exit_histogram,
+      stages: parseStages(r.stage_latency),
+      manifestSha256: r.manifest_sha256,
+    }));
+  }
+
+  async setDriftBaseline(b: DriftBaseline): Promise<void> {
+    await this.read(
+      'INSERT INTO drift_baselines (fleet, device_class, body) VALUES ($1, $2, $3) ON CONFLICT (fleet, device_class) DO UPDATE SET body = excluded.body',
+      [b.fleet, b.deviceClass, JSON.stringify(b)],
+    );
+  }
+
+  async driftBaselines(): Promise<DriftBaseline[]> {
+    // COLLATE "C": byte order, the order SQLite's default BINARY collation gives.
+    const rows = await this.read<{ body: string }>('SELECT body FROM drift_baselines ORDER BY fleet COLLATE "C", device_class COLLATE "C"');
+    return rows.map((r) => JSON.parse(r.body) as DriftBaseline);
   }
 
   async latestTemperature(device: string): Promise<number | null> {

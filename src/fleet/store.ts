@@ -221,8 +221,10 @@ class SqliteFleetStore implements FleetStore {
     this.q = {
       device: db.prepare<[string], DeviceDbRow>('SELECT * FROM devices WHERE device = ?'),
       // recordWindow runs per message: it reads only what it compares, not the birth document.
-      windowState: db.prepare<[string], { fleet: string; has_birth: number; last_metrics_bd_seq: number | null; last_metrics_seq: number | null; bd_seq: number | null; manifest: string | null }>(
-        `SELECT fleet, birth IS NOT NULL AS has_birth, last_metrics_bd_seq, last_metrics_seq, bd_seq,
+      // The birth's own bdSeq, not bd_seq: a death of a newer session (whose birth was lost) moves
+      // bd_seq on, and that session's windows did not necessarily run the old birth's manifest.
+      windowState: db.prepare<[string], { fleet: string; has_birth: number; last_metrics_bd_seq: number | null; last_metrics_seq: number | null; birth_bd_seq: number | null; manifest: string | null }>(
+        `SELECT fleet, birth IS NOT NULL AS has_birth, last_metrics_bd_seq, last_metrics_seq, json_extract(birth, '$.bdSeq') AS birth_bd_seq,
            json_extract(birth, '$.bundle.manifestSha256') AS manifest FROM devices WHERE device = ?`,
       ),
       upsertBirth: db.prepare(
@@ -387,7 +389,7 @@ class SqliteFleetStore implements FleetStore {
     state = {
       fleet: row.fleet,
       hasBirth: row.has_birth !== 0,
-      birthBdSeq: row.bd_seq,
+      birthBdSeq: row.birth_bd_seq,
       manifest: row.manifest,
       bdSeq: row.last_metrics_bd_seq,
       seq: row.last_metrics_seq,

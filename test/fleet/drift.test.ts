@@ -3,16 +3,16 @@
 // (latency ×2), jetson-orin-nano's exits moved later (30 pp from the first exit to the last).
 // Baselines come from calibration reports through `edgeexit fleet baseline`; `fleet status`,
 // /metrics (parsed, and checked by promtool) and the drift verdicts must name exactly the two
-// drifting classes. Also: the store keeps per-stage latency and the manifest per window.
+// drifting classes. (What the store keeps for this, per-stage latency, manifest per window and
+// baselines, is checked on both stores by the contract in store.test.ts.)
 import { spawnSync } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { classDrift, fleetStatus, loadSimClasses, openFleetStore, recordSimulatedFleet, renderMetrics } from '../../src/fleet/index.js';
-import type { Birth, MetricsWindow } from '../../src/telemetry/index.js';
 import { runCli } from '../cli/helpers.js';
 import { PROMTOOL } from '../support/require.js';
-import { BIRTH_INFO, tempDir, windowBody } from '../telemetry/mqtt/fixtures.js';
+import { tempDir } from '../telemetry/mqtt/fixtures.js';
 import { parseExposition, sampleValue } from './prom-parse.js';
 
 const T_END = 1_700_000_000_000;
@@ -138,34 +138,5 @@ describe('drift per hardware class', () => {
     const r = await runCli('fleet', 'baseline', '--db', db, '--fleet', 'yard', '--class', 'rpi4', '--from', bad);
     expect(r.code).not.toBe(0);
     expect(r.err).toContain('predicted.exitFractions');
-  });
-});
-
-describe('store: per-stage latency and manifest per window (schema 4)', () => {
-  it('keeps the stage quantiles, and the manifest only for windows of the birth that announced it', async () => {
-    const d = await tempDir('stage-store');
-    const store = openFleetStore(path.join(d, 'f.db'));
-    try {
-      const birth: Birth = { device: 'pi', fleet: 'lab', bdSeq: 3, seq: 0, ...BIRTH_INFO, at: 1 };
-      await store.recordBirth(birth, 1);
-      const win = (id: number, bdSeq: number): MetricsWindow => ({ id, bdSeq, seq: id, ...windowBody(id, 'pi') });
-      await store.recordWindow(win(1, 3), 'lab', 2);
-      // An older session's window delivered late: which bundle ran it is not known.
-      await store.recordWindow(win(2, 2), 'lab', 3);
-      const [late, first] = await store.latestWindows('pi', 2);
-      expect(first!.stages).toEqual(windowBody(1, 'pi').latencyMs.stages);
-      expect(first!.manifestSha256).toBe(BIRTH_INFO.bundle.manifestSha256);
-      expect(late!.manifestSha256).toBeUndefined();
-      const ws = await store.stageLatencyWindows({ fleet: 'lab', deviceClass: 'rpi4', manifestSha256: [BIRTH_INFO.bundle.manifestSha256], limit: 10 });
-      expect(ws.map((w) => [w.device, w.deviceClass, w.windowEnd])).toEqual([['pi', 'rpi4', first!.windowEnd]]);
-      expect(await store.stageLatencyWindows({ fleet: 'other', manifestSha256: [BIRTH_INFO.bundle.manifestSha256], limit: 10 })).toEqual([]);
-      const b = { fleet: 'lab', deviceClass: 'rpi4', exitRates: [0.5, 0.5], p95Ms: 3, maxExitShiftPp: 10, maxLatencyRatio: 1.2, minWindows: 1, source: 's', setAt: 1 };
-      await store.setDriftBaseline(b);
-      await store.setDriftBaseline({ ...b, p95Ms: 4 });
-      expect(await store.driftBaselines()).toEqual([{ ...b, p95Ms: 4 }]);
-    } finally {
-      await store.close();
-      await fsp.rm(d, { recursive: true, force: true });
-    }
   });
 });

@@ -5,7 +5,7 @@ import { existsSync } from 'node:fs';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openStore, startCollector, storeKind, type FleetStore } from '../../src/fleet/index.js';
-import { openPgStore } from '../../src/fleet/pg-store.js';
+import { PG_MIGRATIONS, PG_SCHEMA_VERSION, openPgStore } from '../../src/fleet/pg-store.js';
 import { connectMqtt, topicFor, type Birth, type MetricsWindow } from '../../src/telemetry/index.js';
 import { InputError } from '../../src/util/errors.js';
 import { runCli } from '../cli/helpers.js';
@@ -96,9 +96,30 @@ POSTGRES.describe('PostgreSQL store', () => {
     await expect(openStore(url, { mustExist: true })).rejects.toThrow(/no fleet database here/);
     const stores = await Promise.all([openStore(url), openStore(url), openStore(url)]);
     for (const s of stores) await s.close();
-    expect(await sql<{ version: number }>(url, 'SELECT version FROM edgeexit_schema')).toEqual([{ version: 1 }]);
+    expect(await sql<{ version: number }>(url, 'SELECT version FROM edgeexit_schema')).toEqual([{ version: PG_SCHEMA_VERSION }]);
     await sql(url, 'UPDATE edgeexit_schema SET version = 99');
     await expect(openStore(url)).rejects.toThrow(/schema 99 is newer than this edgeexit understands/);
+  });
+
+  it('upgrades a version 1 database in place: old windows kept without stages or manifest, new ones stored with them', async () => {
+    const url = await fresh();
+    // As the first PostgreSQL edgeexit left it: migration 1 only, one device and one window.
+    await sql(url, `${PG_MIGRATIONS[0]!}; CREATE TABLE edgeexit_schema (version INTEGER NOT NULL); INSERT INTO edgeexit_schema VALUES (1);`);
+    await sql(url, `INSERT INTO devices (device, fleet, online, birth, bd_seq, last_metrics_bd_seq, last_metrics_seq, last_seen) VALUES ('a', 'lab', true, $1, 1, 1, 0, 1)`, [JSON.stringify(birth('a', 1))]);
+    await sql(url, `INSERT INTO windows (device, id, bd_seq, seq, window_start, window_end, count, exit_histogram, latency_p50, latency_p95, latency_p99, joules, mean_watts, energy_source, dropped_windows, received_at)
+      VALUES ('a', 0, 1, 0, 0, 10000, 10, '{6,3,1}', 3, 7, 9, 1.5, 0.15, 'model', 0, 1)`);
+    const store = await openStore(url, { mustExist: true });
+    try {
+      expect(await sql<{ version: number }>(url, 'SELECT version FROM edgeexit_schema')).toEqual([{ version: PG_SCHEMA_VERSION }]);
+      await store.recordWindow(windowAt('a', 1, 20_000), 'lab', 2);
+      const [now, old] = await store.latestWindows('a', 2);
+      expect(old!.id).toBe(0);
+      expect([old!.stages, old!.manifestSha256]).toEqual([undefined, undefined]);
+      expect([now!.stages, now!.manifestSha256]).toEqual([windowAt('a', 1, 20_000).latencyMs.stages, BIRTH_INFO.bundle.manifestSha256]);
+      expect(await store.driftBaselines()).toEqual([]);
+    } finally {
+      await store.close();
+    }
   });
 
   it('two writers at once (two collectors) store each window once and lose no update of totals or counters', async () => {

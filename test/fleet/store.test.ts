@@ -26,6 +26,10 @@ function databaseAt(dir: string, version: number): { file: string; old: Database
 }
 
 const birth = (device: string, bdSeq: number): Birth => ({ device, fleet: 'lab', bdSeq, seq: 0, ...BIRTH_INFO, at: 1 });
+const SHA_A = BIRTH_INFO.bundle.manifestSha256;
+const SHA_B = 'b'.repeat(64);
+/** A birth announcing another bundle (manifest). */
+const birthWith = (device: string, bdSeq: number, manifestSha256: string): Birth => ({ ...birth(device, bdSeq), bundle: { ...BIRTH_INFO.bundle, manifestSha256 } });
 const win = (device: string, id: number, bdSeq: number, seq: number): MetricsWindow => ({ id, bdSeq, seq, ...windowBody(id, device) });
 /** A window as a device without a thermal reader and without labels sends it. */
 function bare(device: string, id: number, bdSeq: number, seq: number): MetricsWindow {
@@ -344,6 +348,90 @@ function contract(name: string, make: () => Promise<Kit & { cleanup(): Promise<v
       // The same windows, sent again after the rollback, are new: they count once.
       expect((await store.recordWindow(win('a', 3, 1, 3), 'lab', 6)).stored).toBe(true);
       expect(await store.totals()).toEqual([{ device: 'a', windows: 3, count: 30, joules: 4.5, exits: [18, 9, 3], labelled: 15, correct: 12 }]);
+    });
+
+    it('keeps the stage quantiles, and the manifest only for windows of the session whose birth announced it', async () => {
+      const { store, reopen } = await fresh();
+      await store.recordBirth(birth('pi', 3), 1);
+      await store.recordWindow(win('pi', 1, 3, 1), 'lab', 2);
+      // An older session's window delivered late: which bundle ran it is not known.
+      await store.recordWindow(win('pi', 2, 2, 1), 'lab', 3);
+      // A device that sent no stage quantiles: none stored, and not a latency sample.
+      await store.recordWindow({ ...win('pi', 3, 3, 2), latencyMs: { ...win('pi', 3, 3, 2).latencyMs, stages: [] } }, 'lab', 4);
+      const [none, late, first] = await (await reopen()).latestWindows('pi', 3);
+      expect(first!.stages).toEqual(windowBody(1, 'pi').latencyMs.stages);
+      expect(first!.manifestSha256).toBe(SHA_A);
+      expect(late!.manifestSha256).toBeUndefined();
+      expect(none).toMatchObject({ id: 3, manifestSha256: SHA_A });
+      expect(none!.stages).toBeUndefined();
+    });
+
+    it('decides the manifest per window inside a batch too: a birth mid-batch switches it, a death of a newer session clears it', async () => {
+      const { store } = await fresh();
+      await store.recordBirth(birth('pi', 1), 1);
+      await store.transaction(async () => {
+        await store.prefetch?.([{ device: 'pi', id: 1, windowEnd: win('pi', 1, 1, 1).windowEnd }, { device: 'pi', id: 2 }]);
+        await store.recordWindow(win('pi', 1, 1, 1), 'lab', 2);
+        // The new session's window before its birth: the stored birth is the old session's.
+        await store.recordWindow(win('pi', 2, 2, 1), 'lab', 3);
+        await store.recordBirth(birthWith('pi', 2, SHA_B), 4);
+        await store.recordWindow(win('pi', 3, 2, 2), 'lab', 5);
+        // Session 3's birth was lost; its death arrives, then a late window of it.
+        await store.recordDeath({ device: 'pi', bdSeq: 3, clean: false }, 6);
+        await store.recordWindow(win('pi', 4, 3, 1), 'lab', 7);
+      });
+      const byId = Object.fromEntries((await store.latestWindows('pi', 10)).map((w) => [w.id, w.manifestSha256 ?? null]));
+      expect(byId).toEqual({ 1: SHA_A, 2: null, 3: SHA_B, 4: null });
+    });
+
+    it('lists stage latency windows of the fleet, the class and the manifests asked for, newest first, at most the limit', async () => {
+      const { store } = await fresh();
+      await store.recordBirth(birth('pi', 1), 1);
+      await store.recordBirth({ ...birthWith('nano', 1, SHA_B), profile: 'jetson-orin-nano' }, 1);
+      await store.recordBirth({ ...birth('far', 1), fleet: 'yard' }, 1);
+      await store.transaction(async () => {
+        for (let i = 1; i <= 3; i++) await store.recordWindow(win('pi', i, 1, i), 'lab', 2);
+        for (let i = 1; i <= 2; i++) await store.recordWindow(win('nano', 10 + i, 1, i), 'lab', 2);
+        await store.recordWindow(win('far', 1, 1, 1), 'yard', 2);
+      });
+      const rows = (ws: Awaited<ReturnType<FleetStore['stageLatencyWindows']>>) => ws.map((w) => [w.device, w.deviceClass, w.windowEnd, w.manifestSha256]);
+      const end = (id: number) => win('x', id, 0, 0).windowEnd;
+      expect(rows(await store.stageLatencyWindows({ fleet: 'lab', manifestSha256: [SHA_A, SHA_B], limit: 10 }))).toEqual([
+        ['nano', 'jetson-orin-nano', end(12), SHA_B],
+        ['nano', 'jetson-orin-nano', end(11), SHA_B],
+        ['pi', 'rpi4', end(3), SHA_A],
+        ['pi', 'rpi4', end(2), SHA_A],
+        ['pi', 'rpi4', end(1), SHA_A],
+      ]);
+      expect(rows(await store.stageLatencyWindows({ fleet: 'lab', deviceClass: 'rpi4', manifestSha256: [SHA_A, SHA_B], limit: 2 }))).toEqual([
+        ['pi', 'rpi4', end(3), SHA_A],
+        ['pi', 'rpi4', end(2), SHA_A],
+      ]);
+      expect(await store.stageLatencyWindows({ fleet: 'lab', deviceClass: 'rpi4', manifestSha256: [SHA_B], limit: 10 })).toEqual([]);
+      expect(await store.stageLatencyWindows({ fleet: 'lab', manifestSha256: [], limit: 10 })).toEqual([]);
+      const [one] = await store.stageLatencyWindows({ fleet: 'yard', manifestSha256: [SHA_A], limit: 10 });
+      expect(one).toEqual({ device: 'far', deviceClass: 'rpi4', windowEnd: end(1), count: 10, exitHistogram: windowBody(1, 'far').exitHistogram, stages: windowBody(1, 'far').latencyMs.stages, manifestSha256: SHA_A });
+    });
+
+    it('sets drift baselines per (fleet, class), replacing, and lists them by fleet then class', async () => {
+      const { store, reopen } = await fresh();
+      const b = { fleet: 'lab', deviceClass: 'rpi4', exitRates: [0.5, 0.5], p95Ms: 3, maxExitShiftPp: 10, maxLatencyRatio: 1.2, minWindows: 1, source: 's', setAt: 1 };
+      await store.setDriftBaseline(b);
+      await store.setDriftBaseline({ ...b, p95Ms: 4 });
+      await store.setDriftBaseline({ ...b, deviceClass: 'Zed', p95Ms: null, manifestSha256: SHA_B });
+      await store.setDriftBaseline({ ...b, fleet: 'aisle' });
+      // Inside a batch it commits with it, and a rollback takes it back.
+      await expect(
+        store.transaction(async () => {
+          await store.setDriftBaseline({ ...b, fleet: 'zz' });
+          throw new Error('disk full');
+        }),
+      ).rejects.toThrow('disk full');
+      expect(await (await reopen()).driftBaselines()).toEqual([
+        { ...b, fleet: 'aisle' },
+        { ...b, deviceClass: 'Zed', p95Ms: null, manifestSha256: SHA_B },
+        { ...b, p95Ms: 4 },
+      ]);
     });
   });
 }
