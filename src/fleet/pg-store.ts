@@ -643,7 +643,11 @@ class PgFleetStore implements FleetStore {
     await this.pool.query('INSERT INTO counters AS c (name, value) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET value = c.value + excluded.value', [counter, n]);
   }
 
-  /** Queries that read: inside a transaction after writing what it kept (so they see it), else on any pooled connection. */
+  /**
+   * One statement: inside a transaction after writing what it kept (so it sees it, and is part of
+   * it), else on any pooled connection. Reads, and the single-statement writes beside the batch
+   * path (drift baselines, rollouts).
+   */
   private async read<R extends object>(sql: string, params: unknown[] = []): Promise<R[]> {
     const tx = this.tx();
     if (tx) {
