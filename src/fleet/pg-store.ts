@@ -23,6 +23,7 @@ import { AsyncLocalStorage } from 'node:async_hooks';
 import type { Pool, PoolClient } from 'pg';
 import type { Birth, Death, MetricsWindow } from '../telemetry/payloads.js';
 import { InputError } from '../util/errors.js';
+import { PgRollouts, PG_ROLLOUTS_MIGRATION, type PgRolloutCommand, type PgStoredRollout, type RolloutDoc } from './pg-rollouts.js';
 import { COUNTER_NAMES, type BirthOutcome, type CounterName, type Counters, type DeathOutcome, type DeviceRow, type DeviceTotals, type DriftBaseline, type FleetStore, type StageLatencyQuery, type StageLatencyWindow, type StageQuantiles, type WindowOutcome, type WindowRow } from './fleet-store.js';
 
 const DAY_MS = 86_400_000;
@@ -96,6 +97,8 @@ export const PG_MIGRATIONS: readonly string[] = [
      body TEXT NOT NULL,
      PRIMARY KEY (fleet, device_class)
    );`,
+  // 2 → 3: rollouts (the driver's record, the operator's last command, which driver holds it); see pg-rollouts.ts.
+  PG_ROLLOUTS_MIGRATION,
 ];
 
 export const PG_SCHEMA_VERSION = PG_MIGRATIONS.length;
@@ -304,6 +307,9 @@ class PgFleetStore implements FleetStore {
   private readonly staged = new WeakSet<PoolClient>();
   private readonly timer: NodeJS.Timeout;
   private closed = false;
+
+  /** Rollout records (pg-rollouts.ts), through `read` so calls inside a store transaction join it. */
+  private readonly ro = new PgRollouts((sql, params) => this.read(sql, params));
 
   constructor(
     private readonly pool: Pool,
@@ -637,7 +643,11 @@ class PgFleetStore implements FleetStore {
     await this.pool.query('INSERT INTO counters AS c (name, value) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET value = c.value + excluded.value', [counter, n]);
   }
 
-  /** Queries that read: inside a transaction after writing what it kept (so they see it), else on any pooled connection. */
+  /**
+   * One statement: inside a transaction after writing what it kept (so it sees it, and is part of
+   * it), else on any pooled connection. Reads, and the single-statement writes beside the batch
+   * path (drift baselines, rollouts).
+   */
   private async read<R extends object>(sql: string, params: unknown[] = []): Promise<R[]> {
     const tx = this.tx();
     if (tx) {
@@ -778,6 +788,30 @@ class PgFleetStore implements FleetStore {
     }
     removed += (await this.pool.query('DELETE FROM windows WHERE window_end < $1', [cutoff])).rowCount ?? 0;
     return removed;
+  }
+
+  // ---- Rollouts (engine branch's FleetStore methods; types become RolloutRecord / StoredRollout /
+  // RolloutCommand from fleet-store.ts when it is merged). Lease methods: see pg-rollouts.ts.
+
+  async saveRollout(r: RolloutDoc): Promise<void> {
+    await this.ro.saveRollout(r);
+  }
+
+  rollout(id: string): Promise<PgStoredRollout<RolloutDoc> | null> {
+    return this.ro.rollout(id);
+  }
+
+  rollouts(): Promise<RolloutDoc[]> {
+    return this.ro.rollouts();
+  }
+
+  commandRollout(id: string, command: PgRolloutCommand): Promise<number | null> {
+    return this.ro.commandRollout(id, command);
+  }
+
+  /** Rollout leases for several drivers (not in FleetStore yet; see pg-rollouts.ts). */
+  get rolloutLeases(): Pick<PgRollouts, 'claimRollout' | 'claimNextRollout' | 'releaseRollout' | 'saveRollout'> {
+    return this.ro;
   }
 
   async close(): Promise<void> {

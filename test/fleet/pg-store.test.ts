@@ -122,6 +122,31 @@ POSTGRES.describe('PostgreSQL store', () => {
     }
   });
 
+  it('both write modes (INSERT from arrays, COPY) store the same rows, stage latency and manifest included', async () => {
+    const rowsVia = async (writeMode: 'insert' | 'copy') => {
+      const store = await openPgStore(await fresh(), { writeMode });
+      try {
+        await store.recordBirth(birth('a', 1), 1);
+        await store.transaction(async () => {
+          await store.recordWindow(windowAt('a', 0, 20_000), 'lab', 2);
+          // No stages, and a session whose birth was not seen: both stored as absent.
+          await store.recordWindow({ ...windowAt('a', 1, 30_000), latencyMs: { endToEnd: { p50: 1, p95: 2, p99: 3 }, stages: [] } }, 'lab', 3);
+          await store.recordWindow({ ...windowAt('a', 2, 40_000), bdSeq: 2, seq: 1 }, 'lab', 4);
+        });
+        return await store.latestWindows('a', 10);
+      } finally {
+        await store.close();
+      }
+    };
+    const viaInsert = await rowsVia('insert');
+    expect(viaInsert.map((w) => [w.id, w.stages?.length ?? null, w.manifestSha256 ?? null])).toEqual([
+      [2, 3, null],
+      [1, null, BIRTH_INFO.bundle.manifestSha256],
+      [0, 3, BIRTH_INFO.bundle.manifestSha256],
+    ]);
+    expect(await rowsVia('copy')).toEqual(viaInsert);
+  });
+
   it('two writers at once (two collectors) store each window once and lose no update of totals or counters', async () => {
     const url = await fresh();
     const [a, b] = [await openStore(url), await openStore(url)];
