@@ -57,6 +57,11 @@ export interface DownloadOptions {
   maxReconnects?: number;
   signal?: AbortSignal;
   onProgress?: (p: DownloadProgress) => void;
+  /**
+   * Called with the verified manifest before any other file moves (a flash job checks
+   * compatibility and version here); what it throws ends the download, unchanged.
+   */
+  onManifest?: (m: Manifest) => Promise<void> | void;
 }
 
 export interface DownloadProgress {
@@ -425,6 +430,7 @@ export async function downloadBundle(opts: DownloadOptions): Promise<{ dir: stri
     const manifestBytes = await smallFile(rq, opts, MANIFEST_FILE, opts.manifest, stats);
     const sigBytes = opts.signature ? await smallFile(rq, opts, SIGNATURE_FILE, opts.signature, stats) : undefined;
     const m = await checkManifest(manifestBytes, sigBytes, opts);
+    await opts.onManifest?.(m);
     needed = await bytesToStage(opts.staging, m);
     await ensureFreeSpace(opts.staging, needed, what);
     const local = await localCandidates(opts.have ?? []);

@@ -6,6 +6,14 @@ import type { BundleRunner, ClassifyOptions, ClassifyResult } from '../runtime/b
 
 type Classify = BundleRunner['classify'];
 
+/** One classify call as the runner saw it: which bundle served it, how long it took, whether it threw. */
+export interface ClassifyObservation {
+  source: string;
+  ms: number;
+  items: number;
+  ok: boolean;
+}
+
 /**
  * Wraps a runner so `swap()` can replace it in place.
  *
@@ -22,6 +30,7 @@ export class SwappableRunner implements BundleRunner {
   private active: BundleRunner;
   private readonly inFlight = new Map<BundleRunner, { count: number; drained?: () => void }>();
   private closed = false;
+  private observer: ((o: ClassifyObservation) => void) | undefined;
 
   constructor(runner: BundleRunner) {
     this.active = runner;
@@ -50,14 +59,24 @@ export class SwappableRunner implements BundleRunner {
     return this.active.threads;
   }
 
+  /** Be told of every classify call (a flash job's trial compares bundles' latency with it). */
+  observe(fn: ((o: ClassifyObservation) => void) | undefined): void {
+    this.observer = fn;
+  }
+
   readonly classify: Classify = async (inputs: Parameters<Classify>[0], opts?: ClassifyOptions): Promise<ClassifyResult> => {
     const runner = this.active;
     const slot = this.inFlight.get(runner) ?? { count: 0 };
     slot.count++;
     this.inFlight.set(runner, slot);
+    const t0 = performance.now();
+    let ok = false;
     try {
-      return await runner.classify(inputs, opts);
+      const r = await runner.classify(inputs, opts);
+      ok = true;
+      return r;
     } finally {
+      this.observer?.({ source: runner.source, ms: performance.now() - t0, items: Array.isArray(inputs) ? inputs.length : 1, ok });
       slot.count--;
       if (slot.count === 0) {
         this.inFlight.delete(runner);

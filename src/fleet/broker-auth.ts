@@ -14,7 +14,7 @@ import { InputError, formatProblem, show } from '../util/errors.js';
 import { writeFileAtomic } from '../util/fs.js';
 
 /** The files `edgeexit fleet broker-config` and `fleet enroll` keep in one folder. */
-export const BROKER_FILES = { conf: 'mosquitto.conf', acl: 'acl', passwd: 'passwd' } as const;
+export const BROKER_FILES = { conf: 'mosquitto.conf', acl: 'acl', passwd: 'passwd', operators: 'operators' } as const;
 export const DEFAULT_BROKER_DIR = 'mosquitto';
 export const DEFAULT_BROKER_LISTEN = { host: '127.0.0.1', port: 1883 } as const;
 
@@ -28,8 +28,11 @@ const DIGEST_BYTES = 64;
 // collector can never be mistaken for a device's `<fleet>/<device>` username).
 const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 
-/** A credential holder: a device (username `<fleet>/<device>`) or a collector (a plain name). */
-export type Principal = { kind: 'device'; fleet: string; device: string } | { kind: 'collector'; name: string };
+/**
+ * A credential holder: a device (username `<fleet>/<device>`), a collector or an operator (plain
+ * names; operators are listed in `<dir>/operators`, since the password file has no room for a role).
+ */
+export type Principal = { kind: 'device'; fleet: string; device: string } | { kind: 'collector'; name: string } | { kind: 'operator'; name: string };
 
 /**
  * The MQTT username of a principal.
@@ -76,6 +79,37 @@ export function collectorPrincipal(name: string): Principal {
   if (!NAME_RE.test(name))
     throw new InputError(formatProblem({ where: '--collector', expected: '1–64 characters [A-Za-z0-9._-] starting with a letter or digit', got: show(name), fix: 'pick a plain name such as collector-1' }));
   return { kind: 'collector', name };
+}
+
+/**
+ * An operator's username, checked like a collector's: it may publish flash jobs and read job states.
+ *
+ * @example
+ * ```ts
+ * import { enrol, operatorPrincipal } from 'edgeexit/fleet';
+ * await enrol('mosquitto', operatorPrincipal('ops'));
+ * ```
+ */
+export function operatorPrincipal(name: string): Principal {
+  if (!NAME_RE.test(name))
+    throw new InputError(formatProblem({ where: '--operator', expected: '1–64 characters [A-Za-z0-9._-] starting with a letter or digit', got: show(name), fix: 'pick a plain name such as ops' }));
+  return { kind: 'operator', name };
+}
+
+async function readOperators(dir: string): Promise<string[]> {
+  const text = await fsp.readFile(path.join(dir, BROKER_FILES.operators), 'utf8').catch((err: NodeJS.ErrnoException) => {
+    if (err.code === 'ENOENT') return '';
+    throw err;
+  });
+  return text.split('\n').map((l) => l.trim()).filter((l) => NAME_RE.test(l));
+}
+
+/** Add or drop `who` in the operators list when it is an operator (before the ACL is rewritten). */
+async function updateOperators(dir: string, who: Principal, add: boolean): Promise<void> {
+  if (who.kind !== 'operator') return;
+  const names = (await readOperators(dir)).filter((n) => n !== who.name);
+  if (add) names.push(who.name);
+  await writeFileAtomic(path.join(dir, BROKER_FILES.operators), names.map((n) => n + '\n').join(''), { mode: 0o644 });
 }
 
 /**
@@ -202,6 +236,7 @@ export async function enrol(dir: string, who: Principal, opts: { rotate?: boolea
   const line = `${username}:${mosquittoPasswordHash(password)}`;
   const lines = at >= 0 ? pf.lines.map((l, i) => (i === at ? line : l)) : [...pf.lines, line];
   await writePasswordFile(passwordFile, pf, lines);
+  await updateOperators(dir, who, true);
   const aclFile = await writeAcl(dir, lines);
   return { username, password, passwordFile, aclFile, rotated: at >= 0 };
 }
@@ -224,6 +259,7 @@ export async function revoke(dir: string, who: Principal): Promise<boolean> {
   const lines = pf.lines.filter((l) => userOf(l) !== username);
   if (lines.length === pf.lines.length) return false;
   await writePasswordFile(passwordFile, pf, lines);
+  await updateOperators(dir, who, false);
   await writeAcl(dir, lines);
   return true;
 }
@@ -244,8 +280,15 @@ const FILE_SERVER_LINES = [`topic read ${FILES_ROOT}/+/+/get`, `topic write ${FI
  * renderAcl(['collector']).includes('pattern write edgeexit/v1/%u/metrics'); // true
  * ```
  */
-export function renderAcl(collectors: readonly string[]): string {
+export function renderAcl(collectors: readonly string[], operators: readonly string[] = []): string {
   const users = collectors.flatMap((c) => [`user ${c}`, `topic read ${TOPIC_ROOT}/#`, `topic write ${TOPIC_ROOT}/+/+/ack`, ...FILE_SERVER_LINES, '']);
+  const ops = operators.flatMap((o) => [
+    `user ${o}`,
+    `topic readwrite ${TOPIC_ROOT}/+/+/job/desired`,
+    `topic read ${TOPIC_ROOT}/+/+/job/state`,
+    ...FILE_SERVER_LINES,
+    '',
+  ]);
   return [
     '# Written by edgeexit (`fleet broker-config`, `fleet enroll`, `fleet revoke`); rewritten on each, so edit',
     '# the generator, not this file. See docs/security.md, "MQTT: who can publish and read what".',
@@ -253,6 +296,8 @@ export function renderAcl(collectors: readonly string[]): string {
     '',
     '# Collectors: read every fleet; write only the acks of stored windows (a device drops a window on its ack).',
     ...users,
+    '# Operators: publish (retained, signed) flash jobs, read what devices report, serve bundle files.',
+    ...ops,
     '# Devices log in as <fleet>/<device>; %u stands for those two topic levels. Pattern lines apply to',
     '# every user, but only a <fleet>/<device> username yields a telemetry topic.',
     `pattern write ${TOPIC_ROOT}/%u/birth`,
@@ -260,6 +305,8 @@ export function renderAcl(collectors: readonly string[]): string {
     `pattern write ${TOPIC_ROOT}/%u/metrics`,
     `pattern read ${TOPIC_ROOT}/%u/ack`,
     `pattern read ${TOPIC_ROOT}/%u/job/#`,
+    '# A device reports its own job state; nobody but an operator writes job/desired.',
+    `pattern write ${TOPIC_ROOT}/%u/job/state`,
     '# Bundle transfer: a device asks for files on its own request topic and reads only its own replies.',
     `pattern write ${FILES_ROOT}/%u/get`,
     `pattern read ${FILES_ROOT}/%u/reply`,
@@ -268,9 +315,10 @@ export function renderAcl(collectors: readonly string[]): string {
 }
 
 async function writeAcl(dir: string, passwdLines: readonly string[]): Promise<string> {
-  const collectors = passwdLines.map(userOf).filter((u): u is string => u !== undefined && !u.includes('/'));
+  const users = passwdLines.map(userOf).filter((u): u is string => u !== undefined && !u.includes('/'));
+  const listed = new Set(await readOperators(dir));
   const file = path.join(dir, BROKER_FILES.acl);
-  await writeFileAtomic(file, renderAcl(collectors), { mode: 0o644 });
+  await writeFileAtomic(file, renderAcl(users.filter((u) => !listed.has(u)), users.filter((u) => listed.has(u))), { mode: 0o644 });
   return file;
 }
 

@@ -7,6 +7,8 @@
 // Every request field is bounded before use: the payload's size, its JSON shape (hash, offset,
 // length ≤ MAX_CHUNK_BYTES), the correlation data's size, and the response topic, which must be
 // the requester's own reply topic (derived from the request topic the broker's ACL let it write).
+import { promises as fsp } from 'node:fs';
+import path from 'node:path';
 import { connectMqtt, type MqttConnection, type MqttMessage, type MqttTls } from '../telemetry/mqtt/client.js';
 import { DEFAULT_BACKOFF, backoffDelay } from '../telemetry/mqtt/publisher.js';
 import { loadBundleFiles, sha256Hex, verifyLoadedBundle } from '../bundle/files.js';
@@ -27,6 +29,12 @@ export interface FileServerOptions {
   brokerUrl: string;
   /** Bundle folders or archives (`edgeexit pack`) whose files are served; each is verified first. */
   bundles: readonly string[];
+  /**
+   * Content-addressed folders (`edgeexit flash --files`): a file named by its SHA-256 is served
+   * from there when no bundle holds it, looked up per request, so a bundle flashed after this
+   * server started is served without a restart, by every instance that sees the folder.
+   */
+  blobDirs?: readonly string[];
   clientId?: string;
   username?: string;
   password?: string;
@@ -57,8 +65,8 @@ export interface FileServer {
 }
 
 /** Every file of the given bundles by its SHA-256; each bundle's hashes are verified as it is read. */
-async function indexBundles(sources: readonly string[]): Promise<Map<string, Uint8Array>> {
-  if (sources.length === 0) throw new InputError(formatProblem({ where: 'bundles', expected: 'at least one bundle folder or archive', got: 'none', fix: 'name the bundles to serve' }));
+async function indexBundles(sources: readonly string[], blobDirs: readonly string[]): Promise<Map<string, Uint8Array>> {
+  if (sources.length === 0 && blobDirs.length === 0) throw new InputError(formatProblem({ where: 'bundles', expected: 'at least one bundle folder or archive, or a files folder', got: 'none', fix: 'name the bundles to serve' }));
   const index = new Map<string, Uint8Array>();
   for (const src of sources) {
     const bundle = await loadBundleFiles(src);
@@ -66,6 +74,38 @@ async function indexBundles(sources: readonly string[]): Promise<Map<string, Uin
     for (const data of bundle.files.values()) index.set(sha256Hex(data), data);
   }
   return index;
+}
+
+/** The requested bytes, or the file's size when the range runs past its end. */
+function rangeOf(data: Uint8Array, offset: number, length: number): Buffer | number {
+  if (offset + length > data.length) return data.length;
+  return Buffer.from(data.buffer, data.byteOffset + offset, length);
+}
+
+/**
+ * Files named by their SHA-256 in content-addressed folders, read per request (a range at a
+ * time: a 20 MB stage is never held whole). Written only by temp file and rename, so a name that
+ * exists holds its whole file; the device checks every block against the signed manifest anyway.
+ */
+class BlobDirs {
+  constructor(private readonly dirs: readonly string[]) {}
+
+  async read(sha256: string, offset: number, length: number): Promise<Buffer | number | 'missing'> {
+    for (const dir of this.dirs) {
+      const h = await fsp.open(path.join(dir, sha256), 'r').catch(() => undefined);
+      if (!h) continue;
+      try {
+        const size = (await h.stat()).size;
+        if (offset + length > size) return size;
+        const buf = Buffer.alloc(length);
+        await h.read(buf, 0, length, offset);
+        return buf;
+      } finally {
+        await h.close();
+      }
+    }
+    return 'missing';
+  }
 }
 
 /**
@@ -85,7 +125,8 @@ export async function startFileServer(opts: FileServerOptions): Promise<FileServ
   if (!Number.isInteger(maxChunk) || maxChunk < 1 || maxChunk > MAX_CHUNK_BYTES) {
     throw new InputError(formatProblem({ where: 'maxChunkBytes', expected: `an integer from 1 to ${MAX_CHUNK_BYTES}`, got: String(maxChunk) }));
   }
-  const index = await indexBundles(opts.bundles);
+  const index = await indexBundles(opts.bundles, opts.blobDirs ?? []);
+  const blobs = new BlobDirs(opts.blobDirs ?? []);
   const log = opts.onLog ?? (() => undefined);
   const stats: FileServerStats = { requests: 0, served: 0, bytesSent: 0, refused: {} };
   const clientId = opts.clientId ?? `edgeexit-files-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
@@ -102,7 +143,7 @@ export async function startFileServer(opts: FileServerOptions): Promise<FileServ
     c.publish(topic, payload, { qos: 1, properties: { correlationData, userProperties } }).catch(() => undefined);
   };
 
-  const handle = (c: MqttConnection, m: MqttMessage): void => {
+  const handle = async (c: MqttConnection, m: MqttMessage): Promise<void> => {
     stats.requests++;
     const who = parseRequestTopic(m.topic);
     if (!who) return refuse('topic');
@@ -120,13 +161,14 @@ export async function startFileServer(opts: FileServerOptions): Promise<FileServ
     const parsed = FileRequestSchema.safeParse(json);
     if (!parsed.success) return (refuse('schema'), reply(c, replyTopic, corr, 'bad-request', Buffer.alloc(0), 'expected {sha256, offset, length}'));
     const { sha256, offset, length } = parsed.data;
-    const data = index.get(sha256);
-    if (!data) return (refuse('notFound'), reply(c, replyTopic, corr, 'not-found', Buffer.alloc(0), 'no such file here'));
     // A reply the broker would not take (its CONNACK limit) would cost this server its connection.
     const limit = Math.min(maxChunk, (c.brokerMaximumPacketSize ?? Infinity) - REPLY_OVERHEAD_BYTES);
     if (length > limit) return (refuse('length'), reply(c, replyTopic, corr, 'bad-request', Buffer.alloc(0), `length over ${limit}`));
-    if (offset + length > data.length) return (refuse('range'), reply(c, replyTopic, corr, 'bad-request', Buffer.alloc(0), `range past the end (${data.length} bytes)`));
-    const chunk = Buffer.from(data.buffer, data.byteOffset + offset, length);
+    const data = index.get(sha256);
+    const got = data ? rangeOf(data, offset, length) : await blobs.read(sha256, offset, length);
+    if (got === 'missing') return (refuse('notFound'), reply(c, replyTopic, corr, 'not-found', Buffer.alloc(0), 'no such file here'));
+    if (typeof got === 'number') return (refuse('range'), reply(c, replyTopic, corr, 'bad-request', Buffer.alloc(0), `range past the end (${got} bytes)`));
+    const chunk = got;
     stats.served++;
     stats.bytesSent += length;
     reply(c, replyTopic, corr, 'ok', chunk);
@@ -141,7 +183,7 @@ export async function startFileServer(opts: FileServerOptions): Promise<FileServ
       ...(opts.password !== undefined ? { password: opts.password } : {}),
       ...(opts.tls ? { tls: opts.tls } : {}),
     });
-    c.onMessage((m) => handle(c, m));
+    c.onMessage((m) => void handle(c, m));
     await c.subscribe(fileServerSubscription(), 1);
     return c;
   };

@@ -22,6 +22,7 @@ export {
   DEFAULT_BROKER_DIR,
   DEFAULT_BROKER_LISTEN,
   collectorPrincipal,
+  operatorPrincipal,
   enrol,
   mosquittoPasswordHash,
   newPassword,
@@ -38,3 +39,4 @@ export {
   type Principal,
 } from './broker-auth.js';
 export { startFileServer, type FileServer, type FileServerOptions, type FileServerStats } from './file-server.js';
+export { stageBundleFiles, publishJobs, readJobs, cancelJob, jobFinished, type StagedBundle, type FlashTarget, type DeviceJob } from './jobs.js';

@@ -10,10 +10,13 @@ import { runAgentLoop, type AgentStats } from '../../agent/loop.js';
 import { BundleStore } from '../../agent/store.js';
 import { recoverIfIdle } from '../../agent/install.js';
 import { SwappableRunner } from '../../agent/swappable.js';
+import { JobAgent } from '../../agent/jobs.js';
+import { LatencyWatch } from '../../agent/trial.js';
+import { defaultTrustDir } from '../../bundle/trust.js';
 import type { ClassifyItem } from '../../runtime/bundle-runner.js';
 import { CBNET_POLICIES, type CbnetPolicy } from '../../runtime/cbnet-cascade.js';
 import { EXIT_METRICS, type ExitMetric } from '../../runtime/exit-policy.js';
-import { describeSummary, type DeviceTelemetry, type TelemetrySummary } from '../../telemetry/device.js';
+import { describeSummary, readTls, type DeviceTelemetry, type TelemetrySummary } from '../../telemetry/device.js';
 import type { WindowInput } from '../../telemetry/mqtt/publisher.js';
 import { InputError, formatProblem, show } from '../../util/errors.js';
 import type { CliIO } from '../io.js';
@@ -47,6 +50,12 @@ export interface AgentCommandOptions extends TelemetryCliOptions {
   threads?: number;
   /** Folder poll interval in ms (default 250). */
   pollMs?: number;
+  /** With --root: run flash jobs from the broker (default true; --no-jobs turns it off). */
+  jobs?: boolean;
+  /** Flash job trial length in ms when the job names none (default 10000). */
+  trialMs?: number;
+  /** Roll a flash job back when its p95 per image exceeds the previous bundle's by this factor (default 1.5). */
+  trialMaxP95Ratio?: number;
   /** Told after each classify call (tests wait on it). */
   onItems?: (items: readonly ClassifyItem[]) => void;
 }
@@ -81,7 +90,7 @@ async function bundleSource(opts: AgentCommandOptions): Promise<{ bundle: string
  * again) and swap it in; calls in flight finish on the old runner. A bundle that fails to load
  * here is logged and the running one kept.
  */
-function followStore(store: BundleStore, start: string, runner: SwappableRunner, opts: AgentCommandOptions, io: CliIO, signal: AbortSignal): { stop: () => Promise<void> } {
+function followStore(store: BundleStore, start: string, runner: SwappableRunner, opts: AgentCommandOptions, io: CliIO, signal: AbortSignal): { stop: () => Promise<void>; checkNow: () => Promise<void> } {
   let running = start;
   let busy: Promise<void> = Promise.resolve();
   const check = async (): Promise<void> => {
@@ -104,7 +113,32 @@ function followStore(store: BundleStore, start: string, runner: SwappableRunner,
     await busy;
   };
   signal.addEventListener('abort', () => clearInterval(timer), { once: true });
-  return { stop };
+  // A flash job switches at once (and its trial must measure the new bundle), not at the next poll.
+  const checkNow = (): Promise<void> => (busy = busy.then(check));
+  return { stop, checkNow };
+}
+
+/** Flash jobs for this device over the telemetry broker, with the same credentials (see agent/jobs.ts). */
+async function startJobs(opts: AgentCommandOptions, flags: ReturnType<typeof telemetryFlags>, t: DeviceTelemetry, runner: SwappableRunner, checkNow: () => Promise<void>, io: CliIO): Promise<JobAgent> {
+  const tls = await readTls(flags.tls);
+  const jobs = new JobAgent({
+    root: opts.root!,
+    brokerUrl: flags.url,
+    fleet: t.info.fleet,
+    device: t.info.device,
+    ...(flags.username !== undefined ? { username: flags.username } : {}),
+    ...(flags.password !== undefined ? { password: flags.password } : {}),
+    ...(tls ? { tls } : {}),
+    trustDir: opts.trustDir ?? defaultTrustDir(),
+    ...(opts.device !== undefined ? { deviceProfile: opts.device } : {}),
+    ...(opts.threads !== undefined ? { threads: opts.threads } : {}),
+    trial: { ...(opts.trialMs !== undefined ? { durationMs: opts.trialMs } : {}), ...(opts.trialMaxP95Ratio !== undefined ? { maxP95Ratio: opts.trialMaxP95Ratio } : {}) },
+    watch: new LatencyWatch(runner),
+    switchNow: checkNow,
+    onLog: (line) => io.err(line),
+  });
+  await jobs.start();
+  return jobs;
 }
 
 /** Run the agent until `signal` aborts; resolves once the last window is in the outbox and the publisher is closed. */
@@ -123,6 +157,7 @@ export async function agentCommand(opts: AgentCommandOptions, io: CliIO, signal:
   const runner = new SwappableRunner(loaded);
   const follow = source.store ? followStore(source.store, source.id!, runner, opts, io, signal) : undefined;
   let telemetry: DeviceTelemetry | undefined;
+  let jobs: JobAgent | undefined;
   let stats: AgentStats | undefined;
   let summary: TelemetrySummary | undefined;
   try {
@@ -136,6 +171,7 @@ export async function agentCommand(opts: AgentCommandOptions, io: CliIO, signal:
       onWindow: (w) => io.err(windowLine(w)),
     });
     const t = telemetry;
+    if (follow && opts.jobs !== false) jobs = await startJobs(opts, flags, t, runner, follow.checkNow, io);
     io.err(
       `agent: ${opts.loop ? 're-running' : 'watching'} ${opts.watch} with ${runner.manifest.model.name} ${runner.manifest.model.version}; ` +
         `telemetry to ${t.info.url} as ${t.info.fleet}/${t.info.device} every ${(t.aggregator.windowMs / 1000).toFixed(1)} s (state ${t.info.stateDir}); energy: ${t.meter.describe()}; stop with Ctrl-C`,
@@ -163,6 +199,7 @@ export async function agentCommand(opts: AgentCommandOptions, io: CliIO, signal:
       signal,
     );
   } finally {
+    await jobs?.close();
     try {
       if (telemetry) {
         summary = await telemetry.close(flags.drainMs);
@@ -197,6 +234,9 @@ export function agentModule(io: CliIO): AnyCommandBody {
         .option('allow-unsigned', { type: 'boolean', describe: 'Run a bundle whose signature cannot be checked (unsigned or untrusted key), with a warning' })
         .option('device', { type: 'string', describe: "Device profile: providers, threads, energy sensor, power model (default: the bundle's target)" })
         .option('threads', { type: 'number', describe: 'Intra-op threads' })
+        .option('jobs', { type: 'boolean', describe: 'With --root: run flash jobs published for this device (`edgeexit flash`); --no-jobs turns it off', default: true })
+        .option('trial-ms', { type: 'number', describe: 'Flash job trial length when the job names none (default 10000)' })
+        .option('trial-max-p95-ratio', { type: 'number', describe: "Roll a flash job back when the new bundle's p95 per image exceeds the previous one's by this factor (default 1.5)" })
         .example('$0 agent bundles/branchy-rpi4 --watch /var/spool/camera --telemetry mqtt://collector.local --fleet lab --device-id pi-07', '')
         .example('$0 agent --root /var/lib/edgeexit --watch /var/spool/camera --telemetry mqtt://collector.local', 'run what `edgeexit install` put there')
         .example('$0 agent bundles/branchy-rpi4 --watch calibration/fashion-mnist --loop --telemetry mqtt://127.0.0.1:1883', 'soak test'),

@@ -6,6 +6,7 @@ import {
   DEFAULT_BROKER_DIR,
   DEFAULT_BROKER_LISTEN,
   collectorPrincipal,
+  operatorPrincipal,
   enrol,
   parseDeviceRef,
   revoke,
@@ -71,6 +72,8 @@ export interface EnrolOptions {
   /** `<fleet>/<device>`; or leave it out and name a collector. */
   device?: string;
   collector?: string;
+  /** An operator (publishes flash jobs, reads job states, serves files) instead. */
+  operator?: string;
   dir?: string;
   rotate?: boolean;
   /** Broker URL shown in the device's command line. */
@@ -78,10 +81,12 @@ export interface EnrolOptions {
   json?: boolean;
 }
 
-function principalOf(where: string, o: { device?: string; collector?: string }): Principal {
-  if ((o.device === undefined) === (o.collector === undefined))
-    throw new InputError(formatProblem({ where, expected: 'a device as <fleet>/<device>, or --collector <name>', got: o.device === undefined ? 'neither' : 'both', fix: `e.g. \`edgeexit fleet ${where} lab/pi-07\`` }));
-  return o.device !== undefined ? parseDeviceRef(o.device) : collectorPrincipal(o.collector!);
+function principalOf(where: string, o: { device?: string; collector?: string; operator?: string }): Principal {
+  const given = [o.device, o.collector, o.operator].filter((v) => v !== undefined).length;
+  if (given !== 1)
+    throw new InputError(formatProblem({ where, expected: 'one of: a device as <fleet>/<device>, --collector <name>, --operator <name>', got: given === 0 ? 'neither' : given === 2 ? 'both' : 'all three', fix: `e.g. \`edgeexit fleet ${where} lab/pi-07\`` }));
+  if (o.device !== undefined) return parseDeviceRef(o.device);
+  return o.collector !== undefined ? collectorPrincipal(o.collector) : operatorPrincipal(o.operator!);
 }
 
 /** `fleet enroll`: issue a credential and print what its holder needs (the password only here). */
@@ -97,7 +102,7 @@ export async function fleetEnrolCommand(opts: EnrolOptions, io: CliIO): Promise<
     io.out(JSON.stringify({ username: r.username, password: r.password, passwordFile: r.passwordFile, aclFile: r.aclFile, rotated: r.rotated, flags }, null, 2));
     return r;
   }
-  const cmd = who.kind === 'device' ? `edgeexit agent <bundle> --watch <folder> ${flags}` : `edgeexit collect ${flags}`;
+  const cmd = who.kind === 'device' ? `edgeexit agent <bundle> --watch <folder> ${flags}` : who.kind === 'operator' ? `edgeexit flash <bundle> --to <fleet>/<device> ${flags}` : `edgeexit collect ${flags}`;
   io.out(
     [
       `${r.rotated ? 'rotated' : 'enrolled'} ${who.kind} ${r.username} in ${r.passwordFile} (ACL ${r.aclFile})`,
@@ -105,7 +110,7 @@ export async function fleetEnrolCommand(opts: EnrolOptions, io: CliIO): Promise<
       `  password  ${r.password}`,
       '  (shown once: only its hash is stored; enrol again with --rotate if it is lost)',
       'reload the broker to apply: kill -HUP <mosquitto pid>, or systemctl reload mosquitto',
-      `on the ${who.kind === 'device' ? 'device' : 'collector host'} (the environment variable keeps the password out of \`ps\`):`,
+      `on the ${who.kind === 'device' ? 'device' : who.kind === 'operator' ? "operator's machine" : 'collector host'} (the environment variable keeps the password out of \`ps\`):`,
       `  EDGEEXIT_MQTT_PASSWORD='${r.password}' ${cmd}`,
     ].join('\n'),
   );
@@ -113,7 +118,7 @@ export async function fleetEnrolCommand(opts: EnrolOptions, io: CliIO): Promise<
 }
 
 /** `fleet revoke`: remove a credential; exit 2 when it was not enrolled. */
-export async function fleetRevokeCommand(opts: { device?: string; collector?: string; dir?: string }, io: CliIO): Promise<void> {
+export async function fleetRevokeCommand(opts: { device?: string; collector?: string; operator?: string; dir?: string }, io: CliIO): Promise<void> {
   const who = principalOf('revoke', opts);
   const dir = opts.dir ?? DEFAULT_BROKER_DIR;
   const name = who.kind === 'device' ? `${who.fleet}/${who.device}` : who.name;
@@ -163,6 +168,7 @@ function fleetEnrolModule(io: CliIO): AnyCommandBody {
       y
         .positional('device', { type: 'string', describe: 'The device as <fleet>/<device>, e.g. lab/pi-07 (its MQTT username)' })
         .option('collector', { type: 'string', describe: 'Enrol a collector with this name instead (reads every fleet)' })
+        .option('operator', { type: 'string', describe: 'Enrol an operator with this name instead (publishes flash jobs, reads job states, serves bundle files)' })
         .option('dir', { type: 'string', describe: 'Folder with the broker files (passwd, acl)', default: DEFAULT_BROKER_DIR })
         .option('rotate', { type: 'boolean', describe: 'Replace an existing credential with a new password' })
         .option('broker', { type: 'string', describe: 'Broker URL to show in the printed command line' })
@@ -179,8 +185,9 @@ function fleetRevokeModule(io: CliIO): AnyCommandBody {
       y
         .positional('device', { type: 'string', describe: 'The device as <fleet>/<device>' })
         .option('collector', { type: 'string', describe: 'Revoke this collector instead' })
+        .option('operator', { type: 'string', describe: 'Revoke this operator instead' })
         .option('dir', { type: 'string', describe: 'Folder with the broker files (passwd, acl)', default: DEFAULT_BROKER_DIR }),
-    handler: async (args: { device?: string; collector?: string; dir?: string }) => {
+    handler: async (args: { device?: string; collector?: string; operator?: string; dir?: string }) => {
       await fleetRevokeCommand(args, io);
     },
   });

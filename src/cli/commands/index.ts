@@ -105,6 +105,18 @@ export const COMMANDS: readonly CommandEntry[] = [
     load: async (io) => (await import('./install.js')).installModule(io),
   },
   {
+    name: 'flash',
+    command: 'flash <bundle>',
+    describe: 'Flash a signed bundle to devices: publish a signed job per device (--to, --group), files served by hash; --wait for the verdicts',
+    load: async (io) => (await import('./flash.js')).flashModule(io),
+  },
+  {
+    name: 'jobs',
+    command: 'jobs',
+    describe: 'Flash jobs per device (state, step, progress, reason) from the broker; `jobs cancel <id>`',
+    load: async (io) => (await import('./flash.js')).jobsModule(io),
+  },
+  {
     name: 'collect',
     command: 'collect',
     describe: 'Collect device telemetry from MQTT into a fleet database (embedded broker unless --broker)',
