@@ -389,7 +389,7 @@ describe('SqliteFleetStore', () => {
     open.push(store);
     const raw = new Database(file, { readonly: true });
     expect(raw.pragma('user_version', { simple: true })).toBe(SCHEMA_VERSION);
-    expect(SCHEMA_VERSION).toBe(3);
+    expect(SCHEMA_VERSION).toBe(4);
     expect((raw.pragma('table_info(windows)') as { name: string }[]).map((c) => c.name).slice(-3)).toEqual(['temperature_c', 'accuracy_correct', 'accuracy_labelled']);
     raw.close();
 
