@@ -131,13 +131,14 @@ class Sim {
   }
 }
 
-const pass = (cls: string[]) => new Map(cls.map((c) => [c, [{ gate: 'p95<1.1x', verdict: 'pass', updated: 1, control: 1, value: 1, reason: 'ok' } satisfies GateResult]]));
-const fail = new Map([['b', [{ gate: 'p95<1.1x', verdict: 'fail', updated: 2, control: 1, value: 2, reason: 'p95 2x' } satisfies GateResult]]]);
+const pass = (cls: string[]): Map<string, GateResult[]> => new Map(cls.map((c) => [c, [{ gate: 'p95<1.1x', verdict: 'pass', updated: 1, control: 1, value: 1, reason: 'ok' } satisfies GateResult]]));
+const fail: Map<string, GateResult[]> = new Map([['b', [{ gate: 'p95<1.1x', verdict: 'fail', updated: 2, control: 1, value: 2, reason: 'p95 2x' } satisfies GateResult]]]);
 
 describe('advanceRollout', () => {
   it('opens a wave only after the previous step committed and its gates held, per class', () => {
     const sim = new Sim(start({ a: 4, b: 4 }), () => 'succeeded');
-    let r = sim.tick(0);
+    sim.tick(0);
+    let r: RolloutRecord;
     expect(sim.sent.map((s) => s.device)).toEqual(['a-000', 'b-000']);
     r = sim.tick(10); // reports read: canaries updated, step done; window not over
     expect(r.devices['a-000']!.phase).toBe('updated');
@@ -147,9 +148,9 @@ describe('advanceRollout', () => {
     expect(r.classes.a!.current).toBe(1);
     // 4 per class: canary 1, wave 1 up to 50% (1 more), wave 2 the last 2.
     expect(sim.sent.length).toBe(2 + 1 + 1);
-    r = sim.tick(1020);
-    r = sim.tick(2020, pass(['a', 'b']));
-    r = sim.tick(2030);
+    sim.tick(1020);
+    sim.tick(2020, pass(['a', 'b']));
+    sim.tick(2030);
     r = sim.tick(3030, pass(['a', 'b']));
     expect(r.status).toBe('completed');
     expect(r.touched).toBe(8);
@@ -159,7 +160,7 @@ describe('advanceRollout', () => {
     const sim = new Sim(start({ a: 4, b: 4 }), () => 'succeeded');
     sim.tick(0);
     sim.tick(10);
-    let r = sim.tick(1010, new Map([...pass(['a']), ...fail]));
+    let r = sim.tick(1010, new Map<string, GateResult[]>([...pass(['a']), ...fail]));
     expect(r.classes.b!.status).toBe('aborted');
     expect(r.classes.b!.reason).toMatch(/gate breach after the canary: p95<1.1x \(p95 2x\)/);
     expect(r.devices['b-000']!.phase).toBe('rolling-back');
@@ -176,13 +177,13 @@ describe('advanceRollout', () => {
     sim.tick(0);
     let r = sim.tick(10);
     expect(r.devices['a-000']!).toMatchObject({ phase: 'updating', published: false, nextTryAt: 110 });
-    r = sim.tick(50);
+    sim.tick(50);
     expect(sim.sent.length).toBe(1);
-    r = sim.tick(110);
+    sim.tick(110);
     expect(sim.sent.map((s) => s.job)).toEqual(['ro-t-u1', 'ro-t-u2']);
     r = sim.tick(120);
     expect(r.devices['a-000']!.phase).toBe('updated');
-    r = sim.tick(1120, pass(['a']));
+    sim.tick(1120, pass(['a']));
     r = sim.tick(1130);
     expect(r.devices['a-001']!).toMatchObject({ phase: 'failed', state: 'rejected', attempt: 1 });
   });
@@ -203,9 +204,9 @@ describe('advanceRollout', () => {
     expect(r.devices['a-000']!).toMatchObject({ state: 'timed-out', published: false });
     r = sim.tick(10_002, undefined, { seq: 1, command: 'pause' });
     expect(r.status).toBe('paused');
-    r = sim.tick(20_000, undefined, { seq: 1, command: 'pause' });
+    sim.tick(20_000, undefined, { seq: 1, command: 'pause' });
     expect(sim.sent.length).toBe(1);
-    r = sim.tick(20_001, undefined, { seq: 2, command: 'resume' });
+    sim.tick(20_001, undefined, { seq: 2, command: 'resume' });
     expect(sim.sent.length).toBe(2);
     r = sim.tick(20_002, undefined, { seq: 3, command: 'abort' });
     expect(r.classes.a!.reason).toBe('aborted by the operator');
