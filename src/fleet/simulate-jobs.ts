@@ -82,6 +82,15 @@ export class SimJobDevice {
     return d;
   }
 
+  get id(): string {
+    return this.o.device;
+  }
+
+  get hardware(): string {
+    return this.o.hardware;
+  }
+
+  /** The bundle it runs now. */
   get bundle(): string {
     return this.active.id;
   }
