@@ -96,7 +96,15 @@ export function jobTopics(fleet: string, device: string): { desired: string; sta
   return { desired: topicFor(fleet, device, 'job/desired'), state: topicFor(fleet, device, 'job/state') };
 }
 
-/** Filters an operator subscribes to (every fleet, or one). */
+/**
+ * Filters an operator subscribes to (every fleet, or one).
+ *
+ * @example
+ * ```ts
+ * import { jobFilters } from 'edgeexit/agent';
+ * jobFilters('lab').state; // 'edgeexit/v1/lab/+/job/state'
+ * ```
+ */
 export function jobFilters(fleet?: string): { desired: string; state: string } {
   const f = fleet ?? '+';
   return { desired: `edgeexit/v1/${f}/+/job/desired`, state: `edgeexit/v1/${f}/+/job/state` };
@@ -197,6 +205,12 @@ export function decodeJobState(bytes: Uint8Array): JobStateReport | undefined {
 /**
  * The job inside a signed job/desired payload WITHOUT checking its signature (the operator's own
  * tools listing what they published); undefined when it is not one.
+ *
+ * @example
+ * ```ts
+ * import { peekJob } from 'edgeexit/agent';
+ * peekJob(message.payload)?.model.version; // '1.1.0'
+ * ```
  */
 export function peekJob(bytes: Uint8Array): Job | undefined {
   const json = decodeJson(bytes, 'job/desired');

@@ -366,7 +366,7 @@ export class JobAgent {
     let total = 1;
     let last = 0;
     try {
-      await downloadBundle({
+      const { stats } = await downloadBundle({
         brokerUrl: this.o.brokerUrl,
         fleet: this.o.fleet,
         device: this.o.device,
@@ -391,6 +391,7 @@ export class JobAgent {
           if (f - last >= 0.1) progress((last = f));
         },
       });
+      this.o.onLog?.(`job ${job.job}: downloaded ${stats.blocksFetched} blocks (${stats.bytesReceived} bytes), ${stats.blocksResumed} resumed from before a restart, ${stats.filesReused.length} files already here`);
       return { ok: true };
     } catch (err) {
       if (err instanceof Refusal) return { ok: false, state: 'rejected', reason: err.message };

@@ -39,6 +39,7 @@ import type { Counters, FleetStore } from './fleet-store.js';
 import { openFleetStore } from './store.js';
 import { BatchedIngest, IngestGuard, type BatchOptions, type SettledWindows } from './ingest.js';
 import { startFleetHttp, type FleetHttpServer, type HttpListen } from './http.js';
+import { JobStates } from './job-states.js';
 
 export const SHARE_GROUP = 'edgeexit-collectors';
 
@@ -80,6 +81,8 @@ export interface Collector {
   readonly subscription: string;
   /** Base URL of the HTTP server (/metrics, dashboard at /) when `http` was given. */
   readonly httpUrl: string | undefined;
+  /** The latest flash job state each device reported (retained job/state messages). */
+  readonly jobs: JobStates;
   /** Messages handled and committed so far (valid or not). */
   handled(): number;
   counters(): Promise<Counters>;
@@ -170,7 +173,9 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
     }
   };
   // Acks from other collectors in the group come back on the wildcard subscription: dropped unread.
+  const jobs = new JobStates();
   const handle = (m: MqttMessage): void => {
+    if (jobs.take(m)) return;
     if (!m.topic.endsWith('/ack')) ingest.push(m);
   };
   // A birth or death is stored before the broker hears it was received (see ingest.ts).
@@ -182,7 +187,7 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
   try {
     // First, so a busy port fails the start before any broker connection is made.
     if (opts.http) {
-      httpServer = await startFleetHttp({ ...opts.http, store, onLog: log, now });
+      httpServer = await startFleetHttp({ ...opts.http, store, onLog: log, now, jobs: () => jobs.all() });
       log(`dashboard at ${httpServer.url}/, Prometheus metrics at ${httpServer.url}/metrics`);
     }
     if (opts.brokerUrl === undefined) {
@@ -262,6 +267,7 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
       protocolVersion,
       subscription,
       httpUrl: httpServer?.url,
+      jobs,
       handled: () => ingest.handled(),
       counters: () => store.counters(),
       async close() {

@@ -96,7 +96,12 @@ function getJson(url) {
   });
 }
 
-function deviceCard(d, w) {
+function jobLine(j) {
+  var text = 'flash job ' + (j.job || '-') + ': ' + j.state + (j.step && j.state === 'in-progress' ? ' (' + j.step + ', ' + Math.round(100 * j.progress) + ' %)' : '') + (j.reason ? ' · ' + j.reason : '');
+  return el('p', { class: 'job job-' + j.state, 'data-job-state': j.state }, text);
+}
+
+function deviceCard(d, w, j) {
   var card = el('section', { class: 'device', 'data-device': d.device, 'data-online': String(d.online) });
   var head = el('header');
   head.appendChild(el('h2', {}, d.device));
@@ -108,6 +113,7 @@ function deviceCard(d, w) {
     (d.accuracy == null ? '' : ' · accuracy ' + fmt(100 * d.accuracy, 1) + ' % of ' + d.labelled + ' labelled') +
     (d.temperatureC == null ? '' : ' · ' + fmt(d.temperatureC, 1) + ' °C');
   card.appendChild(stats);
+  if (j) card.appendChild(jobLine(j));
   var charts = el('div', { class: 'charts' });
   charts.appendChild(lineChart('chart-latency', 'p95 latency', 'ms', w.windows.map(function (x) { return { x: x.windowEnd, y: x.latencyMs.p95 }; }), 1));
   charts.appendChild(lineChart('chart-energy', 'energy', 'J/inference', w.windows.filter(function (x) { return x.joulesPerInference !== null; }).map(function (x) { return { x: x.windowEnd, y: x.joulesPerInference }; }), 4));
@@ -118,10 +124,13 @@ function deviceCard(d, w) {
 }
 
 function refresh() {
-  return getJson('api/fleet').then(function (fleet) {
+  return Promise.all([getJson('api/fleet'), getJson('api/jobs')]).then(function (both) {
+    var fleet = both[0];
+    var jobs = {};
+    both[1].jobs.forEach(function (j) { jobs[j.fleet + '/' + j.device] = j; });
     return Promise.all(fleet.devices.map(function (d) { return getJson('api/devices/' + encodeURIComponent(d.device) + '/windows'); })).then(function (ws) {
       var list = document.getElementById('devices');
-      list.replaceChildren.apply(list, fleet.devices.map(function (d, i) { return deviceCard(d, ws[i]); }));
+      list.replaceChildren.apply(list, fleet.devices.map(function (d, i) { return deviceCard(d, ws[i], jobs[d.fleet + '/' + d.device]); }));
       if (!fleet.devices.length) list.appendChild(el('p', { class: 'empty' }, 'no devices recorded yet'));
       var online = fleet.devices.filter(function (d) { return d.online; }).length;
       document.getElementById('summary').textContent = fleet.devices.length + (fleet.devices.length === 1 ? ' device, ' : ' devices, ') + online + ' online · updated ' + time(fleet.generatedAt) + ' UTC · every ' + refreshS + ' s';
@@ -163,6 +172,9 @@ export const DASHBOARD_HTML = `<!doctype html>
   .state.on { color: #0a6b2d; background: #dff5e6; }
   .state.off { color: #7a1c1c; background: #f8e1e1; }
   .meta, .stats, .note { color: #555; margin: .3rem 0; }
+  .job { margin: .3rem 0; }
+  .job-failed, .job-rolled-back, .job-rejected, .job-timed-out { color: #a40000; }
+  .job-succeeded { color: #1a6b1a; }
   .charts { display: flex; flex-wrap: wrap; gap: .5rem; }
   .chart { width: 360px; height: 150px; background: #fbfcfd; border: 1px solid #eef0f3; }
   .chart .axis { stroke: #9aa3af; stroke-width: 1; }

@@ -8,6 +8,7 @@
 // point its own DNS name at 127.0.0.1 (DNS rebinding) and read the fleet from the browser. And
 // with a token, every request must carry it (Authorization: Bearer, or the cookie that opening
 // `/?token=…` once sets, so the dashboard works in a browser).
+import type { DeviceJobState } from './job-states.js';
 import { createHash, timingSafeEqual } from 'node:crypto';
 import http from 'node:http';
 import type net from 'node:net';
@@ -34,6 +35,8 @@ export interface HttpListen {
 
 export interface FleetHttpOptions extends HttpListen {
   store: FleetStore;
+  /** Latest flash job state per device, served at /api/jobs (the collector's JobStates). */
+  jobs?: () => readonly DeviceJobState[];
   onLog: (line: string) => void;
   now?: () => number;
   /** When given, every request needs it: `Authorization: Bearer <token>`, or the cookie `/?token=<token>` sets. */
@@ -179,13 +182,14 @@ function checkAccess(req: http.IncomingMessage, url: URL, names: Set<string>, to
 
 const sameToken = (a: Buffer, b: Buffer): boolean => a.length === b.length && timingSafeEqual(a, b);
 
-async function route(method: string, rawUrl: string, store: FleetStore, now: number, maxSeries?: number): Promise<Reply> {
+async function route(method: string, rawUrl: string, store: FleetStore, now: number, maxSeries?: number, jobs?: () => readonly DeviceJobState[]): Promise<Reply> {
   const url = new URL(rawUrl, 'http://collector.invalid');
   const p = url.pathname;
   if (method !== 'GET' && method !== 'HEAD') throw new HttpError(405, `method ${method} not allowed: this server is read-only; use GET`);
   if (p === '/' || p === '/index.html') return { status: 200, type: 'text/html; charset=utf-8', body: DASHBOARD_HTML, headers: { 'Content-Security-Policy': DASHBOARD_CSP } };
   if (p === '/metrics') return { status: 200, type: METRICS_CONTENT_TYPE, body: await renderMetrics(store, maxSeries !== undefined ? { maxSeries } : {}) };
   if (p === '/api/fleet') return json(await fleetApi(store, now));
+  if (p === '/api/jobs') return json({ jobs: jobs?.() ?? [] });
   const m = /^\/api\/devices\/([^/]*)\/windows$/.exec(p);
   if (m) {
     const device = deviceParam(m[1]!);
@@ -194,7 +198,7 @@ async function route(method: string, rawUrl: string, store: FleetStore, now: num
       throw new HttpError(404, `no device ${JSON.stringify(device)} recorded: see /api/fleet for the devices this collector knows`);
     return json(await windowsApi(store, device, limit));
   }
-  throw new HttpError(404, `no such path ${JSON.stringify(p)}: try / (dashboard), /metrics, /api/fleet or /api/devices/<id>/windows`);
+  throw new HttpError(404, `no such path ${JSON.stringify(p)}: try / (dashboard), /metrics, /api/fleet, /api/jobs or /api/devices/<id>/windows`);
 }
 
 /**
@@ -218,7 +222,7 @@ export async function startFleetHttp(opts: FleetHttpOptions): Promise<FleetHttpS
     let reply: Reply;
     try {
       const extra = checkAccess(req, new URL(req.url ?? '/', 'http://collector.invalid'), names, token);
-      reply = await route(method, req.url ?? '/', opts.store, now(), opts.maxSeries);
+      reply = await route(method, req.url ?? '/', opts.store, now(), opts.maxSeries, opts.jobs);
       reply.headers = { ...reply.headers, ...extra };
     } catch (err) {
       const status = err instanceof HttpError ? err.status : 500;

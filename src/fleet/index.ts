@@ -40,3 +40,4 @@ export {
 } from './broker-auth.js';
 export { startFileServer, type FileServer, type FileServerOptions, type FileServerStats } from './file-server.js';
 export { stageBundleFiles, publishJobs, readJobs, cancelJob, jobFinished, type StagedBundle, type FlashTarget, type DeviceJob } from './jobs.js';
+export { JobStates, MAX_JOB_DEVICES, type DeviceJobState } from './job-states.js';

@@ -146,7 +146,15 @@ export async function readJobs(conn: MqttConnection, opts: { fleet?: string; qui
   return [...byDevice.values()].sort((a, b) => `${a.fleet}/${a.device}`.localeCompare(`${b.fleet}/${b.device}`));
 }
 
-/** Whether a device's reported state is the end of `job` (for waiting on a flash). */
+/**
+ * Whether a device's reported state is the end of `job` (for waiting on a flash).
+ *
+ * @example
+ * ```ts
+ * import { jobFinished, readJobs } from 'edgeexit/fleet';
+ * const done = (await readJobs(conn)).every((d) => jobFinished(d, jobId));
+ * ```
+ */
 export function jobFinished(d: DeviceJob, job: string): boolean {
   return d.state?.job === job && FINAL_JOB_STATES.includes(d.state.state);
 }

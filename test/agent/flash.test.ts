@@ -15,11 +15,13 @@ import { decodeGolden, encodeGolden, GOLDEN_FILE } from '../../src/bundle/golden
 import { generateKeyPair, loadPrivateKey } from '../../src/bundle/signing.js';
 import { startFileServer, type FileServer } from '../../src/fleet/file-server.js';
 import { stageBundleFiles } from '../../src/fleet/jobs.js';
+import { startCollector, type Collector } from '../../src/fleet/collector.js';
 import { connectMqtt, type MqttConnection } from '../../src/telemetry/mqtt/client.js';
 import { MOSQUITTO, startBroker, type Broker } from '../telemetry/mqtt/broker.js';
 import { fmnistImages, scratch } from '../runtime/helpers.js';
 import { compileFixture, variant, type Fixture } from './helpers.js';
 import { until as waitUntil } from '../support/wait.js';
+import { runCli } from '../cli/helpers.js';
 
 const until = (pred: () => boolean, what: string, ms = 90_000): Promise<void> => waitUntil(pred, what, ms, 25);
 
@@ -28,6 +30,7 @@ MOSQUITTO.describe('flash jobs through Mosquitto', () => {
   let broker: Broker;
   let server: FileServer;
   let watcher: MqttConnection;
+  let collector: Collector;
   let files: string;
   let watch: string;
   const states = new Map<string, JobStateReport>();
@@ -57,6 +60,7 @@ MOSQUITTO.describe('flash jobs through Mosquitto', () => {
     for (const f of await fmnistImages(2)) await fsp.copyFile(f, path.join(watch, path.basename(f)));
     broker = await startBroker({ config: ['set_tcp_nodelay true'] });
     server = await startFileServer({ brokerUrl: broker.url, bundles: [], blobDirs: [files] });
+    collector = await startCollector({ brokerUrl: broker.url, dbFile: path.join(fx.dir, 'fleet.db'), http: { host: '127.0.0.1', port: 0 }, onLog: () => undefined });
     watcher = await connectMqtt({ url: broker.url, clientId: 'watcher', protocolVersion: 5 });
     watcher.onMessage((m) => {
       const s = decodeJobState(m.payload);
@@ -69,6 +73,7 @@ MOSQUITTO.describe('flash jobs through Mosquitto', () => {
   }, 180_000);
   afterAll(async () => {
     await watcher?.end().catch(() => undefined);
+    await collector?.close().catch(() => undefined);
     await server?.close().catch(() => undefined);
     await broker?.dispose();
   });
@@ -179,6 +184,10 @@ MOSQUITTO.describe('flash jobs through Mosquitto', () => {
       expect(states.get(d.id)).toMatchObject({ state: 'rejected', reason: expect.stringMatching(/0\.9\.0 is older than the active 1\.0\.0; flash it with --rollback/) });
       const table = await jobsTable();
       expect(table).toMatch(new RegExp(`lab/${d.id} .*rejected .*older than the active`));
+      // The collector keeps the latest state per device for the dashboard (/api/jobs).
+      await until(() => collector.jobs.get('lab', d.id)?.job === older!.job, 'the collector has the state');
+      const api = (await (await fetch(`${collector.httpUrl}/api/jobs`)).json()) as { jobs: { fleet: string; device: string; state: string; reason?: string }[] };
+      expect(api.jobs.find((j) => j.device === d.id)).toMatchObject({ fleet: 'lab', state: 'rejected', reason: expect.stringMatching(/older than the active/) });
 
       // With --rollback the same bundle goes in.
       const [back] = await flash(b.old!, d.id, { rollback: true });
@@ -235,4 +244,22 @@ MOSQUITTO.describe('flash jobs through Mosquitto', () => {
       await d.stop().catch(() => undefined);
     }
   }, 240_000);
+
+  it('the command line: flash --wait prints the verdicts, jobs --json lists them, cancel of an unknown id names the known ones', async () => {
+    const d = await device();
+    try {
+      const r = await runCli('flash', b.v2!, '--to', `lab/${d.id}`, '--key', fx.privateKey, '--files', files, '--broker', broker.url, '--trial-ms', '500', '--wait', '--wait-timeout', '120');
+      expect(r.code, r.err).toBe(0);
+      expect(r.out).toMatch(new RegExp(`lab/${d.id} +flash-\\S+ +\\S+ 1\\.1\\.0 +succeeded +done +100%`));
+      const list = await runCli('jobs', '--broker', broker.url, '--fleet', 'lab', '--json');
+      expect(list.code, list.err).toBe(0);
+      const mine = (JSON.parse(list.out) as { device: string; state?: { state: string }; desired?: { model: { version: string } } }[]).find((x) => x.device === d.id);
+      expect(mine).toMatchObject({ state: { state: 'succeeded' }, desired: { model: { version: '1.1.0' } } });
+      const cancel = await runCli('jobs', 'cancel', 'no-such-job', '--key', fx.privateKey, '--broker', broker.url);
+      expect(cancel.code).toBe(2);
+      expect(cancel.err).toMatch(/no device has job no-such-job.*published jobs: flash-/);
+    } finally {
+      await d.stop();
+    }
+  }, 180_000);
 });

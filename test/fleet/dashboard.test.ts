@@ -54,7 +54,11 @@ CHROMIUM.describe('fleet dashboard in headless Chromium', () => {
     // A device that never sent a birth: stored, offline, named "no birth seen".
     const raw = await connectMqtt({ url: collector.url, clientId: 'raw-dash', protocolVersion: 4 });
     await raw.publish(topicFor('yard', 'ghost', 'metrics'), Buffer.from(JSON.stringify({ id: 1, bdSeq: 0, seq: 0, ...windowBody(0, 'ghost') })));
+    // pi-old's flash job was rolled back (its retained job/state, as a device reports it).
+    const job = { v: 1, job: 'flash-1', state: 'rolled-back', step: 'done', progress: 0.92, reason: 'trial failed: latency regressed', bundle: 'b'.repeat(64), active: 'a'.repeat(64), previous: [], attempts: 1, at: '2026-12-06T00:00:00.000Z' };
+    await raw.publish(topicFor('yard', 'pi-old', 'job/state'), Buffer.from(JSON.stringify(job)), { qos: 1, retain: true });
     await raw.end();
+    await until(() => collector.jobs.get('yard', 'pi-old')?.state === 'rolled-back', "pi-old's job state");
     await until(async () => (await collector.store.totals()).reduce((n, t) => n + t.windows, 0) === 7, '7 windows');
     await until(async () => (await collector.store.devices()).find((d) => d.device === 'pi-old')?.online === false, 'pi-old offline');
 
@@ -94,6 +98,12 @@ CHROMIUM.describe('fleet dashboard in headless Chromium', () => {
     const old = await page.textContent('section[data-device="pi-old"] .stats');
     expect(old).not.toContain('accuracy');
     expect(old).not.toContain('°C');
+  });
+
+  it("shows each device's flash job state and reason, nothing for a device without one", async () => {
+    expect(await page.textContent('section[data-device="pi-old"] .job')).toBe('flash job flash-1: rolled-back · trial failed: latency regressed');
+    expect(await page.getAttribute('section[data-device="pi-old"] .job', 'data-job-state')).toBe('rolled-back');
+    expect(await page.$('section[data-device="jetson-1"] .job')).toBeNull();
   });
 
   it('draws one latency point per stored window, at the sent p95', async () => {

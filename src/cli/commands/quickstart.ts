@@ -4,7 +4,8 @@
 // accuracy against what the model card records, then compile fmnist-branchy for a Raspberry Pi 4
 // at int8, signed, verify the bundle, calibrate its exit thresholds on the calibration images and
 // run it over the test set with and without early exit, printing accuracy and speed-up; last, a
-// telemetry run through an embedded MQTT broker into the collector, and `fleet status`.
+// telemetry run through an embedded MQTT broker into the collector, and `fleet status`; then the
+// calibrated bundle flashed to a device agent running beside it (quickstart-flash.ts).
 import { promises as fsp } from 'node:fs';
 import { FASHION_MNIST_DIR } from '../../data/idx.js';
 import path from 'node:path';
@@ -33,6 +34,7 @@ import { describeSummary } from '../../telemetry/device.js';
 import { renderFleetStatus } from './fleet.js';
 import { TELEMETRY_CHUNK, classifyFiles, labelFromPath, startTelemetry, telemetryFlags } from '../telemetry-flags.js';
 import { collectInputs } from './run.js';
+import { quickstartFlash } from './quickstart-flash.js';
 
 
 export interface QuickstartOptions {
@@ -122,6 +124,10 @@ export async function quickstartCommand(opts: QuickstartOptions, io: CliIO): Pro
 
   io.out(`\n== calibrate exit thresholds: lowest latency within ${opts.maxAccuracyDrop ?? 0.5} pp of the last exit (stage latency measured on this machine) ==`);
   const calibrationDir = path.join(packageRoot(), 'calibration', 'fashion-mnist');
+  // The bundle as compiled, kept for the flashing leg: the device runs it first, then gets the calibrated one.
+  const asCompiled = path.join(work, 'fmnist-branchy-rpi4-int8-as-compiled');
+  await fsp.rm(asCompiled, { recursive: true, force: true });
+  await fsp.cp(bundle, asCompiled, { recursive: true });
   await calibrateCommand({ bundle, data: calibrationDir, maxAccuracyDrop: opts.maxAccuracyDrop ?? 0.5, latencySource: 'measure', allowMiss: true, key: keys.privateKey, out: path.join(work, 'calibration'), ...(opts.calibrationLimit ? { limit: opts.calibrationLimit } : {}) }, io);
 
   const evalName = haveTest ? 'the Fashion-MNIST test set' : 'the calibration images (no test set installed)';
@@ -147,6 +153,7 @@ export async function quickstartCommand(opts: QuickstartOptions, io: CliIO): Pro
     await runner.close();
   }
   await quickstartTelemetry({ work, bundle, trustDir, images: calibrationDir, ...(opts.limit ? { limit: opts.limit } : {}) }, io);
+  await quickstartFlash({ work, before: asCompiled, bundle, trustDir, key: keys.privateKey, images: calibrationDir }, io);
   io.out('\nNext: edgeexit inspect <model.onnx>, edgeexit eval <model.onnx> --data calibration, edgeexit compile <model.onnx> --device <id> --out <bundle>, edgeexit devices --show rpi4.');
   return rows;
 }
