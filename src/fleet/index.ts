@@ -41,3 +41,28 @@ export {
 export { startFileServer, type FileServer, type FileServerOptions, type FileServerStats } from './file-server.js';
 export { stageBundleFiles, publishJobs, readJobs, cancelJob, jobFinished, type StagedBundle, type FlashTarget, type DeviceJob } from './jobs.js';
 export { JobStates, MAX_JOB_DEVICES, type DeviceJobState } from './job-states.js';
+export {
+  DEFAULT_SPEC,
+  advanceRollout,
+  cohortStats,
+  evaluateGates,
+  gatesDue,
+  isPermanent,
+  newRollout,
+  parseCanary,
+  parseDuration,
+  parseGate,
+  parsePercent,
+  parseWaves,
+  planRollout,
+  type BundleInfo,
+  type ClassPlan,
+  type CohortStats,
+  type FleetDevice,
+  type Gate,
+  type GateResult,
+  type RolloutRecord,
+  type RolloutSpec,
+} from './rollout-plan.js';
+export { RolloutDriver, createRollout, fleetDevices, planFromStore, FINAL_ROLLOUT_STATES, type RolloutDriverOptions, type CreateRolloutOptions } from './rollout.js';
+export { SimJobDevice, type SimJobDeviceOptions, type SimJobFaults } from './simulate-jobs.js';

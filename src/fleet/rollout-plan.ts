@@ -9,7 +9,6 @@
 // bundle that is slow on one board says nothing about the others.
 import type { JobState } from '../agent/job-protocol.js';
 import { InputError, formatProblem } from '../util/errors.js';
-import type { WindowRow } from './fleet-store.js';
 
 // ---- flags ----
 
@@ -189,6 +188,15 @@ export function planRollout(devices: readonly FleetDevice[], target: string, spe
 
 // ---- gates ----
 
+/** What the cohort statistics read of a stored window (a WindowRow has these). */
+export interface StatsWindow {
+  count: number;
+  joules: number;
+  latencyP95: number;
+  exitHistogram: number[];
+  accuracy?: { correct: number; labelled: number };
+}
+
 /** What a cohort's stored windows say, over one stretch of time. */
 export interface CohortStats {
   devices: number;
@@ -211,7 +219,7 @@ export interface CohortStats {
  *
  * @example cohortStats(new Map([['pi-1', windows]])).p95Ms
  */
-export function cohortStats(byDevice: ReadonlyMap<string, readonly WindowRow[]>): CohortStats {
+export function cohortStats(byDevice: ReadonlyMap<string, readonly StatsWindow[]>): CohortStats {
   let windows = 0, count = 0, joules = 0, p95w = 0, labelled = 0, correct = 0, silent = 0;
   const exits: number[] = [];
   for (const rows of byDevice.values()) {
@@ -430,6 +438,8 @@ const ACTIVE: readonly DevicePhase[] = ['updating', 'rolling-back'];
 /**
  * The classes whose current step finished and baked `windowMs`: the driver computes their cohort
  * statistics and passes gate results in the next `advanceRollout`.
+ *
+ * @example gatesDue(record, Date.now()) // ['rpi4']: judge rpi4's canary now
  */
 export function gatesDue(r: RolloutRecord, now: number): string[] {
   if (r.status !== 'running') return [];
@@ -438,7 +448,11 @@ export function gatesDue(r: RolloutRecord, now: number): string[] {
     .map(([c]) => c);
 }
 
-/** The devices of a class whose windows are the updated cohort (on the target, committed) and the control (not yet sent it). */
+/**
+ * The devices of a class whose windows are the updated cohort (on the target, committed) and the control (not yet sent it).
+ *
+ * @example cohortsOf(record, 'rpi4').control.length // devices of rpi4 still on the old bundle
+ */
 export function cohortsOf(r: RolloutRecord, cls: string): { updated: { device: string; since: number }[]; control: string[] } {
   const mine = Object.entries(r.devices).filter(([, d]) => d.class === cls);
   return {
