@@ -483,7 +483,7 @@ export function advanceRollout(r0: RolloutRecord, input: TickInput): { record: R
   }
   for (const [device, d] of Object.entries(r.devices)) readReport(r, device, d, input.states.get(device), now);
   for (const [cls, t] of Object.entries(r.classes)) if (t.status === 'running') judgeClass(r, cls, t, input.gates?.get(cls), now);
-  const orders = r.status === 'running' || r.status === 'paused' ? sendJobs(r, now) : [];
+  const orders = r.status === 'running' || r.status === 'paused' ? sendJobs(r, now, input.states) : [];
   settle(r);
   return { record: r, orders };
 }
@@ -575,7 +575,7 @@ function abortClass(r: RolloutRecord, cls: string, reason: string, now: number):
   }
 }
 
-function sendJobs(r: RolloutRecord, now: number): JobOrder[] {
+function sendJobs(r: RolloutRecord, now: number, states: ReadonlyMap<string, SeenState>): JobOrder[] {
   const orders: JobOrder[] = [];
   let busy = Object.values(r.devices).filter((d) => ACTIVE.includes(d.phase) && d.published).length;
   // Rollbacks first and whatever the pause: a device on a bad bundle should not wait.
@@ -603,6 +603,9 @@ function sendJobs(r: RolloutRecord, now: number): JobOrder[] {
     const step = t.steps[d.step]!;
     step.openedAt ??= now;
     if (opening) {
+      // What the device says it runs now is its rollback target (a birth can be older than a switch in place).
+      const active = states.get(id)?.active;
+      if (active && active !== r.target.bundle) d.from = active;
       d.phase = 'updating';
       d.attempt = 0;
       r.touched++;
