@@ -131,7 +131,13 @@ MOSQUITTO.describe('rollouts through Mosquitto with 200 simulated devices', () =
     const shown = await rolloutStatusCommand({ db, id: created.id, json: true }, { out: (t) => lines.push(t), err: () => undefined });
     expect(JSON.parse(lines[0]!).classes[BAD_CLASS].status).toBe('aborted');
     expect(shown.id).toBe(created.id);
-    console.log(`rollout figures: ${N} devices, 3 classes, ${seconds.toFixed(1)} s to full rollout of the good classes, ${touched.length} devices touched by the bad bundle (of ${bad.length} in ${BAD_CLASS}), on ${os.cpus()[0]?.model} x${os.cpus().length}`);
+    const at = (t: number | undefined) => (((t ?? NaN) - final.createdAt) / 1000).toFixed(1);
+    const backs = Object.values(final.devices).filter((d) => d.phase === 'rolled-back');
+    const done = CLASSES.filter((c) => c !== BAD_CLASS).map((c) => `${c} ${at(final.classes[c]!.steps.at(-1)!.passedAt)} s`);
+    console.log(
+      `rollout figures: ${N} devices, 3 classes; full rollout ${seconds.toFixed(1)} s (${done.join(', ')}); ${BAD_CLASS} aborted at ${at(Math.max(...backs.map((d) => d.since)))} s, ` +
+        `rolled back by ${at(Math.max(...backs.map((d) => d.committedAt!)))} s; ${touched.length} of ${bad.length} ${BAD_CLASS} devices touched by the bad bundle; ${os.cpus()[0]?.model} x${os.cpus().length}, load ${os.loadavg()[0]!.toFixed(1)}`,
+    );
   }, 300_000);
 
   it('a driver killed with SIGKILL mid-rollout is started again and finishes the rollout', async () => {
