@@ -1,6 +1,11 @@
 // The rollout planner without a broker: flags, plans per class, gates, and ticks of the record
 // driven by made-up job states (what the driver would read from the broker).
+import { promises as fsp } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { describeRollout } from '../../src/cli/commands/rollout.js';
+import { openFleetStore } from '../../src/fleet/store.js';
 import type { WindowRow } from '../../src/fleet/fleet-store.js';
 import {
   DEFAULT_SPEC,
@@ -211,5 +216,45 @@ describe('advanceRollout', () => {
     r = sim.tick(20_002, undefined, { seq: 3, command: 'abort' });
     expect(r.classes.a!.reason).toBe('aborted by the operator');
     expect(sim.sent.at(-1)).toMatchObject({ device: 'a-000', rollback: true });
+  });
+});
+
+describe('rollout record in the SQLite fleet store', () => {
+  it('saves and reads the record; a command is numbered and kept across the driver saving the record', async () => {
+    const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'edgeexit-rollout-store-'));
+    const store = openFleetStore(path.join(dir, 'fleet.db'));
+    try {
+      const r = start({ a: 3 });
+      await store.saveRollout(r);
+      expect(await store.commandRollout('ro-nope', 'pause')).toBeNull();
+      expect(await store.commandRollout(r.id, 'pause')).toBe(1);
+      // The driver saves the record it read before the command: the command survives.
+      await store.saveRollout({ ...r, updatedAt: 5 });
+      const got = (await store.rollout(r.id))!;
+      expect(got.command).toEqual({ seq: 1, command: 'pause' });
+      expect(got.record).toEqual({ ...r, updatedAt: 5 });
+      expect(await store.commandRollout(r.id, 'resume')).toBe(2);
+      await store.saveRollout({ ...r, id: 'ro-later', createdAt: 10 });
+      expect((await store.rollouts()).map((x) => x.id)).toEqual(['ro-later', 'ro-t']);
+      expect(await store.rollout('ro-nope')).toBeNull();
+    } finally {
+      await store.close();
+      await fsp.rm(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('rollout status text', () => {
+  it('shows each class step with its counts and gate reasons, and each device with its phase and reason', () => {
+    const sim = new Sim(start({ a: 2, b: 2 }), () => 'succeeded');
+    sim.tick(0);
+    sim.tick(10);
+    const r = sim.tick(1010, new Map<string, GateResult[]>([...pass(['a']), ...fail]));
+    const text = describeRollout(r);
+    expect(text).toMatch(/^rollout ro-t +fleet f +m 2 \(bbbbbbbbbbbb\) +running/);
+    expect(text).toMatch(/b +canary +aborted +1 +0 +0 +0 +1 +fail p95 2x/);
+    expect(text).toMatch(/b +aborted .*gate breach after the canary: p95<1.1x \(p95 2x\)/);
+    expect(text).toMatch(/b-000 +b +canary +rolling-back .*rolling back: gate breach/);
+    expect(text).toMatch(/b-001 +b +wave 2 +skipped .*not sent: class aborted/);
   });
 });
