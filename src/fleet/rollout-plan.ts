@@ -549,7 +549,12 @@ function judgeClass(r: RolloutRecord, cls: string, t: ClassTrack, gates: GateRes
   step.gates = gates;
   const failing = gates.filter((g) => g.verdict === 'fail');
   if (failing.length) return abortClass(r, cls, `gate breach after the ${step.name}: ${failing.map((g) => `${g.gate} (${g.reason})`).join('; ')}`, now);
-  if (gates.some((g) => g.verdict === 'unknown') && now < step.doneAt + r.spec.windowMs + r.spec.stepTimeoutMs) return;
+  const unknown = gates.filter((g) => g.verdict === 'unknown');
+  if (unknown.length && now < step.doneAt + r.spec.windowMs + r.spec.stepTimeoutMs) return;
+  // Past the step timeout: updated devices that still sent nothing to judge are a failure; a
+  // control with no data (no device left on the old bundle, no baseline) is not the bundle's fault.
+  const blind = unknown.filter((g) => g.updated === null);
+  if (blind.length) return abortClass(r, cls, `no telemetry from the updated devices of the ${step.name} within the step timeout: ${blind.map((g) => g.reason).join('; ')}`, now);
   step.passedAt = now;
   t.current++;
   if (t.current >= t.steps.length) t.status = 'completed';

@@ -258,3 +258,26 @@ describe('rollout status text', () => {
     expect(text).toMatch(/b-001 +b +wave 2 +skipped .*not sent: class aborted/);
   });
 });
+
+describe('gates that cannot be judged', () => {
+  const unknown = (updated: number | null): Map<string, GateResult[]> => new Map([['a', [{ gate: 'p95<1.1x', verdict: 'unknown', updated, control: updated === null ? 1 : null, value: null, reason: 'p95: no data' }]]]);
+
+  it('waits for them up to the step timeout, then aborts when the updated devices sent nothing', () => {
+    const sim = new Sim(start({ a: 4 }), () => 'succeeded');
+    sim.tick(0);
+    sim.tick(10);
+    let r = sim.tick(1010, unknown(null));
+    expect(r.classes.a!).toMatchObject({ status: 'running', current: 0 });
+    r = sim.tick(11_011, unknown(null));
+    expect(r.classes.a!.status).toBe('aborted');
+    expect(r.classes.a!.reason).toMatch(/no telemetry from the updated devices of the canary/);
+  });
+
+  it('goes on after the step timeout when only the control has no data', () => {
+    const sim = new Sim(start({ a: 4 }), () => 'succeeded');
+    sim.tick(0);
+    sim.tick(10);
+    const r = sim.tick(11_011, unknown(1));
+    expect(r.classes.a!).toMatchObject({ status: 'running', current: 1 });
+  });
+});
