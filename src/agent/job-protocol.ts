@@ -51,6 +51,8 @@ export const JobSchema = z.strictObject({
   signature: fileRef,
   /** Trial length on the device (ms); the device's default when absent. */
   trialMs: z.int().min(0).max(3_600_000).optional(),
+  /** Seconds from issuedAt the job may take; past it the device stops and reports timed-out. */
+  timeoutS: z.int().min(1).max(30 * 24 * 3600).optional(),
 });
 /** A job as the operator signs it. */
 export type Job = z.output<typeof JobSchema>;

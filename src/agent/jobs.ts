@@ -64,8 +64,23 @@ interface JobRecord {
   report: JobStateReport;
 }
 
+/** States waiting for the broker at most (a device offline for long does not grow without bound). */
+const MAX_QUEUED_STATES = 64;
+
 /** A refusal found before anything was installed: reported as rejected, not failed. */
 class Refusal extends Error {}
+
+/** Why a running job was stopped (the AbortSignal's reason). */
+type StopReason = 'cancel' | 'timeout' | 'shutdown';
+
+const stopReason = (signal: AbortSignal): StopReason | undefined => (signal.aborted ? (signal.reason as StopReason) : undefined);
+
+/** What a job stopped at `step` reports: canceled or timed out; undefined on shutdown (it resumes at the next start). */
+function stoppedState(why: StopReason, step: string, deadline: string | undefined): [JobState, string] | undefined {
+  if (why === 'cancel') return ['canceled', `canceled by the operator during the ${step}`];
+  if (why === 'timeout') return ['timed-out', `timed out during the ${step} (deadline ${deadline}); flash again with a longer --timeout`];
+  return undefined;
+}
 
 /**
  * Publishes states in order, retained at QoS 1, each until the broker acknowledged it (a state
@@ -124,6 +139,8 @@ class JobLink {
     // The head may be in flight; only a waiting entry is replaced.
     if (last && last.key === key && (this.queue.length > 1 || !this.inflight)) last.bytes = bytes;
     else this.queue.push({ key, bytes });
+    // Offline for long: keep the head (maybe in flight) and the newest states, the retained one matters most.
+    if (this.queue.length > MAX_QUEUED_STATES) this.queue.splice(1, this.queue.length - MAX_QUEUED_STATES);
     void this.flush();
   }
 
@@ -226,7 +243,7 @@ export class JobAgent {
       const trust = await loadTrustStore(this.o.trustDir);
       const c = checkSignedJob(payload, trust, this.o);
       if (c.ok && this.running?.job === c.job.job) {
-        if (c.job.canceled) this.running.abort.abort();
+        if (c.job.canceled) this.running.abort.abort('cancel');
         return;
       }
       this.enqueue(payload);
@@ -257,7 +274,8 @@ export class JobAgent {
   }
 
   async close(): Promise<void> {
-    this.running?.abort.abort();
+    // Not a verdict: the job keeps its in-progress record and resumes at the next start.
+    this.running?.abort.abort('shutdown');
     await this.done;
     await this.link.close();
   }
@@ -322,9 +340,12 @@ export class JobAgent {
     }
     const abort = new AbortController();
     this.running = { job: c.job.job, abort };
+    const left = deadlineOf(c.job) - Date.now();
+    const timer = Number.isFinite(left) ? setTimeout(() => abort.abort('timeout'), Math.max(0, left)) : undefined;
     try {
       await this.run(raw, c.job, attempts, abort.signal);
     } finally {
+      clearTimeout(timer);
       this.running = undefined;
     }
   }
@@ -343,7 +364,16 @@ export class JobAgent {
       await step(state, 'done', state === 'succeeded' ? 1 : this.record?.report.progress ?? 0, reason);
       await this.cleanStaging(job);
     };
+    const deadline = job.timeoutS !== undefined ? new Date(deadlineOf(job)).toISOString() : undefined;
+    const stopped = async (at: string): Promise<boolean> => {
+      const why = stopReason(signal);
+      if (!why) return false;
+      const st = stoppedState(why, at, deadline);
+      if (st) await end(...st);
+      return true;
+    };
     const max = this.o.maxAttempts ?? DEFAULT_MAX_ATTEMPTS;
+    if (deadline && Date.now() > deadlineOf(job)) return end('timed-out', `not started before its deadline ${deadline}; flash again`);
     if (attempts > max) return end('failed', `interrupted ${attempts - 1} times (the agent stopped mid-job each time); flash again to retry`);
     await step('in-progress', 'check', 0.02);
     if (job.manifest.sha256 !== job.bundle) return end('rejected', `job: manifest sha256 ${job.manifest.sha256} is not the bundle id ${job.bundle}; publish it again with \`edgeexit flash\``);
@@ -351,13 +381,14 @@ export class JobAgent {
 
     await step('in-progress', 'download', 0.05);
     const fetched = await this.download(job, signal, (p) => void step('in-progress', 'download', 0.05 + 0.75 * p));
-    if (signal.aborted) return end('canceled', 'canceled by the operator during the download');
+    if (await stopped('download')) return;
     if (!fetched.ok) return end(fetched.state, fetched.reason);
 
     await step('in-progress', 'verify', 0.82);
     const r = await this.install(job, signal, (s, p) => step('in-progress', s, p));
     await this.o.switchNow?.();
-    const [state, reason] = outcomeOf(r, signal.aborted);
+    if (r.state === 'rolled-back' && (await stopped('trial'))) return;
+    const [state, reason] = outcomeOf(r);
     return end(state, reason);
   }
 
@@ -445,7 +476,7 @@ export class JobAgent {
         await this.o.switchNow?.();
         const before = t.from ? this.store.bundleDir(t.from) : null;
         const v = this.o.watch ? await this.o.watch.trial(before, t.dir, policy, signal) : await wait(policy.durationMs, signal).then(() => ({ ok: true as const }));
-        if (signal.aborted) return { ok: false, reason: 'canceled by the operator during the trial' };
+        if (signal.aborted) return { ok: false, reason: `stopped during the trial (${String(signal.reason)})` };
         if (!v.ok) return { ok: false, reason: v.reason ?? 'the trial failed' };
         await step('commit', 0.98);
         return { ok: true };
@@ -462,9 +493,13 @@ function wait(ms: number, signal: AbortSignal): Promise<void> {
 }
 
 /** The job's final state from the install's result. */
-function outcomeOf(r: InstallResult, canceled: boolean): [JobState, string | undefined] {
+function deadlineOf(job: Job): number {
+  return job.timeoutS !== undefined ? Date.parse(job.issuedAt) + job.timeoutS * 1000 : Infinity;
+}
+
+function outcomeOf(r: InstallResult): [JobState, string | undefined] {
   if (r.state === 'committed' || r.state === 'unchanged') return ['succeeded', r.reason];
-  if (r.state === 'rolled-back') return [canceled ? 'canceled' : 'rolled-back', r.reason];
+  if (r.state === 'rolled-back') return ['rolled-back', r.reason];
   const refused = /^(incompatible with this device|model .* is older than)/.test(r.reason ?? '');
   return [refused ? 'rejected' : 'failed', r.reason];
 }

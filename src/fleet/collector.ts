@@ -40,6 +40,7 @@ import { openFleetStore } from './store.js';
 import { BatchedIngest, IngestGuard, type BatchOptions, type SettledWindows } from './ingest.js';
 import { startFleetHttp, type FleetHttpServer, type HttpListen } from './http.js';
 import { JobStates } from './job-states.js';
+import { jobFilters } from '../agent/job-protocol.js';
 
 export const SHARE_GROUP = 'edgeexit-collectors';
 
@@ -225,6 +226,10 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
     const attach = async (c: MqttConnection): Promise<void> => {
       conn = c;
       await c.subscribe(subscription, 1);
+      // MQTT 5 sends no retained messages on a shared subscription and only a share of live ones
+      // (Mosquitto 2 does send retained ones; brokers that follow the spec do not): every collector
+      // reads every device's job state on a plain one too (JobStates takes a repeat twice).
+      if (protocolVersion === 5) await c.subscribe(jobFilters(opts.fleet).state, 1);
       c.onClose((err) => {
         if (closing) return;
         log(`connection to ${url} lost${err ? `: ${err.message}` : ''}; reconnecting`);

@@ -208,7 +208,7 @@ export async function startFileServer(opts: FileServerOptions): Promise<FileServ
   };
 
   keepConnected(await connect());
-  log(`file server ${clientId}: serving ${index.size} files`);
+  log(`file server ${clientId}: serving ${index.size} files${opts.blobDirs?.length ? ` and every file by hash in ${opts.blobDirs.join(', ')}` : ''}`);
   return {
     files: new Set(index.keys()),
     stats: () => ({ ...stats, refused: { ...stats.refused } }),

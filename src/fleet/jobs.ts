@@ -76,7 +76,7 @@ export interface FlashTarget {
  * const jobs = await publishJobs(conn, staged, [{ fleet: 'lab', device: 'pi-07' }], key);
  * ```
  */
-export async function publishJobs(conn: MqttConnection, staged: StagedBundle, targets: readonly FlashTarget[], key: KeyObject, opts: { rollback?: boolean; trialMs?: number; jobId?: string } = {}): Promise<Job[]> {
+export async function publishJobs(conn: MqttConnection, staged: StagedBundle, targets: readonly FlashTarget[], key: KeyObject, opts: { rollback?: boolean; trialMs?: number; timeoutS?: number; jobId?: string } = {}): Promise<Job[]> {
   const issuedAt = new Date().toISOString();
   const id = opts.jobId ?? `flash-${issuedAt.replace(/[-:]/g, '').replace(/\..*/, '')}-${randomUUID().slice(0, 8)}`;
   const out: Job[] = [];
@@ -93,6 +93,7 @@ export async function publishJobs(conn: MqttConnection, staged: StagedBundle, ta
       issuedAt,
       ...staged.refs,
       ...(opts.trialMs !== undefined ? { trialMs: opts.trialMs } : {}),
+      ...(opts.timeoutS !== undefined ? { timeoutS: opts.timeoutS } : {}),
     };
     await conn.publish(jobTopics(t.fleet, t.device).desired, Buffer.from(JSON.stringify(signJob(job, key))), { qos: 1, retain: true });
     out.push(job);

@@ -5,7 +5,7 @@
 import { spawn } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, expect, it } from 'vitest';
 import { BundleStore, installBundle } from '../../src/agent/index.js';
 import { decodeJobState, jobTopics } from '../../src/agent/job-protocol.js';
 import { loadPrivateKey } from '../../src/bundle/signing.js';
@@ -13,6 +13,9 @@ import { loadTrustStore } from '../../src/bundle/trust.js';
 import { verifyBundle } from '../../src/bundle/files.js';
 import { startFileServer, type FileServer } from '../../src/fleet/file-server.js';
 import { publishJobs, stageBundleFiles } from '../../src/fleet/jobs.js';
+import { JOB_RECORD_FILE, JobAgent } from '../../src/agent/jobs.js';
+import { promises as fsp } from 'node:fs';
+import { until } from '../support/wait.js';
 import { connectMqtt, type MqttConnection } from '../../src/telemetry/mqtt/client.js';
 import { MOSQUITTO, startBroker, type Broker } from '../telemetry/mqtt/broker.js';
 import { scratch } from '../runtime/helpers.js';
@@ -93,4 +96,32 @@ MOSQUITTO.describe('kill -9 of the job agent mid-flash', () => {
       expect(seen).toMatchObject({ job: job!.job, state: 'succeeded', attempts: 2, active: staged.bundle });
     }, 120_000);
   }
+
+  it('a state reached while the broker is down is published once it is back (retried until acknowledged)', async () => {
+    const device = 'broker-down';
+    const root = await scratch('flash-broker-down');
+    expect((await installBundle({ root, bundle: v1, trustDir: fx.trustDir })).state).toBe('committed');
+    const seen: string[] = [];
+    const agent = new JobAgent({ brokerUrl: broker.url, root, trustDir: fx.trustDir, fleet: 'lab', device, trial: { durationMs: 2_000 }, onState: (r) => void seen.push(r.step ?? r.state) });
+    await agent.start();
+    try {
+      const staged = await stageBundleFiles(v2, files);
+      const [job] = await publishJobs(conn, staged, [{ fleet: 'lab', device }], await loadPrivateKey(fx.privateKey));
+      await until(() => seen.includes('trial'), 'the trial', 60_000);
+      await broker.stop();
+      // The job finishes offline: its record says so, the broker has not heard it.
+      const record = path.join(root, JOB_RECORD_FILE);
+      await until(() => seen.includes('done'), 'the verdict, offline', 60_000);
+      expect(JSON.parse(await fsp.readFile(record, 'utf8'))).toMatchObject({ report: { job: job!.job, state: 'succeeded' } });
+      await broker.start();
+      await agent.idle();
+      // The broker kept nothing across its restart (no persistence): what it holds now the device sent after.
+      const retained = await new Promise<ReturnType<typeof decodeJobState>>((resolve) => {
+        void connectMqtt({ url: broker.url, clientId: 'after-restart', protocolVersion: 5, onMessage: (m) => resolve(decodeJobState(m.payload)) }).then((c) => c.subscribe(jobTopics('lab', device).state, 1).then(() => setTimeout(() => void c.end(), 2_000)));
+      });
+      expect(retained).toMatchObject({ job: job!.job, state: 'succeeded', active: staged.bundle });
+    } finally {
+      await agent.close();
+    }
+  }, 120_000);
 });

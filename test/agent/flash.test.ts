@@ -6,7 +6,7 @@
 // version without --rollback, a canceled job (which stops and is not retried).
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, expect, it } from 'vitest';
 import { BundleStore, installBundle } from '../../src/agent/index.js';
 import { jobTopics, signJob, type Job, type JobStateReport, decodeJobState } from '../../src/agent/job-protocol.js';
 import { agentCommand } from '../../src/cli/commands/agent.js';
@@ -124,8 +124,8 @@ MOSQUITTO.describe('flash jobs through Mosquitto', () => {
     };
   }
 
-  const flash = (bundle: string, to: string, extra: { rollback?: boolean; key?: string; trialMs?: number } = {}) =>
-    flashCommand({ bundle, to: [`lab/${to}`], key: extra.key ?? fx.privateKey, files, broker: broker.url, ...(extra.rollback ? { rollback: true } : {}), ...(extra.trialMs !== undefined ? { trialMs: extra.trialMs } : {}) }, quiet);
+  const flash = (bundle: string, to: string, extra: { rollback?: boolean; key?: string; trialMs?: number; timeout?: number } = {}) =>
+    flashCommand({ bundle, to: [`lab/${to}`], key: extra.key ?? fx.privateKey, files, broker: broker.url, ...(extra.rollback ? { rollback: true } : {}), ...(extra.trialMs !== undefined ? { trialMs: extra.trialMs } : {}), ...(extra.timeout !== undefined ? { timeout: extra.timeout } : {}) }, quiet);
   const final = (id: string, job: string) => until(() => states.get(id)?.job === job && !['in-progress', 'queued'].includes(states.get(id)!.state), `${id}: ${job} finished`);
   const jobsTable = async (): Promise<string> => {
     let out = '';
@@ -245,6 +245,19 @@ MOSQUITTO.describe('flash jobs through Mosquitto', () => {
     }
   }, 240_000);
 
+  it('a job past its --timeout stops where it is, rolls back, and reports timed-out', async () => {
+    const d = await device();
+    try {
+      const before = await d.store.current();
+      const [job] = await flash(b.v2!, d.id, { trialMs: 120_000, timeout: 3 });
+      await final(d.id, job!.job);
+      expect(states.get(d.id)).toMatchObject({ state: 'timed-out', active: before, reason: expect.stringMatching(/timed out during the (trial|download) \(deadline .*\); flash again with a longer --timeout/) });
+      expect(await d.store.current()).toBe(before);
+    } finally {
+      await d.stop();
+    }
+  }, 180_000);
+
   it('the command line: flash --wait prints the verdicts, jobs --json lists them, cancel of an unknown id names the known ones', async () => {
     const d = await device();
     try {
@@ -255,6 +268,27 @@ MOSQUITTO.describe('flash jobs through Mosquitto', () => {
       expect(list.code, list.err).toBe(0);
       const mine = (JSON.parse(list.out) as { device: string; state?: { state: string }; desired?: { model: { version: string } } }[]).find((x) => x.device === d.id);
       expect(mine).toMatchObject({ state: { state: 'succeeded' }, desired: { model: { version: '1.1.0' } } });
+      // A collector started now has every device's state at once (retained, plain subscription beside its shared one).
+      const late = await startCollector({ brokerUrl: broker.url, dbFile: path.join(fx.dir, 'late.db'), clientId: 'late-collector', onLog: () => undefined });
+      try {
+        expect(late.protocolVersion).toBe(5);
+        await until(() => late.jobs.get('lab', d.id)?.state === 'succeeded', 'the late collector has the retained state');
+      } finally {
+        await late.close();
+      }
+      // --group: every device of the fleet that reports a state (each agent does from its start).
+      const none = await runCli('flash', b.v2!, '--group', 'nosuch', '--key', fx.privateKey, '--files', files, '--broker', broker.url);
+      expect(none.code).toBe(2);
+      expect(none.err).toMatch(/got group nosuch with no device reporting/);
+      const group = await flashCommand({ bundle: b.v2!, group: 'lab', key: fx.privateKey, files, broker: broker.url }, quiet);
+      expect(group.map((j) => j.device).sort()).toEqual([...states.keys()].sort());
+      await final(d.id, group[0]!.job);
+      expect(states.get(d.id)).toMatchObject({ state: 'succeeded', reason: 'this bundle is already active' });
+      const keep = await runCli('agent', '--root', d.root, '--watch', watch, '--telemetry', broker.url, '--keep', '-1');
+      expect(keep.code).toBe(2);
+      expect(keep.err).toMatch(/--keep: expected an integer ≥ 0, got -1/);
+      const ratio = await runCli('agent', '--root', d.root, '--watch', watch, '--telemetry', broker.url, '--trial-max-p95-ratio', '0.5');
+      expect(ratio.err).toMatch(/--trial-max-p95-ratio: expected a factor ≥ 1/);
       const cancel = await runCli('jobs', 'cancel', 'no-such-job', '--key', fx.privateKey, '--broker', broker.url);
       expect(cancel.code).toBe(2);
       expect(cancel.err).toMatch(/no device has job no-such-job.*published jobs: flash-/);

@@ -2,11 +2,10 @@
 // calibrated one (a thresholds-only update) as a signed job through a throwaway Mosquitto, and the
 // job succeeds with only the manifest and its signature on the wire.
 import path from 'node:path';
-import { expect, it } from 'vitest';
-import { BundleStore } from '../../src/agent/store.js';
-import { bundleId } from '../../src/agent/store.js';
-import { quickstartFlash } from '../../src/cli/commands/quickstart-flash.js';
+import { expect } from 'vitest';
 import { promises as fsp } from 'node:fs';
+import { BundleStore, bundleId } from '../../src/agent/store.js';
+import { quickstartFlash } from '../../src/cli/commands/quickstart-flash.js';
 import { MOSQUITTO } from '../support/require.js';
 import { FMNIST, scratch } from '../runtime/helpers.js';
 import { compileFixture, variant } from './helpers.js';

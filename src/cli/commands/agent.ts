@@ -52,6 +52,8 @@ export interface AgentCommandOptions extends TelemetryCliOptions {
   pollMs?: number;
   /** With --root: run flash jobs from the broker (default true; --no-jobs turns it off). */
   jobs?: boolean;
+  /** Earlier bundles a flash job keeps for rollback (default 2). */
+  keep?: number;
   /** Flash job trial length in ms when the job names none (default 10000). */
   trialMs?: number;
   /** Roll a flash job back when its p95 per image exceeds the previous bundle's by this factor (default 1.5). */
@@ -118,6 +120,15 @@ function followStore(store: BundleStore, start: string, runner: SwappableRunner,
   return { stop, checkNow };
 }
 
+function checkJobFlags(o: AgentCommandOptions): void {
+  const bad = (flag: string, v: number | undefined, ok: (n: number) => boolean, expected: string): void => {
+    if (v !== undefined && !ok(v)) throw new InputError(formatProblem({ where: flag, expected, got: String(v) }));
+  };
+  bad('--keep', o.keep, (n) => Number.isInteger(n) && n >= 0, 'an integer ≥ 0');
+  bad('--trial-ms', o.trialMs, (n) => Number.isInteger(n) && n >= 0 && n <= 3_600_000, 'whole milliseconds from 0 to 3600000');
+  bad('--trial-max-p95-ratio', o.trialMaxP95Ratio, (n) => Number.isFinite(n) && n >= 1, 'a factor ≥ 1 (1.5: 50 % slower is too slow)');
+}
+
 /** Flash jobs for this device over the telemetry broker, with the same credentials (see agent/jobs.ts). */
 async function startJobs(opts: AgentCommandOptions, flags: ReturnType<typeof telemetryFlags>, t: DeviceTelemetry, runner: SwappableRunner, checkNow: () => Promise<void>, io: CliIO): Promise<JobAgent> {
   const tls = await readTls(flags.tls);
@@ -132,6 +143,7 @@ async function startJobs(opts: AgentCommandOptions, flags: ReturnType<typeof tel
     trustDir: opts.trustDir ?? defaultTrustDir(),
     ...(opts.device !== undefined ? { deviceProfile: opts.device } : {}),
     ...(opts.threads !== undefined ? { threads: opts.threads } : {}),
+    ...(opts.keep !== undefined ? { keep: opts.keep } : {}),
     trial: { ...(opts.trialMs !== undefined ? { durationMs: opts.trialMs } : {}), ...(opts.trialMaxP95Ratio !== undefined ? { maxP95Ratio: opts.trialMaxP95Ratio } : {}) },
     watch: new LatencyWatch(runner),
     switchNow: checkNow,
@@ -151,6 +163,7 @@ export async function agentCommand(opts: AgentCommandOptions, io: CliIO, signal:
   if (!st?.isDirectory())
     throw new InputError(formatProblem({ where: '--watch', expected: 'a folder images arrive in', got: opts.watch === undefined ? 'nothing' : show(opts.watch), fix: 'create the folder, or point --watch at an existing one' }));
   const thresholds = parseThresholds(opts.threshold);
+  checkJobFlags(opts);
   if (opts.batch !== undefined && !(Number.isInteger(opts.batch) && opts.batch >= 1)) throw new InputError(formatProblem({ where: '--batch', expected: 'a positive integer', got: String(opts.batch) }));
   const source = await bundleSource(opts);
   const loaded = await loadBundleFromFlags({ ...opts, bundle: source.bundle }, io);
@@ -235,6 +248,7 @@ export function agentModule(io: CliIO): AnyCommandBody {
         .option('device', { type: 'string', describe: "Device profile: providers, threads, energy sensor, power model (default: the bundle's target)" })
         .option('threads', { type: 'number', describe: 'Intra-op threads' })
         .option('jobs', { type: 'boolean', describe: 'With --root: run flash jobs published for this device (`edgeexit flash`); --no-jobs turns it off', default: true })
+        .option('keep', { type: 'number', describe: 'With --root: earlier bundles a flash job keeps for rollback (default 2)' })
         .option('trial-ms', { type: 'number', describe: 'Flash job trial length when the job names none (default 10000)' })
         .option('trial-max-p95-ratio', { type: 'number', describe: "Roll a flash job back when the new bundle's p95 per image exceeds the previous one's by this factor (default 1.5)" })
         .example('$0 agent bundles/branchy-rpi4 --watch /var/spool/camera --telemetry mqtt://collector.local --fleet lab --device-id pi-07', '')

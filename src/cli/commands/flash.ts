@@ -36,6 +36,8 @@ export interface FlashOptions extends BrokerFlags {
   files?: string;
   rollback?: boolean;
   trialMs?: number;
+  /** Seconds the job may take from now; past it devices stop and report timed-out. */
+  timeout?: number;
   wait?: boolean;
   /** Seconds --wait waits for every device (default 600). */
   waitTimeout?: number;
@@ -119,6 +121,7 @@ async function waitForJobs(o: FlashOptions, jobs: readonly Job[], io: CliIO): Pr
 }
 
 export async function flashCommand(o: FlashOptions, io: CliIO): Promise<Job[]> {
+  if (o.timeout !== undefined && !(Number.isInteger(o.timeout) && o.timeout >= 1)) throw new InputError(formatProblem({ where: '--timeout', expected: 'whole seconds ≥ 1', got: String(o.timeout) }));
   const targets = await targetsOf(o);
   const key = await loadPrivateKey(o.key);
   const staged = await stageBundleFiles(o.bundle, o.files ?? DEFAULT_FILES_DIR);
@@ -126,7 +129,7 @@ export async function flashCommand(o: FlashOptions, io: CliIO): Promise<Job[]> {
   const conn = await connect(o, 'flash');
   let jobs: Job[];
   try {
-    jobs = await publishJobs(conn, staged, targets, key, { ...(o.rollback ? { rollback: true } : {}), ...(o.trialMs !== undefined ? { trialMs: o.trialMs } : {}) });
+    jobs = await publishJobs(conn, staged, targets, key, { ...(o.rollback ? { rollback: true } : {}), ...(o.trialMs !== undefined ? { trialMs: o.trialMs } : {}), ...(o.timeout !== undefined ? { timeoutS: o.timeout } : {}) });
   } finally {
     await conn.end();
   }
@@ -185,6 +188,7 @@ export function flashModule(io: CliIO): AnyCommandBody {
         .option('files', { type: 'string', describe: `Content-addressed folder file servers read (default ${DEFAULT_FILES_DIR})` })
         .option('rollback', { type: 'boolean', describe: 'Allow an older model version than the one running' })
         .option('trial-ms', { type: 'number', describe: 'Trial length on the device (default: the agent\'s)' })
+        .option('timeout', { type: 'number', describe: 'Seconds the job may take; past it a device stops (rolling back if it had switched) and reports timed-out' })
         .option('wait', { type: 'boolean', describe: 'Serve the files from here and wait until every device finished; exit 1 unless all succeeded' })
         .option('wait-timeout', { type: 'number', describe: 'Seconds --wait waits (default 600)' })
         .option('json', { type: 'boolean', describe: 'Machine-readable output' })

@@ -96,7 +96,7 @@ export async function quickstartFlash(o: QuickstartFlashOptions, io: CliIO): Pro
     // The agent reports (idle) once its job link is up; the flash waits for its verdict either way.
     for (let i = 0; i < 200 && !agentLog.some((l) => l.startsWith('agent: re-running')); i++) await new Promise((r) => setTimeout(r, 50));
     await flashCommand({ bundle: o.bundle, to: ['quickstart/device-1'], key: o.key, files: path.join(dir, 'files'), broker: broker.url, wait: true, waitTimeout: 120 }, io);
-    for (const l of agentLog.filter((l) => /^job |switched to|downloaded/.test(l))) io.out(`  agent: ${l}`);
+    for (const l of agentLog.filter((l) => /^job |switched to|downloaded/.test(l))) io.out(`  ${l.startsWith('agent: ') ? l : `agent: ${l}`}`);
     io.out('edgeexit jobs:');
     await jobsCommand({ broker: broker.url }, io);
     io.out(`(the job's record on the device: ${path.join(root, JOB_RECORD_FILE)}; across machines: \`edgeexit fleet enroll --operator ops\`, then \`edgeexit flash <bundle> --to <fleet>/<device> --broker …\`)`);
