@@ -188,6 +188,8 @@ export class RolloutDriver {
       manifest: o.bundle.manifest,
       signature: o.bundle.signature,
       ...(r.spec.trialMs !== undefined ? { trialMs: r.spec.trialMs } : {}),
+      // The device gives up at the step timeout too (rolling back if it switched) and says timed-out: retried.
+      timeoutS: Math.min(30 * 24 * 3600, Math.max(1, Math.ceil(r.spec.stepTimeoutMs / 1000))),
     };
     await this.o.conn.publish(jobTopics(r.fleet, o.device).desired, Buffer.from(JSON.stringify(signJob(job, this.o.key))), { qos: 1, retain: true });
   }
