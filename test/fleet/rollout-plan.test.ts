@@ -281,3 +281,23 @@ describe('gates that cannot be judged', () => {
     expect(r.classes.a!).toMatchObject({ status: 'running', current: 1 });
   });
 });
+
+describe('limits', () => {
+  it('keeps at most maxConcurrent jobs out', () => {
+    const sim = new Sim(start({ a: 10 }, { ...SPEC, canary: { kind: 'count', value: 6 }, maxConcurrent: 4 }), () => 'in-progress');
+    sim.tick(0);
+    expect(sim.sent.length).toBe(4);
+    sim.states.set('a-000', { job: 'ro-t-u1', state: 'succeeded', active: NEW });
+    sim.tick(10);
+    expect(sim.sent.map((s) => s.device)).toEqual(['a-000', 'a-001', 'a-002', 'a-003', 'a-004']);
+  });
+
+  it('aborts everything past the overall timeout', () => {
+    const sim = new Sim(start({ a: 4, b: 4 }, { ...SPEC, overallTimeoutMs: 5000 }), () => 'succeeded');
+    sim.tick(0);
+    sim.tick(10);
+    const r = sim.tick(5001);
+    expect(Object.values(r.classes).map((c) => c.reason)).toEqual(['overall timeout 5000 ms passed', 'overall timeout 5000 ms passed']);
+    expect(sim.sent.filter((s) => s.rollback).map((s) => s.device)).toEqual(['a-000', 'b-000']);
+  });
+});
