@@ -59,10 +59,12 @@ MOSQUITTO.describe('rollouts through Mosquitto with 200 simulated devices', () =
     await addTrustedKey(path.join(dir, 'trust'), keys.publicKey);
     const trust = await loadTrustStore(path.join(dir, 'trust'));
     const profiles = new Map(await Promise.all(CLASSES.map(async (c) => [c, await loadSimProfile(c)] as const)));
-    // The bad class runs V2 twice as slow; two devices elsewhere lose their first download of V2.
+    // The bad class runs V2 twice as slow; two devices elsewhere lose their first download of V2,
+    // one fails its self-test (permanent: not retried, 1 of 67 stays under the failure rate).
     const faults = (id: string, cls: string) => (b: string): SimJobFaults | undefined => {
       if (b === V2.bundle && cls === BAD_CLASS) return { latencyX: 2 };
       if (b === V2.bundle && (id === 'rpi4-0010' || id === 'jetson-nano-0020')) return { transientFailures: 1 };
+      if (b === V2.bundle && id === 'rpi4-0030') return { selfTestFails: true };
       return undefined;
     };
     const starts: Promise<SimJobDevice>[] = [];
@@ -121,7 +123,9 @@ MOSQUITTO.describe('rollouts through Mosquitto with 200 simulated devices', () =
     const touched = bad.filter((d) => d.installed.includes(V2.bundle));
     expect(touched.length).toBe(final.classes[BAD_CLASS]!.steps[0]!.devices.length);
     expect(bad.every((d) => d.bundle === V1.bundle)).toBe(true);
-    expect(devices.filter((d) => d.hardware !== BAD_CLASS).every((d) => d.bundle === V2.bundle)).toBe(true);
+    expect(devices.filter((d) => d.hardware !== BAD_CLASS && d.id !== 'rpi4-0030').every((d) => d.bundle === V2.bundle)).toBe(true);
+    expect(final.devices['rpi4-0030']).toMatchObject({ phase: 'failed', state: 'failed', attempt: 1, reason: expect.stringMatching(/self-test/) });
+    expect(devices.find((d) => d.id === 'rpi4-0030')!.bundle).toBe(V1.bundle);
     // The two devices whose first download broke off were retried and made it.
     expect(final.devices['rpi4-0010']).toMatchObject({ phase: 'updated', attempt: 2 });
     expect(final.devices['jetson-nano-0020']).toMatchObject({ phase: 'updated', attempt: 2 });
