@@ -151,7 +151,11 @@ async function drive(o: DriveFlags, store: FleetStore, id: string, io: CliIO): P
   const conn = await connect(o);
   try {
     const driver = new RolloutDriver({ store, conn, key, id, tickMs: o.tickMs ?? 500, onLog: (l) => io.err(l) });
-    const final = await driver.run();
+    const final = await driver.run().catch((err: unknown) => {
+      // The record is in the store, saved each tick: nothing is lost, a new driver carries on.
+      if (!conn.closed) throw err;
+      throw new EdgeExitError(`rollout ${id}: lost the broker ${o.broker} (${(err as Error).message}); the rollout's state is in ${o.db ?? DEFAULT_DB}: once the broker is back, carry on with \`edgeexit rollout drive ${id}\``);
+    });
     io.out(o.json ? JSON.stringify(final, null, 2) : describeRollout(final));
     if (final.status !== 'completed') throw new EdgeExitError(`rollout ${id} ${final.status}: ${final.reason ?? ''}`);
     return final;
