@@ -33,6 +33,9 @@ import {
 /** Windows read per device when summing a cohort (newest first; enough for a 10 min window of 5 s windows). */
 const WINDOWS_PER_DEVICE = 256;
 
+/** Longest wait for the retained job states after subscribing (it ends once 200 ms bring none new). */
+const RETAINED_WAIT_MS = 5_000;
+
 /** Rollouts in these states are over: the driver stops. */
 export const FINAL_ROLLOUT_STATES = ['completed', 'aborted', 'partial'] as const;
 
@@ -151,6 +154,14 @@ export class RolloutDriver {
     });
     await this.o.conn.subscribe(jobFilters(fleet).state, 1);
     this.subscribed = true;
+    // The retained states arrive just after subscribing: read them all before the first decision,
+    // or a driver restarted after a long stop would take devices that finished for silent ones.
+    const start = Date.now();
+    let seen = -1;
+    while (seen !== this.states.size && Date.now() - start < RETAINED_WAIT_MS) {
+      seen = this.states.size;
+      await new Promise((res) => setTimeout(res, 200));
+    }
   }
 
   private async load(): Promise<NonNullable<Awaited<ReturnType<FleetStore['rollout']>>>> {
