@@ -44,6 +44,8 @@ export interface JobAgentOptions {
   deviceProfile?: string;
   threads?: number;
   keep?: number;
+  /** Self-test budgets on this device (see installBundle): per-stage latency on one golden image, memory. */
+  selfTest?: { latencyBudgetMs?: number; memoryBudgetMiB?: number };
   /** Trial length when the job names none (default 10 s), and its latency limit. */
   trial?: Partial<TrialPolicy>;
   /** Latency of the running agent per bundle (the trial compares with it); none: no latency verdict. */
@@ -466,6 +468,8 @@ export class JobAgent {
       ...(device !== undefined ? { device } : {}),
       ...(this.o.threads !== undefined ? { threads: this.o.threads } : {}),
       ...(this.o.keep !== undefined ? { keep: this.o.keep } : {}),
+      ...(this.o.selfTest?.latencyBudgetMs !== undefined ? { latencyBudgetMs: this.o.selfTest.latencyBudgetMs } : {}),
+      ...(this.o.selfTest?.memoryBudgetMiB !== undefined ? { memoryBudgetMiB: this.o.selfTest.memoryBudgetMiB } : {}),
       rollback: job.rollback,
       onStep: async (s) => {
         if (s === 'self-tested') await step('switch', 0.9);

@@ -79,7 +79,7 @@ MOSQUITTO.describe('flash jobs through Mosquitto', () => {
   });
 
   /** A device store running v1 and an agent on it, looping over a few images. */
-  async function device(extra: { trialMaxP95Ratio?: number } = { trialMaxP95Ratio: 3 }, again?: { id: string; root: string }) {
+  async function device(extra: { trialMaxP95Ratio?: number; latencyBudgetMs?: number } = { trialMaxP95Ratio: 3 }, again?: { id: string; root: string }) {
     const id = again?.id ?? `pi-${++n}`;
     const root = again?.root ?? (await scratch(`flash-${id}`));
     if (!again) expect((await installBundle({ root, bundle: b.v1!, trustDir: fx.trustDir })).state).toBe('committed');
@@ -219,6 +219,18 @@ MOSQUITTO.describe('flash jobs through Mosquitto', () => {
       await d.stop();
     }
   }, 240_000);
+
+  it("fails a bundle whose stages do not fit the device's latency budget in the self-test", async () => {
+    const d = await device({ trialMaxP95Ratio: 3, latencyBudgetMs: 0.0001 });
+    try {
+      const before = await d.store.current();
+      const [job] = await flash(b.v2!, d.id);
+      await final(d.id, job!.job);
+      expect(states.get(d.id)).toMatchObject({ state: 'failed', active: before, reason: expect.stringMatching(/self-test failed: stage 0 takes [\d.]+ ms on one golden image here .*the budget is 0\.0001 ms/) });
+    } finally {
+      await d.stop();
+    }
+  }, 180_000);
 
   it('a job canceled during its trial stops, rolls back, reports canceled, and is not retried', async () => {
     const d = await device();

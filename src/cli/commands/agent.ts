@@ -54,6 +54,10 @@ export interface AgentCommandOptions extends TelemetryCliOptions {
   jobs?: boolean;
   /** Earlier bundles a flash job keeps for rollback (default 2). */
   keep?: number;
+  /** A flash job's self-test fails when a stage takes longer than this on one golden image here. */
+  latencyBudgetMs?: number;
+  /** A flash job's self-test fails when the bundle takes more memory than this here. */
+  memoryBudgetMib?: number;
   /** Flash job trial length in ms when the job names none (default 10000). */
   trialMs?: number;
   /** Roll a flash job back when its p95 per image exceeds the previous bundle's by this factor (default 1.5). */
@@ -126,6 +130,8 @@ function checkJobFlags(o: AgentCommandOptions): void {
   };
   bad('--keep', o.keep, (n) => Number.isInteger(n) && n >= 0, 'an integer ≥ 0');
   bad('--trial-ms', o.trialMs, (n) => Number.isInteger(n) && n >= 0 && n <= 3_600_000, 'whole milliseconds from 0 to 3600000');
+  bad('--latency-budget-ms', o.latencyBudgetMs, (n) => Number.isFinite(n) && n > 0, 'milliseconds > 0');
+  bad('--memory-budget-mib', o.memoryBudgetMib, (n) => Number.isFinite(n) && n > 0, 'MiB > 0');
   bad('--trial-max-p95-ratio', o.trialMaxP95Ratio, (n) => Number.isFinite(n) && n >= 1, 'a factor ≥ 1 (1.5: 50 % slower is too slow)');
 }
 
@@ -144,6 +150,7 @@ async function startJobs(opts: AgentCommandOptions, flags: ReturnType<typeof tel
     ...(opts.device !== undefined ? { deviceProfile: opts.device } : {}),
     ...(opts.threads !== undefined ? { threads: opts.threads } : {}),
     ...(opts.keep !== undefined ? { keep: opts.keep } : {}),
+    selfTest: { ...(opts.latencyBudgetMs !== undefined ? { latencyBudgetMs: opts.latencyBudgetMs } : {}), ...(opts.memoryBudgetMib !== undefined ? { memoryBudgetMiB: opts.memoryBudgetMib } : {}) },
     trial: { ...(opts.trialMs !== undefined ? { durationMs: opts.trialMs } : {}), ...(opts.trialMaxP95Ratio !== undefined ? { maxP95Ratio: opts.trialMaxP95Ratio } : {}) },
     watch: new LatencyWatch(runner),
     switchNow: checkNow,
@@ -249,6 +256,8 @@ export function agentModule(io: CliIO): AnyCommandBody {
         .option('threads', { type: 'number', describe: 'Intra-op threads' })
         .option('jobs', { type: 'boolean', describe: 'With --root: run flash jobs published for this device (`edgeexit flash`); --no-jobs turns it off', default: true })
         .option('keep', { type: 'number', describe: 'With --root: earlier bundles a flash job keeps for rollback (default 2)' })
+        .option('latency-budget-ms', { type: 'number', describe: "With --root: a flash job's self-test fails when a stage takes longer than this on one golden image here" })
+        .option('memory-budget-mib', { type: 'number', describe: "With --root: a flash job's self-test fails when the bundle takes more memory than this here" })
         .option('trial-ms', { type: 'number', describe: 'Flash job trial length when the job names none (default 10000)' })
         .option('trial-max-p95-ratio', { type: 'number', describe: "Roll a flash job back when the new bundle's p95 per image exceeds the previous one's by this factor (default 1.5)" })
         .example('$0 agent bundles/branchy-rpi4 --watch /var/spool/camera --telemetry mqtt://collector.local --fleet lab --device-id pi-07', '')
