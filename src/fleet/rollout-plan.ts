@@ -72,7 +72,7 @@ function bad(where: string, expected: string, got: string, fix: string): InputEr
 }
 
 /**
- * `10%` → 0.1, `0.1` stays 0.1 only with `allowFraction`.
+ * `10%` → 0.1 (0% to 100%).
  *
  * @example parsePercent('10%', '--abort-failure-rate') // 0.1
  */
@@ -370,7 +370,7 @@ export interface RolloutRecord {
   commandSeq: number;
   classes: Record<string, ClassTrack>;
   devices: Record<string, RolloutDevice>;
-  /** First and last time each device was sent the target bundle (for "devices touched"). */
+  /** Devices sent the target bundle so far (each counted once; "devices touched"). */
   touched: number;
 }
 

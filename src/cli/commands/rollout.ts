@@ -16,8 +16,8 @@ import { EdgeExitError, InputError, formatProblem } from '../../util/errors.js';
 import { defineCommand, type AnyCommandBody } from '../command.js';
 import type { CliIO } from '../io.js';
 import { table } from '../format.js';
+import { DEFAULT_FILES_DIR } from './flash.js';
 
-const DEFAULT_FILES_DIR = 'edgeexit-files';
 const DEFAULT_DB = 'fleet.db';
 
 interface BrokerFlags {
