@@ -36,6 +36,9 @@ const WINDOWS_PER_DEVICE = 256;
 /** Longest wait for the retained job states after subscribing (it ends once 200 ms bring none new). */
 const RETAINED_WAIT_MS = 5_000;
 
+/** Reconnects in a row before `run` gives up (about 2 minutes with the backoff). */
+const MAX_RECONNECTS = 15;
+
 /** Rollouts in these states are over: the driver stops. */
 export const FINAL_ROLLOUT_STATES = ['completed', 'aborted', 'partial'] as const;
 
@@ -117,6 +120,8 @@ export interface RolloutDriverOptions {
   store: FleetStore;
   /** An operator connection the driver owns (it subscribes to the fleet's job states on it). */
   conn: MqttConnection;
+  /** A new connection when that one is lost (with backoff, up to MAX_RECONNECTS in a row); without it a lost connection ends `run`. */
+  reconnect?: () => Promise<MqttConnection>;
   key: KeyObject;
   id: string;
   /** Between ticks (default 500 ms). */
@@ -139,20 +144,27 @@ export class RolloutDriver {
   private subscribed = false;
   private stopped = false;
   private readonly now: () => number;
+  private conn: MqttConnection;
 
   constructor(private readonly o: RolloutDriverOptions) {
     this.now = o.now ?? Date.now;
+    this.conn = o.conn;
+  }
+
+  /** The connection in use (a reconnect replaces the one given); the caller ends it. */
+  get connection(): MqttConnection {
+    return this.conn;
   }
 
   private async subscribe(fleet: string): Promise<void> {
     if (this.subscribed) return;
-    this.o.conn.onMessage((m) => {
+    this.conn.onMessage((m) => {
       const t = parseTopic(m.topic);
       if (!t || t.kind !== 'job/state' || t.fleet !== fleet || m.payload.length === 0) return;
       const s = decodeJobState(m.payload);
       if (s) this.states.set(t.device, { job: s.job, state: s.state, active: s.active, ...(s.reason !== undefined ? { reason: s.reason } : {}) });
     });
-    await this.o.conn.subscribe(jobFilters(fleet).state, 1);
+    await this.conn.subscribe(jobFilters(fleet).state, 1);
     this.subscribed = true;
     // The retained states arrive just after subscribing: read them all before the first decision,
     // or a driver restarted after a long stop would take devices that finished for silent ones.
@@ -202,11 +214,13 @@ export class RolloutDriver {
       // The device gives up at the step timeout too (rolling back if it switched) and says timed-out: retried.
       timeoutS: Math.min(30 * 24 * 3600, Math.max(1, Math.ceil(r.spec.stepTimeoutMs / 1000))),
     };
-    await this.o.conn.publish(jobTopics(r.fleet, o.device).desired, Buffer.from(JSON.stringify(signJob(job, this.o.key))), { qos: 1, retain: true });
+    await this.conn.publish(jobTopics(r.fleet, o.device).desired, Buffer.from(JSON.stringify(signJob(job, this.o.key))), { qos: 1, retain: true });
   }
 
   /** One tick: read, decide, save, publish, save. Returns the record as saved. */
   async tick(): Promise<RolloutRecord> {
+    // Deciding on states that no longer arrive would time devices out for nothing.
+    if (this.conn.closed) throw new Error('the broker connection is closed');
     const stored = await this.load();
     await this.subscribe(stored.record.fleet);
     const now = this.now();
@@ -231,8 +245,24 @@ export class RolloutDriver {
 
   /** Tick until the rollout is over (or `stop()`); resolves with the last record. */
   async run(): Promise<RolloutRecord> {
-    for (;;) {
-      const r = await this.tick();
+    for (let lost = 0; ; ) {
+      let r: RolloutRecord;
+      try {
+        r = await this.tick();
+        lost = 0;
+      } catch (err) {
+        if (!this.conn.closed || !this.o.reconnect || lost >= MAX_RECONNECTS) throw err;
+        lost++;
+        this.o.onLog?.(`rollout ${this.o.id}: broker connection lost (${(err as Error).message}); reconnecting, try ${lost} of ${MAX_RECONNECTS}`);
+        await new Promise((res) => setTimeout(res, Math.min(10_000, 250 * 2 ** lost)));
+        // Jobs of the failed tick were saved unpublished: the next tick sends them again.
+        const fresh = await this.o.reconnect().catch(() => undefined);
+        if (fresh) {
+          this.conn = fresh;
+          this.subscribed = false;
+        }
+        continue;
+      }
       if ((FINAL_ROLLOUT_STATES as readonly string[]).includes(r.status) || this.stopped) return r;
       await new Promise((res) => setTimeout(res, this.o.tickMs ?? 500));
     }

@@ -67,6 +67,8 @@ export class SimJobDevice {
   /** Jobs that reached a final state, with the report (a redelivery is answered, never rerun). */
   private readonly done = new Map<string, JobStateReport>();
   private queue: Promise<void> = Promise.resolve();
+  /** The last job state reported. */
+  private last: JobStateReport | undefined;
   private closed = false;
   /** Bundles ever installed here (the target among them: a device the bad bundle reached). */
   readonly installed: string[] = [];
@@ -96,6 +98,13 @@ export class SimJobDevice {
   }
 
   private async connect(): Promise<void> {
+    await this.open();
+    await this.report({ job: null, state: 'idle', step: null, progress: 0, bundle: null, attempts: 0 });
+    this.timer = setInterval(() => void this.window().catch(() => undefined), this.o.windowMs ?? 1000);
+  }
+
+  /** Connect, say who it is, take jobs; a lost connection is opened again (like the real agent's). */
+  private async open(): Promise<void> {
     const o = this.o;
     this.conn = await connectMqtt({
       url: o.url,
@@ -105,10 +114,23 @@ export class SimJobDevice {
         if (m.topic === jobTopics(o.fleet, o.device).desired && m.payload.length > 0) this.queue = this.queue.then(() => this.onJob(m.payload)).catch(() => undefined);
       },
     });
+    this.conn.onClose(() => void (this.closed ? undefined : this.reopen()));
     await this.birth();
-    await this.report({ job: null, state: 'idle', step: null, progress: 0, bundle: null, attempts: 0 });
     await this.conn.subscribe(jobTopics(o.fleet, o.device).desired, 1);
-    this.timer = setInterval(() => void this.window().catch(() => undefined), o.windowMs ?? 1000);
+  }
+
+  private async reopen(): Promise<void> {
+    for (let attempt = 0; !this.closed; attempt++) {
+      await new Promise((r) => setTimeout(r, Math.min(2_000, 100 * 2 ** attempt)));
+      try {
+        await this.open();
+        // A broker without persistence lost the retained state: say it again.
+        if (this.last) await this.conn.publish(jobTopics(this.o.fleet, this.o.device).state, Buffer.from(JSON.stringify(this.last)), { qos: 1, retain: true });
+        return;
+      } catch {
+        // Still down: try again.
+      }
+    }
   }
 
   private async birth(): Promise<void> {
@@ -141,6 +163,7 @@ export class SimJobDevice {
 
   private async report(r: Omit<JobStateReport, 'v' | 'active' | 'previous' | 'at'>): Promise<JobStateReport> {
     const full: JobStateReport = { v: 1, ...r, active: this.active.id, previous: this.previous.slice(0, 16), at: new Date().toISOString() };
+    this.last = full;
     await this.conn.publish(jobTopics(this.o.fleet, this.o.device).state, Buffer.from(JSON.stringify(full)), { qos: 1, retain: true });
     return full;
   }

@@ -72,7 +72,7 @@ MOSQUITTO.describe('rollouts through Mosquitto with 200 simulated devices', () =
       const cls = CLASSES[i % CLASSES.length]!;
       const id = `${cls}-${String(Math.floor(i / CLASSES.length)).padStart(4, '0')}`;
       const bundle0 = { id: V1.bundle, name: V1.model.name, version: V1.model.version };
-      starts.push(SimJobDevice.start({ url: broker.url, fleet: FLEET, device: id, hardware: cls, bundle: bundle0, trust, profile: profiles.get(cls)!, windowMs: 500, applyMs: 100, faults: faults(id, cls), seed: i + 1 }));
+      starts.push(SimJobDevice.start({ url: broker.url, fleet: FLEET, device: id, hardware: cls, bundle: bundle0, trust, profile: profiles.get(cls)!, windowMs: 500, inferencesPerS: 100, applyMs: 100, faults: faults(id, cls), seed: i + 1 }));
     }
     devices.push(...(await Promise.all(starts)));
     await until(async () => (await collector.store.devices()).filter((d) => d.birth).length === N, `${N} births stored`);
@@ -171,6 +171,28 @@ MOSQUITTO.describe('rollouts through Mosquitto with 200 simulated devices', () =
     // No device installed V3 twice, driver restart or not.
     expect(devices.every((d) => d.installed.filter((b) => b === V3.bundle).length === 1)).toBe(true);
     expect(second.stderr()).not.toMatch(/Error/);
+  }, 300_000);
+
+  it('a driver that loses the broker mid-rollout reconnects and finishes it (devices and collector reconnect too)', async () => {
+    const V4 = bundle('1.3.0');
+    const created = await createRollout({ store: collector.store, fleet: FLEET, target: V4, previous: [V3], spec: { ...spec, gates: [parseGate('p95<1.3x')], maxConcurrent: 20 }, id: 'ro-broker-restart' });
+    const key = await loadPrivateKey(keyFile);
+    let n = 0;
+    const connect = () => connectMqtt({ url: broker.url, clientId: `rollout-driver-3-${++n}` });
+    const logs: string[] = [];
+    const driver = new RolloutDriver({ store: collector.store, conn: await connect(), reconnect: connect, key, id: created.id, tickMs: 200, onLog: (l) => logs.push(l) });
+    const running = driver.run();
+    await until(async () => Object.values((await collector.store.rollout(created.id))!.record.devices).filter((d) => d.phase === 'updated').length >= 10, '10 devices updated');
+    await broker.stop();
+    await new Promise((r) => setTimeout(r, 1000));
+    await broker.start();
+    const final = await running;
+    await driver.connection.end();
+    expect(final.reason).toBeUndefined();
+    expect(final.status).toBe('completed');
+    expect(logs.filter((l) => /broker connection lost/.test(l)).length).toBeGreaterThan(0);
+    expect(devices.every((d) => d.bundle === V4.bundle)).toBe(true);
+    expect(devices.every((d) => d.installed.filter((b) => b === V4.bundle).length === 1)).toBe(true);
   }, 300_000);
 
   function driveChild(id: string): { proc: ChildProcess; exited: Promise<number | null>; stderr: () => string } {

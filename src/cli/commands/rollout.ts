@@ -148,19 +148,18 @@ async function drive(o: DriveFlags, store: FleetStore, id: string, io: CliIO): P
     const password = o.password ?? process.env.EDGEEXIT_MQTT_PASSWORD;
     server = await startFileServer({ brokerUrl: o.broker, bundles: [], blobDirs: [o.files ?? DEFAULT_FILES_DIR], ...(o.username !== undefined ? { username: o.username } : {}), ...(password !== undefined ? { password } : {}), onLog: (l) => io.err(l) });
   }
-  const conn = await connect(o);
+  const driver = new RolloutDriver({ store, conn: await connect(o), reconnect: () => connect(o), key, id, tickMs: o.tickMs ?? 500, onLog: (l) => io.err(l) });
   try {
-    const driver = new RolloutDriver({ store, conn, key, id, tickMs: o.tickMs ?? 500, onLog: (l) => io.err(l) });
     const final = await driver.run().catch((err: unknown) => {
       // The record is in the store, saved each tick: nothing is lost, a new driver carries on.
-      if (!conn.closed) throw err;
+      if (!driver.connection.closed) throw err;
       throw new EdgeExitError(`rollout ${id}: lost the broker ${o.broker} (${(err as Error).message}); the rollout's state is in ${o.db ?? DEFAULT_DB}: once the broker is back, carry on with \`edgeexit rollout drive ${id}\``);
     });
     io.out(o.json ? JSON.stringify(final, null, 2) : describeRollout(final));
     if (final.status !== 'completed') throw new EdgeExitError(`rollout ${id} ${final.status}: ${final.reason ?? ''}`);
     return final;
   } finally {
-    await conn.end().catch(() => undefined);
+    await driver.connection.end().catch(() => undefined);
     await server?.close().catch(() => undefined);
   }
 }
