@@ -3,6 +3,7 @@
 // (PostgreSQL, src/fleet/pg-store.ts) answers later; the SQLite store (src/fleet/store.ts)
 // resolves at once.
 import type { Birth, Death, MetricsWindow } from '../telemetry/payloads.js';
+import type { RolloutRecord } from './rollout-plan.js';
 
 // fleetMismatch: a device id already recorded in another fleet (refused, never moved).
 // clockSkew, outOfRange and tooManyExits: schema-valid messages refused by the collector's limits (src/fleet/bounds.ts).
@@ -133,6 +134,15 @@ export interface WindowOutcome {
 export type BirthOutcome = 'online' | 'fleetMismatch';
 export type DeathOutcome = 'offline' | 'stale' | 'unknown' | 'fleetMismatch';
 
+/** An operator's command to a rollout, numbered so the driver applies each once. */
+export type RolloutCommand = 'pause' | 'resume' | 'abort';
+
+export interface StoredRollout {
+  record: RolloutRecord;
+  /** The last command given (`rollout pause|resume|abort`), with its number; null when none. */
+  command: { seq: number; command: RolloutCommand } | null;
+}
+
 export interface FleetStore {
   readonly file: string;
   /** Refused ('fleetMismatch', counted) when the device is recorded in a fleet other than `b.fleet`. */
@@ -180,5 +190,13 @@ export interface FleetStore {
   driftBaselines(): Promise<DriftBaseline[]>;
   /** Delete windows that ended more than `days` days before `now`; returns how many. totals() stays as it was. */
   prune(days: number, now?: number): Promise<number>;
+  /** Insert or replace a rollout's record (the driver, every tick that changed it). Leaves its command alone. */
+  saveRollout(r: RolloutRecord): Promise<void>;
+  /** A rollout and its last command; null when there is no such id. */
+  rollout(id: string): Promise<StoredRollout | null>;
+  /** Every rollout, newest first. */
+  rollouts(): Promise<RolloutRecord[]>;
+  /** Record an operator command for the driver to apply; returns its number, or null when there is no such rollout. */
+  commandRollout(id: string, command: RolloutCommand): Promise<number | null>;
   close(): Promise<void>;
 }

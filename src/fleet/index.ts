@@ -46,3 +46,28 @@ export { tableApi, DEFAULT_TABLE_LIMIT, MAX_TABLE_LIMIT, TABLE_SORT_KEYS, type T
 export { classDrift, driftFrom, baselineFromReport, classOf, DEFAULT_DRIFT_BOUNDS, type ClassDrift, type BaselineInput } from './drift.js';
 export { fleetLatencyProfile, parseFleetSource, FLEET_LATENCY_DEFAULTS, type FleetLatencyOptions } from './fleet-latency.js';
 export { recordSimulatedFleet, loadSimClasses, parseClassCounts, parseFault, applyFault, type SimClass, type SimFault, type RecordSimulatedOptions } from './simulate.js';
+export {
+  DEFAULT_SPEC,
+  advanceRollout,
+  cohortStats,
+  evaluateGates,
+  gatesDue,
+  isPermanent,
+  newRollout,
+  parseCanary,
+  parseDuration,
+  parseGate,
+  parsePercent,
+  parseWaves,
+  planRollout,
+  type BundleInfo,
+  type ClassPlan,
+  type CohortStats,
+  type FleetDevice,
+  type Gate,
+  type GateResult,
+  type RolloutRecord,
+  type RolloutSpec,
+} from './rollout-plan.js';
+export { RolloutDriver, createRollout, fleetDevices, planFromStore, FINAL_ROLLOUT_STATES, type RolloutDriverOptions, type CreateRolloutOptions } from './rollout.js';
+export { SimJobDevice, type SimJobDeviceOptions, type SimJobFaults } from './simulate-jobs.js';

@@ -23,8 +23,9 @@ import { AsyncLocalStorage } from 'node:async_hooks';
 import type { Pool, PoolClient } from 'pg';
 import type { Birth, Death, MetricsWindow } from '../telemetry/payloads.js';
 import { InputError } from '../util/errors.js';
-import { PgRollouts, PG_ROLLOUTS_MIGRATION, type PgRolloutCommand, type PgStoredRollout, type RolloutDoc } from './pg-rollouts.js';
-import { COUNTER_NAMES, type BirthOutcome, type CounterName, type Counters, type DeathOutcome, type DeviceRow, type DeviceTotals, type DriftBaseline, type FleetStore, type StageLatencyQuery, type StageLatencyWindow, type StageQuantiles, type WindowOutcome, type WindowRow } from './fleet-store.js';
+import { PgRollouts, PG_ROLLOUTS_MIGRATION } from './pg-rollouts.js';
+import type { RolloutRecord } from './rollout-plan.js';
+import { COUNTER_NAMES, type BirthOutcome, type CounterName, type Counters, type DeathOutcome, type DeviceRow, type DeviceTotals, type DriftBaseline, type FleetStore, type RolloutCommand, type StoredRollout, type StageLatencyQuery, type StageLatencyWindow, type StageQuantiles, type WindowOutcome, type WindowRow } from './fleet-store.js';
 
 const DAY_MS = 86_400_000;
 /** Days of partitions kept ready ahead of today (windows may arrive a few minutes early at most). */
@@ -309,7 +310,7 @@ class PgFleetStore implements FleetStore {
   private closed = false;
 
   /** Rollout records (pg-rollouts.ts), through `read` so calls inside a store transaction join it. */
-  private readonly ro = new PgRollouts((sql, params) => this.read(sql, params));
+  private readonly ro = new PgRollouts<RolloutRecord>((sql, params) => this.read(sql, params));
 
   constructor(
     private readonly pool: Pool,
@@ -790,22 +791,21 @@ class PgFleetStore implements FleetStore {
     return removed;
   }
 
-  // ---- Rollouts (engine branch's FleetStore methods; types become RolloutRecord / StoredRollout /
-  // RolloutCommand from fleet-store.ts when it is merged). Lease methods: see pg-rollouts.ts.
+  // ---- Rollouts (pg-rollouts.ts). Lease methods: see there.
 
-  async saveRollout(r: RolloutDoc): Promise<void> {
+  async saveRollout(r: RolloutRecord): Promise<void> {
     await this.ro.saveRollout(r);
   }
 
-  rollout(id: string): Promise<PgStoredRollout<RolloutDoc> | null> {
+  rollout(id: string): Promise<StoredRollout | null> {
     return this.ro.rollout(id);
   }
 
-  rollouts(): Promise<RolloutDoc[]> {
+  rollouts(): Promise<RolloutRecord[]> {
     return this.ro.rollouts();
   }
 
-  commandRollout(id: string, command: PgRolloutCommand): Promise<number | null> {
+  commandRollout(id: string, command: RolloutCommand): Promise<number | null> {
     return this.ro.commandRollout(id, command);
   }
 

@@ -14,7 +14,8 @@ import path from 'node:path';
 import Database from 'better-sqlite3';
 import type { Birth, Death, MetricsWindow } from '../telemetry/payloads.js';
 import { InputError } from '../util/errors.js';
-import { COUNTER_NAMES, type CounterName, type BirthOutcome, type Counters, type DeathOutcome, type DeviceRow, type DeviceTotals, type FleetStore, type WindowOutcome, type WindowRow, type StageLatencyQuery, type StageLatencyWindow, type StageQuantiles, type DriftBaseline } from './fleet-store.js';
+import type { RolloutRecord } from './rollout-plan.js';
+import { COUNTER_NAMES, type CounterName, type RolloutCommand, type StoredRollout, type BirthOutcome, type Counters, type DeathOutcome, type DeviceRow, type DeviceTotals, type FleetStore, type WindowOutcome, type WindowRow, type StageLatencyQuery, type StageLatencyWindow, type StageQuantiles, type DriftBaseline } from './fleet-store.js';
 
 export * from './fleet-store.js';
 
@@ -92,6 +93,17 @@ export const MIGRATIONS: readonly string[] = [
      device_class TEXT NOT NULL,
      body TEXT NOT NULL,
      PRIMARY KEY (fleet, device_class)
+   );`,
+  // 4 → 5: rollouts (src/fleet/rollout.ts): the driver's record as one JSON document, so a
+  // restarted driver carries on; the operator's last pause/resume/abort beside it, in columns the
+  // driver's saves never touch, so a command given while it saves is not overwritten.
+  `CREATE TABLE rollouts (
+     id TEXT PRIMARY KEY,
+     fleet TEXT NOT NULL,
+     created_at INTEGER NOT NULL,
+     doc TEXT NOT NULL,
+     command TEXT,
+     command_seq INTEGER NOT NULL DEFAULT 0
    );`,
 ];
 
@@ -277,6 +289,10 @@ class SqliteFleetStore implements FleetStore {
         'INSERT INTO drift_baselines (fleet, device_class, body) VALUES (?, ?, ?) ON CONFLICT (fleet, device_class) DO UPDATE SET body = excluded.body',
       ),
       baselines: db.prepare<[], { body: string }>('SELECT body FROM drift_baselines ORDER BY fleet, device_class'),
+      saveRollout: db.prepare('INSERT INTO rollouts (id, fleet, created_at, doc) VALUES (?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET doc = excluded.doc'),
+      rollout: db.prepare<[string], { doc: string; command: string | null; command_seq: number }>('SELECT doc, command, command_seq FROM rollouts WHERE id = ?'),
+      rollouts: db.prepare<[], { doc: string }>('SELECT doc FROM rollouts ORDER BY created_at DESC, id DESC'),
+      commandRollout: db.prepare<[string, string], { command_seq: number }>('UPDATE rollouts SET command = ?, command_seq = command_seq + 1 WHERE id = ? RETURNING command_seq'),
     };
   }
 
@@ -626,6 +642,27 @@ class SqliteFleetStore implements FleetStore {
   // Deletes rows only: device_totals and device_exit_totals keep what the pruned windows added.
   prune(days: number, at = Date.now()): Promise<number> {
     return this.now(() => this.q.prune.run(at - days * 86_400_000).changes);
+  }
+
+  saveRollout(r: RolloutRecord): Promise<void> {
+    return this.now(() => void this.q.saveRollout.run(r.id, r.fleet, r.createdAt, JSON.stringify(r)));
+  }
+
+  rollout(id: string): Promise<StoredRollout | null> {
+    return this.now(() => {
+      const row = this.q.rollout.get(id);
+      if (!row) return null;
+      const command = row.command !== null ? { seq: row.command_seq, command: row.command as RolloutCommand } : null;
+      return { record: JSON.parse(row.doc) as RolloutRecord, command };
+    });
+  }
+
+  rollouts(): Promise<RolloutRecord[]> {
+    return this.now(() => this.q.rollouts.all().map((r) => JSON.parse(r.doc) as RolloutRecord));
+  }
+
+  commandRollout(id: string, command: RolloutCommand): Promise<number | null> {
+    return this.now(() => this.q.commandRollout.get(command, id)?.command_seq ?? null);
   }
 
   // After an open transaction ended, so a close during a batch does not cut it off.

@@ -558,7 +558,7 @@ describe('SQLite store file: schema, WAL and upgrades', () => {
     open.push(store);
     const raw = new Database(file, { readonly: true });
     expect(raw.pragma('user_version', { simple: true })).toBe(SCHEMA_VERSION);
-    expect(SCHEMA_VERSION).toBe(4);
+    expect(SCHEMA_VERSION).toBe(5);
     expect((raw.pragma('table_info(windows)') as { name: string }[]).map((c) => c.name).slice(-5)).toEqual(['temperature_c', 'accuracy_correct', 'accuracy_labelled', 'stage_latency', 'manifest_sha256']);
     raw.close();
 

@@ -117,6 +117,12 @@ export const COMMANDS: readonly CommandEntry[] = [
     load: async (io) => (await import('./flash.js')).jobsModule(io),
   },
   {
+    name: 'rollout',
+    command: 'rollout',
+    describe: 'Roll a bundle out to a fleet: canary per hardware class, gated waves, abort and roll back; `rollout status|pause|resume|abort|drive`',
+    load: async (io) => (await import('./rollout.js')).rolloutModule(io),
+  },
+  {
     name: 'collect',
     command: 'collect',
     describe: 'Collect device telemetry from MQTT into a fleet database (embedded broker unless --broker)',
