@@ -84,7 +84,16 @@ function judge(b: DriftBaseline, members: readonly DeviceRecent[]): ClassDrift {
   };
 }
 
-/** The device's class: the device profile its last birth named (null before a birth). */
+/**
+ * The device's class: the device profile its last birth named (null before a birth).
+ *
+ * @example
+ * ```ts
+ * import { classOf, openStore } from 'edgeexit/fleet';
+ * const store = await openStore('fleet.db', { mustExist: true });
+ * const rpi4 = (await store.devices()).filter((d) => classOf(d) === 'rpi4');
+ * ```
+ */
 export const classOf = (d: DeviceRow): string | null => d.birth?.profile ?? null;
 
 /**
