@@ -1,18 +1,24 @@
-// Ingest benchmark (`npx vite-node scripts/ingest-bench.ts [messages] [devices]`): how many metric
-// windows per second the collector stores into its SQLite file. M pre-encoded valid windows from K
-// devices go (1) straight into the collector's write path (decode, validate, de-duplicate, store),
-// committing every message alone and then in the collector's batches, and (2) through Mosquitto:
-// a child process publishes them with QoS 1 over K connections as fast as the broker takes them,
-// and the collector (MQTT 5 shared subscription) stores them. Prints a table; writes
-// .edgeexit/bench/ingest.json. Speed lives here, not in timed tests.
+// Ingest benchmark (`npm run bench:ingest -- [messages] [devices] [--pg | --db postgres://…]
+// [--collectors 1,2,4]`): how many metric windows per second the fleet stores. M pre-encoded valid
+// windows from K devices go (1) straight into the collector's write path (decode, validate,
+// de-duplicate, store), committing every message alone and then in the collector's batches, and
+// (2) through Mosquitto: a child process publishes them with QoS 1 over K connections as fast as
+// the broker takes them, and N collector processes in one MQTT 5 shared-subscription group store
+// them into one store, for each N asked (default 1, 2 and 4): a SQLite file, and with `--pg` a
+// throwaway PostgreSQL started like the tests' (or the server `--db` names, one fresh database per
+// row). While each row runs, the CPU time of the broker, the collectors, the database server and
+// the publisher is read from /proc/<pid>/stat, and the machine's from /proc/stat, so the table
+// says which part was busiest. Prints a markdown table; writes .edgeexit/bench/ingest.json. Speed
+// lives here, not in timed tests.
 import { spawn } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startCollector } from '../src/fleet/collector.js';
 import { BatchedIngest, DEFAULT_BATCH } from '../src/fleet/ingest.js';
+import type { FleetStore } from '../src/fleet/fleet-store.js';
 import { openFleetStore } from '../src/fleet/store.js';
 import { topicFor } from '../src/telemetry/payloads.js';
 import { MOSQUITTO, startBroker } from '../test/telemetry/mqtt/broker.js';
@@ -83,6 +89,8 @@ async function publish(url: string, messages: number, devices: number): Promise<
     const mine = all.filter((_, i) => i % devices === d);
     return { n: mine.length, bytes: Buffer.concat(mine.map((m, k) => publishPacket(m.topic, (k % 65535) + 1, m.payload))) };
   });
+  // The parent starts its clock on this line: from the first byte published to the last commit.
+  process.stdout.write('go\n');
   const t0 = performance.now();
   await Promise.all(
     perDevice.map(
@@ -111,15 +119,32 @@ async function publish(url: string, messages: number, devices: number): Promise<
   process.stdout.write(JSON.stringify({ publishedPerS: messages / ((performance.now() - t0) / 1000) }) + '\n');
 }
 
+/** CPU use while a row ran, in % of one core (100 = one core busy the whole time); machine: % of all cores. */
+interface Cpu {
+  broker: number;
+  collectors: number;
+  /** The busiest single collector process (a Node collector does its work on one thread). */
+  busiestCollector: number;
+  /** null when the store runs inside the collectors (SQLite). */
+  database: number | null;
+  publisher: number;
+  machine: number;
+}
+
 interface Row {
   path: string;
+  store: string;
+  collectors: number | null;
   messages: number;
   devices: number;
   seconds: number;
   perS: number;
-  /** Messages per second of the collector's own CPU time (user + system): steadier than wall time on a shared machine. */
+  /** Messages per second of the collectors' own CPU time (user + system): steadier than wall time on a shared machine. */
   perCpuS: number;
   stored: number;
+  cpu?: Cpu;
+  /** Through the broker: what the publisher saw the broker acknowledge. */
+  publishedPerS?: number;
 }
 
 const cpuSeconds = (since: NodeJS.CpuUsage) => {
@@ -127,9 +152,122 @@ const cpuSeconds = (since: NodeJS.CpuUsage) => {
   return (u.user + u.system) / 1e6;
 };
 
-async function direct(messages: number, devices: number, batch: { maxMessages?: number; maxDelayMs?: number }, label: string, dir: string): Promise<Row> {
+// ---- CPU time from /proc (Linux): utime + stime of a process, in clock ticks ----
+const TICKS_PER_S = 100; // USER_HZ, what /proc reports in on Linux
+
+function statFields(pid: number): string[] | undefined {
+  try {
+    const s = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // The command name is in parentheses and may hold spaces: fields are counted after it.
+    return s.slice(s.lastIndexOf(')') + 2).split(' ');
+  } catch {
+    return undefined;
+  }
+}
+
+/** utime + stime of `pid` in ticks (0 once it is gone). Fields 14 and 15 of stat, 12th and 13th after the name. */
+function ticksOf(pid: number): number {
+  const f = statFields(pid);
+  return f ? Number(f[11]) + Number(f[12]) : 0;
+}
+
+function allPids(): number[] {
+  return readdirSync('/proc').filter((n) => /^\d+$/.test(n)).map(Number);
+}
+
+/** The processes whose command line contains `text` (the broker: its config folder). */
+function pidsWith(text: string): number[] {
+  return allPids().filter((pid) => {
+    try {
+      return readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(text);
+    } catch {
+      return false;
+    }
+  });
+}
+
+/** The PostgreSQL postmaster and every process it started (one backend per connection, plus its helpers). */
+function postgresPids(dataDirParent: string): number[] {
+  const pidFile = [path.join(dataDirParent, 'data', 'postmaster.pid'), path.join(dataDirParent, 'postmaster.pid')].find((f) => existsSync(f));
+  if (!pidFile) return [];
+  const master = Number(readFileSync(pidFile, 'utf8').split('\n')[0]);
+  return [master, ...allPids().filter((pid) => Number(statFields(pid)?.[1]) === master)];
+}
+
+/** Busy and total ticks of the whole machine (first line of /proc/stat; idle and iowait count as not busy). */
+function machineTicks(): { busy: number; total: number } {
+  const f = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
+  const total = f.reduce((a, b) => a + b, 0);
+  return { busy: total - (f[3] ?? 0) - (f[4] ?? 0), total };
+}
+
+/**
+ * CPU ticks per process group from begin() to end(). Read every 100 ms as well, because a process
+ * can exit before the end (the publisher, a PostgreSQL backend): it counts with its last reading.
+ * A process that started after begin() counts from 0.
+ */
+class CpuSampler {
+  private start = new Map<number, number>();
+  private latest = new Map<number, number>();
+  private seen: Record<string, Set<number>> = {};
+  private machine0 = machineTicks();
+  private t0 = performance.now();
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(private readonly groups: () => Record<'broker' | 'collectors' | 'database' | 'publisher', number[]>) {}
+
+  private read(): void {
+    for (const [group, pids] of Object.entries(this.groups())) {
+      const seen = (this.seen[group] ??= new Set());
+      for (const pid of pids) {
+        seen.add(pid);
+        const t = ticksOf(pid);
+        if (t > 0) this.latest.set(pid, t);
+      }
+    }
+  }
+
+  begin(): void {
+    this.read();
+    this.start = new Map(this.latest);
+    this.machine0 = machineTicks();
+    this.t0 = performance.now();
+    this.timer = setInterval(() => this.read(), 100);
+  }
+
+  end(hasDatabase: boolean): Cpu {
+    clearInterval(this.timer);
+    this.read();
+    const wallS = (performance.now() - this.t0) / 1000;
+    const pct = (pids: Iterable<number>) => (100 * [...pids].reduce((a, pid) => a + (this.latest.get(pid) ?? 0) - (this.start.get(pid) ?? 0), 0)) / TICKS_PER_S / wallS;
+    const g = Object.fromEntries(Object.entries(this.seen).map(([k, v]) => [k, [...v]])) as Record<'broker' | 'collectors' | 'database' | 'publisher', number[]>;
+    const m = machineTicks();
+    return {
+      broker: pct(g.broker),
+      collectors: pct(g.collectors),
+      busiestCollector: Math.max(...g.collectors.map((pid) => pct([pid]))),
+      database: hasDatabase ? pct(g.database) : null,
+      publisher: pct(g.publisher),
+      machine: (100 * (m.busy - this.machine0.busy)) / Math.max(1, m.total - this.machine0.total),
+    };
+  }
+}
+
+/** The part that used the most CPU, and whether the machine had any left. */
+function limitOf(c: Cpu): string {
+  const parts: [string, number][] = [['broker', c.broker], ['collectors', c.collectors], ['database', c.database ?? 0]];
+  parts.sort((a, b) => b[1] - a[1]);
+  const saturated = c.machine >= 90 ? `machine CPU (${Math.round(c.machine)}% of all cores busy); ` : '';
+  const single = c.broker >= 85 ? 'broker at one full core (Mosquitto is single-threaded); ' : c.busiestCollector >= 85 ? 'a collector at one full core; ' : '';
+  return `${saturated}${single}busiest: ${parts[0]![0]}`;
+}
+
+async function openAny(db: string): Promise<FleetStore> {
+  return openFleetStore(db);
+}
+
+async function direct(messages: number, devices: number, batch: { maxMessages?: number; maxDelayMs?: number }, label: string, store: FleetStore, storeName: string): Promise<Row> {
   const msgs = payloads(messages, devices).map((m) => ({ ...m, retain: false }));
-  const store = openFleetStore(path.join(dir, `${label.replace(/\W+/g, '-')}.db`));
   const ingest = new BatchedIngest(store, () => undefined, Date.now, batch);
   const c0 = process.cpuUsage();
   const t0 = performance.now();
@@ -139,77 +277,165 @@ async function direct(messages: number, devices: number, batch: { maxMessages?: 
   const cpu = cpuSeconds(c0);
   const stored = (await store.totals()).reduce((a, t) => a + t.windows, 0);
   await store.close();
-  return { path: label, messages, devices, seconds, perS: messages / seconds, perCpuS: messages / cpu, stored };
+  return { path: label, store: storeName, collectors: null, messages, devices, seconds, perS: messages / seconds, perCpuS: messages / cpu, stored };
 }
 
-async function throughBroker(messages: number, devices: number, dir: string): Promise<Row & { publishedPerS: number }> {
+interface Child {
+  pid: number;
+  out: () => string;
+  exited: Promise<void>;
+  kill(signal: NodeJS.Signals): void;
+}
+
+/** This script again in another mode (compiled: plain node; from source: vite-node). */
+function spawnSelf(args: string[]): Child {
+  const self = fileURLToPath(import.meta.url);
+  const cmd = self.endsWith('.js') ? process.execPath : path.resolve('node_modules', '.bin', 'vite-node');
+  const child = spawn(cmd, [self, ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
+  let out = '';
+  child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  return { pid: child.pid!, out: () => out, exited, kill: (s) => child.kill(s) };
+}
+
+async function waitFor(pred: () => boolean, what: string, ms = 120_000): Promise<void> {
+  const end = performance.now() + ms;
+  while (!pred()) {
+    if (performance.now() > end) throw new Error(`timed out after ${ms / 1000} s waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+const lastHandled = (c: Child) => Number(/handled (\d+)\n$/.exec(c.out().slice(-40))?.[1] ?? 0);
+
+/**
+ * N collector processes in one shared-subscription group, all writing `db`, fed through Mosquitto.
+ * `pgDir`: the folder of a PostgreSQL started here, whose processes are sampled as the database.
+ */
+async function throughGroup(n: number, messages: number, devices: number, db: string, storeName: string, pgDir: string | undefined): Promise<Row> {
   // A collector that falls behind gets a queue on the broker; mosquitto's default (1000 queued
   // messages per client) would drop the excess, so it is lifted as a collector's broker should be.
   const broker = await startBroker({ config: ['max_queued_messages 0', 'max_inflight_messages 0'] });
-  const collector = await startCollector({ brokerUrl: broker.url, dbFile: path.join(dir, 'broker.db'), fleet: FLEET, onLog: () => undefined });
+  const collectors: Child[] = [];
   try {
-    let first = 0;
-    let c0 = process.cpuUsage();
-    const poll = setInterval(() => {
-      if (!first && collector.handled() > 0) {
-        first = performance.now();
-        c0 = process.cpuUsage();
-      }
-    }, 1);
-    const self = fileURLToPath(import.meta.url);
-    // Compiled (npm run bench:ingest runs .bench/build/scripts/*.js): plain node; from source: vite-node.
-    const cmd = self.endsWith('.js') ? process.execPath : path.resolve('node_modules', '.bin', 'vite-node');
-    const child = spawn(cmd, [self, 'publish', broker.url, String(messages), String(devices)], { stdio: ['ignore', 'pipe', 'inherit'] });
-    let out = '';
-    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    for (let i = 0; i < n; i++) collectors.push(spawnSelf(['collect', broker.url, db, `bench-collector-${i + 1}`]));
+    await waitFor(() => collectors.every((c) => c.out().includes('ready')), `${n} collectors subscribed`);
+    const publisher = spawnSelf(['publish', broker.url, String(messages), String(devices)]);
+    const sampler = new CpuSampler(() => ({ broker: pidsWith(broker.dir), collectors: collectors.map((c) => c.pid), database: pgDir ? postgresPids(pgDir) : [], publisher: [publisher.pid] }));
+    await waitFor(() => publisher.out().includes('go'), 'the publisher');
+    sampler.begin();
     const t0 = performance.now();
-    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-    while (collector.handled() < messages) {
-      await new Promise((r) => setTimeout(r, 5));
-      if (performance.now() - t0 > 300_000) throw new Error(`only ${collector.handled()} of ${messages} messages arrived in 300 s`);
-    }
-    const end = performance.now();
-    const cpu = cpuSeconds(c0);
-    clearInterval(poll);
-    await exited;
-    // The clock starts when a 1 ms poll first sees a handled message; a run so short that the
-    // collector handled everything in one go between polls cannot be timed this way.
-    if (!first || end - first < 50) console.error(`through Mosquitto: ${messages} messages were handled in under 50 ms of polling — too few to time; use 20,000 or more`);
-    const seconds = first && end - first >= 50 ? (end - first) / 1000 : NaN;
-    const stored = (await collector.store.totals()).reduce((a, t) => a + t.windows, 0);
-    const publishedPerS = (JSON.parse(out.trim().split('\n').pop() ?? '{}') as { publishedPerS?: number }).publishedPerS ?? NaN;
-    return { path: 'through Mosquitto (QoS 1, batched)', messages, devices, seconds, perS: messages / seconds, perCpuS: Number.isNaN(seconds) ? NaN : messages / cpu, stored, publishedPerS };
+    const handled = () => collectors.reduce((a, c) => a + lastHandled(c), 0);
+    await waitFor(() => handled() >= messages, `${messages} messages stored by ${n} collectors`, 300_000);
+    const seconds = (performance.now() - t0) / 1000;
+    const cpu = sampler.end(pgDir !== undefined);
+    await publisher.exited;
+    const store = await openAny(db);
+    const stored = (await store.totals()).reduce((a, t) => a + t.windows, 0);
+    await store.close();
+    const publishedPerS = (JSON.parse(publisher.out().trim().split('\n').pop() ?? '{}') as { publishedPerS?: number }).publishedPerS ?? NaN;
+    const collectorCpuS = (cpu.collectors / 100) * seconds;
+    return { path: 'through Mosquitto (QoS 1, shared subscription)', store: storeName, collectors: n, messages, devices, seconds, perS: messages / seconds, perCpuS: messages / collectorCpuS, stored, cpu, publishedPerS };
   } finally {
-    await collector.close();
+    for (const c of collectors) c.kill('SIGINT');
+    await Promise.all(collectors.map((c) => c.exited));
     await broker.dispose();
   }
 }
 
-async function mainBench(): Promise<void> {
-  const messages = Number(process.argv[2] ?? 100_000);
-  const devices = Number(process.argv[3] ?? 100);
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'edgeexit-ingest-bench-'));
-  const rows: Row[] = [];
-  try {
-    rows.push(await direct(Math.min(messages, 10_000), devices, { maxDelayMs: 0 }, 'direct, one commit per message', dir));
-    rows.push(await direct(messages, devices, {}, `direct, batched (${DEFAULT_BATCH.maxMessages} msgs / ${DEFAULT_BATCH.maxDelayMs} ms)`, dir));
-    if (MOSQUITTO) rows.push(await throughBroker(messages, devices, dir));
-    else console.error('mosquitto not installed: skipping the broker row');
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
-  const table = [
-    '| path | messages | devices | seconds | messages/s stored | per collector CPU-second | stored |',
-    '|---|---:|---:|---:|---:|---:|---:|',
-    ...rows.map((r) => `| ${r.path} | ${r.messages} | ${r.devices} | ${r.seconds.toFixed(2)} | ${Math.round(r.perS)} | ${Math.round(r.perCpuS)} | ${r.stored} |`),
-  ];
-  const broker = rows.find((r): r is Row & { publishedPerS: number } => 'publishedPerS' in r);
-  console.log(table.join('\n'));
-  if (broker) console.log(`(publisher side: ${Math.round(broker.publishedPerS)} messages/s acknowledged by the broker)`);
-  const cpu = os.cpus()[0]?.model?.trim() ?? 'unknown CPU';
-  mkdirSync('.edgeexit/bench', { recursive: true });
-  writeFileSync('.edgeexit/bench/ingest.json', JSON.stringify({ date: new Date().toISOString(), host: `${cpu}, ${os.availableParallelism()} cores`, node: process.version, rows }, null, 2) + '\n');
+/** Child mode: one collector of the group; prints "ready", then "handled <n>" whenever its count changed. */
+async function collect(url: string, db: string, clientId: string): Promise<void> {
+  const collector = await startCollector({ brokerUrl: url, dbFile: db, clientId, fleet: FLEET, onLog: () => undefined });
+  process.stdout.write('ready\n');
+  let last = 0;
+  const ticker = setInterval(() => {
+    const h = collector.handled();
+    if (h !== last) process.stdout.write(`handled ${(last = h)}\n`);
+  }, 5);
+  process.once('SIGINT', () => {
+    clearInterval(ticker);
+    void collector.close().then(() => process.exit(0));
+  });
 }
 
-if (process.argv[2] === 'publish') await publish(process.argv[3]!, Number(process.argv[4]), Number(process.argv[5]));
+interface Args {
+  messages: number;
+  devices: number;
+  collectors: number[];
+  /** Start a throwaway PostgreSQL (--pg). */
+  pg: boolean;
+  /** A PostgreSQL server to use instead (--db postgres://…): one fresh database per row. */
+  pgUrl: string | undefined;
+}
+
+function parseArgs(argv: string[]): Args {
+  const rest: string[] = [];
+  const a: Args = { messages: 100_000, devices: 100, collectors: [1, 2, 4], pg: false, pgUrl: undefined };
+  for (let i = 0; i < argv.length; i++) {
+    const v = argv[i]!;
+    if (v === '--pg') a.pg = true;
+    else if (v === '--db') a.pgUrl = argv[++i];
+    else if (v === '--collectors') a.collectors = (argv[++i] ?? '').split(',').map(Number);
+    else rest.push(v);
+  }
+  if (rest[0]) a.messages = Number(rest[0]);
+  if (rest[1]) a.devices = Number(rest[1]);
+  if (a.pgUrl !== undefined && !/^postgres(ql)?:\/\//.test(a.pgUrl)) throw new Error(`--db: expected a postgres:// URL (SQLite always runs), got ${a.pgUrl}`);
+  if (!a.collectors.every((n) => Number.isInteger(n) && n >= 1)) throw new Error(`--collectors: expected a list such as 1,2,4, got ${argv.join(' ')}`);
+  return a;
+}
+
+const pct = (v: number | null | undefined) => (v === null || v === undefined ? '—' : `${Math.round(v)}%`);
+
+async function mainBench(): Promise<void> {
+  const args = parseArgs(process.argv.slice(2));
+  const { messages, devices } = args;
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'edgeexit-ingest-bench-'));
+  const load = { before: os.loadavg(), after: [] as number[] };
+  const rows: Row[] = [];
+  // A PostgreSQL database per row, so rows do not de-duplicate against each other.
+  const pg = await startPg(args);
+  try {
+    let k = 0;
+    const sqliteDb = (label: string) => path.join(dir, `${label}-${++k}.db`);
+    rows.push(await direct(Math.min(messages, 10_000), devices, { maxDelayMs: 0 }, 'direct, one commit per message', await openAny(sqliteDb('direct1')), 'SQLite'));
+    rows.push(await direct(messages, devices, {}, `direct, batched (${DEFAULT_BATCH.maxMessages} msgs / ${DEFAULT_BATCH.maxDelayMs} ms)`, await openAny(sqliteDb('direct')), 'SQLite'));
+    if (pg) rows.push(await direct(messages, devices, {}, `direct, batched (${DEFAULT_BATCH.maxMessages} msgs / ${DEFAULT_BATCH.maxDelayMs} ms)`, await openAny(await pg.fresh()), 'PostgreSQL'));
+    if (!MOSQUITTO) console.error('mosquitto not installed: skipping the broker rows');
+    else
+      for (const n of args.collectors) {
+        rows.push(await throughGroup(n, messages, devices, sqliteDb(`group${n}`), 'SQLite (one WAL file)', undefined));
+        if (pg) rows.push(await throughGroup(n, messages, devices, await pg.fresh(), 'PostgreSQL', pg.dir));
+      }
+  } finally {
+    await pg?.dispose();
+    rmSync(dir, { recursive: true, force: true });
+  }
+  load.after = os.loadavg();
+  const table = [
+    '| path | store | collectors | messages | seconds | windows/s stored | per collector CPU-second | broker CPU | collectors CPU (busiest) | database CPU | publisher CPU | machine busy | stored | limit |',
+    '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|',
+    ...rows.map(
+      (r) =>
+        `| ${r.path} | ${r.store} | ${r.collectors ?? '—'} | ${r.messages} | ${r.seconds.toFixed(2)} | ${Math.round(r.perS)} | ${Math.round(r.perCpuS)} | ${pct(r.cpu?.broker)} | ${r.cpu ? `${pct(r.cpu.collectors)} (${pct(r.cpu.busiestCollector)})` : '—'} | ${pct(r.cpu?.database)} | ${pct(r.cpu?.publisher)} | ${pct(r.cpu?.machine)} | ${r.stored} | ${r.cpu ? limitOf(r.cpu) : '—'} |`,
+    ),
+  ];
+  console.log(table.join('\n'));
+  const cpuModel = os.cpus()[0]?.model?.trim() ?? 'unknown CPU';
+  const host = `${cpuModel}, ${os.availableParallelism()} cores, Node ${process.version}`;
+  const fmt = (l: number[]) => l.map((v) => v.toFixed(2)).join(' ');
+  console.log(`(CPU: % of one core over the row's run; machine busy: % of all cores, every process on the machine. ${host}; load average before ${fmt(load.before)}, after ${fmt(load.after)}; ${new Date().toISOString()})`);
+  mkdirSync('.edgeexit/bench', { recursive: true });
+  writeFileSync('.edgeexit/bench/ingest.json', JSON.stringify({ date: new Date().toISOString(), host, load, rows }, null, 2) + '\n');
+}
+
+/** The PostgreSQL the run uses, if any: a throwaway one (--pg), or the server --db names. */
+async function startPg(args: Args): Promise<{ dir: string | undefined; fresh(): Promise<string>; dispose(): Promise<void> } | undefined> {
+  void args;
+  return undefined;
+}
+
+const [mode, ...modeArgs] = process.argv.slice(2);
+if (mode === 'publish') await publish(modeArgs[0]!, Number(modeArgs[1]), Number(modeArgs[2]));
+else if (mode === 'collect') await collect(modeArgs[0]!, modeArgs[1]!, modeArgs[2]!);
 else await mainBench();

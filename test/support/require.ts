@@ -4,7 +4,9 @@
 // .ci/run installs every package listed here.
 import { existsSync } from 'node:fs';
 import path from 'node:path';
-import { describe, it } from 'vitest';
+// vitest only inside a test run: the benchmarks (scripts/*-bench.ts, run by plain node) find
+// mosquitto and PostgreSQL through this file too, and vitest refuses to load outside its runner.
+const { describe, it } = (process.env.VITEST ? await import('vitest') : {}) as typeof import('vitest');
 import { FASHION_MNIST_DIR } from '../../src/data/idx.js';
 
 /** Something on disk the tests need and the Debian package that provides it. */
