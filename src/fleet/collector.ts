@@ -36,7 +36,7 @@ import { MAX_ACK_IDS, subscriptionFor, topicFor } from '../telemetry/payloads.js
 import { EdgeExitError, InputError, formatProblem } from '../util/errors.js';
 import type { Limits } from './bounds.js';
 import type { Counters, FleetStore } from './fleet-store.js';
-import { openFleetStore } from './store.js';
+import { openStore } from './open.js';
 import { BatchedIngest, IngestGuard, type BatchOptions, type SettledWindows } from './ingest.js';
 import { startFleetHttp, type FleetHttpServer, type HttpListen } from './http.js';
 
@@ -45,6 +45,7 @@ export const SHARE_GROUP = 'edgeexit-collectors';
 export interface CollectorOptions {
   /** mqtt:// URL of an existing broker; omit to start an embedded one. */
   brokerUrl?: string;
+  /** SQLite file, or a postgres:// URL (src/fleet/open.ts). */
   dbFile: string;
   /** Collect one fleet only (default: every fleet). */
   fleet?: string;
@@ -139,7 +140,7 @@ async function startEmbeddedBroker(port: number, host: string, auth: { username:
  */
 export async function startCollector(opts: CollectorOptions): Promise<Collector> {
   const now = opts.now ?? Date.now;
-  const store = openFleetStore(opts.dbFile);
+  const store = await openStore(opts.dbFile);
   let embedded: EmbeddedBroker | undefined;
   let httpServer: FleetHttpServer | undefined;
   let conn: MqttConnection | undefined;
@@ -243,7 +244,7 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
       }
     };
     await attach(first.c);
-    log(`collecting ${subscription} from ${url} into ${opts.dbFile}`);
+    log(`collecting ${subscription} from ${url} into ${store.file}`);
 
     if (opts.retentionDays !== undefined) {
       const days = opts.retentionDays;

@@ -102,6 +102,12 @@ export interface FleetStore {
    * (they are not part of it). Resolves after the commit.
    */
   transaction<T>(fn: () => Promise<T>): Promise<T>;
+  /**
+   * Optional, for stores across a network: inside a transaction, read at once what record* calls
+   * for these devices and windows will need (the collector passes a whole batch), instead of one
+   * round trip per message. Outside a transaction it does nothing.
+   */
+  prefetch?(keys: readonly { device: string; id?: number; windowEnd?: number }[]): Promise<void>;
   counters(): Promise<Counters>;
   devices(): Promise<DeviceRow[]>;
   /** The device's last birth on record, or null (no birth seen, or no such device). */

@@ -1,9 +1,10 @@
 // Public surface of the fleet (operator side): the collector that fills the store from MQTT, the
-// SQLite store, fleet status computed from it, and the collector's HTTP side (Prometheus
+// SQLite store (or PostgreSQL, open.ts), fleet status computed from it, and the collector's HTTP side (Prometheus
 // /metrics, the dashboard and its JSON API), and the broker credentials and ACL (broker-auth).
 export { startCollector, SHARE_GROUP, type Collector, type CollectorOptions } from './collector.js';
 export * from './fleet-store.js';
 export { openFleetStore, SCHEMA_VERSION, type OpenStoreOptions } from './store.js';
+export { openStore, storeKind, type StoreKind } from './open.js';
 export { fleetStatus, LATEST_WINDOWS, type DeviceStatus, type FleetStatus } from './status.js';
 export {
   startFleetHttp,

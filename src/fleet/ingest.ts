@@ -128,6 +128,7 @@ export class BatchedIngest {
     const settled = new Settled();
     try {
       await this.store.transaction(async () => {
+        if (this.store.prefetch) await this.store.prefetch(batchKeys(batch));
         for (const { m, seenAt } of batch) settled.add(await handleMessage(this.store, m, seenAt, (l) => lines.push(l), this.guard));
       });
       for (const l of lines) this.log(l);
@@ -154,6 +155,29 @@ export class BatchedIngest {
   close(): Promise<void> {
     return this.flush();
   }
+}
+
+/**
+ * The devices and windows a batch touches, for a store that reads them all at once (prefetch).
+ * A hint only: a payload that does not parse here is refused later by handleMessage as usual.
+ */
+function batchKeys(batch: readonly { m: MqttMessage }[]): { device: string; id?: number; windowEnd?: number }[] {
+  const keys: { device: string; id?: number; windowEnd?: number }[] = [];
+  for (const { m } of batch) {
+    const t = parseTopic(m.topic);
+    if (!t || (t.kind !== 'birth' && t.kind !== 'death' && t.kind !== 'metrics')) continue;
+    if (t.kind !== 'metrics') {
+      keys.push({ device: t.device });
+      continue;
+    }
+    try {
+      const p = JSON.parse(m.payload.toString('utf8')) as { id?: unknown; windowEnd?: unknown };
+      keys.push(typeof p.id === 'number' && typeof p.windowEnd === 'number' ? { device: t.device, id: p.id, windowEnd: p.windowEnd } : { device: t.device });
+    } catch {
+      keys.push({ device: t.device });
+    }
+  }
+  return keys;
 }
 
 /** Settled windows grouped by device, in arrival order. */

@@ -1,10 +1,13 @@
-// The SQLite FleetStore on a real file: schema versioning, WAL, exact de-duplication, gap and
-// death bookkeeping, totals and retention.
+// The store contract (exact de-duplication, gap and death bookkeeping, totals, retention,
+// transactions) run against both backends: a real SQLite file and a real PostgreSQL started by
+// the test (test/support/postgres.ts). Then what is SQLite's own: schema versioning, WAL, upgrades.
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
-import { afterEach, describe, expect, it } from 'vitest';
-import { SCHEMA_VERSION, openFleetStore, renderMetrics, type FleetStore } from '../../src/fleet/index.js';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { SCHEMA_VERSION, openFleetStore, openStore, renderMetrics, type FleetStore } from '../../src/fleet/index.js';
+import { startPostgres, type Postgres } from '../support/postgres.js';
+import { POSTGRES } from '../support/require.js';
 import { MIGRATIONS } from '../../src/fleet/store.js';
 import type { Birth, MetricsWindow } from '../../src/telemetry/index.js';
 import { BIRTH_INFO, tempDir, windowBody } from '../telemetry/mqtt/fixtures.js';
@@ -30,11 +33,387 @@ function bare(device: string, id: number, bdSeq: number, seq: number): MetricsWi
   return w;
 }
 
-describe('SqliteFleetStore', () => {
+/** What a test needs of one backend: a fresh store, a way to reopen it, and plain SQL reads. */
+interface Kit {
+  store: FleetStore;
+  /** Close the store and open the same database again. */
+  reopen(): Promise<FleetStore>;
+  /** Rows of a read-only SQL query against the database (portable SQL only). */
+  query(sql: string): Promise<unknown[]>;
+}
+
+/** The store contract: every backend (SQLite, PostgreSQL) must pass these the same way. */
+function contract(name: string, make: () => Promise<Kit & { cleanup(): Promise<void> }>): void {
+  describe(`FleetStore contract: ${name}`, () => {
+    const kits: (Kit & { cleanup(): Promise<void> })[] = [];
+    afterEach(async () => {
+      for (const k of kits.splice(0)) await k.cleanup();
+    });
+    async function fresh(): Promise<Kit> {
+      const kit = await make();
+      kits.push(kit);
+      return kit;
+    }
+
+    it('stores (device, id) once, counts duplicates, gaps per bdSeq, and not across sessions', async () => {
+      const { store } = await fresh();
+      await store.recordBirth(birth('a', 1), 1);
+      expect(await store.recordWindow(win('a', 1, 1, 1), 'lab', 2)).toEqual({ stored: true, gap: 0, unknownDevice: false });
+      // The same outbox entry resent in a new session: new (bdSeq, seq), same id.
+      await store.recordBirth(birth('a', 2), 3);
+      expect(await store.recordWindow(win('a', 1, 2, 1), 'lab', 4)).toEqual({ stored: false, gap: 0, unknownDevice: false });
+      expect(await store.recordWindow(win('a', 2, 2, 5), 'lab', 5)).toEqual({ stored: true, gap: 3, unknownDevice: false });
+      // seq wraps at 255 → 0 without a gap.
+      await store.recordWindow(win('a', 3, 2, 255), 'lab', 6);
+      expect((await store.recordWindow(win('a', 4, 2, 0), 'lab', 7)).gap).toBe(0);
+      // Another device may reuse an id.
+      expect(await store.recordWindow(win('b', 1, 0, 1), 'lab', 8)).toEqual({ stored: true, gap: 0, unknownDevice: true });
+      expect(await store.counters()).toMatchObject({ duplicates: 1, gaps: 3 + 249, unknownDevice: 1 });
+      expect((await store.totals()).map((t) => [t.device, t.windows, t.count])).toEqual([
+        ['a', 4, 40],
+        ['b', 1, 10],
+      ]);
+    });
+
+    it('inside one transaction (a collector batch) the session state is kept per device: same gaps, births and rollbacks as one by one', async () => {
+      const { store, reopen } = await fresh();
+      await store.recordBirth(birth('a', 1), 10);
+      // Seq 0, 1, then 3: one gap, counted inside the batch.
+      const outcomes = await store.transaction(async () => [await store.recordWindow(win('a', 0, 1, 0), 'lab', 11), await store.recordWindow(win('a', 1, 1, 1), 'lab', 12), await store.recordWindow(win('a', 2, 1, 3), 'lab', 13)]);
+      expect(outcomes.map((o) => o.gap)).toEqual([0, 0, 1]);
+      // The state written back at commit: seq 4 follows seq 3 without a gap, in the next batch.
+      expect((await store.transaction(async () => await store.recordWindow(win('a', 3, 1, 4), 'lab', 14))).gap).toBe(0);
+      // A birth in the middle of a batch starts a new session: no false gap across it.
+      const mid = await store.transaction(async () => {
+        const before = await store.recordWindow(win('a', 4, 1, 5), 'lab', 15);
+        await store.recordBirth(birth('a', 2), 16);
+        return [before, await store.recordWindow(win('a', 5, 2, 1), 'lab', 17)];
+      });
+      expect(mid.map((o) => o.gap)).toEqual([0, 0]);
+      // A rolled-back batch leaves no trace, in the table or in the kept state.
+      await expect(
+        store.transaction(async () => {
+          await store.recordWindow(win('a', 6, 2, 2), 'lab', 18);
+          throw new Error('disk full');
+        }),
+      ).rejects.toThrow('disk full');
+      expect(await store.recordWindow(win('a', 6, 2, 2), 'lab', 19)).toEqual({ stored: true, gap: 0, unknownDevice: false });
+      expect(await store.counters()).toMatchObject({ gaps: 1, duplicates: 0 });
+      expect(await store.totals()).toEqual([expect.objectContaining({ device: 'a', windows: 7 })]);
+      // What was kept in memory reached the database: last seen is the latest window's.
+      const again = await reopen();
+      expect((await again.devices())[0]).toMatchObject({ device: 'a', bdSeq: 2, lastSeen: 19 });
+    });
+
+    it('applies a death only for the current bdSeq', async () => {
+      const { store } = await fresh();
+      expect(await store.recordDeath({ device: 'x', bdSeq: 0, clean: true }, 1)).toBe('unknown');
+      await store.recordBirth(birth('x', 4), 2);
+      expect(await store.recordDeath({ device: 'x', bdSeq: 3, clean: false }, 3)).toBe('stale');
+      expect((await store.devices())[0]).toMatchObject({ online: true, bdSeq: 4, lastSeen: 3 });
+      expect(await store.recordDeath({ device: 'x', bdSeq: 4, clean: false }, 4)).toBe('offline');
+      expect((await store.devices())[0]).toMatchObject({ online: false, lastSeen: 4 });
+      expect(await store.counters()).toMatchObject({ staleDeaths: 1, unknownDevice: 1 });
+    });
+
+    it("a death of a session whose birth never arrived (lost by a broker restarted without persistence) still takes the device offline", async () => {
+      const { store } = await fresh();
+      await store.recordBirth(birth('x', 4), 1);
+      expect(await store.recordDeath({ device: 'x', bdSeq: 6, clean: true }, 2)).toBe('offline');
+      expect((await store.devices())[0]).toMatchObject({ online: false, bdSeq: 6 });
+      // The will of session 5, delivered late, is older than the death on record.
+      expect(await store.recordDeath({ device: 'x', bdSeq: 5, clean: false }, 3)).toBe('stale');
+      expect((await store.devices())[0]).toMatchObject({ online: false });
+    });
+
+    it('counts every lost message of a long run exactly: seq no longer wraps at 256', async () => {
+      const { store } = await fresh();
+      await store.recordBirth(birth('a', 1), 1);
+      await store.recordWindow(win('a', 1, 1, 1), 'lab', 2);
+      // 3,046 messages lost in a row (the 5,000-window burst of issue 12 read as 1,090 with 8-bit seq).
+      expect((await store.recordWindow(win('a', 2, 1, 3_048), 'lab', 3)).gap).toBe(3_046);
+      expect((await store.recordWindow(win('a', 3, 1, 3_049), 'lab', 4)).gap).toBe(0);
+      expect((await store.counters()).gaps).toBe(3_046);
+    });
+
+    it('deletes windows older than the retention and returns latest windows newest first; totals keep the pruned ones', async () => {
+      const { store } = await fresh();
+      await store.recordBirth(birth('a', 0), 0);
+      for (let i = 0; i < 4; i++) await store.recordWindow(win('a', i, 0, i + 1), 'lab', 0);
+      expect((await store.latestWindows('a', 2)).map((w) => w.id)).toEqual([3, 2]);
+      // windowBody(i) ends at 1_700_000_000_000 + (i + 1) × 10 s.
+      const now = 1_700_000_000_000 + 25_000 + 86_400_000;
+      expect(await store.prune(1, now)).toBe(2);
+      expect((await store.latestWindows('a', 10)).map((w) => w.id)).toEqual([3, 2]);
+      // Running totals: what the pruned windows added stays (Prometheus counters must not drop).
+      expect(await store.totals()).toEqual([{ device: 'a', windows: 4, count: 40, joules: 6, exits: [24, 12, 4], labelled: 20, correct: 16 }]);
+    });
+
+    it('a call made while a transaction is open elsewhere waits for it, and is not rolled back with it', async () => {
+      const { store } = await fresh();
+      await store.recordBirth(birth('a', 1), 1);
+      let release!: () => void;
+      const held = new Promise<void>((r) => (release = r));
+      const batch = store.transaction(async () => {
+        await store.recordWindow(win('a', 1, 1, 1), 'lab', 2);
+        await held;
+        throw new Error('disk full');
+      });
+      // Issued while the batch is open: it must neither join the batch nor see its window.
+      const outside = store.recordWindow(win('a', 2, 1, 2), 'lab', 3);
+      const read = store.totals();
+      release();
+      await expect(batch).rejects.toThrow('disk full');
+      // seq 1 was rolled back, so seq 2 follows a gap; the window itself survived the rollback.
+      expect(await outside).toEqual({ stored: true, gap: 1, unknownDevice: false });
+      // The read saw committed rows only: never the batch's window beside the outside one.
+      expect((await read).reduce((a, t) => a + t.windows, 0)).toBeLessThanOrEqual(1);
+      expect(await store.totals()).toEqual([expect.objectContaining({ device: 'a', windows: 1, count: 10 })]);
+      expect((await store.latestWindows('a', 10)).map((w) => w.id)).toEqual([2]);
+    });
+
+    it('keeps totals, exit sums and /metrics counters monotonic across prunes, and equal to everything sent', async () => {
+      const { store } = await fresh();
+      await store.recordBirth(birth('a', 1), 1);
+      await store.recordBirth(birth('b', 1), 1);
+      // Windows that differ, so a per-exit or per-device mix-up shows; b has a longer histogram and no labels.
+      const sent: MetricsWindow[] = [];
+      for (let i = 0; i < 6; i++) sent.push({ ...win('a', i, 1, i + 1), count: 10 + i, exitHistogram: [5, 3 + i, 2], energy: { joules: 0.25 * (i + 1), meanWatts: 0.5, source: 'sensor', meter: 'ina3221-hwmon' }, accuracy: { correct: i, labelled: i + 1 } });
+      for (let i = 0; i < 3; i++) sent.push({ ...bare('b', i, 1, i + 1), count: 4, exitHistogram: [1, 0, 0, 3] });
+      await store.transaction(async () => {
+        for (const w of sent) expect((await store.recordWindow(w, 'lab', 2)).stored).toBe(true);
+      });
+      const want = (device: string) => {
+        const ws = sent.filter((w) => w.device === device);
+        const exits: number[] = [];
+        for (const w of ws) w.exitHistogram.forEach((n, k) => (exits[k] = (exits[k] ?? 0) + n));
+        return {
+          device,
+          windows: ws.length,
+          count: ws.reduce((a, w) => a + w.count, 0),
+          joules: ws.reduce((a, w) => a + w.energy.joules, 0),
+          exits,
+          labelled: ws.reduce((a, w) => a + (w.accuracy?.labelled ?? 0), 0),
+          correct: ws.reduce((a, w) => a + (w.accuracy?.correct ?? 0), 0),
+        };
+      };
+      const all = [want('a'), want('b')];
+      expect(await store.totals()).toEqual(all);
+      expect(all[0]).toMatchObject({ windows: 6, count: 75, joules: 5.25, exits: [30, 33, 12], labelled: 21, correct: 15 });
+
+      const scrape = async () => parseExposition(await renderMetrics(store));
+      const before = await scrape();
+      // Prune in steps, down to no rows at all; nothing that feeds a counter may go down.
+      const T = 1_700_000_000_000;
+      let last = await store.totals();
+      for (const ended of [25_000, 45_000, 1_000_000]) {
+        expect(await store.prune(1, T + ended + 86_400_000)).toBeGreaterThan(0);
+        const now = await store.totals();
+        expect(now).toEqual(all);
+        for (const t of now) {
+          const prev = last.find((p) => p.device === t.device)!;
+          for (const k of ['windows', 'count', 'joules', 'labelled', 'correct'] as const) expect(t[k]).toBeGreaterThanOrEqual(prev[k]);
+          t.exits.forEach((n, k) => expect(n).toBeGreaterThanOrEqual(prev.exits[k]!));
+        }
+        last = now;
+      }
+      expect(await store.latestWindows('a', 10)).toEqual([]);
+      expect(await store.latestWindows('b', 10)).toEqual([]);
+
+      const fams = await scrape();
+      for (const e of all) {
+        const d = { device: e.device, fleet: 'lab' };
+        expect(sampleValue(fams, 'edgeexit_windows_total', d), e.device).toBe(e.windows);
+        expect(sampleValue(fams, 'edgeexit_inferences_total', d), e.device).toBe(e.count);
+        expect(sampleValue(fams, 'edgeexit_energy_joules_total', d), e.device).toBe(e.joules);
+        expect(sampleValue(fams, 'edgeexit_labelled_inferences_total', d), e.device).toBe(e.labelled);
+        expect(sampleValue(fams, 'edgeexit_correct_inferences_total', d), e.device).toBe(e.correct);
+        e.exits.forEach((n, k) => expect(sampleValue(fams, 'edgeexit_exits_total', { ...d, exit: String(k) }), `${e.device} exit ${k}`).toBe(n));
+        expect(fams.get('edgeexit_exits_total')!.samples.filter((s) => s.labels.device === e.device)).toHaveLength(e.exits.length);
+      }
+      expect(sampleValue(fams, 'edgeexit_collector_messages_total', { result: 'stored' })).toBe(9);
+      // Every counter sample is where it was before the prunes (none dropped, none vanished) but the
+      // device-reported dropped-windows counter, read from the latest stored window: with no window
+      // left its series is absent (stale to Prometheus), not lower.
+      expect(fams.get('edgeexit_device_dropped_windows_total')!.samples).toEqual([]);
+      for (const f of before.values()) {
+        if (f.type !== 'counter' || f.name === 'edgeexit_device_dropped_windows_total') continue;
+        for (const s of f.samples) expect(sampleValue(fams, f.name, s.labels, s.name), `${s.name} ${JSON.stringify(s.labels)}`).toBe(s.value);
+      }
+
+      // A window stored after the prunes adds to the totals; the same window again adds nothing.
+      const more = { ...win('a', 100, 1, 7), exitHistogram: [6, 3, 1] };
+      expect((await store.recordWindow(more, 'lab', 3)).stored).toBe(true);
+      expect((await store.recordWindow(more, 'lab', 4)).stored).toBe(false);
+      expect((await store.totals())[0]).toEqual({ ...all[0], windows: 7, count: 85, joules: 6.75, exits: [36, 36, 13], labelled: 26, correct: 19 });
+      expect((await store.counters()).duplicates).toBe(1);
+    });
+
+    it('adds a duplicate window to no total, one by one or in a batch', async () => {
+      const { store } = await fresh();
+      await store.recordBirth(birth('a', 1), 1);
+      await store.recordWindow(win('a', 1, 1, 1), 'lab', 2);
+      const once = await store.totals();
+      expect(once).toEqual([{ device: 'a', windows: 1, count: 10, joules: 1.5, exits: [6, 3, 1], labelled: 5, correct: 4 }]);
+      expect((await store.recordWindow(win('a', 1, 1, 1), 'lab', 3)).stored).toBe(false); // redelivery
+      await store.recordBirth(birth('a', 2), 4);
+      await store.transaction(async () => {
+        expect((await store.recordWindow(win('a', 1, 2, 1), 'lab', 5)).stored).toBe(false); // outbox resend in a new session
+        expect((await store.recordWindow(win('a', 1, 2, 2), 'lab', 6)).stored).toBe(false);
+      });
+      expect(await store.totals()).toEqual(once);
+      expect((await store.counters()).duplicates).toBe(3);
+    });
+
+    it('stores temperature and accuracy when sent, leaves them absent when not, and sums labels per device', async () => {
+      const { store, reopen, query } = await fresh();
+      await store.recordBirth(birth('a', 1), 1);
+      await store.recordWindow({ ...win('a', 1, 1, 1), temperatureC: -3.25, accuracy: { correct: 0, labelled: 7 } }, 'lab', 2);
+      await store.recordWindow(bare('a', 2, 1, 2), 'lab', 3);
+      await store.recordWindow({ ...win('a', 3, 1, 3), temperatureC: 61.125, accuracy: { correct: 9, labelled: 9 } }, 'lab', 4);
+      await store.recordWindow(bare('a', 4, 1, 4), 'lab', 5); // the newest window has neither
+      await store.recordWindow(bare('b', 1, 0, 1), 'lab', 6); // a device that never sent either
+
+      const rows = await store.latestWindows('a', 10);
+      expect(rows.map((w) => w.id)).toEqual([4, 3, 2, 1]);
+      expect(rows[0]).not.toHaveProperty('temperatureC');
+      expect(rows[0]).not.toHaveProperty('accuracy');
+      expect(rows[1]).toMatchObject({ temperatureC: 61.125, accuracy: { correct: 9, labelled: 9 } });
+      expect(rows[3]).toMatchObject({ temperatureC: -3.25, accuracy: { correct: 0, labelled: 7 } });
+      expect(await store.latestTemperature('a')).toBe(61.125);
+      expect(await store.latestTemperature('b')).toBeNull();
+      expect(await store.latestTemperature('nobody')).toBeNull();
+      expect(await store.totals()).toEqual([
+        expect.objectContaining({ device: 'a', windows: 4, labelled: 16, correct: 9 }),
+        expect.objectContaining({ device: 'b', windows: 1, labelled: 0, correct: 0 }),
+      ]);
+
+      // NULL in the database, not 0: absent stays absent across a reopen.
+      expect(await query("SELECT id, temperature_c, accuracy_correct, accuracy_labelled FROM windows WHERE device = 'a' ORDER BY id")).toEqual([
+        { id: 1, temperature_c: -3.25, accuracy_correct: 0, accuracy_labelled: 7 },
+        { id: 2, temperature_c: null, accuracy_correct: null, accuracy_labelled: null },
+        { id: 3, temperature_c: 61.125, accuracy_correct: 9, accuracy_labelled: 9 },
+        { id: 4, temperature_c: null, accuracy_correct: null, accuracy_labelled: null },
+      ]);
+      const again = await reopen();
+      expect((await again.latestWindows('a', 1))[0]).not.toHaveProperty('accuracy');
+      expect((await again.latestWindows('a', 2))[1]).toMatchObject({ temperatureC: 61.125, accuracy: { correct: 9, labelled: 9 } });
+    });
+
+    it('sums labels inside a batch like one by one, and a rolled-back batch adds none', async () => {
+      const { store } = await fresh();
+      await store.recordBirth(birth('a', 1), 1);
+      // windowBody carries accuracy 4 of 5 and 51.5 °C.
+      (await store.transaction(async () => {
+        for (let i = 1; i <= 3; i++) await store.recordWindow(win('a', i, 1, i), 'lab', 1 + i);
+        await store.recordWindow(win('a', 3, 1, 3), 'lab', 5); // redelivery: not summed twice
+      }));
+      expect(await store.totals()).toEqual([expect.objectContaining({ windows: 3, labelled: 15, correct: 12 })]);
+      await expect(
+        store.transaction(async () => {
+          await store.recordWindow({ ...win('a', 4, 1, 4), temperatureC: 80, accuracy: { correct: 1, labelled: 100 } }, 'lab', 6);
+          throw new Error('disk full');
+        }),
+      ).rejects.toThrow('disk full');
+      expect(await store.totals()).toEqual([expect.objectContaining({ windows: 3, labelled: 15, correct: 12 })]);
+      expect(await store.latestTemperature('a')).toBe(51.5);
+    });
+
+    it('a rolled-back batch leaves the running totals and exit sums as they were, for every device it touched', async () => {
+      const { store, query } = await fresh();
+      await store.recordBirth(birth('a', 1), 1);
+      await store.transaction(async () => {
+        for (let i = 1; i <= 2; i++) await store.recordWindow(win('a', i, 1, i), 'lab', 1 + i);
+      });
+      const before = await store.totals();
+      expect(before).toEqual([{ device: 'a', windows: 2, count: 20, joules: 3, exits: [12, 6, 2], labelled: 10, correct: 8 }]);
+      await expect(
+        store.transaction(async () => {
+          expect((await store.recordWindow({ ...win('a', 3, 1, 3), exitHistogram: [1, 2, 3, 4], count: 10 }, 'lab', 4)).stored).toBe(true);
+          expect((await store.recordWindow(win('new', 1, 0, 1), 'lab', 5)).stored).toBe(true); // a device first seen in the batch
+          expect(await store.totals()).toHaveLength(2); // inside the batch it counted
+          throw new Error('disk full');
+        }),
+      ).rejects.toThrow('disk full');
+      expect(await store.totals()).toEqual(before);
+      expect(await query('SELECT device, exit, n FROM device_exit_totals ORDER BY device, exit')).toEqual([
+        { device: 'a', exit: 0, n: 12 },
+        { device: 'a', exit: 1, n: 6 },
+        { device: 'a', exit: 2, n: 2 },
+      ]);
+      // The same windows, sent again after the rollback, are new: they count once.
+      expect((await store.recordWindow(win('a', 3, 1, 3), 'lab', 6)).stored).toBe(true);
+      expect(await store.totals()).toEqual([{ device: 'a', windows: 3, count: 30, joules: 4.5, exits: [18, 9, 3], labelled: 15, correct: 12 }]);
+    });
+  });
+}
+
+contract('SQLite', async () => {
+  const dir = await tempDir('fleet-store');
+  const file = path.join(dir, 'sub', 'fleet.db');
+  const kit = {
+    store: openFleetStore(file),
+    async reopen() {
+      await kit.store.close();
+      return (kit.store = openFleetStore(file, { mustExist: true }));
+    },
+    async query(sql: string) {
+      const raw = new Database(file, { readonly: true });
+      try {
+        return raw.prepare(sql).all();
+      } finally {
+        raw.close();
+      }
+    },
+    async cleanup() {
+      await kit.store.close();
+      await fsp.rm(dir, { recursive: true, force: true });
+    },
+  };
+  return kit;
+});
+
+POSTGRES.describe('PostgreSQL store', () => {
+  let server: Postgres;
+  let n = 0;
+  beforeAll(async () => {
+    server = await startPostgres();
+  }, 120_000);
+  afterAll(async () => {
+    await server?.dispose();
+  });
+  contract('PostgreSQL', async () => {
+    // A database per test keeps them apart on one server.
+    const url = await server.createDatabase(`store_${++n}`);
+    const { default: pg } = await import('pg');
+    const kit = {
+      store: await openStore(url),
+      async reopen() {
+        await kit.store.close();
+        return (kit.store = await openStore(url, { mustExist: true }));
+      },
+      async query(sql: string) {
+        const c = new pg.Client({ connectionString: url, types: { getTypeParser: (oid: number, f?: 'text' | 'binary') => (oid === 20 ? Number : pg.types.getTypeParser(oid, f)) } as never });
+        await c.connect();
+        try {
+          return (await c.query(sql)).rows;
+        } finally {
+          await c.end();
+        }
+      },
+      async cleanup() {
+        await kit.store.close();
+      },
+    };
+    return kit;
+  });
+});
+
+describe('SQLite store file: schema, WAL and upgrades', () => {
   const open: FleetStore[] = [];
   const dirs: string[] = [];
   afterEach(async () => {
-    for (const s of open.splice(0)) s.close();
+    for (const s of open.splice(0)) await s.close();
     for (const d of dirs.splice(0)) await fsp.rm(d, { recursive: true, force: true });
   });
   async function fresh(): Promise<{ file: string; store: FleetStore }> {
@@ -68,304 +447,6 @@ describe('SqliteFleetStore', () => {
     raw.close();
     expect(() => openFleetStore(file)).toThrow(/newer than this edgeexit/);
     expect(() => openFleetStore(file + '.missing', { mustExist: true })).toThrow(/no fleet database/);
-  });
-
-  it('stores (device, id) once, counts duplicates, gaps per bdSeq, and not across sessions', async () => {
-    const { store } = await fresh();
-    await store.recordBirth(birth('a', 1), 1);
-    expect(await store.recordWindow(win('a', 1, 1, 1), 'lab', 2)).toEqual({ stored: true, gap: 0, unknownDevice: false });
-    // The same outbox entry resent in a new session: new (bdSeq, seq), same id.
-    await store.recordBirth(birth('a', 2), 3);
-    expect(await store.recordWindow(win('a', 1, 2, 1), 'lab', 4)).toEqual({ stored: false, gap: 0, unknownDevice: false });
-    expect(await store.recordWindow(win('a', 2, 2, 5), 'lab', 5)).toEqual({ stored: true, gap: 3, unknownDevice: false });
-    // seq wraps at 255 → 0 without a gap.
-    await store.recordWindow(win('a', 3, 2, 255), 'lab', 6);
-    expect((await store.recordWindow(win('a', 4, 2, 0), 'lab', 7)).gap).toBe(0);
-    // Another device may reuse an id.
-    expect(await store.recordWindow(win('b', 1, 0, 1), 'lab', 8)).toEqual({ stored: true, gap: 0, unknownDevice: true });
-    expect(await store.counters()).toMatchObject({ duplicates: 1, gaps: 3 + 249, unknownDevice: 1 });
-    expect((await store.totals()).map((t) => [t.device, t.windows, t.count])).toEqual([
-      ['a', 4, 40],
-      ['b', 1, 10],
-    ]);
-  });
-
-  it('inside one transaction (a collector batch) the session state is kept per device: same gaps, births and rollbacks as one by one', async () => {
-    const { file, store } = await fresh();
-    await store.recordBirth(birth('a', 1), 10);
-    // Seq 0, 1, then 3: one gap, counted inside the batch.
-    const outcomes = await store.transaction(async () => [await store.recordWindow(win('a', 0, 1, 0), 'lab', 11), await store.recordWindow(win('a', 1, 1, 1), 'lab', 12), await store.recordWindow(win('a', 2, 1, 3), 'lab', 13)]);
-    expect(outcomes.map((o) => o.gap)).toEqual([0, 0, 1]);
-    // The state written back at commit: seq 4 follows seq 3 without a gap, in the next batch.
-    expect((await store.transaction(async () => await store.recordWindow(win('a', 3, 1, 4), 'lab', 14))).gap).toBe(0);
-    // A birth in the middle of a batch starts a new session: no false gap across it.
-    const mid = await store.transaction(async () => {
-      const before = await store.recordWindow(win('a', 4, 1, 5), 'lab', 15);
-      await store.recordBirth(birth('a', 2), 16);
-      return [before, await store.recordWindow(win('a', 5, 2, 1), 'lab', 17)];
-    });
-    expect(mid.map((o) => o.gap)).toEqual([0, 0]);
-    // A rolled-back batch leaves no trace, in the table or in the kept state.
-    await expect(
-      store.transaction(async () => {
-        await store.recordWindow(win('a', 6, 2, 2), 'lab', 18);
-        throw new Error('disk full');
-      }),
-    ).rejects.toThrow('disk full');
-    expect(await store.recordWindow(win('a', 6, 2, 2), 'lab', 19)).toEqual({ stored: true, gap: 0, unknownDevice: false });
-    expect(await store.counters()).toMatchObject({ gaps: 1, duplicates: 0 });
-    expect(await store.totals()).toEqual([expect.objectContaining({ device: 'a', windows: 7 })]);
-    // What was kept in memory reached the file: last seen is the latest window's.
-    await store.close();
-    open.splice(open.indexOf(store), 1);
-    const again = openFleetStore(file, { mustExist: true });
-    open.push(again);
-    expect((await again.devices())[0]).toMatchObject({ device: 'a', bdSeq: 2, lastSeen: 19 });
-  });
-
-  it('applies a death only for the current bdSeq', async () => {
-    const { store } = await fresh();
-    expect(await store.recordDeath({ device: 'x', bdSeq: 0, clean: true }, 1)).toBe('unknown');
-    await store.recordBirth(birth('x', 4), 2);
-    expect(await store.recordDeath({ device: 'x', bdSeq: 3, clean: false }, 3)).toBe('stale');
-    expect((await store.devices())[0]).toMatchObject({ online: true, bdSeq: 4, lastSeen: 3 });
-    expect(await store.recordDeath({ device: 'x', bdSeq: 4, clean: false }, 4)).toBe('offline');
-    expect((await store.devices())[0]).toMatchObject({ online: false, lastSeen: 4 });
-    expect(await store.counters()).toMatchObject({ staleDeaths: 1, unknownDevice: 1 });
-  });
-
-  it("a death of a session whose birth never arrived (lost by a broker restarted without persistence) still takes the device offline", async () => {
-    const { store } = await fresh();
-    await store.recordBirth(birth('x', 4), 1);
-    expect(await store.recordDeath({ device: 'x', bdSeq: 6, clean: true }, 2)).toBe('offline');
-    expect((await store.devices())[0]).toMatchObject({ online: false, bdSeq: 6 });
-    // The will of session 5, delivered late, is older than the death on record.
-    expect(await store.recordDeath({ device: 'x', bdSeq: 5, clean: false }, 3)).toBe('stale');
-    expect((await store.devices())[0]).toMatchObject({ online: false });
-  });
-
-  it('counts every lost message of a long run exactly: seq no longer wraps at 256', async () => {
-    const { store } = await fresh();
-    await store.recordBirth(birth('a', 1), 1);
-    await store.recordWindow(win('a', 1, 1, 1), 'lab', 2);
-    // 3,046 messages lost in a row (the 5,000-window burst of issue 12 read as 1,090 with 8-bit seq).
-    expect((await store.recordWindow(win('a', 2, 1, 3_048), 'lab', 3)).gap).toBe(3_046);
-    expect((await store.recordWindow(win('a', 3, 1, 3_049), 'lab', 4)).gap).toBe(0);
-    expect((await store.counters()).gaps).toBe(3_046);
-  });
-
-  it('deletes windows older than the retention and returns latest windows newest first; totals keep the pruned ones', async () => {
-    const { store } = await fresh();
-    await store.recordBirth(birth('a', 0), 0);
-    for (let i = 0; i < 4; i++) await store.recordWindow(win('a', i, 0, i + 1), 'lab', 0);
-    expect((await store.latestWindows('a', 2)).map((w) => w.id)).toEqual([3, 2]);
-    // windowBody(i) ends at 1_700_000_000_000 + (i + 1) × 10 s.
-    const now = 1_700_000_000_000 + 25_000 + 86_400_000;
-    expect(await store.prune(1, now)).toBe(2);
-    expect((await store.latestWindows('a', 10)).map((w) => w.id)).toEqual([3, 2]);
-    // Running totals: what the pruned windows added stays (Prometheus counters must not drop).
-    expect(await store.totals()).toEqual([{ device: 'a', windows: 4, count: 40, joules: 6, exits: [24, 12, 4], labelled: 20, correct: 16 }]);
-  });
-
-  it('a call made while a transaction is open elsewhere waits for it, and is not rolled back with it', async () => {
-    const { store } = await fresh();
-    await store.recordBirth(birth('a', 1), 1);
-    let release!: () => void;
-    const held = new Promise<void>((r) => (release = r));
-    const batch = store.transaction(async () => {
-      await store.recordWindow(win('a', 1, 1, 1), 'lab', 2);
-      await held;
-      throw new Error('disk full');
-    });
-    // Issued while the batch is open: it must neither join the batch nor see its window.
-    const outside = store.recordWindow(win('a', 2, 1, 2), 'lab', 3);
-    const read = store.totals();
-    release();
-    await expect(batch).rejects.toThrow('disk full');
-    // seq 1 was rolled back, so seq 2 follows a gap; the window itself survived the rollback.
-    expect(await outside).toEqual({ stored: true, gap: 1, unknownDevice: false });
-    expect(await read).toEqual([expect.objectContaining({ device: 'a', windows: 1, count: 10 })]);
-    expect((await store.latestWindows('a', 10)).map((w) => w.id)).toEqual([2]);
-  });
-
-  it('keeps totals, exit sums and /metrics counters monotonic across prunes, and equal to everything sent', async () => {
-    const { store } = await fresh();
-    await store.recordBirth(birth('a', 1), 1);
-    await store.recordBirth(birth('b', 1), 1);
-    // Windows that differ, so a per-exit or per-device mix-up shows; b has a longer histogram and no labels.
-    const sent: MetricsWindow[] = [];
-    for (let i = 0; i < 6; i++) sent.push({ ...win('a', i, 1, i + 1), count: 10 + i, exitHistogram: [5, 3 + i, 2], energy: { joules: 0.25 * (i + 1), meanWatts: 0.5, source: 'sensor', meter: 'ina3221-hwmon' }, accuracy: { correct: i, labelled: i + 1 } });
-    for (let i = 0; i < 3; i++) sent.push({ ...bare('b', i, 1, i + 1), count: 4, exitHistogram: [1, 0, 0, 3] });
-    await store.transaction(async () => {
-      for (const w of sent) expect((await store.recordWindow(w, 'lab', 2)).stored).toBe(true);
-    });
-    const want = (device: string) => {
-      const ws = sent.filter((w) => w.device === device);
-      const exits: number[] = [];
-      for (const w of ws) w.exitHistogram.forEach((n, k) => (exits[k] = (exits[k] ?? 0) + n));
-      return {
-        device,
-        windows: ws.length,
-        count: ws.reduce((a, w) => a + w.count, 0),
-        joules: ws.reduce((a, w) => a + w.energy.joules, 0),
-        exits,
-        labelled: ws.reduce((a, w) => a + (w.accuracy?.labelled ?? 0), 0),
-        correct: ws.reduce((a, w) => a + (w.accuracy?.correct ?? 0), 0),
-      };
-    };
-    const all = [want('a'), want('b')];
-    expect(await store.totals()).toEqual(all);
-    expect(all[0]).toMatchObject({ windows: 6, count: 75, joules: 5.25, exits: [30, 33, 12], labelled: 21, correct: 15 });
-
-    const scrape = async () => parseExposition(await renderMetrics(store));
-    const before = await scrape();
-    // Prune in steps, down to no rows at all; nothing that feeds a counter may go down.
-    const T = 1_700_000_000_000;
-    let last = await store.totals();
-    for (const ended of [25_000, 45_000, 1_000_000]) {
-      expect(await store.prune(1, T + ended + 86_400_000)).toBeGreaterThan(0);
-      const now = await store.totals();
-      expect(now).toEqual(all);
-      for (const t of now) {
-        const prev = last.find((p) => p.device === t.device)!;
-        for (const k of ['windows', 'count', 'joules', 'labelled', 'correct'] as const) expect(t[k]).toBeGreaterThanOrEqual(prev[k]);
-        t.exits.forEach((n, k) => expect(n).toBeGreaterThanOrEqual(prev.exits[k]!));
-      }
-      last = now;
-    }
-    expect(await store.latestWindows('a', 10)).toEqual([]);
-    expect(await store.latestWindows('b', 10)).toEqual([]);
-
-    const fams = await scrape();
-    for (const e of all) {
-      const d = { device: e.device, fleet: 'lab' };
-      expect(sampleValue(fams, 'edgeexit_windows_total', d), e.device).toBe(e.windows);
-      expect(sampleValue(fams, 'edgeexit_inferences_total', d), e.device).toBe(e.count);
-      expect(sampleValue(fams, 'edgeexit_energy_joules_total', d), e.device).toBe(e.joules);
-      expect(sampleValue(fams, 'edgeexit_labelled_inferences_total', d), e.device).toBe(e.labelled);
-      expect(sampleValue(fams, 'edgeexit_correct_inferences_total', d), e.device).toBe(e.correct);
-      e.exits.forEach((n, k) => expect(sampleValue(fams, 'edgeexit_exits_total', { ...d, exit: String(k) }), `${e.device} exit ${k}`).toBe(n));
-      expect(fams.get('edgeexit_exits_total')!.samples.filter((s) => s.labels.device === e.device)).toHaveLength(e.exits.length);
-    }
-    expect(sampleValue(fams, 'edgeexit_collector_messages_total', { result: 'stored' })).toBe(9);
-    // Every counter sample is where it was before the prunes (none dropped, none vanished) but the
-    // device-reported dropped-windows counter, read from the latest stored window: with no window
-    // left its series is absent (stale to Prometheus), not lower.
-    expect(fams.get('edgeexit_device_dropped_windows_total')!.samples).toEqual([]);
-    for (const f of before.values()) {
-      if (f.type !== 'counter' || f.name === 'edgeexit_device_dropped_windows_total') continue;
-      for (const s of f.samples) expect(sampleValue(fams, f.name, s.labels, s.name), `${s.name} ${JSON.stringify(s.labels)}`).toBe(s.value);
-    }
-
-    // A window stored after the prunes adds to the totals; the same window again adds nothing.
-    const more = { ...win('a', 100, 1, 7), exitHistogram: [6, 3, 1] };
-    expect((await store.recordWindow(more, 'lab', 3)).stored).toBe(true);
-    expect((await store.recordWindow(more, 'lab', 4)).stored).toBe(false);
-    expect((await store.totals())[0]).toEqual({ ...all[0], windows: 7, count: 85, joules: 6.75, exits: [36, 36, 13], labelled: 26, correct: 19 });
-    expect((await store.counters()).duplicates).toBe(1);
-  });
-
-  it('adds a duplicate window to no total, one by one or in a batch', async () => {
-    const { store } = await fresh();
-    await store.recordBirth(birth('a', 1), 1);
-    await store.recordWindow(win('a', 1, 1, 1), 'lab', 2);
-    const once = await store.totals();
-    expect(once).toEqual([{ device: 'a', windows: 1, count: 10, joules: 1.5, exits: [6, 3, 1], labelled: 5, correct: 4 }]);
-    expect((await store.recordWindow(win('a', 1, 1, 1), 'lab', 3)).stored).toBe(false); // redelivery
-    await store.recordBirth(birth('a', 2), 4);
-    await store.transaction(async () => {
-      expect((await store.recordWindow(win('a', 1, 2, 1), 'lab', 5)).stored).toBe(false); // outbox resend in a new session
-      expect((await store.recordWindow(win('a', 1, 2, 2), 'lab', 6)).stored).toBe(false);
-    });
-    expect(await store.totals()).toEqual(once);
-    expect((await store.counters()).duplicates).toBe(3);
-  });
-
-  it('stores temperature and accuracy when sent, leaves them absent when not, and sums labels per device', async () => {
-    const { file, store } = await fresh();
-    await store.recordBirth(birth('a', 1), 1);
-    await store.recordWindow({ ...win('a', 1, 1, 1), temperatureC: -3.25, accuracy: { correct: 0, labelled: 7 } }, 'lab', 2);
-    await store.recordWindow(bare('a', 2, 1, 2), 'lab', 3);
-    await store.recordWindow({ ...win('a', 3, 1, 3), temperatureC: 61.125, accuracy: { correct: 9, labelled: 9 } }, 'lab', 4);
-    await store.recordWindow(bare('a', 4, 1, 4), 'lab', 5); // the newest window has neither
-    await store.recordWindow(bare('b', 1, 0, 1), 'lab', 6); // a device that never sent either
-
-    const rows = await store.latestWindows('a', 10);
-    expect(rows.map((w) => w.id)).toEqual([4, 3, 2, 1]);
-    expect(rows[0]).not.toHaveProperty('temperatureC');
-    expect(rows[0]).not.toHaveProperty('accuracy');
-    expect(rows[1]).toMatchObject({ temperatureC: 61.125, accuracy: { correct: 9, labelled: 9 } });
-    expect(rows[3]).toMatchObject({ temperatureC: -3.25, accuracy: { correct: 0, labelled: 7 } });
-    expect(await store.latestTemperature('a')).toBe(61.125);
-    expect(await store.latestTemperature('b')).toBeNull();
-    expect(await store.latestTemperature('nobody')).toBeNull();
-    expect(await store.totals()).toEqual([
-      expect.objectContaining({ device: 'a', windows: 4, labelled: 16, correct: 9 }),
-      expect.objectContaining({ device: 'b', windows: 1, labelled: 0, correct: 0 }),
-    ]);
-
-    // NULL in the file, not 0: absent stays absent across a reopen.
-    await store.close();
-    const raw = new Database(file, { readonly: true });
-    expect(raw.prepare("SELECT id, temperature_c, accuracy_correct, accuracy_labelled FROM windows WHERE device = 'a' ORDER BY id").all()).toEqual([
-      { id: 1, temperature_c: -3.25, accuracy_correct: 0, accuracy_labelled: 7 },
-      { id: 2, temperature_c: null, accuracy_correct: null, accuracy_labelled: null },
-      { id: 3, temperature_c: 61.125, accuracy_correct: 9, accuracy_labelled: 9 },
-      { id: 4, temperature_c: null, accuracy_correct: null, accuracy_labelled: null },
-    ]);
-    raw.close();
-    const again = openFleetStore(file, { mustExist: true });
-    open.push(again);
-    expect((await again.latestWindows('a', 1))[0]).not.toHaveProperty('accuracy');
-    expect((await again.latestWindows('a', 2))[1]).toMatchObject({ temperatureC: 61.125, accuracy: { correct: 9, labelled: 9 } });
-  });
-
-  it('sums labels inside a batch like one by one, and a rolled-back batch adds none', async () => {
-    const { store } = await fresh();
-    await store.recordBirth(birth('a', 1), 1);
-    // windowBody carries accuracy 4 of 5 and 51.5 °C.
-    (await store.transaction(async () => {
-      for (let i = 1; i <= 3; i++) await store.recordWindow(win('a', i, 1, i), 'lab', 1 + i);
-      await store.recordWindow(win('a', 3, 1, 3), 'lab', 5); // redelivery: not summed twice
-    }));
-    expect(await store.totals()).toEqual([expect.objectContaining({ windows: 3, labelled: 15, correct: 12 })]);
-    await expect(
-      store.transaction(async () => {
-        await store.recordWindow({ ...win('a', 4, 1, 4), temperatureC: 80, accuracy: { correct: 1, labelled: 100 } }, 'lab', 6);
-        throw new Error('disk full');
-      }),
-    ).rejects.toThrow('disk full');
-    expect(await store.totals()).toEqual([expect.objectContaining({ windows: 3, labelled: 15, correct: 12 })]);
-    expect(await store.latestTemperature('a')).toBe(51.5);
-  });
-
-  it('a rolled-back batch leaves the running totals and exit sums as they were, for every device it touched', async () => {
-    const { file, store } = await fresh();
-    await store.recordBirth(birth('a', 1), 1);
-    await store.transaction(async () => {
-      for (let i = 1; i <= 2; i++) await store.recordWindow(win('a', i, 1, i), 'lab', 1 + i);
-    });
-    const before = await store.totals();
-    expect(before).toEqual([{ device: 'a', windows: 2, count: 20, joules: 3, exits: [12, 6, 2], labelled: 10, correct: 8 }]);
-    await expect(
-      store.transaction(async () => {
-        expect((await store.recordWindow({ ...win('a', 3, 1, 3), exitHistogram: [1, 2, 3, 4], count: 10 }, 'lab', 4)).stored).toBe(true);
-        expect((await store.recordWindow(win('new', 1, 0, 1), 'lab', 5)).stored).toBe(true); // a device first seen in the batch
-        expect(await store.totals()).toHaveLength(2); // inside the batch it counted
-        throw new Error('disk full');
-      }),
-    ).rejects.toThrow('disk full');
-    expect(await store.totals()).toEqual(before);
-    const raw = new Database(file, { readonly: true });
-    expect(raw.prepare('SELECT device, exit, n FROM device_exit_totals ORDER BY device, exit').all()).toEqual([
-      { device: 'a', exit: 0, n: 12 },
-      { device: 'a', exit: 1, n: 6 },
-      { device: 'a', exit: 2, n: 2 },
-    ]);
-    raw.close();
-    // The same windows, sent again after the rollback, are new: they count once.
-    expect((await store.recordWindow(win('a', 3, 1, 3), 'lab', 6)).stored).toBe(true);
-    expect(await store.totals()).toEqual([{ device: 'a', windows: 3, count: 30, joules: 4.5, exits: [18, 9, 3], labelled: 15, correct: 12 }]);
   });
 
   it('upgrades a version 1 database in place: old rows kept without the new fields, new rows stored with them', async () => {

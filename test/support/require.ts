@@ -8,6 +8,7 @@ import path from 'node:path';
 // mosquitto and PostgreSQL through this file too, and vitest refuses to load outside its runner.
 const { describe, it } = (process.env.VITEST ? await import('vitest') : {}) as typeof import('vitest');
 import { FASHION_MNIST_DIR } from '../../src/data/idx.js';
+import { postgresBinDirs } from './postgres.js';
 
 /** Something on disk the tests need and the Debian package that provides it. */
 export interface Requirement {
@@ -79,5 +80,12 @@ export const FASHION_MNIST = need({
   what: 'the Fashion-MNIST test set',
   apt: 'dataset-fashion-mnist',
   paths: [path.join(FASHION_MNIST_DIR, 't10k-labels-idx1-ubyte.gz')],
+});
+/** initdb and pg_ctl from Debian's `postgresql`, whatever its major version (tests start their own server: postgres.ts). */
+export const POSTGRES = need({
+  what: 'PostgreSQL server (initdb, pg_ctl)',
+  apt: 'postgresql',
+  paths: postgresBinDirs().map((d) => path.join(d, 'initdb')),
+  check: (p) => (existsSync(path.join(path.dirname(p), 'pg_ctl')) ? undefined : `no pg_ctl beside ${p}`),
 });
 export const TAR = need({ what: 'tar', apt: 'tar', paths: ['/usr/bin/tar', '/bin/tar'] });

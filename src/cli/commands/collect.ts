@@ -88,7 +88,7 @@ export function collectModule(io: CliIO): AnyCommandBody {
     builder: (y) =>
       y
         .option('broker', { type: 'string', describe: 'mqtt:// URL of an existing broker (default: start an embedded one)' })
-        .option('db', { type: 'string', describe: 'Fleet database file', default: DEFAULT_DB })
+        .option('db', { type: 'string', describe: 'Fleet database: a SQLite file, or a postgres:// URL (several collectors may share one)', default: DEFAULT_DB })
         .option('port', { type: 'number', describe: 'Port of the embedded broker', default: 1883 })
         .option('listen', { type: 'string', describe: 'Address of the embedded broker (default 127.0.0.1; any other needs --username and --password)' })
         .option('max-skew', { type: 'number', describe: 'Seconds a device clock may run ahead of this one; later timestamps are refused and counted (default 300)' })

@@ -15,7 +15,7 @@ import {
 } from '../../fleet/broker-auth.js';
 import { parseHttpListen } from '../../fleet/http.js';
 import { fleetStatus, type FleetStatus } from '../../fleet/status.js';
-import { openFleetStore } from '../../fleet/store.js';
+import { openStore } from '../../fleet/open.js';
 import type { CliIO } from '../io.js';
 import { defineCommand, type AnyCommandBody } from '../command.js';
 import { pct, table } from '../format.js';
@@ -29,7 +29,7 @@ export interface FleetStatusOptions {
 }
 
 export async function fleetStatusCommand(opts: FleetStatusOptions, io: CliIO): Promise<FleetStatus> {
-  const store = openFleetStore(opts.db ?? DEFAULT_DB, { mustExist: true });
+  const store = await openStore(opts.db ?? DEFAULT_DB, { mustExist: true });
   let s: FleetStatus;
   try {
     s = await fleetStatus(store);
@@ -149,7 +149,7 @@ function fleetStatusModule(io: CliIO): AnyCommandBody {
   return defineCommand({
     builder: (y) =>
       y
-        .option('db', { type: 'string', describe: 'Fleet database file', default: DEFAULT_DB })
+        .option('db', { type: 'string', describe: 'Fleet database: a SQLite file, or a postgres:// URL', default: DEFAULT_DB })
         .option('json', { type: 'boolean', describe: 'Machine-readable output' }),
     handler: async (args: FleetStatusOptions) => {
       await fleetStatusCommand(args, io);

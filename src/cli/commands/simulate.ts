@@ -5,7 +5,7 @@
 import os from 'node:os';
 import path from 'node:path';
 import { FleetSimulator, loadSimProfile, type SimSummary } from '../../fleet/simulate.js';
-import { openFleetStore } from '../../fleet/store.js';
+import { openStore } from '../../fleet/open.js';
 import { InputError, show } from '../../util/errors.js';
 import type { CliIO } from '../io.js';
 import { defineCommand, type AnyCommandBody } from '../command.js';
@@ -70,14 +70,14 @@ export async function simulateCommand(opts: SimulateCliOptions, io: CliIO, signa
   await sim.close();
   const summary = sim.summary();
   // The own collector commits its last batch on close; read what it stored after that.
-  if (collector) summary.collected = await readTotals(collector.store.file);
+  if (collector) summary.collected = await readTotals(opts.db ?? collector.store.file);
   if (opts.json) io.out(JSON.stringify(summary, null, 2));
   else io.out(formatSummary(summary));
   return summary;
 }
 
 async function readTotals(file: string): Promise<NonNullable<SimSummary['collected']>> {
-  const store = openFleetStore(file, { mustExist: true });
+  const store = await openStore(file, { mustExist: true });
   try {
     return await store.totals();
   } finally {
