@@ -19,9 +19,10 @@ import { fileURLToPath } from 'node:url';
 import { startCollector } from '../src/fleet/collector.js';
 import { BatchedIngest, DEFAULT_BATCH } from '../src/fleet/ingest.js';
 import type { FleetStore } from '../src/fleet/fleet-store.js';
-import { openFleetStore } from '../src/fleet/store.js';
+import { openStore } from '../src/fleet/open.js';
 import { topicFor } from '../src/telemetry/payloads.js';
 import { MOSQUITTO, startBroker } from '../test/telemetry/mqtt/broker.js';
+import { startPostgres } from '../test/support/postgres.js';
 
 const FLEET = 'bench';
 
@@ -262,9 +263,7 @@ function limitOf(c: Cpu): string {
   return `${saturated}${single}busiest: ${parts[0]![0]}`;
 }
 
-async function openAny(db: string): Promise<FleetStore> {
-  return openFleetStore(db);
-}
+const openAny = (db: string): Promise<FleetStore> => openStore(db);
 
 async function direct(messages: number, devices: number, batch: { maxMessages?: number; maxDelayMs?: number }, label: string, store: FleetStore, storeName: string): Promise<Row> {
   const msgs = payloads(messages, devices).map((m) => ({ ...m, retain: false }));
@@ -284,6 +283,7 @@ interface Child {
   pid: number;
   out: () => string;
   exited: Promise<void>;
+  exitCode(): number | null;
   kill(signal: NodeJS.Signals): void;
 }
 
@@ -295,7 +295,7 @@ function spawnSelf(args: string[]): Child {
   let out = '';
   child.stdout.on('data', (d: Buffer) => (out += d.toString()));
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  return { pid: child.pid!, out: () => out, exited, kill: (s) => child.kill(s) };
+  return { pid: child.pid!, out: () => out, exited, exitCode: () => child.exitCode ?? (child.signalCode ? -1 : null), kill: (s) => child.kill(s) };
 }
 
 async function waitFor(pred: () => boolean, what: string, ms = 120_000): Promise<void> {
@@ -319,7 +319,11 @@ async function throughGroup(n: number, messages: number, devices: number, db: st
   const collectors: Child[] = [];
   try {
     for (let i = 0; i < n; i++) collectors.push(spawnSelf(['collect', broker.url, db, `bench-collector-${i + 1}`]));
-    await waitFor(() => collectors.every((c) => c.out().includes('ready')), `${n} collectors subscribed`);
+    await waitFor(() => {
+      const dead = collectors.find((c) => c.exitCode() !== null);
+      if (dead) throw new Error(`a collector exited (${dead.exitCode()}) before it subscribed; its error is above`);
+      return collectors.every((c) => c.out().includes('ready'));
+    }, `${n} collectors subscribed`);
     const publisher = spawnSelf(['publish', broker.url, String(messages), String(devices)]);
     const sampler = new CpuSampler(() => ({ broker: pidsWith(broker.dir), collectors: collectors.map((c) => c.pid), database: pgDir ? postgresPids(pgDir) : [], publisher: [publisher.pid] }));
     await waitFor(() => publisher.out().includes('go'), 'the publisher');
@@ -431,8 +435,40 @@ async function mainBench(): Promise<void> {
 
 /** The PostgreSQL the run uses, if any: a throwaway one (--pg), or the server --db names. */
 async function startPg(args: Args): Promise<{ dir: string | undefined; fresh(): Promise<string>; dispose(): Promise<void> } | undefined> {
-  void args;
-  return undefined;
+  let n = 0;
+  const name = () => `edgeexit_bench_${process.pid}_${++n}`;
+  if (args.pgUrl) {
+    const admin = args.pgUrl;
+    const { default: pg } = await import('pg');
+    const created: string[] = [];
+    const sql = async (q: string) => {
+      const c = new pg.Client({ connectionString: admin });
+      await c.connect();
+      try {
+        await c.query(q);
+      } finally {
+        await c.end();
+      }
+    };
+    return {
+      dir: undefined,
+      async fresh() {
+        const db = name();
+        await sql(`CREATE DATABASE ${pg.escapeIdentifier(db)}`);
+        created.push(db);
+        const u = new URL(admin);
+        u.pathname = `/${db}`;
+        return u.toString();
+      },
+      async dispose() {
+        for (const db of created) await sql(`DROP DATABASE IF EXISTS ${pg.escapeIdentifier(db)}`).catch(() => undefined);
+      },
+    };
+  }
+  if (!args.pg) return undefined;
+  // Durable (fsync and synchronous commit on), configured as a real server would be.
+  const server = await startPostgres({ durable: true });
+  return { dir: server.dir, fresh: () => server.createDatabase(name()), dispose: () => server.dispose() };
 }
 
 const [mode, ...modeArgs] = process.argv.slice(2);

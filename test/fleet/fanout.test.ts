@@ -8,15 +8,20 @@
 // (device, id). After both steps each device's stored ids and running totals equal what its
 // ledger says it created: nothing lost, nothing counted twice.
 //
-// 1,000 devices (EDGEEXIT_FANOUT_DEVICES to change). One line per store is printed with the figures.
+// Run against a SQLite file in WAL mode shared by the collector processes, and against PostgreSQL
+// (a throwaway server the test starts, test/support/postgres.ts). 1,000 devices
+// (EDGEEXIT_FANOUT_DEVICES to change). One line per store is printed with the figures.
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { afterEach, expect, it } from 'vitest';
 import type { FleetStore } from '../../src/fleet/fleet-store.js';
 import { FleetSimulator, ledgerTotals, loadSimProfile, readSentLedger } from '../../src/fleet/simulate.js';
+import { openStore } from '../../src/fleet/open.js';
 import { openFleetStore } from '../../src/fleet/store.js';
 import { MOSQUITTO, startBroker } from '../telemetry/mqtt/broker.js';
 import { tempDir } from '../telemetry/mqtt/fixtures.js';
+import { startPostgres } from '../support/postgres.js';
+import { POSTGRES } from '../support/require.js';
 import { until as waitUntil, sleep } from '../support/wait.js';
 import { kill9, spawnChild, type Proc } from './processes.js';
 
@@ -97,12 +102,9 @@ async function run(label: string, db: string, openStore: () => Promise<FleetStor
   const broker = await startBroker({ config: ['max_queued_messages 100000'] });
   cleanups.push(() => broker.dispose());
   const ids = Array.from({ length: COLLECTORS }, (_, i) => `fanout-collector-${i + 1}`);
-  const collectors: CollectorProc[] = [];
-  for (const id of ids) {
-    const c = await collectorChild(broker.url, db, id);
-    children.push(c);
-    collectors.push(c);
-  }
+  // Started together, as a service manager would: they open (and, new, migrate) the store at once.
+  const collectors = await Promise.all(ids.map((id) => collectorChild(broker.url, db, id)));
+  children.push(...collectors);
 
   const sim = await FleetSimulator.start({
     url: broker.url, devices: DEVICES, fleet: FLEET, stateDir: path.join(dir, 'sim'), rate: 0.5, profile: await loadSimProfile('rpi4'),
@@ -167,4 +169,11 @@ MOSQUITTO.describe('several collectors in one shared-subscription group', () => 
     const db = path.join(dir, 'fleet.db');
     await run('SQLite WAL', db, async () => openFleetStore(db, { mustExist: true }));
   });
+
+  POSTGRES.it(`PostgreSQL (${COLLECTORS} collector processes, one database): one killed -9 mid-burst, nothing lost, nothing twice`, async () => {
+    const server = await startPostgres();
+    cleanups.push(() => server.dispose());
+    const url = await server.createDatabase('fanout');
+    await run('PostgreSQL', url, () => openStore(url, { mustExist: true }));
+  }, TIMEOUT * 2);
 });
