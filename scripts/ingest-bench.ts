@@ -16,6 +16,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import Database from 'better-sqlite3';
 import { startCollector } from '../src/fleet/collector.js';
 import { BatchedIngest, DEFAULT_BATCH } from '../src/fleet/ingest.js';
 import type { FleetStore } from '../src/fleet/fleet-store.js';
@@ -146,6 +147,8 @@ interface Row {
   cpu?: Cpu;
   /** Through the broker: what the publisher saw the broker acknowledge. */
   publishedPerS?: number;
+  /** Direct rows: the store's size on disk per window stored (tables and indexes). */
+  bytesPerWindow?: number;
   /** Through the broker: what its CPU time projects for idle cores (see projection()). */
   projected?: { perS: number; limit: string };
 }
@@ -285,7 +288,8 @@ function limitOf(r: Row): string {
 
 const openAny = (db: string): Promise<FleetStore> => openStore(db);
 
-async function direct(messages: number, devices: number, batch: { maxMessages?: number; maxDelayMs?: number }, label: string, store: FleetStore, storeName: string): Promise<Row> {
+async function direct(messages: number, devices: number, batch: { maxMessages?: number; maxDelayMs?: number }, label: string, db: string, storeName: string): Promise<Row> {
+  const store = await openAny(db);
   const msgs = payloads(messages, devices).map((m) => ({ ...m, retain: false }));
   const ingest = new BatchedIngest(store, () => undefined, Date.now, batch);
   const c0 = process.cpuUsage();
@@ -296,7 +300,28 @@ async function direct(messages: number, devices: number, batch: { maxMessages?: 
   const cpu = cpuSeconds(c0);
   const stored = (await store.totals()).reduce((a, t) => a + t.windows, 0);
   await store.close();
-  return { path: label, store: storeName, collectors: null, messages, devices, seconds, perS: messages / seconds, perCpuS: messages / cpu, stored };
+  return { path: label, store: storeName, collectors: null, messages, devices, seconds, perS: messages / seconds, perCpuS: messages / cpu, stored, bytesPerWindow: (await bytesOnDisk(db)) / stored };
+}
+
+/** What the fleet's tables take on disk, indexes included (SQLite: the database's pages; PostgreSQL: every table in public). */
+async function bytesOnDisk(db: string): Promise<number> {
+  if (!/^postgres(ql)?:\/\//.test(db)) {
+    const file = new Database(db, { readonly: true });
+    try {
+      return (file.pragma('page_count', { simple: true }) as number) * (file.pragma('page_size', { simple: true }) as number);
+    } finally {
+      file.close();
+    }
+  }
+  const { default: pg } = await import('pg');
+  const c = new pg.Client({ connectionString: db });
+  await c.connect();
+  try {
+    const r = await c.query<{ bytes: string }>("SELECT sum(pg_total_relation_size(oid))::text AS bytes FROM pg_class WHERE relkind = 'r' AND relnamespace = 'public'::regnamespace");
+    return Number(r.rows[0]?.bytes ?? NaN);
+  } finally {
+    await c.end();
+  }
 }
 
 interface Child {
@@ -423,9 +448,9 @@ async function mainBench(): Promise<void> {
   try {
     let k = 0;
     const sqliteDb = (label: string) => path.join(dir, `${label}-${++k}.db`);
-    rows.push(await direct(Math.min(messages, 10_000), devices, { maxDelayMs: 0 }, 'direct, one commit per message', await openAny(sqliteDb('direct1')), 'SQLite'));
-    rows.push(await direct(messages, devices, {}, `direct, batched (${DEFAULT_BATCH.maxMessages} msgs / ${DEFAULT_BATCH.maxDelayMs} ms)`, await openAny(sqliteDb('direct')), 'SQLite'));
-    if (pg) rows.push(await direct(messages, devices, {}, `direct, batched (${DEFAULT_BATCH.maxMessages} msgs / ${DEFAULT_BATCH.maxDelayMs} ms)`, await openAny(await pg.fresh()), 'PostgreSQL'));
+    rows.push(await direct(Math.min(messages, 10_000), devices, { maxDelayMs: 0 }, 'direct, one commit per message', sqliteDb('direct1'), 'SQLite'));
+    rows.push(await direct(messages, devices, {}, `direct, batched (${DEFAULT_BATCH.maxMessages} msgs / ${DEFAULT_BATCH.maxDelayMs} ms)`, sqliteDb('direct'), 'SQLite'));
+    if (pg) rows.push(await direct(messages, devices, {}, `direct, batched (${DEFAULT_BATCH.maxMessages} msgs / ${DEFAULT_BATCH.maxDelayMs} ms)`, await pg.fresh(), 'PostgreSQL'));
     if (!MOSQUITTO) console.error('mosquitto not installed: skipping the broker rows');
     else
       for (const n of args.collectors) {
@@ -446,6 +471,7 @@ async function mainBench(): Promise<void> {
     ),
   ];
   console.log(table.join('\n'));
+  for (const r of rows.filter((r) => r.bytesPerWindow !== undefined)) console.log(`${r.store}: ${Math.round(r.bytesPerWindow!)} bytes on disk per window stored (tables and indexes, after the "${r.path}" row)`);
   const cpuModel = os.cpus()[0]?.model?.trim() ?? 'unknown CPU';
   const host = `${cpuModel}, ${os.availableParallelism()} cores, Node ${process.version}`;
   const fmt = (l: number[]) => l.map((v) => v.toFixed(2)).join(' ');
