@@ -151,7 +151,7 @@ async function run(label: string, db: string, openStore: () => Promise<FleetStor
   await store.close();
   console.log(
     `fanout (${label}, ${DEVICES} devices, ${COLLECTORS} collectors, one killed -9): created ${final.created}, stored ${final.stored}, lost 0, stored twice 0; ` +
-      `victim committed ${victimHandled} before the kill, ${redelivered} redelivered to it on return; ${after + victimHandled} messages committed in all, ${counters.duplicates} duplicates de-duplicated`,
+      `victim committed ${victimHandled} before the kill, ${redelivered} redelivered to it on return; ${after + victimHandled} messages committed in all, ${counters.duplicates} duplicates de-duplicated; counted under round-robin reordering: gaps ${counters.gaps}, unknownDevice ${counters.unknownDevice}`,
   );
   expect(final.problems.slice(0, 10)).toEqual([]);
   expect(final.stored).toBe(final.created);
