@@ -1,15 +1,18 @@
-// Ingest benchmark (`npm run bench:ingest -- [messages] [devices] [--pg | --db postgres://…]
-// [--collectors 1,2,4]`): how many metric windows per second the fleet stores. M pre-encoded valid
-// windows from K devices go (1) straight into the collector's write path (decode, validate,
-// de-duplicate, store), committing every message alone and then in the collector's batches, and
-// (2) through Mosquitto: a child process publishes them with QoS 1 over K connections as fast as
-// the broker takes them, and N collector processes in one MQTT 5 shared-subscription group store
-// them into one store, for each N asked (default 1, 2 and 4): a SQLite file, and with `--pg` a
-// throwaway PostgreSQL started like the tests' (or the server `--db` names, one fresh database per
-// row). While each row runs, the CPU time of the broker, the collectors, the database server and
-// the publisher is read from /proc/<pid>/stat, and the machine's from /proc/stat, so the table
-// says which part was busiest. Prints a markdown table; writes .edgeexit/bench/ingest.json. Speed
-// lives here, not in timed tests.
+// Ingest benchmark (`npm run bench:ingest -- [messages] [devices] [--db postgres://…] [--collectors 1,2,4]`): how many
+// metric windows per second the collector stores, into SQLite and into PostgreSQL, in one run. For
+// PostgreSQL it starts its own server (initdb in a temp folder, durable settings: fsync and
+// synchronous commit on) unless --db names one, where it creates and drops databases
+// edgeexit_bench_* (the role needs CREATEDB). M pre-encoded valid windows from K
+// devices go (1) straight into the collector's write path (decode, validate, de-duplicate, store),
+// committing every message alone and then in the collector's batches, and (2) through Mosquitto:
+// a child process publishes them with QoS 1 over K connections as fast as the broker takes them,
+// and the collector (MQTT 5 shared subscription) stores them. Then (3) N collector processes in
+// one shared-subscription group store them into one SQLite file and one PostgreSQL database, for
+// each N of `--collectors` (default 1,2,4); while each of those rows runs, the CPU time of the
+// broker, the collectors, every PostgreSQL process and the publisher is read from
+// /proc/<pid>/stat and the machine's from /proc/stat, and the CPU-seconds per window project what
+// idle cores would store and what caps it. Also prints the bytes on disk per window stored.
+// Prints tables; writes .edgeexit/bench/ingest.json. Speed lives here, not in timed tests.
 import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
@@ -17,15 +20,25 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
+import pg from 'pg';
 import { startCollector } from '../src/fleet/collector.js';
-import { BatchedIngest, DEFAULT_BATCH } from '../src/fleet/ingest.js';
 import type { FleetStore } from '../src/fleet/fleet-store.js';
+import { BatchedIngest, DEFAULT_BATCH, PG_BATCH } from '../src/fleet/ingest.js';
 import { openStore } from '../src/fleet/open.js';
+import { openPgStore } from '../src/fleet/pg-store.js';
+import { openFleetStore } from '../src/fleet/store.js';
 import { topicFor } from '../src/telemetry/payloads.js';
+import { postgresBinDirs, startPostgres, type Postgres } from '../test/support/postgres.js';
 import { MOSQUITTO, startBroker } from '../test/telemetry/mqtt/broker.js';
-import { startPostgres } from '../test/support/postgres.js';
 
 const FLEET = 'bench';
+
+/**
+ * Windows end in the recent past (within the collector's clock-skew limit, and in today's day
+ * partition on PostgreSQL unless the run starts just after midnight UTC); the publisher child gets
+ * the same base so both paths send the same payloads.
+ */
+const BASE = Number(process.env.INGEST_BENCH_BASE ?? Math.floor((Date.now() - 2 * 3_600_000) / 5000) * 5000);
 
 function payloads(messages: number, devices: number): { topic: string; payload: Buffer }[] {
   const out: { topic: string; payload: Buffer }[] = [];
@@ -38,8 +51,8 @@ function payloads(messages: number, devices: number): { topic: string; payload: 
       bdSeq: 0,
       seq: (n + 1) % 256,
       device,
-      windowStart: 1_790_000_000_000 + n * 5000,
-      windowEnd: 1_790_000_000_000 + (n + 1) * 5000,
+      windowStart: BASE + n * 5000,
+      windowEnd: BASE + (n + 1) * 5000,
       count: 100,
       exitHistogram: [86, 7, 7],
       latencyMs: { endToEnd: { p50: 0.12, p95: 0.41, p99: 0.52 }, stages: [{ p50: 0.11, p95: 0.14, p99: 0.16 }, { p50: 0.35, p95: 0.45, p99: 0.5 }, { p50: 0.36, p95: 0.46, p99: 0.51 }] },
@@ -91,7 +104,7 @@ async function publish(url: string, messages: number, devices: number): Promise<
     const mine = all.filter((_, i) => i % devices === d);
     return { n: mine.length, bytes: Buffer.concat(mine.map((m, k) => publishPacket(m.topic, (k % 65535) + 1, m.payload))) };
   });
-  // The parent starts its clock on this line: from the first byte published to the last commit.
+  // The group rows start their clock on this line: from the first byte published to the last commit.
   process.stdout.write('go\n');
   const t0 = performance.now();
   await Promise.all(
@@ -121,7 +134,85 @@ async function publish(url: string, messages: number, devices: number): Promise<
   process.stdout.write(JSON.stringify({ publishedPerS: messages / ((performance.now() - t0) / 1000) }) + '\n');
 }
 
-/** CPU use while a row ran, in % of one core (100 = one core busy the whole time); machine: % of all cores. */
+interface Row {
+  path: string;
+  messages: number;
+  devices: number;
+  seconds: number;
+  perS: number;
+  /** Messages per second of the collector's own CPU time (user + system): steadier than wall time on a shared machine. */
+  perCpuS: number;
+  stored: number;
+  /** Group rows: the store, how many collector processes, CPU use, and what it projects for idle cores. */
+  store?: string;
+  collectors?: number;
+  cpu?: Cpu;
+  projected?: { perS: number; limit: string };
+}
+
+const cpuSeconds = (since: NodeJS.CpuUsage) => {
+  const u = process.cpuUsage(since);
+  return (u.user + u.system) / 1e6;
+};
+
+async function direct(messages: number, devices: number, batch: { maxMessages?: number; maxDelayMs?: number }, label: string, open: () => Promise<FleetStore>): Promise<Row> {
+  const msgs = payloads(messages, devices).map((m) => ({ ...m, retain: false }));
+  const store = await open();
+  const ingest = new BatchedIngest(store, () => undefined, Date.now, batch);
+  const c0 = process.cpuUsage();
+  const t0 = performance.now();
+  for (const m of msgs) ingest.push(m);
+  await ingest.flush();
+  const seconds = (performance.now() - t0) / 1000;
+  const cpu = cpuSeconds(c0);
+  const stored = (await store.totals()).reduce((a, t) => a + t.windows, 0);
+  await store.close();
+  return { path: label, messages, devices, seconds, perS: messages / seconds, perCpuS: messages / cpu, stored };
+}
+
+async function throughBroker(messages: number, devices: number, db: string, label: string): Promise<Row & { publishedPerS: number }> {
+  // A collector that falls behind gets a queue on the broker; mosquitto's default (1000 queued
+  // messages per client) would drop the excess, so it is lifted as a collector's broker should be.
+  const broker = await startBroker({ config: ['max_queued_messages 0', 'max_inflight_messages 0'] });
+  const collector = await startCollector({ brokerUrl: broker.url, dbFile: db, fleet: FLEET, onLog: () => undefined });
+  try {
+    let first = 0;
+    let c0 = process.cpuUsage();
+    const poll = setInterval(() => {
+      if (!first && collector.handled() > 0) {
+        first = performance.now();
+        c0 = process.cpuUsage();
+      }
+    }, 1);
+    const self = fileURLToPath(import.meta.url);
+    // Compiled (npm run bench:ingest runs .bench/build/scripts/*.js): plain node; from source: vite-node.
+    const cmd = self.endsWith('.js') ? process.execPath : path.resolve('node_modules', '.bin', 'vite-node');
+    const child = spawn(cmd, [self, 'publish', broker.url, String(messages), String(devices)], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, INGEST_BENCH_BASE: String(BASE) } });
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    const t0 = performance.now();
+    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+    while (collector.handled() < messages) {
+      await new Promise((r) => setTimeout(r, 5));
+      if (performance.now() - t0 > 300_000) throw new Error(`only ${collector.handled()} of ${messages} messages arrived in 300 s`);
+    }
+    const end = performance.now();
+    const cpu = cpuSeconds(c0);
+    clearInterval(poll);
+    await exited;
+    // The clock starts when a 1 ms poll first sees a handled message; a run so short that the
+    // collector handled everything in one go between polls cannot be timed this way.
+    if (!first || end - first < 50) console.error(`through Mosquitto: ${messages} messages were handled in under 50 ms of polling — too few to time; use 20,000 or more`);
+    const seconds = first && end - first >= 50 ? (end - first) / 1000 : NaN;
+    const stored = (await collector.store.totals()).reduce((a, t) => a + t.windows, 0);
+    const publishedPerS = (JSON.parse(out.trim().split('\n').pop() ?? '{}') as { publishedPerS?: number }).publishedPerS ?? NaN;
+    return { path: label, messages, devices, seconds, perS: messages / seconds, perCpuS: Number.isNaN(seconds) ? NaN : messages / cpu, stored, publishedPerS };
+  } finally {
+    await collector.close();
+    await broker.dispose();
+  }
+}
+
 interface Cpu {
   broker: number;
   collectors: number;
@@ -133,30 +224,6 @@ interface Cpu {
   machine: number;
 }
 
-interface Row {
-  path: string;
-  store: string;
-  collectors: number | null;
-  messages: number;
-  devices: number;
-  seconds: number;
-  perS: number;
-  /** Messages per second of the collectors' own CPU time (user + system): steadier than wall time on a shared machine. */
-  perCpuS: number;
-  stored: number;
-  cpu?: Cpu;
-  /** Through the broker: what the publisher saw the broker acknowledge. */
-  publishedPerS?: number;
-  /** Direct rows: the store's size on disk per window stored (tables and indexes). */
-  bytesPerWindow?: number;
-  /** Through the broker: what its CPU time projects for idle cores (see projection()). */
-  projected?: { perS: number; limit: string };
-}
-
-const cpuSeconds = (since: NodeJS.CpuUsage) => {
-  const u = process.cpuUsage(since);
-  return (u.user + u.system) / 1e6;
-};
 
 // ---- CPU time from /proc (Linux): utime + stime of a process, in clock ticks ----
 const TICKS_PER_S = 100; // USER_HZ, what /proc reports in on Linux
@@ -288,21 +355,6 @@ function limitOf(r: Row): string {
 
 const openAny = (db: string): Promise<FleetStore> => openStore(db);
 
-async function direct(messages: number, devices: number, batch: { maxMessages?: number; maxDelayMs?: number }, label: string, db: string, storeName: string): Promise<Row> {
-  const store = await openAny(db);
-  const msgs = payloads(messages, devices).map((m) => ({ ...m, retain: false }));
-  const ingest = new BatchedIngest(store, () => undefined, Date.now, batch);
-  const c0 = process.cpuUsage();
-  const t0 = performance.now();
-  for (const m of msgs) ingest.push(m);
-  await ingest.flush();
-  const seconds = (performance.now() - t0) / 1000;
-  const cpu = cpuSeconds(c0);
-  const stored = (await store.totals()).reduce((a, t) => a + t.windows, 0);
-  await store.close();
-  return { path: label, store: storeName, collectors: null, messages, devices, seconds, perS: messages / seconds, perCpuS: messages / cpu, stored, bytesPerWindow: (await bytesOnDisk(db)) / stored };
-}
-
 /** What the fleet's tables take on disk, indexes included (SQLite: the database's pages; PostgreSQL: every table in public). */
 async function bytesOnDisk(db: string): Promise<number> {
   if (!/^postgres(ql)?:\/\//.test(db)) {
@@ -336,7 +388,7 @@ interface Child {
 function spawnSelf(args: string[]): Child {
   const self = fileURLToPath(import.meta.url);
   const cmd = self.endsWith('.js') ? process.execPath : path.resolve('node_modules', '.bin', 'vite-node');
-  const child = spawn(cmd, [self, ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const child = spawn(cmd, [self, ...args], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, INGEST_BENCH_BASE: String(BASE) } });
   let out = '';
   child.stdout.on('data', (d: Buffer) => (out += d.toString()));
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
@@ -382,10 +434,9 @@ async function throughGroup(n: number, messages: number, devices: number, db: st
     const store = await openAny(db);
     const stored = (await store.totals()).reduce((a, t) => a + t.windows, 0);
     await store.close();
-    const publishedPerS = (JSON.parse(publisher.out().trim().split('\n').pop() ?? '{}') as { publishedPerS?: number }).publishedPerS ?? NaN;
     const collectorCpuS = (cpu.collectors / 100) * seconds;
     const projected = projection({ messages, seconds, collectors: n }, cpu, os.availableParallelism());
-    return { path: 'through Mosquitto (QoS 1, shared subscription)', store: storeName, collectors: n, messages, devices, seconds, perS: messages / seconds, perCpuS: messages / collectorCpuS, stored, cpu, publishedPerS, projected };
+    return { path: 'through Mosquitto (QoS 1, shared subscription)', store: storeName, collectors: n, messages, devices, seconds, perS: messages / seconds, perCpuS: messages / collectorCpuS, stored, cpu, projected };
   } finally {
     for (const c of collectors) c.kill('SIGINT');
     await Promise.all(collectors.map((c) => c.exited));
@@ -408,114 +459,122 @@ async function collect(url: string, db: string, clientId: string): Promise<void>
   });
 }
 
-interface Args {
-  messages: number;
-  devices: number;
-  collectors: number[];
-  /** Start a throwaway PostgreSQL (--pg). */
-  pg: boolean;
-  /** A PostgreSQL server to use instead (--db postgres://…): one fresh database per row. */
-  pgUrl: string | undefined;
-}
-
-function parseArgs(argv: string[]): Args {
-  const rest: string[] = [];
-  const a: Args = { messages: 100_000, devices: 100, collectors: [1, 2, 4], pg: false, pgUrl: undefined };
-  for (let i = 0; i < argv.length; i++) {
-    const v = argv[i]!;
-    if (v === '--pg') a.pg = true;
-    else if (v === '--db') a.pgUrl = argv[++i];
-    else if (v === '--collectors') a.collectors = (argv[++i] ?? '').split(',').map(Number);
-    else rest.push(v);
-  }
-  if (rest[0]) a.messages = Number(rest[0]);
-  if (rest[1]) a.devices = Number(rest[1]);
-  if (a.pgUrl !== undefined && !/^postgres(ql)?:\/\//.test(a.pgUrl)) throw new Error(`--db: expected a postgres:// URL (SQLite always runs), got ${a.pgUrl}`);
-  if (!a.collectors.every((n) => Number.isInteger(n) && n >= 1)) throw new Error(`--collectors: expected a list such as 1,2,4, got ${argv.join(' ')}`);
-  return a;
-}
 
 const pct = (v: number | null | undefined) => (v === null || v === undefined ? '—' : `${Math.round(v)}%`);
 
-async function mainBench(): Promise<void> {
-  const args = parseArgs(process.argv.slice(2));
-  const { messages, devices } = args;
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'edgeexit-ingest-bench-'));
-  const load = { before: os.loadavg(), after: [] as number[] };
-  const rows: Row[] = [];
-  // A PostgreSQL database per row, so rows do not de-duplicate against each other.
-  const pg = await startPg(args);
-  try {
-    let k = 0;
-    const sqliteDb = (label: string) => path.join(dir, `${label}-${++k}.db`);
-    rows.push(await direct(Math.min(messages, 10_000), devices, { maxDelayMs: 0 }, 'direct, one commit per message', sqliteDb('direct1'), 'SQLite'));
-    rows.push(await direct(messages, devices, {}, `direct, batched (${DEFAULT_BATCH.maxMessages} msgs / ${DEFAULT_BATCH.maxDelayMs} ms)`, sqliteDb('direct'), 'SQLite'));
-    if (pg) rows.push(await direct(messages, devices, {}, `direct, batched (${DEFAULT_BATCH.maxMessages} msgs / ${DEFAULT_BATCH.maxDelayMs} ms)`, await pg.fresh(), 'PostgreSQL'));
-    if (!MOSQUITTO) console.error('mosquitto not installed: skipping the broker rows');
-    else
-      for (const n of args.collectors) {
-        rows.push(await throughGroup(n, messages, devices, sqliteDb(`group${n}`), 'SQLite (one WAL file)', undefined));
-        if (pg) rows.push(await throughGroup(n, messages, devices, await pg.fresh(), 'PostgreSQL', pg.dir));
-      }
-  } finally {
-    await pg?.dispose();
-    rmSync(dir, { recursive: true, force: true });
-  }
-  load.after = os.loadavg();
-  const table = [
-    '| path | store | collectors | messages | seconds | windows/s stored | per collector CPU-second | broker CPU | collectors CPU (busiest) | database CPU | publisher CPU | machine busy | stored | projected on idle cores | limit |',
-    '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|',
-    ...rows.map(
-      (r) =>
-        `| ${r.path} | ${r.store} | ${r.collectors ?? '—'} | ${r.messages} | ${r.seconds.toFixed(2)} | ${Math.round(r.perS)} | ${Math.round(r.perCpuS)} | ${pct(r.cpu?.broker)} | ${r.cpu ? `${pct(r.cpu.collectors)} (${pct(r.cpu.busiestCollector)})` : '—'} | ${pct(r.cpu?.database)} | ${pct(r.cpu?.publisher)} | ${pct(r.cpu?.machine)} | ${r.stored} | ${r.projected ? Math.round(r.projected.perS) : '—'} | ${r.cpu ? limitOf(r) : '—'} |`,
-    ),
-  ];
-  console.log(table.join('\n'));
-  for (const r of rows.filter((r) => r.bytesPerWindow !== undefined)) console.log(`${r.store}: ${Math.round(r.bytesPerWindow!)} bytes on disk per window stored (tables and indexes, after the "${r.path}" row)`);
-  const cpuModel = os.cpus()[0]?.model?.trim() ?? 'unknown CPU';
-  const host = `${cpuModel}, ${os.availableParallelism()} cores, Node ${process.version}`;
-  const fmt = (l: number[]) => l.map((v) => v.toFixed(2)).join(' ');
-  console.log(`(CPU: % of one core over the row's run; machine busy: % of all cores, every process on the machine; projected: what the row's CPU-seconds per window give on idle cores, capped by Mosquitto's and each collector's single thread. ${host}; load average before ${fmt(load.before)}, after ${fmt(load.after)}; ${new Date().toISOString()})`);
-  mkdirSync('.edgeexit/bench', { recursive: true });
-  writeFileSync('.edgeexit/bench/ingest.json', JSON.stringify({ date: new Date().toISOString(), host, load, rows }, null, 2) + '\n');
+/** Fresh PostgreSQL databases for the runs: on a server of our own, or on the one --db names. */
+interface PgTarget {
+  where: string;
+  /** The server's folder when it is our own (its processes are sampled in the group rows). */
+  dir: string | undefined;
+  fresh(): Promise<string>;
+  close(): Promise<void>;
 }
 
-/** The PostgreSQL the run uses, if any: a throwaway one (--pg), or the server --db names. */
-async function startPg(args: Args): Promise<{ dir: string | undefined; fresh(): Promise<string>; dispose(): Promise<void> } | undefined> {
-  let n = 0;
-  const name = () => `edgeexit_bench_${process.pid}_${++n}`;
-  if (args.pgUrl) {
-    const admin = args.pgUrl;
-    const { default: pg } = await import('pg');
-    const created: string[] = [];
-    const sql = async (q: string) => {
-      const c = new pg.Client({ connectionString: admin });
-      await c.connect();
-      try {
-        await c.query(q);
-      } finally {
-        await c.end();
+async function pgTarget(url: string | undefined): Promise<PgTarget | undefined> {
+  if (!url && !postgresBinDirs().length) return undefined;
+  const own: Postgres | undefined = url ? undefined : await startPostgres({ durable: true });
+  const admin = url ?? own!.url;
+  const made: string[] = [];
+  const exec = async (sql: string): Promise<void> => {
+    const c = new pg.Client({ connectionString: admin });
+    await c.connect();
+    try {
+      await c.query(sql);
+    } finally {
+      await c.end();
+    }
+  };
+  return {
+    where: url ? new URL(url).host : 'own server on loopback, fsync and synchronous_commit on',
+    dir: own?.dir,
+    async fresh() {
+      const name = `edgeexit_bench_${process.pid}_${made.length}`;
+      await exec(`CREATE DATABASE ${name}`);
+      made.push(name);
+      const u = new URL(admin);
+      u.pathname = `/${name}`;
+      return u.toString();
+    },
+    async close() {
+      if (own) return own.dispose();
+      for (const name of made) await exec(`DROP DATABASE IF EXISTS ${name}`);
+    },
+  };
+}
+
+async function mainBench(): Promise<void> {
+  const args = process.argv.slice(2);
+  const dbAt = args.indexOf('--db');
+  const dbUrl = dbAt >= 0 ? args.splice(dbAt, 2)[1] : undefined;
+  const nAt = args.indexOf('--collectors');
+  const groups = (nAt >= 0 ? args.splice(nAt, 2)[1] ?? '' : '1,2,4').split(',').map(Number);
+  if (!groups.every((n) => Number.isInteger(n) && n >= 1)) throw new Error(`--collectors: expected a list such as 1,2,4, got ${groups.join(',')}`);
+  const load = { before: os.loadavg(), after: [] as number[] };
+  const sizes: string[] = [];
+  if (dbAt >= 0 && !/^postgres(ql)?:\/\//i.test(dbUrl ?? '')) throw new Error(`--db: expected a postgres:// URL, got ${dbUrl ?? 'nothing'}`);
+  const messages = Number(args[0] ?? 100_000);
+  const devices = Number(args[1] ?? 100);
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'edgeexit-ingest-bench-'));
+  const sqlite = (name: string) => async () => openFleetStore(path.join(dir, `${name}.db`));
+  const batched = `batched (${DEFAULT_BATCH.maxMessages} msgs / ${DEFAULT_BATCH.maxDelayMs} ms)`;
+  const rows: Row[] = [];
+  const target = await pgTarget(dbUrl);
+  try {
+    rows.push(await direct(Math.min(messages, 10_000), devices, { maxDelayMs: 0 }, 'SQLite, direct, one commit per message', sqlite('single')));
+    rows.push(await direct(messages, devices, {}, `SQLite, direct, ${batched}`, sqlite('batched')));
+    sizes.push(`SQLite: ${Math.round((await bytesOnDisk(path.join(dir, 'batched.db'))) / messages)} bytes on disk per window stored (after the batched direct row)`);
+    if (target) {
+      const pgBatched = `batched (${PG_BATCH.maxMessages} msgs / ${PG_BATCH.maxDelayMs} ms)`;
+      rows.push(await direct(messages, devices, {}, `PostgreSQL, direct, ${batched}, multi-row INSERT`, async () => openPgStore(await target.fresh(), { writeMode: 'insert' })));
+      rows.push(await direct(messages, devices, {}, `PostgreSQL, direct, ${batched}, COPY`, async () => openPgStore(await target.fresh(), { writeMode: 'copy' })));
+      let sized = '';
+      rows.push(await direct(messages, devices, PG_BATCH, `PostgreSQL, direct, ${pgBatched} (the collector's default on PostgreSQL), multi-row INSERT`, async () => openPgStore((sized = await target.fresh()))));
+      sizes.push(`PostgreSQL: ${Math.round((await bytesOnDisk(sized)) / messages)} bytes on disk per window stored (tables and indexes, after the last direct row)`);
+    } else console.error('PostgreSQL not installed and no --db postgres://…: skipping the PostgreSQL rows');
+    if (MOSQUITTO.path) {
+      rows.push(await throughBroker(messages, devices, path.join(dir, 'broker.db'), 'SQLite, through Mosquitto (QoS 1, batched)'));
+      if (target) rows.push(await throughBroker(messages, devices, await target.fresh(), 'PostgreSQL, through Mosquitto (QoS 1, batched)'));
+      for (const n of groups) {
+        rows.push(await throughGroup(n, messages, devices, path.join(dir, `group${n}.db`), 'SQLite (one WAL file)', undefined));
+        if (target) rows.push(await throughGroup(n, messages, devices, await target.fresh(), 'PostgreSQL', target.dir));
       }
-    };
-    return {
-      dir: undefined,
-      async fresh() {
-        const db = name();
-        await sql(`CREATE DATABASE ${pg.escapeIdentifier(db)}`);
-        created.push(db);
-        const u = new URL(admin);
-        u.pathname = `/${db}`;
-        return u.toString();
-      },
-      async dispose() {
-        for (const db of created) await sql(`DROP DATABASE IF EXISTS ${pg.escapeIdentifier(db)}`).catch(() => undefined);
-      },
-    };
+    } else console.error('mosquitto not installed: skipping the broker rows');
+  } finally {
+    await target?.close();
+    rmSync(dir, { recursive: true, force: true });
   }
-  if (!args.pg) return undefined;
-  // Durable (fsync and synchronous commit on), configured as a real server would be.
-  const server = await startPostgres({ durable: true });
-  return { dir: server.dir, fresh: () => server.createDatabase(name()), dispose: () => server.dispose() };
+  if (target) console.log(`PostgreSQL: ${target.where}`);
+  load.after = os.loadavg();
+  const table = [
+    '| path | messages | devices | seconds | messages/s stored | per collector CPU-second | stored |',
+    '|---|---:|---:|---:|---:|---:|---:|',
+    ...rows.filter((r) => !r.cpu).map((r) => `| ${r.path} | ${r.messages} | ${r.devices} | ${r.seconds.toFixed(2)} | ${Math.round(r.perS)} | ${Math.round(r.perCpuS)} | ${r.stored} |`),
+  ];
+  console.log(table.join('\n'));
+  for (const line of sizes) console.log(line);
+  const group = rows.filter((r) => r.cpu);
+  if (group.length) {
+    const us = (r: Row, p: number | null) => (p === null ? '—' : ((p / 100) * r.seconds * 1e6 / r.messages).toFixed(1));
+    console.log(
+      [
+        '',
+        '| collectors in one shared group | store | messages | seconds | windows/s stored | broker CPU | collectors CPU (busiest) | database CPU | publisher CPU | machine busy | µs CPU per window: broker / collectors / database | stored | projected on idle cores | limit |',
+        '|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---|',
+        ...group.map((r) => {
+          const c = r.cpu!;
+          return `| ${r.collectors} | ${r.store} | ${r.messages} | ${r.seconds.toFixed(2)} | ${Math.round(r.perS)} | ${pct(c.broker)} | ${pct(c.collectors)} (${pct(c.busiestCollector)}) | ${pct(c.database)} | ${pct(c.publisher)} | ${pct(c.machine)} | ${us(r, c.broker)} / ${us(r, c.collectors)} / ${us(r, c.database)} | ${r.stored} | ${Math.round(r.projected!.perS)} | ${limitOf(r)} |`;
+        }),
+      ].join('\n'),
+    );
+    console.log("(CPU: % of one core over the row's run; machine busy: % of all cores, every process on the machine; projected: what the row's CPU-seconds per window give on idle cores, capped by Mosquitto's and each collector's single thread.)");
+  }
+  const fmt = (l: number[]) => l.map((v) => v.toFixed(2)).join(' ');
+  console.log(`${os.cpus()[0]?.model?.trim() ?? 'unknown CPU'}, ${os.availableParallelism()} cores, Node ${process.version}; load average before ${fmt(load.before)}, after ${fmt(load.after)}; ${new Date().toISOString()}`);
+  for (const r of rows) if ('publishedPerS' in r) console.log(`(${r.path}: publisher side ${Math.round(r.publishedPerS as number)} messages/s acknowledged by the broker)`);
+  const cpu = os.cpus()[0]?.model?.trim() ?? 'unknown CPU';
+  mkdirSync('.edgeexit/bench', { recursive: true });
+  writeFileSync('.edgeexit/bench/ingest.json', JSON.stringify({ date: new Date().toISOString(), host: `${cpu}, ${os.availableParallelism()} cores`, node: process.version, load, rows }, null, 2) + '\n');
 }
 
 const [mode, ...modeArgs] = process.argv.slice(2);

@@ -36,8 +36,8 @@ import { MAX_ACK_IDS, subscriptionFor, topicFor } from '../telemetry/payloads.js
 import { EdgeExitError, InputError, formatProblem } from '../util/errors.js';
 import type { Limits } from './bounds.js';
 import type { Counters, FleetStore } from './fleet-store.js';
-import { openStore } from './open.js';
-import { BatchedIngest, IngestGuard, type BatchOptions, type SettledWindows } from './ingest.js';
+import { openStore, storeKind } from './open.js';
+import { BatchedIngest, IngestGuard, PG_BATCH, type BatchOptions, type SettledWindows } from './ingest.js';
 import { startFleetHttp, type FleetHttpServer, type HttpListen } from './http.js';
 
 export const SHARE_GROUP = 'edgeexit-collectors';
@@ -64,7 +64,7 @@ export interface CollectorOptions {
   retentionDays?: number;
   onLog: (line: string) => void;
   now?: () => number;
-  /** How received messages are grouped into transactions (src/fleet/ingest.ts: what a crash loses). */
+  /** How received messages are grouped into transactions (src/fleet/ingest.ts: what a crash loses; default DEFAULT_BATCH, PG_BATCH on PostgreSQL). */
   batch?: BatchOptions;
   /** Serve /metrics and the dashboard here (src/fleet/http.ts); off unless given. */
   http?: (HttpListen & { token?: string; allowedHosts?: readonly string[] }) | false;
@@ -158,7 +158,8 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
 
   // Store failures (disk full, locked file) are logged per message inside the ingest; the
   // subscriber itself never stops.
-  const ingest = new BatchedIngest(store, log, now, opts.batch, new IngestGuard(opts.limits), (settled) => {
+  const batch = opts.batch ?? (storeKind(opts.dbFile) === 'postgres' ? PG_BATCH : undefined);
+  const ingest = new BatchedIngest(store, log, now, batch, new IngestGuard(opts.limits), (settled) => {
     for (const s of settled) sendAck(s);
   });
   const sendAck = (s: SettledWindows): void => {
@@ -290,7 +291,8 @@ export async function startCollector(opts: CollectorOptions): Promise<Collector>
 
 function defaultClientId(dbFile: string): string {
   const host = os.hostname().replace(/[^A-Za-z0-9._-]/g, '').slice(0, 32) || 'host';
-  const db = createHash('sha256').update(path.resolve(dbFile)).digest('hex').slice(0, 8);
+  // A URL as given (resolving it as a path would make the id depend on the working directory).
+  const db = createHash('sha256').update(/^postgres(ql)?:\/\//i.test(dbFile) ? dbFile : path.resolve(dbFile)).digest('hex').slice(0, 8);
   // Fixed across restarts, so a restarted collector resumes its persistent session. Two collectors
   // on one host and database would share it (the broker disconnects the older): pass clientId.
   return `edgeexit-collector-${host}-${db}`;

@@ -4,9 +4,12 @@
 // .ci/run installs every package listed here.
 import { existsSync } from 'node:fs';
 import path from 'node:path';
-// vitest only inside a test run: the benchmarks (scripts/*-bench.ts, run by plain node) find
-// mosquitto and PostgreSQL through this file too, and vitest refuses to load outside its runner.
-const { describe, it } = (process.env.VITEST ? await import('vitest') : {}) as typeof import('vitest');
+// vitest only inside a test run: the benchmarks (npm run bench*) import the broker and PostgreSQL
+// helpers, which find their programs here, and vitest refuses to load outside its runner.
+const { describe, it } = process.env.VITEST ? await import('vitest') : { describe: outsideVitest as never as typeof import('vitest').describe, it: outsideVitest as never as typeof import('vitest').it };
+function outsideVitest(): never {
+  throw new Error('test/support/require.ts: describe/it need the vitest runner');
+}
 import { FASHION_MNIST_DIR } from '../../src/data/idx.js';
 import { postgresBinDirs } from './postgres.js';
 
