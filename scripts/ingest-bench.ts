@@ -446,7 +446,10 @@ async function throughGroup(n: number, messages: number, devices: number, db: st
 
 /** Child mode: one collector of the group; prints "ready", then "handled <n>" whenever its count changed. */
 async function collect(url: string, db: string, clientId: string): Promise<void> {
-  const collector = await startCollector({ brokerUrl: url, dbFile: db, clientId, fleet: FLEET, onLog: () => undefined });
+  const collector = await startCollector({ brokerUrl: url, dbFile: db, clientId, fleet: FLEET, onLog: (l) => {
+    // Store failures are what the table cannot show (the message is counted handled, not stored): say them.
+    if (l.startsWith('error')) process.stderr.write(`${clientId}: ${l}\n`);
+  } });
   process.stdout.write('ready\n');
   let last = 0;
   const ticker = setInterval(() => {
