@@ -431,6 +431,12 @@ async function throughGroup(n: number, messages: number, devices: number, db: st
     const seconds = (performance.now() - t0) / 1000;
     const cpu = sampler.end(pgDir !== undefined);
     await publisher.exited;
+    // A message the broker delivered twice (a redelivery) counts as handled twice, so the count can
+    // reach the total with a last batch still open: wait until no collector commits any more.
+    for (let before = -1; before !== handled(); ) {
+      before = handled();
+      await new Promise((r) => setTimeout(r, 300));
+    }
     const store = await openAny(db);
     const stored = (await store.totals()).reduce((a, t) => a + t.windows, 0);
     await store.close();
