@@ -131,9 +131,10 @@ export function openFleetStore(file: string, opts: OpenStoreOptions = {}): Fleet
   if (!opts.mustExist) mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
   const db = new Database(file, { fileMustExist: opts.mustExist ?? false });
   try {
-    db.pragma('journal_mode = WAL');
     // A reader and the collector may touch the file at the same moment; wait rather than fail.
+    // First, so that collectors opening a new file together wait on each other's switch to WAL too.
     db.pragma('busy_timeout = 5000');
+    db.pragma('journal_mode = WAL');
     migrate(db, file);
   } catch (err) {
     db.close();
@@ -143,14 +144,19 @@ export function openFleetStore(file: string, opts: OpenStoreOptions = {}): Fleet
 }
 
 function migrate(db: Database.Database, file: string): void {
-  const version = db.pragma('user_version', { simple: true }) as number;
-  if (version > MIGRATIONS.length)
-    throw new InputError(`${file}: fleet database schema ${version} is newer than this edgeexit understands (${MIGRATIONS.length})`, [{ where: file, fix: 'upgrade edgeexit' }]);
-  for (let v = version; v < MIGRATIONS.length; v++) {
-    db.transaction(() => {
-      db.exec(MIGRATIONS[v]!);
-      db.pragma(`user_version = ${v + 1}`);
-    })();
+  // Several collectors may open a new file at once: each step reads the version under the write
+  // lock (BEGIN IMMEDIATE), so exactly one of them runs it and the others see it done.
+  const step = db.transaction((): boolean => {
+    const version = db.pragma('user_version', { simple: true }) as number;
+    if (version > MIGRATIONS.length)
+      throw new InputError(`${file}: fleet database schema ${version} is newer than this edgeexit understands (${MIGRATIONS.length})`, [{ where: file, fix: 'upgrade edgeexit' }]);
+    if (version === MIGRATIONS.length) return false;
+    db.exec(MIGRATIONS[version]!);
+    db.pragma(`user_version = ${version + 1}`);
+    return true;
+  });
+  while (step.immediate()) {
+    // one migration per transaction, until the schema is current
   }
 }
 

@@ -7,7 +7,6 @@
 //
 // 50 devices in CI; the soak runs more: EDGEEXIT_SOAK_DEVICES=500 npx vitest run test/fleet/delivery.test.ts
 // (README: "Delivery guarantees"). Loss figures are printed as one line per test.
-import { spawn, type ChildProcess } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
@@ -17,34 +16,16 @@ import { FleetSimulator, loadSimProfile, readSentLedger } from '../../src/fleet/
 import { MOSQUITTO, startBroker, type Broker } from '../telemetry/mqtt/broker.js';
 import { tempDir } from '../telemetry/mqtt/fixtures.js';
 import { until as waitUntil, sleep } from '../support/wait.js';
+import { kill9, spawnChild, type Proc } from './processes.js';
 
 const DEVICES = Number(process.env.EDGEEXIT_SOAK_DEVICES ?? 50);
 const BURST = 5_000;
 const FLEET = 'e2e';
 const FAST = { initialMs: 100, maxMs: 500, factor: 2, jitter: 0.5 };
-const ROOT = path.resolve(import.meta.dirname, '../..');
-const VITE_NODE = path.join(ROOT, 'node_modules', '.bin', 'vite-node');
 const CHILD_ID = 'child-0001';
 const TIMEOUT = 60_000 + DEVICES * 400;
 
 const until = (pred: () => boolean | Promise<boolean>, what: string, ms = 60_000): Promise<void> => waitUntil(pred, what, ms, 50);
-
-interface Proc {
-  proc: ChildProcess;
-  exited: Promise<number | null>;
-  stderr: () => string;
-  stdout: () => string;
-}
-
-function spawnChild(script: string, args: string[]): Proc {
-  const proc = spawn(VITE_NODE, [path.join(ROOT, script), ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  let err = '';
-  proc.stdout!.on('data', (d: Buffer) => (out += d.toString()));
-  proc.stderr!.on('data', (d: Buffer) => (err += d.toString()));
-  const exited = new Promise<number | null>((resolve) => proc.once('close', (code) => resolve(code)));
-  return { proc, exited, stderr: () => err, stdout: () => out };
-}
 
 /** The collector in a child process, with a fixed client id so a restart resumes its session. */
 async function collectorChild(url: string, db: string): Promise<Proc> {
@@ -52,12 +33,6 @@ async function collectorChild(url: string, db: string): Promise<Proc> {
   await until(() => c.stdout().includes('ready') || c.proc.exitCode !== null, 'the collector child');
   if (!c.stdout().includes('ready')) throw new Error(`collector child failed: ${c.stderr()}`);
   return c;
-}
-
-async function kill9(p: Proc | undefined): Promise<void> {
-  if (!p || p.proc.exitCode !== null || p.proc.signalCode !== null) return;
-  p.proc.kill('SIGKILL');
-  await p.exited;
 }
 
 const children: Proc[] = [];
