@@ -1,6 +1,6 @@
 // The model cards' accuracy figures must reproduce with `edgeexit eval` on the full Fashion-MNIST
 // test set (Debian's dataset-fashion-mnist, installed by .ci/run).
-import { expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { promises as fsp } from 'node:fs';
 import { runCli } from './helpers.js';
 import { FASHION_MNIST } from '../support/require.js';
@@ -38,5 +38,20 @@ FASHION_MNIST.describe('model cards reproduce', () => {
     expect(pair.exits[0]!.accuracy).toBeCloseTo(rec.testAccuracy.pair, 3);
     const card = await fsp.readFile('models/fmnist-cbnet/README.md', 'utf8');
     expect(card).toContain(`${(100 * rec.testAccuracy.pair).toFixed(2)}%`);
+  });
+});
+
+describe('fmnist-cbnet is sized for its backbone', () => {
+  it('the pair costs less than fmnist-branchy\'s full model, within 1 pp of its last exit, and the card gives the cost of every exit point', async () => {
+    const rec = await results('fmnist-cbnet');
+    const backbone = await results('fmnist-branchy');
+    expect(rec.macs.pair).toBeLessThan(rec.macs.branchyFull);
+    expect(rec.testAccuracy.pair).toBeGreaterThanOrEqual(backbone.testAccuracy[2] - 0.01);
+    const card = await fsp.readFile('models/fmnist-cbnet/README.md', 'utf8');
+    const costs = card.slice(card.indexOf('## Cost per exit point'));
+    expect(costs.length).toBeGreaterThan(0);
+    for (const point of ['classifier on the image', 'converter → classifier', 'backbone exit_1', 'backbone exit_2']) expect(costs).toContain(point);
+    expect(costs).toContain(rec.macs.pair.toLocaleString('en-US'));
+    expect(costs).toMatch(/fp32 ms \| fp32 cumulative ms/);
   });
 });
