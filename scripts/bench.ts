@@ -126,11 +126,11 @@ async function build(name: string, model: string, device: string, precision: 'fp
   return out;
 }
 
-/** The fp32 split with every stage handing its tensors on (no recomputed stage 0): the recompute ablation. */
-async function buildHandOver(name: string, model: string): Promise<string> {
+/** The fp32 split with stage 0 handing its tensors on (`none`) or recomputed (`[0]`) whatever `auto` picks: the recompute ablations. */
+async function buildHandOver(name: string, model: string, recompute: 'none' | number[] = 'none'): Promise<string> {
   const out = path.join(work, name);
-  await compileModel({ model, device: 'x86-host', out, precision: 'fp32', latency: false, recompute: 'none' });
-  log(`compiled ${name} (x86-host, fp32, --recompute none)`);
+  await compileModel({ model, device: 'x86-host', out, precision: 'fp32', latency: false, recompute });
+  log(`compiled ${name} (x86-host, fp32, --recompute ${recompute === 'none' ? 'none' : recompute.join(',')})`);
   return out;
 }
 
@@ -143,6 +143,7 @@ const bundles = {
   branchyF: await build('branchy-x86-fp32', branchyModel, 'x86-host', 'fp32'),
   branchyT: await build('branchy-x86-fp32-target', branchyModel, 'x86-host', 'fp32'),
   branchyN: await buildHandOver('branchy-x86-fp32-handover', branchyModel),
+  branchyR: await buildHandOver('branchy-x86-fp32-recompute0', branchyModel, [0]),
   branchyQ: await build('branchy-rpi4-int8', branchyModel, 'rpi4', 'int8'),
   // With the branchy model as backbone: the hybrid falls through to its deeper stages last.
   cbnetF: await build('cbnet-x86-fp32', cbnetModel, 'x86-host', 'fp32', undefined, branchyModel),
@@ -201,6 +202,7 @@ const runners = {
   branchyF: await open(bundles.branchyF),
   branchyT: await open(bundles.branchyT),
   branchyN: await open(bundles.branchyN),
+  branchyR: await open(bundles.branchyR),
   branchyQ: await open(bundles.branchyQ),
   cbnetF: await open(bundles.cbnetF),
   cbnetQ: await open(bundles.cbnetQ),
@@ -235,6 +237,14 @@ const variants: Variant[] = [
   {
     name: 'early-exit float, stage 0 handed over (--recompute none)',
     bundle: 'branchyN',
+    opts: { thresholds: calibrations.branchyF!.thresholds, temperatures: calibrations.branchyF!.temperatures },
+    baseline: 'full float',
+  },
+  // The same, with stage 0 recomputed by stage 1 whatever --recompute auto picks (auto counts the exit
+  // head's MACs in stage 0's share, so a heavier exit-0 head can tip it into handing over).
+  {
+    name: 'early-exit float, stage 0 recomputed (--recompute 0)',
+    bundle: 'branchyR',
     opts: { thresholds: calibrations.branchyF!.thresholds, temperatures: calibrations.branchyF!.temperatures },
     baseline: 'full float',
   },
