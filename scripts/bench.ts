@@ -24,7 +24,7 @@
 //
 //   npm run bench -- [--limit N] [--runs R] [--json .bench/bench.json]
 //       [--calibration-limit 1000] [--threshold-limit 3000] [--max-drop 1] [--chunk 1024]
-//       [--target-fraction 0.25] [--cbnet models/fmnist-cbnet] [--wide-cbnet models/fmnist-cbnet]
+//       [--target-fraction 0.25] [--cbnet models/fmnist-cbnet-lite] [--wide-cbnet models/fmnist-cbnet]
 import { promises as fsp } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -115,8 +115,10 @@ async function encodePngs(set: EvalSet): Promise<Uint8Array[]> {
 const work = await fsp.mkdtemp(path.join(os.tmpdir(), 'edgeexit-bench-'));
 const branchyModel = path.resolve('models', 'fmnist-branchy', 'fmnist-branchy.onnx');
 const wideModel = path.resolve('models', 'fmnist-branchy-wide', 'fmnist-branchy-wide.onnx');
-const cbnetModel = path.resolve(flag('cbnet', path.join('models', 'fmnist-cbnet')));
-/** The CBNet folder also compiled with fmnist-branchy-wide as its backbone (fp32: the "wide: CBNet/hybrid" rows). */
+// Each CBNet with the backbone its converter is sized for: fmnist-cbnet-lite (0.86M-MAC converter)
+// with fmnist-branchy (5.6M MACs), fmnist-cbnet (2.04M-MAC converter) with fmnist-branchy-wide (12M).
+const cbnetModel = path.resolve(flag('cbnet', path.join('models', 'fmnist-cbnet-lite')));
+/** The CBNet compiled with fmnist-branchy-wide as its backbone (fp32: the "wide: CBNet/hybrid" rows). */
 const wideCbnetModel = path.resolve(flag('wide-cbnet', path.join('models', 'fmnist-cbnet')));
 async function build(name: string, model: string, device: string, precision: 'fp32' | 'int8', exits?: string[], backbone?: string): Promise<string> {
   const out = path.join(work, name);
