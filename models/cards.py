@@ -303,7 +303,8 @@ def cost_section(r, b, name, backbone):
         base = lat["baseline"]
         note = (f"\n\nMeasured by `{lat['command']}` ({lat['date']}, {lat['cpu']}, onnxruntime-node, one thread, "
                 f"batch 1; load average {lat['load']}): per-point ms are the stage latencies the hybrid's "
-                f"calibration measured (`calibration.{lat['keys']}.stageMs` in the bench JSON). Model-only mean on "
+                f"calibration measured (`calibration.{lat['keys']}.stageMs` in the bench JSON; 100 calls per point, so "
+                f"one busy moment shows: they are noisier than the test-set means that follow). Model-only mean on "
                 f"the 10,000 test images against the full {backbone} float ({v[base]['meanMs']:.3f} ms): "
                 + ", ".join(fmt(n) for n in v if n != base)
                 + ". One shared 2-core VM under other jobs' load: compare ratios, not milliseconds.")
