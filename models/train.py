@@ -1,10 +1,12 @@
 """Train and export the edgeexit reference zoo (one-off; outputs are committed).
 
-    /usr/bin/python3 models/train.py all          # branchy, then cbnet, then calibration PNGs
+    /usr/bin/python3 models/train.py all          # branchy, cbnet (full), branchy-head, cbnet (lite), calibration PNGs
     /usr/bin/python3 models/train.py branchy --epochs 14
     /usr/bin/python3 models/train.py branchy --width 128 --epochs 8 --tag fmnist-branchy-wide
     /usr/bin/python3 models/train.py branchy-head --epochs 4   # stronger exit-0 head, trunk frozen
-    /usr/bin/python3 models/train.py cbnet --epochs 6 [--converter lite|full] [--ce-weight 1.0] [--distill 0.5] [--tag name]
+    /usr/bin/python3 models/train.py cbnet --converter full --epochs 12   # fmnist-cbnet (against branchy v1.0.0)
+    /usr/bin/python3 models/train.py cbnet --converter lite --epochs 6    # fmnist-cbnet-lite
+        [--ce-weight 1.0] [--distill 0.5] [--tag name]
     /usr/bin/python3 models/train.py calib        # write calibration/fashion-mnist/<class>/*.png
 
 Needs Debian's python3-torch, python3-onnx and dataset-fashion-mnist (use /usr/bin/python3,
@@ -279,7 +281,7 @@ def train_cbnet(args):
               f"({timer.seconds():.0f}s)", flush=True)
     train_s = timer.seconds()
     conv.eval()
-    tag = args.tag or "fmnist-cbnet"
+    tag = args.tag or ("fmnist-cbnet-lite" if args.converter == "lite" else "fmnist-cbnet")
     out_dir = os.path.join(MODELS, tag)
     os.makedirs(out_dir, exist_ok=True)
     torch.save(conv.state_dict(), os.path.join(out_dir, "converter.pt"))
@@ -351,16 +353,21 @@ def main():
     p.add_argument("--width", type=int, default=64, help="branchy: stage 3 channels (fmnist-branchy-wide: 128)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    if args.what in ("branchy", "all"):
+    if args.what == "all":
+        # The committed order: fmnist-cbnet was trained against fmnist-branchy v1.0.0 (linear exit 0),
+        # fmnist-cbnet-lite against v1.1.0 (after branchy-head).
+        for what, epochs, converter in (("branchy", 14, None), ("cbnet", 12, "full"), ("branchy-head", 4, None),
+                                        ("cbnet", 6, "lite")):
+            args.epochs, args.converter = epochs, converter or args.converter
+            {"branchy": train_branchy, "cbnet": train_cbnet, "branchy-head": train_branchy_head}[what](args)
+    if args.what == "branchy":
         args.epochs = args.epochs or 14
         train_branchy(args)
-        args.epochs = None
-    if args.what in ("branchy-head", "all"):
+    if args.what == "branchy-head":
         args.epochs = args.epochs or 4
         train_branchy_head(args)
-        args.epochs = None
-    if args.what in ("cbnet", "all"):
-        args.epochs = args.epochs or 6
+    if args.what == "cbnet":
+        args.epochs = args.epochs or (6 if args.converter == "lite" else 12)
         train_cbnet(args)
     if args.what in ("calib", "all"):
         write_calibration(args)
