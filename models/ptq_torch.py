@@ -27,6 +27,7 @@ Run with Debian's /usr/bin/python3 (python3-torch 1.13), never the pyenv python.
 import argparse
 import copy
 import io
+import json
 import os
 import platform
 import statistics
@@ -100,7 +101,9 @@ def main():
     xte, yte = common.test_data()
     example = (torch.zeros(1, 1, 28, 28),)
 
-    float_model = BranchyNet()
+    # The exit-0 head the committed weights have (models/train.py branchy-head retrained it).
+    with open(os.path.join(MODEL_DIR, "results.json")) as f:
+        float_model = BranchyNet(exit0=json.load(f).get("exit0Head", "linear"))
     float_model.load_state_dict(torch.load(os.path.join(MODEL_DIR, "fmnist-branchy.pt")))
     float_model.eval()
 

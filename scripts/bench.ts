@@ -3,7 +3,7 @@
 // baselines: no split, no side heads), and fmnist-cbnet (fp32, int8) with fmnist-branchy as its
 // backbone, and fmnist-branchy-wide (stages 0 and 1 shaped as fmnist-branchy's, trained on their own;
 // a 3.3x costlier last stage; fp32, int8,
-// split and unsplit) into a temp dir; calibrates the early-exit and the hybrid thresholds on the
+// split and unsplit), and the CBNet again (fp32) with fmnist-branchy-wide as its backbone, into a temp dir; calibrates the early-exit and the hybrid thresholds on the
 // calibration images (reverse mode: lowest latency within --max-drop pp of the last exit, one
 // standard error of margin, stage latency measured here; never the test set), then runs every
 // variant over the Fashion-MNIST test set through the
@@ -24,7 +24,7 @@
 //
 //   npm run bench -- [--limit N] [--runs R] [--json .bench/bench.json]
 //       [--calibration-limit 1000] [--threshold-limit 3000] [--max-drop 1] [--chunk 1024]
-//       [--target-fraction 0.25]
+//       [--target-fraction 0.25] [--cbnet models/fmnist-cbnet-lite] [--wide-cbnet models/fmnist-cbnet]
 import { promises as fsp } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -115,7 +115,11 @@ async function encodePngs(set: EvalSet): Promise<Uint8Array[]> {
 const work = await fsp.mkdtemp(path.join(os.tmpdir(), 'edgeexit-bench-'));
 const branchyModel = path.resolve('models', 'fmnist-branchy', 'fmnist-branchy.onnx');
 const wideModel = path.resolve('models', 'fmnist-branchy-wide', 'fmnist-branchy-wide.onnx');
-const cbnetModel = path.resolve('models', 'fmnist-cbnet');
+// Each CBNet with the backbone its converter is sized for: fmnist-cbnet-lite (0.86M-MAC converter)
+// with fmnist-branchy (5.6M MACs), fmnist-cbnet (2.04M-MAC converter) with fmnist-branchy-wide (12M).
+const cbnetModel = path.resolve(flag('cbnet', path.join('models', 'fmnist-cbnet-lite')));
+/** The CBNet compiled with fmnist-branchy-wide as its backbone (fp32: the "wide: CBNet/hybrid" rows). */
+const wideCbnetModel = path.resolve(flag('wide-cbnet', path.join('models', 'fmnist-cbnet')));
 async function build(name: string, model: string, device: string, precision: 'fp32' | 'int8', exits?: string[], backbone?: string): Promise<string> {
   const out = path.join(work, name);
   const t0 = performance.now();
@@ -124,11 +128,11 @@ async function build(name: string, model: string, device: string, precision: 'fp
   return out;
 }
 
-/** The fp32 split with every stage handing its tensors on (no recomputed stage 0): the recompute ablation. */
-async function buildHandOver(name: string, model: string): Promise<string> {
+/** The fp32 split with stage 0 handing its tensors on (`none`) or recomputed (`[0]`) whatever `auto` picks: the recompute ablations. */
+async function buildHandOver(name: string, model: string, recompute: 'none' | number[] = 'none'): Promise<string> {
   const out = path.join(work, name);
-  await compileModel({ model, device: 'x86-host', out, precision: 'fp32', latency: false, recompute: 'none' });
-  log(`compiled ${name} (x86-host, fp32, --recompute none)`);
+  await compileModel({ model, device: 'x86-host', out, precision: 'fp32', latency: false, recompute });
+  log(`compiled ${name} (x86-host, fp32, --recompute ${recompute === 'none' ? 'none' : recompute.join(',')})`);
   return out;
 }
 
@@ -141,6 +145,7 @@ const bundles = {
   branchyF: await build('branchy-x86-fp32', branchyModel, 'x86-host', 'fp32'),
   branchyT: await build('branchy-x86-fp32-target', branchyModel, 'x86-host', 'fp32'),
   branchyN: await buildHandOver('branchy-x86-fp32-handover', branchyModel),
+  branchyR: await buildHandOver('branchy-x86-fp32-recompute0', branchyModel, [0]),
   branchyQ: await build('branchy-rpi4-int8', branchyModel, 'rpi4', 'int8'),
   // With the branchy model as backbone: the hybrid falls through to its deeper stages last.
   cbnetF: await build('cbnet-x86-fp32', cbnetModel, 'x86-host', 'fp32', undefined, branchyModel),
@@ -150,10 +155,12 @@ const bundles = {
   wideFullQ: await build('wide-full-rpi4-int8', wideModel, 'rpi4', 'int8', ['exit_2']),
   wideF: await build('wide-x86-fp32', wideModel, 'x86-host', 'fp32'),
   wideQ: await build('wide-rpi4-int8', wideModel, 'rpi4', 'int8'),
+  // The same kind of CBNet in front of the wide backbone: its converter is small next to that backbone.
+  cbnetWF: await build('wide-cbnet-x86-fp32', wideCbnetModel, 'x86-host', 'fp32', undefined, wideModel),
 };
 noteLoad('compiled');
 const calibrations: Record<string, CalibrationReport> = {};
-for (const key of ['branchyF', 'branchyQ', 'cbnetF', 'cbnetQ', 'wideF', 'wideQ'] as const) {
+for (const key of ['branchyF', 'branchyQ', 'cbnetF', 'cbnetQ', 'wideF', 'wideQ', 'cbnetWF'] as const) {
   const t0 = performance.now();
   calibrations[key] = await calibrate({
     bundle: bundles[key],
@@ -197,6 +204,7 @@ const runners = {
   branchyF: await open(bundles.branchyF),
   branchyT: await open(bundles.branchyT),
   branchyN: await open(bundles.branchyN),
+  branchyR: await open(bundles.branchyR),
   branchyQ: await open(bundles.branchyQ),
   cbnetF: await open(bundles.cbnetF),
   cbnetQ: await open(bundles.cbnetQ),
@@ -204,6 +212,7 @@ const runners = {
   wideFullQ: await open(bundles.wideFullQ),
   wideF: await open(bundles.wideF),
   wideQ: await open(bundles.wideQ),
+  cbnetWF: await open(bundles.cbnetWF),
 };
 
 noteLoad('hybrid swept');
@@ -233,10 +242,20 @@ const variants: Variant[] = [
     opts: { thresholds: calibrations.branchyF!.thresholds, temperatures: calibrations.branchyF!.temperatures },
     baseline: 'full float',
   },
+  // The same, with stage 0 recomputed by stage 1 whatever --recompute auto picks (auto counts the exit
+  // head's MACs in stage 0's share, so a heavier exit-0 head can tip it into handing over).
+  {
+    name: 'early-exit float, stage 0 recomputed (--recompute 0)',
+    bundle: 'branchyR',
+    opts: { thresholds: calibrations.branchyF!.thresholds, temperatures: calibrations.branchyF!.temperatures },
+    baseline: 'full float',
+  },
   { name: 'wide: full float', bundle: 'wideFullF', opts: {}, baseline: 'wide: full float' },
   { name: 'wide: full int8', bundle: 'wideFullQ', opts: {}, baseline: 'wide: full float' },
   { name: 'wide: early-exit float', bundle: 'wideF', opts: {}, baseline: 'wide: full float' },
   { name: 'wide: early-exit int8', bundle: 'wideQ', opts: {}, baseline: 'wide: full float' },
+  { name: 'wide: CBNet float', bundle: 'cbnetWF', opts: { policy: 'cbnet' as CbnetPolicy }, baseline: 'wide: full float' },
+  { name: 'wide: hybrid float', bundle: 'cbnetWF', opts: { policy: 'hybrid' as CbnetPolicy }, baseline: 'wide: full float' },
 ];
 const variantNamed = (name: string): Variant => variants.find((v) => v.name === name)!;
 // Map the runner's class index to the dataset's label index (the zoo spells labels as folder names).
@@ -354,12 +373,12 @@ const cumFromStages = (a: Acc): number[] => {
   return a.stageSum.map((t, k) => (acc += reach[k]! > 0 ? t / reach[k]! : 0));
 };
 /** Hybrid exit points force-exited one at a time (as branchyExits). */
-function hybridExits(key: 'cbnetF' | 'cbnetQ'): ClassifyOptions[] {
+function hybridExits(key: 'cbnetF' | 'cbnetQ' | 'cbnetWF'): ClassifyOptions[] {
   const K = runners[key].manifest.pipeline!.policies.hybrid.length;
   return Array.from({ length: K }, (_, k) => ({ policy: 'hybrid' as CbnetPolicy, thresholds: k === K - 1 ? null : Array.from({ length: K - 1 }, (_, j) => (j < k ? 1 : 0)) }));
 }
 /** Cumulative mean cost of each hybrid exit point: the measured per-point costs calibration used, scaled to this run's mean. */
-const cumHybrid = (h: Acc, key: 'cbnetF' | 'cbnetQ'): number[] => {
+const cumHybrid = (h: Acc, key: 'cbnetF' | 'cbnetQ' | 'cbnetWF'): number[] => {
   const cum = calibrations[key]!.latency.cumulativeMs;
   const predicted = calibrations[key]!.predicted.meanMs;
   const scale = predicted > 0 ? meanOf(h) / predicted : 1;
@@ -375,6 +394,7 @@ const oracles = {
   'early-exit int8': await oracle(variantNamed('early-exit int8'), branchyExits('branchyQ'), cumFromStages(modelOnly['early-exit int8']![1]!)),
   'hybrid float': await oracle(variantNamed('hybrid float'), hybridExits('cbnetF'), cumHybrid(modelOnly['hybrid float']![1]!, 'cbnetF')),
   'hybrid int8': await oracle(variantNamed('hybrid int8'), hybridExits('cbnetQ'), cumHybrid(modelOnly['hybrid int8']![1]!, 'cbnetQ')),
+  'wide: hybrid float': await oracle(variantNamed('wide: hybrid float'), hybridExits('cbnetWF'), cumHybrid(modelOnly['wide: hybrid float']![1]!, 'cbnetWF')),
   'wide: early-exit float': await oracle(variantNamed('wide: early-exit float'), branchyExits('wideF'), cumFromStages(modelOnly['wide: early-exit float']![1]!)),
   'wide: early-exit int8': await oracle(variantNamed('wide: early-exit int8'), branchyExits('wideQ'), cumFromStages(modelOnly['wide: early-exit int8']![1]!)),
 };
@@ -510,7 +530,7 @@ out.push(
   '',
 );
 out.push(mdTable(['variant', 'input', 'batch', 'top-1', 'mean ms/img', 'p50', 'p95', 'p99', 'img/s', 'speed-up vs its full float', 'model p50, same calls', 'end-to-end p50 / model p50', 'preprocess share', 'mJ/inference (model)'], e2eRows), '');
-const cal = (k: 'branchyF' | 'branchyQ' | 'branchyT' | 'cbnetF' | 'cbnetQ' | 'wideF' | 'wideQ'): string => {
+const cal = (k: 'branchyF' | 'branchyQ' | 'branchyT' | 'cbnetF' | 'cbnetQ' | 'wideF' | 'wideQ' | 'cbnetWF'): string => {
   const c = calibrations[k]!;
   return `thresholds ${c.thresholds.join(', ')} (temperatures ${c.temperatures.join(', ')}); measured stage ms ${c.latency.stageMs.map((x) => x.toFixed(3)).join(', ')}; held-out ${pct(c.achieved.accuracy)} vs no-exit ${pct(c.noExit.accuracy)}`;
 };
@@ -543,6 +563,7 @@ out.push(`- early-exit int8: ${cal('branchyQ')}`);
 out.push(`- early-exit float @ latency target: ${cal('branchyT')}`);
 out.push(`- hybrid float (classifier, converter, backbone exit_1, exit_2): ${cal('cbnetF')}`);
 out.push(`- hybrid int8: ${cal('cbnetQ')}`);
+out.push(`- wide: hybrid float (classifier, converter, wide exit_1, exit_2): ${cal('cbnetWF')}`);
 out.push(`- wide: early-exit float: ${cal('wideF')}`);
 out.push(`- wide: early-exit int8: ${cal('wideQ')}`);
 out.push('', `Load (os.loadavg 1/5/15 min): ${loads.map((l) => `${l.phase} ${l.loadavg.join('/')}`).join('; ')}`);

@@ -13,17 +13,26 @@ def conv_bn(cin, cout):
     return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU())
 
 
-class Stage1(nn.Module):
-    """Backbone stage 1 + exit 0: CBNet's lightweight classifier on its own."""
+def conv_head():
+    """The stronger exit-0 head: one stride-2 Conv 16→32 (+BN, ReLU) before the linear layer.
+    Trained on the frozen trunk (train.py branchy-head), so exits 1 and 2 are unchanged."""
+    return nn.Sequential(nn.Conv2d(16, 32, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(32), nn.ReLU(),
+                         nn.Flatten(), nn.Linear(32 * 7 * 7, 10))  # 32x7x7
 
-    def __init__(self):
+
+class Stage1(nn.Module):
+    """Backbone stage 1 + exit 0: CBNet's lightweight classifier on its own. `head`: "linear"
+    (Flatten, Linear 3136→10, as first trained) or "conv" (conv_head)."""
+
+    def __init__(self, head="linear"):
         super().__init__()
         self.features = nn.Sequential(conv_bn(1, 16), nn.MaxPool2d(2))  # 16x14x14
-        self.head = nn.Linear(16 * 14 * 14, 10)
+        self.head_kind = head
+        self.head = conv_head() if head == "conv" else nn.Linear(16 * 14 * 14, 10)
 
     def forward(self, x):
         h = self.features(x)
-        return h, self.head(torch.flatten(h, 1))
+        return h, self.head(h if self.head_kind == "conv" else torch.flatten(h, 1))
 
 
 class BranchyNet(nn.Module):
@@ -31,9 +40,9 @@ class BranchyNet(nn.Module):
     which makes the last stage ~4x costlier (exits 0 and 1 unchanged), closer to the share of
     the work a real backbone's deep layers hold."""
 
-    def __init__(self, width=64):
+    def __init__(self, width=64, exit0="linear"):
         super().__init__()
-        self.stage1 = Stage1()
+        self.stage1 = Stage1(exit0)
         self.stage2 = nn.Sequential(conv_bn(16, 32), conv_bn(32, 32), nn.MaxPool2d(2))  # 32x7x7
         self.head2 = nn.Linear(32 * 7 * 7, 10)
         self.stage3 = nn.Sequential(conv_bn(32, width), conv_bn(width, width), nn.MaxPool2d(2))  # width x3x3

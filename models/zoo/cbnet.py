@@ -41,6 +41,29 @@ class Converter(nn.Module):
         return (self.decoder(self.encoder(x)) - MEAN) / STD
 
 
+class LiteConverter(nn.Module):
+    """A converter sized for a 5.6M-MAC backbone (about a sixth of its MACs): stride-2
+    convolutions instead of full-resolution conv + pool, and a linear decoder straight to the
+    28x28 image instead of upsampling convolutions. The targets are one prototype per class, so
+    a linear map from the latent code can draw them; the encoder is where the work is."""
+
+    def __init__(self, latent=64):
+        super().__init__()
+        self.encoder = nn.Sequential(
+            nn.Conv2d(1, 16, 3, stride=2, padding=1), nn.BatchNorm2d(16), nn.ReLU(),   # 16x14x14
+            nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.BatchNorm2d(32), nn.ReLU(),  # 32x7x7
+            nn.Conv2d(32, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),            # 32x7x7
+            nn.Flatten(), nn.Linear(32 * 7 * 7, latent), nn.ReLU(),
+        )
+        self.decoder = nn.Sequential(nn.Linear(latent, 28 * 28), nn.Sigmoid(), Reshape(1, 28, 28))
+
+    def forward(self, x):
+        return (self.decoder(self.encoder(x)) - MEAN) / STD
+
+
+CONVERTERS = {"lite": LiteConverter, "full": Converter}
+
+
 class Pipeline(nn.Module):
     def __init__(self, converter, classifier):
         super().__init__()

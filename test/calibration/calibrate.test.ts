@@ -146,25 +146,26 @@ describe('calibrate (model latency, rpi4)', () => {
   it('through the CLI: prints the table and the latency source; a held-out miss is reported, leaves the bundle and exits 1 unless --allow-miss', async () => {
     const bundle = await copyBundle(signedBundle, path.join(dir, 'b4'), false);
     const before = await fsp.readFile(path.join(bundle, 'manifest.json'));
-    // A p90 target halfway between stage 0 and the whole model: met on the 140 fit images, missed
-    // on the 60 held out (deterministic: cost-model latency, fixed split).
+    // A p99 target halfway between stage 0 and the whole model: met on the 140 fit images, missed
+    // on the 60 held out (deterministic: cost-model latency, fixed split). With fmnist-branchy's
+    // conv exit-0 head a p90 target is met on both, so the test asks for the tail.
     const target = (stage0 + full) / 2;
-    const args = ['calibrate', bundle, '--data', FMNIST, '--target-latency', `${target.toFixed(3)}ms`, '--percentile', '90', '--latency-source', 'model', '--limit', '200', '--out', path.join(dir, 'r4')];
+    const args = ['calibrate', bundle, '--data', FMNIST, '--target-latency', `${target.toFixed(3)}ms`, '--percentile', '99', '--latency-source', 'model', '--limit', '200', '--out', path.join(dir, 'r4')];
     const r = await runCli(...args);
     expect(r.code, r.err).toBe(1);
     expect(r.out).toMatch(/achieved \(held out\)/);
     expect(r.out).toMatch(/oracle bound/);
     expect(r.out).toMatch(/latency\s+model: estimate/);
-    expect(r.out).toMatch(/MISSED\s+held-out p90 latency 0\.\d+ ms > target 0\.\d+ ms/);
+    expect(r.out).toMatch(/MISSED\s+held-out p99 latency \d\.\d+ ms > target 0\.\d+ ms/);
     expect(r.out).toMatch(/left as it was \(the target was missed\)/);
-    expect(r.err).toMatch(/warning: calibration missed its target on the held-out images: held-out p90 latency/);
+    expect(r.err).toMatch(/warning: calibration missed its target on the held-out images: held-out p99 latency/);
     expect(r.err).toMatch(/error: calibrate .*: missed the target on the held-out images.*\(fix: loosen the target, calibrate on more images, or pass --allow-miss/);
     expect(await fsp.readFile(path.join(bundle, 'manifest.json'))).toEqual(before);
     const md = await fsp.readFile(path.join(dir, 'r4', 'calibration.md'), 'utf8');
-    expect(md).toMatch(/\*\*MISSED the target on the held-out images: held-out p90 latency .* The bundle was left as it was\./);
+    expect(md).toMatch(/\*\*MISSED the target on the held-out images: held-out p99 latency .* The bundle was left as it was\./);
     const json = JSON.parse(await fsp.readFile(path.join(dir, 'r4', 'calibration.json'), 'utf8')) as { miss?: string; bundleUpdated: boolean };
     expect(json.bundleUpdated).toBe(false);
-    expect(json.miss).toMatch(/p90 latency/);
+    expect(json.miss).toMatch(/p99 latency/);
 
     const allowed = await runCli(...args, '--allow-miss');
     expect(allowed.code, allowed.err).toBe(0);
