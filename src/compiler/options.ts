@@ -77,7 +77,7 @@ export interface CompileOptions {
   backbone?: string;
   /**
    * Stages that hand nothing on, so the next stage recomputes their trunk from the image:
-   * 'auto' (default) picks stages with ≤ 5 % of the MACs (see chooseRecompute), 'none' never,
+   * 'auto' (default) picks stages whose trunk has ≤ 5 % of the MACs (see chooseRecompute), 'none' never,
    * or explicit stage indices.
    */
   recompute?: 'auto' | 'none' | readonly number[];

@@ -56,22 +56,23 @@ export interface SplitOptions {
 }
 
 /**
- * Stages worth recomputing instead of handing over: a stage whose nodes cost at most
- * `maxShare` of the whole model's MACs. On fmnist-branchy (x86, 1 thread, batch 1) stage 0 has
- * 2.5 % of the MACs; computing exit 0 alone took 42 µs against 51 µs with its 16×14×14 hand-over,
- * and stage 1 recomputing from the image took 88 µs against 90 µs reading the hand-over — the
- * copy in and out of JS costs more than 144k MACs.
+ * Stages worth recomputing instead of handing over: a stage whose trunk — what the next stage
+ * would compute again from the input, not its exit head, which is never recomputed — costs at
+ * most `maxShare` of the whole model's MACs. `trunkMacs[k]` defaults to the whole stage.
+ * On fmnist-branchy (x86, 1 thread, batch 1) stage 0's trunk has 2.5 % of the MACs, and the
+ * copy of its hand-over in and out of JS costs more than computing it again.
  *
  * @example
  * ```ts
  * import { chooseRecompute } from 'edgeexit/compiler';
  * chooseRecompute([144_000, 2_000_000, 3_500_000]); // [0]: stage 0 is under 5 % of the MACs
+ * chooseRecompute([340_000, 2_000_000, 3_500_000], 0.05, [144_000, 1_800_000, 3_500_000]); // [0]: its trunk is 2.5 %
  * ```
  */
-export function chooseRecompute(stageMacs: readonly number[], maxShare = 0.05): number[] {
+export function chooseRecompute(stageMacs: readonly number[], maxShare = 0.05, trunkMacs: readonly number[] = stageMacs): number[] {
   const total = stageMacs.reduce((a, b) => a + b, 0);
   const out: number[] = [];
-  for (let k = 0; k < stageMacs.length - 1; k++) if (total > 0 && stageMacs[k]! / total <= maxShare) out.push(k);
+  for (let k = 0; k < stageMacs.length - 1; k++) if (total > 0 && trunkMacs[k]! / total <= maxShare) out.push(k);
   return out;
 }
 

@@ -46,12 +46,12 @@ describe('edgeexit compile', () => {
     expect(r.err).toBe('');
     expect(r.code).toBe(0);
     expect(r.out).toMatch(/compiled .*fmnist-branchy\.onnx \(fmnist-branchy .*\) for rpi4 .*fp32/);
-    // Stage 0 (stem + the conv exit-0 head) has 6.0 % of the MACs, over --recompute auto's 5 %
-    // line, so by default it hands its tensor on to stage 1.
-    expect(r.out).toMatch(/^\s*0\s+stage-0\.onnx\s+image → exit_0, stage0\/carry0\s/m);
-    expect(r.out).toMatch(/^\s*1\s+stage-1\.onnx\s+stage0\/carry0 → exit_1, stage1\/carry0\s/m);
+    // Stage 0's trunk (the stem, not its conv exit-0 head) has 1.9 % of the MACs, under
+    // --recompute auto's 5 %, so by default it hands nothing on and stage 1 recomputes the trunk.
+    expect(r.out).toMatch(/^\s*0\s+stage-0\.onnx\s+image → exit_0\s/m);
+    expect(r.out).toMatch(/^\s*1\s+stage-1\.onnx\s+image → exit_1, stage1\/carry0\s/m);
     expect(r.out).toMatch(/^\s*2\s+stage-2\.onnx\s+stage1\/carry0 → exit_2\s/m);
-    expect(r.out).toMatch(/MACs\s+stages 5\.86M = source 5\.86M\n/);
+    expect(r.out).toMatch(/MACs\s+stages 5\.98M = source 5\.86M \+ 112\.9k recomputed \(stage 0\)/);
     expect(r.out).toMatch(/check\s+passed/);
     expect(r.out).toMatch(/unsigned/);
     const v = await verifyBundle(out);
@@ -59,15 +59,14 @@ describe('edgeexit compile', () => {
     expect(v.manifest.labels).toHaveLength(10);
   });
 
-  it('--recompute 0 has stage 1 recompute stage 0\'s trunk instead; bad --recompute values are refused', async () => {
+  it('--recompute none hands stage 0 over instead; bad --recompute values are refused', async () => {
     const model = await zooCopy(await scratch('compile-zoo-none'));
     const out = path.join(dir, 'zoo-none');
-    const r = await runCli('compile', model, '--device', 'x86-host', '--out', out, '--recompute', '0', '--no-latency');
+    const r = await runCli('compile', model, '--device', 'x86-host', '--out', out, '--recompute', 'none', '--no-latency');
     expect(r.code).toBe(0);
-    expect(r.out).toMatch(/^\s*0\s+stage-0\.onnx\s+image → exit_0\s/m);
-    expect(r.out).toMatch(/^\s*1\s+stage-1\.onnx\s+image → exit_1, stage1\/carry0\s/m);
-    // Only the trunk is recomputed (the stem Conv), not the exit-0 head.
-    expect(r.out).toMatch(/MACs\s+stages 5\.98M = source 5\.86M \+ 112\.9k recomputed \(stage 0\)/);
+    expect(r.out).toMatch(/^\s*0\s+stage-0\.onnx\s+image → exit_0, stage0\/carry0\s/m);
+    expect(r.out).toMatch(/^\s*1\s+stage-1\.onnx\s+stage0\/carry0 → exit_1, stage1\/carry0\s/m);
+    expect(r.out).toMatch(/MACs\s+stages 5\.86M = source 5\.86M\n/);
     const bad = await runCli('compile', model, '--device', 'x86-host', '--out', path.join(dir, 'zoo-bad'), '--recompute', 'first');
     expect(bad.code).toBe(2);
     expect(bad.err).toMatch(/--recompute: expected 'auto', 'none' or stage indices like 0 or 0,1, got "first"/);

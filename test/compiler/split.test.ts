@@ -168,6 +168,9 @@ describe('splitModel', () => {
     expect(chooseRecompute([1_000_000, 1_000_000, 1_000_000])).toEqual([]);
     expect(chooseRecompute([10, 10, 10_000, 10], 0.01)).toEqual([0, 1]);
     expect(chooseRecompute([5])).toEqual([]);
+    // The trunk decides, not the whole stage: a stage whose exit head makes it 6 % is still recomputed when its trunk is 2 %.
+    expect(chooseRecompute([360_000, 2_730_000, 2_910_000], 0.05, [120_000, 2_600_000, 2_910_000])).toEqual([0]);
+    expect(chooseRecompute([360_000, 2_730_000, 2_910_000])).toEqual([]);
   });
 
   it('gives a one-stage split for a single-output model', async () => {

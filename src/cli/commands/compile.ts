@@ -243,7 +243,7 @@ export function compileModule(io: CliIO): AnyCommandBody {
         .option('recompute', {
           type: 'string',
           describe:
-            "Stages that hand nothing on, so the next stage recomputes their trunk from the image: 'auto' (default: stages with ≤ 5 % of the MACs, where the hand-over copy costs more than recomputing), 'none', or indices like 0,1",
+            "Stages that hand nothing on, so the next stage recomputes their trunk from the image: 'auto' (default: stages whose trunk has ≤ 5 % of the MACs, where the hand-over copy costs more than recomputing), 'none', or indices like 0,1",
         })
         .option('backbone', {
           type: 'string',

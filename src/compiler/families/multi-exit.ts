@@ -41,14 +41,21 @@ export const multiExitFamily: ModelFamily = {
 function splitWithRecompute(prepared: OnnxModel, exits: string[], recompute: CompileOptions['recompute']): { split: SplitResult; recompute: number[]; notes: string[] } {
   const plain = splitModel(prepared, { exits });
   const auto = recompute === undefined || recompute === 'auto';
-  const chosen = recompute === 'none' ? [] : auto ? chooseRecompute(plain.stages.map((s) => s.macs)) : [...recompute];
+  const chosen = recompute === 'none' ? [] : auto ? chooseRecompute(plain.stages.map((s) => s.macs), undefined, trunkMacs(prepared, exits, plain)) : [...recompute];
   if (chosen.length === 0) return { split: plain, recompute: chosen, notes: [] };
   const split = splitModel(prepared, { exits, recompute: chosen });
   const extra = split.stages.reduce((a, s) => a + s.macs, 0) - plain.stages.reduce((a, s) => a + s.macs, 0);
   const note =
     `stage(s) ${chosen.join(', ')} hand nothing on: the next stage recomputes their trunk from the input (+${extra.toLocaleString('en-US')} MACs for samples that go on), ` +
-    `so a sample leaving there skips the hand-over copy${auto ? ' (auto: stages with ≤ 5 % of the MACs; --recompute none to hand over instead)' : ''}`;
+    `so a sample leaving there skips the hand-over copy${auto ? ' (auto: stages whose trunk has ≤ 5 % of the MACs; --recompute none to hand over instead)' : ''}`;
   return { split, recompute: chosen, notes: [note] };
+}
+
+// What the next stage would add by recomputing stage k (its trunk; the exit head is not
+// recomputed): the split with stage k recomputed, against the plain one. The last stage: all of it.
+function trunkMacs(prepared: OnnxModel, exits: string[], plain: SplitResult): number[] {
+  const n = plain.stages.length;
+  return plain.stages.map((s, k) => (k === n - 1 ? s.macs : splitModel(prepared, { exits, recompute: [k] }).stages[k + 1]!.macs - plain.stages[k + 1]!.macs));
 }
 
 /**
