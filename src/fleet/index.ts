@@ -5,6 +5,7 @@ export { startCollector, SHARE_GROUP, type Collector, type CollectorOptions } fr
 export * from './fleet-store.js';
 export { openFleetStore, SCHEMA_VERSION, type OpenStoreOptions } from './store.js';
 export { openStore, storeKind, type StoreKind } from './open.js';
+export { seqStep, WRAP_DISTANCE, type SeqPosition } from './seq.js';
 export { fleetStatus, LATEST_WINDOWS, type DeviceStatus, type FleetStatus } from './status.js';
 export {
   startFleetHttp,

@@ -22,6 +22,7 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import type { Pool, PoolClient } from 'pg';
 import type { Birth, Death, MetricsWindow } from '../telemetry/payloads.js';
+import { seqStep } from './seq.js';
 import { InputError } from '../util/errors.js';
 import { PgRollouts, PG_ROLLOUTS_MIGRATION } from './pg-rollouts.js';
 import type { RolloutRecord } from './rollout-plan.js';
@@ -528,11 +529,9 @@ class PgFleetStore implements FleetStore {
 
   /** Same rule as the SQLite store (store.ts advanceSeq): the seq numbers missing before this one. */
   private advanceSeq(tx: Tx, state: DeviceState, w: Pick<MetricsWindow, 'bdSeq' | 'seq'>, seenAt: number): number {
-    const sameSession = state.bdSeq === w.bdSeq && state.seq !== null;
-    const redelivery = sameSession && state.seq === w.seq;
-    const gap = !sameSession || redelivery ? 0 : w.seq > state.seq! ? w.seq - state.seq! - 1 : (w.seq - state.seq! - 1 + 256) % 256;
+    const { gap, advance } = seqStep(state, w);
     if (gap > 0) this.bumpIn(tx, 'gaps', gap);
-    if (!redelivery) {
+    if (advance) {
       state.bdSeq = w.bdSeq;
       state.seq = w.seq;
     }

@@ -13,6 +13,7 @@ import { existsSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import type { Birth, Death, MetricsWindow } from '../telemetry/payloads.js';
+import { seqStep } from './seq.js';
 import { InputError } from '../util/errors.js';
 import type { RolloutRecord } from './rollout-plan.js';
 import { COUNTER_NAMES, type CounterName, type RolloutCommand, type StoredRollout, type BirthOutcome, type Counters, type DeathOutcome, type DeviceRow, type DeviceTotals, type FleetStore, type WindowOutcome, type WindowRow, type StageLatencyQuery, type StageLatencyWindow, type StageQuantiles, type DriftBaseline } from './fleet-store.js';
@@ -426,14 +427,10 @@ class SqliteFleetStore implements FleetStore {
   /** Record that (bdSeq, seq) arrived; returns and counts the seq numbers missing before it. */
   private advanceSeq(state: PendingDevice, w: Pick<MetricsWindow, 'bdSeq' | 'seq'>, seenAt: number): number {
     // Gaps are about transmissions, not windows: a window resent is a duplicate row but still
-    // used up its (bdSeq, seq). seq counts up without wrapping, so the gap is exact however many
-    // messages were lost; a step back within a session is a device from before that, whose seq
-    // wrapped at 256. The same (bdSeq, seq) again is a broker redelivery and changes nothing.
-    const sameSession = state.bdSeq === w.bdSeq && state.seq !== null;
-    const redelivery = sameSession && state.seq === w.seq;
-    const gap = !sameSession || redelivery ? 0 : w.seq > state.seq! ? w.seq - state.seq! - 1 : (w.seq - state.seq! - 1 + 256) % 256;
+    // used up its (bdSeq, seq). How a step back is read: src/fleet/seq.ts.
+    const { gap, advance } = seqStep(state, w);
     if (gap > 0) this.q.bump.run('gaps', gap);
-    if (!redelivery) {
+    if (advance) {
       state.bdSeq = w.bdSeq;
       state.seq = w.seq;
     }

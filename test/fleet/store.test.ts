@@ -130,6 +130,19 @@ function contract(name: string, make: () => Promise<Kit & { cleanup(): Promise<v
       expect((await store.devices())[0]).toMatchObject({ online: false });
     });
 
+    it('a late arrival within a session (several collectors commit out of order) is no gap and does not move the position back', async () => {
+      const { store } = await fresh();
+      await store.recordBirth(birth('a', 1), 1);
+      const gaps: number[] = [];
+      // 4 is stored before 3 (another collector's batch committed first), then 5 follows 4.
+      for (const [id, seq] of [[1, 1], [2, 2], [4, 4], [3, 3], [5, 5], [6, 6]] as const) gaps.push((await store.recordWindow(win('a', id, 1, seq), 'lab', 10 + id)).gap);
+      expect(gaps).toEqual([0, 0, 1, 0, 0, 0]);
+      // A real loss after the reordering is still counted, once.
+      expect((await store.recordWindow(win('a', 9, 1, 9), 'lab', 30)).gap).toBe(2);
+      expect((await store.counters()).gaps).toBe(3);
+      expect((await store.totals())[0]!.windows).toBe(7);
+    });
+
     it('counts every lost message of a long run exactly: seq no longer wraps at 256', async () => {
       const { store } = await fresh();
       await store.recordBirth(birth('a', 1), 1);
