@@ -10,7 +10,8 @@
 // one. Names a stage keeps private are prefixed with its index, since two stage files may reuse a
 // name for different tensors; names in a stage's inputs/outputs are the chain's hand-over names
 // and mean the same tensor everywhere.
-import { create } from '@bufbuild/protobuf';
+import { createHash } from 'node:crypto';
+import { create, toBinary } from '@bufbuild/protobuf';
 import { UnsupportedError } from '../util/errors.js';
 import { OnnxModel, DataType, type GraphProto, type NodeProto, type TensorProto, type ValueInfoProto } from '../onnx/index.js';
 import {
@@ -39,6 +40,9 @@ export const IF_GRAPH_IO = Object.freeze({
   /** int64 [1]: the index of the exit taken. */
   exit: 'edgeexit/exit',
 });
+
+/** metadata_props key: how many stage nodes the fused graph left out because an earlier stage computed the same value. */
+export const IF_GRAPH_REUSED = 'edgeexit/reused-nodes';
 
 /** One compiled stage as the manifest describes it, with its model. */
 export interface IfGraphStage {
@@ -76,19 +80,69 @@ function int64Scalar(name: string, v: number, dims: number[] = []): TensorProto 
   return create(TensorProtoSchema, { name, dataType: DataType.INT64, dims: dims.map(BigInt), int64Data: [BigInt(v)] });
 }
 
-/** Copy stage k's nodes and weights, private names prefixed; hand-over names kept. */
-function stageBody(stage: IfGraphStage, k: number): { nodes: NodeProto[]; initializers: TensorProto[] } {
+/**
+ * What earlier stages computed, visible to every later stage (they sit in enclosing scopes): a
+ * stage that recomputes an earlier stage's trunk (the compiler's `recompute`) reuses those
+ * values instead of computing them again. Keys are the node's op, attributes and (resolved)
+ * inputs; weights are matched by their bytes.
+ */
+interface Known {
+  weights: Map<string, string>;
+  nodes: Map<string, string[]>;
+  /** Nodes left out because an earlier stage computed the same value. */
+  reused: number;
+}
+
+function weightKey(t: TensorProto): string {
+  return createHash('sha256').update(toBinary(TensorProtoSchema, create(TensorProtoSchema, { ...t, name: '' }))).digest('base64');
+}
+
+function nodeKey(n: NodeProto, inputs: readonly string[]): string {
+  const attrs = n.attribute.map((a) => Buffer.from(toBinary(AttributeProtoSchema, a)).toString('base64')).join(',');
+  return `${n.domain}|${n.opType}|${attrs}|${inputs.join(',')}|${n.output.length}`;
+}
+
+/** Copy stage k's nodes and weights, private names prefixed, hand-over names kept; what an earlier stage already computed is reused. */
+function stageBody(stage: IfGraphStage, k: number, known: Known): { nodes: NodeProto[]; initializers: TensorProto[]; reused: number } {
   const g = stage.model.graph;
   const shared = new Set([...stage.inputs, ...stage.outputs]);
+  const alias = new Map<string, string>();
   const rename = (n: string): string => (n === '' || shared.has(n) ? n : `s${k}/${n}`);
-  const nodes = g.node.map((n) => {
+  const resolve = (n: string): string => alias.get(n) ?? rename(n);
+  const initializers: TensorProto[] = [];
+  for (const t of g.initializer) {
+    const key = weightKey(t);
+    const earlier = known.weights.get(key);
+    if (earlier !== undefined && !shared.has(t.name)) alias.set(t.name, earlier);
+    else {
+      initializers.push(create(TensorProtoSchema, { ...t, name: rename(t.name) }));
+      known.weights.set(key, rename(t.name));
+    }
+  }
+  const nodes: NodeProto[] = [];
+  let reused = 0;
+  for (const n of g.node) {
     if (n.attribute.some((a) => a.type === AttributeProto_AttributeType.GRAPH || a.type === AttributeProto_AttributeType.GRAPHS)) {
       throw new UnsupportedError(`stage ${k}: node '${n.name}' (${n.opType}) holds a subgraph; the fused If-graph form takes stages without control flow`);
     }
-    return create(NodeProtoSchema, { ...n, name: `s${k}/${n.name}`, input: n.input.map(rename), output: n.output.map(rename) });
-  });
-  const initializers = g.initializer.map((t) => create(TensorProtoSchema, { ...t, name: rename(t.name) }));
-  return { nodes, initializers };
+    const inputs = n.input.map(resolve);
+    const key = nodeKey(n, inputs);
+    const earlier = known.nodes.get(key);
+    if (earlier) {
+      reused++;
+      n.output.forEach((o, i) => {
+        if (o === '') return;
+        // A hand-over name keeps its name (later stages read it): an Identity of the earlier value.
+        if (shared.has(o)) nodes.push(node('Identity', [earlier[i]!], [o]));
+        else alias.set(o, earlier[i]!);
+      });
+      continue;
+    }
+    const outputs = n.output.map(rename);
+    nodes.push(create(NodeProtoSchema, { ...n, name: `s${k}/${n.name}`, input: inputs, output: outputs }));
+    known.nodes.set(key, outputs);
+  }
+  return { nodes, initializers, reused };
 }
 
 /** Nodes that score exit k (max softmax probability at temperature) and compare it with its threshold. */
@@ -121,16 +175,17 @@ function leave(exit: string, k: number, classes: number): GraphProto {
  * Stage k onward as a node list: its body, then (unless last) the decision and an If whose
  * else-branch is stage k+1 onward. Returns the nodes and the names of the logits/exit they produce.
  */
-function chainFrom(stages: readonly IfGraphStage[], k: number, classes: number): { nodes: NodeProto[]; initializers: TensorProto[]; logits: string; exit: string } {
+function chainFrom(stages: readonly IfGraphStage[], k: number, classes: number, known: Known): { nodes: NodeProto[]; initializers: TensorProto[]; logits: string; exit: string } {
   const stage = stages[k]!;
-  const body = stageBody(stage, k);
+  const body = stageBody(stage, k, known);
+  known.reused += body.reused;
   const exitName = stage.outputs[0]!;
   if (k === stages.length - 1) {
     const done = leave(exitName, k, classes);
     return { nodes: [...body.nodes, ...done.node], initializers: [...body.initializers, ...done.initializer], logits: done.output[0]!.name, exit: done.output[1]!.name };
   }
   const d = decision(exitName, k);
-  const rest = chainFrom(stages, k + 1, classes);
+  const rest = chainFrom(stages, k + 1, classes, known);
   const logits = `if${k}/logits`;
   const exit = `if${k}/exit`;
   const restGraph = create(GraphProtoSchema, {
@@ -155,7 +210,8 @@ function chainFrom(stages: readonly IfGraphStage[], k: number, classes: number):
 export function buildIfGraph(stages: readonly IfGraphStage[], opts: { input: string; classes: number; source?: string }): OnnxModel {
   if (stages.length < 2) throw new UnsupportedError(`the fused If-graph form needs a chain of at least 2 stages, got ${stages.length}`);
   const first = stages[0]!.model;
-  const chain = chainFrom(stages, 0, opts.classes);
+  const known: Known = { weights: new Map(), nodes: new Map(), reused: 0 };
+  const chain = chainFrom(stages, 0, opts.classes, known);
   const inputVi = first.graph.input.find((v) => v.name === opts.input);
   if (!inputVi) throw new UnsupportedError(`stage 0 has no input '${opts.input}' (it has ${first.graph.input.map((v) => v.name).join(', ')})`);
   const image = create(ValueInfoProtoSchema, inputVi);
@@ -179,5 +235,7 @@ export function buildIfGraph(stages: readonly IfGraphStage[], opts: { input: str
     graph,
     opsetImport: [...opsets].map(([domain, version]) => create(OperatorSetIdProtoSchema, { domain, version: BigInt(version) })),
   });
-  return new OnnxModel(proto, opts.source ?? `${first.source} (If-graph)`);
+  const model = new OnnxModel(proto, opts.source ?? `${first.source} (If-graph)`);
+  model.setMetadata(IF_GRAPH_REUSED, String(known.reused));
+  return model;
 }

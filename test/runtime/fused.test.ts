@@ -8,7 +8,7 @@ import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { compileModel } from '../../src/compiler/index.js';
 import { readModel } from '../../src/onnx/index.js';
-import { buildIfGraph, IF_GRAPH_IO } from '../../src/model/if-graph.js';
+import { buildIfGraph, IF_GRAPH_IO, IF_GRAPH_REUSED } from '../../src/model/if-graph.js';
 import { createSession } from '../../src/backends/onnxruntime.js';
 import { loadBundle, type BundleRunner, type ClassifyResult, type Prediction } from '../../src/runtime/bundle-runner.js';
 import { FIXTURES, ZOO, fmnistImages, maxProb, randomTensor, scratch, splitThreshold } from './helpers.js';
@@ -116,21 +116,26 @@ describe.each(CASES)('fused If-graph: $name', (c) => {
     expect(e.filter((p) => p.exit > 0).every((p) => p.stageLatencyMs.every((ms) => ms > 0))).toBe(true);
   });
 
-  it('the graph holds stage 0 at top level and each later stage inside the else-branch of the previous exit’s If', async () => {
+  it('the graph holds stage 0 at top level and each later stage inside the else-branch of the previous exit’s If; a recomputed trunk is reused, not run again', async () => {
     const m = staged.manifest;
     const stages = await Promise.all(m.stages.map(async (s) => ({ model: await readModel(path.join(out, s.file)), inputs: s.inputs, outputs: s.outputs })));
     const g = buildIfGraph(stages, { input: m.input.name, classes: m.labels.length });
+    const reused = Number(g.getMetadata(IF_GRAPH_REUSED));
     let graph = g.graph;
-    for (let k = 0; k < m.stages.length - 1; k++) {
+    let copied = 0;
+    for (let k = 0; k < m.stages.length; k++) {
       const ifs = graph.node.filter((n) => n.opType === 'If');
-      expect(ifs).toHaveLength(1);
-      // Stage k's own nodes are here, none of stage k+1's.
-      expect(graph.node.filter((n) => n.name.startsWith(`s${k}/`)).length).toBe(stages[k]!.model.graph.node.length);
-      expect(graph.node.some((n) => n.name.startsWith(`s${k + 1}/`))).toBe(false);
-      graph = ifs[0]!.attribute.find((a) => a.name === 'else_branch')!.g!;
+      expect(ifs).toHaveLength(k === m.stages.length - 1 ? 0 : 1);
+      const mine = graph.node.filter((n) => n.name.startsWith(`s${k}/`)).length;
+      expect(mine).toBeGreaterThan(0);
+      copied += mine;
+      // Nothing of a later stage runs before this exit's decision.
+      expect(graph.node.some((n) => m.stages.some((_, j) => j > k && n.name.startsWith(`s${j}/`)))).toBe(false);
+      if (ifs[0]) graph = ifs[0].attribute.find((a) => a.name === 'else_branch')!.g!;
     }
-    expect(graph.node.some((n) => n.opType === 'If')).toBe(false);
-    expect(graph.node.filter((n) => n.name.startsWith(`s${m.stages.length - 1}/`)).length).toBe(stages.at(-1)!.model.graph.node.length);
+    expect(copied + reused).toBe(stages.reduce((a, s) => a + s.model.graph.node.length, 0));
+    // fp32 stage 0 hands nothing on (the compiler's recompute), so stage 1 repeats its trunk: reused here.
+    if (m.target.precision === 'fp32' && m.stages[0]!.carry.length === 0) expect(reused).toBeGreaterThan(0);
   });
 
   it('a threshold of 0 leaves at exit 0 with exit 0’s logits', async () => {
