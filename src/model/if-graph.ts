@@ -84,10 +84,9 @@ function int64Scalar(name: string, v: number, dims: number[] = []): TensorProto 
  * What earlier stages computed, visible to every later stage (they sit in enclosing scopes): a
  * stage that recomputes an earlier stage's trunk (the compiler's `recompute`) reuses those
  * values instead of computing them again. Keys are the node's op, attributes and (resolved)
- * inputs; weights are matched by their bytes.
+ * inputs, weights by their bytes.
  */
 interface Known {
-  weights: Map<string, string>;
   nodes: Map<string, string[]>;
   /** Nodes left out because an earlier stage computed the same value. */
   reused: number;
@@ -102,23 +101,20 @@ function nodeKey(n: NodeProto, inputs: readonly string[]): string {
   return `${n.domain}|${n.opType}|${attrs}|${inputs.join(',')}|${n.output.length}`;
 }
 
-/** Copy stage k's nodes and weights, private names prefixed, hand-over names kept; what an earlier stage already computed is reused. */
+/**
+ * Copy stage k's nodes and weights, private names prefixed, hand-over names kept; a node an
+ * earlier stage already computed is left out and its value reused. Weights are never shared
+ * across stages: onnxruntime sees a value from an enclosing scope as a runtime input, not a
+ * constant, and then fuses neither Q/DQ groups nor NCHWc convolutions around it; so nodes are
+ * matched by their weights' bytes and each kept node reads its own stage's copy.
+ */
 function stageBody(stage: IfGraphStage, k: number, known: Known): { nodes: NodeProto[]; initializers: TensorProto[]; reused: number } {
   const g = stage.model.graph;
   const shared = new Set([...stage.inputs, ...stage.outputs]);
   const alias = new Map<string, string>();
   const rename = (n: string): string => (n === '' || shared.has(n) ? n : `s${k}/${n}`);
   const resolve = (n: string): string => alias.get(n) ?? rename(n);
-  const initializers: TensorProto[] = [];
-  for (const t of g.initializer) {
-    const key = weightKey(t);
-    const earlier = known.weights.get(key);
-    if (earlier !== undefined && !shared.has(t.name)) alias.set(t.name, earlier);
-    else {
-      initializers.push(create(TensorProtoSchema, { ...t, name: rename(t.name) }));
-      known.weights.set(key, rename(t.name));
-    }
-  }
+  const weightIds = new Map(g.initializer.map((t) => [t.name, `w:${weightKey(t)}`]));
   const nodes: NodeProto[] = [];
   let reused = 0;
   for (const n of g.node) {
@@ -126,8 +122,10 @@ function stageBody(stage: IfGraphStage, k: number, known: Known): { nodes: NodeP
       throw new UnsupportedError(`stage ${k}: node '${n.name}' (${n.opType}) holds a subgraph; the fused If-graph form takes stages without control flow`);
     }
     const inputs = n.input.map(resolve);
-    const key = nodeKey(n, inputs);
-    const earlier = known.nodes.get(key);
+    const key = nodeKey(n, n.input.map((i, j) => weightIds.get(i) ?? inputs[j]!));
+    // A DequantizeLinear is never taken from an enclosing scope: onnxruntime fuses a Q/DQ group
+    // into an int8 kernel only when the whole group sits in one graph.
+    const earlier = n.opType === 'DequantizeLinear' ? undefined : known.nodes.get(key);
     if (earlier) {
       reused++;
       n.output.forEach((o, i) => {
@@ -142,6 +140,8 @@ function stageBody(stage: IfGraphStage, k: number, known: Known): { nodes: NodeP
     nodes.push(create(NodeProtoSchema, { ...n, name: `s${k}/${n.name}`, input: inputs, output: outputs }));
     known.nodes.set(key, outputs);
   }
+  const read = new Set(nodes.flatMap((n) => n.input));
+  const initializers = g.initializer.filter((t) => read.has(rename(t.name))).map((t) => create(TensorProtoSchema, { ...t, name: rename(t.name) }));
   return { nodes, initializers, reused };
 }
 
@@ -210,7 +210,7 @@ function chainFrom(stages: readonly IfGraphStage[], k: number, classes: number, 
 export function buildIfGraph(stages: readonly IfGraphStage[], opts: { input: string; classes: number; source?: string }): OnnxModel {
   if (stages.length < 2) throw new UnsupportedError(`the fused If-graph form needs a chain of at least 2 stages, got ${stages.length}`);
   const first = stages[0]!.model;
-  const known: Known = { weights: new Map(), nodes: new Map(), reused: 0 };
+  const known: Known = { nodes: new Map(), reused: 0 };
   const chain = chainFrom(stages, 0, opts.classes, known);
   const inputVi = first.graph.input.find((v) => v.name === opts.input);
   if (!inputVi) throw new UnsupportedError(`stage 0 has no input '${opts.input}' (it has ${first.graph.input.map((v) => v.name).join(', ')})`);
