@@ -176,6 +176,8 @@ function leave(exit: string, k: number, classes: number): GraphProto {
  * else-branch is stage k+1 onward. Returns the nodes and the names of the logits/exit they produce.
  */
 function chainFrom(stages: readonly IfGraphStage[], k: number, classes: number, known: Known): { nodes: NodeProto[]; initializers: TensorProto[]; logits: string; exit: string } {
+  // The outermost If writes the graph outputs itself (no Identity after it: one node less per call).
+  const top = k === 0;
   const stage = stages[k]!;
   const body = stageBody(stage, k, known);
   known.reused += body.reused;
@@ -186,8 +188,8 @@ function chainFrom(stages: readonly IfGraphStage[], k: number, classes: number, 
   }
   const d = decision(exitName, k);
   const rest = chainFrom(stages, k + 1, classes, known);
-  const logits = `if${k}/logits`;
-  const exit = `if${k}/exit`;
+  const logits = top ? IF_GRAPH_IO.logits : `if${k}/logits`;
+  const exit = top ? IF_GRAPH_IO.exit : `if${k}/exit`;
   const restGraph = create(GraphProtoSchema, {
     name: `after_exit${k}`,
     node: rest.nodes,
@@ -219,10 +221,9 @@ export function buildIfGraph(stages: readonly IfGraphStage[], opts: { input: str
   const dims = image.type?.value.case === 'tensorType' ? image.type.value.value.shape?.dim : undefined;
   if (dims?.[0]) dims[0] = create(TensorShape_dim, { value: { case: 'dimValue', value: 1n } });
   const K = stages.length;
-  // Renaming is scoped per stage, so the last graph-level renames are the decision's fixed names.
   const graph = create(GraphProtoSchema, {
     name: `${first.graph.name || 'model'}-if`,
-    node: [...chain.nodes, node('Identity', [chain.logits], [IF_GRAPH_IO.logits]), node('Identity', [chain.exit], [IF_GRAPH_IO.exit])],
+    node: chain.nodes,
     initializer: chain.initializers,
     input: [image, valueInfo(IF_GRAPH_IO.thresholds, DataType.FLOAT, [K - 1]), valueInfo(IF_GRAPH_IO.temperatures, DataType.FLOAT, [K])],
     output: [valueInfo(IF_GRAPH_IO.logits, DataType.FLOAT, [1, opts.classes]), valueInfo(IF_GRAPH_IO.exit, DataType.INT64, [1])],

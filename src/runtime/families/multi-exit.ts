@@ -16,7 +16,7 @@ import { resolvePlanPolicy, type BatchResult, type ExitPlan, type FamilyContext,
 const NEVER = 2;
 const FUSED_FETCHES = [IF_GRAPH_IO.logits, IF_GRAPH_IO.exit] as const;
 
-/** The fused graph's threshold and temperature feeds for a plan, made once per plan (plans are kept across calls). */
+/** The fused graph's feeds for a plan (thresholds, temperatures; the image is set per call), made once per plan (plans are kept across calls). */
 const FUSED_FEEDS = new WeakMap<ExitPlan, Record<string, PlainTensor>>();
 function fusedFeeds(plan: ExitPlan): Record<string, PlainTensor> {
   let f = FUSED_FEEDS.get(plan);
@@ -29,9 +29,18 @@ function fusedFeeds(plan: ExitPlan): Record<string, PlainTensor> {
   return f;
 }
 
+// Scratch softmax rows by class count (single-threaded; nothing awaits while one is in use).
+const PROBS = new Map<number, Float64Array>();
+function probsFor(c: number): Float64Array {
+  let p = PROBS.get(c);
+  if (!p) PROBS.set(c, (p = new Float64Array(c)));
+  return p;
+}
+
 /** One image through the fused If-graph; its time is booked to the stage of the exit taken. */
 async function runFused(fused: ModelSession, inputName: string, image: TensorData, plan: ExitPlan): Promise<BatchResult> {
-  const feeds = { ...fusedFeeds(plan), [inputName]: image };
+  const feeds = fusedFeeds(plan);
+  feeds[inputName] = image;
   const t0 = performance.now();
   const out = await fused.run(feeds, FUSED_FETCHES);
   const ms = performance.now() - t0;
@@ -40,7 +49,7 @@ async function runFused(fused: ModelSession, inputName: string, image: TensorDat
   const c = logits.dims[1]!;
   if (!(exit >= 0 && exit < plan.exitNames.length)) throw new UnsupportedError(`fused graph: exit index ${exit} out of range 0..${plan.exitNames.length - 1}`);
   // The confidence reported is computed as the staged path computes it (double precision).
-  const score = scoreRow(plan.policy.policy, logits.data as Float32Array, 0, c, plan.policy.temperatures[exit]!, new Float64Array(c));
+  const score = scoreRow(plan.policy.policy, logits.data as Float32Array, 0, c, plan.policy.temperatures[exit]!, probsFor(c));
   const stageMs = plan.exitNames.map((_, k) => (k === exit ? ms : 0));
   return {
     samples: [{ classIndex: scored.classIndex, confidence: scored.confidence, score, exit, stageLatencyMs: stageMs.slice(0, exit + 1), latencyMs: ms }],
