@@ -11,8 +11,7 @@
 // other processes hold the core), and ratios of both.
 //
 // Each split bundle also runs opened with `fused` (loadBundle: the stages as one If-graph session,
-// exit decided inside it, batch 1): 'fused, last exit' and 'fused early exit' rows, same thresholds;
-// and with `fused: 'tail'` (stage 0 alone, stages 1.. fused): the 'tail' rows.
+// exit decided inside it, batch 1): 'fused, last exit' and 'fused early exit' rows, same thresholds.
 //
 // Side by side with other code: `--compile-only DIR` compiles the same bundles into DIR and stops
 // (run it from a checkout of the old code, e.g. `git worktree add /tmp/base main`, copying this
@@ -122,7 +121,7 @@ interface Variant {
   side: string;
   model: ModelKey;
   prec: PrecKey;
-  kind: 'unsplit' | 'split, last exit' | 'early exit' | 'fused, last exit' | 'fused early exit' | 'tail, last exit' | 'tail early exit';
+  kind: 'unsplit' | 'split, last exit' | 'early exit' | 'fused, last exit' | 'fused early exit';
   runner: BundleRunner;
   lat: number;
   cpuMs: number;
@@ -131,7 +130,7 @@ interface Variant {
   exitCounts: number[];
 }
 const variants: Variant[] = [];
-const open = (dir: string, fused: boolean | 'tail' = false): Promise<BundleRunner> => loadBundle(dir, { device: 'x86-host', threads: 1, allowUnsigned: true, fused });
+const open = (dir: string, fused = false): Promise<BundleRunner> => loadBundle(dir, { device: 'x86-host', threads: 1, allowUnsigned: true, fused });
 for (const s of sides) {
   for (const m of MODELS) {
     for (const p of PRECISIONS) {
@@ -145,14 +144,11 @@ for (const s of sides) {
         const fused = await open(path.join(s.dir, bundleName(m.key, p.key, true)), true);
         variants.push({ ...base, kind: 'fused, last exit', runner: fused, exitCounts: [] });
         if (m.calibrated) variants.push({ ...base, kind: 'fused early exit', runner: fused, exitCounts: [] });
-        const tail = await open(path.join(s.dir, bundleName(m.key, p.key, true)), 'tail');
-        variants.push({ ...base, kind: 'tail, last exit', runner: tail, exitCounts: [] });
-        if (m.calibrated) variants.push({ ...base, kind: 'tail early exit', runner: tail, exitCounts: [] });
       }
     }
   }
 }
-const optsOf = (v: Variant) => ({ batchSize: 1, ...(v.kind.endsWith('early exit') ? {} : { thresholds: null }) });
+const optsOf = (v: Variant) => ({ batchSize: 1, ...(v.kind === 'early exit' || v.kind === 'fused early exit' ? {} : { thresholds: null }) });
 function absorb(v: Variant, r: ClassifyResult, from: number, cpuMs: number): void {
   for (const it of r.items) {
     if (!it.ok) continue;
@@ -203,12 +199,11 @@ for (const s of sides) {
       const l = find(s.side, m.key, p.key, 'split, last exit')!;
       const stages = l.runner.manifest.stages.length;
       const f = find(s.side, m.key, p.key, 'fused, last exit');
-      const tl = find(s.side, m.key, p.key, 'tail, last exit');
-      splitRows.push([s.side, m.key, p.key, String(stages), us(mean(u)), us(mean(l)), ratio(mean(l), mean(u)), us(cpu(u)), us(cpu(l)), ratio(cpu(l), cpu(u)), f ? us(cpu(f)) : '—', f ? ratio(cpu(f), cpu(u)) : '—', f ? ratio(mean(f), mean(u)) : '—', tl ? ratio(cpu(tl), cpu(u)) : '—']);
+      splitRows.push([s.side, m.key, p.key, String(stages), us(mean(u)), us(mean(l)), ratio(mean(l), mean(u)), us(cpu(u)), us(cpu(l)), ratio(cpu(l), cpu(u)), f ? us(cpu(f)) : '—', f ? ratio(cpu(f), cpu(u)) : '—', f ? ratio(mean(f), mean(u)) : '—']);
     }
   }
 }
-out.push(table(['code', 'model', 'precision', 'stages', 'unsplit µs (mean latencyMs)', 'split, last exit µs', 'split / unsplit', 'unsplit CPU µs/img', 'split CPU µs/img', 'split / unsplit (CPU)', 'fused CPU µs/img', 'fused / unsplit (CPU)', 'fused / unsplit (mean)', 'tail-fused / unsplit (CPU)'], splitRows), '');
+out.push(table(['code', 'model', 'precision', 'stages', 'unsplit µs (mean latencyMs)', 'split, last exit µs', 'split / unsplit', 'unsplit CPU µs/img', 'split CPU µs/img', 'split / unsplit (CPU)', 'fused CPU µs/img', 'fused / unsplit (CPU)', 'fused / unsplit (mean)'], splitRows), '');
 
 out.push(`### Early exit (thresholds within ${maxDropPp} pp of the last exit on the calibration images) vs the unsplit float model`, '');
 const eeRows: string[][] = [];
@@ -229,10 +224,10 @@ for (const s of sides) {
         s.side, m.key, p.key, `${(acc(e) * 100).toFixed(2)}%`, ((acc(e) - acc(uf)) * 100).toFixed(2), us(mean(e)), ratio(mean(uf), mean(e)), ratio(mean(e), mean(ef)), ratio(cpu(uf), cpu(e)), ratio(cpu(e), cpu(ef)),
         e.exitCounts.map((c) => `${((c / e.count) * 100).toFixed(1)}%`).join(' / '), `${rpiMs.toFixed(3)} ms (${ratio(rpiMs, rpiF)})`,
       ]);
-      for (const [tag, fe] of [['fused', find(s.side, m.key, p.key, 'fused early exit')], ['tail-fused', find(s.side, m.key, p.key, 'tail early exit')]] as const) {
-        if (!fe) continue;
+      const fe = find(s.side, m.key, p.key, 'fused early exit');
+      if (fe) {
         eeRows.push([
-          `${s.side} ${tag}`, m.key, p.key, `${(acc(fe) * 100).toFixed(2)}%`, ((acc(fe) - acc(uf)) * 100).toFixed(2), us(mean(fe)), ratio(mean(uf), mean(fe)), ratio(mean(fe), mean(ef)), ratio(cpu(uf), cpu(fe)), ratio(cpu(fe), cpu(ef)),
+          `${s.side} fused`, m.key, p.key, `${(acc(fe) * 100).toFixed(2)}%`, ((acc(fe) - acc(uf)) * 100).toFixed(2), us(mean(fe)), ratio(mean(uf), mean(fe)), ratio(mean(fe), mean(ef)), ratio(cpu(uf), cpu(fe)), ratio(cpu(fe), cpu(ef)),
           fe.exitCounts.map((c) => `${((c / fe.count) * 100).toFixed(1)}%`).join(' / '), '—',
         ]);
       }
@@ -248,7 +243,7 @@ if (baselineDir) {
   out.push('### New code / old code, same variant (< 1: faster now)', '');
   const rows: string[][] = [];
   for (const v of variants.filter((w) => w.side === 'new')) {
-    const o = find('old', v.model, v.prec, v.kind.startsWith('fused') || v.kind.startsWith('tail') ? (v.kind.endsWith('early exit') ? 'early exit' : 'split, last exit') : v.kind)!;
+    const o = find('old', v.model, v.prec, v.kind.startsWith('fused') ? (v.kind === 'fused early exit' ? 'early exit' : 'split, last exit') : v.kind)!;
     rows.push([v.model, v.prec, v.kind, us(mean(o)), us(mean(v)), ratio(mean(v), mean(o)), us(cpu(o)), us(cpu(v)), ratio(cpu(v), cpu(o)), `${((acc(v) - acc(o)) * 100).toFixed(2)}`]);
   }
   out.push(table(['model', 'precision', 'variant', 'old µs', 'new µs', 'new / old', 'old CPU µs', 'new CPU µs', 'new / old (CPU)', 'Δ top-1 pp (new − old)'], rows), '');

@@ -31,9 +31,9 @@ import {
 
 /** Names of the fused graph's inputs and outputs (the runtime feeds and reads these). */
 export const IF_GRAPH_IO = Object.freeze({
-  /** float32 [fused exits − 1]: exit k is taken when its score ≥ thresholds[k]; above 1 never. */
+  /** float32 [exits − 1]: exit k is taken when its score ≥ thresholds[k]; above 1 never. */
   thresholds: 'edgeexit/thresholds',
-  /** float32 [fused exits]: softmax temperature per exit. */
+  /** float32 [exits]: softmax temperature per exit. */
   temperatures: 'edgeexit/temperatures',
   /** float32 [1, classes]: the logits of the exit taken. */
   logits: 'edgeexit/logits',
@@ -146,7 +146,7 @@ function stageBody(stage: IfGraphStage, k: number, known: Known): { nodes: NodeP
 }
 
 /** Nodes that score exit k (max softmax probability at temperature) and compare it with its threshold. */
-function decision(exit: string, k: number, from: number): { nodes: NodeProto[]; initializers: TensorProto[]; cond: string } {
+function decision(exit: string, k: number): { nodes: NodeProto[]; initializers: TensorProto[]; cond: string } {
   const p = `exit${k}/`;
   const nodes = [
     node('Gather', [IF_GRAPH_IO.temperatures, `${p}k`], [`${p}t`], { axis: 0 }),
@@ -156,8 +156,7 @@ function decision(exit: string, k: number, from: number): { nodes: NodeProto[]; 
     node('Gather', [IF_GRAPH_IO.thresholds, `${p}k`], [`${p}threshold`], { axis: 0 }),
     node('GreaterOrEqual', [`${p}score`, `${p}threshold`], [`${p}cond`]),
   ];
-  // The feeds hold the fused exits only (from `from` on).
-  return { nodes, initializers: [int64Scalar(`${p}k`, k - from)], cond: `${p}cond` };
+  return { nodes, initializers: [int64Scalar(`${p}k`, k)], cond: `${p}cond` };
 }
 
 /** A branch graph that returns exit k's logits and index. */
@@ -176,9 +175,9 @@ function leave(exit: string, k: number, classes: number): GraphProto {
  * Stage k onward as a node list: its body, then (unless last) the decision and an If whose
  * else-branch is stage k+1 onward. Returns the nodes and the names of the logits/exit they produce.
  */
-function chainFrom(stages: readonly IfGraphStage[], k: number, classes: number, known: Known, from: number): { nodes: NodeProto[]; initializers: TensorProto[]; logits: string; exit: string } {
+function chainFrom(stages: readonly IfGraphStage[], k: number, classes: number, known: Known): { nodes: NodeProto[]; initializers: TensorProto[]; logits: string; exit: string } {
   // The outermost If writes the graph outputs itself (no Identity after it: one node less per call).
-  const top = k === from;
+  const top = k === 0;
   const stage = stages[k]!;
   const body = stageBody(stage, k, known);
   known.reused += body.reused;
@@ -187,8 +186,8 @@ function chainFrom(stages: readonly IfGraphStage[], k: number, classes: number, 
     const done = leave(exitName, k, classes);
     return { nodes: [...body.nodes, ...done.node], initializers: [...body.initializers, ...done.initializer], logits: done.output[0]!.name, exit: done.output[1]!.name };
   }
-  const d = decision(exitName, k, from);
-  const rest = chainFrom(stages, k + 1, classes, known, from);
+  const d = decision(exitName, k);
+  const rest = chainFrom(stages, k + 1, classes, known);
   const logits = top ? IF_GRAPH_IO.logits : `if${k}/logits`;
   const exit = top ? IF_GRAPH_IO.exit : `if${k}/exit`;
   const restGraph = create(GraphProtoSchema, {
@@ -201,59 +200,36 @@ function chainFrom(stages: readonly IfGraphStage[], k: number, classes: number, 
   return { nodes: [...body.nodes, ...d.nodes, branch], initializers: [...body.initializers, ...d.initializers], logits, exit };
 }
 
-/** A graph input for `name` as the stage that reads it declares it, batch dim fixed to 1 (the If condition must be one value). */
-function batchOneInput(stage: IfGraphStage, name: string, k: number): ValueInfoProto {
-  const vi = stage.model.graph.input.find((v) => v.name === name);
-  if (!vi) throw new UnsupportedError(`stage ${k} has no graph input '${name}' (it has ${stage.model.graph.input.map((v) => v.name).join(', ')})`);
-  const copy = create(ValueInfoProtoSchema, vi);
-  const dims = copy.type?.value.case === 'tensorType' ? copy.type.value.value.shape?.dim : undefined;
-  if (dims?.[0]) dims[0] = create(TensorShape_dim, { value: { case: 'dimValue', value: 1n } });
-  return copy;
-}
-
-/** What stages `from`.. read that none of them produces: the fused graph's data inputs, in first-read order. */
-export function ifGraphInputs(stages: readonly Pick<IfGraphStage, 'inputs' | 'outputs'>[], from = 0): string[] {
-  const made = new Set<string>();
-  const need: string[] = [];
-  for (const s of stages.slice(from)) {
-    for (const i of s.inputs) if (!made.has(i) && !need.includes(i)) need.push(i);
-    for (const o of s.outputs) made.add(o);
-  }
-  return need;
-}
-
 /**
  * Fuse a compiled multi-exit chain into one batch-1 model with the exit decisions inside (see
- * the header). With `from` k, only stages k.. are fused (a "tail": the caller ran the stages
- * before and feeds what they hand on); exit indices stay the chain's, the threshold and
- * temperature feeds hold exits k.. only. Inputs: ifGraphInputs(stages, from) (batch 1),
- * IF_GRAPH_IO.thresholds and IF_GRAPH_IO.temperatures; outputs IF_GRAPH_IO.logits and
- * IF_GRAPH_IO.exit.
+ * the header). Inputs: the chain's image input (batch 1), IF_GRAPH_IO.thresholds and
+ * IF_GRAPH_IO.temperatures; outputs IF_GRAPH_IO.logits and IF_GRAPH_IO.exit.
  *
  * @example
- * const fused = buildIfGraph(stages, { classes: 10 });
+ * const fused = buildIfGraph(stages, { input: 'image', classes: 10 });
  * await writeModel(fused, 'fused.onnx');
  */
-export function buildIfGraph(stages: readonly IfGraphStage[], opts: { classes: number; from?: number; source?: string }): OnnxModel {
-  const from = opts.from ?? 0;
-  const K = stages.length - from;
-  if (K < 2) throw new UnsupportedError(`the fused If-graph form needs at least 2 stages to fuse, got ${K} (chain of ${stages.length}, from stage ${from})`);
-  const first = stages[from]!.model;
+export function buildIfGraph(stages: readonly IfGraphStage[], opts: { input: string; classes: number; source?: string }): OnnxModel {
+  if (stages.length < 2) throw new UnsupportedError(`the fused If-graph form needs a chain of at least 2 stages, got ${stages.length}`);
+  const first = stages[0]!.model;
   const known: Known = { nodes: new Map(), reused: 0 };
-  const chain = chainFrom(stages, from, opts.classes, known, from);
-  const inputs = ifGraphInputs(stages, from).map((name) => {
-    const k = stages.findIndex((s, j) => j >= from && s.inputs.includes(name));
-    return batchOneInput(stages[k]!, name, k);
-  });
+  const chain = chainFrom(stages, 0, opts.classes, known);
+  const inputVi = first.graph.input.find((v) => v.name === opts.input);
+  if (!inputVi) throw new UnsupportedError(`stage 0 has no input '${opts.input}' (it has ${first.graph.input.map((v) => v.name).join(', ')})`);
+  const image = create(ValueInfoProtoSchema, inputVi);
+  // Batch 1: the If condition must be one value, so the batch dim is fixed.
+  const dims = image.type?.value.case === 'tensorType' ? image.type.value.value.shape?.dim : undefined;
+  if (dims?.[0]) dims[0] = create(TensorShape_dim, { value: { case: 'dimValue', value: 1n } });
+  const K = stages.length;
   const graph = create(GraphProtoSchema, {
     name: `${first.graph.name || 'model'}-if`,
     node: chain.nodes,
     initializer: chain.initializers,
-    input: [...inputs, valueInfo(IF_GRAPH_IO.thresholds, DataType.FLOAT, [K - 1]), valueInfo(IF_GRAPH_IO.temperatures, DataType.FLOAT, [K])],
+    input: [image, valueInfo(IF_GRAPH_IO.thresholds, DataType.FLOAT, [K - 1]), valueInfo(IF_GRAPH_IO.temperatures, DataType.FLOAT, [K])],
     output: [valueInfo(IF_GRAPH_IO.logits, DataType.FLOAT, [1, opts.classes]), valueInfo(IF_GRAPH_IO.exit, DataType.INT64, [1])],
   });
   const opsets = new Map<string, number>();
-  for (const s of stages.slice(from)) for (const o of s.model.opsetImports) opsets.set(o.domain, Math.max(opsets.get(o.domain) ?? 0, o.version));
+  for (const s of stages) for (const o of s.model.opsetImports) opsets.set(o.domain, Math.max(opsets.get(o.domain) ?? 0, o.version));
   opsets.set('', Math.max(opsets.get('') ?? 0, MIN_OPSET));
   const proto = create(ModelProtoSchema, {
     ...first.proto,

@@ -55,14 +55,12 @@ export interface LoadBundleOptions {
   /** Run every stage once on a blank image at load (default true), see loadBundle. */
   warmup?: boolean;
   /**
-   * Multi-exit bundles: also open the stages fused into one If-graph (see model/if-graph.ts) and
-   * run batch-1 calls with the max-prob metric on it. `true` (2+ stages): the whole chain, one
-   * onnxruntime call per image, exit decided inside the graph, carried tensors never copied into
-   * JS. `'tail'` (3+ stages): stage 0 runs alone as usual (an image leaving at exit 0 costs what
-   * it does staged) and stages 1.. run as one fused call. Other calls run the stages as usual.
-   * Default false.
+   * Multi-exit bundles of 2+ stages: also open the stages fused into one If-graph (see
+   * model/if-graph.ts) and run batch-1 calls with the max-prob metric on it: one onnxruntime
+   * call per image, exit decided inside the graph, carried tensors never copied into JS.
+   * Other calls run the stages as usual. Default false.
    */
-  fused?: boolean | 'tail';
+  fused?: boolean;
 }
 
 /** Where the sessions run: the device profile used, its providers and threads after the options. */
@@ -154,9 +152,9 @@ async function openStageSessions(manifest: Manifest, files: LoadedBundle, at: Pl
  * The If-graph session over the same verified bytes the stage sessions were opened from (built
  * here, not shipped: it adds no file to the bundle and no byte to sign).
  */
-async function openFusedSession(manifest: Manifest, files: LoadedBundle, at: Placement, source: string, from: number): Promise<ModelSession> {
+async function openFusedSession(manifest: Manifest, files: LoadedBundle, at: Placement, source: string): Promise<ModelSession> {
   const stages = manifest.stages.map((s) => ({ model: decodeModel(files.files.get(s.file)!), inputs: s.inputs, outputs: s.outputs }));
-  const fused = buildIfGraph(stages, { classes: manifest.labels.length, from, source: `${source} (fused)` });
+  const fused = buildIfGraph(stages, { input: manifest.input.name, classes: manifest.labels.length, source: `${source} (fused)` });
   return createSession(encodeModel(fused), {
     ...(at.eps ? { executionProviders: at.eps } : {}),
     ...(at.threads !== undefined ? { intraOpNumThreads: at.threads } : {}),
@@ -181,18 +179,9 @@ function checkClassCounts(source: string, manifest: Manifest, family: RunnerFami
 }
 
 /** The family's runner over open sessions, warmed up unless told not to; closes the sessions when that fails. */
-async function buildRunner(
-  source: string,
-  verified: VerifyResult,
-  family: RunnerFamily,
-  sessions: ModelSession[],
-  at: Placement,
-  warmup: boolean,
-  warn: (line: string) => void,
-  fused?: { session: ModelSession; from: number },
-): Promise<BundleRunner> {
+async function buildRunner(source: string, verified: VerifyResult, family: RunnerFamily, sessions: ModelSession[], at: Placement, warmup: boolean, warn: (line: string) => void, fused?: ModelSession): Promise<BundleRunner> {
   const manifest = verified.manifest;
-  const all = fused ? [...sessions, fused.session] : sessions;
+  const all = fused ? [...sessions, fused] : sessions;
   try {
     checkClassCounts(source, manifest, family, sessions);
     const runner = family.build({ source, manifest, sessions, ...(fused ? { fused } : {}) });
@@ -243,11 +232,10 @@ export async function loadBundle(pathOrTar: string, opts: LoadBundleOptions = {}
   checkThreads(opts.threads);
   const at = await resolveDevice(manifest, opts, warn);
   const sessions = await openStageSessions(manifest, files, at, warn);
-  let fused: { session: ModelSession; from: number } | undefined;
-  const from = opts.fused === 'tail' ? 1 : 0;
-  if (opts.fused && manifest.kind === 'multi-exit' && manifest.stages.length - from >= 2) {
+  let fused: ModelSession | undefined;
+  if (opts.fused && manifest.kind === 'multi-exit' && manifest.stages.length >= 2) {
     try {
-      fused = { session: await openFusedSession(manifest, files, at, pathOrTar, from), from };
+      fused = await openFusedSession(manifest, files, at, pathOrTar);
     } catch (err) {
       await closeAll(sessions);
       throw err;

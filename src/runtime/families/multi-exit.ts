@@ -5,37 +5,28 @@
 import { performance } from 'node:perf_hooks';
 import type { TensorData } from '../../backends/image.js';
 import type { ModelSession, PlainTensor } from '../../backends/onnxruntime.js';
-import { IF_GRAPH_IO, ifGraphInputs } from '../../model/if-graph.js';
+import { IF_GRAPH_IO } from '../../model/if-graph.js';
 import { InputError, UnsupportedError, formatProblem } from '../../util/errors.js';
 import { runCascade, type CascadeStage } from '../cascade.js';
 import { CBNET_POLICIES } from '../cbnet-cascade.js';
-import { clears, resolveExitPolicy, scored, scoreRow } from '../exit-policy.js';
+import { resolveExitPolicy, scored, scoreRow } from '../exit-policy.js';
 import { resolvePlanPolicy, type BatchResult, type ExitPlan, type FamilyContext, type FamilyRunner, type RunnerFamily } from './family.js';
 
 // A max-prob score is at most 1, so this threshold is never cleared: "run to the last exit".
 const NEVER = 2;
 const FUSED_FETCHES = [IF_GRAPH_IO.logits, IF_GRAPH_IO.exit] as const;
 
-/** The fused part of a runner: the If-graph session over stages `from`.., and what it reads. */
-interface Fused {
-  session: ModelSession;
-  from: number;
-  /** Its data inputs (the image, or what the stages before `from` hand on). */
-  inputs: readonly string[];
-  /** Its threshold and temperature feeds per plan, made once (plans are kept across calls); data inputs are set per call. */
-  feeds: WeakMap<ExitPlan, Record<string, PlainTensor>>;
-}
-
-function fusedFeeds(f: Fused, plan: ExitPlan): Record<string, PlainTensor> {
-  let feeds = f.feeds.get(plan);
-  if (!feeds) {
-    const K = plan.exitNames.length - f.from;
+/** The fused graph's feeds for a plan (thresholds, temperatures; the image is set per call), made once per plan (plans are kept across calls). */
+const FUSED_FEEDS = new WeakMap<ExitPlan, Record<string, PlainTensor>>();
+function fusedFeeds(plan: ExitPlan): Record<string, PlainTensor> {
+  let f = FUSED_FEEDS.get(plan);
+  if (!f) {
+    const K = plan.exitNames.length;
     const t = plan.policy.thresholds;
-    const thresholds = Float32Array.from({ length: K - 1 }, (_, k) => (t === null ? NEVER : t[f.from + k]!));
-    const temperatures = Float32Array.from(plan.policy.temperatures.slice(f.from));
-    f.feeds.set(plan, (feeds = { [IF_GRAPH_IO.thresholds]: { data: thresholds, dims: [K - 1] }, [IF_GRAPH_IO.temperatures]: { data: temperatures, dims: [K] } }));
+    const thresholds = Float32Array.from({ length: K - 1 }, (_, k) => (t === null ? NEVER : t[k]!));
+    FUSED_FEEDS.set(plan, (f = { [IF_GRAPH_IO.thresholds]: { data: thresholds, dims: [K - 1] }, [IF_GRAPH_IO.temperatures]: { data: Float32Array.from(plan.policy.temperatures), dims: [K] } }));
   }
-  return feeds;
+  return f;
 }
 
 // Scratch softmax rows by class count (single-threaded; nothing awaits while one is in use).
@@ -46,49 +37,29 @@ function probsFor(c: number): Float64Array {
   return p;
 }
 
-/**
- * One image: stages before `from` as the cascade runs them (a sample may leave there), then the
- * fused If-graph in one call, whose time is booked to the stage of the exit taken.
- */
-async function runFused(f: Fused, stages: readonly CascadeStage[], fetches: readonly (readonly string[])[], inputName: string, image: TensorData, plan: ExitPlan): Promise<BatchResult> {
-  const K = plan.exitNames.length;
-  const stageMs = new Array<number>(K).fill(0);
-  const feeds = fusedFeeds(f, plan);
-  const have: Record<string, PlainTensor> = { [inputName]: image };
+/** One image through the fused If-graph; its time is booked to the stage of the exit taken. */
+async function runFused(fused: ModelSession, inputName: string, image: TensorData, plan: ExitPlan): Promise<BatchResult> {
+  const feeds = fusedFeeds(plan);
+  feeds[inputName] = image;
   const t0 = performance.now();
-  let t = t0;
-  for (let k = 0; k < f.from; k++) {
-    const out = await stages[k]!.run(have, fetches[k]!);
-    const now = performance.now();
-    stageMs[k] = now - t;
-    t = now;
-    const logits = out[stages[k]!.exit]!;
-    const threshold = plan.policy.thresholds?.[k];
-    const score = scoreRow(plan.policy.policy, logits.data as Float32Array, 0, logits.dims[1]!, plan.policy.temperatures[k]!, probsFor(logits.dims[1]!));
-    if (threshold !== undefined && clears(plan.policy.policy, score, threshold)) {
-      return { samples: [{ classIndex: scored.classIndex, confidence: scored.confidence, score, exit: k, stageLatencyMs: stageMs.slice(0, k + 1), latencyMs: now - t0 }], stageMs, totalMs: now - t0, overheadMs: 0 };
-    }
-    for (const name of stages[k]!.carry) if (out[name]) have[name] = out[name]!;
-  }
-  for (const name of f.inputs) feeds[name] = have[name]!;
-  const out = await f.session.run(feeds, FUSED_FETCHES);
-  const end = performance.now();
+  const out = await fused.run(feeds, FUSED_FETCHES);
+  const ms = performance.now() - t0;
   const logits = out[IF_GRAPH_IO.logits]!;
   const exit = Number((out[IF_GRAPH_IO.exit]!.data as BigInt64Array)[0]);
   const c = logits.dims[1]!;
-  if (!(exit >= f.from && exit < K)) throw new UnsupportedError(`fused graph: exit index ${exit} out of range ${f.from}..${K - 1}`);
-  stageMs[exit] = end - t;
+  if (!(exit >= 0 && exit < plan.exitNames.length)) throw new UnsupportedError(`fused graph: exit index ${exit} out of range 0..${plan.exitNames.length - 1}`);
   // The confidence reported is computed as the staged path computes it (double precision).
   const score = scoreRow(plan.policy.policy, logits.data as Float32Array, 0, c, plan.policy.temperatures[exit]!, probsFor(c));
+  const stageMs = plan.exitNames.map((_, k) => (k === exit ? ms : 0));
   return {
-    samples: [{ classIndex: scored.classIndex, confidence: scored.confidence, score, exit, stageLatencyMs: stageMs.slice(0, exit + 1), latencyMs: end - t0 }],
+    samples: [{ classIndex: scored.classIndex, confidence: scored.confidence, score, exit, stageLatencyMs: stageMs.slice(0, exit + 1), latencyMs: ms }],
     stageMs,
-    totalMs: end - t0,
+    totalMs: ms,
     overheadMs: 0,
   };
 }
 
-function build({ source, manifest, sessions, fused: fusedCtx }: FamilyContext): FamilyRunner {
+function build({ source, manifest, sessions, fused }: FamilyContext): FamilyRunner {
   // Built once: the cascade keys its per-stage fetch lists on this array.
   const stages: CascadeStage[] = manifest.stages.map((s, k) => ({
     inputs: s.inputs,
@@ -99,9 +70,6 @@ function build({ source, manifest, sessions, fused: fusedCtx }: FamilyContext): 
   }));
   const exitNames = manifest.stages.map((s) => s.exit);
   const inputName = manifest.input.name;
-  const fused: Fused | undefined = fusedCtx && { ...fusedCtx, inputs: ifGraphInputs(manifest.stages, fusedCtx.from), feeds: new WeakMap() };
-  // What the stages before the fused part fetch: their exit and what they hand on.
-  const fetches = stages.map((s) => s.outputs.filter((o) => o === s.exit || s.carry.includes(o)));
   return {
     plan(o): ExitPlan {
       if (o.policy !== undefined) {
@@ -117,11 +85,11 @@ function build({ source, manifest, sessions, fused: fusedCtx }: FamilyContext): 
       return { policy: resolvePlanPolicy(manifest, o, { exitNames, thresholds, temperatures }), exitNames };
     },
     runBatch: (batch, plan) =>
-      fused && batch.dims[0] === 1 && plan.policy.policy.metric === 'max-prob' ? runFused(fused, stages, fetches, inputName, batch, plan) : runCascade(stages, inputName, batch, plan.policy),
+      fused && batch.dims[0] === 1 && plan.policy.policy.metric === 'max-prob' ? runFused(fused, inputName, batch, plan) : runCascade(stages, inputName, batch, plan.policy),
     async warmup(blank) {
       const plan = { policy: resolveExitPolicy('max-prob', null, exitNames.map(() => 1), exitNames), exitNames };
       await runCascade(stages, inputName, blank, plan.policy);
-      if (fused) await runFused(fused, stages, fetches, inputName, blank, plan);
+      if (fused) await runFused(fused, inputName, blank, plan);
     },
   };
 }
