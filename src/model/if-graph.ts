@@ -52,12 +52,13 @@ export interface IfGraphStage {
   outputs: readonly string[];
 }
 
+// The decision nodes need opset 13: GreaterOrEqual (12) and Softmax over one axis (13; before, it flattened).
 const MIN_OPSET = 13;
 
 function valueInfo(name: string, elemType: number, dims?: (number | string)[]): ValueInfoProto {
   const shape = dims
     ? create(TensorShapeProtoSchema, {
-        dim: dims.map((d) => create(TensorShape_dim, typeof d === 'number' ? { value: { case: 'dimValue', value: BigInt(d) } } : { value: { case: 'dimParam', value: d } })),
+        dim: dims.map((d) => create(TensorShapeProto_DimensionSchema, typeof d === 'number' ? { value: { case: 'dimValue', value: BigInt(d) } } : { value: { case: 'dimParam', value: d } })),
       })
     : undefined;
   return create(ValueInfoProtoSchema, {
@@ -65,7 +66,6 @@ function valueInfo(name: string, elemType: number, dims?: (number | string)[]): 
     type: create(TypeProtoSchema, { value: { case: 'tensorType', value: create(TypeProto_TensorSchema, { elemType, ...(shape ? { shape } : {}) }) } }),
   });
 }
-const TensorShape_dim = TensorShapeProto_DimensionSchema;
 
 function node(op: string, inputs: string[], outputs: string[], attrs: Record<string, number | GraphProto> = {}): NodeProto {
   const attribute = Object.entries(attrs).map(([name, v]) =>
@@ -219,7 +219,7 @@ export function buildIfGraph(stages: readonly IfGraphStage[], opts: { input: str
   const image = create(ValueInfoProtoSchema, inputVi);
   // Batch 1: the If condition must be one value, so the batch dim is fixed.
   const dims = image.type?.value.case === 'tensorType' ? image.type.value.value.shape?.dim : undefined;
-  if (dims?.[0]) dims[0] = create(TensorShape_dim, { value: { case: 'dimValue', value: 1n } });
+  if (dims?.[0]) dims[0] = create(TensorShapeProto_DimensionSchema, { value: { case: 'dimValue', value: 1n } });
   const K = stages.length;
   const graph = create(GraphProtoSchema, {
     name: `${first.graph.name || 'model'}-if`,
