@@ -10,6 +10,9 @@
 // time per image (process.cpuUsage around the calls: on a shared machine it leaves out the time
 // other processes hold the core), and ratios of both.
 //
+// Each split bundle also runs opened with `fused` (loadBundle: the stages as one If-graph session,
+// exit decided inside it, batch 1): 'fused, last exit' and 'fused early exit' rows, same thresholds.
+//
 // Side by side with other code: `--compile-only DIR` compiles the same bundles into DIR and stops
 // (run it from a checkout of the old code, e.g. `git worktree add /tmp/base main`, copying this
 // script there); `--baseline DIR` then calibrates and runs DIR's bundles in the same process,
@@ -17,7 +20,7 @@
 //
 //   npm run bench:boundary -- [--limit 2000] [--rounds 3] [--chunk 250] [--max-drop 1]
 //       [--calibration-limit 1000] [--threshold-limit 3000] [--baseline DIR] [--compile-only DIR]
-//       [--json .bench/boundary.json]
+//       [--json .bench/boundary.json] [--precisions fp32,int8-x86,int8-rpi4]
 import { promises as fsp } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -53,13 +56,16 @@ const MODELS = [
   // Random weights: its accuracy means nothing, so int8 is not held to an accuracy budget and no thresholds are calibrated.
   { key: 'resnet', file: path.resolve('test/fixtures/compiler/resnet-bench.onnx'), calibrated: false },
 ] as const;
-const PRECISIONS = [
+const ALL_PRECISIONS = [
   { key: 'fp32', device: 'x86-host', precision: 'fp32' },
   { key: 'int8 x86', device: 'x86-host', precision: 'int8' },
   { key: 'int8 rpi4', device: 'rpi4', precision: 'int8' },
 ] as const;
+// --precisions fp32,int8-x86 runs a subset (keys with '-' for ' ').
+const wantPrec = flag('precisions', '');
+const PRECISIONS = wantPrec ? ALL_PRECISIONS.filter((p) => wantPrec.split(',').includes(p.key.replace(' ', '-'))) : ALL_PRECISIONS;
 type ModelKey = (typeof MODELS)[number]['key'];
-type PrecKey = (typeof PRECISIONS)[number]['key'];
+type PrecKey = (typeof ALL_PRECISIONS)[number]['key'];
 const bundleName = (m: ModelKey, p: PrecKey, split: boolean): string => `${m}-${p.replace(' ', '-')}-${split ? 'split' : 'unsplit'}`;
 
 async function compileAll(dir: string): Promise<void> {
@@ -115,7 +121,7 @@ interface Variant {
   side: string;
   model: ModelKey;
   prec: PrecKey;
-  kind: 'unsplit' | 'split, last exit' | 'early exit';
+  kind: 'unsplit' | 'split, last exit' | 'early exit' | 'fused, last exit' | 'fused early exit';
   runner: BundleRunner;
   lat: number;
   cpuMs: number;
@@ -124,7 +130,7 @@ interface Variant {
   exitCounts: number[];
 }
 const variants: Variant[] = [];
-const open = (dir: string): Promise<BundleRunner> => loadBundle(dir, { device: 'x86-host', threads: 1, allowUnsigned: true });
+const open = (dir: string, fused = false): Promise<BundleRunner> => loadBundle(dir, { device: 'x86-host', threads: 1, allowUnsigned: true, fused });
 for (const s of sides) {
   for (const m of MODELS) {
     for (const p of PRECISIONS) {
@@ -133,10 +139,16 @@ for (const s of sides) {
       const base = { side: s.side, model: m.key, prec: p.key, lat: 0, cpuMs: 0, correct: 0, count: 0, exitCounts: [] as number[] };
       variants.push({ ...base, kind: 'unsplit', runner: unsplit }, { ...base, kind: 'split, last exit', runner: split, exitCounts: [] });
       if (m.calibrated) variants.push({ ...base, kind: 'early exit', runner: split, exitCounts: [] });
+      // The same split bundle opened with `fused` (one If-graph session per image at batch 1); new code only.
+      if (s.side === 'new') {
+        const fused = await open(path.join(s.dir, bundleName(m.key, p.key, true)), true);
+        variants.push({ ...base, kind: 'fused, last exit', runner: fused, exitCounts: [] });
+        if (m.calibrated) variants.push({ ...base, kind: 'fused early exit', runner: fused, exitCounts: [] });
+      }
     }
   }
 }
-const optsOf = (v: Variant) => ({ batchSize: 1, ...(v.kind === 'early exit' ? {} : { thresholds: null }) });
+const optsOf = (v: Variant) => ({ batchSize: 1, ...(v.kind === 'early exit' || v.kind === 'fused early exit' ? {} : { thresholds: null }) });
 function absorb(v: Variant, r: ClassifyResult, from: number, cpuMs: number): void {
   for (const it of r.items) {
     if (!it.ok) continue;
@@ -186,11 +198,12 @@ for (const s of sides) {
       const u = find(s.side, m.key, p.key, 'unsplit')!;
       const l = find(s.side, m.key, p.key, 'split, last exit')!;
       const stages = l.runner.manifest.stages.length;
-      splitRows.push([s.side, m.key, p.key, String(stages), us(mean(u)), us(mean(l)), ratio(mean(l), mean(u)), us(cpu(u)), us(cpu(l)), ratio(cpu(l), cpu(u))]);
+      const f = find(s.side, m.key, p.key, 'fused, last exit');
+      splitRows.push([s.side, m.key, p.key, String(stages), us(mean(u)), us(mean(l)), ratio(mean(l), mean(u)), us(cpu(u)), us(cpu(l)), ratio(cpu(l), cpu(u)), f ? us(cpu(f)) : '—', f ? ratio(cpu(f), cpu(u)) : '—', f ? ratio(mean(f), mean(u)) : '—']);
     }
   }
 }
-out.push(table(['code', 'model', 'precision', 'stages', 'unsplit µs (mean latencyMs)', 'split, last exit µs', 'split / unsplit', 'unsplit CPU µs/img', 'split CPU µs/img', 'split / unsplit (CPU)'], splitRows), '');
+out.push(table(['code', 'model', 'precision', 'stages', 'unsplit µs (mean latencyMs)', 'split, last exit µs', 'split / unsplit', 'unsplit CPU µs/img', 'split CPU µs/img', 'split / unsplit (CPU)', 'fused CPU µs/img', 'fused / unsplit (CPU)', 'fused / unsplit (mean)'], splitRows), '');
 
 out.push(`### Early exit (thresholds within ${maxDropPp} pp of the last exit on the calibration images) vs the unsplit float model`, '');
 const eeRows: string[][] = [];
@@ -211,6 +224,13 @@ for (const s of sides) {
         s.side, m.key, p.key, `${(acc(e) * 100).toFixed(2)}%`, ((acc(e) - acc(uf)) * 100).toFixed(2), us(mean(e)), ratio(mean(uf), mean(e)), ratio(mean(e), mean(ef)), ratio(cpu(uf), cpu(e)), ratio(cpu(e), cpu(ef)),
         e.exitCounts.map((c) => `${((c / e.count) * 100).toFixed(1)}%`).join(' / '), `${rpiMs.toFixed(3)} ms (${ratio(rpiMs, rpiF)})`,
       ]);
+      const fe = find(s.side, m.key, p.key, 'fused early exit');
+      if (fe) {
+        eeRows.push([
+          `${s.side} fused`, m.key, p.key, `${(acc(fe) * 100).toFixed(2)}%`, ((acc(fe) - acc(uf)) * 100).toFixed(2), us(mean(fe)), ratio(mean(uf), mean(fe)), ratio(mean(fe), mean(ef)), ratio(cpu(uf), cpu(fe)), ratio(cpu(fe), cpu(ef)),
+          fe.exitCounts.map((c) => `${((c / fe.count) * 100).toFixed(1)}%`).join(' / '), '—',
+        ]);
+      }
     }
   }
 }
@@ -223,7 +243,7 @@ if (baselineDir) {
   out.push('### New code / old code, same variant (< 1: faster now)', '');
   const rows: string[][] = [];
   for (const v of variants.filter((w) => w.side === 'new')) {
-    const o = find('old', v.model, v.prec, v.kind)!;
+    const o = find('old', v.model, v.prec, v.kind.startsWith('fused') ? (v.kind === 'fused early exit' ? 'early exit' : 'split, last exit') : v.kind)!;
     rows.push([v.model, v.prec, v.kind, us(mean(o)), us(mean(v)), ratio(mean(v), mean(o)), us(cpu(o)), us(cpu(v)), ratio(cpu(v), cpu(o)), `${((acc(v) - acc(o)) * 100).toFixed(2)}`]);
   }
   out.push(table(['model', 'precision', 'variant', 'old µs', 'new µs', 'new / old', 'old CPU µs', 'new CPU µs', 'new / old (CPU)', 'Δ top-1 pp (new − old)'], rows), '');

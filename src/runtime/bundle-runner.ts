@@ -14,6 +14,8 @@ import type { Manifest } from '../bundle/manifest.js';
 import { loadDeviceProfile } from '../devices/load.js';
 import { InputError, UnsupportedError, formatProblem } from '../util/errors.js';
 import { createSession, type ModelSession } from '../backends/onnxruntime.js';
+import { decodeModel, encodeModel } from '../onnx/index.js';
+import { buildIfGraph } from '../model/if-graph.js';
 import { blankInput, inputShapeOf, makeClassify } from './classify.js';
 import type { RunnerFamily } from './families/family.js';
 import { runnerFamily } from './families/registry.js';
@@ -52,6 +54,13 @@ export interface LoadBundleOptions {
   onWarning?: (line: string) => void;
   /** Run every stage once on a blank image at load (default true), see loadBundle. */
   warmup?: boolean;
+  /**
+   * Multi-exit bundles of 2+ stages: also open the stages fused into one If-graph (see
+   * model/if-graph.ts) and run batch-1 calls with the max-prob metric on it: one onnxruntime
+   * call per image, exit decided inside the graph, carried tensors never copied into JS.
+   * Other calls run the stages as usual. Default false.
+   */
+  fused?: boolean;
 }
 
 /** Where the sessions run: the device profile used, its providers and threads after the options. */
@@ -139,6 +148,20 @@ async function openStageSessions(manifest: Manifest, files: LoadedBundle, at: Pl
   return sessions;
 }
 
+/**
+ * The If-graph session over the same verified bytes the stage sessions were opened from (built
+ * here, not shipped: it adds no file to the bundle and no byte to sign).
+ */
+async function openFusedSession(manifest: Manifest, files: LoadedBundle, at: Placement, source: string): Promise<ModelSession> {
+  const stages = manifest.stages.map((s) => ({ model: decodeModel(files.files.get(s.file)!), inputs: s.inputs, outputs: s.outputs }));
+  const fused = buildIfGraph(stages, { input: manifest.input.name, classes: manifest.labels.length, source: `${source} (fused)` });
+  return createSession(encodeModel(fused), {
+    ...(at.eps ? { executionProviders: at.eps } : {}),
+    ...(at.threads !== undefined ? { intraOpNumThreads: at.threads } : {}),
+    onWarning: () => {},
+  });
+}
+
 async function closeAll(sessions: readonly ModelSession[]): Promise<void> {
   await Promise.all(sessions.map((s) => s.close()));
 }
@@ -156,11 +179,12 @@ function checkClassCounts(source: string, manifest: Manifest, family: RunnerFami
 }
 
 /** The family's runner over open sessions, warmed up unless told not to; closes the sessions when that fails. */
-async function buildRunner(source: string, verified: VerifyResult, family: RunnerFamily, sessions: ModelSession[], at: Placement, warmup: boolean, warn: (line: string) => void): Promise<BundleRunner> {
+async function buildRunner(source: string, verified: VerifyResult, family: RunnerFamily, sessions: ModelSession[], at: Placement, warmup: boolean, warn: (line: string) => void, fused?: ModelSession): Promise<BundleRunner> {
   const manifest = verified.manifest;
+  const all = fused ? [...sessions, fused] : sessions;
   try {
     checkClassCounts(source, manifest, family, sessions);
-    const runner = family.build({ source, manifest, sessions });
+    const runner = family.build({ source, manifest, sessions, ...(fused ? { fused } : {}) });
     const shape = inputShapeOf(manifest);
     // onnxruntime allocates and plans on a session's first run (measured ~7 ms vs ~0.3 ms after,
     // fmnist-branchy on x86); without this the first image's latency would be mostly start-up.
@@ -173,10 +197,10 @@ async function buildRunner(source: string, verified: VerifyResult, family: Runne
       executionProviders: sessions[0]?.executionProviders ?? [],
       threads: at.threads,
       classify: makeClassify(source, manifest, runner, shape, warn),
-      close: () => closeAll(sessions),
+      close: () => closeAll(all),
     };
   } catch (err) {
-    await closeAll(sessions);
+    await closeAll(all);
     throw err;
   }
 }
@@ -208,5 +232,14 @@ export async function loadBundle(pathOrTar: string, opts: LoadBundleOptions = {}
   checkThreads(opts.threads);
   const at = await resolveDevice(manifest, opts, warn);
   const sessions = await openStageSessions(manifest, files, at, warn);
-  return buildRunner(pathOrTar, verified, family, sessions, at, opts.warmup ?? true, warn);
+  let fused: ModelSession | undefined;
+  if (opts.fused && manifest.kind === 'multi-exit' && manifest.stages.length >= 2) {
+    try {
+      fused = await openFusedSession(manifest, files, at, pathOrTar);
+    } catch (err) {
+      await closeAll(sessions);
+      throw err;
+    }
+  }
+  return buildRunner(pathOrTar, verified, family, sessions, at, opts.warmup ?? true, warn, fused);
 }

@@ -53,6 +53,8 @@ export interface FamilyContext {
   manifest: Manifest;
   /** One per manifest stage, in manifest order. */
   sessions: readonly ModelSession[];
+  /** Multi-exit only, when loadBundle's `fused`: the stages as one batch-1 If-graph (model/if-graph.ts). */
+  fused?: ModelSession;
 }
 
 /** A model family as the runtime sees it: checks on its manifest, and how its runner is built. */
