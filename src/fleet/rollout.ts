@@ -74,6 +74,8 @@ export interface CreateRolloutOptions {
   /** Bundles devices may go back to (their files must be where the file servers read). */
   previous: readonly BundleInfo[];
   spec: RolloutSpec;
+  /** Only devices of these hardware classes (a class-specific update, e.g. `recalibrate`); every class when absent. */
+  classes?: readonly string[];
   id?: string;
   now?: number;
 }
@@ -83,11 +85,18 @@ export interface CreateRolloutOptions {
  *
  * @example const { plan } = await planFromStore(store, 'lab', target.bundle, spec);
  */
-export async function planFromStore(store: FleetStore, fleet: string, target: string, spec: RolloutSpec): Promise<{ plan: ClassPlan[]; devices: FleetDevice[]; unknown: string[] }> {
-  const { devices, unknown } = await fleetDevices(store, fleet);
-  if (devices.length === 0)
-    throw new InputError(formatProblem({ where: `fleet ${fleet}`, message: 'no device with a birth in the fleet store', expected: 'devices that reported (their birth names their hardware class)', got: unknown.length ? `${unknown.length} devices without a birth` : 'none', fix: 'run `edgeexit collect --db <file>` while the devices run, and pass that --db' }));
-  return { plan: planRollout(devices, target, spec), devices, unknown };
+export async function planFromStore(store: FleetStore, fleet: string, target: string, spec: RolloutSpec, classes?: readonly string[]): Promise<{ plan: ClassPlan[]; devices: FleetDevice[]; unknown: string[] }> {
+  const all = await fleetDevices(store, fleet);
+  if (all.devices.length === 0)
+    throw new InputError(formatProblem({ where: `fleet ${fleet}`, message: 'no device with a birth in the fleet store', expected: 'devices that reported (their birth names their hardware class)', got: all.unknown.length ? `${all.unknown.length} devices without a birth` : 'none', fix: 'run `edgeexit collect --db <file>` while the devices run, and pass that --db' }));
+  if (!classes) return { plan: planRollout(all.devices, target, spec), ...all };
+  // Devices without a birth cannot be in a named class: they are left out, not listed as unknown.
+  const devices = all.devices.filter((d) => classes.includes(d.class));
+  if (devices.length === 0) {
+    const known = [...new Set(all.devices.map((d) => d.class))].sort().join(', ');
+    throw new InputError(formatProblem({ where: `--class ${classes.join(',')}`, message: `no device of ${classes.length === 1 ? 'that class' : 'those classes'} in fleet ${fleet}`, got: `classes ${known}`, fix: 'name a class the fleet has (see `edgeexit fleet status`)' }));
+  }
+  return { plan: planRollout(devices, target, spec), devices, unknown: [] };
 }
 
 /**
@@ -102,7 +111,7 @@ export async function planFromStore(store: FleetStore, fleet: string, target: st
  */
 export async function createRollout(o: CreateRolloutOptions): Promise<RolloutRecord> {
   const now = o.now ?? Date.now();
-  const { plan, devices } = await planFromStore(o.store, o.fleet, o.target.bundle, o.spec);
+  const { plan, devices } = await planFromStore(o.store, o.fleet, o.target.bundle, o.spec, o.classes);
   const baselines: Record<string, CohortStats | null> = {};
   for (const c of plan) {
     const members = devices.filter((d) => d.class === c.class).map((d) => ({ device: d.device, since: now - o.spec.windowMs }));
