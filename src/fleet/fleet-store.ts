@@ -198,5 +198,13 @@ export interface FleetStore {
   rollouts(): Promise<RolloutRecord[]>;
   /** Record an operator command for the driver to apply; returns its number, or null when there is no such rollout. */
   commandRollout(id: string, command: RolloutCommand): Promise<number | null>;
+  /**
+   * Take or renew the lease on a rollout until `now + ttlMs`, so only one driver ticks it: true
+   * when `owner` holds it now; false when another owner holds a lease not yet expired at `now`, or
+   * there is no such rollout. One conditional update: of two claimants at once exactly one wins.
+   */
+  claimRollout(id: string, owner: string, ttlMs: number, now: number): Promise<boolean>;
+  /** Give the lease back (a driver that stops), so another driver takes the rollout at once; a no-op unless `owner` holds it. */
+  releaseRollout(id: string, owner: string): Promise<void>;
   close(): Promise<void>;
 }

@@ -6,6 +6,7 @@
 // a job saved but not yet acknowledged by the broker is sent again (under a new job id, so a
 // device that did get the first one is not confused by a second run).
 import { randomUUID, type KeyObject } from 'node:crypto';
+import os from 'node:os';
 import { decodeJobState, jobFilters, jobTopics, signJob, type Job } from '../agent/job-protocol.js';
 import type { MqttConnection } from '../telemetry/mqtt/client.js';
 import { parseTopic } from '../telemetry/payloads.js';
@@ -135,6 +136,10 @@ export interface RolloutDriverOptions {
   id: string;
   /** Between ticks (default 500 ms). */
   tickMs?: number;
+  /** This driver's name in the rollout's lease (default host, process id and a random part). */
+  owner?: string;
+  /** How long a claim holds without renewal (default the larger of 30 s and 20 ticks): a driver that died is taken over after it. */
+  leaseMs?: number;
   onLog?: (line: string) => void;
   now?: () => number;
 }
@@ -154,10 +159,16 @@ export class RolloutDriver {
   private stopped = false;
   private readonly now: () => number;
   private conn: MqttConnection;
+  /** This driver's lease name (see RolloutDriverOptions.owner). */
+  readonly owner: string;
+  private readonly leaseMs: number;
+  private waiting = false;
 
   constructor(private readonly o: RolloutDriverOptions) {
     this.now = o.now ?? Date.now;
     this.conn = o.conn;
+    this.owner = o.owner ?? `${os.hostname()}-${process.pid}-${randomUUID().slice(0, 6)}`;
+    this.leaseMs = o.leaseMs ?? Math.max(30_000, 20 * (o.tickMs ?? 500));
   }
 
   /** The connection in use (a reconnect replaces the one given); the caller ends it. */
@@ -226,10 +237,21 @@ export class RolloutDriver {
     await this.conn.publish(jobTopics(r.fleet, o.device).desired, Buffer.from(JSON.stringify(signJob(job, this.o.key))), { qos: 1, retain: true });
   }
 
-  /** One tick: read, decide, save, publish, save. Returns the record as saved. */
+  /**
+   * One tick: claim the lease, read, decide, save, publish, save. Returns the record as saved, or
+   * as stored without acting when another driver holds the lease (two drivers on one rollout would
+   * both publish its jobs; the second waits and takes over once the first's lease expires).
+   */
   async tick(): Promise<RolloutRecord> {
     // Deciding on states that no longer arrive would time devices out for nothing.
     if (this.conn.closed) throw new Error('the broker connection is closed');
+    if (!(await this.o.store.claimRollout(this.o.id, this.owner, this.leaseMs, this.now()))) {
+      const held = await this.load();
+      if (!this.waiting) this.o.onLog?.(`rollout ${this.o.id}: another driver holds it; waiting until its lease (${this.leaseMs} ms without renewal) runs out`);
+      this.waiting = true;
+      return held.record;
+    }
+    this.waiting = false;
     const stored = await this.load();
     await this.subscribe(stored.record.fleet);
     const now = this.now();
@@ -272,7 +294,11 @@ export class RolloutDriver {
         }
         continue;
       }
-      if ((FINAL_ROLLOUT_STATES as readonly string[]).includes(r.status) || this.stopped) return r;
+      if ((FINAL_ROLLOUT_STATES as readonly string[]).includes(r.status) || this.stopped) {
+        // Handed back at once, so a driver started after a stop need not wait for the lease to expire.
+        await this.o.store.releaseRollout(this.o.id, this.owner);
+        return r;
+      }
       await new Promise((res) => setTimeout(res, this.o.tickMs ?? 500));
     }
   }

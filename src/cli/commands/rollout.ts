@@ -36,6 +36,8 @@ interface DriveFlags extends BrokerFlags {
   /** Do not start a file server here (another one serves --files). */
   serveFiles?: boolean;
   tickMs?: number;
+  /** Lease duration (`30s`): a driver that stops renewing it is taken over after this long. */
+  lease?: string;
   json?: boolean;
 }
 
@@ -150,7 +152,7 @@ async function drive(o: DriveFlags, store: FleetStore, id: string, io: CliIO): P
     const password = o.password ?? process.env.EDGEEXIT_MQTT_PASSWORD;
     server = await startFileServer({ brokerUrl: o.broker, bundles: [], blobDirs: [o.files ?? DEFAULT_FILES_DIR], ...(o.username !== undefined ? { username: o.username } : {}), ...(password !== undefined ? { password } : {}), onLog: (l) => io.err(l) });
   }
-  const driver = new RolloutDriver({ store, conn: await connect(o), reconnect: () => connect(o), key, id, tickMs: o.tickMs ?? 500, onLog: (l) => io.err(l) });
+  const driver = new RolloutDriver({ store, conn: await connect(o), reconnect: () => connect(o), key, id, tickMs: o.tickMs ?? 500, ...(o.lease !== undefined ? { leaseMs: parseDuration(o.lease, '--lease') } : {}), onLog: (l) => io.err(l) });
   try {
     const final = await driver.run().catch((err: unknown) => {
       // The record is in the store, saved each tick: nothing is lost, a new driver carries on.
@@ -221,6 +223,7 @@ export const DRIVE_OPTIONS = {
   files: { type: 'string', describe: `Content-addressed folder of bundle files (default ${DEFAULT_FILES_DIR})` },
   'serve-files': { type: 'boolean', default: true, describe: 'Serve --files from here while the rollout runs (--no-serve-files: another server does)' },
   'tick-ms': { type: 'number', describe: 'Between driver ticks (default 500)' },
+  lease: { type: 'string', describe: "How long this driver's hold on the rollout lasts unrenewed: another driver waits, and takes over only after it (default 30s)" },
   json: { type: 'boolean', describe: 'Machine-readable output' },
 } as const;
 
