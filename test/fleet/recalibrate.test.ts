@@ -3,8 +3,9 @@
 // per-stage latency. `recalibrate --fleet sim --class rpi4` calibrates a copy of the bundle on
 // the rpi4 reports, signs it, and rolls it out through the rollout driver to the rpi4 devices
 // only: they end on the new manifest, the rpi5 devices stay, the current bundle is untouched,
-// and the update differs from the current bundle in the manifest and its signature alone (every
-// stage file the job's manifest names is one the devices already hold).
+// and the update differs from the current bundle in the manifest and its signature alone. The
+// simulated devices fetch no files, so the agent's real download of that job, by a device holding
+// the current bundle, is run against a file server: it serves the manifest and signature only.
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
@@ -12,7 +13,9 @@ import { loadBundleFiles, sha256Hex } from '../../src/bundle/files.js';
 import { parseManifest } from '../../src/bundle/manifest.js';
 import { loadTrustStore } from '../../src/bundle/trust.js';
 import { compileModel } from '../../src/compiler/index.js';
+import { downloadBundle } from '../../src/agent/download.js';
 import { startCollector, type Collector } from '../../src/fleet/collector.js';
+import { startFileServer } from '../../src/fleet/file-server.js';
 import type { RolloutRecord } from '../../src/fleet/rollout-plan.js';
 import type { SimProfile } from '../../src/fleet/simulate.js';
 import { SimJobDevice } from '../../src/fleet/simulate-jobs.js';
@@ -30,12 +33,14 @@ MOSQUITTO.describe('recalibrate: thresholds from one class, rolled out to that c
   let bundle: string;
   let sha: string;
   let key: string;
+  let trustDir: string;
   const devices: SimJobDevice[] = [];
 
   beforeAll(async () => {
     dir = await scratch('recalibrate');
     const signer = await trustedSigner(dir);
     key = signer.privateKey;
+    trustDir = signer.trustDir;
     bundle = path.join(dir, 'bundle');
     const c = await compileModel({ model: ZOO, device: 'rpi4', precision: 'fp32', out: bundle, latency: false, key });
     sha = sha256Hex(await fsp.readFile(path.join(bundle, 'manifest.json')));
@@ -101,6 +106,23 @@ MOSQUITTO.describe('recalibrate: thresholds from one class, rolled out to that c
     // The current bundle is left as it was.
     expect(sha256Hex(await fsp.readFile(path.join(bundle, 'manifest.json')))).toBe(sha);
     expect(log.join('\n')).toMatch(/devices fetch manifest\.json and manifest\.sig \(\d+ bytes\), \d+ files unchanged/);
+
+    // What a real device holding the current bundle fetches for that job (the agent's own
+    // download, against a file server over the files the rollout staged): the manifest and its
+    // signature; every stage file is copied from the bundle it holds.
+    const server = await startFileServer({ brokerUrl: broker.url, bundles: [], blobDirs: [path.join(dir, 'files')], onLog: () => undefined });
+    try {
+      const got = await downloadBundle({
+        brokerUrl: broker.url, fleet: FLEET, device: 'rpi4-0', manifest: rollout.target.manifest, signature: rollout.target.signature,
+        staging: path.join(dir, 'staging'), have: [bundle], verify: { trust: await loadTrustStore(trustDir), requireSignature: true },
+      });
+      expect(got.verified.manifest.exitPolicy.thresholds).toEqual(r.calibration.thresholds);
+      expect([...got.stats.filesFetched].sort()).toEqual(['manifest.json', 'manifest.sig']);
+      expect(got.stats.filesReused.length).toBe(r.update.unchanged.length);
+      expect(server.stats().bytesSent).toBe(rollout.target.manifest.bytes + rollout.target.signature.bytes);
+    } finally {
+      await server.close();
+    }
   }, 300_000);
 
   it('refuses an --out that exists, and a class the fleet does not have', async () => {
