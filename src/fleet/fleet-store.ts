@@ -190,8 +190,12 @@ export interface FleetStore {
   driftBaselines(): Promise<DriftBaseline[]>;
   /** Delete windows that ended more than `days` days before `now`; returns how many. totals() stays as it was. */
   prune(days: number, now?: number): Promise<number>;
-  /** Insert or replace a rollout's record (the driver, every tick that changed it). Leaves its command alone. */
-  saveRollout(r: RolloutRecord): Promise<void>;
+  /**
+   * Insert or replace a rollout's record (the driver, every tick that changed it). Leaves its
+   * command and lease alone. With `owner` (a driver), only while that owner holds the lease
+   * (claimRollout): false, and nothing saved, once another driver took it over.
+   */
+  saveRollout(r: RolloutRecord, owner?: string): Promise<boolean>;
   /** A rollout and its last command; null when there is no such id. */
   rollout(id: string): Promise<StoredRollout | null>;
   /** Every rollout, newest first. */

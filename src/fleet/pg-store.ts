@@ -793,9 +793,10 @@ class PgFleetStore implements FleetStore {
 
   // ---- Rollouts (pg-rollouts.ts). Lease methods: see there.
 
-  async saveRollout(r: RolloutRecord): Promise<void> {
-    await this.ro.saveRollout(r);
+  saveRollout(r: RolloutRecord, owner?: string): Promise<boolean> {
+    return this.ro.saveRollout(r, owner);
   }
+
 
   rollout(id: string): Promise<StoredRollout | null> {
     return this.ro.rollout(id);

@@ -259,13 +259,21 @@ export class RolloutDriver {
     const { record, orders } = advanceRollout(stored.record, { now, states: this.states, gates, ...(stored.command ? { command: stored.command } : {}) });
     // Saved before publishing: a crash in between leaves `published: false`, which the next
     // driver sends again; published only after the broker acknowledged, then saved again.
-    await this.o.store.saveRollout(record);
+    // Saved only while this driver holds the lease: one that stalled past it and was taken over
+    // saves nothing and publishes nothing (the new holder decides from the stored record).
+    if (!(await this.o.store.saveRollout(record, this.owner))) return this.lostLease();
     if (orders.length === 0) return record;
     await Promise.all(orders.map((o) => this.publish(record, o)));
     for (const o of orders) record.devices[o.device]!.published = true;
-    await this.o.store.saveRollout(record);
+    if (!(await this.o.store.saveRollout(record, this.owner))) return this.lostLease();
     this.log(record, orders);
     return record;
+  }
+
+  private async lostLease(): Promise<RolloutRecord> {
+    this.o.onLog?.(`rollout ${this.o.id}: another driver took the lease over during this tick; this one saved nothing and waits`);
+    this.waiting = true;
+    return (await this.load()).record;
   }
 
   private log(r: RolloutRecord, orders: readonly JobOrder[]): void {

@@ -299,7 +299,9 @@ class SqliteFleetStore implements FleetStore {
         'INSERT INTO drift_baselines (fleet, device_class, body) VALUES (?, ?, ?) ON CONFLICT (fleet, device_class) DO UPDATE SET body = excluded.body',
       ),
       baselines: db.prepare<[], { body: string }>('SELECT body FROM drift_baselines ORDER BY fleet, device_class'),
-      saveRollout: db.prepare('INSERT INTO rollouts (id, fleet, created_at, doc) VALUES (?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET doc = excluded.doc'),
+      saveRollout: db.prepare<{ id: string; fleet: string; createdAt: number; doc: string; owner: string | null }>(
+        'INSERT INTO rollouts (id, fleet, created_at, doc) VALUES (@id, @fleet, @createdAt, @doc) ON CONFLICT (id) DO UPDATE SET doc = excluded.doc WHERE @owner IS NULL OR lease_owner = @owner',
+      ),
       rollout: db.prepare<[string], { doc: string; command: string | null; command_seq: number }>('SELECT doc, command, command_seq FROM rollouts WHERE id = ?'),
       rollouts: db.prepare<[], { doc: string }>('SELECT doc FROM rollouts ORDER BY created_at DESC, id DESC'),
       commandRollout: db.prepare<[string, string], { command_seq: number }>('UPDATE rollouts SET command = ?, command_seq = command_seq + 1 WHERE id = ? RETURNING command_seq'),
@@ -660,8 +662,8 @@ class SqliteFleetStore implements FleetStore {
     return this.now(() => this.q.prune.run(at - days * 86_400_000).changes);
   }
 
-  saveRollout(r: RolloutRecord): Promise<void> {
-    return this.now(() => void this.q.saveRollout.run(r.id, r.fleet, r.createdAt, JSON.stringify(r)));
+  saveRollout(r: RolloutRecord, owner?: string): Promise<boolean> {
+    return this.now(() => this.q.saveRollout.run({ id: r.id, fleet: r.fleet, createdAt: r.createdAt, doc: JSON.stringify(r), owner: owner ?? null }).changes > 0);
   }
 
   rollout(id: string): Promise<StoredRollout | null> {

@@ -435,8 +435,13 @@ function contract(name: string, make: () => Promise<Kit & { cleanup(): Promise<v
       await store.releaseRollout('ro-1', other!);
       expect(await store.claimRollout('ro-1', holder!, 30_000, t + 43_000)).toBe(true);
       expect(await store.claimRollout('no-such', 'A', 30_000, t)).toBe(false);
+      // A driver's save holds only while it holds the lease; a save without an owner always does.
+      expect(await store.saveRollout({ ...r, updatedAt: t + 1 }, other!)).toBe(false);
+      expect((await store.rollout('ro-1'))!.record.updatedAt).toBe(t);
+      expect(await store.saveRollout({ ...r, updatedAt: t + 2 }, holder!)).toBe(true);
+      expect((await store.rollout('ro-1'))!.record.updatedAt).toBe(t + 2);
       // Saves and commands leave the lease alone, and the lease leaves the record alone.
-      await store.saveRollout({ ...r, updatedAt: t + 50_000 });
+      expect(await store.saveRollout({ ...r, updatedAt: t + 50_000 })).toBe(true);
       expect(await store.commandRollout('ro-1', 'pause')).toBe(1);
       expect(await store.claimRollout('ro-1', other!, 30_000, t + 44_000)).toBe(false);
       expect((await store.rollout('ro-1'))!.record.updatedAt).toBe(t + 50_000);
