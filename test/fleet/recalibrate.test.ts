@@ -125,8 +125,9 @@ MOSQUITTO.describe('recalibrate: thresholds from one class, rolled out to that c
     }
   }, 300_000);
 
-  it('refuses an --out that exists, and a class the fleet does not have', async () => {
+  it('refuses a missing flag, an --out that exists, and a class the fleet does not have', async () => {
     const base = { fleet: FLEET, bundle, data: FMNIST, targetLatency: '8ms', db: path.join(dir, 'fleet.db'), key, broker: broker.url, files: path.join(dir, 'files'), dryRun: true };
+    await expect(recalibrateCommand({ ...base, class: 'rpi4', bundle: undefined as unknown as string }, { out: () => undefined, err: () => undefined })).rejects.toThrow(/missing --bundle/);
     await expect(recalibrateCommand({ ...base, class: 'rpi4', out: bundle }, { out: () => undefined, err: () => undefined })).rejects.toThrow(/--out: already exists/);
     await expect(recalibrateCommand({ ...base, class: 'jetson-nano', out: path.join(dir, 'bundle-jetson') }, { out: () => undefined, err: () => undefined })).rejects.toThrow(/jetson-nano/);
   }, 120_000);

@@ -84,6 +84,14 @@ async function copyBundle(from: string, to: string): Promise<void> {
   await fsp.cp(from, to, { recursive: true, errorOnExist: true, force: false });
 }
 
+const REQUIRED = [['fleet', '--fleet yard'], ['class', '--class rpi4'], ['bundle', '--bundle build/branchy.tar'], ['data', '--data calibration/fashion-mnist'], ['targetLatency', '--target-latency 5ms'], ['key', '--key ops.key'], ['broker', '--broker mqtt://broker']] as const;
+
+function requireFlags(o: RecalibrateOptions): void {
+  const missing = REQUIRED.filter(([k]) => typeof o[k] !== 'string' || o[k] === '');
+  if (missing.length)
+    throw new InputError(formatProblem({ where: 'recalibrate', message: `missing ${missing.map(([, ex]) => ex.split(' ')[0]).join(', ')}`, fix: `e.g. ${missing.map(([, ex]) => ex).join(' ')}` }));
+}
+
 /**
  * Calibrate against one class's fleet latency, sign, and roll the thresholds-only update out to
  * that class.
@@ -95,6 +103,7 @@ async function copyBundle(from: string, to: string): Promise<void> {
  * ```
  */
 export async function recalibrateCommand(o: RecalibrateOptions, io: CliIO): Promise<{ calibration: CalibrationReport; update: ThresholdsOnlyUpdate; rollout: RolloutRecord | ClassPlan[] }> {
+  requireFlags(o);
   const out = o.out ?? defaultOut(o.bundle, o.class);
   await copyBundle(o.bundle, out);
   const calibration = await calibrateCommand(
