@@ -4,7 +4,9 @@
 // server, so neither the reply nor the page grows with the fleet), per-class aggregates, and the
 // classes drifting from their calibration. Clicking a device fetches /api/devices/<id>/windows and
 // draws its p95 latency and joules per inference over time (with on-device accuracy and the latest
-// temperature where devices report them), the exit-rate histogram and the online state. All text goes in through textContent, because
+// temperature where devices report them), the exit-rate histogram and the online state. Rollouts
+// (/api/rollouts, the newest few) show per class their waves, gate values and reasons and how many
+// devices are in each phase. All text goes in through textContent, because
 // bundle names come from devices. The script is plain browser JS kept in its own string (no
 // backticks or template holes inside) so http.ts can allow exactly it by hash in the CSP.
 
@@ -261,6 +263,57 @@ function render(t, qs) {
   if (fresh) selectedRow = fresh;
 }
 
+// ---- rollouts from /api/rollouts: per class its waves, gate values and reasons, device phases ----
+
+var PHASES = ['waiting', 'updating', 'updated', 'failed', 'rolling-back', 'rolled-back', 'rollback-failed', 'skipped'];
+
+function stepText(s) {
+  var when = s.passedAt !== null ? 'passed' : s.doneAt !== null ? 'done, gates pending' : s.openedAt !== null ? 'open' : 'not opened';
+  return s.name + ' (' + s.devices + '): ' + when;
+}
+
+function gateItem(g) {
+  return el('li', { class: 'gate gate-' + g.verdict, 'data-gate': g.gate, 'data-verdict': g.verdict, 'data-value': g.value === null ? '' : String(g.value) }, g.gate + ' ' + g.verdict + ': ' + g.reason);
+}
+
+function rolloutClassRow(c) {
+  var tr = el('tr', { 'data-class': c['class'], 'data-status': c.status });
+  cell(tr, 'class', c['class'], c['class']);
+  cell(tr, 'status', c.status + (c.reason ? ': ' + c.reason : ''), c.status).className = 'rstatus rstatus-' + c.status;
+  cell(tr, 'current', c.current === null ? '-' : c.current, c.current);
+  var steps = cell(tr, 'steps', '', c.steps.length);
+  var ol = el('ol', { class: 'steps' });
+  c.steps.forEach(function (s) {
+    var li = el('li', { 'data-step': s.name }, stepText(s));
+    if (s.gates.length) { var ul = el('ul', { class: 'gates' }); s.gates.forEach(function (g) { ul.appendChild(gateItem(g)); }); li.appendChild(ul); }
+    ol.appendChild(li);
+  });
+  steps.appendChild(ol);
+  PHASES.forEach(function (p) { var n = c.phases[p] || 0; cell(tr, 'phase-' + p, n ? String(n) : '', n); });
+  return tr;
+}
+
+function rolloutSection(r) {
+  var box = el('section', { class: 'rollout', 'data-rollout': r.id, 'data-status': r.status });
+  box.appendChild(el('h3', {}, 'rollout ' + r.id + ' · fleet ' + r.fleet + ' · ' + r.target.model.name + ' ' + r.target.model.version + ' (' + r.target.bundle.slice(0, 12) + ') · ' + r.status + (r.reason ? ': ' + r.reason : '')));
+  box.appendChild(el('p', { class: 'meta' }, r.devices + ' devices, ' + r.touched + ' sent the bundle · started ' + time(r.createdAt) + ' UTC · updated ' + time(r.updatedAt) + ' UTC'));
+  var t = el('table', { class: 'rollout-classes' });
+  var head = el('tr');
+  ['class', 'status', 'current step', 'steps and gates'].concat(PHASES).forEach(function (h) { head.appendChild(el('th', {}, h)); });
+  t.appendChild(el('thead')).appendChild(head);
+  var body = t.appendChild(el('tbody'));
+  r.classes.forEach(function (c) { body.appendChild(rolloutClassRow(c)); });
+  box.appendChild(t);
+  return box;
+}
+
+function renderRollouts(api) {
+  var box = document.getElementById('rollouts');
+  box.replaceChildren.apply(box, api.rollouts.map(rolloutSection));
+  if (!api.rollouts.length) box.appendChild(el('p', { class: 'note' }, 'no rollouts recorded'));
+  else if (api.total > api.rollouts.length) box.appendChild(el('p', { class: 'note' }, 'the latest ' + api.rollouts.length + ' of ' + api.total + ' rollouts'));
+}
+
 // The charts of one device, fetched only while it is selected.
 function showDetail() {
   var box = document.getElementById('detail');
@@ -277,12 +330,13 @@ function showDetail() {
 
 function refresh() {
   var mine = ++seq, qs = query();
-  return Promise.all([getJson('api/table?' + qs), getJson('api/jobs')]).then(function (both) {
+  return Promise.all([getJson('api/table?' + qs), getJson('api/jobs'), getJson('api/rollouts')]).then(function (all) {
     if (mine !== seq) return;
-    var t = both[0];
+    var t = all[0];
     jobs = {};
-    both[1].jobs.forEach(function (j) { jobs[j.fleet + '/' + j.device] = j; });
+    all[1].jobs.forEach(function (j) { jobs[j.fleet + '/' + j.device] = j; });
     render(t, qs);
+    renderRollouts(all[2]);
     return showDetail().then(function () {
       document.getElementById('error').textContent = '';
       renders++;
@@ -353,6 +407,13 @@ export const DASHBOARD_HTML = `<!doctype html>
   #controls { display: flex; gap: .5rem; align-items: center; margin: .3rem 0; flex-wrap: wrap; }
   #filter { min-width: 18rem; }
   #detail .close { float: right; }
+  .rollout { background: #fff; border: 1px solid #dde1e7; border-radius: 6px; padding: .5rem 1rem; margin: .5rem 0; }
+  .rollout h3 { font-size: 1rem; margin: 0; }
+  .rollout td { vertical-align: top; }
+  .rollout ol.steps, .rollout ul.gates { margin: 0; padding-left: 1.2rem; }
+  .rstatus-aborted, .gate-fail { color: #a40000; font-weight: 600; }
+  .rstatus-completed, .gate-pass { color: #1a6b1a; }
+  .gate-unknown { color: #777; }
 </style>
 </head>
 <body data-state="loading">
@@ -366,6 +427,8 @@ export const DASHBOARD_HTML = `<!doctype html>
 <thead><tr><th>class</th><th>devices</th><th>online</th><th>mean p95 ms</th><th>max p95 ms</th><th>exit rates %</th><th>J/inference</th><th>accuracy %</th><th>max °C</th><th>drift</th></tr></thead>
 <tbody></tbody>
 </table>
+<h2>rollouts</h2>
+<div id="rollouts" aria-label="rollouts, newest first"></div>
 <h2>devices</h2>
 <div id="controls">
 <input id="filter" type="search" placeholder="filter: device, fleet, class or bundle" aria-label="filter devices">

@@ -190,13 +190,25 @@ export interface FleetStore {
   driftBaselines(): Promise<DriftBaseline[]>;
   /** Delete windows that ended more than `days` days before `now`; returns how many. totals() stays as it was. */
   prune(days: number, now?: number): Promise<number>;
-  /** Insert or replace a rollout's record (the driver, every tick that changed it). Leaves its command alone. */
-  saveRollout(r: RolloutRecord): Promise<void>;
+  /**
+   * Insert or replace a rollout's record (the driver, every tick that changed it). Leaves its
+   * command and lease alone. With `owner` (a driver), only while that owner holds the lease
+   * (claimRollout): false, and nothing saved, once another driver took it over.
+   */
+  saveRollout(r: RolloutRecord, owner?: string): Promise<boolean>;
   /** A rollout and its last command; null when there is no such id. */
   rollout(id: string): Promise<StoredRollout | null>;
   /** Every rollout, newest first. */
   rollouts(): Promise<RolloutRecord[]>;
   /** Record an operator command for the driver to apply; returns its number, or null when there is no such rollout. */
   commandRollout(id: string, command: RolloutCommand): Promise<number | null>;
+  /**
+   * Take or renew the lease on a rollout until `now + ttlMs`, so only one driver ticks it: true
+   * when `owner` holds it now; false when another owner holds a lease not yet expired at `now`, or
+   * there is no such rollout. One conditional update: of two claimants at once exactly one wins.
+   */
+  claimRollout(id: string, owner: string, ttlMs: number, now: number): Promise<boolean>;
+  /** Give the lease back (a driver that stops), so another driver takes the rollout at once; a no-op unless `owner` holds it. */
+  releaseRollout(id: string, owner: string): Promise<void>;
   close(): Promise<void>;
 }

@@ -1,5 +1,5 @@
 // The collector's HTTP side (node:http only): Prometheus `/metrics`, the fleet dashboard at `/`
-// and the JSON it draws from (`/api/table`, `/api/fleet`, `/api/devices/<id>/windows`). Read-only over the
+// and the JSON it draws from (`/api/table`, `/api/fleet`, `/api/rollouts`, `/api/devices/<id>/windows`). Read-only over the
 // FleetStore. A bad request gets a 4xx that says what was wrong; no request can take the
 // collector down, since the HTTP server lives in the collector's process.
 //
@@ -17,6 +17,7 @@ import { EdgeExitError, InputError } from '../util/errors.js';
 import { DASHBOARD_HTML, DASHBOARD_SCRIPT } from './dashboard.js';
 import type { FleetStore, WindowRow } from './fleet-store.js';
 import { METRICS_CONTENT_TYPE, renderMetrics } from './metrics.js';
+import { MAX_ROLLOUTS_LIMIT, rolloutsApi } from './rollouts-api.js';
 import { fleetStatus, type DeviceStatus, type FleetStatus } from './status.js';
 
 /** Port 9464 is in Prometheus' exporter range; loopback unless the user says otherwise. */
@@ -321,6 +322,13 @@ function parseLimit(raw: string | null): number {
   return Number(raw);
 }
 
+function parseRolloutsLimit(raw: string | null): number {
+  if (raw === null) return MAX_ROLLOUTS_LIMIT;
+  if (!/^\d{1,3}$/.test(raw) || Number(raw) < 1 || Number(raw) > MAX_ROLLOUTS_LIMIT)
+    throw new HttpError(400, `bad limit ${JSON.stringify(raw)}: expected an integer from 1 to ${MAX_ROLLOUTS_LIMIT}, e.g. /api/rollouts?limit=5`);
+  return Number(raw);
+}
+
 function deviceParam(raw: string): string {
   let id: string;
   try {
@@ -390,6 +398,7 @@ async function route(method: string, rawUrl: string, store: FleetStore, now: num
   }
   if (p === '/api/table') return json(await tableApi(store, parseTableQuery(url.searchParams), now));
   if (p === '/api/jobs') return json({ jobs: jobs?.() ?? [] });
+  if (p === '/api/rollouts') return json(await rolloutsApi(store, parseRolloutsLimit(url.searchParams.get('limit')), now));
   const m = /^\/api\/devices\/([^/]*)\/windows$/.exec(p);
   if (m) {
     const device = deviceParam(m[1]!);
@@ -398,7 +407,7 @@ async function route(method: string, rawUrl: string, store: FleetStore, now: num
       throw new HttpError(404, `no device ${JSON.stringify(device)} recorded: see /api/fleet for the devices this collector knows`);
     return json(await windowsApi(store, device, limit));
   }
-  throw new HttpError(404, `no such path ${JSON.stringify(p)}: try / (dashboard), /metrics, /api/table, /api/fleet, /api/jobs or /api/devices/<id>/windows`);
+  throw new HttpError(404, `no such path ${JSON.stringify(p)}: try / (dashboard), /metrics, /api/table, /api/fleet, /api/jobs, /api/rollouts or /api/devices/<id>/windows`);
 }
 
 /**

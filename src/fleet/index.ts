@@ -43,6 +43,7 @@ export {
 export { startFileServer, type FileServer, type FileServerOptions, type FileServerStats } from './file-server.js';
 export { stageBundleFiles, publishJobs, readJobs, cancelJob, jobFinished, type StagedBundle, type FlashTarget, type DeviceJob } from './jobs.js';
 export { JobStates, MAX_JOB_DEVICES, type DeviceJobState } from './job-states.js';
+export { rolloutsApi, summarizeRollout, MAX_ROLLOUTS_LIMIT, type RolloutsApi, type RolloutSummary, type RolloutClassSummary, type RolloutStepSummary } from './rollouts-api.js';
 export { tableApi, DEFAULT_TABLE_LIMIT, MAX_TABLE_LIMIT, TABLE_SORT_KEYS, type TableApi, type TableQuery, type TableSortKey, type ClassAggregate } from './http.js';
 export { classDrift, driftFrom, baselineFromReport, classOf, DEFAULT_DRIFT_BOUNDS, type ClassDrift, type BaselineInput } from './drift.js';
 export { fleetLatencyProfile, parseFleetSource, FLEET_LATENCY_DEFAULTS, type FleetLatencyOptions } from './fleet-latency.js';

@@ -792,9 +792,10 @@ class PgFleetStore implements FleetStore {
 
   // ---- Rollouts (pg-rollouts.ts). Lease methods: see there.
 
-  async saveRollout(r: RolloutRecord): Promise<void> {
-    await this.ro.saveRollout(r);
+  saveRollout(r: RolloutRecord, owner?: string): Promise<boolean> {
+    return this.ro.saveRollout(r, owner);
   }
+
 
   rollout(id: string): Promise<StoredRollout | null> {
     return this.ro.rollout(id);
@@ -808,7 +809,15 @@ class PgFleetStore implements FleetStore {
     return this.ro.commandRollout(id, command);
   }
 
-  /** Rollout leases for several drivers (not in FleetStore yet; see pg-rollouts.ts). */
+  claimRollout(id: string, owner: string, ttlMs: number, now: number): Promise<boolean> {
+    return this.ro.claimRollout(id, owner, ttlMs, now);
+  }
+
+  releaseRollout(id: string, owner: string): Promise<void> {
+    return this.ro.releaseRollout(id, owner);
+  }
+
+  /** Rollout leases for several drivers, with the work queue and owner-checked saves (see pg-rollouts.ts). */
   get rolloutLeases(): Pick<PgRollouts, 'claimRollout' | 'claimNextRollout' | 'releaseRollout' | 'saveRollout'> {
     return this.ro;
   }

@@ -6,6 +6,7 @@
 // a job saved but not yet acknowledged by the broker is sent again (under a new job id, so a
 // device that did get the first one is not confused by a second run).
 import { randomUUID, type KeyObject } from 'node:crypto';
+import os from 'node:os';
 import { decodeJobState, jobFilters, jobTopics, signJob, type Job } from '../agent/job-protocol.js';
 import type { MqttConnection } from '../telemetry/mqtt/client.js';
 import { parseTopic } from '../telemetry/payloads.js';
@@ -74,6 +75,8 @@ export interface CreateRolloutOptions {
   /** Bundles devices may go back to (their files must be where the file servers read). */
   previous: readonly BundleInfo[];
   spec: RolloutSpec;
+  /** Only devices of these hardware classes (a class-specific update, e.g. `recalibrate`); every class when absent. */
+  classes?: readonly string[];
   id?: string;
   now?: number;
 }
@@ -83,11 +86,18 @@ export interface CreateRolloutOptions {
  *
  * @example const { plan } = await planFromStore(store, 'lab', target.bundle, spec);
  */
-export async function planFromStore(store: FleetStore, fleet: string, target: string, spec: RolloutSpec): Promise<{ plan: ClassPlan[]; devices: FleetDevice[]; unknown: string[] }> {
-  const { devices, unknown } = await fleetDevices(store, fleet);
-  if (devices.length === 0)
-    throw new InputError(formatProblem({ where: `fleet ${fleet}`, message: 'no device with a birth in the fleet store', expected: 'devices that reported (their birth names their hardware class)', got: unknown.length ? `${unknown.length} devices without a birth` : 'none', fix: 'run `edgeexit collect --db <file>` while the devices run, and pass that --db' }));
-  return { plan: planRollout(devices, target, spec), devices, unknown };
+export async function planFromStore(store: FleetStore, fleet: string, target: string, spec: RolloutSpec, classes?: readonly string[]): Promise<{ plan: ClassPlan[]; devices: FleetDevice[]; unknown: string[] }> {
+  const all = await fleetDevices(store, fleet);
+  if (all.devices.length === 0)
+    throw new InputError(formatProblem({ where: `fleet ${fleet}`, message: 'no device with a birth in the fleet store', expected: 'devices that reported (their birth names their hardware class)', got: all.unknown.length ? `${all.unknown.length} devices without a birth` : 'none', fix: 'run `edgeexit collect --db <file>` while the devices run, and pass that --db' }));
+  if (!classes) return { plan: planRollout(all.devices, target, spec), ...all };
+  // Devices without a birth cannot be in a named class: they are left out, not listed as unknown.
+  const devices = all.devices.filter((d) => classes.includes(d.class));
+  if (devices.length === 0) {
+    const known = [...new Set(all.devices.map((d) => d.class))].sort().join(', ');
+    throw new InputError(formatProblem({ where: `--class ${classes.join(',')}`, message: `no device of ${classes.length === 1 ? 'that class' : 'those classes'} in fleet ${fleet}`, got: `classes ${known}`, fix: 'name a class the fleet has (see `edgeexit fleet status`)' }));
+  }
+  return { plan: planRollout(devices, target, spec), devices, unknown: [] };
 }
 
 /**
@@ -102,7 +112,7 @@ export async function planFromStore(store: FleetStore, fleet: string, target: st
  */
 export async function createRollout(o: CreateRolloutOptions): Promise<RolloutRecord> {
   const now = o.now ?? Date.now();
-  const { plan, devices } = await planFromStore(o.store, o.fleet, o.target.bundle, o.spec);
+  const { plan, devices } = await planFromStore(o.store, o.fleet, o.target.bundle, o.spec, o.classes);
   const baselines: Record<string, CohortStats | null> = {};
   for (const c of plan) {
     const members = devices.filter((d) => d.class === c.class).map((d) => ({ device: d.device, since: now - o.spec.windowMs }));
@@ -126,6 +136,10 @@ export interface RolloutDriverOptions {
   id: string;
   /** Between ticks (default 500 ms). */
   tickMs?: number;
+  /** This driver's name in the rollout's lease (default host, process id and a random part). */
+  owner?: string;
+  /** How long a claim holds without renewal (default the larger of 30 s and 20 ticks): a driver that died is taken over after it. */
+  leaseMs?: number;
   onLog?: (line: string) => void;
   now?: () => number;
 }
@@ -145,10 +159,16 @@ export class RolloutDriver {
   private stopped = false;
   private readonly now: () => number;
   private conn: MqttConnection;
+  /** This driver's lease name (see RolloutDriverOptions.owner). */
+  readonly owner: string;
+  private readonly leaseMs: number;
+  private waiting = false;
 
   constructor(private readonly o: RolloutDriverOptions) {
     this.now = o.now ?? Date.now;
     this.conn = o.conn;
+    this.owner = o.owner ?? `${os.hostname()}-${process.pid}-${randomUUID().slice(0, 6)}`;
+    this.leaseMs = o.leaseMs ?? Math.max(30_000, 20 * (o.tickMs ?? 500));
   }
 
   /** The connection in use (a reconnect replaces the one given); the caller ends it. */
@@ -217,10 +237,21 @@ export class RolloutDriver {
     await this.conn.publish(jobTopics(r.fleet, o.device).desired, Buffer.from(JSON.stringify(signJob(job, this.o.key))), { qos: 1, retain: true });
   }
 
-  /** One tick: read, decide, save, publish, save. Returns the record as saved. */
+  /**
+   * One tick: claim the lease, read, decide, save, publish, save. Returns the record as saved, or
+   * as stored without acting when another driver holds the lease (two drivers on one rollout would
+   * both publish its jobs; the second waits and takes over once the first's lease expires).
+   */
   async tick(): Promise<RolloutRecord> {
     // Deciding on states that no longer arrive would time devices out for nothing.
     if (this.conn.closed) throw new Error('the broker connection is closed');
+    if (!(await this.o.store.claimRollout(this.o.id, this.owner, this.leaseMs, this.now()))) {
+      const held = await this.load();
+      if (!this.waiting) this.o.onLog?.(`rollout ${this.o.id}: another driver holds it; waiting until its lease (${this.leaseMs} ms without renewal) runs out`);
+      this.waiting = true;
+      return held.record;
+    }
+    this.waiting = false;
     const stored = await this.load();
     await this.subscribe(stored.record.fleet);
     const now = this.now();
@@ -228,13 +259,21 @@ export class RolloutDriver {
     const { record, orders } = advanceRollout(stored.record, { now, states: this.states, gates, ...(stored.command ? { command: stored.command } : {}) });
     // Saved before publishing: a crash in between leaves `published: false`, which the next
     // driver sends again; published only after the broker acknowledged, then saved again.
-    await this.o.store.saveRollout(record);
+    // Saved only while this driver holds the lease: one that stalled past it and was taken over
+    // saves nothing and publishes nothing (the new holder decides from the stored record).
+    if (!(await this.o.store.saveRollout(record, this.owner))) return this.lostLease();
     if (orders.length === 0) return record;
     await Promise.all(orders.map((o) => this.publish(record, o)));
     for (const o of orders) record.devices[o.device]!.published = true;
-    await this.o.store.saveRollout(record);
+    if (!(await this.o.store.saveRollout(record, this.owner))) return this.lostLease();
     this.log(record, orders);
     return record;
+  }
+
+  private async lostLease(): Promise<RolloutRecord> {
+    this.o.onLog?.(`rollout ${this.o.id}: another driver took the lease over during this tick; this one saved nothing and waits`);
+    this.waiting = true;
+    return (await this.load()).record;
   }
 
   private log(r: RolloutRecord, orders: readonly JobOrder[]): void {
@@ -263,7 +302,11 @@ export class RolloutDriver {
         }
         continue;
       }
-      if ((FINAL_ROLLOUT_STATES as readonly string[]).includes(r.status) || this.stopped) return r;
+      if ((FINAL_ROLLOUT_STATES as readonly string[]).includes(r.status) || this.stopped) {
+        // Handed back at once, so a driver started after a stop need not wait for the lease to expire.
+        await this.o.store.releaseRollout(this.o.id, this.owner);
+        return r;
+      }
       await new Promise((res) => setTimeout(res, this.o.tickMs ?? 500));
     }
   }

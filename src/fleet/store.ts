@@ -106,6 +106,10 @@ export const MIGRATIONS: readonly string[] = [
      command TEXT,
      command_seq INTEGER NOT NULL DEFAULT 0
    );`,
+  // 5 → 6: which driver holds a rollout and until when (claimRollout), so two drivers started on
+  // one rollout do not both publish its jobs. Same columns and meaning as PostgreSQL's (pg-rollouts.ts).
+  `ALTER TABLE rollouts ADD COLUMN lease_owner TEXT;
+   ALTER TABLE rollouts ADD COLUMN lease_until INTEGER;`,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;
@@ -296,10 +300,18 @@ class SqliteFleetStore implements FleetStore {
         'INSERT INTO drift_baselines (fleet, device_class, body) VALUES (?, ?, ?) ON CONFLICT (fleet, device_class) DO UPDATE SET body = excluded.body',
       ),
       baselines: db.prepare<[], { body: string }>('SELECT body FROM drift_baselines ORDER BY fleet, device_class'),
-      saveRollout: db.prepare('INSERT INTO rollouts (id, fleet, created_at, doc) VALUES (?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET doc = excluded.doc'),
+      saveRollout: db.prepare<{ id: string; fleet: string; createdAt: number; doc: string; owner: string | null }>(
+        'INSERT INTO rollouts (id, fleet, created_at, doc) VALUES (@id, @fleet, @createdAt, @doc) ON CONFLICT (id) DO UPDATE SET doc = excluded.doc WHERE @owner IS NULL OR lease_owner = @owner',
+      ),
       rollout: db.prepare<[string], { doc: string; command: string | null; command_seq: number }>('SELECT doc, command, command_seq FROM rollouts WHERE id = ?'),
       rollouts: db.prepare<[], { doc: string }>('SELECT doc FROM rollouts ORDER BY created_at DESC, id DESC'),
       commandRollout: db.prepare<[string, string], { command_seq: number }>('UPDATE rollouts SET command = ?, command_seq = command_seq + 1 WHERE id = ? RETURNING command_seq'),
+      // One conditional UPDATE: SQLite runs it under the database's write lock, so of two
+      // processes claiming at once exactly one sees the row free and takes it.
+      claimRollout: db.prepare<{ id: string; owner: string; now: number; until: number }>(
+        'UPDATE rollouts SET lease_owner = @owner, lease_until = @until WHERE id = @id AND (lease_owner IS NULL OR lease_owner = @owner OR lease_until < @now)',
+      ),
+      releaseRollout: db.prepare<[string, string]>('UPDATE rollouts SET lease_owner = NULL, lease_until = NULL WHERE id = ? AND lease_owner = ?'),
     };
   }
 
@@ -647,8 +659,8 @@ class SqliteFleetStore implements FleetStore {
     return this.now(() => this.q.prune.run(at - days * 86_400_000).changes);
   }
 
-  saveRollout(r: RolloutRecord): Promise<void> {
-    return this.now(() => void this.q.saveRollout.run(r.id, r.fleet, r.createdAt, JSON.stringify(r)));
+  saveRollout(r: RolloutRecord, owner?: string): Promise<boolean> {
+    return this.now(() => this.q.saveRollout.run({ id: r.id, fleet: r.fleet, createdAt: r.createdAt, doc: JSON.stringify(r), owner: owner ?? null }).changes > 0);
   }
 
   rollout(id: string): Promise<StoredRollout | null> {
@@ -666,6 +678,14 @@ class SqliteFleetStore implements FleetStore {
 
   commandRollout(id: string, command: RolloutCommand): Promise<number | null> {
     return this.now(() => this.q.commandRollout.get(command, id)?.command_seq ?? null);
+  }
+
+  claimRollout(id: string, owner: string, ttlMs: number, now: number): Promise<boolean> {
+    return this.now(() => this.q.claimRollout.run({ id, owner, now, until: now + ttlMs }).changes > 0);
+  }
+
+  releaseRollout(id: string, owner: string): Promise<void> {
+    return this.now(() => void this.q.releaseRollout.run(id, owner));
   }
 
   // After an open transaction ended, so a close during a batch does not cut it off.

@@ -196,7 +196,7 @@ MOSQUITTO.describe('rollouts through Mosquitto with 200 simulated devices', () =
   }, 300_000);
 
   function driveChild(id: string): { proc: ChildProcess; exited: Promise<number | null>; stderr: () => string } {
-    const proc = spawn(path.join(ROOT, 'node_modules', '.bin', 'vite-node'), [path.join(ROOT, 'test/fleet/rollout-child.ts'), 'drive', id, '--db', db, '--broker', broker.url, '--key', keyFile, '--no-serve-files', '--tick-ms', '200'], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    const proc = spawn(path.join(ROOT, 'node_modules', '.bin', 'vite-node'), [path.join(ROOT, 'test/fleet/rollout-child.ts'), 'drive', id, '--db', db, '--broker', broker.url, '--key', keyFile, '--no-serve-files', '--tick-ms', '200', '--lease', '3s'], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
     let err = '';
     proc.stdout!.resume();
     proc.stderr!.on('data', (d: Buffer) => (err += d.toString()));

@@ -9,6 +9,7 @@ import { SCHEMA_VERSION, openFleetStore, openStore, renderMetrics, type FleetSto
 import { startPostgres, type Postgres } from '../support/postgres.js';
 import { POSTGRES } from '../support/require.js';
 import { MIGRATIONS } from '../../src/fleet/store.js';
+import { DEFAULT_SPEC, newRollout, type BundleInfo } from '../../src/fleet/rollout-plan.js';
 import type { Birth, MetricsWindow } from '../../src/telemetry/index.js';
 import { BIRTH_INFO, tempDir, windowBody } from '../telemetry/mqtt/fixtures.js';
 import { parseExposition, sampleValue } from './prom-parse.js';
@@ -25,6 +26,7 @@ function databaseAt(dir: string, version: number): { file: string; old: Database
   return { file, old };
 }
 
+const ROLLOUT_TARGET: BundleInfo = { bundle: 'c'.repeat(64), model: { name: 'm', version: '1' }, manifest: { sha256: 'c'.repeat(64), bytes: 10 }, signature: { sha256: 'd'.repeat(64), bytes: 64 } };
 const birth = (device: string, bdSeq: number): Birth => ({ device, fleet: 'lab', bdSeq, seq: 0, ...BIRTH_INFO, at: 1 });
 const SHA_A = BIRTH_INFO.bundle.manifestSha256;
 const SHA_B = 'b'.repeat(64);
@@ -426,6 +428,41 @@ function contract(name: string, make: () => Promise<Kit & { cleanup(): Promise<v
       expect(one).toEqual({ device: 'far', deviceClass: 'rpi4', windowEnd: end(1), count: 10, exitHistogram: windowBody(1, 'far').exitHistogram, stages: windowBody(1, 'far').latencyMs.stages, manifestSha256: SHA_A });
     });
 
+    it('leases a rollout to one driver at a time: renewed by its holder, taken over only after it expired, handed back by release', async () => {
+      const kit = await fresh();
+      const store = kit.store;
+      const t = 1_700_000_000_000;
+      const r = newRollout({ id: 'ro-1', fleet: 'lab', target: ROLLOUT_TARGET, previous: {}, spec: DEFAULT_SPEC, plan: [], devices: [], baselines: {}, now: t });
+      await store.saveRollout(r);
+      // Two claimants at once: exactly one wins.
+      const both = await Promise.all([store.claimRollout('ro-1', 'A', 30_000, t), store.claimRollout('ro-1', 'B', 30_000, t)]);
+      expect(both.filter(Boolean)).toHaveLength(1);
+      const [holder, other] = both[0] ? ['A', 'B'] : ['B', 'A'];
+      expect(await store.claimRollout('ro-1', holder!, 30_000, t + 10_000)).toBe(true); // renewed to t + 40 s
+      expect(await store.claimRollout('ro-1', other!, 30_000, t + 35_000)).toBe(false);
+      expect(await store.claimRollout('ro-1', other!, 30_000, t + 41_000)).toBe(true); // expired: taken over
+      expect(await store.claimRollout('ro-1', holder!, 30_000, t + 42_000)).toBe(false);
+      // A release by a driver that does not hold it changes nothing; by the holder, frees it at once.
+      await store.releaseRollout('ro-1', holder!);
+      expect(await store.claimRollout('ro-1', holder!, 30_000, t + 43_000)).toBe(false);
+      await store.releaseRollout('ro-1', other!);
+      expect(await store.claimRollout('ro-1', holder!, 30_000, t + 43_000)).toBe(true);
+      expect(await store.claimRollout('no-such', 'A', 30_000, t)).toBe(false);
+      // A driver's save holds only while it holds the lease; a save without an owner always does.
+      expect(await store.saveRollout({ ...r, updatedAt: t + 1 }, other!)).toBe(false);
+      expect((await store.rollout('ro-1'))!.record.updatedAt).toBe(t);
+      expect(await store.saveRollout({ ...r, updatedAt: t + 2 }, holder!)).toBe(true);
+      expect((await store.rollout('ro-1'))!.record.updatedAt).toBe(t + 2);
+      // Saves and commands leave the lease alone, and the lease leaves the record alone.
+      expect(await store.saveRollout({ ...r, updatedAt: t + 50_000 })).toBe(true);
+      expect(await store.commandRollout('ro-1', 'pause')).toBe(1);
+      expect(await store.claimRollout('ro-1', other!, 30_000, t + 44_000)).toBe(false);
+      expect((await store.rollout('ro-1'))!.record.updatedAt).toBe(t + 50_000);
+      // The lease survives a reopen (it is in the database, not in the process).
+      const again = await kit.reopen();
+      expect(await again.claimRollout('ro-1', other!, 30_000, t + 44_000)).toBe(false);
+    });
+
     it('sets drift baselines per (fleet, class), replacing, and lists them by fleet then class', async () => {
       const { store, reopen } = await fresh();
       const b = { fleet: 'lab', deviceClass: 'rpi4', exitRates: [0.5, 0.5], p95Ms: 3, maxExitShiftPp: 10, maxLatencyRatio: 1.2, minWindows: 1, source: 's', setAt: 1 };
@@ -571,7 +608,7 @@ describe('SQLite store file: schema, WAL and upgrades', () => {
     open.push(store);
     const raw = new Database(file, { readonly: true });
     expect(raw.pragma('user_version', { simple: true })).toBe(SCHEMA_VERSION);
-    expect(SCHEMA_VERSION).toBe(5);
+    expect(SCHEMA_VERSION).toBe(6);
     expect((raw.pragma('table_info(windows)') as { name: string }[]).map((c) => c.name).slice(-5)).toEqual(['temperature_c', 'accuracy_correct', 'accuracy_labelled', 'stage_latency', 'manifest_sha256']);
     raw.close();
 

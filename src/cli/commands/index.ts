@@ -123,6 +123,12 @@ export const COMMANDS: readonly CommandEntry[] = [
     load: async (io) => (await import('./rollout.js')).rolloutModule(io),
   },
   {
+    name: 'recalibrate',
+    command: 'recalibrate',
+    describe: "Calibrate a bundle against what one hardware class of a fleet measured, sign the thresholds-only update and roll it out to that class (only the manifest moves)",
+    load: async (io) => (await import('./recalibrate.js')).recalibrateModule(io),
+  },
+  {
     name: 'collect',
     command: 'collect',
     describe: 'Collect device telemetry from MQTT into a fleet database (embedded broker unless --broker)',

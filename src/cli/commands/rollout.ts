@@ -36,12 +36,16 @@ interface DriveFlags extends BrokerFlags {
   /** Do not start a file server here (another one serves --files). */
   serveFiles?: boolean;
   tickMs?: number;
+  /** Lease duration (`30s`): a driver that stops renewing it is taken over after this long. */
+  lease?: string;
   json?: boolean;
 }
 
 export interface RolloutOptions extends DriveFlags {
   bundle: string;
   fleet: string;
+  /** Only these hardware classes (every class when absent). */
+  class?: string[];
   previous?: string[];
   canary?: string;
   waves?: string;
@@ -148,7 +152,7 @@ async function drive(o: DriveFlags, store: FleetStore, id: string, io: CliIO): P
     const password = o.password ?? process.env.EDGEEXIT_MQTT_PASSWORD;
     server = await startFileServer({ brokerUrl: o.broker, bundles: [], blobDirs: [o.files ?? DEFAULT_FILES_DIR], ...(o.username !== undefined ? { username: o.username } : {}), ...(password !== undefined ? { password } : {}), onLog: (l) => io.err(l) });
   }
-  const driver = new RolloutDriver({ store, conn: await connect(o), reconnect: () => connect(o), key, id, tickMs: o.tickMs ?? 500, onLog: (l) => io.err(l) });
+  const driver = new RolloutDriver({ store, conn: await connect(o), reconnect: () => connect(o), key, id, tickMs: o.tickMs ?? 500, ...(o.lease !== undefined ? { leaseMs: parseDuration(o.lease, '--lease') } : {}), onLog: (l) => io.err(l) });
   try {
     const final = await driver.run().catch((err: unknown) => {
       // The record is in the store, saved each tick: nothing is lost, a new driver carries on.
@@ -170,12 +174,12 @@ export async function rolloutCommand(o: RolloutOptions, io: CliIO): Promise<Roll
     const files = o.files ?? DEFAULT_FILES_DIR;
     const target = await stageBundleFiles(o.bundle, files);
     if (o.dryRun) {
-      const { plan, unknown } = await planFromStore(store, o.fleet, target.bundle, spec);
+      const { plan, unknown } = await planFromStore(store, o.fleet, target.bundle, spec, o.class);
       io.out(o.json ? JSON.stringify({ spec, plan, unknown }, null, 2) : describePlan(plan, spec, unknown));
       return plan;
     }
     const previous = await Promise.all((o.previous ?? []).map((p) => stageBundleFiles(p, files)));
-    const r = await createRollout({ store, fleet: o.fleet, target: infoOf(target), previous: previous.map(infoOf), spec });
+    const r = await createRollout({ store, fleet: o.fleet, target: infoOf(target), previous: previous.map(infoOf), spec, ...(o.class ? { classes: o.class } : {}) });
     io.err(`rollout ${r.id}: ${target.manifest.model.name} ${target.manifest.model.version} to ${Object.keys(r.devices).length} devices in ${Object.keys(r.classes).length} classes; \`edgeexit rollout status ${r.id} --db ${o.db ?? DEFAULT_DB}\``);
     return drive(o, store, r.id, io);
   });
@@ -212,14 +216,32 @@ const BROKER_OPTIONS = {
   'tls-key': { type: 'string', describe: 'PEM client key' },
 } as const;
 
-const DRIVE_OPTIONS = {
+export const DRIVE_OPTIONS = {
   ...BROKER_OPTIONS,
   db: { type: 'string', describe: `Fleet store the collector writes (default ${DEFAULT_DB})` },
   key: { type: 'string', describe: "Operator's ed25519 private key (devices trust its .pub)", demandOption: true },
   files: { type: 'string', describe: `Content-addressed folder of bundle files (default ${DEFAULT_FILES_DIR})` },
   'serve-files': { type: 'boolean', default: true, describe: 'Serve --files from here while the rollout runs (--no-serve-files: another server does)' },
   'tick-ms': { type: 'number', describe: 'Between driver ticks (default 500)' },
+  lease: { type: 'string', describe: "How long this driver's hold on the rollout lasts unrenewed: another driver waits, and takes over only after it (default 30s)" },
   json: { type: 'boolean', describe: 'Machine-readable output' },
+} as const;
+
+/** The rollout's own flags (spec, --dry-run); `recalibrate` takes them too. */
+export const ROLLOUT_SPEC_OPTIONS = {
+  canary: { type: 'string', describe: 'Canary per hardware class: 5% or a count (default 5%)' },
+  waves: { type: 'string', describe: 'Cumulative shares per class after each wave (default 10%,50%,100%)' },
+  'abort-failure-rate': { type: 'string', describe: 'Abort a class above this share failed (default 10%)' },
+  'min-devices': { type: 'number', describe: 'Finished devices before the failure rate counts (default 5)' },
+  gate: { type: 'string', array: true, describe: 'p95<1.1x, energy<1.2x, accuracy>-0.5pp, errors<5pp, exit0>-5pp (updated vs control)' },
+  window: { type: 'string', describe: 'Telemetry window after each step before its gates are judged (default 10m)' },
+  'max-concurrent': { type: 'number', describe: 'Jobs out at once (default 50)' },
+  'step-timeout': { type: 'string', describe: 'A device silent this long after its job is timed out (default 15m)' },
+  timeout: { type: 'string', describe: 'Abort the whole rollout after (default 24h)' },
+  retries: { type: 'number', describe: 'Retries of a transient failure per device (default 3)' },
+  'retry-backoff': { type: 'string', describe: 'First retry delay, doubled each time (default 30s)' },
+  'trial-ms': { type: 'number', describe: 'Trial length each device runs (default: the agent\'s)' },
+  'dry-run': { type: 'boolean', describe: 'Print the plan and stop' },
 } as const;
 
 const idArg = { type: 'string', describe: 'Rollout id (see `rollout status`)', demandOption: true } as const;
@@ -250,19 +272,8 @@ export function rolloutModule(io: CliIO): AnyCommandBody {
               .positional('bundle', { type: 'string', describe: 'Signed bundle folder or .tar', demandOption: true })
               .option('fleet', { type: 'string', describe: 'Fleet to update', demandOption: true })
               .option('previous', { type: 'string', array: true, describe: 'Bundle(s) devices run now: staged so an abort can roll them back' })
-              .option('canary', { type: 'string', describe: 'Canary per hardware class: 5% or a count (default 5%)' })
-              .option('waves', { type: 'string', describe: 'Cumulative shares per class after each wave (default 10%,50%,100%)' })
-              .option('abort-failure-rate', { type: 'string', describe: 'Abort a class above this share failed (default 10%)' })
-              .option('min-devices', { type: 'number', describe: 'Finished devices before the failure rate counts (default 5)' })
-              .option('gate', { type: 'string', array: true, describe: 'p95<1.1x, energy<1.2x, accuracy>-0.5pp, errors<5pp, exit0>-5pp (updated vs control)' })
-              .option('window', { type: 'string', describe: 'Telemetry window after each step before its gates are judged (default 10m)' })
-              .option('max-concurrent', { type: 'number', describe: 'Jobs out at once (default 50)' })
-              .option('step-timeout', { type: 'string', describe: 'A device silent this long after its job is timed out (default 15m)' })
-              .option('timeout', { type: 'string', describe: 'Abort the whole rollout after (default 24h)' })
-              .option('retries', { type: 'number', describe: 'Retries of a transient failure per device (default 3)' })
-              .option('retry-backoff', { type: 'string', describe: 'First retry delay, doubled each time (default 30s)' })
-              .option('trial-ms', { type: 'number', describe: 'Trial length each device runs (default: the agent\'s)' })
-              .option('dry-run', { type: 'boolean', describe: 'Print the plan and stop' })
+              .option('class', { type: 'string', array: true, describe: 'Only devices of this hardware class (repeat for more; default every class)' })
+              .options(ROLLOUT_SPEC_OPTIONS)
               .options(DRIVE_OPTIONS)
               .example('$0 rollout v2.tar --fleet lab --previous v1.tar --canary 5% --waves 10%,50%,100% --gate p95<1.1x --gate accuracy>-0.5pp --key ops.key --broker mqtt://broker.local --username ops', ''),
           handler: async (a: RolloutOptions) => void (await rolloutCommand(a, io)),
