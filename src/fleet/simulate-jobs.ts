@@ -4,7 +4,9 @@
 // real collector stores, and runs the jobs it is sent: it checks their signature against a trust
 // store like a real agent, "installs" after a short delay and reports each state. Faults are given
 // per bundle (so a rollback cures them): refuse it, fail its self-test, fail transiently n times,
-// or run it with latency ×k (the regression a rollout's gates must catch).
+// crash mid-install (the connection dies without a goodbye, the device comes back and resumes the
+// job, as the real agent does from its journal), download over a slow link, or run it with
+// latency ×k (the regression a rollout's gates must catch).
 import { checkSignedJob, jobTopics, type Job, type JobState, type JobStateReport } from '../agent/job-protocol.js';
 import type { TrustStore } from '../bundle/trust.js';
 import { connectMqtt, type MqttConnection } from '../telemetry/mqtt/client.js';
@@ -22,6 +24,10 @@ export interface SimJobFaults {
   transientFailures?: number;
   /** It installs and runs, with every stage this many times slower. */
   latencyX?: number;
+  /** The first n installs of it die mid-download (power lost: no clean disconnect); the device reconnects and resumes the job. */
+  crashesMidInstall?: number;
+  /** Its download takes this many times as long (a slow link). */
+  slowLinkX?: number;
 }
 
 export interface SimJobDeviceOptions {
@@ -64,6 +70,9 @@ export class SimJobDevice {
   private active: { id: string; name: string; version: string };
   private previous: string[] = [];
   private readonly failuresLeft = new Map<string, number>();
+  private readonly crashesLeft = new Map<string, number>();
+  /** Tries per job on this device (a crash and resume is a second). */
+  private readonly attempts = new Map<string, number>();
   /** Jobs that reached a final state, with the report (a redelivery is answered, never rerun). */
   private readonly done = new Map<string, JobStateReport>();
   private queue: Promise<void> = Promise.resolve();
@@ -90,6 +99,11 @@ export class SimJobDevice {
 
   get hardware(): string {
     return this.o.hardware;
+  }
+
+  /** The last job state it reported (attempts, reason). */
+  get lastReport(): JobStateReport | undefined {
+    return this.last;
   }
 
   /** The bundle it runs now. */
@@ -169,7 +183,7 @@ export class SimJobDevice {
   }
 
   private async finish(job: Job, state: JobState, reason?: string): Promise<void> {
-    const r = await this.report({ job: job.job, state, step: 'done', progress: 1, bundle: job.bundle, attempts: 1, ...(reason !== undefined ? { reason } : {}) });
+    const r = await this.report({ job: job.job, state, step: 'done', progress: 1, bundle: job.bundle, attempts: this.attempts.get(job.job) ?? 1, ...(reason !== undefined ? { reason } : {}) });
     this.done.set(job.job, r);
   }
 
@@ -186,10 +200,13 @@ export class SimJobDevice {
     if (was) return void (await this.conn.publish(jobTopics(o.fleet, o.device).state, Buffer.from(JSON.stringify(was)), { qos: 1, retain: true }));
     if (job.canceled) return this.finish(job, 'canceled', 'canceled by the operator');
     if (job.bundle === this.active.id) return this.finish(job, 'succeeded', 'this bundle is already active');
-    await this.report({ job: job.job, state: 'in-progress', step: 'download', progress: 0.3, bundle: job.bundle, attempts: 1 });
-    await new Promise((r) => setTimeout(r, o.applyMs ?? 200));
-    if (this.closed) return;
     const f = o.faults?.(job.bundle) ?? {};
+    const attempts = (this.attempts.get(job.job) ?? 0) + 1;
+    this.attempts.set(job.job, attempts);
+    await this.report({ job: job.job, state: 'in-progress', step: 'download', progress: 0.3, bundle: job.bundle, attempts });
+    await new Promise((r) => setTimeout(r, (o.applyMs ?? 200) * (f.slowLinkX ?? 1)));
+    if (this.closed) return;
+    if (this.crash(job.bundle, f)) return;
     if (f.reject) return this.finish(job, 'rejected', `incompatible with this device: bundle targets another class than ${o.hardware} (simulated)`);
     const left = this.failuresLeft.get(job.bundle) ?? f.transientFailures ?? 0;
     if (left > 0) {
@@ -205,6 +222,16 @@ export class SimJobDevice {
     await this.birth();
     this.lastWindowEnd = Date.now();
     await this.finish(job, 'succeeded');
+  }
+
+  // Power lost mid-install: the connection drops without a DISCONNECT (the broker sends the will),
+  // and the reconnect re-reads the retained job, which resumes here as its next attempt.
+  private crash(bundle: string, f: SimJobFaults): boolean {
+    const left = this.crashesLeft.get(bundle) ?? f.crashesMidInstall ?? 0;
+    if (left <= 0) return false;
+    this.crashesLeft.set(bundle, left - 1);
+    this.conn.abort();
+    return true;
   }
 
   async close(): Promise<void> {

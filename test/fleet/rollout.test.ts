@@ -60,11 +60,14 @@ MOSQUITTO.describe('rollouts through Mosquitto with 200 simulated devices', () =
     const trust = await loadTrustStore(path.join(dir, 'trust'));
     const profiles = new Map(await Promise.all(CLASSES.map(async (c) => [c, await loadSimProfile(c)] as const)));
     // The bad class runs V2 twice as slow; two devices elsewhere lose their first download of V2,
-    // one fails its self-test (permanent: not retried, 1 of 67 stays under the failure rate).
+    // one fails its self-test (permanent: not retried, 1 of 67 stays under the failure rate), one
+    // loses power mid-install and resumes the job when it is back, one downloads over a slow link.
     const faults = (id: string, cls: string) => (b: string): SimJobFaults | undefined => {
       if (b === V2.bundle && cls === BAD_CLASS) return { latencyX: 2 };
       if (b === V2.bundle && (id === 'rpi4-0010' || id === 'jetson-nano-0020')) return { transientFailures: 1 };
       if (b === V2.bundle && id === 'rpi4-0030') return { selfTestFails: true };
+      if (b === V2.bundle && id === 'rpi4-0040') return { crashesMidInstall: 1 };
+      if (b === V2.bundle && id === 'jetson-nano-0045') return { slowLinkX: 8 };
       return undefined;
     };
     const starts: Promise<SimJobDevice>[] = [];
@@ -129,6 +132,13 @@ MOSQUITTO.describe('rollouts through Mosquitto with 200 simulated devices', () =
     // The two devices whose first download broke off were retried and made it.
     expect(final.devices['rpi4-0010']).toMatchObject({ phase: 'updated', attempt: 2 });
     expect(final.devices['jetson-nano-0020']).toMatchObject({ phase: 'updated', attempt: 2 });
+    // Where those devices exist (EDGEEXIT_ROLLOUT_DEVICES may lower N): the crashed one resumed its
+    // job on the same attempt of the driver's and reported its own second try; the slow one made it.
+    if (N >= 200) {
+      expect(final.devices['rpi4-0040']).toMatchObject({ phase: 'updated', attempt: 1 });
+      expect(devices.find((d) => d.id === 'rpi4-0040')!.lastReport?.attempts).toBe(2);
+      expect(final.devices['jetson-nano-0045']).toMatchObject({ phase: 'updated' });
+    }
     expect(Object.values(final.devices).filter((d) => d.phase === 'rolled-back').length).toBe(touched.length);
 
     const lines: string[] = [];
