@@ -3,30 +3,19 @@
 // content-addressed --files folder that file servers read, and publishes one signed, retained job
 // per device; with --wait it also serves the files itself and waits for every device's verdict.
 // jobs reads the devices' retained job states; jobs cancel republishes a job canceled.
-import { connectMqtt, type MqttConnection } from '../../telemetry/mqtt/client.js';
-import { readTls } from '../../telemetry/device.js';
 import { loadPrivateKey } from '../../bundle/signing.js';
 import { parseDeviceRef } from '../../fleet/broker-auth.js';
-import { startFileServer } from '../../fleet/file-server.js';
 import { cancelJob, jobFinished, publishJobs, readJobs, stageBundleFiles, type DeviceJob, type FlashTarget } from '../../fleet/jobs.js';
 import type { Job } from '../../agent/job-protocol.js';
 import { checkId } from '../../telemetry/payloads.js';
 import { EdgeExitError, InputError, formatProblem } from '../../util/errors.js';
 import type { CliIO } from '../io.js';
 import { defineCommand, type AnyCommandBody } from '../command.js';
+import { BROKER_OPTIONS, connectOperator, serveOperatorFiles, type BrokerFlags } from '../operator-broker.js';
 import { table } from '../format.js';
 
 /** Where flash puts bundle files by hash when --files is not given. */
 export const DEFAULT_FILES_DIR = 'edgeexit-files';
-
-interface BrokerFlags {
-  broker: string;
-  username?: string;
-  password?: string;
-  tlsCa?: string;
-  tlsCert?: string;
-  tlsKey?: string;
-}
 
 export interface FlashOptions extends BrokerFlags {
   bundle: string;
@@ -49,20 +38,6 @@ export interface JobsOptions extends BrokerFlags {
   json?: boolean;
 }
 
-async function connect(o: BrokerFlags, role: string): Promise<MqttConnection> {
-  if (typeof o.broker !== 'string') throw new InputError(formatProblem({ where: '--broker', expected: 'the fleet broker URL', got: 'nothing', fix: 'add --broker mqtt://host:1883' }));
-  const password = o.password ?? process.env.EDGEEXIT_MQTT_PASSWORD;
-  const tls = await readTls({ ca: o.tlsCa, cert: o.tlsCert, key: o.tlsKey });
-  return connectMqtt({
-    url: o.broker,
-    clientId: `edgeexit-${role}-${process.pid}-${Math.random().toString(36).slice(2, 8)}`,
-    connectTimeoutMs: 10_000,
-    ...(o.username !== undefined ? { username: o.username } : {}),
-    ...(password !== undefined ? { password } : {}),
-    ...(tls ? { tls } : {}),
-  });
-}
-
 /** --to refs and the devices of --group (those that report a job state: every agent with --root does). */
 async function targetsOf(o: FlashOptions): Promise<FlashTarget[]> {
   const out = new Map<string, FlashTarget>();
@@ -72,7 +47,7 @@ async function targetsOf(o: FlashOptions): Promise<FlashTarget[]> {
   }
   if (o.group !== undefined) {
     checkId('fleet', o.group);
-    const conn = await connect(o, 'flash-group');
+    const conn = await connectOperator(o, 'flash-group');
     try {
       for (const d of await readJobs(conn, { fleet: o.group })) if (d.state) out.set(`${d.fleet}/${d.device}`, { fleet: d.fleet, device: d.device });
     } finally {
@@ -97,18 +72,11 @@ export function describeJobs(devices: readonly DeviceJob[], json = false): strin
 }
 
 async function waitForJobs(o: FlashOptions, jobs: readonly Job[], io: CliIO): Promise<DeviceJob[]> {
-  const server = await startFileServer({
-    brokerUrl: o.broker,
-    bundles: [],
-    blobDirs: [o.files ?? DEFAULT_FILES_DIR],
-    ...(o.username !== undefined ? { username: o.username } : {}),
-    ...((o.password ?? process.env.EDGEEXIT_MQTT_PASSWORD) !== undefined ? { password: o.password ?? process.env.EDGEEXIT_MQTT_PASSWORD } : {}),
-    onLog: (l) => io.err(l),
-  });
+  const server = await serveOperatorFiles(o, o.files ?? DEFAULT_FILES_DIR, (l) => io.err(l));
   const deadline = Date.now() + (o.waitTimeout ?? 600) * 1000;
   try {
     for (;;) {
-      const conn = await connect(o, 'flash-wait');
+      const conn = await connectOperator(o, 'flash-wait');
       const all = await readJobs(conn).finally(() => conn.end());
       const mine = all.filter((d) => jobs.some((j) => j.fleet === d.fleet && j.device === d.device));
       if (mine.length === jobs.length && mine.every((d) => jobFinished(d, jobs[0]!.job))) return mine;
@@ -126,7 +94,7 @@ export async function flashCommand(o: FlashOptions, io: CliIO): Promise<Job[]> {
   const key = await loadPrivateKey(o.key);
   const staged = await stageBundleFiles(o.bundle, o.files ?? DEFAULT_FILES_DIR);
   io.err(`flash: ${staged.manifest.model.name} ${staged.manifest.model.version} (${staged.bundle.slice(0, 12)}): ${staged.written} files (${staged.bytes} bytes) added to ${o.files ?? DEFAULT_FILES_DIR}`);
-  const conn = await connect(o, 'flash');
+  const conn = await connectOperator(o, 'flash');
   let jobs: Job[];
   try {
     jobs = await publishJobs(conn, staged, targets, key, { ...(o.rollback ? { rollback: true } : {}), ...(o.trialMs !== undefined ? { trialMs: o.trialMs } : {}), ...(o.timeout !== undefined ? { timeoutS: o.timeout } : {}) });
@@ -146,7 +114,7 @@ export async function flashCommand(o: FlashOptions, io: CliIO): Promise<Job[]> {
 }
 
 export async function jobsCommand(o: JobsOptions, io: CliIO): Promise<DeviceJob[]> {
-  const conn = await connect(o, 'jobs');
+  const conn = await connectOperator(o, 'jobs');
   try {
     const devices = await readJobs(conn, o.fleet !== undefined ? { fleet: o.fleet } : {});
     io.out(describeJobs(devices, o.json));
@@ -158,7 +126,7 @@ export async function jobsCommand(o: JobsOptions, io: CliIO): Promise<DeviceJob[
 
 export async function jobsCancelCommand(o: Omit<JobsOptions, 'json'> & { id: string; key: string }, io: CliIO): Promise<DeviceJob[]> {
   const key = await loadPrivateKey(o.key);
-  const conn = await connect(o, 'jobs-cancel');
+  const conn = await connectOperator(o, 'jobs-cancel');
   try {
     const hit = await cancelJob(conn, await readJobs(conn, o.fleet !== undefined ? { fleet: o.fleet } : {}), o.id, key);
     io.out(`canceled ${o.id} on ${hit.map((d) => `${d.fleet}/${d.device}`).join(', ')}; devices that finished keep their state`);
@@ -167,15 +135,6 @@ export async function jobsCancelCommand(o: Omit<JobsOptions, 'json'> & { id: str
     await conn.end();
   }
 }
-
-const BROKER_OPTIONS = {
-  broker: { type: 'string', describe: 'The fleet broker (MQTT 5 for file transfer: Mosquitto)', demandOption: true },
-  username: { type: 'string', describe: 'MQTT user name (an operator: `edgeexit fleet enroll --operator <name>`)' },
-  password: { type: 'string', describe: 'MQTT password (or set EDGEEXIT_MQTT_PASSWORD, which `ps` does not show)' },
-  'tls-ca': { type: 'string', describe: 'PEM CA the broker certificate must chain to' },
-  'tls-cert': { type: 'string', describe: 'PEM client certificate' },
-  'tls-key': { type: 'string', describe: 'PEM client key' },
-} as const;
 
 export function flashModule(io: CliIO): AnyCommandBody {
   return defineCommand({

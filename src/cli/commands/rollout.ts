@@ -4,9 +4,7 @@
 // fleet store (--db), so `status` and the pause/resume/abort commands work from any shell while a
 // driver runs, and `drive <id>` starts a driver again after the first one died.
 import { loadPrivateKey } from '../../bundle/signing.js';
-import { readTls } from '../../telemetry/device.js';
-import { connectMqtt, type MqttConnection } from '../../telemetry/mqtt/client.js';
-import { startFileServer, type FileServer } from '../../fleet/file-server.js';
+import type { FileServer } from '../../fleet/file-server.js';
 import { stageBundleFiles, type StagedBundle } from '../../fleet/jobs.js';
 import { RolloutDriver, createRollout, planFromStore } from '../../fleet/rollout.js';
 import { DEFAULT_SPEC, parseCanary, parseDuration, parseGate, parsePercent, parseWaves, type BundleInfo, type ClassPlan, type RolloutRecord, type RolloutSpec } from '../../fleet/rollout-plan.js';
@@ -17,17 +15,9 @@ import { defineCommand, type AnyCommandBody } from '../command.js';
 import type { CliIO } from '../io.js';
 import { table } from '../format.js';
 import { DEFAULT_FILES_DIR } from './flash.js';
+import { BROKER_OPTIONS, connectOperator, serveOperatorFiles, type BrokerFlags } from '../operator-broker.js';
 
 const DEFAULT_DB = 'fleet.db';
-
-interface BrokerFlags {
-  broker: string;
-  username?: string;
-  password?: string;
-  tlsCa?: string;
-  tlsCert?: string;
-  tlsKey?: string;
-}
 
 interface DriveFlags extends BrokerFlags {
   db?: string;
@@ -60,19 +50,6 @@ export interface RolloutOptions extends DriveFlags {
   retryBackoff?: string;
   trialMs?: number;
   dryRun?: boolean;
-}
-
-async function connect(o: BrokerFlags): Promise<MqttConnection> {
-  const password = o.password ?? process.env.EDGEEXIT_MQTT_PASSWORD;
-  const tls = await readTls({ ca: o.tlsCa, cert: o.tlsCert, key: o.tlsKey });
-  return connectMqtt({
-    url: o.broker,
-    clientId: `edgeexit-rollout-${process.pid}-${Math.random().toString(36).slice(2, 8)}`,
-    connectTimeoutMs: 10_000,
-    ...(o.username !== undefined ? { username: o.username } : {}),
-    ...(password !== undefined ? { password } : {}),
-    ...(tls ? { tls } : {}),
-  });
 }
 
 /** The spec from the flags (defaults: DEFAULT_SPEC). */
@@ -149,10 +126,9 @@ async function drive(o: DriveFlags, store: FleetStore, id: string, io: CliIO): P
   const key = await loadPrivateKey(o.key);
   let server: FileServer | undefined;
   if (o.serveFiles !== false) {
-    const password = o.password ?? process.env.EDGEEXIT_MQTT_PASSWORD;
-    server = await startFileServer({ brokerUrl: o.broker, bundles: [], blobDirs: [o.files ?? DEFAULT_FILES_DIR], ...(o.username !== undefined ? { username: o.username } : {}), ...(password !== undefined ? { password } : {}), onLog: (l) => io.err(l) });
+    server = await serveOperatorFiles(o, o.files ?? DEFAULT_FILES_DIR, (l) => io.err(l));
   }
-  const driver = new RolloutDriver({ store, conn: await connect(o), reconnect: () => connect(o), key, id, tickMs: o.tickMs ?? 500, ...(o.lease !== undefined ? { leaseMs: parseDuration(o.lease, '--lease') } : {}), onLog: (l) => io.err(l) });
+  const driver = new RolloutDriver({ store, conn: await connectOperator(o, 'rollout'), reconnect: () => connectOperator(o, 'rollout'), key, id, tickMs: o.tickMs ?? 500, ...(o.lease !== undefined ? { leaseMs: parseDuration(o.lease, '--lease') } : {}), onLog: (l) => io.err(l) });
   try {
     const final = await driver.run().catch((err: unknown) => {
       // The record is in the store, saved each tick: nothing is lost, a new driver carries on.
@@ -206,15 +182,6 @@ export async function rolloutControlCommand(o: { db?: string; id: string }, comm
 export async function rolloutDriveCommand(o: DriveFlags & { id: string }, io: CliIO): Promise<RolloutRecord> {
   return withStore(o.db, (store) => drive(o, store, o.id, io));
 }
-
-const BROKER_OPTIONS = {
-  broker: { type: 'string', describe: 'The fleet broker', demandOption: true },
-  username: { type: 'string', describe: 'MQTT user name (an operator)' },
-  password: { type: 'string', describe: 'MQTT password (or EDGEEXIT_MQTT_PASSWORD)' },
-  'tls-ca': { type: 'string', describe: 'PEM CA the broker certificate must chain to' },
-  'tls-cert': { type: 'string', describe: 'PEM client certificate' },
-  'tls-key': { type: 'string', describe: 'PEM client key' },
-} as const;
 
 export const DRIVE_OPTIONS = {
   ...BROKER_OPTIONS,
