@@ -8,7 +8,7 @@ import type { FileServer } from '../../fleet/file-server.js';
 import { stageBundleFiles, type StagedBundle } from '../../fleet/jobs.js';
 import { RolloutDriver, createRollout, planFromStore } from '../../fleet/rollout.js';
 import { DEFAULT_SPEC, parseCanary, parseDuration, parseGate, parsePercent, parseWaves, type BundleInfo, type ClassPlan, type RolloutRecord, type RolloutSpec } from '../../fleet/rollout-plan.js';
-import { openFleetStore } from '../../fleet/store.js';
+import { openStore } from '../../fleet/open.js';
 import type { FleetStore, RolloutCommand } from '../../fleet/fleet-store.js';
 import { EdgeExitError, InputError, formatProblem } from '../../util/errors.js';
 import { defineCommand, type AnyCommandBody } from '../command.js';
@@ -114,7 +114,7 @@ export function describeRollout(r: RolloutRecord): string {
 }
 
 async function withStore<T>(db: string | undefined, fn: (s: FleetStore) => Promise<T>): Promise<T> {
-  const store = openFleetStore(db ?? DEFAULT_DB, { mustExist: true });
+  const store = await openStore(db ?? DEFAULT_DB, { mustExist: true });
   try {
     return await fn(store);
   } finally {
