@@ -23,10 +23,11 @@ import { AsyncLocalStorage } from 'node:async_hooks';
 import type { Pool, PoolClient } from 'pg';
 import type { Birth, Death, MetricsWindow } from '../telemetry/payloads.js';
 import { seqStep } from './seq.js';
+import { parseStages, stagesJson } from './stage-text.js';
 import { InputError } from '../util/errors.js';
 import { PgRollouts, PG_ROLLOUTS_MIGRATION } from './pg-rollouts.js';
 import type { RolloutRecord } from './rollout-plan.js';
-import { COUNTER_NAMES, type BirthOutcome, type CounterName, type Counters, type DeathOutcome, type DeviceRow, type DeviceTotals, type DriftBaseline, type FleetStore, type RolloutCommand, type StoredRollout, type StageLatencyQuery, type StageLatencyWindow, type StageQuantiles, type WindowOutcome, type WindowRow } from './fleet-store.js';
+import { COUNTER_NAMES, type BirthOutcome, type CounterName, type Counters, type DeathOutcome, type DeviceRow, type DeviceTotals, type DriftBaseline, type FleetStore, type RolloutCommand, type StoredRollout, type StageLatencyQuery, type StageLatencyWindow, type WindowOutcome, type WindowRow } from './fleet-store.js';
 
 const DAY_MS = 86_400_000;
 /** Days of partitions kept ready ahead of today (windows may arrive a few minutes early at most). */
@@ -254,15 +255,6 @@ interface WindowDbRow {
 }
 
 const WINDOW_COLUMNS = 'device, id, bd_seq, seq, window_start, window_end, count, exit_histogram, latency_p50, latency_p95, latency_p99, joules, mean_watts, energy_source, dropped_windows, received_at, temperature_c, accuracy_correct, accuracy_labelled, stage_latency, manifest_sha256';
-
-// Stage quantiles as compact rows [p50, p95, p99], the same text the SQLite store keeps; NULL for none.
-function stagesJson(stages: readonly StageQuantiles[]): string | null {
-  return stages.length ? JSON.stringify(stages.map((q) => [q.p50, q.p95, q.p99])) : null;
-}
-
-function parseStages(text: string): StageQuantiles[] {
-  return (JSON.parse(text) as [number, number, number][]).map(([p50, p95, p99]) => ({ p50, p95, p99 }));
-}
 
 // What the windows just inserted add to the running totals and exit sums, in the same statement,
 // so a window another collector stored first (ON CONFLICT DO NOTHING) adds nothing.

@@ -14,9 +14,10 @@ import path from 'node:path';
 import Database from 'better-sqlite3';
 import type { Birth, Death, MetricsWindow } from '../telemetry/payloads.js';
 import { seqStep } from './seq.js';
+import { parseStages, stagesJson } from './stage-text.js';
 import { InputError } from '../util/errors.js';
 import type { RolloutRecord } from './rollout-plan.js';
-import { COUNTER_NAMES, type CounterName, type RolloutCommand, type StoredRollout, type BirthOutcome, type Counters, type DeathOutcome, type DeviceRow, type DeviceTotals, type FleetStore, type WindowOutcome, type WindowRow, type StageLatencyQuery, type StageLatencyWindow, type StageQuantiles, type DriftBaseline } from './fleet-store.js';
+import { COUNTER_NAMES, type CounterName, type RolloutCommand, type StoredRollout, type BirthOutcome, type Counters, type DeathOutcome, type DeviceRow, type DeviceTotals, type FleetStore, type WindowOutcome, type WindowRow, type StageLatencyQuery, type StageLatencyWindow, type DriftBaseline } from './fleet-store.js';
 
 export * from './fleet-store.js';
 
@@ -163,15 +164,6 @@ function migrate(db: Database.Database, file: string): void {
   while (step.immediate()) {
     // one migration per transaction, until the schema is current
   }
-}
-
-// Stage quantiles as compact rows [p50, p95, p99]; NULL for a window that carried none.
-function stagesJson(stages: readonly { p50: number; p95: number; p99: number }[]): string | null {
-  return stages.length ? JSON.stringify(stages.map((q) => [q.p50, q.p95, q.p99])) : null;
-}
-
-function parseStages(text: string): StageQuantiles[] {
-  return (JSON.parse(text) as [number, number, number][]).map(([p50, p95, p99]) => ({ p50, p95, p99 }));
 }
 
 /** A device's state inside one transaction; `add` is what its stored windows add to the running totals. */
