@@ -10,8 +10,11 @@
 // time per image (process.cpuUsage around the calls: on a shared machine it leaves out the time
 // other processes hold the core), and ratios of both.
 //
-// Each split bundle also runs opened with `fused` (loadBundle: the stages as one If-graph session,
-// exit decided inside it, batch 1): 'fused, last exit' and 'fused early exit' rows, same thresholds.
+// 'split, last exit' is the split bundle opened as a device opens it (thresholds null run on the
+// stages joined into one session, model/chain-graph.ts); 'staged, last exit' is the same bundle
+// with `chain: false`, stage by stage as before. Each split bundle also runs opened with `fused`
+// (the stages as one If-graph session, exit decided inside it, batch 1; `chain: false` so its
+// last-exit row is the If-graph's): 'fused, last exit' and 'fused early exit' rows, same thresholds.
 //
 // Side by side with other code: `--compile-only DIR` compiles the same bundles into DIR and stops
 // (run it from a checkout of the old code, e.g. `git worktree add /tmp/base main`, copying this
@@ -121,7 +124,7 @@ interface Variant {
   side: string;
   model: ModelKey;
   prec: PrecKey;
-  kind: 'unsplit' | 'split, last exit' | 'early exit' | 'fused, last exit' | 'fused early exit';
+  kind: 'unsplit' | 'split, last exit' | 'staged, last exit' | 'early exit' | 'fused, last exit' | 'fused early exit';
   runner: BundleRunner;
   lat: number;
   cpuMs: number;
@@ -130,7 +133,7 @@ interface Variant {
   exitCounts: number[];
 }
 const variants: Variant[] = [];
-const open = (dir: string, fused = false): Promise<BundleRunner> => loadBundle(dir, { device: 'x86-host', threads: 1, allowUnsigned: true, fused });
+const open = (dir: string, o: { fused?: boolean; chain?: boolean } = {}): Promise<BundleRunner> => loadBundle(dir, { device: 'x86-host', threads: 1, allowUnsigned: true, ...o });
 for (const s of sides) {
   for (const m of MODELS) {
     for (const p of PRECISIONS) {
@@ -139,9 +142,11 @@ for (const s of sides) {
       const base = { side: s.side, model: m.key, prec: p.key, lat: 0, cpuMs: 0, correct: 0, count: 0, exitCounts: [] as number[] };
       variants.push({ ...base, kind: 'unsplit', runner: unsplit }, { ...base, kind: 'split, last exit', runner: split, exitCounts: [] });
       if (m.calibrated) variants.push({ ...base, kind: 'early exit', runner: split, exitCounts: [] });
-      // The same split bundle opened with `fused` (one If-graph session per image at batch 1); new code only.
+      // The same split bundle stage by stage (both sides), and opened with `fused` (one If-graph session per image at batch 1; new code only).
+      const staged = await open(path.join(s.dir, bundleName(m.key, p.key, true)), { chain: false });
+      variants.push({ ...base, kind: 'staged, last exit', runner: staged, exitCounts: [] });
       if (s.side === 'new') {
-        const fused = await open(path.join(s.dir, bundleName(m.key, p.key, true)), true);
+        const fused = await open(path.join(s.dir, bundleName(m.key, p.key, true)), { fused: true, chain: false });
         variants.push({ ...base, kind: 'fused, last exit', runner: fused, exitCounts: [] });
         if (m.calibrated) variants.push({ ...base, kind: 'fused early exit', runner: fused, exitCounts: [] });
       }
@@ -199,11 +204,19 @@ for (const s of sides) {
       const l = find(s.side, m.key, p.key, 'split, last exit')!;
       const stages = l.runner.manifest.stages.length;
       const f = find(s.side, m.key, p.key, 'fused, last exit');
-      splitRows.push([s.side, m.key, p.key, String(stages), us(mean(u)), us(mean(l)), ratio(mean(l), mean(u)), us(cpu(u)), us(cpu(l)), ratio(cpu(l), cpu(u)), f ? us(cpu(f)) : '—', f ? ratio(cpu(f), cpu(u)) : '—', f ? ratio(mean(f), mean(u)) : '—']);
+      const g = find(s.side, m.key, p.key, 'staged, last exit');
+      const cells = (v: Variant | undefined): string[] => (v ? [us(cpu(v)), ratio(cpu(v), cpu(u)), ratio(mean(v), mean(u))] : ['—', '—', '—']);
+      splitRows.push([s.side, m.key, p.key, String(stages), us(mean(u)), us(mean(l)), ratio(mean(l), mean(u)), us(cpu(u)), us(cpu(l)), ratio(cpu(l), cpu(u)), ...cells(g), ...cells(f)]);
     }
   }
 }
-out.push(table(['code', 'model', 'precision', 'stages', 'unsplit µs (mean latencyMs)', 'split, last exit µs', 'split / unsplit', 'unsplit CPU µs/img', 'split CPU µs/img', 'split / unsplit (CPU)', 'fused CPU µs/img', 'fused / unsplit (CPU)', 'fused / unsplit (mean)'], splitRows), '');
+out.push(
+  table(
+    ['code', 'model', 'precision', 'stages', 'unsplit µs (mean latencyMs)', 'split, last exit µs', 'split / unsplit', 'unsplit CPU µs/img', 'split CPU µs/img', 'split / unsplit (CPU)', 'staged CPU µs/img', 'staged / unsplit (CPU)', 'staged / unsplit (mean)', 'fused CPU µs/img', 'fused / unsplit (CPU)', 'fused / unsplit (mean)'],
+    splitRows,
+  ),
+  '',
+);
 
 out.push(`### Early exit (thresholds within ${maxDropPp} pp of the last exit on the calibration images) vs the unsplit float model`, '');
 const eeRows: string[][] = [];
@@ -243,7 +256,7 @@ if (baselineDir) {
   out.push('### New code / old code, same variant (< 1: faster now)', '');
   const rows: string[][] = [];
   for (const v of variants.filter((w) => w.side === 'new')) {
-    const o = find('old', v.model, v.prec, v.kind.startsWith('fused') ? (v.kind === 'fused early exit' ? 'early exit' : 'split, last exit') : v.kind)!;
+    const o = find('old', v.model, v.prec, v.kind === 'fused early exit' ? 'early exit' : v.kind === 'fused, last exit' ? 'staged, last exit' : v.kind)!;
     rows.push([v.model, v.prec, v.kind, us(mean(o)), us(mean(v)), ratio(mean(v), mean(o)), us(cpu(o)), us(cpu(v)), ratio(cpu(v), cpu(o)), `${((acc(v) - acc(o)) * 100).toFixed(2)}`]);
   }
   out.push(table(['model', 'precision', 'variant', 'old µs', 'new µs', 'new / old', 'old CPU µs', 'new CPU µs', 'new / old (CPU)', 'Δ top-1 pp (new − old)'], rows), '');

@@ -10,10 +10,10 @@
 // one. Names a stage keeps private are prefixed with its index, since two stage files may reuse a
 // name for different tensors; names in a stage's inputs/outputs are the chain's hand-over names
 // and mean the same tensor everywhere.
-import { createHash } from 'node:crypto';
-import { create, toBinary } from '@bufbuild/protobuf';
+import { create } from '@bufbuild/protobuf';
 import { UnsupportedError } from '../util/errors.js';
 import { OnnxModel, DataType, type GraphProto, type NodeProto, type TensorProto, type ValueInfoProto } from '../onnx/index.js';
+import { copyStage, newKnown, type Known, type StageModel } from './stage-copy.js';
 import {
   AttributeProtoSchema,
   AttributeProto_AttributeType,
@@ -45,12 +45,7 @@ export const IF_GRAPH_IO = Object.freeze({
 export const IF_GRAPH_REUSED = 'edgeexit/reused-nodes';
 
 /** One compiled stage as the manifest describes it, with its model. */
-export interface IfGraphStage {
-  model: OnnxModel;
-  inputs: readonly string[];
-  /** The exit's logits first, then what the stage hands on. */
-  outputs: readonly string[];
-}
+export type IfGraphStage = StageModel;
 
 // The decision nodes need opset 13: GreaterOrEqual (12) and Softmax over one axis (13; before, it flattened).
 const MIN_OPSET = 13;
@@ -78,71 +73,6 @@ function node(op: string, inputs: string[], outputs: string[], attrs: Record<str
 
 function int64Scalar(name: string, v: number, dims: number[] = []): TensorProto {
   return create(TensorProtoSchema, { name, dataType: DataType.INT64, dims: dims.map(BigInt), int64Data: [BigInt(v)] });
-}
-
-/**
- * What earlier stages computed, visible to every later stage (they sit in enclosing scopes): a
- * stage that recomputes an earlier stage's trunk (the compiler's `recompute`) reuses those
- * values instead of computing them again. Keys are the node's op, attributes and (resolved)
- * inputs, weights by their bytes.
- */
-interface Known {
-  nodes: Map<string, string[]>;
-  /** Nodes left out because an earlier stage computed the same value. */
-  reused: number;
-}
-
-function weightKey(t: TensorProto): string {
-  return createHash('sha256').update(toBinary(TensorProtoSchema, create(TensorProtoSchema, { ...t, name: '' }))).digest('base64');
-}
-
-function nodeKey(n: NodeProto, inputs: readonly string[]): string {
-  const attrs = n.attribute.map((a) => Buffer.from(toBinary(AttributeProtoSchema, a)).toString('base64')).join(',');
-  return `${n.domain}|${n.opType}|${attrs}|${inputs.join(',')}|${n.output.length}`;
-}
-
-/**
- * Copy stage k's nodes and weights, private names prefixed, hand-over names kept; a node an
- * earlier stage already computed is left out and its value reused. Weights are never shared
- * across stages: onnxruntime sees a value from an enclosing scope as a runtime input, not a
- * constant, and then fuses neither Q/DQ groups nor NCHWc convolutions around it; so nodes are
- * matched by their weights' bytes and each kept node reads its own stage's copy.
- */
-function stageBody(stage: IfGraphStage, k: number, known: Known): { nodes: NodeProto[]; initializers: TensorProto[]; reused: number } {
-  const g = stage.model.graph;
-  const shared = new Set([...stage.inputs, ...stage.outputs]);
-  const alias = new Map<string, string>();
-  const rename = (n: string): string => (n === '' || shared.has(n) ? n : `s${k}/${n}`);
-  const resolve = (n: string): string => alias.get(n) ?? rename(n);
-  const weightIds = new Map(g.initializer.map((t) => [t.name, `w:${weightKey(t)}`]));
-  const nodes: NodeProto[] = [];
-  let reused = 0;
-  for (const n of g.node) {
-    if (n.attribute.some((a) => a.type === AttributeProto_AttributeType.GRAPH || a.type === AttributeProto_AttributeType.GRAPHS)) {
-      throw new UnsupportedError(`stage ${k}: node '${n.name}' (${n.opType}) holds a subgraph; the fused If-graph form takes stages without control flow`);
-    }
-    const inputs = n.input.map(resolve);
-    const key = nodeKey(n, n.input.map((i, j) => weightIds.get(i) ?? inputs[j]!));
-    // A DequantizeLinear is never taken from an enclosing scope: onnxruntime fuses a Q/DQ group
-    // into an int8 kernel only when the whole group sits in one graph.
-    const earlier = n.opType === 'DequantizeLinear' ? undefined : known.nodes.get(key);
-    if (earlier) {
-      reused++;
-      n.output.forEach((o, i) => {
-        if (o === '') return;
-        // A hand-over name keeps its name (later stages read it): an Identity of the earlier value.
-        if (shared.has(o)) nodes.push(node('Identity', [earlier[i]!], [o]));
-        else alias.set(o, earlier[i]!);
-      });
-      continue;
-    }
-    const outputs = n.output.map(rename);
-    nodes.push(create(NodeProtoSchema, { ...n, name: `s${k}/${n.name}`, input: inputs, output: outputs }));
-    known.nodes.set(key, outputs);
-  }
-  const read = new Set(nodes.flatMap((n) => n.input));
-  const initializers = g.initializer.filter((t) => read.has(rename(t.name))).map((t) => create(TensorProtoSchema, { ...t, name: rename(t.name) }));
-  return { nodes, initializers, reused };
 }
 
 /** Nodes that score exit k (max softmax probability at temperature) and compare it with its threshold. */
@@ -179,8 +109,7 @@ function chainFrom(stages: readonly IfGraphStage[], k: number, classes: number, 
   // The outermost If writes the graph outputs itself (no Identity after it: one node less per call).
   const top = k === 0;
   const stage = stages[k]!;
-  const body = stageBody(stage, k, known);
-  known.reused += body.reused;
+  const body = copyStage(stage, k, known, { reuseDequantize: false });
   const exitName = stage.outputs[0]!;
   if (k === stages.length - 1) {
     const done = leave(exitName, k, classes);
@@ -212,7 +141,7 @@ function chainFrom(stages: readonly IfGraphStage[], k: number, classes: number, 
 export function buildIfGraph(stages: readonly IfGraphStage[], opts: { input: string; classes: number; source?: string }): OnnxModel {
   if (stages.length < 2) throw new UnsupportedError(`the fused If-graph form needs a chain of at least 2 stages, got ${stages.length}`);
   const first = stages[0]!.model;
-  const known: Known = { nodes: new Map(), reused: 0 };
+  const known = newKnown();
   const chain = chainFrom(stages, 0, opts.classes, known);
   const inputVi = first.graph.input.find((v) => v.name === opts.input);
   if (!inputVi) throw new UnsupportedError(`stage 0 has no input '${opts.input}' (it has ${first.graph.input.map((v) => v.name).join(', ')})`);

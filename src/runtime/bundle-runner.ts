@@ -16,6 +16,7 @@ import { InputError, UnsupportedError, formatProblem } from '../util/errors.js';
 import { createSession, type ModelSession } from '../backends/onnxruntime.js';
 import { decodeModel, encodeModel } from '../onnx/index.js';
 import { buildIfGraph } from '../model/if-graph.js';
+import { buildChainGraph } from '../model/chain-graph.js';
 import { blankInput, inputShapeOf, makeClassify } from './classify.js';
 import type { RunnerFamily } from './families/family.js';
 import { runnerFamily } from './families/registry.js';
@@ -61,6 +62,14 @@ export interface LoadBundleOptions {
    * Other calls run the stages as usual. Default false.
    */
   fused?: boolean;
+  /**
+   * Multi-exit bundles of 2+ stages: run calls whose thresholds are null (every sample to the
+   * last exit) on the stages joined into one session that computes the last exit only
+   * (model/chain-graph.ts), opened at the first such call (at load for a bundle without
+   * thresholds): no per-stage calls, hand-overs or exit heads before the last. It holds one
+   * more session's memory once opened. Default true.
+   */
+  chain?: boolean;
 }
 
 /** Where the sessions run: the device profile used, its providers and threads after the options. */
@@ -162,6 +171,28 @@ async function openFusedSession(manifest: Manifest, files: LoadedBundle, at: Pla
   });
 }
 
+/**
+ * Opens the joined-chain session from the verified bytes at first need (see
+ * LoadBundleOptions.chain); a chain that cannot be joined is said in one line and the stages
+ * run as usual.
+ */
+function chainOpener(manifest: Manifest, files: LoadedBundle, at: Placement, source: string, warn: (l: string) => void): () => Promise<ModelSession | undefined> {
+  return async () => {
+    try {
+      const stages = manifest.stages.map((s) => ({ model: decodeModel(files.files.get(s.file)!), inputs: s.inputs, outputs: s.outputs }));
+      const chain = buildChainGraph(stages, { source: `${source} (chain)` });
+      return await createSession(encodeModel(chain), {
+        ...(at.eps ? { executionProviders: at.eps } : {}),
+        ...(at.threads !== undefined ? { intraOpNumThreads: at.threads } : {}),
+        onWarning: () => {},
+      });
+    } catch (err) {
+      warn(`warn: ${source}: could not join the stages into one session (${err instanceof Error ? err.message : String(err)}); runs to the last exit go stage by stage`);
+      return undefined;
+    }
+  };
+}
+
 async function closeAll(sessions: readonly ModelSession[]): Promise<void> {
   await Promise.all(sessions.map((s) => s.close()));
 }
@@ -179,12 +210,18 @@ function checkClassCounts(source: string, manifest: Manifest, family: RunnerFami
 }
 
 /** The family's runner over open sessions, warmed up unless told not to; closes the sessions when that fails. */
-async function buildRunner(source: string, verified: VerifyResult, family: RunnerFamily, sessions: ModelSession[], at: Placement, warmup: boolean, warn: (line: string) => void, fused?: ModelSession): Promise<BundleRunner> {
+async function buildRunner(source: string, verified: VerifyResult, family: RunnerFamily, sessions: ModelSession[], at: Placement, warmup: boolean, warn: (line: string) => void, extra: { fused?: ModelSession; openChain?: () => Promise<ModelSession | undefined> }): Promise<BundleRunner> {
   const manifest = verified.manifest;
+  const { fused, openChain } = extra;
   const all = fused ? [...sessions, fused] : sessions;
+  let runner: ReturnType<RunnerFamily['build']> | undefined;
+  const close = async (): Promise<void> => {
+    await runner?.close?.();
+    await closeAll(all);
+  };
   try {
     checkClassCounts(source, manifest, family, sessions);
-    const runner = family.build({ source, manifest, sessions, ...(fused ? { fused } : {}) });
+    runner = family.build({ source, manifest, sessions, ...(fused ? { fused } : {}), ...(openChain ? { openChain } : {}) });
     const shape = inputShapeOf(manifest);
     // onnxruntime allocates and plans on a session's first run (measured ~7 ms vs ~0.3 ms after,
     // fmnist-branchy on x86); without this the first image's latency would be mostly start-up.
@@ -197,10 +234,10 @@ async function buildRunner(source: string, verified: VerifyResult, family: Runne
       executionProviders: sessions[0]?.executionProviders ?? [],
       threads: at.threads,
       classify: makeClassify(source, manifest, runner, shape, warn),
-      close: () => closeAll(all),
+      close,
     };
   } catch (err) {
-    await closeAll(all);
+    await close();
     throw err;
   }
 }
@@ -241,5 +278,6 @@ export async function loadBundle(pathOrTar: string, opts: LoadBundleOptions = {}
       throw err;
     }
   }
-  return buildRunner(pathOrTar, verified, family, sessions, at, opts.warmup ?? true, warn, fused);
+  const openChain = opts.chain !== false && manifest.kind === 'multi-exit' && manifest.stages.length >= 2 ? chainOpener(manifest, files, at, pathOrTar, warn) : undefined;
+  return buildRunner(pathOrTar, verified, family, sessions, at, opts.warmup ?? true, warn, { ...(fused ? { fused } : {}), ...(openChain ? { openChain } : {}) });
 }

@@ -47,7 +47,11 @@ export interface Prediction {
   exit: number;
   /** Multi-exit: the stage's exit tensor; cbnet: the exit point ('classifier<-image' | 'classifier<-converter'). */
   exitName: string;
-  /** Run time of each stage the sample went through; with batches, the batch's run of that stage. */
+  /**
+   * Run time of each stage the sample went through; with batches, the batch's run of that stage.
+   * Empty when a call with thresholds null ran the stages joined into one session (loadBundle's
+   * `chain`): there is then no time per stage, only latencyMs.
+   */
   stageLatencyMs: number[];
   /** cbnet only: what each stageLatencyMs entry ran ('classifier<-image', 'converter', 'classifier<-converter'). */
   runs?: CbnetRunName[];

@@ -92,8 +92,9 @@ describe('loadBundle + classify (fmnist-branchy, fp32)', () => {
       expect(x.label).toBe(runner.manifest.labels[x.classIndex]);
       expect(x.exitName).toBe('exit_2');
       expect(x.name).toBe(images[i]);
-      expect(x.stageLatencyMs).toHaveLength(3);
-      expect(x.latencyMs).toBeGreaterThanOrEqual(x.stageLatencyMs.reduce((a, b) => a + b, 0) - 1e-9);
+      // The stages ran joined into one session (loadBundle's `chain`): no time per stage.
+      expect(x.stageLatencyMs).toEqual([]);
+      expect(x.latencyMs).toBeGreaterThan(0);
     });
     expect(r.exitCounts).toEqual([0, 0, images.length]);
     expect(r.timing.batches).toBe(1);

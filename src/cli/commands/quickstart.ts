@@ -152,7 +152,7 @@ export async function quickstartCommand(opts: QuickstartOptions, io: CliIO): Pro
     const acc = (r: typeof full): number => r.items.filter((it) => it.ok && it.classIndex === labels[it.index]).length / labels.length;
     const rows = [
       ['unsplit model (one session, last exit only)', one],
-      ['split bundle, every sample to the last exit', full],
+      ['split bundle, every sample to the last exit (stages joined into one session)', full],
       [`early exit (thresholds ${early.thresholds?.map((t) => t.toFixed(3)).join(', ')})`, early],
     ] as const;
     const x = (base: typeof full, r: typeof full): string => `${(base.timing.cascadeMs / r.timing.cascadeMs).toFixed(2)}x`;

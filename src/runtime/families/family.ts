@@ -44,6 +44,8 @@ export interface FamilyRunner<P extends ExitPlan = ExitPlan> {
   runBatch(batch: TensorData, plan: P): Promise<BatchResult>;
   /** Run every stage once on `blank` ([1, c, h, w] zeros), so that onnxruntime plans before the first real image. */
   warmup(blank: TensorData): Promise<void>;
+  /** Close the sessions the runner opened itself (the stage sessions are the bundle runner's). */
+  close?(): Promise<void>;
 }
 
 /** What a family's runner is built from. */
@@ -55,6 +57,12 @@ export interface FamilyContext {
   sessions: readonly ModelSession[];
   /** Multi-exit only, when loadBundle's `fused`: the stages as one batch-1 If-graph (model/if-graph.ts). */
   fused?: ModelSession;
+  /**
+   * Multi-exit only, unless loadBundle's `chain` is false: opens the stages joined into one
+   * session that computes the last exit (model/chain-graph.ts), or gives undefined (having said
+   * why in one line) when they cannot be joined. Called at most once, on first need.
+   */
+  openChain?: () => Promise<ModelSession | undefined>;
 }
 
 /** A model family as the runtime sees it: checks on its manifest, and how its runner is built. */

@@ -1,7 +1,10 @@
 // Multi-exit bundles: stages run in manifest order, each ending in an exit; a sample leaves at the
 // first exit whose score clears its threshold (see cascade.ts). With loadBundle's `fused`, a
 // batch of one image under the max-prob metric runs on the stages fused into one If-graph
-// instead (model/if-graph.ts): one onnxruntime call, the exit decided inside the graph.
+// instead (model/if-graph.ts): one onnxruntime call, the exit decided inside the graph. A call
+// whose thresholds are null (no sample leaves early) runs the stages joined into one session that
+// computes the last exit only (model/chain-graph.ts), opened at the first such call: a split
+// bundle run to its last exit then does the unsplit model's work, with no stage boundary.
 import { performance } from 'node:perf_hooks';
 import type { TensorData } from '../../backends/image.js';
 import type { ModelSession, PlainTensor } from '../../backends/onnxruntime.js';
@@ -59,7 +62,34 @@ async function runFused(fused: ModelSession, inputName: string, image: TensorDat
   };
 }
 
-function build({ source, manifest, sessions, fused }: FamilyContext): FamilyRunner {
+/**
+ * The whole batch through the joined chain; every sample leaves at the last exit, whose stage the
+ * batch's time is booked to. Samples carry no per-stage times (stageLatencyMs empty): the stages
+ * ran as one, and a 0 for the stages before would be a time nobody measured.
+ */
+async function runChain(chain: ModelSession, inputName: string, exit: string, batch: TensorData, plan: ExitPlan): Promise<BatchResult> {
+  const m = batch.dims[0] ?? 0;
+  const K = plan.exitNames.length;
+  const t0 = performance.now();
+  const out = await chain.run({ [inputName]: batch }, [exit]);
+  const ms = performance.now() - t0;
+  const logits = out[exit];
+  if (!logits || logits.dims.length !== 2 || logits.dims[0] !== m) {
+    throw new UnsupportedError(`joined stages: exit '${exit}' has dims [${logits?.dims.join(',') ?? ''}], expected [${m}, classes]`);
+  }
+  const c = logits.dims[1]!;
+  const probs = probsFor(c);
+  const stageMs = plan.exitNames.map((_, k) => (k === K - 1 ? ms : 0));
+  const samples: BatchResult['samples'] = new Array(m);
+  const stageLatencyMs: number[] = [];
+  for (let r = 0; r < m; r++) {
+    const score = scoreRow(plan.policy.policy, logits.data as ArrayLike<number>, r * c, c, plan.policy.temperatures[K - 1]!, probs);
+    samples[r] = { classIndex: scored.classIndex, confidence: scored.confidence, score, exit: K - 1, stageLatencyMs, latencyMs: ms };
+  }
+  return { samples, stageMs, totalMs: ms, overheadMs: 0 };
+}
+
+function build({ source, manifest, sessions, fused, openChain }: FamilyContext): FamilyRunner {
   // Built once: the cascade keys its per-stage fetch lists on this array.
   const stages: CascadeStage[] = manifest.stages.map((s, k) => ({
     inputs: s.inputs,
@@ -70,6 +100,23 @@ function build({ source, manifest, sessions, fused }: FamilyContext): FamilyRunn
   }));
   const exitNames = manifest.stages.map((s) => s.exit);
   const inputName = manifest.input.name;
+  const lastExit = exitNames[exitNames.length - 1]!;
+  // Opened once, at the first call that needs it, and run once on a blank image right away so
+  // that onnxruntime's first-run planning does not land on a real image.
+  let chain: Promise<ModelSession | undefined> | undefined;
+  const chainFor = (blank: TensorData): Promise<ModelSession | undefined> =>
+    (chain ??= (async () => {
+      const s = await openChain!();
+      if (s) await s.run({ [inputName]: { data: new Float32Array(blank.data.length / (blank.dims[0] || 1)), dims: [1, ...blank.dims.slice(1)] } }, [lastExit]);
+      return s;
+    })());
+  const runBatch = async (batch: TensorData, plan: ExitPlan): Promise<BatchResult> => {
+    if (plan.policy.thresholds === null && openChain && stages.length > 1) {
+      const s = await chainFor(batch);
+      if (s) return runChain(s, inputName, lastExit, batch, plan);
+    }
+    return fused && batch.dims[0] === 1 && plan.policy.policy.metric === 'max-prob' ? runFused(fused, inputName, batch, plan) : runCascade(stages, inputName, batch, plan.policy);
+  };
   return {
     plan(o): ExitPlan {
       if (o.policy !== undefined) {
@@ -84,12 +131,17 @@ function build({ source, manifest, sessions, fused }: FamilyContext): FamilyRunn
       const { thresholds, temperatures } = manifest.exitPolicy;
       return { policy: resolvePlanPolicy(manifest, o, { exitNames, thresholds, temperatures }), exitNames };
     },
-    runBatch: (batch, plan) =>
-      fused && batch.dims[0] === 1 && plan.policy.policy.metric === 'max-prob' ? runFused(fused, inputName, batch, plan) : runCascade(stages, inputName, batch, plan.policy),
+    runBatch,
     async warmup(blank) {
       const plan = { policy: resolveExitPolicy('max-prob', null, exitNames.map(() => 1), exitNames), exitNames };
       await runCascade(stages, inputName, blank, plan.policy);
       if (fused) await runFused(fused, inputName, blank, plan);
+      // A bundle without thresholds runs every call to the last exit: open the chain now.
+      if (manifest.exitPolicy.thresholds === null && openChain && stages.length > 1) await chainFor(blank);
+    },
+    async close() {
+      const s = await chain?.catch(() => undefined);
+      await s?.close();
     },
   };
 }
