@@ -331,7 +331,7 @@ async function quantize(
   const floatStages = floatStagesFor(plan, device);
   const notes = [
     ...quantization.warnings,
-    ...floatStages.map((k) => `stage ${k} (${plan.stages[k]!.file}) kept float: it hands nothing on and holds ${((plan.stages[k]!.macs / plan.stages.reduce((a, s) => a + s.macs, 0)) * 100).toFixed(1)} % of the MACs, too few for int8 to pay on ${device.cpu.arch} (see floatStagesFor)`),
+    ...floatStages.map((k) => `stage ${k} (${plan.stages[k]!.file}) kept float: it hands nothing on and has ${(plan.stages[k]!.macs / 1e6).toFixed(2)}M MACs, under the ${(INT8_STAGE_MIN_MACS[device.cpu.arch]! / 1e6).toFixed(2)}M at which int8 pays on ${device.cpu.arch} (see floatStagesFor)`),
     ...q.keptFloat.map((k) => `kept '${k.node}' (${k.op}, stage ${k.stage}) float: ${k.reason}`),
     ...cal.notes,
   ];
@@ -355,20 +355,26 @@ export function handsOverCodes(scheme: QuantScheme): boolean {
 }
 
 /**
- * Stages of an int8 chain left float whole on x64 CPUs: a stage that hands nothing on (recomputed,
- * see `chooseRecompute`) and holds at most `maxShare` of the MACs. onnxruntime's int8 path on x86
- * pays per stage for quantising the image, two NHWC transposes and requantising every output,
- * which such a stage's MACs do not earn back: fmnist-branchy's stage 0 alone took about twice its
- * fp32 time there, and most images leave at its exit. Arm keeps int8 (not timed on a Pi yet).
+ * Per CPU architecture: the MACs below which a stage that hands nothing on runs faster float than
+ * int8, so an int8 chain keeps it float whole. onnxruntime's int8 path on x86 pays per stage for
+ * quantising the image, two NHWC transposes and requantising every output, which a stage this
+ * small does not earn back (docs/benchmarks.md: int8 slower at 0.14M and 0.35M MACs, faster at
+ * 2.8M). Arm keeps int8 (not timed on a Pi yet).
+ */
+export const INT8_STAGE_MIN_MACS: Readonly<Partial<Record<string, number>>> = Object.freeze({ x64: 1_000_000 });
+
+/**
+ * Stages of an int8 chain left float whole: a stage that hands nothing on (recomputed, see
+ * `chooseRecompute`) and has fewer MACs than INT8_STAGE_MIN_MACS gives for the device's CPU;
+ * most images leave at such a stage's exit, so its speed is what early exit runs at.
  *
  * @example
  * floatStagesFor(plan, x86Host); // [0] for fmnist-branchy
  */
-export function floatStagesFor(plan: Pick<StagesPlan, 'stages' | 'carryParams'>, device: Pick<CompileEnv['device'], 'cpu'>, maxShare = 0.05): number[] {
-  if (device.cpu.arch !== 'x64' || plan.carryParams === false) return [];
-  const total = plan.stages.reduce((a, s) => a + s.macs, 0);
+export function floatStagesFor(plan: Pick<StagesPlan, 'stages' | 'carryParams'>, device: Pick<CompileEnv['device'], 'cpu'>, minMacs = INT8_STAGE_MIN_MACS[device.cpu.arch]): number[] {
+  if (minMacs === undefined || plan.carryParams === false) return [];
   const last = plan.stages.length - 1;
-  return plan.stages.flatMap((s, k) => (k < last && s.outputs.length === 1 && total > 0 && s.macs / total <= maxShare ? [k] : []));
+  return plan.stages.flatMap((s, k) => (k < last && s.outputs.length === 1 && s.macs < minMacs ? [k] : []));
 }
 
 /** The error of an int8 compile that stays over budget, naming each exit and what was kept float. */

@@ -98,9 +98,15 @@ describe('int8 hand-over between stages (fmnist-branchy, every stage handing on)
 describe('floatStagesFor: tiny stages that hand nothing on stay float in x64 int8 chains', () => {
   const stage = (macs: number, outputs: string[]) => ({ macs, outputs }) as never;
   const plan = { carryParams: true, stages: [stage(144_000, ['exit_0']), stage(2_800_000, ['exit_1', 'c1']), stage(2_800_000, ['exit_2'])] };
-  it('fmnist-branchy-shaped: stage 0 (2.5 % of the MACs, recomputed) on x64; nothing on arm64 or for a pair compiled apart', async () => {
+  it('fmnist-branchy-shaped: stage 0 (recomputed, under 1M MACs) on x64; nothing on arm64 or for a pair compiled apart', async () => {
     const { floatStagesFor } = await import('../../../src/compiler/pipeline.js');
     expect(floatStagesFor(plan, { cpu: { arch: 'x64' } } as never)).toEqual([0]);
+    // v1.1.0's stage 0 with its conv head (0.35M MACs, 6 % of the model) is still small enough.
+    const v11 = { ...plan, stages: [stage(352_000, ['exit_0']), ...plan.stages.slice(1)] };
+    expect(floatStagesFor(v11, { cpu: { arch: 'x64' } } as never)).toEqual([0]);
+    // A stage that hands nothing on but is large stays int8.
+    const big = { ...plan, stages: [stage(1_500_000, ['exit_0']), ...plan.stages.slice(1)] };
+    expect(floatStagesFor(big, { cpu: { arch: 'x64' } } as never)).toEqual([]);
     expect(floatStagesFor(plan, { cpu: { arch: 'arm64' } } as never)).toEqual([]);
     expect(floatStagesFor({ ...plan, carryParams: false }, { cpu: { arch: 'x64' } } as never)).toEqual([]);
     // A tiny stage that hands tensors on stays int8 (its reader expects what it hands over), and so does the last.
