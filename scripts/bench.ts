@@ -157,10 +157,11 @@ const bundles = {
   wideQ: await build('wide-rpi4-int8', wideModel, 'rpi4', 'int8'),
   // The same kind of CBNet in front of the wide backbone: its converter is small next to that backbone.
   cbnetWF: await build('wide-cbnet-x86-fp32', wideCbnetModel, 'x86-host', 'fp32', undefined, wideModel),
+  cbnetWQ: await build('wide-cbnet-rpi4-int8', wideCbnetModel, 'rpi4', 'int8', undefined, wideModel),
 };
 noteLoad('compiled');
 const calibrations: Record<string, CalibrationReport> = {};
-for (const key of ['branchyF', 'branchyQ', 'cbnetF', 'cbnetQ', 'wideF', 'wideQ', 'cbnetWF'] as const) {
+for (const key of ['branchyF', 'branchyQ', 'cbnetF', 'cbnetQ', 'wideF', 'wideQ', 'cbnetWF', 'cbnetWQ'] as const) {
   const t0 = performance.now();
   calibrations[key] = await calibrate({
     bundle: bundles[key],
@@ -213,6 +214,7 @@ const runners = {
   wideF: await open(bundles.wideF),
   wideQ: await open(bundles.wideQ),
   cbnetWF: await open(bundles.cbnetWF),
+  cbnetWQ: await open(bundles.cbnetWQ),
 };
 
 noteLoad('hybrid swept');
@@ -242,8 +244,8 @@ const variants: Variant[] = [
     opts: { thresholds: calibrations.branchyF!.thresholds, temperatures: calibrations.branchyF!.temperatures },
     baseline: 'full float',
   },
-  // The same, with stage 0 recomputed by stage 1 whatever --recompute auto picks (auto counts the exit
-  // head's MACs in stage 0's share, so a heavier exit-0 head can tip it into handing over).
+  // The same, with stage 0 recomputed by stage 1 whatever --recompute auto picks (auto weighs stage 0's
+  // trunk, without its exit head, against the model's MACs).
   {
     name: 'early-exit float, stage 0 recomputed (--recompute 0)',
     bundle: 'branchyR',
@@ -256,6 +258,8 @@ const variants: Variant[] = [
   { name: 'wide: early-exit int8', bundle: 'wideQ', opts: {}, baseline: 'wide: full float' },
   { name: 'wide: CBNet float', bundle: 'cbnetWF', opts: { policy: 'cbnet' as CbnetPolicy }, baseline: 'wide: full float' },
   { name: 'wide: hybrid float', bundle: 'cbnetWF', opts: { policy: 'hybrid' as CbnetPolicy }, baseline: 'wide: full float' },
+  { name: 'wide: CBNet int8', bundle: 'cbnetWQ', opts: { policy: 'cbnet' as CbnetPolicy }, baseline: 'wide: full float' },
+  { name: 'wide: hybrid int8', bundle: 'cbnetWQ', opts: { policy: 'hybrid' as CbnetPolicy }, baseline: 'wide: full float' },
 ];
 const variantNamed = (name: string): Variant => variants.find((v) => v.name === name)!;
 // Map the runner's class index to the dataset's label index (the zoo spells labels as folder names).
@@ -530,7 +534,7 @@ out.push(
   '',
 );
 out.push(mdTable(['variant', 'input', 'batch', 'top-1', 'mean ms/img', 'p50', 'p95', 'p99', 'img/s', 'speed-up vs its full float', 'model p50, same calls', 'end-to-end p50 / model p50', 'preprocess share', 'mJ/inference (model)'], e2eRows), '');
-const cal = (k: 'branchyF' | 'branchyQ' | 'branchyT' | 'cbnetF' | 'cbnetQ' | 'wideF' | 'wideQ' | 'cbnetWF'): string => {
+const cal = (k: 'branchyF' | 'branchyQ' | 'branchyT' | 'cbnetF' | 'cbnetQ' | 'wideF' | 'wideQ' | 'cbnetWF' | 'cbnetWQ'): string => {
   const c = calibrations[k]!;
   return `thresholds ${c.thresholds.join(', ')} (temperatures ${c.temperatures.join(', ')}); measured stage ms ${c.latency.stageMs.map((x) => x.toFixed(3)).join(', ')}; held-out ${pct(c.achieved.accuracy)} vs no-exit ${pct(c.noExit.accuracy)}`;
 };
@@ -564,6 +568,7 @@ out.push(`- early-exit float @ latency target: ${cal('branchyT')}`);
 out.push(`- hybrid float (classifier, converter, backbone exit_1, exit_2): ${cal('cbnetF')}`);
 out.push(`- hybrid int8: ${cal('cbnetQ')}`);
 out.push(`- wide: hybrid float (classifier, converter, wide exit_1, exit_2): ${cal('cbnetWF')}`);
+out.push(`- wide: hybrid int8: ${cal('cbnetWQ')}`);
 out.push(`- wide: early-exit float: ${cal('wideF')}`);
 out.push(`- wide: early-exit int8: ${cal('wideQ')}`);
 out.push('', `Load (os.loadavg 1/5/15 min): ${loads.map((l) => `${l.phase} ${l.loadavg.join('/')}`).join('; ')}`);
