@@ -4,7 +4,8 @@
 // Order of trust: the manifest and its signature come first (whole-file hashes named by the job),
 // and the signature is checked before anything else is fetched; from then on the manifest's
 // per-block hashes decide what is written. A file this device already holds (in the staging
-// folder or in another local bundle folder) with the right hash is copied, never fetched. Each
+// folder or in another local bundle folder) with the right hash is copied (or hard-linked, with
+// linkLocal), never fetched. Each
 // block is checked against its hash before it is written; a block that fails is asked again a
 // bounded number of times, then the download fails naming the file and block. Received blocks are
 // recorded in a bitmap file next to the partial file, fsync'd after the block's bytes, so a
@@ -17,7 +18,7 @@ import { MANIFEST_FILE, SIGNATURE_FILE, parseManifest, type Manifest } from '../
 import { blockCount, listedFiles } from '../bundle/blocks.js';
 import { connectMqtt, type MqttConnection, type MqttMessage, type MqttTls } from '../telemetry/mqtt/client.js';
 import { EdgeExitError, formatProblem } from '../util/errors.js';
-import { writeFileAtomic } from '../util/fs.js';
+import { linkOrWriteAtomic, writeFileAtomic } from '../util/fs.js';
 import { MAX_CHUNK_BYTES, REPLY_OVERHEAD_BYTES, fileReplyTopic, fileRequestTopic, type FileRequest } from './file-protocol.js';
 import { DiskFullError, diskFullDuringWrite, ensureFreeSpace, isDiskFull } from './space.js';
 
@@ -41,6 +42,11 @@ export interface DownloadOptions {
   staging: string;
   /** Local bundle folders whose files (by hash) are copied instead of fetched. */
   have?: readonly string[];
+  /**
+   * The `have` folders are never written in place (an agent's own store): their files are
+   * hard-linked into staging rather than copied where the filesystem allows. Default false.
+   */
+  linkLocal?: boolean;
   /** Passed to verifyLoadedBundle: trust store or key, requireSignature. */
   verify?: VerifyOptions;
   /** Largest MQTT packet this device takes (default 64 KiB); replies are asked to fit it. */
@@ -323,11 +329,12 @@ async function localCandidates(dirs: readonly string[]): Promise<Map<string, str
   return out;
 }
 
-async function reuseLocal(target: string, want: { sha256: string; bytes: number }, candidates: readonly string[]): Promise<boolean> {
+async function reuseLocal(target: string, want: { sha256: string; bytes: number }, candidates: readonly string[], link: boolean): Promise<boolean> {
   for (const c of candidates) {
     const data = await fsp.readFile(c).catch(() => undefined);
     if (data && data.length === want.bytes && sha256(data) === want.sha256) {
-      await writeFileAtomic(target, data);
+      if (link) await linkOrWriteAtomic(target, data, c);
+      else await writeFileAtomic(target, data);
       return true;
     }
   }
@@ -441,7 +448,7 @@ export async function downloadBundle(opts: DownloadOptions): Promise<{ dir: stri
         stats.filesReused.push(f.file);
         continue;
       }
-      if (await reuseLocal(target, f, local.get(f.sha256) ?? [])) {
+      if (await reuseLocal(target, f, local.get(f.sha256) ?? [], opts.linkLocal === true)) {
         stats.filesReused.push(f.file);
         continue;
       }

@@ -50,6 +50,12 @@ export interface InstallOptions {
   rollback?: boolean;
   /** Earlier bundles kept (default DEFAULT_KEEP). */
   keep?: number;
+  /**
+   * `bundle` is a folder that nothing writes in place (the agent's own download staging): its files
+   * are hard-linked into the store instead of copied where the filesystem allows. Not for a folder
+   * a person may edit: a link shares the edit. Default false.
+   */
+  linkFiles?: boolean;
   latencyBudgetMs?: number | readonly number[];
   memoryBudgetMiB?: number;
   /** Runs once the bundle is current; a failed trial rolls back with its reason. */
@@ -274,7 +280,7 @@ async function runJob(store: BundleStore, j: Job, o: InstallOptions): Promise<In
 
   await step('started');
   try {
-    await store.put(j.incoming.files);
+    await store.put(j.incoming.files, o.linkFiles === true ? o.bundle : undefined);
   } catch (err) {
     // Disk full or unwritable: writeBundleAtomic left nothing half-written; `current` is untouched.
     if (isDiskFull(err)) return fail((await diskFullDuringWrite(store.bundlesDir, bytesOf(j.incoming), `bundle ${id.slice(0, 12)}`, err)).reason);

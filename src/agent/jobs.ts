@@ -410,6 +410,8 @@ export class JobAgent {
         signature: job.signature,
         staging: this.staging(job),
         have: await this.localBundles(),
+        // The store's bundles are never written in place: files already here are linked, not copied.
+        linkLocal: true,
         verify: { trust: await loadTrustStore(this.o.trustDir), requireSignature: true },
         signal,
         ...this.o.download,
@@ -464,6 +466,8 @@ export class JobAgent {
     return installBundle({
       root: this.o.root,
       bundle: this.staging(job),
+      // The staging folder is this agent's own and written only by its downloader (temp file, rename).
+      linkFiles: true,
       trustDir: this.o.trustDir,
       ...(device !== undefined ? { device } : {}),
       ...(this.o.threads !== undefined ? { threads: this.o.threads } : {}),

@@ -113,12 +113,16 @@ export class BundleStore {
   }
 
   /** Copy a bundle's files in (atomically; a no-op when that id is already there). Returns its id. */
-  async put(files: ReadonlyMap<string, Uint8Array>): Promise<string> {
+  /**
+   * Store a bundle under its id. `linkFrom`: a folder holding the same files that is never written
+   * in place (the agent's own staging): its files are hard-linked rather than copied where they can be.
+   */
+  async put(files: ReadonlyMap<string, Uint8Array>, linkFrom?: string): Promise<string> {
     const manifest = files.get(MANIFEST_FILE);
     if (!manifest) throw new InputError(formatProblem({ where: 'bundle', message: `has no ${MANIFEST_FILE}`, fix: 'install a bundle made by `edgeexit compile`' }));
     const id = bundleId(manifest);
     // Content-addressed: the same id is the same manifest, hence the same files once verified.
-    if (!(await this.has(id))) await writeBundleAtomic(this.bundleDir(id), [...files.entries()].map(([name, data]) => ({ name, data })));
+    if (!(await this.has(id))) await writeBundleAtomic(this.bundleDir(id), [...files.entries()].map(([name, data]) => ({ name, data, ...(linkFrom !== undefined ? { from: path.join(linkFrom, name) } : {}) })));
     return id;
   }
 

@@ -10,7 +10,7 @@ import { createHash, randomBytes, type KeyObject } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { InputError, ValidationError, formatProblem, type Problem } from '../util/errors.js';
-import { syncDir, writeFileAtomic } from '../util/fs.js';
+import { linkIfSame, syncDir, writeFileAtomic } from '../util/fs.js';
 import { MANIFEST_FILE, SIGNATURE_FILE, parseManifest, parseSignature, type Manifest } from './manifest.js';
 import { checkSignature, loadPublicKey } from './signing.js';
 import { looksLikeTar, readTar, writeTar } from './tar.js';
@@ -95,7 +95,8 @@ export interface WriteBundleOptions {
 }
 
 /**
- * Write `files` as the bundle folder `out`, atomically (see the header).
+ * Write `files` as the bundle folder `out`, atomically (see the header). A file given `from` (a
+ * path holding the same bytes, never written in place) is hard-linked from there when it can be.
  *
  * @example
  * ```ts
@@ -103,7 +104,7 @@ export interface WriteBundleOptions {
  * const { replaced } = await writeBundleAtomic('bundles/copy', [{ name: 'manifest.json', data: manifestBytes }, { name: 'stage0.onnx', data: stage0 }]);
  * ```
  */
-export async function writeBundleAtomic(out: string, files: readonly { name: string; data: Uint8Array }[], opts: WriteBundleOptions = {}): Promise<{ replaced: boolean }> {
+export async function writeBundleAtomic(out: string, files: readonly { name: string; data: Uint8Array; from?: string }[], opts: WriteBundleOptions = {}): Promise<{ replaced: boolean }> {
   const abs = path.resolve(out);
   const parent = path.dirname(abs);
   const base = path.basename(abs);
@@ -113,7 +114,11 @@ export async function writeBundleAtomic(out: string, files: readonly { name: str
   const tmp = path.join(parent, `.${base}.tmp-${tag}`);
   await fsp.mkdir(tmp);
   try {
-    for (const f of files) await writeSynced(path.join(tmp, f.name), f.data);
+    for (const f of files) {
+      // A file that already sits on this filesystem with the same bytes is linked, not written again.
+      if (f.from !== undefined && (await linkIfSame(path.join(tmp, f.name), f.data, f.from))) continue;
+      await writeSynced(path.join(tmp, f.name), f.data);
+    }
     await syncDir(tmp);
     await opts.beforeCommit?.(tmp);
     if (!exists) {

@@ -48,3 +48,48 @@ export async function writeFileAtomic(file: string, data: string | Uint8Array, o
     throw err;
   }
 }
+
+/**
+ * Make `file` a hard link of `from` when `from` holds exactly `data` (it is read back and compared
+ * byte for byte); false when it cannot (another filesystem, no hard links there, other bytes, gone),
+ * leaving nothing behind. Linking writes no data, so a bundle update that keeps its model files
+ * costs a device no flash writes. Only for files nobody writes in place: a link shares every
+ * later change. `file` must not exist yet (a fresh folder's entry).
+ *
+ * @example
+ * if (!(await linkIfSame(path.join(tmp, 'stage0.onnx'), bytes, path.join(old, 'stage0.onnx')))) await fsp.writeFile(path.join(tmp, 'stage0.onnx'), bytes);
+ */
+export async function linkIfSame(file: string, data: Uint8Array, from: string): Promise<boolean> {
+  try {
+    await fsp.link(from, file);
+  } catch {
+    return false;
+  }
+  const same = await fsp
+    .readFile(file)
+    .then((got) => Buffer.compare(got, data) === 0)
+    .catch(() => false);
+  if (!same) await fsp.rm(file, { force: true });
+  return same;
+}
+
+/**
+ * Put `data` at `file` atomically as a hard link of `from` (see linkIfSame), else by writing it
+ * (writeFileAtomic). Says which it did.
+ *
+ * @example
+ * await linkOrWriteAtomic('staging/stage0.onnx', bytes, 'store/abc/stage0.onnx'); // 'linked'
+ */
+export async function linkOrWriteAtomic(file: string, data: Uint8Array, from: string): Promise<'linked' | 'written'> {
+  const tmp = path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}.${randomBytes(4).toString('hex')}.link`);
+  if (await linkIfSame(tmp, data, from)) {
+    try {
+      await fsp.rename(tmp, file);
+      return 'linked';
+    } catch {
+      await fsp.rm(tmp, { force: true });
+    }
+  }
+  await writeFileAtomic(file, data);
+  return 'written';
+}

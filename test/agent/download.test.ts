@@ -78,6 +78,27 @@ MOSQUITTO.describe('bundle transfer over MQTT 5 (file server ↔ downloader)', (
     expect(stats.requests).toBe(Math.ceil(opts.manifest.bytes / (63 * 1024)) + 1);
   });
 
+  it('with linkLocal, the files a thresholds-only update keeps are hard links of the local bundle, not copies; without, copies', async () => {
+    const first = await base(fx.small);
+    await downloadBundle(first);
+    const { manifest } = await smallFiles(fx.update);
+    const kept = [...manifest.stages.map((s) => s.file), ...manifest.files.map((f) => f.file)];
+    const inode = (dir: string, f: string) => fsp.stat(path.join(dir, f)).then((s) => s.ino);
+    const linked = await base(fx.update, { have: [first.staging], linkLocal: true });
+    const copied = await base(fx.update, { have: [first.staging] });
+    await downloadBundle(linked);
+    await downloadBundle(copied);
+    for (const f of kept) {
+      expect(await inode(linked.staging, f), f).toBe(await inode(first.staging, f));
+      expect(await inode(copied.staging, f), f).not.toBe(await inode(first.staging, f));
+    }
+    // The manifest is new bytes: written, whatever linkLocal says.
+    expect(await inode(linked.staging, MANIFEST_FILE)).not.toBe(await inode(first.staging, MANIFEST_FILE));
+    const a = await loadBundleFiles(linked.staging);
+    const b = await loadBundleFiles(copied.staging);
+    for (const [name, data] of b.files) expect(sha256Hex(a.files.get(name)!), name).toBe(sha256Hex(data));
+  });
+
   it('resumes after the broker is killed mid-download without fetching a received block again', async () => {
     const { blocks, bytes, meta } = await smallFiles(fx.small);
     let outage: Promise<void> | undefined;

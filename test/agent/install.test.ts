@@ -67,6 +67,31 @@ describe('installBundle', () => {
     expect(await store.current()).toBe(first);
   });
 
+  it('linkFiles: the store holds hard links of the folder’s files, not copies; without it, or from a .tar, copies; the slot verifies all the same', async () => {
+    const src = await newer(fx.bundle, path.join(fx.dir, 'v1-link'), fx.privateKey, '1.0.0');
+    const names = (await fsp.readdir(src)).filter((f) => !f.startsWith('.'));
+    expect(names.length).toBeGreaterThan(3);
+    const inode = (f: string) => fsp.stat(f).then((st) => st.ino);
+    const slotOf = async (root: string, more: Partial<InstallOptions>, from = src): Promise<string> => {
+      const r = await installBundle(opts(root, from, more));
+      expect(r.state, r.reason).toBe('committed');
+      return (await BundleStore.open(root)).bundleDir(r.bundle);
+    };
+    const linked = await slotOf(await scratch('store'), { linkFiles: true });
+    const copied = await slotOf(await scratch('store'), {});
+    const { packBundle } = await import('../../src/bundle/files.js');
+    const tar = path.join(fx.dir, 'v1-link.tar');
+    await packBundle(src, tar);
+    const fromTar = await slotOf(await scratch('store'), { linkFiles: true }, tar);
+    for (const f of names) {
+      expect(await inode(path.join(linked, f)), f).toBe(await inode(path.join(src, f)));
+      expect(await inode(path.join(copied, f)), f).not.toBe(await inode(path.join(src, f)));
+      expect(await inode(path.join(fromTar, f)), f).not.toBe(await inode(path.join(src, f)));
+    }
+    const trust = await loadTrustStore(fx.trustDir);
+    for (const slot of [linked, copied, fromTar]) expect((await verifyBundle(slot, { trust, requireSignature: true })).signature.status).toBe('valid');
+  });
+
   it('installs from a .tar as from a folder (same slot)', async () => {
     const { packBundle } = await import('../../src/bundle/files.js');
     const tar = path.join(fx.dir, 'v1.tar');
