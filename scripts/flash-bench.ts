@@ -8,12 +8,15 @@
 // its store (content-addressed copy, fsync'd, journal lines, pointer switch) and remove staging.
 // The ML self-test is not part of it (it costs the same however the bundle arrived; `npm run
 // bench` measures inference). For the update a device offers its installed bundle as local files,
-// so only what changed moves. Bytes on the wire are counted by a TCP relay between the devices and
+// so only what changed moves. Each case runs twice, on fresh device stores: `copied` writes every
+// file (staging from the installed bundle, then the store from staging), `linked` hard-links files
+// that are already on the device's disk, as `edgeexit agent` does (download linkLocal, install
+// linkFiles). Bytes on the wire are counted by a TCP relay between the devices and
 // the broker (both directions, MQTT headers and acks included); the file server, the broker and
 // every device run on this one machine (devices in this process), so times are a bound for a
 // loopback link, not a network.
 //
-//   npm run bench:flash [-- --devices 1,100 --sizes 1,20 --json .bench/flash-bench.json]
+//   npm run bench:flash [-- --devices 1,100 --sizes 1,20 --modes copied,linked --json .bench/flash-bench.json]
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
@@ -35,6 +38,7 @@ const flag = (name: string, dflt: string) => {
 };
 const deviceCounts = flag('devices', '1,100').split(',').map(Number);
 const sizesMb = flag('sizes', '1,20').split(',').map(Number);
+const modes = flag('modes', 'copied,linked').split(',') as ('copied' | 'linked')[];
 const jsonOut = flag('json', '.bench/flash-bench.json');
 const log = (l: string) => process.stderr.write(l + '\n');
 
@@ -126,6 +130,15 @@ interface Row {
   filePayloadBytes: number;
   requests: number;
   wirePerDeviceVsBundle: number;
+  /** Bytes this process had the kernel write to storage during the case (/proc/self/io write_bytes; Linux). */
+  diskWrittenBytes: number | null;
+}
+
+/** /proc/self/io's write_bytes: what this process sent to the storage layer so far (null off Linux). */
+async function writtenBytes(): Promise<number | null> {
+  const io = await fsp.readFile('/proc/self/io', 'utf8').catch(() => null);
+  const m = io?.match(/^write_bytes:\s*(\d+)/m);
+  return m ? Number(m[1]) : null;
 }
 
 /** One simulated device: its own store, staging under it, its own MQTT identity. */
@@ -138,16 +151,16 @@ interface Device {
  * What a device does for one job: download and verify into staging, install into its store
  * (journal, content-addressed copy, pointer switch, previous kept), remove staging.
  */
-async function flashDevice(d: Device, refs: { manifest: FileRef; signature: FileRef }, brokerUrl: string, trust: TrustStore): Promise<{ stats: DownloadStats; seconds: number }> {
+async function flashDevice(d: Device, refs: { manifest: FileRef; signature: FileRef }, brokerUrl: string, trust: TrustStore, link: boolean): Promise<{ stats: DownloadStats; seconds: number }> {
   const t0 = performance.now();
   const from = await d.store.current();
   const staging = path.join(d.store.root, 'staging', refs.manifest.sha256.slice(0, 12));
-  const { stats } = await downloadBundle({ brokerUrl, fleet: 'bench', device: d.name, ...refs, staging, have: from ? [d.store.bundleDir(from)] : [], verify: { trust, requireSignature: true } });
+  const { stats } = await downloadBundle({ brokerUrl, fleet: 'bench', device: d.name, ...refs, staging, have: from ? [d.store.bundleDir(from)] : [], linkLocal: link, verify: { trust, requireSignature: true } });
   const release = await d.store.lock();
   try {
     const job = randomBytes(8).toString('hex');
     await d.store.record({ job, state: 'started', bundle: refs.manifest.sha256, from });
-    const id = await d.store.put((await loadBundleFiles(staging)).files);
+    const id = await d.store.put((await loadBundleFiles(staging)).files, link ? staging : undefined);
     await d.store.record({ job, state: 'staged', bundle: id, from });
     await d.store.record({ job, state: 'active', bundle: id, from });
     await d.store.setCurrent(id);
@@ -192,12 +205,14 @@ try {
   const brokerUrl = `mqtt://127.0.0.1:${relay.port}`;
   const server = await startFileServer({ brokerUrl: `mqtt://127.0.0.1:${mq.port}`, bundles: bundles.flatMap((b) => [b.dir, b.update]) });
   let fleetNo = 0;
-  const flash = async (label: string, bundle: string, devices: Device[]): Promise<void> => {
+  const flash = async (label: string, bundle: string, devices: Device[], link: boolean): Promise<void> => {
     const r = await refs(bundle);
     relay.reset();
+    const w0 = await writtenBytes();
     const t0 = performance.now();
-    const done = await Promise.all(devices.map((d) => flashDevice(d, r, brokerUrl, trust)));
+    const done = await Promise.all(devices.map((d) => flashDevice(d, r, brokerUrl, trust, link)));
     const seconds = (performance.now() - t0) / 1000;
+    const w1 = await writtenBytes();
     const size = await bundleBytes(bundle);
     const wire = relay.bytes();
     const stats = done.map((x) => x.stats);
@@ -211,18 +226,21 @@ try {
       filePayloadBytes: stats.reduce((n, x) => n + x.bytesReceived, 0),
       requests: stats.reduce((n, x) => n + x.requests, 0),
       wirePerDeviceVsBundle: wire / devices.length / size,
+      diskWrittenBytes: w0 !== null && w1 !== null ? w1 - w0 : null,
     });
     log(`${label}: ${devices.length} device(s) in ${seconds.toFixed(2)} s`);
   };
   for (const b of bundles) {
     for (const n of deviceCounts) {
-      const fleet = ++fleetNo;
-      const devices: Device[] = [];
-      for (let i = 0; i < n; i++) devices.push({ name: `f${fleet}-d${i}`, store: await BundleStore.open(path.join(work, `fleet-${fleet}`, `d${i}`)) });
-      await flash(`full ${b.name}`, b.dir, devices);
-      await flash(`thresholds-only ${b.name}`, b.update, devices);
-      // Each fleet's stores go before the next: 100 devices × 20 MB × 2 bundles is disk enough.
-      await fsp.rm(path.join(work, `fleet-${fleet}`), { recursive: true, force: true });
+      for (const mode of modes) {
+        const fleet = ++fleetNo;
+        const devices: Device[] = [];
+        for (let i = 0; i < n; i++) devices.push({ name: `f${fleet}-d${i}`, store: await BundleStore.open(path.join(work, `fleet-${fleet}`, `d${i}`)) });
+        await flash(`full ${b.name}, ${mode}`, b.dir, devices, mode === 'linked');
+        await flash(`thresholds-only ${b.name}, ${mode}`, b.update, devices, mode === 'linked');
+        // Each fleet's stores go before the next: 100 devices × 20 MB × 2 bundles is disk enough.
+        await fsp.rm(path.join(work, `fleet-${fleet}`), { recursive: true, force: true });
+      }
     }
   }
   await server.close();
@@ -233,8 +251,8 @@ try {
 }
 
 const mb = (b: number) => (b / 1_000_000).toFixed(2);
-const head = ['case', 'bundle MB', 'devices', 'time s', 'slowest device s', 'MB on wire', 'file MB received', 'requests', 'wire per device ÷ bundle'];
-const body = rows.map((r) => [r.case, mb(r.bundleBytes), String(r.devices), r.seconds.toFixed(2), r.slowestDeviceSeconds.toFixed(2), mb(r.wireBytes), mb(r.filePayloadBytes), String(r.requests), r.wirePerDeviceVsBundle.toFixed(4)]);
+const head = ['case', 'bundle MB', 'devices', 'time s', 'slowest device s', 'MB on wire', 'file MB received', 'requests', 'wire per device ÷ bundle', 'MB written to disk'];
+const body = rows.map((r) => [r.case, mb(r.bundleBytes), String(r.devices), r.seconds.toFixed(2), r.slowestDeviceSeconds.toFixed(2), mb(r.wireBytes), mb(r.filePayloadBytes), String(r.requests), r.wirePerDeviceVsBundle.toFixed(4), r.diskWrittenBytes === null ? '—' : mb(r.diskWrittenBytes)]);
 const numeric = head.map((_, i) => i > 0);
 const widths = head.map((h, i) => Math.max(h.length, ...body.map((r) => r[i]!.length)));
 const line = (cells: string[]) => '| ' + cells.map((c, i) => (numeric[i] ? c.padStart(widths[i]!) : c.padEnd(widths[i]!))).join(' | ') + ' |';
