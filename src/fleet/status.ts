@@ -54,16 +54,12 @@ export interface FleetStatus {
  */
 export async function fleetStatus(store: FleetStore, latest = LATEST_WINDOWS): Promise<FleetStatus> {
   // A fixed number of reads, each over the whole fleet, joined here by device: the cost of a
-  // call does not grow by a query per device.
-  const [rows, totalsList, recentByDevice, temperatures, baselines, counters] = await Promise.all([
-    store.devices(),
-    store.totals(),
-    store.recentWindows(latest),
-    store.latestTemperatures(),
-    store.driftBaselines(),
-    store.counters(),
-  ]);
-  const totals = new Map(totalsList.map((t) => [t.device, t]));
+  // call does not grow by a query per device. One after another, as a store's transaction
+  // expects its calls (a PostgreSQL one writes what it holds before each read).
+  const totals = new Map((await store.totals()).map((t) => [t.device, t]));
+  const rows = await store.devices();
+  const recentByDevice = await store.recentWindows(latest);
+  const temperatures = await store.latestTemperatures();
   const recents: DeviceRecent[] = [];
   const devices = rows.map((d): DeviceStatus => {
     const t = totals.get(d.device);
@@ -92,7 +88,7 @@ export async function fleetStatus(store: FleetStore, latest = LATEST_WINDOWS): P
       lastSeen: d.lastSeen,
     };
   });
-  return { devices, drift: driftFrom(baselines, recents), counters };
+  return { devices, drift: driftFrom(await store.driftBaselines(), recents), counters: await store.counters() };
 }
 
 // Count-weighted mean of the windows' p95 (plain mean when none counted an inference); null without windows.
