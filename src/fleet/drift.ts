@@ -124,7 +124,8 @@ export async function classDrift(store: FleetStore, latest = 10): Promise<ClassD
   if (!baselines.length) return [];
   const wanted = new Set(baselines.map((b) => `${b.fleet}\u0000${b.deviceClass}`));
   const rows = (await store.devices()).filter((d) => wanted.has(`${d.fleet}\u0000${classOf(d)}`));
-  const devices = await Promise.all(rows.map(async (row) => ({ row, recent: await store.latestWindows(row.device, latest) })));
+  const recent = await store.recentWindows(latest);
+  const devices = rows.map((row) => ({ row, recent: recent.get(row.device) ?? [] }));
   return driftFrom(baselines, devices);
 }
 

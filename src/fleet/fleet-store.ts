@@ -182,6 +182,27 @@ export interface FleetStore {
   latestWindows(device: string, limit: number): Promise<WindowRow[]>;
   /** Temperature of the device's most recent window that has one (same order as latestWindows); null when none does. */
   latestTemperature(device: string): Promise<number | null>;
+  /**
+   * latestWindows for every device in one read (the fleet-wide pages: fleet status, /api/table,
+   * /metrics, drift), so a page costs the same few queries however many devices there are.
+   * Keyed by device, each list newest first; devices without windows are absent.
+   *
+   * @example
+   * ```ts
+   * const recent = await store.recentWindows(10);
+   * for (const d of await store.devices()) console.log(d.device, recent.get(d.device)?.length ?? 0);
+   * ```
+   */
+  recentWindows(limit: number): Promise<Map<string, WindowRow[]>>;
+  /**
+   * latestTemperature for every device in one read; devices whose windows carry none are absent.
+   *
+   * @example
+   * ```ts
+   * const celsius = (await store.latestTemperatures()).get('pi-7') ?? null;
+   * ```
+   */
+  latestTemperatures(): Promise<Map<string, number>>;
   /** Windows with per-stage latency run with one of the given manifests, newest first (fleet latency profile). */
   stageLatencyWindows(q: StageLatencyQuery): Promise<StageLatencyWindow[]>;
   /** Set (replace) the drift baseline of (b.fleet, b.deviceClass). */

@@ -93,7 +93,7 @@ export interface RenderOptions {
 }
 
 /**
- * The whole exposition; reads the store (a few indexed queries per device).
+ * The whole exposition; reads the store (the same few queries whatever the fleet's size).
  *
  * @example
  * ```ts
@@ -106,9 +106,12 @@ export async function renderMetrics(store: FleetStore, opts: RenderOptions = {})
   const maxSeries = opts.maxSeries ?? DEFAULT_MAX_SERIES;
   let series = 0;
   let omitted = 0;
+  // A fixed number of reads over the whole fleet, joined here by device (no query per device).
   const devices = await store.devices();
   const totals = new Map((await store.totals()).map((t) => [t.device, t]));
   const counters = await store.counters();
+  const latestWindow = await store.recentWindows(1);
+  const temperatures = await store.latestTemperatures();
   const fam = (name: string, type: MetricType, help: string): Family => ({ name, type, help, samples: [] });
 
   // Latency: the device computes p50/p95/p99 over each window and sends only those, which is what a
@@ -141,7 +144,7 @@ export async function renderMetrics(store: FleetStore, opts: RenderOptions = {})
       continue;
     }
     series += need;
-    const [latest] = await store.latestWindows(d.device, 1);
+    const latest = latestWindow.get(d.device)?.[0];
     online.samples.push({ labels: base, value: d.online ? 1 : 0 });
     if (d.birth) info.samples.push({ labels: { ...base, bundle: d.birth.bundle.name, version: d.birth.bundle.version, precision: d.birth.bundle.precision, profile: d.birth.profile }, value: 1 });
     lastSeen.samples.push({ labels: base, value: d.lastSeen / 1000 });
@@ -151,8 +154,8 @@ export async function renderMetrics(store: FleetStore, opts: RenderOptions = {})
     (t?.exits ?? []).forEach((n, k) => exits.samples.push({ labels: { ...base, exit: String(k) }, value: n }));
     labelled.samples.push({ labels: base, value: t?.labelled ?? 0 });
     correct.samples.push({ labels: base, value: t?.correct ?? 0 });
-    const celsius = await store.latestTemperature(d.device);
-    if (celsius !== null) temperature.samples.push({ labels: base, value: celsius });
+    const celsius = temperatures.get(d.device);
+    if (celsius !== undefined) temperature.samples.push({ labels: base, value: celsius });
     if (latest) {
       for (const [q, ms] of [['0.5', latest.latencyP50], ['0.95', latest.latencyP95], ['0.99', latest.latencyP99]] as const)
         latency.samples.push({ labels: { ...base, quantile: q }, value: ms / 1000 });

@@ -295,6 +295,33 @@ const INSERT_FROM_STAGE = `
 
 const partitionName = (day: number): string => `windows_${new Date(day * DAY_MS).toISOString().slice(0, 10).replace(/-/g, '')}`;
 
+// The window columns as WindowDbRow reads them (the histogram as a JS number array).
+const WINDOW_SELECT = WINDOW_COLUMNS.replace('exit_histogram', 'exit_histogram::float8[] AS exit_histogram');
+
+function windowFromDb(r: WindowDbRow): WindowRow {
+  return {
+    device: r.device,
+    id: r.id,
+    bdSeq: r.bd_seq,
+    seq: r.seq,
+    windowStart: r.window_start,
+    windowEnd: r.window_end,
+    count: r.count,
+    exitHistogram: r.exit_histogram,
+    latencyP50: r.latency_p50,
+    latencyP95: r.latency_p95,
+    latencyP99: r.latency_p99,
+    joules: r.joules,
+    meanWatts: r.mean_watts,
+    energySource: r.energy_source,
+    droppedWindows: r.dropped_windows,
+    ...(r.temperature_c !== null ? { temperatureC: r.temperature_c } : {}),
+    ...(r.accuracy_correct !== null && r.accuracy_labelled !== null ? { accuracy: { correct: r.accuracy_correct, labelled: r.accuracy_labelled } } : {}),
+    ...(r.stage_latency !== null ? { stages: parseStages(r.stage_latency) } : {}),
+    ...(r.manifest_sha256 !== null ? { manifestSha256: r.manifest_sha256 } : {}),
+  };
+}
+
 class PgFleetStore implements FleetStore {
   private readonly inTx = new AsyncLocalStorage<Tx>();
   /** Connections that have the COPY staging table (temporary tables live per connection). */
@@ -685,28 +712,36 @@ class PgFleetStore implements FleetStore {
   }
 
   async latestWindows(device: string, limit: number): Promise<WindowRow[]> {
-    const rows = await this.read<WindowDbRow>(`SELECT ${WINDOW_COLUMNS.replace('exit_histogram', 'exit_histogram::float8[] AS exit_histogram')} FROM windows WHERE device = $1 ORDER BY window_end DESC, id DESC LIMIT $2`, [device, limit]);
-    return rows.map((r) => ({
-      device: r.device,
-      id: r.id,
-      bdSeq: r.bd_seq,
-      seq: r.seq,
-      windowStart: r.window_start,
-      windowEnd: r.window_end,
-      count: r.count,
-      exitHistogram: r.exit_histogram,
-      latencyP50: r.latency_p50,
-      latencyP95: r.latency_p95,
-      latencyP99: r.latency_p99,
-      joules: r.joules,
-      meanWatts: r.mean_watts,
-      energySource: r.energy_source,
-      droppedWindows: r.dropped_windows,
-      ...(r.temperature_c !== null ? { temperatureC: r.temperature_c } : {}),
-      ...(r.accuracy_correct !== null && r.accuracy_labelled !== null ? { accuracy: { correct: r.accuracy_correct, labelled: r.accuracy_labelled } } : {}),
-      ...(r.stage_latency !== null ? { stages: parseStages(r.stage_latency) } : {}),
-      ...(r.manifest_sha256 !== null ? { manifestSha256: r.manifest_sha256 } : {}),
-    }));
+    const rows = await this.read<WindowDbRow>(`SELECT ${WINDOW_SELECT} FROM windows WHERE device = $1 ORDER BY window_end DESC, id DESC LIMIT $2`, [device, limit]);
+    return rows.map(windowFromDb);
+  }
+
+  async recentWindows(limit: number): Promise<Map<string, WindowRow[]>> {
+    // LATERAL: the per-device query of latestWindows run by the server for every device (on
+    // windows_device_end in each partition), so one round trip, not one per device.
+    const rows = await this.read<WindowDbRow>(
+      `SELECT w.* FROM devices d CROSS JOIN LATERAL (
+         SELECT ${WINDOW_SELECT} FROM windows WHERE device = d.device ORDER BY window_end DESC, id DESC LIMIT $1
+       ) w
+       ORDER BY w.device COLLATE "C", w.window_end DESC, w.id DESC`,
+      [limit],
+    );
+    const out = new Map<string, WindowRow[]>();
+    for (const r of rows) {
+      const list = out.get(r.device);
+      if (list) list.push(windowFromDb(r));
+      else out.set(r.device, [windowFromDb(r)]);
+    }
+    return out;
+  }
+
+  async latestTemperatures(): Promise<Map<string, number>> {
+    const rows = await this.read<{ device: string; t: number }>(
+      `SELECT d.device, w.t FROM devices d CROSS JOIN LATERAL (
+         SELECT temperature_c AS t FROM windows WHERE device = d.device AND temperature_c IS NOT NULL ORDER BY window_end DESC, id DESC LIMIT 1
+       ) w`,
+    );
+    return new Map(rows.map((r) => [r.device, r.t]));
   }
 
   async stageLatencyWindows(q: StageLatencyQuery): Promise<StageLatencyWindow[]> {

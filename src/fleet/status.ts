@@ -4,7 +4,7 @@
 // rates, joules per inference and accuracy are over every window ever stored (the store's running
 // totals, which a retention prune does not lower); temperature is the latest a device reported.
 import { classOf, driftFrom, type ClassDrift, type DeviceRecent } from './drift.js';
-import type { FleetStore } from './fleet-store.js';
+import type { FleetStore, WindowRow } from './fleet-store.js';
 
 export const LATEST_WINDOWS = 10;
 
@@ -53,19 +53,21 @@ export interface FleetStatus {
  * ```
  */
 export async function fleetStatus(store: FleetStore, latest = LATEST_WINDOWS): Promise<FleetStatus> {
+  // A fixed number of reads, each over the whole fleet, joined here by device: the cost of a
+  // call does not grow by a query per device. One after another, as a store's transaction
+  // expects its calls (a PostgreSQL one writes what it holds before each read).
   const totals = new Map((await store.totals()).map((t) => [t.device, t]));
+  const rows = await store.devices();
+  const recentByDevice = await store.recentWindows(latest);
+  const temperatures = await store.latestTemperatures();
   const recents: DeviceRecent[] = [];
-  const devices = await Promise.all((await store.devices()).map(async (d): Promise<DeviceStatus> => {
+  const devices = rows.map((d): DeviceStatus => {
     const t = totals.get(d.device);
     const inferences = t?.count ?? 0;
     const labelled = t?.labelled ?? 0;
     const correct = t?.correct ?? 0;
-    const [recent, temperatureC] = await Promise.all([store.latestWindows(d.device, latest), store.latestTemperature(d.device)]);
+    const recent = recentByDevice.get(d.device) ?? [];
     recents.push({ row: d, recent });
-    const recentCount = recent.reduce((a, w) => a + w.count, 0);
-    let p95: number | null = null;
-    if (recent.length)
-      p95 = recentCount > 0 ? recent.reduce((a, w) => a + w.latencyP95 * w.count, 0) / recentCount : recent.reduce((a, w) => a + w.latencyP95, 0) / recent.length;
     return {
       device: d.device,
       fleet: d.fleet,
@@ -76,15 +78,22 @@ export async function fleetStatus(store: FleetStore, latest = LATEST_WINDOWS): P
       windows: t?.windows ?? 0,
       inferences,
       joules: t?.joules ?? 0,
-      p95LatencyMs: p95,
+      p95LatencyMs: recentP95(recent),
       exitRates: inferences > 0 ? (t?.exits ?? []).map((n) => n / inferences) : [],
       joulesPerInference: inferences > 0 ? (t?.joules ?? 0) / inferences : null,
       labelled,
       correct,
       accuracy: labelled > 0 ? correct / labelled : null,
-      temperatureC,
+      temperatureC: temperatures.get(d.device) ?? null,
       lastSeen: d.lastSeen,
     };
-  }));
+  });
   return { devices, drift: driftFrom(await store.driftBaselines(), recents), counters: await store.counters() };
+}
+
+// Count-weighted mean of the windows' p95 (plain mean when none counted an inference); null without windows.
+function recentP95(recent: readonly WindowRow[]): number | null {
+  if (!recent.length) return null;
+  const count = recent.reduce((a, w) => a + w.count, 0);
+  return count > 0 ? recent.reduce((a, w) => a + w.latencyP95 * w.count, 0) / count : recent.reduce((a, w) => a + w.latencyP95, 0) / recent.length;
 }

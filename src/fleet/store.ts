@@ -214,6 +214,30 @@ interface WindowDbRow {
   manifest_sha256: string | null;
 }
 
+function windowFromDb(r: WindowDbRow): WindowRow {
+  return {
+    device: r.device,
+    id: r.id,
+    bdSeq: r.bd_seq,
+    seq: r.seq,
+    windowStart: r.window_start,
+    windowEnd: r.window_end,
+    count: r.count,
+    exitHistogram: JSON.parse(r.exit_histogram) as number[],
+    latencyP50: r.latency_p50,
+    latencyP95: r.latency_p95,
+    latencyP99: r.latency_p99,
+    joules: r.joules,
+    meanWatts: r.mean_watts,
+    energySource: r.energy_source,
+    droppedWindows: r.dropped_windows,
+    ...(r.temperature_c !== null ? { temperatureC: r.temperature_c } : {}),
+    ...(r.accuracy_correct !== null && r.accuracy_labelled !== null ? { accuracy: { correct: r.accuracy_correct, labelled: r.accuracy_labelled } } : {}),
+    ...(r.stage_latency !== null ? { stages: parseStages(r.stage_latency) } : {}),
+    ...(r.manifest_sha256 !== null ? { manifestSha256: r.manifest_sha256 } : {}),
+  };
+}
+
 class SqliteFleetStore implements FleetStore {
   private readonly q;
   /** The open transaction (settles when it ended) and the token its calls carry (see `inTx`). */
@@ -286,6 +310,18 @@ class SqliteFleetStore implements FleetStore {
       // Same order as `latest`, over the windows that carry a temperature (windows_device_end serves it).
       latestTemperature: db.prepare<[string], { temperature_c: number }>(
         'SELECT temperature_c FROM windows WHERE device = ? AND temperature_c IS NOT NULL ORDER BY window_end DESC, id DESC LIMIT 1',
+      ),
+      // `latest` and `latestTemperature` for every device as one statement each: the subquery is
+      // the per-device query, run by SQLite per devices row on windows_device_end, so a fleet page
+      // reads what it did before without a round trip per device (nor a scan of every window).
+      recent: db.prepare<[number], WindowDbRow>(
+        `SELECT w.* FROM devices d, windows w
+         WHERE w.rowid IN (SELECT x.rowid FROM windows x WHERE x.device = d.device ORDER BY x.window_end DESC, x.id DESC LIMIT ?)
+         ORDER BY w.device, w.window_end DESC, w.id DESC`,
+      ),
+      latestTemperatures: db.prepare<[], { device: string; t: number | null }>(
+        `SELECT d.device, (SELECT x.temperature_c FROM windows x WHERE x.device = d.device AND x.temperature_c IS NOT NULL ORDER BY x.window_end DESC, x.id DESC LIMIT 1) AS t
+         FROM devices d`,
       ),
       prune: db.prepare('DELETE FROM windows WHERE window_end < ?'),
       setBaseline: db.prepare(
@@ -585,27 +621,27 @@ class SqliteFleetStore implements FleetStore {
   }
 
   private latestNow(device: string, limit: number): WindowRow[] {
-    return this.q.latest.all(device, limit).map((r) => ({
-      device: r.device,
-      id: r.id,
-      bdSeq: r.bd_seq,
-      seq: r.seq,
-      windowStart: r.window_start,
-      windowEnd: r.window_end,
-      count: r.count,
-      exitHistogram: JSON.parse(r.exit_histogram) as number[],
-      latencyP50: r.latency_p50,
-      latencyP95: r.latency_p95,
-      latencyP99: r.latency_p99,
-      joules: r.joules,
-      meanWatts: r.mean_watts,
-      energySource: r.energy_source,
-      droppedWindows: r.dropped_windows,
-      ...(r.temperature_c !== null ? { temperatureC: r.temperature_c } : {}),
-      ...(r.accuracy_correct !== null && r.accuracy_labelled !== null ? { accuracy: { correct: r.accuracy_correct, labelled: r.accuracy_labelled } } : {}),
-      ...(r.stage_latency !== null ? { stages: parseStages(r.stage_latency) } : {}),
-      ...(r.manifest_sha256 !== null ? { manifestSha256: r.manifest_sha256 } : {}),
-    }));
+    return this.q.latest.all(device, limit).map(windowFromDb);
+  }
+
+  recentWindows(limit: number): Promise<Map<string, WindowRow[]>> {
+    return this.now(() => {
+      const out = new Map<string, WindowRow[]>();
+      for (const r of this.q.recent.all(limit)) {
+        const list = out.get(r.device);
+        if (list) list.push(windowFromDb(r));
+        else out.set(r.device, [windowFromDb(r)]);
+      }
+      return out;
+    });
+  }
+
+  latestTemperatures(): Promise<Map<string, number>> {
+    return this.now(() => {
+      const out = new Map<string, number>();
+      for (const { device, t } of this.q.latestTemperatures.all()) if (t !== null) out.set(device, t);
+      return out;
+    });
   }
 
   stageLatencyWindows(q: StageLatencyQuery): Promise<StageLatencyWindow[]> {
