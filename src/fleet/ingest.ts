@@ -1,7 +1,9 @@
 // The collector's write path: received MQTT messages are queued and stored in batches, one SQLite
 // transaction per batch (a commit per message caps ingest at a few thousand messages/s; see the
 // ingest benchmark in the README). De-duplication and counters are unchanged: every message still
-// goes through handleMessage, in arrival order, inside the batch's transaction.
+// goes through handleMessage, in arrival order, inside the batch's transaction. On a store with a
+// synchronous writer (SQLite, FleetStore.sync) that is handleMessageSync, the same steps without a
+// promise per message: the whole batch runs inside one synchronous transaction.
 //
 // What a crash costs, and why nothing is lost:
 // - Windows: after a batch commits, `onCommitted` is told which windows of which device it settled

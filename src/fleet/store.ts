@@ -5,7 +5,8 @@
 // Each record* call is one transaction, so counters never disagree with the rows they describe.
 // The interface is asynchronous (PostgreSQL answers later) while better-sqlite3 is synchronous:
 // every call here runs at once, except that a transaction stays open across its function's
-// awaits, so calls from outside it wait until it ended instead of landing inside it.
+// awaits, so calls from outside it wait until it ended instead of landing inside it. The
+// collector's batches skip the promises: `sync` runs a whole batch as one synchronous transaction.
 // Per-device totals are running sums kept beside the rows (device_totals, device_exit_totals):
 // they only grow, so a retention prune deletes windows without lowering any Prometheus counter.
 import { AsyncLocalStorage } from 'node:async_hooks';
