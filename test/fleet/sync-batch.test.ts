@@ -1,13 +1,13 @@
 // The SQLite store's synchronous writer (FleetStore.sync), the collector's batch path: one
 // transaction per batch that commits whole or not at all, record calls refused outside it, and
 // asynchronous callers kept out of it. Real SQLite files.
+import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openFleetStore, type FleetStore, type SyncFleetWriter } from '../../src/fleet/store.js';
 import { stagesJson } from '../../src/fleet/stage-text.js';
 import type { Birth, MetricsWindow } from '../../src/telemetry/index.js';
 import { BIRTH_INFO, tempDir, windowBody } from '../telemetry/mqtt/fixtures.js';
-import { promises as fsp } from 'node:fs';
 
 const birth = (device: string, bdSeq: number): Birth => ({ device, fleet: 'lab', bdSeq, seq: 0, ...BIRTH_INFO, at: 1 });
 const win = (device: string, id: number, bdSeq: number, seq: number): MetricsWindow => ({ id, bdSeq, seq, ...windowBody(id, device) });
