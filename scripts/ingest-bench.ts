@@ -1,4 +1,4 @@
-// Ingest benchmark (`npm run bench:ingest -- [messages] [devices] [--db postgres://…] [--collectors 1,2,4]`): how many
+// Ingest benchmark (`npm run bench:ingest -- [messages] [devices] [--db postgres://…] [--collectors 1,2,4] [--sqlite-only]`): how many
 // metric windows per second the collector stores, into SQLite and into PostgreSQL, in one run. For
 // PostgreSQL it starts its own server (initdb in a temp folder, durable settings: fsync and
 // synchronous commit on) unless --db names one, where it creates and drops databases
@@ -516,6 +516,9 @@ async function mainBench(): Promise<void> {
   const args = process.argv.slice(2);
   const dbAt = args.indexOf('--db');
   const dbUrl = dbAt >= 0 ? args.splice(dbAt, 2)[1] : undefined;
+  // --sqlite-only: the SQLite rows (direct and through one collector) alone, for quick side-by-side runs.
+  const sqliteAt = args.indexOf('--sqlite-only');
+  const sqliteOnly = sqliteAt >= 0 && args.splice(sqliteAt, 1).length > 0;
   const nAt = args.indexOf('--collectors');
   const groups = (nAt >= 0 ? args.splice(nAt, 2)[1] ?? '' : '1,2,4').split(',').map(Number);
   if (!groups.every((n) => Number.isInteger(n) && n >= 1)) throw new Error(`--collectors: expected a list such as 1,2,4, got ${groups.join(',')}`);
@@ -528,7 +531,7 @@ async function mainBench(): Promise<void> {
   const sqlite = (name: string) => async () => openFleetStore(path.join(dir, `${name}.db`));
   const batched = `batched (${DEFAULT_BATCH.maxMessages} msgs / ${DEFAULT_BATCH.maxDelayMs} ms)`;
   const rows: Row[] = [];
-  const target = await pgTarget(dbUrl);
+  const target = sqliteOnly ? undefined : await pgTarget(dbUrl);
   try {
     rows.push(await direct(Math.min(messages, 10_000), devices, { maxDelayMs: 0 }, 'SQLite, direct, one commit per message', sqlite('single')));
     rows.push(await direct(messages, devices, {}, `SQLite, direct, ${batched}`, sqlite('batched')));
@@ -540,11 +543,11 @@ async function mainBench(): Promise<void> {
       let sized = '';
       rows.push(await direct(messages, devices, PG_BATCH, `PostgreSQL, direct, ${pgBatched} (the collector's default on PostgreSQL), multi-row INSERT`, async () => openPgStore((sized = await target.fresh()))));
       sizes.push(`PostgreSQL: ${Math.round((await bytesOnDisk(sized)) / messages)} bytes on disk per window stored (tables and indexes, after the last direct row)`);
-    } else console.error('PostgreSQL not installed and no --db postgres://…: skipping the PostgreSQL rows');
+    } else if (!sqliteOnly) console.error('PostgreSQL not installed and no --db postgres://…: skipping the PostgreSQL rows');
     if (MOSQUITTO.path) {
       rows.push(await throughBroker(messages, devices, path.join(dir, 'broker.db'), 'SQLite, through Mosquitto (QoS 1, batched)'));
       if (target) rows.push(await throughBroker(messages, devices, await target.fresh(), 'PostgreSQL, through Mosquitto (QoS 1, batched)'));
-      for (const n of groups) {
+      for (const n of sqliteOnly ? [] : groups) {
         rows.push(await throughGroup(n, messages, devices, path.join(dir, `group${n}.db`), 'SQLite (one WAL file)', undefined));
         if (target) rows.push(await throughGroup(n, messages, devices, await target.fresh(), 'PostgreSQL', target.dir));
       }

@@ -143,6 +143,29 @@ export interface StoredRollout {
   command: { seq: number; command: RolloutCommand } | null;
 }
 
+/**
+ * The write calls the collector makes per message, answered at once: for a store whose database
+ * calls are synchronous (SQLite), a batch costs one promise instead of several per message. The
+ * record calls are only valid inside `transaction`'s function, which runs synchronously as one
+ * transaction (BEGIN … COMMIT, or ROLLBACK when it throws) once no other transaction is open.
+ *
+ * @example
+ * ```ts
+ * const sync = store.sync;
+ * if (sync) await sync.transaction(() => windows.map((w) => sync.recordWindow(w, 'lab', Date.now())));
+ * ```
+ */
+export interface SyncFleetWriter {
+  /** Resolves after the commit; rejects, with nothing stored, when `fn` or the commit throws. */
+  transaction<T>(fn: () => T): Promise<T>;
+  recordBirth(b: Birth, seenAt: number): BirthOutcome;
+  recordDeath(d: Death, seenAt: number, fleet?: string): DeathOutcome;
+  recordWindow(w: MetricsWindow, fleet: string, seenAt: number): WindowOutcome;
+  noteRefusedWindow(w: Pick<MetricsWindow, 'device' | 'bdSeq' | 'seq'>, seenAt: number): number;
+  bump(counter: CounterName, n?: number): void;
+  birthOf(device: string): Birth | null;
+}
+
 export interface FleetStore {
   readonly file: string;
   /** Refused ('fleetMismatch', counted) when the device is recorded in a fleet other than `b.fleet`. */
@@ -172,6 +195,11 @@ export interface FleetStore {
    * round trip per message. Outside a transaction it does nothing.
    */
   prefetch?(keys: readonly { device: string; id?: number; windowEnd?: number }[]): Promise<void>;
+  /**
+   * Optional, for stores whose writes are synchronous underneath (SQLite): the collector's write
+   * calls without a promise each, run inside one synchronous transaction per batch.
+   */
+  readonly sync?: SyncFleetWriter;
   counters(): Promise<Counters>;
   devices(): Promise<DeviceRow[]>;
   /** The device's last birth on record, or null (no birth seen, or no such device). */

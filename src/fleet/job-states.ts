@@ -30,6 +30,8 @@ export class JobStates {
 
   /** Keep `m` if it is a job/state message; true for every job/state or job/desired topic (not telemetry). */
   take(m: MqttMessage): boolean {
+    // Every telemetry message passes here first: a job topic has a `job` level, so the rest skip parsing.
+    if (!m.topic.includes('/job/')) return false;
     const t = parseTopic(m.topic);
     if (!t || (t.kind !== 'job/state' && t.kind !== 'job/desired')) return false;
     if (t.kind === 'job/desired') return true;

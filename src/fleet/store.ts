@@ -5,7 +5,8 @@
 // Each record* call is one transaction, so counters never disagree with the rows they describe.
 // The interface is asynchronous (PostgreSQL answers later) while better-sqlite3 is synchronous:
 // every call here runs at once, except that a transaction stays open across its function's
-// awaits, so calls from outside it wait until it ended instead of landing inside it.
+// awaits, so calls from outside it wait until it ended instead of landing inside it. The
+// collector's batches skip the promises: `sync` runs a whole batch as one synchronous transaction.
 // Per-device totals are running sums kept beside the rows (device_totals, device_exit_totals):
 // they only grow, so a retention prune deletes windows without lowering any Prometheus counter.
 import { AsyncLocalStorage } from 'node:async_hooks';
@@ -17,7 +18,7 @@ import { seqStep } from './seq.js';
 import { parseStages, stagesJson } from './stage-text.js';
 import { InputError } from '../util/errors.js';
 import type { RolloutRecord } from './rollout-plan.js';
-import { COUNTER_NAMES, type CounterName, type RolloutCommand, type StoredRollout, type BirthOutcome, type Counters, type DeathOutcome, type DeviceRow, type DeviceTotals, type FleetStore, type WindowOutcome, type WindowRow, type StageLatencyQuery, type StageLatencyWindow, type DriftBaseline } from './fleet-store.js';
+import { COUNTER_NAMES, type CounterName, type RolloutCommand, type StoredRollout, type BirthOutcome, type Counters, type DeathOutcome, type DeviceRow, type DeviceTotals, type FleetStore, type SyncFleetWriter, type WindowOutcome, type WindowRow, type StageLatencyQuery, type StageLatencyWindow, type DriftBaseline } from './fleet-store.js';
 
 export * from './fleet-store.js';
 
@@ -251,12 +252,31 @@ class SqliteFleetStore implements FleetStore {
    * two of the three statements a window cost (ingest benchmark).
    */
   private readonly pending: Map<string, PendingDevice>;
+  /** True while `sync.transaction`'s function runs: the only time `sync`'s record calls are allowed. */
+  private syncOpen = false;
+  /** BEGIN IMMEDIATE, COMMIT and ROLLBACK prepared once: the synchronous batch runs them per batch. */
+  private readonly txq;
+
+  /**
+   * The collector's batch path (FleetStore.sync): every record call of a batch runs synchronously
+   * inside one transaction, so a batch costs one promise, not several per message.
+   */
+  readonly sync: SyncFleetWriter = {
+    transaction: (fn) => this.now(() => this.syncTransaction(fn)),
+    recordBirth: (b, seenAt) => this.inSync('recordBirth', () => this.birthNow(b, seenAt)),
+    recordDeath: (d, seenAt, fleet) => this.inSync('recordDeath', () => this.deathNow(d, seenAt, fleet)),
+    recordWindow: (w, fleet, seenAt) => this.inSync('recordWindow', () => this.windowNow(w, fleet, seenAt)),
+    noteRefusedWindow: (w, seenAt) => this.inSync('noteRefusedWindow', () => this.refusedNow(w, seenAt)),
+    bump: (counter, n = 1) => this.inSync('bump', () => void this.q.bump.run(counter, n)),
+    birthOf: (device) => this.inSync('birthOf', () => this.birthOfNow(device)),
+  };
 
   constructor(
     private readonly db: Database.Database,
     readonly file: string,
   ) {
     this.pending = new Map();
+    this.txq = { begin: db.prepare('BEGIN IMMEDIATE'), commit: db.prepare('COMMIT'), rollback: db.prepare('ROLLBACK') };
     this.q = {
       device: db.prepare<[string], DeviceDbRow>('SELECT * FROM devices WHERE device = ?'),
       // recordWindow runs per message: it reads only what it compares, not the birth document.
@@ -427,12 +447,14 @@ class SqliteFleetStore implements FleetStore {
   }
 
   noteRefusedWindow(w: Pick<MetricsWindow, 'device' | 'bdSeq' | 'seq'>, seenAt: number): Promise<number> {
-    return this.now(() =>
-      this.atomically(() => {
-        const state = this.sessionState(w.device, '', seenAt, false);
-        return state ? this.advanceSeq(state, w, seenAt) : 0;
-      }),
-    );
+    return this.now(() => this.refusedNow(w, seenAt));
+  }
+
+  private refusedNow(w: Pick<MetricsWindow, 'device' | 'bdSeq' | 'seq'>, seenAt: number): number {
+    return this.atomically(() => {
+      const state = this.sessionState(w.device, '', seenAt, false);
+      return state ? this.advanceSeq(state, w, seenAt) : 0;
+    });
   }
 
   /**
@@ -536,6 +558,35 @@ class SqliteFleetStore implements FleetStore {
     }
   }
 
+  /**
+   * One synchronous transaction around `fn` (sync.transaction, after `now` waited out any
+   * asynchronous one): nothing else can run until it committed or rolled back.
+   */
+  private syncTransaction<T>(fn: () => T): T {
+    // Inside an asynchronous transaction's function: a nested batch is not something the collector does.
+    if (this.db.inTransaction) throw new Error(`${this.file}: store.sync.transaction called inside another transaction; run it on its own`);
+    this.txq.begin.run();
+    this.syncOpen = true;
+    try {
+      const r = fn();
+      this.flushPending();
+      this.txq.commit.run();
+      return r;
+    } catch (err) {
+      if (this.db.inTransaction) this.txq.rollback.run();
+      throw err;
+    } finally {
+      this.syncOpen = false;
+      this.pending.clear();
+    }
+  }
+
+  /** A `sync` record call: only inside sync.transaction, where no other call can interleave. */
+  private inSync<T>(what: string, op: () => T): T {
+    if (!this.syncOpen) throw new Error(`${this.file}: store.sync.${what} called outside store.sync.transaction; call it from inside the transaction's function`);
+    return op();
+  }
+
   // Nested: the outer transaction writes the kept state back when it commits.
   private async savepoint<T>(fn: () => Promise<T>): Promise<T> {
     const name = `sp${++this.savepoints}`;
@@ -593,10 +644,12 @@ class SqliteFleetStore implements FleetStore {
   }
 
   birthOf(device: string): Promise<Birth | null> {
-    return this.now(() => {
-      const b = this.q.birthOf.get(device)?.birth;
-      return b ? (JSON.parse(b) as Birth) : null;
-    });
+    return this.now(() => this.birthOfNow(device));
+  }
+
+  private birthOfNow(device: string): Birth | null {
+    const b = this.q.birthOf.get(device)?.birth;
+    return b ? (JSON.parse(b) as Birth) : null;
   }
 
   totals(): Promise<DeviceTotals[]> {

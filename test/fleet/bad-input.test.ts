@@ -4,6 +4,7 @@
 // storing the good ones. Also: a store failure on one message of a batch costs only that message.
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
+import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startCollector, type Collector } from '../../src/fleet/collector.js';
 import { BatchedIngest } from '../../src/fleet/ingest.js';
@@ -81,9 +82,33 @@ describe('bad input', () => {
     await until(async () => (await collector.store.totals()).find((t) => t.device === 'pi-1')?.windows === 3, 'a good window after the bad ones');
   });
 
-  it('a store failure on one message of a batch loses only that message, logged', async () => {
+  it('a store failure on one message of a batch loses only that message, logged (SQLite: the synchronous batch)', async () => {
+    // A real SQLite error on the write of window 3: a trigger aborts its INSERT.
+    const file = path.join(dir, 'failing-sync.db');
+    await openFleetStore(file).close();
+    const raw = new Database(file);
+    raw.exec("CREATE TRIGGER fail_3 BEFORE INSERT ON windows WHEN NEW.id = 3 BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END");
+    raw.close();
+    const store = openFleetStore(file);
+    expect(store.sync).toBeDefined();
+    const lines: string[] = [];
+    const acked: number[] = [];
+    const ingest = new BatchedIngest(store, (l) => lines.push(l), Date.now, { maxMessages: 100, maxDelayMs: 10_000 }, undefined, (s) => acked.push(...s.flatMap((d) => d.ids)));
+    for (let i = 1; i <= 5; i++) ingest.push({ topic: topicFor(FLEET, 'pi-8', 'metrics'), payload: json(metrics('pi-8', i)), retain: false });
+    await ingest.flush();
+    expect(ingest.handled()).toBe(5);
+    expect(await store.totals()).toMatchObject([{ device: 'pi-8', windows: 4, count: 40 }]);
+    // Only what was stored is acked; the device sends window 3 again.
+    expect(acked.sort()).toEqual([1, 2, 4, 5]);
+    expect(lines.filter((l) => l.startsWith('error:'))).toEqual([`error: ${topicFor(FLEET, 'pi-8', 'metrics')}: disk I/O error`]);
+    await store.close();
+  });
+
+  it('a store failure on one message of a batch loses only that message, logged (a store without a synchronous writer)', async () => {
     const store = openFleetStore(path.join(dir, 'failing.db'));
+    // No `sync`: the batch goes through the asynchronous calls, as on PostgreSQL.
     const failing: FleetStore = Object.create(store, {
+      sync: { value: undefined },
       recordWindow: {
         value: async (w: Parameters<FleetStore['recordWindow']>[0], fleet: string, at: number) => {
           if (w.id === 3) throw new Error('disk I/O error');

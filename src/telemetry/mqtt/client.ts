@@ -189,7 +189,8 @@ async function connectAs(opts: MqttConnectOptions, protocolVersion: 4 | 5): Prom
     client.handleMessage = (packet, callback) => {
       let pending: void | Promise<void> = undefined;
       try {
-        if (packet.cmd === 'publish') pending = beforeAck(messageOf(packet.topic, Buffer.from(packet.payload), packet));
+        // The payload as received (what onMessage got too), not a copy of it per message.
+        if (packet.cmd === 'publish') pending = beforeAck(messageOf(packet.topic, typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload, packet));
       } finally {
         if (pending) pending.then(() => callback(), () => callback());
         else callback();
