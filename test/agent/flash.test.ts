@@ -19,7 +19,7 @@ import { startCollector, type Collector } from '../../src/fleet/collector.js';
 import { connectMqtt, type MqttConnection } from '../../src/telemetry/mqtt/client.js';
 import { MOSQUITTO, startBroker, type Broker } from '../telemetry/mqtt/broker.js';
 import { fmnistImages, scratch } from '../runtime/helpers.js';
-import { compileFixture, variant, type Fixture } from './helpers.js';
+import { compileFixture, slowRelease, variant, type Fixture } from './helpers.js';
 import { until as waitUntil } from '../support/wait.js';
 import { runCli } from '../cli/helpers.js';
 
@@ -41,11 +41,11 @@ MOSQUITTO.describe('flash jobs through Mosquitto', () => {
 
   beforeAll(async () => {
     fx = await compileFixture(await scratch('flash'));
-    // v1 exits every image at the first exit; `slow` (a newer version) runs every image to the last.
+    // v1 exits every image at the first exit; `slow` (a newer version) is the wide model run to its last exit.
     b.v1 = await variant(fx.bundle, path.join(fx.dir, 'v1'), fx.privateKey, (m) => ({ ...m, model: { ...m.model, version: '1.0.0' }, exitPolicy: { ...m.exitPolicy, thresholds: m.stages.slice(1).map(() => 0) } }));
     b.v2 = await variant(b.v1, path.join(fx.dir, 'v2'), fx.privateKey, (m) => ({ ...m, model: { ...m.model, version: '1.1.0' } }));
     b.old = await variant(b.v1, path.join(fx.dir, 'old'), fx.privateKey, (m) => ({ ...m, model: { ...m.model, version: '0.9.0' } }));
-    b.slow = await variant(b.v1, path.join(fx.dir, 'slow'), fx.privateKey, (m) => ({ ...m, model: { ...m.model, version: '1.3.0' }, exitPolicy: { ...m.exitPolicy, thresholds: null } }));
+    b.slow = await slowRelease(fx, '1.3.0');
     b.jetson = await variant(b.v2, path.join(fx.dir, 'jetson'), fx.privateKey, (m) => ({ ...m, model: { ...m.model, version: '1.4.0' }, target: { ...m.target, device: 'jetson-nano' } }));
     b.badGolden = await variant(b.v2, path.join(fx.dir, 'bad-golden'), fx.privateKey, (m, f) => {
       const g = decodeGolden(f.get(GOLDEN_FILE)!);

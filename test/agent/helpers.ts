@@ -55,3 +55,17 @@ export async function variant(src: string, out: string, privateKey: string | nul
 export function newer(src: string, out: string, privateKey: string, version: string): Promise<string> {
   return variant(src, out, privateKey, (m) => ({ ...m, model: { ...m.model, version } }));
 }
+
+/**
+ * A newer release of the fixture's model that is really slower per image: fmnist-branchy-wide
+ * (about twice the full model's work), compiled like the fixture, named as the fixture's model
+ * and run with thresholds null (every image to its last exit). Thresholds null alone is no longer
+ * slow enough to catch reliably on a busy machine: the runtime runs such a bundle as one session,
+ * at the unsplit model's cost.
+ */
+export async function slowRelease(fx: Fixture, version: string): Promise<string> {
+  const wide = path.join(fx.dir, `wide-${version}`);
+  await compileModel({ model: path.join(path.dirname(path.dirname(ZOO)), 'fmnist-branchy-wide', 'fmnist-branchy-wide.onnx'), device: 'rpi4', precision: 'fp32', out: wide, key: fx.privateKey, calibrationLimit: 16 });
+  const name = parseManifest(await fsp.readFile(path.join(fx.bundle, MANIFEST_FILE))).model.name;
+  return variant(wide, path.join(fx.dir, `slow-${version}`), fx.privateKey, (m) => ({ ...m, model: { ...m.model, name, version }, exitPolicy: { ...m.exitPolicy, thresholds: null } }));
+}

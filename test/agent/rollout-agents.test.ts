@@ -14,7 +14,7 @@ import { startCollector, type Collector } from '../../src/fleet/collector.js';
 import type { RolloutRecord } from '../../src/fleet/rollout-plan.js';
 import { MOSQUITTO, startBroker, type Broker } from '../telemetry/mqtt/broker.js';
 import { fmnistImages, scratch } from '../runtime/helpers.js';
-import { compileFixture, variant, type Fixture } from './helpers.js';
+import { compileFixture, slowRelease, variant, type Fixture } from './helpers.js';
 import { until as waitUntil } from '../support/wait.js';
 
 const until = (pred: () => boolean | Promise<boolean>, what: string, ms = 90_000): Promise<void> => waitUntil(pred, what, ms, 50);
@@ -33,7 +33,7 @@ MOSQUITTO.describe('rollouts to real device agents through Mosquitto', () => {
     fx = await compileFixture(await scratch('rollout-agents'));
     b.v1 = await variant(fx.bundle, path.join(fx.dir, 'v1'), fx.privateKey, (m) => ({ ...m, model: { ...m.model, version: '1.0.0' }, exitPolicy: { ...m.exitPolicy, thresholds: m.stages.slice(1).map(() => 0) } }));
     b.v2 = await variant(b.v1, path.join(fx.dir, 'v2'), fx.privateKey, (m) => ({ ...m, model: { ...m.model, version: '1.1.0' } }));
-    b.slow = await variant(b.v1, path.join(fx.dir, 'slow'), fx.privateKey, (m) => ({ ...m, model: { ...m.model, version: '1.2.0' }, exitPolicy: { ...m.exitPolicy, thresholds: null } }));
+    b.slow = await slowRelease(fx, '1.2.0');
     watch = path.join(fx.dir, 'watch');
     await fsp.mkdir(watch, { recursive: true });
     for (const f of await fmnistImages(2)) await fsp.copyFile(f, path.join(watch, path.basename(f)));
