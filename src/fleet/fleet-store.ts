@@ -213,7 +213,8 @@ export interface FleetStore {
   /**
    * latestWindows for every device in one read (the fleet-wide pages: fleet status, /api/table,
    * /metrics, drift), so a page costs the same few queries however many devices there are.
-   * Keyed by device, each list newest first; devices without windows are absent.
+   * Keyed by device, each list newest first; devices without windows are absent. `devices`: only
+   * these (a rollout's cohort), still in one read.
    *
    * @example
    * ```ts
@@ -221,7 +222,7 @@ export interface FleetStore {
    * for (const d of await store.devices()) console.log(d.device, recent.get(d.device)?.length ?? 0);
    * ```
    */
-  recentWindows(limit: number): Promise<Map<string, WindowRow[]>>;
+  recentWindows(limit: number, devices?: readonly string[]): Promise<Map<string, WindowRow[]>>;
   /**
    * latestTemperature for every device in one read; devices whose windows carry none are absent.
    *

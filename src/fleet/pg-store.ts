@@ -716,15 +716,16 @@ class PgFleetStore implements FleetStore {
     return rows.map(windowFromDb);
   }
 
-  async recentWindows(limit: number): Promise<Map<string, WindowRow[]>> {
+  async recentWindows(limit: number, devices?: readonly string[]): Promise<Map<string, WindowRow[]>> {
     // LATERAL: the per-device query of latestWindows run by the server for every device (on
     // windows_device_end in each partition), so one round trip, not one per device.
+    const from = devices ? 'unnest($2::text[]) AS d(device)' : 'devices d';
     const rows = await this.read<WindowDbRow>(
-      `SELECT w.* FROM devices d CROSS JOIN LATERAL (
+      `SELECT w.* FROM ${from} CROSS JOIN LATERAL (
          SELECT ${WINDOW_SELECT} FROM windows WHERE device = d.device ORDER BY window_end DESC, id DESC LIMIT $1
        ) w
        ORDER BY w.device COLLATE "C", w.window_end DESC, w.id DESC`,
-      [limit],
+      devices ? [limit, [...new Set(devices)]] : [limit],
     );
     const out = new Map<string, WindowRow[]>();
     for (const r of rows) {

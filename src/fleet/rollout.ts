@@ -32,7 +32,7 @@ import {
 } from './rollout-plan.js';
 
 /** Windows read per device when summing a cohort (newest first; enough for a 10 min window of 5 s windows). */
-const WINDOWS_PER_DEVICE = 256;
+export const WINDOWS_PER_DEVICE = 256;
 
 /** Longest wait for the retained job states after subscribing (it ends once 200 ms bring none new). */
 const RETAINED_WAIT_MS = 5_000;
@@ -57,14 +57,14 @@ export async function fleetDevices(store: FleetStore, fleet: string): Promise<{ 
   };
 }
 
-async function windowsSince(store: FleetStore, device: string, since: number, until: number): Promise<WindowRow[]> {
-  return (await store.latestWindows(device, WINDOWS_PER_DEVICE)).filter((w) => w.windowStart >= since && w.windowEnd <= until);
-}
-
-/** Cohort statistics of `devices` over windows that started at `since` (per device) or later. */
+/**
+ * Cohort statistics of `devices` over windows that started at `since` (per device) or later,
+ * from each device's latest WINDOWS_PER_DEVICE windows, read in one query for the whole cohort.
+ */
 export async function storedCohort(store: FleetStore, devices: readonly { device: string; since: number }[], until: number): Promise<CohortStats> {
+  const recent = devices.length ? await store.recentWindows(WINDOWS_PER_DEVICE, devices.map((d) => d.device)) : new Map<string, WindowRow[]>();
   const by = new Map<string, WindowRow[]>();
-  for (const d of devices) by.set(d.device, await windowsSince(store, d.device, d.since, until));
+  for (const d of devices) by.set(d.device, (recent.get(d.device) ?? []).filter((w) => w.windowStart >= d.since && w.windowEnd <= until));
   return cohortStats(by);
 }
 

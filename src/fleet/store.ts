@@ -339,6 +339,12 @@ class SqliteFleetStore implements FleetStore {
          WHERE w.rowid IN (SELECT x.rowid FROM windows x WHERE x.device = d.device ORDER BY x.window_end DESC, x.id DESC LIMIT ?)
          ORDER BY w.device, w.window_end DESC, w.id DESC`,
       ),
+      // The same for the devices named in a JSON array (a rollout cohort).
+      recentOf: db.prepare<[string, number], WindowDbRow>(
+        `SELECT w.* FROM (SELECT DISTINCT value AS device FROM json_each(?)) d, windows w
+         WHERE w.rowid IN (SELECT x.rowid FROM windows x WHERE x.device = d.device ORDER BY x.window_end DESC, x.id DESC LIMIT ?)
+         ORDER BY w.device, w.window_end DESC, w.id DESC`,
+      ),
       latestTemperatures: db.prepare<[], { device: string; t: number | null }>(
         `SELECT d.device, (SELECT x.temperature_c FROM windows x WHERE x.device = d.device AND x.temperature_c IS NOT NULL ORDER BY x.window_end DESC, x.id DESC LIMIT 1) AS t
          FROM devices d`,
@@ -677,10 +683,10 @@ class SqliteFleetStore implements FleetStore {
     return this.q.latest.all(device, limit).map(windowFromDb);
   }
 
-  recentWindows(limit: number): Promise<Map<string, WindowRow[]>> {
+  recentWindows(limit: number, devices?: readonly string[]): Promise<Map<string, WindowRow[]>> {
     return this.now(() => {
       const out = new Map<string, WindowRow[]>();
-      for (const r of this.q.recent.all(limit)) {
+      for (const r of devices ? this.q.recentOf.all(JSON.stringify(devices), limit) : this.q.recent.all(limit)) {
         const list = out.get(r.device);
         if (list) list.push(windowFromDb(r));
         else out.set(r.device, [windowFromDb(r)]);

@@ -16,6 +16,8 @@ import { startPostgres, type Postgres } from '../support/postgres.js';
 import { POSTGRES } from '../support/require.js';
 import { tempDir } from '../telemetry/mqtt/fixtures.js';
 import { deviceName, fillFleet } from './fleet-fill.js';
+import { storedCohort, WINDOWS_PER_DEVICE } from '../../src/fleet/rollout.js';
+import { cohortStats } from '../../src/fleet/rollout-plan.js';
 import { parseExposition, sampleValue } from './prom-parse.js';
 
 /** `store` with every method call counted (each is one read or write of the database). */
@@ -180,6 +182,34 @@ function suite(name: string, open: () => Promise<{ store: FleetStore; cleanup():
       expect(temps.get(deviceName(2))).toBeTypeOf('number');
       // Equal window ends: the larger id first, as latestWindows orders them.
       expect((await store.recentWindows(2)).get(deviceName(5))?.map((w) => w.id)).toEqual([7, 3]);
+    });
+
+    it('recentWindows for named devices (a rollout cohort) answers what latestWindows answers for each, and storedCohort what it computed device by device', async () => {
+      const store = await filled(30);
+      const names = [deviceName(2), deviceName(5), deviceName(5), deviceName(11), 'no-such-device', deviceName(29)];
+      for (const limit of [1, LATEST_WINDOWS]) {
+        const some = await store.recentWindows(limit, names);
+        const expected = new Map<string, WindowRow[]>();
+        for (const d of new Set(names)) {
+          const w = await store.latestWindows(d, limit);
+          if (w.length) expected.set(d, w);
+        }
+        expect(Object.fromEntries(some)).toEqual(Object.fromEntries(expected));
+        expect(some.has('no-such-device')).toBe(false);
+        expect(some.size).toBeGreaterThan(2);
+      }
+      expect((await store.recentWindows(3, [])).size).toBe(0);
+      // storedCohort read each device's latest windows one by one before.
+      const all = await store.recentWindows(WINDOWS_PER_DEVICE);
+      const ends = [...all.values()].flat().map((w) => w.windowEnd).sort((a, b) => a - b);
+      const since = ends[Math.floor(ends.length / 3)]!;
+      const until = ends[Math.floor((2 * ends.length) / 3)]!;
+      const cohort = names.map((device, i) => ({ device, since: i % 2 ? since : 0 }));
+      const byDevice = new Map<string, WindowRow[]>();
+      for (const d of cohort) byDevice.set(d.device, (await store.latestWindows(d.device, WINDOWS_PER_DEVICE)).filter((w) => w.windowStart >= d.since && w.windowEnd <= until));
+      const stats = await storedCohort(store, cohort, until);
+      expect(stats).toEqual(cohortStats(byDevice));
+      expect(stats.windows).toBeGreaterThan(0);
     });
 
     it('fleet status, /api/table and /metrics print the same bytes as the per-device reads did', async () => {
