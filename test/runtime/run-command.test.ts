@@ -66,6 +66,10 @@ describe('edgeexit run', () => {
     expect(r.out).toContain('policy    max-prob, thresholds none (every sample runs to the last exit)');
     expect(r.out).toContain('exits     0 (exit_0) 0 = 0.0%, 1 (exit_1) 0 = 0.0%, 2 (exit_2) 2 = 100.0%');
     expect(r.out).toMatch(/latency   mean [\d.]+ ms per image over 2 images in 2 batches/);
+    // No early exit to decide: the stages ran joined into one session.
+    expect(r.out).toMatch(/cascade [\d.]+ ms = stages [\d.]+ ms \(joined into one session\) \+ overhead/);
+    const staged = await runCli('run', bundle, '--trust-dir', trust, path.join(folder, 'a.png'), '--threshold', '0.99,0.99', '--threads', '1');
+    expect(staged.out).not.toContain('joined');
   });
 
   it('reports an unreadable image by name, classifies the rest and exits 2', async () => {

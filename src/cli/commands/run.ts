@@ -138,7 +138,9 @@ export function renderRun(r: RunCommandResult, exitNames: readonly string[] = r.
   const t = res.timing;
   const stageSum = t.stageMs.reduce((a, b) => a + b, 0);
   lines.push(`latency   mean ${ms(mean)} ms per image over ${ok.length} image${ok.length === 1 ? '' : 's'} in ${t.batches} batch${t.batches === 1 ? '' : 'es'}`);
-  lines.push(`time      decode ${ms(t.preprocessMs)} ms; cascade ${ms(t.cascadeMs)} ms = stages ${ms(stageSum)} ms + overhead ${ms(t.overheadMs)} ms`);
+  // With thresholds none a multi-exit bundle runs as its stages joined into one session (loadBundle's `chain`): its items carry no per-stage times.
+  const joined = res.thresholds === null && ok.length > 0 && ok.every((i) => i.stageLatencyMs.length === 0);
+  lines.push(`time      decode ${ms(t.preprocessMs)} ms; cascade ${ms(t.cascadeMs)} ms = stages ${ms(stageSum)} ms${joined ? ' (joined into one session)' : ''} + overhead ${ms(t.overheadMs)} ms`);
   if (t.runs?.length) lines.push(`runs      ${t.runs.map((x) => `${x.name} ${ms(x.ms)} ms on ${x.rows} image${x.rows === 1 ? '' : 's'}`).join('; ')}`);
   const failed = res.items.length - ok.length;
   if (failed) lines.push(`errors    ${failed} unreadable input${failed === 1 ? '' : 's'} (listed on stderr)`);
