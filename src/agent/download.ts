@@ -18,7 +18,7 @@ import { MANIFEST_FILE, SIGNATURE_FILE, parseManifest, type Manifest } from '../
 import { blockCount, listedFiles } from '../bundle/blocks.js';
 import { connectMqtt, type MqttConnection, type MqttMessage, type MqttTls } from '../telemetry/mqtt/client.js';
 import { EdgeExitError, formatProblem } from '../util/errors.js';
-import { linkOrWriteAtomic, writeFileAtomic } from '../util/fs.js';
+import { linkAtomicIf, writeFileAtomic } from '../util/fs.js';
 import { MAX_CHUNK_BYTES, REPLY_OVERHEAD_BYTES, fileReplyTopic, fileRequestTopic, type FileRequest } from './file-protocol.js';
 import { DiskFullError, diskFullDuringWrite, ensureFreeSpace, isDiskFull } from './space.js';
 
@@ -330,11 +330,13 @@ async function localCandidates(dirs: readonly string[]): Promise<Map<string, str
 }
 
 async function reuseLocal(target: string, want: { sha256: string; bytes: number }, candidates: readonly string[], link: boolean): Promise<boolean> {
+  const matches = (b: Uint8Array): boolean => b.length === want.bytes && sha256(b) === want.sha256;
   for (const c of candidates) {
+    // A link is checked through itself, so the candidate is read once either way.
+    if (link && (await linkAtomicIf(target, c, matches))) return true;
     const data = await fsp.readFile(c).catch(() => undefined);
-    if (data && data.length === want.bytes && sha256(data) === want.sha256) {
-      if (link) await linkOrWriteAtomic(target, data, c);
-      else await writeFileAtomic(target, data);
+    if (data && matches(data)) {
+      await writeFileAtomic(target, data);
       return true;
     }
   }

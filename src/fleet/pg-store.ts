@@ -24,6 +24,7 @@ import type { Pool, PoolClient } from 'pg';
 import type { Birth, Death, MetricsWindow } from '../telemetry/payloads.js';
 import { seqStep } from './seq.js';
 import { parseStages, stagesJson } from './stage-text.js';
+import { windowFromColumns, type WindowColumns } from './window-columns.js';
 import { InputError } from '../util/errors.js';
 import { PgRollouts, PG_ROLLOUTS_MIGRATION } from './pg-rollouts.js';
 import type { RolloutRecord } from './rollout-plan.js';
@@ -231,28 +232,7 @@ interface DeviceDbRow {
   last_seen: number;
 }
 
-interface WindowDbRow {
-  device: string;
-  id: number;
-  bd_seq: number;
-  seq: number;
-  window_start: number;
-  window_end: number;
-  count: number;
-  exit_histogram: number[];
-  latency_p50: number;
-  latency_p95: number;
-  latency_p99: number;
-  joules: number;
-  mean_watts: number;
-  energy_source: 'sensor' | 'model';
-  dropped_windows: number;
-  temperature_c: number | null;
-  accuracy_correct: number | null;
-  accuracy_labelled: number | null;
-  stage_latency: string | null;
-  manifest_sha256: string | null;
-}
+type WindowDbRow = WindowColumns<number[]>;
 
 const WINDOW_COLUMNS = 'device, id, bd_seq, seq, window_start, window_end, count, exit_histogram, latency_p50, latency_p95, latency_p99, joules, mean_watts, energy_source, dropped_windows, received_at, temperature_c, accuracy_correct, accuracy_labelled, stage_latency, manifest_sha256';
 
@@ -299,27 +279,7 @@ const partitionName = (day: number): string => `windows_${new Date(day * DAY_MS)
 const WINDOW_SELECT = WINDOW_COLUMNS.replace('exit_histogram', 'exit_histogram::float8[] AS exit_histogram');
 
 function windowFromDb(r: WindowDbRow): WindowRow {
-  return {
-    device: r.device,
-    id: r.id,
-    bdSeq: r.bd_seq,
-    seq: r.seq,
-    windowStart: r.window_start,
-    windowEnd: r.window_end,
-    count: r.count,
-    exitHistogram: r.exit_histogram,
-    latencyP50: r.latency_p50,
-    latencyP95: r.latency_p95,
-    latencyP99: r.latency_p99,
-    joules: r.joules,
-    meanWatts: r.mean_watts,
-    energySource: r.energy_source,
-    droppedWindows: r.dropped_windows,
-    ...(r.temperature_c !== null ? { temperatureC: r.temperature_c } : {}),
-    ...(r.accuracy_correct !== null && r.accuracy_labelled !== null ? { accuracy: { correct: r.accuracy_correct, labelled: r.accuracy_labelled } } : {}),
-    ...(r.stage_latency !== null ? { stages: parseStages(r.stage_latency) } : {}),
-    ...(r.manifest_sha256 !== null ? { manifestSha256: r.manifest_sha256 } : {}),
-  };
+  return windowFromColumns(r, r.exit_histogram);
 }
 
 class PgFleetStore implements FleetStore {

@@ -16,6 +16,7 @@ import Database from 'better-sqlite3';
 import type { Birth, Death, MetricsWindow } from '../telemetry/payloads.js';
 import { seqStep } from './seq.js';
 import { parseStages, stagesJson } from './stage-text.js';
+import { windowFromColumns, type WindowColumns } from './window-columns.js';
 import { InputError } from '../util/errors.js';
 import type { RolloutRecord } from './rollout-plan.js';
 import { COUNTER_NAMES, type CounterName, type RolloutCommand, type StoredRollout, type BirthOutcome, type Counters, type DeathOutcome, type DeviceRow, type DeviceTotals, type FleetStore, type SyncFleetWriter, type WindowOutcome, type WindowRow, type StageLatencyQuery, type StageLatencyWindow, type DriftBaseline } from './fleet-store.js';
@@ -192,51 +193,10 @@ interface DeviceDbRow {
   last_seen: number;
 }
 
-interface WindowDbRow {
-  device: string;
-  id: number;
-  bd_seq: number;
-  seq: number;
-  window_start: number;
-  window_end: number;
-  count: number;
-  exit_histogram: string;
-  latency_p50: number;
-  latency_p95: number;
-  latency_p99: number;
-  joules: number;
-  mean_watts: number;
-  energy_source: 'sensor' | 'model';
-  dropped_windows: number;
-  temperature_c: number | null;
-  accuracy_correct: number | null;
-  accuracy_labelled: number | null;
-  stage_latency: string | null;
-  manifest_sha256: string | null;
-}
+type WindowDbRow = WindowColumns<string>;
 
 function windowFromDb(r: WindowDbRow): WindowRow {
-  return {
-    device: r.device,
-    id: r.id,
-    bdSeq: r.bd_seq,
-    seq: r.seq,
-    windowStart: r.window_start,
-    windowEnd: r.window_end,
-    count: r.count,
-    exitHistogram: JSON.parse(r.exit_histogram) as number[],
-    latencyP50: r.latency_p50,
-    latencyP95: r.latency_p95,
-    latencyP99: r.latency_p99,
-    joules: r.joules,
-    meanWatts: r.mean_watts,
-    energySource: r.energy_source,
-    droppedWindows: r.dropped_windows,
-    ...(r.temperature_c !== null ? { temperatureC: r.temperature_c } : {}),
-    ...(r.accuracy_correct !== null && r.accuracy_labelled !== null ? { accuracy: { correct: r.accuracy_correct, labelled: r.accuracy_labelled } } : {}),
-    ...(r.stage_latency !== null ? { stages: parseStages(r.stage_latency) } : {}),
-    ...(r.manifest_sha256 !== null ? { manifestSha256: r.manifest_sha256 } : {}),
-  };
+  return windowFromColumns(r, JSON.parse(r.exit_histogram) as number[]);
 }
 
 class SqliteFleetStore implements FleetStore {

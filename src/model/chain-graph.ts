@@ -7,8 +7,8 @@
 import { create } from '@bufbuild/protobuf';
 import { UnsupportedError } from '../util/errors.js';
 import { OnnxModel, type NodeProto, type TensorProto, type ValueInfoProto } from '../onnx/index.js';
-import { GraphProtoSchema, ModelProtoSchema, OperatorSetIdProtoSchema, ValueInfoProtoSchema } from '../onnx/gen/onnx_pb.js';
-import { copyStage, newKnown, type StageModel } from './stage-copy.js';
+import { GraphProtoSchema, ModelProtoSchema, ValueInfoProtoSchema } from '../onnx/gen/onnx_pb.js';
+import { copyStage, joinedOpsets, newKnown, type StageModel } from './stage-copy.js';
 
 /** metadata_props key: stage nodes left out because an earlier stage computed the same value. */
 export const CHAIN_GRAPH_REUSED = 'edgeexit/reused-nodes';
@@ -73,12 +73,10 @@ export function buildChainGraph(stages: readonly StageModel[], opts: { source?: 
     input: chainInputs(stages, nodes, initializers),
     output: [create(ValueInfoProtoSchema, output)],
   });
-  const opsets = new Map<string, number>();
-  for (const s of stages) for (const o of s.model.opsetImports) opsets.set(o.domain, Math.max(opsets.get(o.domain) ?? 0, o.version));
   const proto = create(ModelProtoSchema, {
     ...first.proto,
     graph,
-    opsetImport: [...opsets].map(([domain, version]) => create(OperatorSetIdProtoSchema, { domain, version: BigInt(version) })),
+    opsetImport: joinedOpsets(stages),
   });
   const model = new OnnxModel(proto, opts.source ?? `${first.source} (chain)`);
   model.setMetadata(CHAIN_GRAPH_REUSED, String(known.reused));

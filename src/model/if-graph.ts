@@ -13,14 +13,13 @@
 import { create } from '@bufbuild/protobuf';
 import { UnsupportedError } from '../util/errors.js';
 import { OnnxModel, DataType, type GraphProto, type NodeProto, type TensorProto, type ValueInfoProto } from '../onnx/index.js';
-import { copyStage, newKnown, type Known, type StageModel } from './stage-copy.js';
+import { copyStage, joinedOpsets, newKnown, type Known, type StageModel } from './stage-copy.js';
 import {
   AttributeProtoSchema,
   AttributeProto_AttributeType,
   GraphProtoSchema,
   ModelProtoSchema,
   NodeProtoSchema,
-  OperatorSetIdProtoSchema,
   TensorProtoSchema,
   TensorShapeProto_DimensionSchema,
   TensorShapeProtoSchema,
@@ -157,13 +156,10 @@ export function buildIfGraph(stages: readonly IfGraphStage[], opts: { input: str
     input: [image, valueInfo(IF_GRAPH_IO.thresholds, DataType.FLOAT, [K - 1]), valueInfo(IF_GRAPH_IO.temperatures, DataType.FLOAT, [K])],
     output: [valueInfo(IF_GRAPH_IO.logits, DataType.FLOAT, [1, opts.classes]), valueInfo(IF_GRAPH_IO.exit, DataType.INT64, [1])],
   });
-  const opsets = new Map<string, number>();
-  for (const s of stages) for (const o of s.model.opsetImports) opsets.set(o.domain, Math.max(opsets.get(o.domain) ?? 0, o.version));
-  opsets.set('', Math.max(opsets.get('') ?? 0, MIN_OPSET));
   const proto = create(ModelProtoSchema, {
     ...first.proto,
     graph,
-    opsetImport: [...opsets].map(([domain, version]) => create(OperatorSetIdProtoSchema, { domain, version: BigInt(version) })),
+    opsetImport: joinedOpsets(stages, MIN_OPSET),
   });
   const model = new OnnxModel(proto, opts.source ?? `${first.source} (If-graph)`);
   model.setMetadata(IF_GRAPH_REUSED, String(known.reused));

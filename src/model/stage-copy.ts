@@ -7,7 +7,7 @@ import { createHash } from 'node:crypto';
 import { create, toBinary } from '@bufbuild/protobuf';
 import { UnsupportedError } from '../util/errors.js';
 import type { NodeProto, OnnxModel, TensorProto } from '../onnx/index.js';
-import { AttributeProtoSchema, AttributeProto_AttributeType, NodeProtoSchema, TensorProtoSchema } from '../onnx/gen/onnx_pb.js';
+import { AttributeProtoSchema, AttributeProto_AttributeType, NodeProtoSchema, OperatorSetIdProtoSchema, TensorProtoSchema, type OperatorSetIdProto } from '../onnx/gen/onnx_pb.js';
 
 /** One compiled stage as the manifest describes it, with its model. */
 export interface StageModel {
@@ -95,4 +95,18 @@ export function copyStage(stage: StageModel, k: number, known: Known, opts: Copy
   const initializers = g.initializer.filter((t) => read.has(rename(t.name))).map((t) => create(TensorProtoSchema, { ...t, name: rename(t.name) }));
   known.reused += reused;
   return { nodes, initializers, reused };
+}
+
+/**
+ * The opset imports of a graph joined from `stages`: the highest version of each domain any stage
+ * imports, the default domain at least `minDefault`.
+ *
+ * @example
+ * proto.opsetImport = joinedOpsets(stages, 13);
+ */
+export function joinedOpsets(stages: readonly StageModel[], minDefault = 0): OperatorSetIdProto[] {
+  const opsets = new Map<string, number>();
+  for (const s of stages) for (const o of s.model.opsetImports) opsets.set(o.domain, Math.max(opsets.get(o.domain) ?? 0, o.version));
+  if (minDefault > 0) opsets.set('', Math.max(opsets.get('') ?? 0, minDefault));
+  return [...opsets].map(([domain, version]) => create(OperatorSetIdProtoSchema, { domain, version: BigInt(version) }));
 }

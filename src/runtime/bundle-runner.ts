@@ -13,10 +13,11 @@ import { defaultTrustDir, loadTrustStore } from '../bundle/trust.js';
 import type { Manifest } from '../bundle/manifest.js';
 import { loadDeviceProfile } from '../devices/load.js';
 import { InputError, UnsupportedError, formatProblem } from '../util/errors.js';
-import { createSession, type ModelSession } from '../backends/onnxruntime.js';
+import { createSession, type ModelSession, type SessionOptions } from '../backends/onnxruntime.js';
 import { decodeModel, encodeModel } from '../onnx/index.js';
 import { buildIfGraph } from '../model/if-graph.js';
 import { buildChainGraph } from '../model/chain-graph.js';
+import type { StageModel } from '../model/stage-copy.js';
 import { blankInput, inputShapeOf, makeClassify } from './classify.js';
 import type { RunnerFamily } from './families/family.js';
 import { runnerFamily } from './families/registry.js';
@@ -134,20 +135,24 @@ async function resolveDevice(manifest: Manifest, opts: LoadBundleOptions, warn: 
   return { device, eps, threads };
 }
 
+/** Session options for a placement: its providers and threads, warnings to `onWarning`. */
+function placed(at: Placement, onWarning: (line: string) => void): SessionOptions {
+  return { ...(at.eps ? { executionProviders: at.eps } : {}), ...(at.threads !== undefined ? { intraOpNumThreads: at.threads } : {}), onWarning };
+}
+
+/** The manifest's stages with their models, decoded from the verified bytes (to build a graph of several). */
+function stageModels(manifest: Manifest, files: LoadedBundle): StageModel[] {
+  return manifest.stages.map((s) => ({ model: decodeModel(files.files.get(s.file)!), inputs: s.inputs, outputs: s.outputs }));
+}
+
 /** One session per manifest stage, from the verified bytes; on a failure the ones already open are closed. */
 async function openStageSessions(manifest: Manifest, files: LoadedBundle, at: Placement, warn: (l: string) => void): Promise<ModelSession[]> {
   const sessions: ModelSession[] = [];
   const warnings = new Set<string>();
   try {
     for (const s of manifest.stages) {
-      sessions.push(
-        await createSession(files.files.get(s.file)!, {
-          ...(at.eps ? { executionProviders: at.eps } : {}),
-          ...(at.threads !== undefined ? { intraOpNumThreads: at.threads } : {}),
-          // Every stage would repeat the same fallback warning; say it once.
-          onWarning: (line) => warnings.add(line),
-        }),
-      );
+      // Every stage would repeat the same fallback warning; say it once.
+      sessions.push(await createSession(files.files.get(s.file)!, placed(at, (line) => warnings.add(line))));
     }
   } catch (err) {
     await closeAll(sessions);
@@ -162,13 +167,9 @@ async function openStageSessions(manifest: Manifest, files: LoadedBundle, at: Pl
  * here, not shipped: it adds no file to the bundle and no byte to sign).
  */
 async function openFusedSession(manifest: Manifest, files: LoadedBundle, at: Placement, source: string): Promise<ModelSession> {
-  const stages = manifest.stages.map((s) => ({ model: decodeModel(files.files.get(s.file)!), inputs: s.inputs, outputs: s.outputs }));
-  const fused = buildIfGraph(stages, { input: manifest.input.name, classes: manifest.labels.length, source: `${source} (fused)` });
-  return createSession(encodeModel(fused), {
-    ...(at.eps ? { executionProviders: at.eps } : {}),
-    ...(at.threads !== undefined ? { intraOpNumThreads: at.threads } : {}),
-    onWarning: () => {},
-  });
+  const fused = buildIfGraph(stageModels(manifest, files), { input: manifest.input.name, classes: manifest.labels.length, source: `${source} (fused)` });
+  // The stage sessions already said any provider fallback.
+  return createSession(encodeModel(fused), placed(at, () => {}));
 }
 
 /**
@@ -179,13 +180,8 @@ async function openFusedSession(manifest: Manifest, files: LoadedBundle, at: Pla
 function chainOpener(manifest: Manifest, files: LoadedBundle, at: Placement, source: string, warn: (l: string) => void): () => Promise<ModelSession | undefined> {
   return async () => {
     try {
-      const stages = manifest.stages.map((s) => ({ model: decodeModel(files.files.get(s.file)!), inputs: s.inputs, outputs: s.outputs }));
-      const chain = buildChainGraph(stages, { source: `${source} (chain)` });
-      return await createSession(encodeModel(chain), {
-        ...(at.eps ? { executionProviders: at.eps } : {}),
-        ...(at.threads !== undefined ? { intraOpNumThreads: at.threads } : {}),
-        onWarning: () => {},
-      });
+      const chain = buildChainGraph(stageModels(manifest, files), { source: `${source} (chain)` });
+      return await createSession(encodeModel(chain), placed(at, () => {}));
     } catch (err) {
       warn(`warn: ${source}: could not join the stages into one session (${err instanceof Error ? err.message : String(err)}); runs to the last exit go stage by stage`);
       return undefined;

@@ -93,7 +93,8 @@ function fetchesOf(stages: readonly CascadeStage[]): string[][] {
 // Scratch softmax buffers by class count, reused across calls: single-threaded, and nothing
 // awaits while one is in use. Exact length, since the exit metrics score the whole array.
 const PROBS = new Map<number, Float64Array>();
-function probsFor(c: number): Float64Array {
+/** The shared scratch softmax row for `c` classes (see above): fill and read it without awaiting in between. */
+export function probsFor(c: number): Float64Array {
   let p = PROBS.get(c);
   if (!p) PROBS.set(c, (p = new Float64Array(c)));
   return p;

@@ -50,46 +50,54 @@ export async function writeFileAtomic(file: string, data: string | Uint8Array, o
 }
 
 /**
- * Make `file` a hard link of `from` when `from` holds exactly `data` (it is read back and compared
- * byte for byte); false when it cannot (another filesystem, no hard links there, other bytes, gone),
- * leaving nothing behind. Linking writes no data, so a bundle update that keeps its model files
- * costs a device no flash writes. Only for files nobody writes in place: a link shares every
- * later change. `file` must not exist yet (a fresh folder's entry).
+ * Make `file` a hard link of `from` and keep it when `accept` takes its bytes (read back through
+ * the link, so what is checked is what stays); false when it cannot (another filesystem, no hard
+ * links there, bytes refused, gone), leaving nothing behind. Linking writes no data, so a bundle
+ * update that keeps its model files costs a device no flash writes. Only for files nobody writes
+ * in place: a link shares every later change. `file` must not exist yet.
  *
  * @example
- * if (!(await linkIfSame(path.join(tmp, 'stage0.onnx'), bytes, path.join(old, 'stage0.onnx')))) await fsp.writeFile(path.join(tmp, 'stage0.onnx'), bytes);
+ * await linkIf(path.join(tmp, 'stage0.onnx'), path.join(old, 'stage0.onnx'), (b) => sha256Hex(b) === want);
  */
-export async function linkIfSame(file: string, data: Uint8Array, from: string): Promise<boolean> {
+export async function linkIf(file: string, from: string, accept: (bytes: Buffer) => boolean): Promise<boolean> {
   try {
     await fsp.link(from, file);
   } catch {
     return false;
   }
-  const same = await fsp
+  const ok = await fsp
     .readFile(file)
-    .then((got) => Buffer.compare(got, data) === 0)
+    .then(accept)
     .catch(() => false);
-  if (!same) await fsp.rm(file, { force: true });
-  return same;
+  if (!ok) await fsp.rm(file, { force: true });
+  return ok;
 }
 
 /**
- * Put `data` at `file` atomically as a hard link of `from` (see linkIfSame), else by writing it
- * (writeFileAtomic). Says which it did.
+ * linkIf for exactly `data` (compared byte for byte).
  *
  * @example
- * await linkOrWriteAtomic('staging/stage0.onnx', bytes, 'store/abc/stage0.onnx'); // 'linked'
+ * if (!(await linkIfSame(path.join(tmp, 'stage0.onnx'), bytes, path.join(old, 'stage0.onnx')))) await fsp.writeFile(path.join(tmp, 'stage0.onnx'), bytes);
  */
-export async function linkOrWriteAtomic(file: string, data: Uint8Array, from: string): Promise<'linked' | 'written'> {
+export function linkIfSame(file: string, data: Uint8Array, from: string): Promise<boolean> {
+  return linkIf(file, from, (got) => Buffer.compare(got, data) === 0);
+}
+
+/**
+ * linkIf onto `file` atomically (a temporary name in its folder, then rename over whatever is
+ * there); false, with `file` untouched, when no link was kept.
+ *
+ * @example
+ * if (!(await linkAtomicIf('staging/stage0.onnx', 'store/abc/stage0.onnx', matches))) await writeFileAtomic('staging/stage0.onnx', bytes);
+ */
+export async function linkAtomicIf(file: string, from: string, accept: (bytes: Buffer) => boolean): Promise<boolean> {
   const tmp = path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}.${randomBytes(4).toString('hex')}.link`);
-  if (await linkIfSame(tmp, data, from)) {
-    try {
-      await fsp.rename(tmp, file);
-      return 'linked';
-    } catch {
-      await fsp.rm(tmp, { force: true });
-    }
+  if (!(await linkIf(tmp, from, accept))) return false;
+  try {
+    await fsp.rename(tmp, file);
+    return true;
+  } catch {
+    await fsp.rm(tmp, { force: true });
+    return false;
   }
-  await writeFileAtomic(file, data);
-  return 'written';
 }

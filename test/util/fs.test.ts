@@ -3,12 +3,12 @@
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { linkIfSame, linkOrWriteAtomic } from '../../src/util/fs.js';
+import { linkAtomicIf, linkIfSame } from '../../src/util/fs.js';
 import { scratch } from '../compiler/helpers.js';
 
 const bytes = (s: string): Uint8Array => new TextEncoder().encode(s);
 
-describe('linkIfSame / linkOrWriteAtomic', () => {
+describe('linkIfSame / linkAtomicIf', () => {
   it('links when the source holds the same bytes: one inode, two names', async () => {
     const dir = await scratch('fs-link');
     const from = path.join(dir, 'a.onnx');
@@ -32,16 +32,19 @@ describe('linkIfSame / linkOrWriteAtomic', () => {
     expect((await fsp.stat(from)).nlink).toBe(1);
   });
 
-  it('linkOrWriteAtomic links, else writes the bytes (replacing the target), with no temp file left', async () => {
+  it('linkAtomicIf links over an existing name when the bytes are accepted; refused bytes leave the target as it was, with no temp file left', async () => {
     const dir = await scratch('fs-link');
     const from = path.join(dir, 'a.onnx');
     await fsp.writeFile(from, bytes('stage bytes'));
     await fsp.writeFile(path.join(dir, 'x.onnx'), bytes('old'));
-    expect(await linkOrWriteAtomic(path.join(dir, 'x.onnx'), bytes('stage bytes'), from)).toBe('linked');
+    const same = (want: string) => (got: Buffer) => got.toString() === want;
+    expect(await linkAtomicIf(path.join(dir, 'x.onnx'), from, same('stage bytes'))).toBe(true);
     expect((await fsp.stat(path.join(dir, 'x.onnx'))).ino).toBe((await fsp.stat(from)).ino);
-    expect(await linkOrWriteAtomic(path.join(dir, 'y.onnx'), bytes('new bytes'), from)).toBe('written');
-    expect(await fsp.readFile(path.join(dir, 'y.onnx'), 'utf8')).toBe('new bytes');
+    await fsp.writeFile(path.join(dir, 'y.onnx'), bytes('keep'));
+    expect(await linkAtomicIf(path.join(dir, 'y.onnx'), from, same('new bytes'))).toBe(false);
+    expect(await fsp.readFile(path.join(dir, 'y.onnx'), 'utf8')).toBe('keep');
     expect((await fsp.stat(path.join(dir, 'y.onnx'))).ino).not.toBe((await fsp.stat(from)).ino);
+    expect(await linkAtomicIf(path.join(dir, 'z.onnx'), path.join(dir, 'gone.onnx'), () => true)).toBe(false);
     expect((await fsp.readdir(dir)).sort()).toEqual(['a.onnx', 'x.onnx', 'y.onnx']);
   });
 });

@@ -10,7 +10,7 @@ import type { TensorData } from '../../backends/image.js';
 import type { ModelSession, PlainTensor } from '../../backends/onnxruntime.js';
 import { IF_GRAPH_IO } from '../../model/if-graph.js';
 import { InputError, UnsupportedError, formatProblem } from '../../util/errors.js';
-import { runCascade, type CascadeStage } from '../cascade.js';
+import { probsFor, runCascade, type CascadeStage } from '../cascade.js';
 import { CBNET_POLICIES } from '../cbnet-cascade.js';
 import { resolveExitPolicy, scored, scoreRow } from '../exit-policy.js';
 import { resolvePlanPolicy, type BatchResult, type ExitPlan, type FamilyContext, type FamilyRunner, type RunnerFamily } from './family.js';
@@ -30,14 +30,6 @@ function fusedFeeds(plan: ExitPlan): Record<string, PlainTensor> {
     FUSED_FEEDS.set(plan, (f = { [IF_GRAPH_IO.thresholds]: { data: thresholds, dims: [K - 1] }, [IF_GRAPH_IO.temperatures]: { data: Float32Array.from(plan.policy.temperatures), dims: [K] } }));
   }
   return f;
-}
-
-// Scratch softmax rows by class count (single-threaded; nothing awaits while one is in use).
-const PROBS = new Map<number, Float64Array>();
-function probsFor(c: number): Float64Array {
-  let p = PROBS.get(c);
-  if (!p) PROBS.set(c, (p = new Float64Array(c)));
-  return p;
 }
 
 /** One image through the fused If-graph; its time is booked to the stage of the exit taken. */
